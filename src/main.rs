@@ -1,0 +1,366 @@
+//! `delta`: the command-line interface of the Delta agent runtime.
+//!
+//! - `delta run <component.wasm>`: one invocation under limits, printing the
+//!   output and what it used.
+//! - `delta inspect <component.wasm>`: the component's world, imports and
+//!   exports.
+//!
+//! Exit codes (stable, for scripts):
+//! `0` success, `1` host error, `2` bad input (arguments, component or task
+//! JSON), `3` the agent returned an error, `4` a limit stopped the guest
+//! (fuel, deadline, memory, stack, output size), `5` the guest crashed
+//! (panic, trap, invalid output), `6` cancelled.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use delta_host_api::CallContext;
+use delta_runtime::{
+    AgentInvocation, CompileMode, InvocationLimits, LoadError, OutcomeClass, RunError, RunReport,
+    Runtime, RuntimeConfig,
+};
+
+/// Process exit codes.
+mod exit {
+    pub const SUCCESS: u8 = 0;
+    pub const HOST_ERROR: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const AGENT_ERROR: u8 = 3;
+    pub const LIMIT_HIT: u8 = 4;
+    pub const CRASH: u8 = 5;
+    pub const CANCELLED: u8 = 6;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "delta",
+    version,
+    about = "Delta: run untrusted agents as WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one task through an agent component and print its output and usage.
+    Run(RunArgs),
+    /// Print a component's world, imports and exports.
+    Inspect(InspectArgs),
+    /// Internal: compile a component under rlimits (used by the runtime).
+    #[command(hide = true, disable_help_flag = true)]
+    CompileWorker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct CacheArgs {
+    /// Directory of compiled components [default: $XDG_CACHE_HOME/delta/components].
+    #[arg(long, env = "DELTA_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time; keep nothing on disk.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The agent component (.wasm).
+    component: PathBuf,
+    /// Task input as a JSON document.
+    #[arg(long, conflicts_with = "input_file", default_value = "{}")]
+    input: String,
+    /// Read the task input from a file (`-` for stdin).
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    /// Fuel budget (roughly wasm instructions).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Linear memory cap in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print the whole run report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// The component (.wasm).
+    component: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::BAD_INPUT
+            } else {
+                exit::SUCCESS
+            });
+        }
+    };
+    if let Command::CompileWorker { args } = cli.command {
+        return delta_runtime::compile::worker_main(args);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DELTA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(exit::HOST_ERROR);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Inspect(args) => inspect(args).await,
+            Command::CompileWorker { .. } => Ok(exit::SUCCESS),
+        }
+    });
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HOST_ERROR)
+        }
+    }
+}
+
+fn runtime_config(cache: &CacheArgs) -> anyhow::Result<RuntimeConfig> {
+    let mut config = RuntimeConfig::default();
+    config.cache_dir = if cache.no_cache {
+        None
+    } else {
+        Some(match &cache.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir(),
+        })
+    };
+    config.compile.mode = CompileMode::Subprocess {
+        program: std::env::current_exe().context("locating the delta executable")?,
+        args: vec!["compile-worker".into()],
+    };
+    Ok(config)
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("delta/components")
+}
+
+/// Load a component, printing a bad-input error and returning its exit code.
+async fn load(
+    runtime: &Runtime,
+    path: &std::path::Path,
+) -> anyhow::Result<Result<Arc<delta_runtime::LoadedComponent>, u8>> {
+    match runtime.load_file(path).await {
+        Ok(component) => Ok(Ok(component)),
+        Err(e) if e.is_bad_input() => {
+            eprintln!("error: {}: {e}", path.display());
+            Ok(Err(exit::BAD_INPUT))
+        }
+        Err(e @ (LoadError::Worker(_) | LoadError::Cache { .. } | LoadError::Io { .. })) => {
+            Err(anyhow::Error::new(e).context(format!("loading {}", path.display())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let input = match &args.input_file {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the task input from stdin")?;
+            s
+        }
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: reading {}: {e}", path.display());
+                return Ok(exit::BAD_INPUT);
+            }
+        },
+        None => args.input.clone(),
+    };
+    let config = runtime_config(&args.cache)?;
+    let mut limits: InvocationLimits = config.default_limits;
+    if let Some(fuel) = args.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(mib) = args.memory_mib {
+        limits.memory_bytes = mib.saturating_mul(1 << 20);
+    }
+    if let Some(ms) = args.timeout_ms {
+        limits.timeout_ms = ms;
+    }
+    let runtime = Runtime::new(config)?;
+    let component = match load(&runtime, &args.component).await? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let agent_id = args
+        .component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "agent".into());
+    let run_id = format!(
+        "run-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let invocation = AgentInvocation {
+        context: CallContext {
+            tenant_id: "local".into(),
+            agent_id: agent_id.into(),
+            run_id: run_id.into(),
+        },
+        input,
+        limits,
+        capabilities: Default::default(),
+        cancel: Default::default(),
+    };
+    let report = match runtime.run_agent(&component, invocation).await {
+        Ok(report) => report,
+        Err(e @ (RunError::InvalidInput(_) | RunError::WrongWorld { .. })) => {
+            eprintln!("error: {e}");
+            return Ok(exit::BAD_INPUT);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(match report.outcome.class() {
+        OutcomeClass::Success => exit::SUCCESS,
+        OutcomeClass::AgentError => exit::AGENT_ERROR,
+        OutcomeClass::LimitHit => exit::LIMIT_HIT,
+        OutcomeClass::Crash => exit::CRASH,
+        OutcomeClass::Cancelled => exit::CANCELLED,
+    })
+}
+
+fn print_report(report: &RunReport) {
+    use delta_runtime::Outcome;
+    for line in &report.logs {
+        eprintln!(
+            "[{:>5} +{}ms] {}",
+            format!("{:?}", line.level).to_lowercase(),
+            line.at_ms,
+            line.message
+        );
+    }
+    if !report.stderr.is_empty() && !matches!(report.outcome, Outcome::GuestPanic { .. }) {
+        eprintln!("--- guest stderr ---\n{}", report.stderr.trim_end());
+    }
+    match &report.outcome {
+        Outcome::Completed { output } => println!("{output}"),
+        Outcome::AgentError {
+            code,
+            message,
+            retryable,
+        } => {
+            eprintln!(
+                "agent error [{code}]{}: {message}",
+                if *retryable { " (retryable)" } else { "" }
+            )
+        }
+        Outcome::OutputTooLarge { size, limit } => {
+            eprintln!("limit hit: output-too-large ({size} bytes, limit {limit})")
+        }
+        Outcome::GuestPanic { message } => eprintln!("guest panicked: {message}"),
+        Outcome::Trap { message } => eprintln!("guest trapped: {message}"),
+        Outcome::InvalidOutput { message } => eprintln!("guest returned invalid JSON: {message}"),
+        other if other.class() == OutcomeClass::LimitHit => {
+            eprintln!("limit hit: {}", other.name())
+        }
+        other => eprintln!("{}", other.name()),
+    }
+    let u = &report.usage;
+    eprintln!(
+        "outcome: {} | fuel {} | wall {:.3} ms | peak memory {:.1} MiB | log lines {} ({} dropped)",
+        report.outcome.name(),
+        u.fuel_used,
+        u.wall_time_us as f64 / 1000.0,
+        u.peak_memory_bytes as f64 / f64::from(1u32 << 20),
+        u.log.lines,
+        u.log.dropped,
+    );
+}
+
+async fn inspect(args: InspectArgs) -> anyhow::Result<u8> {
+    let runtime = Runtime::new(runtime_config(&args.cache)?)?;
+    let component = match load(&runtime, &args.component).await? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let description = component.description();
+    if args.json {
+        let json = serde_json::json!({
+            "digest": component.digest().to_string(),
+            "size": component.size(),
+            "world": format!("delta:agent/{}@0.1.0", component.world().name()),
+            "imports": description.imports,
+            "exports": description.exports,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(exit::SUCCESS);
+    }
+    let shape = component.shape();
+    println!("component {}", args.component.display());
+    println!("  sha256    {}", component.digest());
+    println!(
+        "  size      {} bytes, {} core modules, {} functions",
+        component.size(),
+        shape.modules,
+        shape.functions
+    );
+    println!("  world     delta:agent/{}@0.1.0", component.world().name());
+    println!("imports:");
+    for item in &description.imports {
+        println!("  {} ({})", item.name, item.kind);
+        for f in &item.functions {
+            println!("    {f}");
+        }
+    }
+    println!("exports:");
+    for item in &description.exports {
+        println!("  {}: {}", item.name, item.kind);
+        for f in &item.functions {
+            println!("    {f}");
+        }
+    }
+    Ok(exit::SUCCESS)
+}

@@ -1,1 +1,171 @@
-fn main() {}
+//! Runtime benchmarks. Each target is a ratio to a baseline measured in the
+//! same run (the machine is shared and noisy):
+//!
+//! - `cold_path`: new store + instantiate + `run` of hello-agent through
+//!   Delta, against bare Wasmtime instantiating a trivial component from an
+//!   `InstancePre` and calling one export (same engine, no WASI, no limits).
+//!   Target: Delta's median <= 5x the baseline's.
+//! - `fuel`: json-churn (JSON parse + serialise, branchy) with fuel metering
+//!   on and off, epoch interruption on in both. Target: <= 20 % overhead.
+//! - `load`: loading hello-agent from the disk cache against compiling it.
+//!   Target: cache hit >= 20x faster.
+//!
+//! Run: `cargo bench --bench runtime`; figures are recorded in
+//! `benches/README.md`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use delta_guest_artifacts as guests;
+use delta_host_api::CallContext;
+use delta_runtime::{
+    AgentInvocation, CompileMode, InvocationLimits, Outcome, Runtime, RuntimeConfig,
+};
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+
+fn tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
+fn invocation(input: &str, limits: InvocationLimits) -> AgentInvocation {
+    AgentInvocation {
+        context: CallContext {
+            tenant_id: "bench".into(),
+            agent_id: "bench".into(),
+            run_id: "bench".into(),
+        },
+        input: input.to_owned(),
+        limits,
+        capabilities: Default::default(),
+        cancel: Default::default(),
+    }
+}
+
+fn config() -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-cache")),
+        ..RuntimeConfig::default()
+    }
+}
+
+const TRIVIAL: &str = r#"(component
+  (core module $m (func (export "f") (result i32) i32.const 42))
+  (core instance $i (instantiate $m))
+  (func (export "f") (result u32) (canon lift (core func $i "f"))))"#;
+
+fn cold_path(c: &mut Criterion) {
+    let rt = tokio();
+    let delta = Runtime::new(config()).expect("runtime");
+    let hello = rt
+        .block_on(delta.load_file(guests::HELLO_AGENT.as_ref()))
+        .expect("load hello");
+
+    // Baseline: the same engine, a trivial component, no WASI, no limits.
+    let engine = delta.engine().clone();
+    let trivial = Component::new(&engine, TRIVIAL).expect("trivial component");
+    let linker = Linker::<()>::new(&engine);
+    let pre = linker.instantiate_pre(&trivial).expect("pre");
+
+    let mut group = c.benchmark_group("cold_path");
+    group.bench_function("bare_wasmtime_trivial", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut store = Store::new(&engine, ());
+            store.set_fuel(u64::MAX).expect("fuel");
+            store.set_epoch_deadline(u64::MAX);
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+            let f = instance
+                .get_typed_func::<(), (u32,)>(&mut store, "f")
+                .expect("f");
+            black_box(f.call_async(&mut store, ()).await.expect("call"))
+        })
+    });
+    group.bench_function("delta_hello_agent", |b| {
+        b.to_async(&rt).iter(|| async {
+            let report = delta
+                .run_agent(
+                    &hello,
+                    invocation(r#"{"name":"Bench"}"#, InvocationLimits::default()),
+                )
+                .await
+                .expect("run");
+            debug_assert!(matches!(report.outcome, Outcome::Completed { .. }));
+            black_box(report)
+        })
+    });
+    group.finish();
+}
+
+fn fuel(c: &mut Criterion) {
+    let rt = tokio();
+    let input = r#"{"iterations": 200}"#;
+    let limits = InvocationLimits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 60_000,
+        ..InvocationLimits::default()
+    };
+    let mut group = c.benchmark_group("fuel");
+    group.sample_size(30);
+    for (name, consume_fuel) in [("json_churn_fuel_on", true), ("json_churn_fuel_off", false)] {
+        let mut config = config();
+        config.engine.consume_fuel = consume_fuel;
+        let runtime = Runtime::new(config).expect("runtime");
+        let churn = rt
+            .block_on(runtime.load_file(guests::JSON_CHURN.as_ref()))
+            .expect("load json-churn");
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let report = runtime
+                    .run_agent(&churn, invocation(input, limits))
+                    .await
+                    .expect("run");
+                assert!(
+                    matches!(report.outcome, Outcome::Completed { .. }),
+                    "{report:?}"
+                );
+                black_box(report)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let rt = tokio();
+    let bytes = std::fs::read(guests::HELLO_AGENT).expect("hello");
+    let digest = delta_runtime::Digest::of(&bytes);
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+
+    let mut compile_config = config();
+    compile_config.cache_dir = None;
+    compile_config.compile.mode = CompileMode::InProcess;
+    let compiling = Runtime::new(compile_config).expect("runtime");
+    group.bench_function("compile_hello_agent", |b| {
+        b.to_async(&rt).iter(|| async {
+            compiling.unload(&digest);
+            black_box(compiling.load(bytes.clone()).await.expect("load"))
+        })
+    });
+
+    let cached = Runtime::new(config()).expect("runtime");
+    rt.block_on(cached.load(bytes.clone()))
+        .expect("warm the disk cache");
+    group.bench_function("cache_hit_hello_agent", |b| {
+        b.to_async(&rt).iter(|| async {
+            cached.unload(&digest);
+            black_box(cached.load(bytes.clone()).await.expect("load"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cold_path, fuel, load);
+criterion_main!(benches);

@@ -152,14 +152,14 @@ fn main() -> ExitCode {
 }
 
 fn runtime_config(cache: &CacheArgs) -> anyhow::Result<RuntimeConfig> {
-    let mut config = RuntimeConfig::default();
-    config.cache_dir = if cache.no_cache {
+    let cache_dir = if cache.no_cache {
         None
     } else {
-        Some(match &cache.cache_dir {
-            Some(dir) => dir.clone(),
-            None => default_cache_dir(),
-        })
+        Some(cache.cache_dir.clone().unwrap_or_else(default_cache_dir))
+    };
+    let mut config = RuntimeConfig {
+        cache_dir,
+        ..RuntimeConfig::default()
     };
     config.compile.mode = CompileMode::Subprocess {
         program: std::env::current_exe().context("locating the delta executable")?,

@@ -20,8 +20,10 @@ pub fn shared_cache() -> PathBuf {
 /// A runtime like the node's: subprocess compilation, disk cache, a small
 /// pool (tests run several runtimes at once).
 pub fn config() -> RuntimeConfig {
-    let mut config = RuntimeConfig::default();
-    config.cache_dir = Some(shared_cache());
+    let mut config = RuntimeConfig {
+        cache_dir: Some(shared_cache()),
+        ..RuntimeConfig::default()
+    };
     config.compile.mode = CompileMode::Subprocess {
         program: env!("CARGO_BIN_EXE_delta-compile-worker").into(),
         args: Vec::new(),

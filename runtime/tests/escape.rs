@@ -42,7 +42,11 @@ async fn escape_attempts_all_fail_inside_the_guest() {
             .unwrap_or_else(|| panic!("hostile-escape did not report {name}: {output}"));
         assert_eq!(check["allowed"], false, "{name} was allowed: {check}");
     }
-    assert_eq!(checks.len(), 12, "a check was added without a test: {output}");
+    assert_eq!(
+        checks.len(),
+        12,
+        "a check was added without a test: {output}"
+    );
     assert_hello_works(&rt).await;
 }
 

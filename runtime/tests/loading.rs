@@ -107,8 +107,7 @@ async fn verifier_component_cannot_be_run_as_an_agent() {
     let err = rt
         .run_agent(&verifier, invocation("{}", InvocationLimits::default()))
         .await
-        .err()
-        .expect("wrong world");
+        .expect_err("wrong world");
     assert!(
         matches!(
             err,
@@ -128,8 +127,7 @@ async fn invalid_task_json_is_refused_before_running() {
     let err = rt
         .run_agent(&hello, invocation("{not json", InvocationLimits::default()))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(matches!(err, RunError::InvalidInput(_)), "{err}");
 }
 

@@ -78,6 +78,23 @@ pub fn check_target(rustc: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Make sure the wasm target is installed, adding it with rustup when it is
+/// missing and rustup is available.
+pub fn ensure_target() -> Result<()> {
+    let rustc = PathBuf::from(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    if check_target(&rustc).is_ok() {
+        return Ok(());
+    }
+    eprintln!("==> installing the Rust target {GUEST_TARGET} (rustup target add {GUEST_TARGET})");
+    let status = Command::new("rustup")
+        .args(["target", "add", GUEST_TARGET])
+        .status();
+    match status {
+        Ok(s) if s.success() => check_target(&rustc),
+        _ => check_target(&rustc).context("rustup could not add the target"),
+    }
+}
+
 /// How the nested cargo's output is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {

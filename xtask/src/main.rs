@@ -1,26 +1,92 @@
 //! `cargo xtask <command>`: project automation.
 //!
 //! - `guests`: build every crate in `examples/` to `target/guests/<name>.wasm`.
+//! - `demo`: install the wasm target if needed, build the guests and the
+//!   CLI, and run hello-agent and a hostile guest through `delta run`.
+//! - `test`: install the wasm target if needed and run the whole test suite.
 
-use anyhow::{Result, bail};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
 
 fn main() -> Result<()> {
     let command = std::env::args().nth(1).unwrap_or_default();
+    let root = xtask::workspace_root();
     match command.as_str() {
         "guests" => {
-            let root = xtask::workspace_root();
-            let guests = xtask::build_guests(&root, xtask::Output::Inherit)?;
-            for guest in guests {
-                let size = std::fs::metadata(&guest.path).map(|m| m.len()).unwrap_or(0);
-                println!(
-                    "{:<24} {:>9} bytes  {}",
-                    guest.name,
-                    size,
-                    guest.path.display()
-                );
-            }
+            xtask::ensure_target()?;
+            build_guests(&root)?;
             Ok(())
         }
-        other => bail!("unknown command {other:?}; available: guests"),
+        "demo" => {
+            xtask::ensure_target()?;
+            build_guests(&root)?;
+            step("building the delta CLI");
+            cargo(&["build", "--bin", "delta"])?;
+            let delta = root.join("target/debug/delta");
+            let guests = root.join("target/guests");
+            step("delta run hello-agent.wasm --input '{\"name\":\"Delta\"}'");
+            let code = run(Command::new(&delta)
+                .arg("run")
+                .arg(guests.join("hello-agent.wasm"))
+                .args(["--input", r#"{"name":"Delta"}"#]))?;
+            if code != 0 {
+                bail!("hello-agent exited with {code}, expected 0");
+            }
+            step(
+                "delta run hostile-loop.wasm --fuel 50000000   (an infinite loop: expect exit 4, limit hit)",
+            );
+            let code = run(Command::new(&delta)
+                .arg("run")
+                .arg(guests.join("hostile-loop.wasm"))
+                .args(["--fuel", "50000000"]))?;
+            if code != 4 {
+                bail!("hostile-loop exited with {code}, expected 4 (limit hit)");
+            }
+            step("done: hello-agent answered, hostile-loop was stopped by its fuel limit");
+            Ok(())
+        }
+        "test" => {
+            xtask::ensure_target()?;
+            cargo(&["test", "--workspace"])
+        }
+        other => bail!("unknown command {other:?}; available: guests, demo, test"),
     }
+}
+
+fn step(message: &str) {
+    println!("\n==> {message}");
+}
+
+fn build_guests(root: &std::path::Path) -> Result<()> {
+    step("building guest components (examples/ -> target/guests/)");
+    for guest in xtask::build_guests(root, xtask::Output::Inherit)? {
+        let size = std::fs::metadata(&guest.path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "{:<24} {:>9} bytes  {}",
+            guest.name,
+            size,
+            guest.path.display()
+        );
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn run(command: &mut Command) -> Result<i32> {
+    let status = command.status().context("running delta")?;
+    let code = status.code().unwrap_or(-1);
+    println!("(exit code {code})");
+    Ok(code)
 }

@@ -314,3 +314,50 @@ async fn every_hostile_guest_in_turn_leaves_the_runtime_serving() {
         assert_hello_works(&rt).await;
     }
 }
+
+#[tokio::test]
+async fn an_exhausted_instance_pool_is_busy_not_a_guest_outcome() {
+    let mut config = config();
+    config.engine.pooling.max_instances = 1;
+    let rt = Arc::new(delta_runtime::Runtime::new(config).expect("runtime"));
+    let looping = load(&rt, guests::HOSTILE_LOOP).await;
+    let hello = load(&rt, guests::HELLO_AGENT).await;
+    let limits = InvocationLimits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 1_000,
+        ..InvocationLimits::default()
+    };
+    let busy = {
+        let rt = rt.clone();
+        tokio::spawn(async move { run(&rt, &looping, "{}", limits).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = rt
+        .run_agent(&hello, invocation(r#"{"name":"Ada"}"#, InvocationLimits::default()))
+        .await
+        .expect_err("the only slot is taken");
+    assert!(matches!(err, delta_runtime::RunError::Busy), "{err}");
+    assert_eq!(busy.await.expect("join").outcome, Outcome::Deadline);
+    // The slot is free again.
+    assert_hello_works(&rt).await;
+}
+
+/// Like Wasmtime's test-programs: a guest without a test is a forgotten
+/// guest. Every generated constant must be used by some test or bench.
+#[test]
+fn every_guest_is_used_by_a_test() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut sources = String::new();
+    for dir in ["runtime/tests", "tests", "benches"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("test dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).expect("read"));
+            }
+        }
+    }
+    for (name, _) in guests::ALL {
+        let constant = format!("guests::{}", name.to_uppercase().replace('-', "_"));
+        assert!(sources.contains(&constant), "no test uses {constant}");
+    }
+}

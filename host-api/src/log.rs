@@ -10,7 +10,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::delta::agent::log::{Host, Level};
@@ -106,6 +109,11 @@ pub struct LogStats {
     pub truncated: u64,
 }
 
+/// A per-run GCRA limiter on `std::time::Instant`: governor's default
+/// clock (quanta) calibrates itself with `cpuid` on creation, which cost more
+/// than the rest of a small run's set-up together.
+type LineRate = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<Instant>>;
+
 /// One run's log: accepted lines plus counters, within [`LogLimits`].
 #[derive(Default)]
 pub struct LogState {
@@ -113,7 +121,7 @@ pub struct LogState {
     sink: Option<Arc<dyn LogSink>>,
     // Created on the first line: most runs log little, and the cold path
     // should not pay for a rate limiter it never uses.
-    rate: Option<DefaultDirectRateLimiter>,
+    rate: Option<LineRate>,
     started: Option<Instant>,
     lines: Vec<LogLine>,
     stats: LogStats,
@@ -145,7 +153,10 @@ impl LogState {
         let rate = self.rate.get_or_insert_with(|| {
             let per_second = NonZeroU32::new(limits.lines_per_second).unwrap_or(NonZeroU32::MIN);
             let burst = NonZeroU32::new(limits.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-            RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+            RateLimiter::direct_with_clock(
+                Quota::per_second(per_second).allow_burst(burst),
+                MonotonicClock,
+            )
         });
         if rate.check().is_err() {
             self.stats.dropped += 1;

@@ -333,7 +333,10 @@ async fn an_exhausted_instance_pool_is_busy_not_a_guest_outcome() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let err = rt
-        .run_agent(&hello, invocation(r#"{"name":"Ada"}"#, InvocationLimits::default()))
+        .run_agent(
+            &hello,
+            invocation(r#"{"name":"Ada"}"#, InvocationLimits::default()),
+        )
         .await
         .expect_err("the only slot is taken");
     assert!(matches!(err, delta_runtime::RunError::Busy), "{err}");

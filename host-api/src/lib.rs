@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
 
-pub use budget::BudgetLedger;
+pub use budget::{BudgetLedger, LedgerError, Reservation, Settlement};
 pub use llm::LlmGateway;
 pub use log::{LogLimits, LogSink, LogState};
 pub use messaging::Messenger;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use common::*;
 use delta_guest_artifacts as guests;
 use delta_host_api::budget::{Balance, BudgetError, TokenRequest};
+use delta_host_api::{LedgerError, Reservation, Settlement};
 use delta_host_api::llm::{Completion, CompletionRequest, LlmError};
 use delta_host_api::{BudgetLedger, CallContext, Capabilities, LlmGateway};
 use delta_runtime::{InvocationLimits, Outcome};
@@ -48,6 +49,23 @@ struct RecordingLedger {
 
 #[async_trait]
 impl BudgetLedger for RecordingLedger {
+    async fn reserve(
+        &self,
+        ctx: &CallContext,
+        _amount: u64,
+        _purpose: &str,
+    ) -> Result<Reservation, LedgerError> {
+        Err(LedgerError::UnknownAccount(ctx.agent_id.to_string()))
+    }
+
+    async fn settle(&self, r: &Reservation, _used: u64) -> Result<Settlement, LedgerError> {
+        Err(LedgerError::UnknownReservation(r.id.clone()))
+    }
+
+    async fn release(&self, r: &Reservation) -> Result<(), LedgerError> {
+        Err(LedgerError::UnknownReservation(r.id.clone()))
+    }
+
     async fn remaining(&self, ctx: &CallContext) -> Result<Balance, BudgetError> {
         self.seen.lock().expect("lock").push(ctx.clone());
         Ok(Balance {

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use common::*;
 use delta_guest_artifacts as guests;
 use delta_host_api::budget::{Balance, BudgetError, TokenRequest};
-use delta_host_api::{LedgerError, Reservation, Settlement};
 use delta_host_api::llm::{Completion, CompletionRequest, LlmError};
 use delta_host_api::{BudgetLedger, CallContext, Capabilities, LlmGateway};
+use delta_host_api::{LedgerError, Reservation, Settlement};
 use delta_runtime::{InvocationLimits, Outcome};
 
 #[tokio::test]
@@ -176,4 +176,33 @@ async fn cancelling_during_a_host_call_ends_the_run_as_cancelled() {
     });
     let report = rt.run_agent(&probe, invocation).await.expect("run");
     assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+}
+
+#[tokio::test]
+async fn seed_bots_report_unconfigured_capabilities_as_agent_errors() {
+    let rt = runtime();
+    for (path, input, code) in [
+        (
+            guests::EMAIL_BOT,
+            r#"{"to":"a@example.com","name":"Ada"}"#,
+            "messaging-not-configured",
+        ),
+        (
+            guests::SMS_BOT,
+            r#"{"to":"+15555550100","code":"1234"}"#,
+            "messaging-not-configured",
+        ),
+        (
+            guests::LLM_TASK_BOT,
+            r#"{"task":"say hi"}"#,
+            "llm-not-configured",
+        ),
+    ] {
+        let bot = load(&rt, path).await;
+        let report = run(&rt, &bot, input, InvocationLimits::default()).await;
+        match &report.outcome {
+            Outcome::AgentError { code: got, .. } => assert_eq!(got, code, "{path}"),
+            other => panic!("{path}: expected agent error {code}, got {other:?}"),
+        }
+    }
 }

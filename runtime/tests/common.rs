@@ -72,16 +72,21 @@ pub async fn run(
         .expect("invocation starts")
 }
 
-/// hello-agent must still answer correctly: used after every hostile case.
-pub async fn assert_hello_works(runtime: &Runtime) {
-    let hello = load(runtime, delta_guest_artifacts::HELLO_AGENT).await;
-    let report = run(
+/// One hello-agent run greeting Ada, with default limits.
+pub async fn run_hello(runtime: &Runtime, hello: &LoadedComponent) -> RunReport {
+    run(
         runtime,
-        &hello,
+        hello,
         r#"{"name":"Ada"}"#,
         InvocationLimits::default(),
     )
-    .await;
+    .await
+}
+
+/// hello-agent must still answer correctly: used after every hostile case.
+pub async fn assert_hello_works(runtime: &Runtime) {
+    let hello = load(runtime, delta_guest_artifacts::HELLO_AGENT).await;
+    let report = run_hello(runtime, &hello).await;
     assert_eq!(
         report.outcome,
         delta_runtime::Outcome::Completed {

@@ -243,13 +243,7 @@ async fn a_busy_guest_does_not_starve_another_on_the_same_thread() {
     };
     // Let the loop get going on the only worker thread first.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let report = run(
-        &rt,
-        &hello,
-        r#"{"name":"Ada"}"#,
-        InvocationLimits::default(),
-    )
-    .await;
+    let report = run_hello(&rt, &hello).await;
     let hello_done = started.elapsed();
     assert!(
         matches!(report.outcome, Outcome::Completed { .. }),

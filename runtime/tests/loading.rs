@@ -198,13 +198,7 @@ async fn compile_timeout_kills_the_worker_and_the_runtime_keeps_serving() {
     };
     let mut hello_done = Duration::ZERO;
     for _ in 0..3 {
-        let report = run(
-            &rt,
-            &hello,
-            r#"{"name":"Ada"}"#,
-            InvocationLimits::default(),
-        )
-        .await;
+        let report = run_hello(&rt, &hello).await;
         assert!(
             matches!(report.outcome, Outcome::Completed { .. }),
             "{report:?}"

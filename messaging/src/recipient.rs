@@ -1,0 +1,114 @@
+//! Recipient syntax per channel and the per-agent allow-list.
+
+use std::str::FromStr;
+
+use lettre::Address;
+
+use crate::config::ChannelId;
+
+/// Longest email address accepted (RFC 5321's path limit minus the angle
+/// brackets).
+const MAX_EMAIL_LEN: usize = 254;
+
+/// A recipient that passed the channel's syntax check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recipient {
+    /// An RFC 5322 addr-spec (no display name, no comments).
+    Email(Address),
+    /// An E.164 number, `+` included.
+    Phone(String),
+}
+
+/// Parse `raw` as a recipient for `channel`; `None` when it is not one.
+pub(crate) fn parse(channel: ChannelId, raw: &str) -> Option<Recipient> {
+    match channel {
+        ChannelId::Email => {
+            // lettre's parser rejects display names, whitespace and control
+            // characters, so the address can be placed in a header verbatim.
+            if raw.len() > MAX_EMAIL_LEN || raw.chars().any(char::is_control) {
+                return None;
+            }
+            Address::from_str(raw).ok().map(Recipient::Email)
+        }
+        ChannelId::Sms => is_e164(raw).then(|| Recipient::Phone(raw.to_owned())),
+    }
+}
+
+/// `+` followed by 8 to 15 digits, the first not zero (no country code
+/// starts with 0).
+pub(crate) fn is_e164(raw: &str) -> bool {
+    let Some(digits) = raw.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// Whether `recipient` matches an entry of the agent's allow-list.
+///
+/// Email addresses compare case-insensitively (providers treat the local
+/// part case-insensitively in practice, and an operator writing
+/// `Bob@Example.com` means the same mailbox); `*@domain` covers a whole
+/// domain. Phone numbers compare exactly.
+pub(crate) fn is_allowed(recipient: &Recipient, allowed: &[String]) -> bool {
+    match recipient {
+        Recipient::Email(address) => {
+            let full = AsRef::<str>::as_ref(address).to_lowercase();
+            let domain = address.domain().to_lowercase();
+            allowed.iter().any(|entry| {
+                let entry = entry.to_lowercase();
+                match entry.strip_prefix("*@") {
+                    Some(d) => d == domain,
+                    None => entry == full,
+                }
+            })
+        }
+        Recipient::Phone(number) => allowed.iter().any(|entry| entry == number),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+14155550100"));
+        assert!(is_e164("+12345678"));
+        assert!(!is_e164("+1234567"));
+        assert!(!is_e164("+1234567890123456"));
+        assert!(!is_e164("14155550100"));
+        assert!(!is_e164("+04155550100"));
+        assert!(!is_e164("+1415555010a"));
+        assert!(!is_e164("+1415 555 0100"));
+    }
+
+    #[test]
+    fn email_syntax() {
+        assert!(parse(ChannelId::Email, "bob@example.com").is_some());
+        for bad in [
+            "bob",
+            "Bob <bob@example.com>",
+            "bob@example.com\r\nBcc: eve@example.com",
+            "bob@example.com\n",
+            "bob @example.com",
+            "",
+        ] {
+            assert!(parse(ChannelId::Email, bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allow_list() {
+        let allowed = vec!["Bob@Example.com".to_owned(), "*@corp.test".to_owned()];
+        let r = |s: &str| parse(ChannelId::Email, s).expect("valid");
+        assert!(is_allowed(&r("bob@example.com"), &allowed));
+        assert!(is_allowed(&r("anyone@CORP.test"), &allowed));
+        assert!(!is_allowed(&r("eve@example.com"), &allowed));
+        assert!(!is_allowed(&r("bob@sub.corp.test"), &allowed));
+        let phone = parse(ChannelId::Sms, "+14155550100").expect("valid");
+        assert!(is_allowed(&phone, &["+14155550100".to_owned()]));
+        assert!(!is_allowed(&phone, &["+14155550101".to_owned()]));
+    }
+}

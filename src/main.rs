@@ -11,6 +11,8 @@
 //! (fuel, deadline, memory, stack, output size), `5` the guest crashed
 //! (panic, trap, invalid output), `6` cancelled.
 
+mod config;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -91,6 +93,10 @@ struct RunArgs {
     /// Print the whole run report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Capabilities and grants for this run (`delta.toml`; see the README).
+    /// Without it every capability but `log` answers `not-configured`.
+    #[arg(long, env = "DELTA_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -211,8 +217,18 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         },
         None => args.input.clone(),
     };
+    let local = match &args.config {
+        Some(path) => match config::LocalConfig::load(path) {
+            Ok(local) => local,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(exit::BAD_INPUT);
+            }
+        },
+        None => config::LocalConfig::default(),
+    };
     let config = runtime_config(&args.cache)?;
-    let mut limits: InvocationLimits = config.default_limits;
+    let mut limits: InvocationLimits = local.limits.unwrap_or(config.default_limits);
     if let Some(fuel) = args.fuel {
         limits.fuel = fuel;
     }
@@ -227,11 +243,13 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let agent_id = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "agent".into());
+    let agent_id = local.agent.id.clone().unwrap_or_else(|| {
+        args.component
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "agent".into())
+    });
+    let capabilities = local.capabilities(&agent_id).await?;
     let run_id = format!(
         "run-{}",
         std::time::SystemTime::now()
@@ -241,13 +259,13 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     );
     let invocation = AgentInvocation {
         context: CallContext {
-            tenant_id: "local".into(),
+            tenant_id: local.agent.tenant.as_str().into(),
             agent_id: agent_id.into(),
             run_id: run_id.into(),
         },
         input,
         limits,
-        capabilities: Default::default(),
+        capabilities,
         cancel: Default::default(),
     };
     let report = match runtime.run_agent(&component, invocation).await {

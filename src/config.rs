@@ -1,0 +1,377 @@
+//! `delta.toml`: capabilities for local runs (`delta run --config`).
+//!
+//! One file names the agent being run and its grants, and configures each
+//! capability backend; a missing section leaves that capability
+//! `not-configured`. Secrets are never in the file: providers, SMTP and SMS
+//! backends name an environment variable or a file.
+//!
+//! ```toml
+//! [agent]
+//! id = "email-bot"          # budget account, audit records, task.agent-id
+//! tenant = "local"
+//! models = ["default"]      # LLM models or aliases the agent may use
+//! channels = ["email"]      # messaging channels it may use
+//! recipients = ["*@example.com"]
+//!
+//! [limits]                  # optional overrides of the invocation limits
+//! timeout_ms = 30000
+//!
+//! [llm]                     # delta_llm::LlmConfig
+//! aliases = { default = "claude-haiku-4-5" }
+//! [[llm.providers]]
+//! name = "anthropic"
+//! kind = "anthropic"
+//! base_url = "https://api.anthropic.com"
+//! api_key_env = "ANTHROPIC_API_KEY"
+//! models = ["claude-haiku-4-5"]
+//!
+//! [messaging]               # delta_messaging::MessagingConfig
+//! audit_log = ".delta/messages.jsonl"   # default: no file, audit kept in memory
+//! [messaging.email]
+//! from = "Delta <noreply@example.com>"
+//! backend = { kind = "outbox", dir = ".delta/outbox" }
+//! [[messaging.templates]]
+//! id = "welcome"
+//! channel = "email"
+//! subject = "Welcome, {{ name }}"
+//! body = "Hello {{ name }}!"
+//! variables = ["name"]
+//! approved = true
+//!
+//! [budget]                  # the SQLite token ledger
+//! database = ".delta/ledger.db"
+//! [[budget.users]]
+//! id = "dev"
+//! tier = "developer"
+//! monthly_allocation = 10000
+//! [[budget.agents]]         # main agent: has `user`
+//! id = "main"
+//! user = "dev"
+//! budget = 3000
+//! auto_approve_limit = 200
+//! max_request = 1000
+//! [[budget.agents]]         # bot: has `parent`
+//! id = "email-bot"
+//! parent = "main"
+//! budget = 100
+//! ```
+//!
+//! Relative paths are relative to the directory of the config file. Users and
+//! agents are created in the ledger on first use and left as they are after
+//! (balances persist between runs).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use delta_host_api::{BudgetLedger, Capabilities};
+use delta_ledger::{RequestLimits, SqliteLedger};
+use delta_messaging::{AgentGrants, ChannelId, JsonlAuditLog, MemoryAuditLog, MessagingConfig};
+use delta_runtime::InvocationLimits;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The agent being run and its grants.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// Invocation limits (defaults for anything not set).
+    pub limits: Option<InvocationLimits>,
+    /// LLM providers.
+    pub llm: Option<delta_llm::LlmConfig>,
+    /// Messaging channels and templates.
+    pub messaging: Option<MessagingSection>,
+    /// The token ledger.
+    pub budget: Option<BudgetSection>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// Agent id (default: the component's file name without extension).
+    pub id: Option<String>,
+    /// Tenant id (default `local`).
+    pub tenant: String,
+    /// Models or aliases the agent may call (default none).
+    pub models: Vec<String>,
+    /// Messaging channels it may use (default none).
+    pub channels: Vec<ChannelId>,
+    /// Recipients it may reach (default none).
+    pub recipients: Vec<String>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            id: None,
+            tenant: "local".into(),
+            models: Vec::new(),
+            channels: Vec::new(),
+            recipients: Vec::new(),
+        }
+    }
+}
+
+/// `[messaging]`: the backend configuration plus where the audit goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingSection {
+    /// JSON-lines audit log of every attempt (default: in memory only).
+    pub audit_log: Option<PathBuf>,
+    /// Channels and templates.
+    #[serde(flatten)]
+    pub config: MessagingConfig,
+}
+
+/// `[budget]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// Budget period for new users, `YYYY-MM` (default: the current month, UTC).
+    pub period: Option<String>,
+    /// Users to create if missing.
+    #[serde(default)]
+    pub users: Vec<UserEntry>,
+    /// Agents to create if missing, parents before their bots.
+    #[serde(default)]
+    pub agents: Vec<AgentEntry>,
+}
+
+/// A `[[budget.users]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// User id.
+    pub id: String,
+    /// Tier name, e.g. `developer`.
+    pub tier: String,
+    /// Tokens per month.
+    pub monthly_allocation: u64,
+}
+
+/// A `[[budget.agents]]` entry: a main agent (`user`) or a bot (`parent`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    /// Agent id.
+    pub id: String,
+    /// Owning user, for a main agent.
+    pub user: Option<String>,
+    /// Parent main agent, for a bot.
+    pub parent: Option<String>,
+    /// Tokens per period.
+    pub budget: u64,
+    /// Main agents: requests up to this size are approved at once (default 0).
+    #[serde(default)]
+    pub auto_approve_limit: u64,
+    /// Main agents: largest request a bot may make (default 0: none).
+    #[serde(default)]
+    pub max_request: u64,
+}
+
+impl LocalConfig {
+    /// Read and parse `path`, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: LocalConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(budget) = &mut config.budget {
+            budget.database = base.join(&budget.database);
+        }
+        if let Some(messaging) = &mut config.messaging {
+            if let Some(audit) = &mut messaging.audit_log {
+                *audit = base.join(&*audit);
+            }
+            resolve_messaging_paths(&mut messaging.config, base);
+        }
+        if let Some(llm) = &mut config.llm {
+            for provider in &mut llm.providers {
+                if let Some(file) = &mut provider.api_key_file {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Build the capability backends for the agent `agent_id`.
+    pub async fn capabilities(&self, agent_id: &str) -> anyhow::Result<Capabilities> {
+        let ledger = match &self.budget {
+            Some(budget) => Some(open_ledger(budget).await?),
+            None => None,
+        };
+        let ledger_dyn = ledger.clone().map(|l| l as Arc<dyn BudgetLedger>);
+        let llm = match &self.llm {
+            Some(config) => {
+                let providers = Arc::new(
+                    delta_llm::Providers::new(config).context("configuring LLM providers")?,
+                );
+                Some(
+                    Arc::new(providers.for_agent(self.agent.models.clone(), ledger_dyn.clone()))
+                        as Arc<dyn delta_host_api::LlmGateway>,
+                )
+            }
+            None => None,
+        };
+        let messenger = match &self.messaging {
+            Some(section) => {
+                let audit: Arc<dyn delta_messaging::AuditLog> = match &section.audit_log {
+                    Some(path) => Arc::new(
+                        JsonlAuditLog::open(path)
+                            .await
+                            .with_context(|| format!("opening {}", path.display()))?,
+                    ),
+                    None => Arc::new(MemoryAuditLog::new()),
+                };
+                let messaging =
+                    delta_messaging::Messaging::new(&section.config, audit, ledger_dyn.clone())
+                        .context("configuring messaging")?;
+                Some(Arc::new(messaging.messenger(AgentGrants {
+                    channels: self.agent.channels.clone(),
+                    recipients: self.agent.recipients.clone(),
+                })) as Arc<dyn delta_host_api::Messenger>)
+            }
+            None => None,
+        };
+        if let (Some(ledger), false) = (&ledger, agent_id.is_empty()) {
+            // Fail early with a clear message instead of every call answering
+            // budget-exceeded for an unknown account.
+            ledger.balance(agent_id).await.with_context(|| {
+                format!("agent {agent_id} has no budget account: add it under [[budget.agents]]")
+            })?;
+        }
+        Ok(Capabilities {
+            llm,
+            messenger,
+            budget: ledger_dyn,
+            log_sink: None,
+        })
+    }
+}
+
+/// Make outbox directories and secret files relative to the config file.
+fn resolve_messaging_paths(config: &mut MessagingConfig, base: &Path) {
+    use delta_messaging::config::{EmailBackend, SecretSource, SmsBackend};
+    let secret = |source: &mut SecretSource| {
+        if let SecretSource::File(path) = source {
+            *path = base.join(&*path);
+        }
+    };
+    if let Some(email) = &mut config.email {
+        match &mut email.backend {
+            EmailBackend::Outbox(outbox) => outbox.dir = base.join(&outbox.dir),
+            EmailBackend::Smtp(smtp) => {
+                if let Some(password) = &mut smtp.password {
+                    secret(password);
+                }
+            }
+        }
+    }
+    if let Some(sms) = &mut config.sms {
+        match &mut sms.backend {
+            SmsBackend::Outbox(outbox) => outbox.dir = base.join(&outbox.dir),
+            SmsBackend::Twilio(twilio) => secret(&mut twilio.auth_token),
+        }
+    }
+}
+
+async fn open_ledger(budget: &BudgetSection) -> anyhow::Result<Arc<SqliteLedger>> {
+    if let Some(dir) = budget.database.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let ledger = SqliteLedger::open(&budget.database)
+        .await
+        .with_context(|| format!("opening the ledger {}", budget.database.display()))?;
+    let period = budget.period.clone().unwrap_or_else(current_period);
+    for user in &budget.users {
+        match ledger
+            .create_user(&user.id, &user.tier, user.monthly_allocation, &period)
+            .await
+        {
+            Ok(()) | Err(delta_ledger::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating user {}", user.id)),
+        }
+    }
+    for agent in &budget.agents {
+        let created = match (&agent.user, &agent.parent) {
+            (Some(user), None) => {
+                let limits = RequestLimits {
+                    auto_approve_limit: agent.auto_approve_limit,
+                    max_request: agent.max_request,
+                };
+                ledger
+                    .create_main_agent(&agent.id, user, agent.budget, limits)
+                    .await
+            }
+            (None, Some(parent)) => ledger.create_bot(&agent.id, parent, agent.budget).await,
+            _ => bail!(
+                "budget agent {}: give exactly one of `user` (main agent) or `parent` (bot)",
+                agent.id
+            ),
+        };
+        match created {
+            Ok(_) | Err(delta_ledger::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating agent {}", agent.id)),
+        }
+    }
+    Ok(Arc::new(ledger))
+}
+
+/// `YYYY-MM` of today in UTC. Written out (the civil-from-days algorithm)
+/// rather than pulling in a date crate for this one conversion.
+fn current_period() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_is_year_and_month() {
+        let p = current_period();
+        assert_eq!(p.len(), 7, "{p}");
+        assert!(p.starts_with("20"), "{p}");
+        let month: u32 = p[5..].parse().expect("month");
+        assert!((1..=12).contains(&month));
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```toml").expect("example") + "//! ```toml".len();
+        let end = start + doc[start..].find("//! ```").expect("end");
+        let toml: String = doc[start..end]
+            .lines()
+            .map(|l| {
+                l.strip_prefix("//!")
+                    .unwrap_or(l)
+                    .strip_prefix(' ')
+                    .unwrap_or("")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: LocalConfig = toml::from_str(&toml).expect("example parses");
+        assert_eq!(config.agent.id.as_deref(), Some("email-bot"));
+        assert_eq!(config.budget.expect("budget").agents.len(), 2);
+    }
+}

@@ -9,6 +9,11 @@
 //!   on and off, epoch interruption on in both. Target: <= 20 % overhead.
 //! - `load`: loading hello-agent from the disk cache against compiling it.
 //!   Target: cache hit >= 20x faster.
+//! - `host_call`: guest -> host -> guest round trip of `budget.remaining`
+//!   (budget-probe calling it 0 and 1,000 times in one run), against an
+//!   empty async host import called 0 and 1,000 times from a WAT component
+//!   on the same engine. Per call = (t(1000) - t(0)) / 1000. Target:
+//!   <= 2 µs median.
 //!
 //! Run: `cargo bench --bench runtime`; figures are recorded in
 //! `benches/README.md`.
@@ -167,5 +172,138 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cold_path, fuel, load);
+/// A ledger answering from memory: the bench measures the host-call path,
+/// not storage.
+struct FixedLedger;
+
+#[async_trait::async_trait]
+impl delta_host_api::BudgetLedger for FixedLedger {
+    async fn reserve(
+        &self,
+        ctx: &CallContext,
+        _amount: u64,
+        _purpose: &str,
+    ) -> Result<delta_host_api::Reservation, delta_host_api::LedgerError> {
+        Err(delta_host_api::LedgerError::UnknownAccount(
+            ctx.agent_id.to_string(),
+        ))
+    }
+    async fn settle(
+        &self,
+        r: &delta_host_api::Reservation,
+        _used: u64,
+    ) -> Result<delta_host_api::Settlement, delta_host_api::LedgerError> {
+        Err(delta_host_api::LedgerError::UnknownReservation(
+            r.id.clone(),
+        ))
+    }
+    async fn release(
+        &self,
+        r: &delta_host_api::Reservation,
+    ) -> Result<(), delta_host_api::LedgerError> {
+        Err(delta_host_api::LedgerError::UnknownReservation(
+            r.id.clone(),
+        ))
+    }
+    async fn remaining(
+        &self,
+        _ctx: &CallContext,
+    ) -> Result<delta_host_api::budget::Balance, delta_host_api::budget::BudgetError> {
+        Ok(delta_host_api::budget::Balance {
+            allocated: 1_000,
+            spent: 0,
+            reserved: 0,
+            available: 1_000,
+        })
+    }
+    async fn request(
+        &self,
+        _ctx: &CallContext,
+        _amount: u64,
+        _reason: String,
+    ) -> Result<delta_host_api::budget::TokenRequest, delta_host_api::budget::BudgetError> {
+        Err(delta_host_api::budget::BudgetError::NoParent)
+    }
+    async fn poll_request(
+        &self,
+        _ctx: &CallContext,
+        _id: String,
+    ) -> Result<delta_host_api::budget::TokenRequest, delta_host_api::budget::BudgetError> {
+        Err(delta_host_api::budget::BudgetError::UnknownRequest)
+    }
+}
+
+const EMPTY_IMPORT_LOOP: &str = r#"(component
+  (import "host" (instance $host (export "empty" (func))))
+  (core func $empty (canon lower (func $host "empty")))
+  (core module $m
+    (import "host" "empty" (func $empty))
+    (func (export "run") (param i32)
+      block $done
+        loop $again
+          local.get 0
+          i32.eqz
+          br_if $done
+          call $empty
+          local.get 0
+          i32.const 1
+          i32.sub
+          local.set 0
+          br $again
+        end
+      end))
+  (core instance $i (instantiate $m (with "host" (instance (export "empty" (func $empty))))))
+  (func (export "run") (param "n" u32) (canon lift (core func $i "run"))))"#;
+
+fn host_call(c: &mut Criterion) {
+    let rt = tokio();
+    let delta = Runtime::new(config()).expect("runtime");
+    let probe = rt
+        .block_on(delta.load_file(guests::BUDGET_PROBE.as_ref()))
+        .expect("load budget-probe");
+    let ledger: std::sync::Arc<dyn delta_host_api::BudgetLedger> = std::sync::Arc::new(FixedLedger);
+
+    let engine = delta.engine().clone();
+    let component = Component::new(&engine, EMPTY_IMPORT_LOOP).expect("component");
+    let mut linker = Linker::<()>::new(&engine);
+    linker
+        .instance("host")
+        .expect("instance")
+        .func_wrap_async("empty", |_store, (): ()| Box::new(async { Ok(()) }))
+        .expect("empty import");
+    let pre = linker.instantiate_pre(&component).expect("pre");
+
+    let mut group = c.benchmark_group("host_call");
+    for calls in [0u32, 1_000] {
+        let input = format!(r#"{{"calls": {calls}}}"#);
+        let ledger = ledger.clone();
+        group.bench_function(format!("budget_remaining_x{calls}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut invocation = invocation(&input, InvocationLimits::default());
+                invocation.capabilities.budget = Some(ledger.clone());
+                let report = delta.run_agent(&probe, invocation).await.expect("run");
+                debug_assert!(matches!(report.outcome, Outcome::Completed { .. }));
+                black_box(report)
+            })
+        });
+        group.bench_function(format!("empty_import_x{calls}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut store = Store::new(&engine, ());
+                store.set_fuel(1 << 40).expect("fuel");
+                store.set_epoch_deadline(1 << 40);
+                let instance = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .expect("instantiate");
+                let run = instance
+                    .get_typed_func::<(u32,), ()>(&mut store, "run")
+                    .expect("run");
+                run.call_async(&mut store, (calls,)).await.expect("call");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cold_path, fuel, load, host_call);
 criterion_main!(benches);

@@ -331,3 +331,42 @@ async fn verifier_judges_a_submission() {
     let verdict: serde_json::Value = serde_json::from_str(output).expect("json");
     assert_eq!(verdict["passed"], false, "{output}");
 }
+
+#[tokio::test]
+async fn structurally_sound_but_invalid_code_is_refused_by_the_compiler() {
+    let rt = runtime();
+    // Parses (so the precheck passes) but does not validate: the function
+    // promises an i32 and returns nothing.
+    let component = wat::parse_str("(component (core module (func (result i32))))").expect("wat");
+    let err = rt.load(component).await.err().expect("refused");
+    assert!(matches!(err, LoadError::Invalid(_)), "{err}");
+    assert!(err.is_bad_input());
+    assert_hello_works(&rt).await;
+}
+
+#[tokio::test]
+async fn an_agent_cannot_be_run_as_a_verifier() {
+    let rt = runtime();
+    let hello = load(&rt, guests::HELLO_AGENT).await;
+    let ctx = invocation("{}", InvocationLimits::default()).context;
+    let err = rt
+        .run_verifier(
+            &hello,
+            ctx,
+            "{}".into(),
+            "{}".into(),
+            InvocationLimits::default(),
+        )
+        .await
+        .expect_err("wrong world");
+    assert!(
+        matches!(
+            err,
+            RunError::WrongWorld {
+                expected: "verifier",
+                actual: "agent"
+            }
+        ),
+        "{err}"
+    );
+}

@@ -79,6 +79,16 @@ pub struct PoolingSettings {
     /// Elements in one table (default 10,000). A guest asking for a larger
     /// table is refused at instantiation.
     pub table_elements: usize,
+    /// Bytes at the start of each linear memory that are reset with `memset`
+    /// and stay resident when a slot is reused (default 256 KiB), instead of
+    /// being returned with `madvise` and faulted back in by the next run.
+    /// Pays off when guests touch little memory near the start (a small
+    /// shadow stack, as `cargo xtask guests` builds them); every slot reset
+    /// costs a memset of this size.
+    pub memory_keep_resident_bytes: u64,
+    /// Likewise for tables (default 64 KiB): lazily initialised function
+    /// tables are otherwise faulted in again by every run.
+    pub table_keep_resident_bytes: u64,
 }
 
 impl Default for PoolingSettings {
@@ -90,6 +100,8 @@ impl Default for PoolingSettings {
             max_tables_per_component: 8,
             max_memory_bytes: 256 << 20,
             table_elements: 10_000,
+            memory_keep_resident_bytes: 256 << 10,
+            table_keep_resident_bytes: 64 << 10,
         }
     }
 }

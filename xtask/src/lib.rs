@@ -13,6 +13,14 @@ use anyhow::{Context, Result, bail};
 /// The Rust target guests are built for; it produces components directly.
 pub const GUEST_TARGET: &str = "wasm32-wasip2";
 
+/// Shadow-stack size of the guests we build (64 KiB instead of rustc's
+/// 1 MiB). Rust places the stack first in linear memory, so a 1 MiB stack
+/// spreads even a tiny run's pages over the first megabyte; a small one keeps
+/// them within what the node resets with memset and keeps resident, which
+/// makes the cold path about 40 % faster. Overflowing it traps (the stack
+/// grows down past address 0); it never corrupts data.
+pub const GUEST_STACK_BYTES: u32 = 64 * 1024;
+
 /// A built guest component.
 #[derive(Debug, Clone)]
 pub struct Guest {
@@ -121,7 +129,11 @@ pub fn build_guests(root: &Path, output: Output) -> Result<Vec<Guest>> {
     ])
     .arg(root.join("examples/Cargo.toml"))
     .arg("--target-dir")
-    .arg(&target_dir);
+    .arg(&target_dir)
+    .arg("--config")
+    .arg(format!(
+        "target.{GUEST_TARGET}.rustflags=[\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"]"
+    ));
     // Settings meant for the outer (host) build must not leak into the guest
     // build when this runs inside a build script.
     for var in [

@@ -128,6 +128,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// A user's allocation for `period` (set, changed or rolled over).
+    fn user_allocation(at: i64, user_id: &str, period: &str, amount: i64, note: String) -> Self {
+        let mut e = Entry::new(at, (user_id, period), None, "user_allocation");
+        e.amount = amount;
+        e.note = note;
+        e
+    }
+
     fn new(at: i64, acc_or_user: (&str, &str), agent: Option<&str>, kind: &'static str) -> Self {
         Self {
             at,
@@ -265,10 +273,13 @@ impl Book {
             },
         );
         fx.users.insert(user_id.to_owned());
-        let mut e = Entry::new(now, (user_id, period), None, "user_allocation");
-        e.amount = alloc;
-        e.note = format!("tier {tier}");
-        fx.entries.push(e);
+        fx.entries.push(Entry::user_allocation(
+            now,
+            user_id,
+            period,
+            alloc,
+            format!("tier {tier}"),
+        ));
         Ok(())
     }
 
@@ -294,10 +305,13 @@ impl Book {
         user.tier = tier.to_owned();
         user.monthly_allocation = alloc;
         fx.users.insert(user_id.to_owned());
-        let mut e = Entry::new(now, (user_id, &user.period), None, "user_allocation");
-        e.amount = alloc;
-        e.note = format!("tier {tier}");
-        fx.entries.push(e);
+        fx.entries.push(Entry::user_allocation(
+            now,
+            user_id,
+            &user.period,
+            alloc,
+            format!("tier {tier}"),
+        ));
         Ok(())
     }
 
@@ -807,10 +821,13 @@ impl Book {
         plan.sort();
         let mut report = RollOverReport::default();
         for (user_id, u) in &mut self.users {
-            let mut e = Entry::new(now, (user_id, period), None, "user_allocation");
-            e.amount = u.monthly_allocation;
-            e.note = format!("roll-over from {}", u.period);
-            fx.entries.push(e);
+            fx.entries.push(Entry::user_allocation(
+                now,
+                user_id,
+                period,
+                u.monthly_allocation,
+                format!("roll-over from {}", u.period),
+            ));
             u.period = period.to_owned();
             fx.users.insert(user_id.clone());
             report.users += 1;

@@ -45,16 +45,22 @@ async fn core_module_is_refused_with_a_hint() {
     assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
 }
 
+/// A component with `imports`, exporting one `func()` named `export`.
+fn exporting_func(imports: &str, export: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+             {imports}
+             (core module $m (func (export "f")))
+             (core instance $i (instantiate $m))
+             (func (export "{export}") (canon lift (core func $i "f"))))"#
+    ))
+    .expect("wat")
+}
+
 #[tokio::test]
 async fn component_of_no_delta_world_names_what_it_exports() {
     let rt = runtime();
-    let component = wat::parse_str(
-        r#"(component
-             (core module $m (func (export "f")))
-             (core instance $i (instantiate $m))
-             (func (export "hello") (canon lift (core func $i "f"))))"#,
-    )
-    .expect("wat");
+    let component = exporting_func("", "hello");
     let err = rt.load(component).await.err().expect("refused");
     let LoadError::WrongWorld(message) = &err else {
         panic!("expected wrong world, got {err}");
@@ -69,13 +75,8 @@ async fn component_of_no_delta_world_names_what_it_exports() {
 #[tokio::test]
 async fn component_with_a_wrongly_typed_run_export_is_refused() {
     let rt = runtime();
-    let component = wat::parse_str(
-        r#"(component
-             (core module $m (func (export "f")))
-             (core instance $i (instantiate $m))
-             (func (export "run") (canon lift (core func $i "f"))))"#,
-    )
-    .expect("wat");
+    // `run` with no parameters and no result: not the agent world's `run`.
+    let component = exporting_func("", "run");
     let err = rt.load(component).await.err().expect("refused");
     assert!(matches!(err, LoadError::WrongWorld(_)), "{err}");
 }
@@ -83,14 +84,10 @@ async fn component_with_a_wrongly_typed_run_export_is_refused() {
 #[tokio::test]
 async fn component_importing_an_unknown_interface_names_it() {
     let rt = runtime();
-    let component = wat::parse_str(
-        r#"(component
-             (import "acme:evil/backdoor@1.0.0" (instance (export "open" (func))))
-             (core module $m (func (export "f")))
-             (core instance $i (instantiate $m))
-             (func (export "run") (canon lift (core func $i "f"))))"#,
-    )
-    .expect("wat");
+    let component = exporting_func(
+        r#"(import "acme:evil/backdoor@1.0.0" (instance (export "open" (func))))"#,
+        "run",
+    );
     let err = rt.load(component).await.err().expect("refused");
     assert!(matches!(err, LoadError::UnsupportedImport(_)), "{err}");
     assert!(

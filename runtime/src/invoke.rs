@@ -4,6 +4,7 @@
 //! A store is never reused: whatever the guest did (trap, interrupted host
 //! call, exhausted memory), the next invocation gets a fresh instance.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use delta_host_api::bindings::delta::agent::types::{AgentError, Output, Task, Verdict};
@@ -185,7 +186,7 @@ impl Runtime {
                 + Duration::from_millis(20),
         );
         let result = {
-            let call = call_guest(&mut store, &component.pre, call);
+            let call = call_guest(&mut store, &component.pre, call, &self.live);
             tokio::pin!(call);
             tokio::select! {
                 result = &mut call => Some(result),
@@ -257,19 +258,38 @@ impl Runtime {
     }
 }
 
+/// Counts one live instance for as long as it is held.
+struct LiveGuard<'a>(&'a AtomicUsize);
+
+impl<'a> LiveGuard<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn call_guest(
     store: &mut Store<RunState>,
     pre: &Pre,
     call: Call,
+    live: &AtomicUsize,
 ) -> wasmtime::Result<Returned> {
     match (pre, call) {
         (Pre::Agent(pre), Call::Agent(task)) => {
             let instance = pre.instantiate_async(&mut *store).await?;
+            let _live = LiveGuard::new(live);
             let result = instance.call_run(&mut *store, &task).await?;
             Ok(Returned::Agent(result))
         }
         (Pre::Verifier(pre), Call::Verifier { spec, submission }) => {
             let instance = pre.instantiate_async(&mut *store).await?;
+            let _live = LiveGuard::new(live);
             let verdict = instance
                 .call_verify(&mut *store, &spec, &submission)
                 .await?;

@@ -26,6 +26,7 @@ mod stdio;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub struct Runtime {
     linker: Linker<RunState>,
     disk: Option<DiskCache>,
     loaded: Mutex<HashMap<Digest, Slot>>,
+    /// Instances between successful instantiation and the end of their call
+    /// (shared with each invocation's guard).
+    live: Arc<AtomicUsize>,
     _ticker: EpochTicker,
 }
 
@@ -102,6 +106,7 @@ impl Runtime {
             linker,
             disk,
             loaded: Mutex::default(),
+            live: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -114,6 +119,20 @@ impl Runtime {
     /// The Wasmtime engine (for benchmarks and tools).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Guest instances alive right now: instantiated and not yet returned.
+    /// Each holds a slot of the pooling allocator.
+    pub fn instances_live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Components loaded in memory.
+    pub fn loaded(&self) -> Vec<Arc<LoadedComponent>> {
+        self.lock_loaded()
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect()
     }
 
     /// Read and [`load`](Self::load) a component file, refusing an over-size

@@ -328,31 +328,29 @@ async fn an_exhausted_instance_pool_is_busy_not_a_guest_outcome() {
         let rt = rt.clone();
         tokio::spawn(async move { rt.run_agent(&looping, busy_invocation).await })
     };
-    // The loop takes the only slot once its task has run; on a loaded machine
-    // that can take a while, so ask until the pool says busy (a hello run that
-    // gets in first just completes and frees the slot again).
-    let mut refused = None;
-    for _ in 0..200 {
-        match rt
-            .run_agent(
-                &hello,
-                invocation(r#"{"name":"Ada"}"#, InvocationLimits::default()),
-            )
-            .await
-        {
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-            Ok(report) => assert!(matches!(report.outcome, Outcome::Completed { .. })),
+    // Wait until the loop holds the only slot (on a loaded machine its task
+    // may start late); a hello run before that could take the slot first.
+    for _ in 0..1000 {
+        if rt.instances_live() == 1 {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!busy.is_finished(), "the loop ended before taking the slot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(rt.instances_live(), 1, "the loop never started");
+    let refused = rt
+        .run_agent(
+            &hello,
+            invocation(r#"{"name":"Ada"}"#, InvocationLimits::default()),
+        )
+        .await
+        .err();
     let err = refused.expect("the pool never reported busy while the loop ran");
     assert!(matches!(err, delta_runtime::RunError::Busy), "{err}");
     cancel.cancel();
     let report = busy.await.expect("join").expect("run");
     assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(rt.instances_live(), 0);
     // The slot is free again.
     assert_hello_works(&rt).await;
 }

@@ -63,9 +63,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use delta_host_api::{BudgetLedger, Capabilities};
-use delta_ledger::{RequestLimits, SqliteLedger};
+use delta_ledger::SqliteLedger;
+use delta_ledger::seed::BudgetConfig;
 use delta_messaging::{AgentGrants, ChannelId, JsonlAuditLog, MemoryAuditLog, MessagingConfig};
 use delta_runtime::InvocationLimits;
 use serde::Deserialize;
@@ -84,7 +85,7 @@ pub struct LocalConfig {
     /// Messaging channels and templates.
     pub messaging: Option<MessagingSection>,
     /// The token ledger.
-    pub budget: Option<BudgetSection>,
+    pub budget: Option<BudgetConfig>,
 }
 
 /// `[agent]`.
@@ -126,54 +127,6 @@ pub struct MessagingSection {
     pub config: MessagingConfig,
 }
 
-/// `[budget]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetSection {
-    /// SQLite database file.
-    pub database: PathBuf,
-    /// Budget period for new users, `YYYY-MM` (default: the current month, UTC).
-    pub period: Option<String>,
-    /// Users to create if missing.
-    #[serde(default)]
-    pub users: Vec<UserEntry>,
-    /// Agents to create if missing, parents before their bots.
-    #[serde(default)]
-    pub agents: Vec<AgentEntry>,
-}
-
-/// A `[[budget.users]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserEntry {
-    /// User id.
-    pub id: String,
-    /// Tier name, e.g. `developer`.
-    pub tier: String,
-    /// Tokens per month.
-    pub monthly_allocation: u64,
-}
-
-/// A `[[budget.agents]]` entry: a main agent (`user`) or a bot (`parent`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentEntry {
-    /// Agent id.
-    pub id: String,
-    /// Owning user, for a main agent.
-    pub user: Option<String>,
-    /// Parent main agent, for a bot.
-    pub parent: Option<String>,
-    /// Tokens per period.
-    pub budget: u64,
-    /// Main agents: requests up to this size are approved at once (default 0).
-    #[serde(default)]
-    pub auto_approve_limit: u64,
-    /// Main agents: largest request a bot may make (default 0: none).
-    #[serde(default)]
-    pub max_request: u64,
-}
-
 impl LocalConfig {
     /// Read and parse `path`, resolving relative paths against its directory.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -189,7 +142,7 @@ impl LocalConfig {
             if let Some(audit) = &mut messaging.audit_log {
                 *audit = base.join(&*audit);
             }
-            resolve_messaging_paths(&mut messaging.config, base);
+            delta_messaging::config::resolve_paths(&mut messaging.config, base);
         }
         if let Some(llm) = &mut config.llm {
             for provider in &mut llm.providers {
@@ -236,6 +189,7 @@ impl LocalConfig {
                 Some(Arc::new(messaging.messenger(AgentGrants {
                     channels: self.agent.channels.clone(),
                     recipients: self.agent.recipients.clone(),
+                    templates: None,
                 })) as Arc<dyn delta_host_api::Messenger>)
             }
             None => None,
@@ -256,104 +210,13 @@ impl LocalConfig {
     }
 }
 
-/// Make outbox directories and secret files relative to the config file.
-fn resolve_messaging_paths(config: &mut MessagingConfig, base: &Path) {
-    use delta_messaging::config::{EmailBackend, SecretSource, SmsBackend};
-    let secret = |source: &mut SecretSource| {
-        if let SecretSource::File(path) = source {
-            *path = base.join(&*path);
-        }
-    };
-    if let Some(email) = &mut config.email {
-        match &mut email.backend {
-            EmailBackend::Outbox(outbox) => outbox.dir = base.join(&outbox.dir),
-            EmailBackend::Smtp(smtp) => {
-                if let Some(password) = &mut smtp.password {
-                    secret(password);
-                }
-            }
-        }
-    }
-    if let Some(sms) = &mut config.sms {
-        match &mut sms.backend {
-            SmsBackend::Outbox(outbox) => outbox.dir = base.join(&outbox.dir),
-            SmsBackend::Twilio(twilio) => secret(&mut twilio.auth_token),
-        }
-    }
-}
-
-async fn open_ledger(budget: &BudgetSection) -> anyhow::Result<Arc<SqliteLedger>> {
-    if let Some(dir) = budget.database.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let ledger = SqliteLedger::open(&budget.database)
-        .await
-        .with_context(|| format!("opening the ledger {}", budget.database.display()))?;
-    let period = budget.period.clone().unwrap_or_else(current_period);
-    for user in &budget.users {
-        match ledger
-            .create_user(&user.id, &user.tier, user.monthly_allocation, &period)
-            .await
-        {
-            Ok(()) | Err(delta_ledger::Error::AlreadyExists(_)) => {}
-            Err(e) => return Err(e).with_context(|| format!("creating user {}", user.id)),
-        }
-    }
-    for agent in &budget.agents {
-        let created = match (&agent.user, &agent.parent) {
-            (Some(user), None) => {
-                let limits = RequestLimits {
-                    auto_approve_limit: agent.auto_approve_limit,
-                    max_request: agent.max_request,
-                };
-                ledger
-                    .create_main_agent(&agent.id, user, agent.budget, limits)
-                    .await
-            }
-            (None, Some(parent)) => ledger.create_bot(&agent.id, parent, agent.budget).await,
-            _ => bail!(
-                "budget agent {}: give exactly one of `user` (main agent) or `parent` (bot)",
-                agent.id
-            ),
-        };
-        match created {
-            Ok(_) | Err(delta_ledger::Error::AlreadyExists(_)) => {}
-            Err(e) => return Err(e).with_context(|| format!("creating agent {}", agent.id)),
-        }
-    }
-    Ok(Arc::new(ledger))
-}
-
-/// `YYYY-MM` of today in UTC. Written out (the civil-from-days algorithm)
-/// rather than pulling in a date crate for this one conversion.
-fn current_period() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}")
+async fn open_ledger(budget: &BudgetConfig) -> anyhow::Result<Arc<SqliteLedger>> {
+    Ok(Arc::new(delta_ledger::seed::open_seeded(budget).await?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn period_is_year_and_month() {
-        let p = current_period();
-        assert_eq!(p.len(), 7, "{p}");
-        assert!(p.starts_with("20"), "{p}");
-        let month: u32 = p[5..].parse().expect("month");
-        assert!((1..=12).contains(&month));
-    }
 
     #[test]
     fn the_documented_example_parses() {

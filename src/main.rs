@@ -4,6 +4,7 @@
 //!   output and what it used.
 //! - `delta inspect <component.wasm>`: the component's world, imports and
 //!   exports.
+//! - `delta node`: the node daemon (`delta-node`).
 //!
 //! Exit codes (stable, for scripts):
 //! `0` success, `1` host error, `2` bad input (arguments, component or task
@@ -53,6 +54,8 @@ enum Command {
     Run(RunArgs),
     /// Print a component's world, imports and exports.
     Inspect(InspectArgs),
+    /// Serve the runtime over HTTP(S): the node daemon.
+    Node(NodeArgs),
     /// Internal: compile a component under rlimits (used by the runtime).
     #[command(hide = true, disable_help_flag = true)]
     CompileWorker {
@@ -101,6 +104,30 @@ struct RunArgs {
     cache: CacheArgs,
 }
 
+/// `delta node`: flags override `DELTA_*` variables, which override the
+/// config file.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The node's configuration file (`node.toml`).
+    #[arg(long, env = "DELTA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve on, e.g. `0.0.0.0:7421`.
+    #[arg(long, env = "DELTA_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of the node's database, components and compiled cache.
+    #[arg(long, env = "DELTA_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// File holding the bearer token clients must present.
+    #[arg(long, env = "DELTA_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address.
+    #[arg(long, env = "DELTA_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
+    /// Control plane base URL usage is reported to.
+    #[arg(long, env = "DELTA_CONTROL_PLANE_URL")]
+    control_plane_url: Option<String>,
+}
+
 #[derive(clap::Args)]
 struct InspectArgs {
     /// The component (.wasm).
@@ -127,6 +154,9 @@ fn main() -> ExitCode {
     if let Command::CompileWorker { args } = cli.command {
         return delta_runtime::compile::worker_main(args);
     }
+    if let Command::Node(args) = cli.command {
+        return node(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DELTA_LOG")
@@ -145,12 +175,58 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Inspect(args) => inspect(args).await,
-            Command::CompileWorker { .. } => Ok(exit::SUCCESS),
+            Command::CompileWorker { .. } | Command::Node(_) => Ok(exit::SUCCESS),
         }
     });
     match code {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HOST_ERROR)
+        }
+    }
+}
+
+/// The daemon: JSON logs on stderr (for journald and log shippers), exit 0
+/// after a graceful stop, 1 on a start-up or serving error.
+fn node(args: NodeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DELTA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = (|| -> anyhow::Result<()> {
+        let mut config = match &args.config {
+            Some(path) => delta_node::config::NodeConfig::load(path)?,
+            None => delta_node::config::NodeConfig::default(),
+        };
+        let overrides = delta_node::config::Overrides {
+            listen: args.listen,
+            state_dir: args.state_dir,
+            token_file: args.token_file,
+            allow_plain_http: args.allow_plain_http,
+            control_plane_url: args.control_plane_url,
+        };
+        config.apply_overrides(overrides.clone());
+        let options = delta_node::server::ServeOptions {
+            compile: Some(CompileMode::Subprocess {
+                program: std::env::current_exe().context("locating the delta executable")?,
+                args: vec!["compile-worker".into()],
+            }),
+            config_path: args.config,
+            overrides,
+        };
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(delta_node::server::serve(config, options))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "node failed");
             eprintln!("error: {e:#}");
             ExitCode::from(exit::HOST_ERROR)
         }

@@ -59,6 +59,7 @@
 
 mod book;
 mod model;
+pub mod seed;
 mod store;
 
 use std::path::Path;

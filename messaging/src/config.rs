@@ -68,7 +68,7 @@
 //! Per-agent grants ([`AgentGrants`]) are not part of this file: the node
 //! passes them when it builds an agent's messenger.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -348,4 +348,34 @@ pub struct AgentGrants {
     /// exact E.164 numbers. Default: none.
     #[serde(default)]
     pub recipients: Vec<String>,
+    /// Templates the agent may use, by id; `None` allows every approved
+    /// template (local runs), `Some` only those listed (node deployments).
+    #[serde(default)]
+    pub templates: Option<Vec<String>>,
+}
+
+/// Make outbox directories and secret files relative to `base` (the
+/// directory of the file the configuration came from).
+pub fn resolve_paths(config: &mut MessagingConfig, base: &Path) {
+    let secret = |source: &mut SecretSource| {
+        if let SecretSource::File(path) = source {
+            *path = base.join(&*path);
+        }
+    };
+    if let Some(email) = &mut config.email {
+        match &mut email.backend {
+            EmailBackend::Outbox(outbox) => outbox.dir = base.join(&outbox.dir),
+            EmailBackend::Smtp(smtp) => {
+                if let Some(password) = &mut smtp.password {
+                    secret(password);
+                }
+            }
+        }
+    }
+    if let Some(sms) = &mut config.sms {
+        match &mut sms.backend {
+            SmsBackend::Outbox(outbox) => outbox.dir = base.join(&outbox.dir),
+            SmsBackend::Twilio(twilio) => secret(&mut twilio.auth_token),
+        }
+    }
 }

@@ -423,6 +423,15 @@ impl Shared {
             .templates
             .get(&request.template_id)
             .ok_or_else(|| refuse(SendError::TemplateNotFound))?;
+        // A template granted to other agents only is "not found" for this
+        // one: its existence is none of this agent's business.
+        if grants
+            .templates
+            .as_ref()
+            .is_some_and(|ids| !ids.contains(&request.template_id))
+        {
+            return Err(refuse(SendError::TemplateNotFound));
+        }
         if !template.approved {
             return Err(refuse(SendError::TemplateNotApproved));
         }

@@ -233,6 +233,7 @@ fn grants() -> AgentGrants {
             "*@corp.test".into(),
             "+14155550100".into(),
         ],
+        templates: None,
     }
 }
 
@@ -661,6 +662,28 @@ async fn refuses_unknown_template() {
         None,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_template_not_granted_to_the_agent_is_not_found() {
+    let h = Harness::servers(100).await;
+    let m = h.messaging.messenger(AgentGrants {
+        templates: Some(vec!["otp".into()]),
+        ..grants()
+    });
+    let c = ctx("agent-1");
+    assert_eq!(
+        m.send(&c, welcome("bob@example.com", "Bob")).await,
+        Err(SendError::TemplateNotFound)
+    );
+    let granted = h.messaging.messenger(AgentGrants {
+        templates: Some(vec!["welcome".into()]),
+        ..grants()
+    });
+    granted
+        .send(&c, welcome("bob@example.com", "Bob"))
+        .await
+        .expect("a granted template is sent");
 }
 
 #[tokio::test]
@@ -1094,6 +1117,7 @@ async fn checks_run_in_the_documented_order() {
     let only_email = AgentGrants {
         channels: vec![],
         recipients: vec![],
+        templates: None,
     };
     let m = h.messaging.messenger(only_email);
     let c = ctx("agent-1");

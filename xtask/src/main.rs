@@ -4,10 +4,14 @@
 //! - `demo`: install the wasm target if needed, build the guests and the
 //!   CLI, and run hello-agent and a hostile guest through `delta run`.
 //! - `test`: install the wasm target if needed and run the whole test suite.
+//! - `load`: drive `delta node`'s runs endpoint and a minimal hyper server
+//!   with wrk in the same run and compare them (see `load.rs`).
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod load;
 
 fn main() -> Result<()> {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -50,7 +54,11 @@ fn main() -> Result<()> {
             xtask::ensure_target()?;
             cargo(&["test", "--workspace"])
         }
-        other => bail!("unknown command {other:?}; available: guests, demo, test"),
+        "load" => {
+            let options = load::Options::parse(std::env::args().skip(2))?;
+            load::run(&root, &options)
+        }
+        other => bail!("unknown command {other:?}; available: guests, demo, test, load"),
     }
 }
 

@@ -1,0 +1,459 @@
+//! `node.toml`: the node daemon's configuration.
+//!
+//! Precedence is flags > `DELTA_*` environment variables > this file >
+//! defaults; the CLI applies flags and environment through
+//! [`NodeConfig::apply_overrides`]. Secrets (the node token, the control
+//! plane's token, provider keys) are never in the file: it names files or
+//! environment variables.
+//!
+//! ```toml
+//! node_id = "node-1"                  # default: the host name
+//! listen = "0.0.0.0:7421"
+//! state_dir = "/var/lib/delta"
+//! token_file = "/etc/delta/node-token"
+//! drain_grace_secs = 30
+//!
+//! [tls]
+//! cert = "/etc/delta/tls/cert.pem"
+//! key = "/etc/delta/tls/key.pem"
+//!
+//! [limits]                            # node maximums and defaults per run
+//! max_fuel = 10_000_000_000
+//! max_memory_bytes = 268_435_456
+//! max_timeout_ms = 60_000
+//! max_component_bytes = 67_108_864
+//! max_input_bytes = 1_048_576
+//!
+//! [scheduler]
+//! concurrency = 8
+//! per_tenant_concurrency = 4
+//! queue_per_tenant = 256
+//! queue_total = 4096
+//!
+//! [runs]
+//! retention_secs = 86_400             # outputs and logs are deleted after
+//! sweep_interval_secs = 60
+//!
+//! [control_plane]
+//! url = "https://control.example.com"
+//! token_file = "/etc/delta/control-token"
+//!
+//! [llm]                               # delta_llm::LlmConfig
+//! [messaging]                         # delta_messaging::MessagingConfig
+//! [budget]                            # delta_ledger::seed::BudgetConfig
+//! database = "/var/lib/delta/ledger.db"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use delta_ledger::seed::BudgetConfig;
+use delta_runtime::InvocationLimits;
+use serde::Deserialize;
+
+use crate::scheduler::SchedulerLimits;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's account.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's id in usage reports and metrics (default: host name).
+    pub node_id: Option<String>,
+    /// Address to serve on (default `127.0.0.1:7421`).
+    pub listen: SocketAddr,
+    /// Where the node keeps its database, components and compiled cache.
+    pub state_dir: PathBuf,
+    /// File holding the bearer token clients must present.
+    pub token_file: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (default false: TLS is
+    /// required unless bound to loopback).
+    pub allow_plain_http: bool,
+    /// TLS certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// Seconds in-flight runs get to finish after SIGTERM.
+    pub drain_grace_secs: u64,
+    /// Node maximums and defaults of per-run limits.
+    pub limits: NodeLimits,
+    /// Execution slots and queues.
+    pub scheduler: SchedulerLimits,
+    /// Retention of run outputs and logs.
+    pub runs: RunsConfig,
+    /// Where usage is reported.
+    pub control_plane: Option<ControlPlaneConfig>,
+    /// LLM providers (none: every LLM call answers `not-configured`).
+    pub llm: Option<delta_llm::LlmConfig>,
+    /// Messaging channels and templates (none: `not-configured`).
+    pub messaging: Option<MessagingSection>,
+    /// The token ledger (none: budget calls answer `not-configured`).
+    pub budget: Option<BudgetConfig>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7421)),
+            state_dir: PathBuf::from(".delta/node"),
+            token_file: None,
+            allow_plain_http: false,
+            tls: None,
+            drain_grace_secs: 30,
+            limits: NodeLimits::default(),
+            scheduler: SchedulerLimits::default(),
+            runs: RunsConfig::default(),
+            control_plane: None,
+            llm: None,
+            messaging: None,
+            budget: None,
+        }
+    }
+}
+
+/// `[tls]`: PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeLimits {
+    /// Largest fuel a deployment may ask for.
+    pub max_fuel: u64,
+    /// Largest memory cap a deployment may ask for, bytes.
+    pub max_memory_bytes: u64,
+    /// Longest deadline a deployment may ask for, ms.
+    pub max_timeout_ms: u64,
+    /// Fuel of a deployment that sets none.
+    pub default_fuel: u64,
+    /// Memory cap of a deployment that sets none, bytes.
+    pub default_memory_bytes: u64,
+    /// Deadline of a deployment that sets none, ms.
+    pub default_timeout_ms: u64,
+    /// Largest component upload, bytes.
+    pub max_component_bytes: u64,
+    /// Largest request body for JSON endpoints (task input included), bytes.
+    pub max_input_bytes: u64,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        let run = InvocationLimits::default();
+        Self {
+            max_fuel: 10 * run.fuel,
+            max_memory_bytes: 256 << 20,
+            max_timeout_ms: 60_000,
+            default_fuel: run.fuel,
+            default_memory_bytes: run.memory_bytes,
+            default_timeout_ms: run.timeout_ms,
+            max_component_bytes: 64 << 20,
+            max_input_bytes: 1 << 20,
+        }
+    }
+}
+
+impl NodeLimits {
+    /// The limits of one run of a deployment asking for `fuel`, `memory` and
+    /// `timeout` (each `None` for the default), clamped by the maximums.
+    pub fn for_run(
+        &self,
+        fuel: Option<u64>,
+        memory_bytes: Option<u64>,
+        timeout_ms: Option<u64>,
+    ) -> InvocationLimits {
+        InvocationLimits {
+            fuel: fuel.unwrap_or(self.default_fuel).min(self.max_fuel),
+            memory_bytes: memory_bytes
+                .unwrap_or(self.default_memory_bytes)
+                .min(self.max_memory_bytes),
+            timeout_ms: timeout_ms
+                .unwrap_or(self.default_timeout_ms)
+                .min(self.max_timeout_ms),
+            ..InvocationLimits::default()
+        }
+    }
+}
+
+/// `[runs]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// How long a finished run's output and logs are kept (seed 004: data
+    /// with a TTL is hard-deleted after it).
+    pub retention_secs: u64,
+    /// How often the expiry sweep runs.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 24 * 3600,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// `[control_plane]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// Base URL; usage goes to `{url}/v1/nodes/usage`.
+    pub url: String,
+    /// File holding the bearer token the node presents.
+    pub token_file: Option<PathBuf>,
+    /// Records per batch (default 500).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+
+/// `[messaging]`: the backends and templates, plus where the audit goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingSection {
+    /// JSON-lines audit log (default `<state_dir>/messages.jsonl`).
+    pub audit_log: Option<PathBuf>,
+    /// Channels and templates.
+    #[serde(flatten)]
+    pub config: delta_messaging::MessagingConfig,
+}
+
+/// Values given on the command line or in the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `DELTA_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--state-dir` / `DELTA_STATE_DIR`.
+    pub state_dir: Option<PathBuf>,
+    /// `--token-file` / `DELTA_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// `--allow-plain-http` / `DELTA_ALLOW_PLAIN_HTTP`.
+    pub allow_plain_http: bool,
+    /// `--control-plane-url` / `DELTA_CONTROL_PLANE_URL`.
+    pub control_plane_url: Option<String>,
+}
+
+impl NodeConfig {
+    /// Read `path`; relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Apply flags and environment on top of the file.
+    pub fn apply_overrides(&mut self, o: Overrides) {
+        if let Some(listen) = o.listen {
+            self.listen = listen;
+        }
+        if let Some(dir) = o.state_dir {
+            self.state_dir = dir;
+        }
+        if let Some(file) = o.token_file {
+            self.token_file = Some(file);
+        }
+        self.allow_plain_http |= o.allow_plain_http;
+        if let Some(url) = o.control_plane_url {
+            match &mut self.control_plane {
+                Some(cp) => cp.url = url,
+                None => {
+                    self.control_plane = Some(ControlPlaneConfig {
+                        url,
+                        token_file: None,
+                        batch_size: default_batch_size(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Check what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.token_file.is_none() {
+            return invalid(
+                "no token file: set token_file, DELTA_TOKEN_FILE or --token-file \
+                 (every request but health checks needs the node token)",
+            );
+        }
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plain_http {
+            return Err(ConfigError::Invalid(format!(
+                "{} is not a loopback address: configure [tls] or pass --allow-plain-http",
+                self.listen
+            )));
+        }
+        let s = &self.scheduler;
+        if s.concurrency == 0 || s.per_tenant_concurrency == 0 {
+            return invalid("scheduler concurrency and per_tenant_concurrency must be at least 1");
+        }
+        if self.runs.sweep_interval_secs == 0 {
+            return invalid("runs.sweep_interval_secs must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_input_bytes == 0 || l.max_component_bytes == 0 {
+            return invalid("limits.max_input_bytes and max_component_bytes must be positive");
+        }
+        Ok(())
+    }
+
+    /// The node id: configured, else the host name, else `node`.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "node".into())
+    }
+
+    /// How long a finished run's output is kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.runs.retention_secs)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.state_dir);
+        if let Some(f) = &mut self.token_file {
+            join(f);
+        }
+        if let Some(tls) = &mut self.tls {
+            join(&mut tls.cert);
+            join(&mut tls.key);
+        }
+        if let Some(cp) = &mut self.control_plane
+            && let Some(f) = &mut cp.token_file
+        {
+            join(f);
+        }
+        if let Some(budget) = &mut self.budget {
+            join(&mut budget.database);
+        }
+        if let Some(messaging) = &mut self.messaging {
+            if let Some(f) = &mut messaging.audit_log {
+                join(f);
+            }
+            delta_messaging::config::resolve_paths(&mut messaging.config, base);
+        }
+        if let Some(llm) = &mut self.llm {
+            for provider in &mut llm.providers {
+                if let Some(file) = &mut provider.api_key_file {
+                    join(file);
+                }
+            }
+        }
+    }
+}
+
+/// Read a secret file: trimmed, and refused when empty.
+pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!("{} is empty", path.display())));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```toml").expect("example") + "//! ```toml".len();
+        let end = start + doc[start..].find("//! ```").expect("end");
+        let toml: String = doc[start..end]
+            .lines()
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: NodeConfig = toml::from_str(&toml).expect("example parses");
+        assert_eq!(config.scheduler.concurrency, 8);
+        assert_eq!(config.runs.retention_secs, 86_400);
+        assert!(config.tls.is_some());
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_consent() {
+        let mut config = NodeConfig {
+            token_file: Some("t".into()),
+            listen: "0.0.0.0:7421".parse().expect("addr"),
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().is_err());
+        config.apply_overrides(Overrides {
+            allow_plain_http: true,
+            ..Overrides::default()
+        });
+        config.validate().expect("allowed");
+        config.token_file = None;
+        assert!(config.validate().is_err(), "a token file is required");
+    }
+
+    #[test]
+    fn deployment_limits_are_clamped_by_the_node() {
+        let limits = NodeLimits::default();
+        let run = limits.for_run(Some(u64::MAX), Some(u64::MAX), Some(u64::MAX));
+        assert_eq!(run.fuel, limits.max_fuel);
+        assert_eq!(run.memory_bytes, limits.max_memory_bytes);
+        assert_eq!(run.timeout_ms, limits.max_timeout_ms);
+        let run = limits.for_run(None, Some(1 << 20), None);
+        assert_eq!(run.fuel, limits.default_fuel);
+        assert_eq!(run.memory_bytes, 1 << 20);
+    }
+}

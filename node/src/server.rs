@@ -1,0 +1,281 @@
+//! Start-up, serving (TLS with rustls, or plain HTTP where allowed),
+//! signals and systemd notification.
+//!
+//! - SIGTERM/SIGINT: stop accepting connections, let runs finish within
+//!   `drain_grace_secs`, cancel the rest (recorded as `cancelled`), flush the
+//!   usage outbox, exit 0.
+//! - SIGHUP: re-read the config file and apply what can change safely (run
+//!   limits, scheduler limits), the node token and the TLS certificate.
+//! - systemd (`Type=notify`): READY, STATUS, WATCHDOG while the state store
+//!   answers, STOPPING.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use delta_runtime::{CompileMode, Runtime, RuntimeConfig};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::{ApiState, router};
+use crate::capabilities::Backends;
+use crate::config::{NodeConfig, read_secret};
+use crate::metrics::Metrics;
+use crate::node::{Node, Reporting};
+use crate::reporter::{self, ReporterConfig, ReporterStats};
+use crate::store::Store;
+
+/// How the node compiles components (the CLI passes itself as the worker).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The compile worker; `None` compiles in-process (tests only).
+    pub compile: Option<CompileMode>,
+    /// The config file, re-read on SIGHUP (none: nothing to reload).
+    pub config_path: Option<PathBuf>,
+    /// Flags and environment, re-applied on reload.
+    pub overrides: crate::config::Overrides,
+}
+
+/// Run the node until SIGTERM/SIGINT. Prints `listening on <url>` on stdout
+/// once the socket is bound (scripts and tests wait for it).
+pub async fn serve(config: NodeConfig, options: ServeOptions) -> anyhow::Result<()> {
+    config.validate()?;
+    create_private_dir(&config.state_dir)?;
+    let token_file = config
+        .token_file
+        .clone()
+        .context("no token file configured")?;
+    let token = Arc::new(RwLock::new(read_secret(&token_file)?));
+
+    let mut runtime_config = RuntimeConfig {
+        cache_dir: Some(config.state_dir.join("cache")),
+        ..RuntimeConfig::default()
+    };
+    if let Some(mode) = options.compile.clone() {
+        runtime_config.compile.mode = mode;
+    }
+    // Every execution slot needs an instance slot, with headroom for
+    // instances being torn down.
+    let wanted = u32::try_from(config.scheduler.concurrency.saturating_mul(2)).unwrap_or(u32::MAX);
+    let pool = &mut runtime_config.engine.pooling;
+    pool.max_instances = pool.max_instances.max(wanted);
+    let runtime = Arc::new(Runtime::new(runtime_config)?);
+
+    let store = Store::open(&config.state_dir.join("node.db"))
+        .await
+        .context("opening the node's state store")?;
+    let backends = Backends::from_config(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let reporter = match &config.control_plane {
+        Some(cp) => {
+            let token = match &cp.token_file {
+                Some(path) => Some(read_secret(path)?),
+                None => None,
+            };
+            let url = reqwest::Url::parse(&cp.url)
+                .with_context(|| format!("control_plane.url {:?}", cp.url))?;
+            let mut reporter_config = ReporterConfig::new(url, config.node_id());
+            reporter_config.token = token;
+            reporter_config.batch_size = cp.batch_size.max(1);
+            let stats = ReporterStats::new();
+            Some(Reporting {
+                handle: reporter::spawn(store.clone(), reporter_config, Arc::clone(&stats)),
+                stats,
+            })
+        }
+        None => None,
+    };
+    let node = Node::start(
+        &config,
+        runtime,
+        store,
+        backends,
+        Arc::clone(&metrics),
+        reporter,
+    )
+    .await?;
+
+    let sweeper = {
+        let node = Arc::clone(&node);
+        let every = Duration::from_secs(config.runs.sweep_interval_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match node.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(runs = n, "expired runs deleted"),
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+            }
+        })
+    };
+
+    let state = ApiState {
+        node: Arc::clone(&node),
+        token: Arc::clone(&token),
+    };
+    let app = router(state);
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let handle: Handle<SocketAddr> = Handle::new();
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let service = app.into_make_service();
+    let server = match &tls {
+        Some(tls) => {
+            let server =
+                axum_server::from_tcp_rustls(listener, tls.clone())?.handle(handle.clone());
+            tokio::spawn(async move { server.serve(service).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            tokio::spawn(async move { server.serve(service).await })
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{local}");
+    tracing::info!(address = %local, scheme, node_id = node.id(), "node serving");
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("serving on {local}")),
+    ]);
+    let watchdog = spawn_watchdog(Arc::clone(&node));
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                reload(&options, &node, &token, tls.as_ref()).await;
+            }
+        }
+    }
+
+    // Drain.
+    let grace = Duration::from_secs(config.drain_grace_secs);
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("draining: finishing runs"),
+    ]);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        runs = node.runs_in_flight(),
+        "draining"
+    );
+    // New connections are refused now; open ones finish their requests (a
+    // `?wait=true` run answers when it ends).
+    handle.graceful_shutdown(Some(grace + Duration::from_secs(5)));
+    node.drain(grace).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    sweeper.abort();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "server task failed"),
+    }
+    if let Some(reporter) = node.reporter() {
+        notify(&[NotifyState::Status("draining: flushing usage")]);
+        if !reporter.handle.flush(Duration::from_secs(10)).await {
+            tracing::warn!("usage not all reported; it stays in the outbox for the next start");
+        }
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// SIGHUP: limits, scheduler sizes, token and certificate. Deployments and
+/// backends are not reloaded (they change through the API or a restart).
+async fn reload(
+    options: &ServeOptions,
+    node: &Node,
+    token: &RwLock<String>,
+    tls: Option<&RustlsConfig>,
+) {
+    let Some(path) = &options.config_path else {
+        tracing::info!("SIGHUP: no config file to reload");
+        return;
+    };
+    let mut config = match NodeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: config not reloaded");
+            return;
+        }
+    };
+    config.apply_overrides(options.overrides.clone());
+    if let Err(e) = config.validate() {
+        tracing::error!(error = %e, "SIGHUP: config not reloaded");
+        return;
+    }
+    node.reload_limits(config.limits, config.scheduler);
+    if let Some(file) = &config.token_file {
+        match read_secret(file) {
+            Ok(t) => *token.write().unwrap_or_else(|e| e.into_inner()) = t,
+            Err(e) => tracing::error!(error = %e, "SIGHUP: token not reloaded"),
+        }
+    }
+    if let (Some(rustls), Some(files)) = (tls, &config.tls)
+        && let Err(e) = rustls.reload_from_pem_file(&files.cert, &files.key).await
+    {
+        tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded");
+    }
+    tracing::info!("SIGHUP: limits, token and certificate reloaded");
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
+}
+
+/// Ping systemd's watchdog at half its interval while the store answers, so
+/// a wedged node is restarted.
+fn spawn_watchdog(node: Arc<Node>) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())?;
+    let every = interval / 2;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if node.store().ping().await.is_ok() {
+                notify(&[NotifyState::Watchdog]);
+            } else {
+                tracing::error!("state store not answering: withholding the watchdog ping");
+            }
+        }
+    }))
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))
+}

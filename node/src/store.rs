@@ -1,0 +1,1186 @@
+//! The node's durable state: components, deployments, runs and the usage
+//! outbox, in one SQLite file (WAL, `sqlx`, migrations in
+//! `migrations/node/`).
+//!
+//! # Why an outbox
+//! A finished run's usage is what the operator bills for, so it must never be
+//! lost and never be counted twice. [`Store::finish_run`] writes the run's
+//! result and a copy of its [`RunUsage`] into `usage_outbox` in one
+//! transaction: once it returns, the usage is on disk, and the reporter
+//! (`crate::reporter`) ships it later, as often as needed, until the control
+//! plane acknowledges it. `usage_outbox.run_id` is `UNIQUE` and finishing an
+//! already finished run is a no-op, so each run is queued at most once; the
+//! control plane deduplicates by `run_id` for the resends.
+//!
+//! # Durability
+//! The database runs in WAL mode with `synchronous=FULL`: every commit
+//! fsyncs the WAL before it returns. WAL with `synchronous=NORMAL` would
+//! already survive the process being killed (`kill -9`, OOM killer), but may
+//! lose the last commits on power loss or an OS crash; usage is billing data,
+//! so one fsync per finished run is the price of correctness here. A busy
+//! timeout covers other processes touching the file (backups, `sqlite3`).
+//!
+//! # Connections
+//! Writes go through a pool of exactly one connection, so writers in this
+//! process queue on the pool instead of contending for SQLite's write lock;
+//! multi-statement writes use `BEGIN IMMEDIATE` so that they take the write
+//! lock up front and never fail half-way with `SQLITE_BUSY`. Reads use a
+//! separate small pool and see only committed state.
+//!
+//! # Expiry
+//! Finished runs carry `expires_at_ms`; [`Store::sweep_expired`] hard-deletes
+//! them (no soft-delete flags). The outbox row holds its own copy of the
+//! usage, so a run can be deleted before its usage is sent. Sent outbox rows
+//! are deleted after [`SENT_USAGE_RETENTION_MS`]; unsent rows never are.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::model::{
+    AgentRecord, AgentSpec, ComponentRecord, FinishedRun, LlmTokens, MessageCounts, Millis, NewRun,
+    RunRecord, RunStatus, RunUsage, now_ms,
+};
+
+/// How long an acknowledged usage record stays in the outbox (7 days), so
+/// recent usage stays queryable locally after it was shipped.
+pub const SENT_USAGE_RETENTION_MS: Millis = 7 * 24 * 60 * 60 * 1000;
+
+/// Rows deleted per statement by the expiry sweep, so the write lock is held
+/// only briefly even when a large backlog expires at once.
+const SWEEP_CHUNK: i64 = 1000;
+
+/// Outbox sequence numbers per `UPDATE ... IN (...)` in [`Store::mark_sent`]
+/// (far below SQLite's 32,766 parameters).
+const MARK_CHUNK: usize = 500;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, constraint, pool closed, ...).
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// Creating the database's directory failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Applying the migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be decoded (bad JSON, unknown status, value out
+    /// of range).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// A record could not be encoded as JSON.
+    #[error("encoding: {0}")]
+    Encode(String),
+    /// The caller passed an inconsistent record.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The named row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// Usage of one agent summed over outbox records (see [`Store::usage_totals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// Runs counted.
+    pub runs: u64,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Wall time, microseconds.
+    pub wall_time_us: u64,
+    /// Highest peak linear memory of any run, bytes.
+    pub max_peak_memory_bytes: u64,
+    /// Runs by outcome name.
+    pub outcomes: BTreeMap<String, u64>,
+    /// LLM tokens by model.
+    pub llm: BTreeMap<String, LlmTokens>,
+    /// Messages by channel.
+    pub messages: BTreeMap<String, MessageCounts>,
+}
+
+impl UsageTotals {
+    fn add(&mut self, u: &RunUsage) {
+        self.runs = self.runs.saturating_add(1);
+        self.fuel_used = self.fuel_used.saturating_add(u.fuel_used);
+        self.wall_time_us = self.wall_time_us.saturating_add(u.wall_time_us);
+        self.max_peak_memory_bytes = self.max_peak_memory_bytes.max(u.peak_memory_bytes);
+        let n = self.outcomes.entry(u.outcome.clone()).or_default();
+        *n = n.saturating_add(1);
+        for (model, t) in &u.llm {
+            let e = self.llm.entry(model.clone()).or_default();
+            e.calls = e.calls.saturating_add(t.calls);
+            e.input_tokens = e.input_tokens.saturating_add(t.input_tokens);
+            e.output_tokens = e.output_tokens.saturating_add(t.output_tokens);
+        }
+        for (channel, m) in &u.messages {
+            let e = self.messages.entry(channel.clone()).or_default();
+            e.sent = e.sent.saturating_add(m.sent);
+            e.refused = e.refused.saturating_add(m.refused);
+            e.tokens = e.tokens.saturating_add(m.tokens);
+        }
+    }
+}
+
+/// The node's SQLite store. Cheap to clone (the pools are shared); every
+/// method may be called concurrently.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// One connection: all writes, serialised in this process.
+    write: SqlitePool,
+    /// Reads.
+    read: SqlitePool,
+}
+
+fn encode<T: Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Encode(format!("{what}: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, id: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what} of {id}: {e}")))
+}
+
+fn decode_opt<T: serde::de::DeserializeOwned>(
+    what: &str,
+    id: &str,
+    s: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    s.map(|s| decode(what, id, &s)).transpose()
+}
+
+fn component_from_row(r: &SqliteRow) -> Result<ComponentRecord, StoreError> {
+    let sha256: String = r.try_get("sha256")?;
+    let size: i64 = r.try_get("size")?;
+    let size = u64::try_from(size)
+        .map_err(|_| StoreError::Corrupt(format!("size of component {sha256}: {size}")))?;
+    Ok(ComponentRecord {
+        world: r.try_get("world")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        size,
+        sha256,
+    })
+}
+
+fn agent_from_row(r: &SqliteRow) -> Result<AgentRecord, StoreError> {
+    let id: String = r.try_get("id")?;
+    let spec: String = r.try_get("spec")?;
+    let spec: AgentSpec = decode("spec", &id, &spec)?;
+    Ok(AgentRecord {
+        spec,
+        paused: r.try_get("paused")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+        id,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, agent_id, tenant_id, status, outcome, logs, usage, created_at_ms, \
+                           started_at_ms, finished_at_ms, expires_at_ms";
+
+fn run_from_row(r: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let id: String = r.try_get("id")?;
+    let status: String = r.try_get("status")?;
+    let status = RunStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("status of run {id}: {status:?}")))?;
+    Ok(RunRecord {
+        agent_id: r.try_get("agent_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        status,
+        outcome: decode_opt("outcome", &id, r.try_get("outcome")?)?,
+        logs: decode_opt("logs", &id, r.try_get("logs")?)?,
+        usage: decode_opt("usage", &id, r.try_get("usage")?)?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        started_at_ms: r.try_get("started_at_ms")?,
+        finished_at_ms: r.try_get("finished_at_ms")?,
+        expires_at_ms: r.try_get("expires_at_ms")?,
+        id,
+    })
+}
+
+fn outbox_from_row(r: &SqliteRow) -> Result<(i64, RunUsage), StoreError> {
+    let seq: i64 = r.try_get("seq")?;
+    let payload: String = r.try_get("payload")?;
+    let usage = decode("outbox payload", &format!("seq {seq}"), &payload)?;
+    Ok((seq, usage))
+}
+
+fn to_i64(what: &str, n: impl TryInto<i64>) -> Result<i64, StoreError> {
+    n.try_into()
+        .map_err(|_| StoreError::Invalid(format!("{what} out of range")))
+}
+
+impl Store {
+    /// Open (creating it and its directory if missing) the database at
+    /// `path` and apply the migrations in `migrations/node/`. Must be called
+    /// inside a tokio runtime.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .disable_statement_logging();
+        let write = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("../migrations/node").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    /// Close both pools, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// Readiness probe: the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    // ----- components -----
+
+    /// Insert or replace a component's record.
+    pub async fn put_component(&self, c: &ComponentRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO components (sha256, size, world, created_at_ms) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (sha256) DO UPDATE SET size = ?2, world = ?3",
+        )
+        .bind(&c.sha256)
+        .bind(to_i64("component size", c.size)?)
+        .bind(&c.world)
+        .bind(c.created_at_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Every component, by sha256.
+    pub async fn list_components(&self) -> Result<Vec<ComponentRecord>, StoreError> {
+        sqlx::query("SELECT sha256, size, world, created_at_ms FROM components ORDER BY sha256")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(component_from_row)
+            .collect()
+    }
+
+    /// One component.
+    pub async fn get_component(&self, sha256: &str) -> Result<Option<ComponentRecord>, StoreError> {
+        sqlx::query("SELECT sha256, size, world, created_at_ms FROM components WHERE sha256 = ?1")
+            .bind(sha256)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(component_from_row)
+            .transpose()
+    }
+
+    /// Delete a component's record; false when there was none. Does not
+    /// check [`Store::component_in_use`]: the caller decides.
+    pub async fn delete_component(&self, sha256: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM components WHERE sha256 = ?1")
+            .bind(sha256)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Whether any deployment runs this component.
+    pub async fn component_in_use(&self, sha256: &str) -> Result<bool, StoreError> {
+        let (used,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM agents WHERE component = ?1)")
+                .bind(sha256)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(used)
+    }
+
+    // ----- agents -----
+
+    /// Insert or update a deployment. An existing row keeps its
+    /// `created_at_ms`; everything else is replaced.
+    pub async fn put_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        let spec = encode("agent spec", &a.spec)?;
+        sqlx::query(
+            "INSERT INTO agents (id, tenant_id, component, spec, paused, created_at_ms, updated_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (id) DO UPDATE SET tenant_id = ?2, component = ?3, spec = ?4, \
+             paused = ?5, updated_at_ms = ?7",
+        )
+        .bind(&a.id)
+        .bind(&a.spec.tenant_id)
+        .bind(&a.spec.component)
+        .bind(spec)
+        .bind(a.paused)
+        .bind(a.created_at_ms)
+        .bind(a.updated_at_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// One deployment.
+    pub async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, spec, paused, created_at_ms, updated_at_ms FROM agents WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .as_ref()
+        .map(agent_from_row)
+        .transpose()
+    }
+
+    /// Every deployment, by id.
+    pub async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        sqlx::query("SELECT id, spec, paused, created_at_ms, updated_at_ms FROM agents ORDER BY id")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    /// Delete a deployment; false when there was none. Its runs stay until
+    /// they expire.
+    pub async fn delete_agent(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM agents WHERE id = ?1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Pause or resume a deployment (and set `updated_at_ms` to now); false
+    /// when there is no such agent.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE agents SET paused = ?1, updated_at_ms = ?2 WHERE id = ?3")
+            .bind(paused)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ----- runs -----
+
+    /// Record an accepted run (status `queued`). Fails if the id exists.
+    pub async fn insert_run(&self, run: &NewRun) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (id, agent_id, tenant_id, status, input, created_at_ms) \
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+        )
+        .bind(&run.id)
+        .bind(&run.agent_id)
+        .bind(&run.tenant_id)
+        .bind(&run.input)
+        .bind(run.created_at_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Move a queued run to `running`. False when the run is not queued (it
+    /// does not exist, already runs, or was finished, e.g. cancelled).
+    pub async fn mark_running(&self, id: &str, started_at_ms: Millis) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE runs SET status = 'running', started_at_ms = ?1 \
+             WHERE id = ?2 AND status = 'queued'",
+        )
+        .bind(started_at_ms)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Finish a run: in one transaction, store its outcome, logs and usage
+    /// (status `finished`, `finished_at_ms = usage.finished_at_ms`) and queue
+    /// the usage in the outbox. Once this returns `Ok(true)` the usage is on
+    /// disk and will be reported.
+    ///
+    /// Idempotent: finishing a run that is already finished changes nothing,
+    /// queues nothing and returns `Ok(false)`. A queued run may be finished
+    /// directly (cancelled before it started). An unknown run id is
+    /// [`StoreError::NotFound`], and `usage.run_id` must equal `run_id`
+    /// ([`StoreError::Invalid`]).
+    pub async fn finish_run(&self, run: &FinishedRun) -> Result<bool, StoreError> {
+        if run.usage.run_id != run.run_id {
+            return Err(StoreError::Invalid(format!(
+                "usage of run {} names run {}",
+                run.run_id, run.usage.run_id
+            )));
+        }
+        let outcome = encode("outcome", &run.outcome)?;
+        let logs = encode("logs", &run.logs)?;
+        let usage = encode("usage", &run.usage)?;
+
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET status = 'finished', outcome = ?1, logs = ?2, usage = ?3, \
+             finished_at_ms = ?4, expires_at_ms = ?5 \
+             WHERE id = ?6 AND status <> 'finished' \
+             RETURNING tenant_id",
+        )
+        .bind(&outcome)
+        .bind(&logs)
+        .bind(&usage)
+        .bind(run.usage.finished_at_ms)
+        .bind(run.expires_at_ms)
+        .bind(&run.run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = updated else {
+            let (exists,): (bool,) =
+                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)")
+                    .bind(&run.run_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return if exists {
+                Ok(false)
+            } else {
+                Err(StoreError::NotFound(format!("run {}", run.run_id)))
+            };
+        };
+        // The run row's tenant, not the usage's: the row was written by the
+        // node when it accepted the run.
+        let tenant_id: String = row.try_get("tenant_id")?;
+        // ON CONFLICT: the UNIQUE run_id is the last line of defence against
+        // queueing a run's usage twice (e.g. a run id reused after its row
+        // expired while the sent usage is still retained).
+        sqlx::query(
+            "INSERT INTO usage_outbox (run_id, tenant_id, payload, created_at_ms) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (run_id) DO NOTHING",
+        )
+        .bind(&run.run_id)
+        .bind(&tenant_id)
+        .bind(&usage)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One run.
+    pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    /// Up to `limit` runs, newest first, of one agent or of all.
+    pub async fn list_runs(
+        &self,
+        agent_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let rows =
+            match agent_id {
+                Some(agent) => {
+                    sqlx::query(&format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE agent_id = ?1 \
+                     ORDER BY created_at_ms DESC, id DESC LIMIT ?2"
+                    ))
+                    .bind(agent)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.read)
+                    .await?
+                }
+                None => sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?,
+            };
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Crash recovery, to be called once at start-up **before** the node
+    /// accepts or schedules runs: every run a previous process left `queued`
+    /// or `running` died with it. Each is finished as cancelled
+    /// (`delta_runtime::Outcome::Cancelled`, no logs) at `now_ms`, to expire
+    /// at `expires_at_ms`, through [`Store::finish_run`], so its usage is
+    /// queued and reported exactly once. Returns the ids finished.
+    ///
+    /// The usage of such a run is all zeros: the fuel counter, the wall clock
+    /// and the LLM and message tallies lived in the dead process's memory.
+    /// Tokens an interrupted run spent are still charged by the budget
+    /// ledger, which records them durably as they are reserved.
+    pub async fn recover_interrupted(
+        &self,
+        now_ms: Millis,
+        expires_at_ms: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, agent_id, tenant_id FROM runs WHERE status IN ('queued', 'running') \
+             ORDER BY created_at_ms, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let outcome = serde_json::to_value(delta_runtime::Outcome::Cancelled)
+            .map_err(|e| StoreError::Encode(format!("outcome: {e}")))?;
+        let name = delta_runtime::Outcome::Cancelled.name();
+        let mut finished = Vec::new();
+        for r in &rows {
+            let run_id: String = r.try_get("id")?;
+            let usage = RunUsage {
+                run_id: run_id.clone(),
+                agent_id: r.try_get("agent_id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                outcome: name.to_owned(),
+                finished_at_ms: now_ms,
+                ..RunUsage::default()
+            };
+            let done = self
+                .finish_run(&FinishedRun {
+                    run_id: run_id.clone(),
+                    outcome: outcome.clone(),
+                    logs: serde_json::Value::Array(Vec::new()),
+                    usage,
+                    expires_at_ms,
+                })
+                .await?;
+            if done {
+                finished.push(run_id);
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Hard-delete what has expired at `now_ms`: finished runs whose
+    /// `expires_at_ms <= now_ms` (with their input, output and logs), and
+    /// outbox rows acknowledged more than [`SENT_USAGE_RETENTION_MS`] ago.
+    /// Unsent usage is never deleted, and deleting a run never affects its
+    /// usage: the outbox row carries its own copy. Returns the number of rows
+    /// deleted (runs plus outbox rows).
+    pub async fn sweep_expired(&self, now_ms: Millis) -> Result<u64, StoreError> {
+        let mut deleted = 0u64;
+        loop {
+            let r = sqlx::query(
+                "DELETE FROM runs WHERE id IN \
+                 (SELECT id FROM runs WHERE expires_at_ms <= ?1 LIMIT ?2)",
+            )
+            .bind(now_ms)
+            .bind(SWEEP_CHUNK)
+            .execute(&self.write)
+            .await?;
+            deleted += r.rows_affected();
+            if r.rows_affected() < SWEEP_CHUNK as u64 {
+                break;
+            }
+        }
+        let cutoff = now_ms.saturating_sub(SENT_USAGE_RETENTION_MS);
+        loop {
+            let r = sqlx::query(
+                "DELETE FROM usage_outbox WHERE seq IN \
+                 (SELECT seq FROM usage_outbox WHERE sent_at_ms IS NOT NULL AND sent_at_ms <= ?1 \
+                  LIMIT ?2)",
+            )
+            .bind(cutoff)
+            .bind(SWEEP_CHUNK)
+            .execute(&self.write)
+            .await?;
+            deleted += r.rows_affected();
+            if r.rows_affected() < SWEEP_CHUNK as u64 {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    // ----- outbox -----
+
+    /// Up to `limit` usage records not yet acknowledged, oldest first, with
+    /// their outbox sequence numbers (for [`Store::mark_sent`]).
+    pub async fn outbox_unsent(&self, limit: usize) -> Result<Vec<(i64, RunUsage)>, StoreError> {
+        sqlx::query(
+            "SELECT seq, payload FROM usage_outbox WHERE sent_at_ms IS NULL ORDER BY seq LIMIT ?1",
+        )
+        .bind(to_i64("limit", limit)?)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(outbox_from_row)
+        .collect()
+    }
+
+    /// Record that the control plane acknowledged these outbox rows. Rows
+    /// already marked keep their first `sent_at_ms`; sequence numbers are
+    /// never reused (`AUTOINCREMENT`), so a stale one cannot mark another
+    /// run's usage. Returns the number of rows newly marked.
+    pub async fn mark_sent(&self, seqs: &[i64], sent_at_ms: Millis) -> Result<u64, StoreError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut marked = 0;
+        for chunk in seqs.chunks(MARK_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("UPDATE usage_outbox SET sent_at_ms = ");
+            q.push_bind(sent_at_ms);
+            q.push(" WHERE sent_at_ms IS NULL AND seq IN (");
+            let mut sep = q.separated(", ");
+            for s in chunk {
+                sep.push_bind(*s);
+            }
+            q.push(")");
+            marked += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// How many usage records wait to be acknowledged, and when the oldest
+    /// of them was queued.
+    pub async fn outbox_backlog(&self) -> Result<(u64, Option<Millis>), StoreError> {
+        let (n, oldest): (i64, Option<Millis>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at_ms) FROM usage_outbox WHERE sent_at_ms IS NULL",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok((u64::try_from(n).unwrap_or_default(), oldest))
+    }
+
+    /// Up to `limit` usage records queued at or after `since_ms` (sent or
+    /// not), oldest first, optionally of one tenant. Sent records are kept
+    /// for [`SENT_USAGE_RETENTION_MS`] and unsent ones until they are sent,
+    /// so with no control plane configured all usage stays queryable here.
+    pub async fn usage_since(
+        &self,
+        since_ms: Millis,
+        tenant_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunUsage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, payload FROM usage_outbox \
+             WHERE created_at_ms >= ?1 AND (?2 IS NULL OR tenant_id = ?2) ORDER BY seq LIMIT ?3",
+        )
+        .bind(since_ms)
+        .bind(tenant_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| outbox_from_row(r).map(|(_, u)| u))
+            .collect()
+    }
+
+    /// Usage summed per (tenant, agent) over the outbox records queued at or
+    /// after `since_ms`, optionally of one tenant; sorted by tenant, then
+    /// agent. Same retention as [`Store::usage_since`].
+    pub async fn usage_totals(
+        &self,
+        since_ms: Millis,
+        tenant_id: Option<&str>,
+    ) -> Result<Vec<UsageTotals>, StoreError> {
+        let mut totals: BTreeMap<(String, String), UsageTotals> = BTreeMap::new();
+        let mut rows = sqlx::query(
+            "SELECT seq, payload FROM usage_outbox \
+             WHERE created_at_ms >= ?1 AND (?2 IS NULL OR tenant_id = ?2) ORDER BY seq",
+        )
+        .bind(since_ms)
+        .bind(tenant_id)
+        .fetch(&self.read);
+        while let Some(r) = rows.try_next().await? {
+            let (_, u) = outbox_from_row(&r)?;
+            totals
+                .entry((u.tenant_id.clone(), u.agent_id.clone()))
+                .or_insert_with(|| UsageTotals {
+                    tenant_id: u.tenant_id.clone(),
+                    agent_id: u.agent_id.clone(),
+                    ..UsageTotals::default()
+                })
+                .add(&u);
+        }
+        Ok(totals.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AgentLimits, Grants};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    async fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(&dir.path().join("state").join("node.db"))
+            .await
+            .expect("open store")
+    }
+
+    fn agent(id: &str, component: &str) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            spec: AgentSpec {
+                tenant_id: "t1".into(),
+                component: component.into(),
+                limits: AgentLimits {
+                    fuel: Some(1_000),
+                    memory_bytes: None,
+                    timeout_ms: Some(5_000),
+                },
+                grants: Grants {
+                    models: vec!["m".into()],
+                    recipients: vec!["*@example.com".into()],
+                    ..Grants::default()
+                },
+            },
+            paused: false,
+            created_at_ms: 100,
+            updated_at_ms: 100,
+        }
+    }
+
+    fn new_run(id: &str, agent: &str, created: Millis) -> NewRun {
+        NewRun {
+            id: id.into(),
+            agent_id: agent.into(),
+            tenant_id: "t1".into(),
+            input: r#"{"task":1}"#.into(),
+            created_at_ms: created,
+        }
+    }
+
+    fn usage(run: &str, fuel: u64) -> RunUsage {
+        let mut u = RunUsage {
+            run_id: run.into(),
+            agent_id: "a1".into(),
+            tenant_id: "t1".into(),
+            outcome: "completed".into(),
+            fuel_used: fuel,
+            wall_time_us: 7,
+            peak_memory_bytes: 65536,
+            finished_at_ms: 2_000,
+            ..RunUsage::default()
+        };
+        u.llm.insert(
+            "model-x".into(),
+            LlmTokens {
+                calls: 1,
+                input_tokens: 10,
+                output_tokens: 20,
+            },
+        );
+        u.messages.insert(
+            "email".into(),
+            MessageCounts {
+                sent: 1,
+                refused: 2,
+                tokens: 3,
+            },
+        );
+        u
+    }
+
+    fn finished(run: &str, fuel: u64, expires: Millis) -> FinishedRun {
+        FinishedRun {
+            run_id: run.into(),
+            outcome: json!({"status": "completed", "output": "{}"}),
+            logs: json!([{"at_ms": 1, "level": "info", "message": "hi"}]),
+            usage: usage(run, fuel),
+            expires_at_ms: expires,
+        }
+    }
+
+    #[tokio::test]
+    async fn components_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        let c = ComponentRecord {
+            sha256: "ab".repeat(32),
+            size: 1234,
+            world: "agent".into(),
+            created_at_ms: 5,
+        };
+        s.put_component(&c).await.expect("put");
+        assert_eq!(
+            s.get_component(&c.sha256).await.expect("get"),
+            Some(c.clone())
+        );
+        // Upsert keeps created_at_ms, replaces the rest.
+        let c2 = ComponentRecord {
+            size: 99,
+            created_at_ms: 9,
+            ..c.clone()
+        };
+        s.put_component(&c2).await.expect("put again");
+        let got = s
+            .get_component(&c.sha256)
+            .await
+            .expect("get")
+            .expect("some");
+        assert_eq!((got.size, got.created_at_ms), (99, 5));
+        assert_eq!(s.list_components().await.expect("list").len(), 1);
+
+        assert!(!s.component_in_use(&c.sha256).await.expect("in use"));
+        s.put_agent(&agent("a1", &c.sha256)).await.expect("agent");
+        assert!(s.component_in_use(&c.sha256).await.expect("in use"));
+        assert!(!s.component_in_use("other").await.expect("in use"));
+
+        assert!(s.delete_component(&c.sha256).await.expect("delete"));
+        assert!(!s.delete_component(&c.sha256).await.expect("delete"));
+        assert_eq!(s.get_component(&c.sha256).await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn agents_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        let a = agent("a1", "c1");
+        s.put_agent(&a).await.expect("put");
+        assert_eq!(s.get_agent("a1").await.expect("get"), Some(a.clone()));
+
+        let mut b = a.clone();
+        b.spec.component = "c2".into();
+        b.created_at_ms = 999;
+        b.updated_at_ms = 200;
+        s.put_agent(&b).await.expect("put");
+        let got = s.get_agent("a1").await.expect("get").expect("some");
+        assert_eq!(got.created_at_ms, 100, "upsert keeps created_at_ms");
+        assert_eq!(got.updated_at_ms, 200);
+        assert_eq!(got.spec.component, "c2");
+
+        assert!(s.set_paused("a1", true).await.expect("pause"));
+        assert!(s.get_agent("a1").await.expect("get").expect("some").paused);
+        assert!(!s.set_paused("nope", true).await.expect("pause"));
+
+        s.put_agent(&agent("a0", "c1")).await.expect("put");
+        let ids: Vec<_> = s
+            .list_agents()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["a0", "a1"]);
+        assert!(s.delete_agent("a1").await.expect("delete"));
+        assert!(!s.delete_agent("a1").await.expect("delete"));
+        assert_eq!(s.get_agent("a1").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn run_lifecycle_and_idempotent_finish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        s.insert_run(&new_run("r1", "a1", 1_000))
+            .await
+            .expect("insert");
+        assert!(s.insert_run(&new_run("r1", "a1", 1_000)).await.is_err());
+        let r = s.get_run("r1").await.expect("get").expect("some");
+        assert_eq!(r.status, RunStatus::Queued);
+        assert_eq!((r.outcome, r.usage, r.started_at_ms), (None, None, None));
+
+        assert!(s.mark_running("r1", 1_500).await.expect("running"));
+        assert!(!s.mark_running("r1", 1_600).await.expect("running twice"));
+        let r = s.get_run("r1").await.expect("get").expect("some");
+        assert_eq!(
+            (r.status, r.started_at_ms),
+            (RunStatus::Running, Some(1_500))
+        );
+
+        let f = finished("r1", 42, 10_000);
+        assert!(s.finish_run(&f).await.expect("finish"));
+        let mut again = finished("r1", 4242, 20_000);
+        again.outcome = json!({"status": "cancelled"});
+        assert!(!s.finish_run(&again).await.expect("finish twice"));
+
+        let r = s.get_run("r1").await.expect("get").expect("some");
+        assert_eq!(r.status, RunStatus::Finished);
+        assert_eq!(r.outcome.as_ref(), Some(&f.outcome));
+        assert_eq!(r.logs.as_ref(), Some(&f.logs));
+        assert_eq!(r.usage.as_ref(), Some(&f.usage));
+        assert_eq!(r.finished_at_ms, Some(2_000));
+        assert_eq!(r.expires_at_ms, Some(10_000));
+        assert!(
+            !s.mark_running("r1", 1_700)
+                .await
+                .expect("running after finish")
+        );
+
+        let out = s.outbox_unsent(10).await.expect("outbox");
+        assert_eq!(out.len(), 1, "queued once");
+        assert_eq!(out[0].1, f.usage);
+        assert_eq!(s.outbox_backlog().await.expect("backlog").0, 1);
+
+        // Unknown run and mismatched usage are errors, not silent no-ops.
+        assert!(matches!(
+            s.finish_run(&finished("nope", 1, 1)).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let mut bad = finished("r1", 1, 1);
+        bad.usage.run_id = "r2".into();
+        assert!(matches!(
+            s.finish_run(&bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+
+        // A queued run can be finished directly (cancelled before start).
+        s.insert_run(&new_run("r2", "a1", 1_100))
+            .await
+            .expect("insert");
+        assert!(
+            s.finish_run(&finished("r2", 0, 10_000))
+                .await
+                .expect("finish")
+        );
+
+        let all = s.list_runs(None, 10).await.expect("list");
+        assert_eq!(
+            all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r2", "r1"]
+        );
+        assert_eq!(s.list_runs(Some("a1"), 1).await.expect("list").len(), 1);
+        assert!(s.list_runs(Some("zz"), 10).await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn recover_interrupted_cancels_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        s.insert_run(&new_run("q", "a1", 1)).await.expect("insert");
+        s.insert_run(&new_run("r", "a1", 2)).await.expect("insert");
+        s.insert_run(&new_run("f", "a1", 3)).await.expect("insert");
+        s.mark_running("r", 5).await.expect("running");
+        s.finish_run(&finished("f", 9, 100)).await.expect("finish");
+
+        let ids = s.recover_interrupted(50, 500).await.expect("recover");
+        assert_eq!(ids, ["q", "r"]);
+        assert!(
+            s.recover_interrupted(60, 600)
+                .await
+                .expect("again")
+                .is_empty()
+        );
+
+        let r = s.get_run("r").await.expect("get").expect("some");
+        assert_eq!(r.status, RunStatus::Finished);
+        assert_eq!(r.outcome, Some(json!({"status": "cancelled"})));
+        let u = r.usage.expect("usage");
+        assert_eq!(
+            (u.outcome.as_str(), u.fuel_used, u.finished_at_ms),
+            ("cancelled", 0, 50)
+        );
+        assert_eq!((u.agent_id.as_str(), u.tenant_id.as_str()), ("a1", "t1"));
+        assert_eq!(r.expires_at_ms, Some(500));
+
+        let out = s.outbox_unsent(10).await.expect("outbox");
+        let ids: Vec<_> = out.iter().map(|(_, u)| u.run_id.as_str()).collect();
+        assert_eq!(ids, ["f", "q", "r"]);
+    }
+
+    #[tokio::test]
+    async fn outbox_mark_sent_and_local_usage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        for (i, id) in ["r1", "r2", "r3"].iter().enumerate() {
+            s.insert_run(&new_run(id, "a1", i as Millis))
+                .await
+                .expect("insert");
+            s.finish_run(&finished(id, 10, 100)).await.expect("finish");
+        }
+        let out = s.outbox_unsent(2).await.expect("outbox");
+        assert_eq!(out.len(), 2);
+        assert!(out[0].0 < out[1].0, "oldest first");
+        assert_eq!(out[0].1.run_id, "r1");
+        let seqs: Vec<i64> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(s.mark_sent(&seqs, 777).await.expect("mark"), 2);
+        assert_eq!(s.mark_sent(&seqs, 888).await.expect("mark again"), 0);
+        assert_eq!(s.mark_sent(&[], 888).await.expect("mark none"), 0);
+        let rest = s.outbox_unsent(10).await.expect("outbox");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1.run_id, "r3");
+        let (n, oldest) = s.outbox_backlog().await.expect("backlog");
+        assert_eq!(n, 1);
+        assert!(oldest.is_some());
+
+        // Local usage includes sent and unsent records.
+        assert_eq!(s.usage_since(0, None, 10).await.expect("since").len(), 3);
+        assert_eq!(
+            s.usage_since(0, Some("t1"), 2).await.expect("since").len(),
+            2
+        );
+        assert!(
+            s.usage_since(0, Some("t2"), 10)
+                .await
+                .expect("since")
+                .is_empty()
+        );
+        let totals = s.usage_totals(0, None).await.expect("totals");
+        assert_eq!(totals.len(), 1);
+        let t = &totals[0];
+        assert_eq!((t.runs, t.fuel_used, t.wall_time_us), (3, 30, 21));
+        assert_eq!(t.outcomes.get("completed"), Some(&3));
+        assert_eq!(t.llm.get("model-x").map(|l| l.output_tokens), Some(60));
+        assert_eq!(t.messages.get("email").map(|m| m.refused), Some(6));
+        assert!(
+            s.usage_totals(0, Some("t2"))
+                .await
+                .expect("totals")
+                .is_empty()
+        );
+        s.ping().await.expect("ping");
+    }
+
+    #[tokio::test]
+    async fn sweep_deletes_expired_runs_and_old_sent_usage_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(&dir).await;
+        for id in ["old", "new", "old-unsent"] {
+            s.insert_run(&new_run(id, "a1", 1)).await.expect("insert");
+        }
+        s.insert_run(&new_run("live", "a1", 1))
+            .await
+            .expect("insert");
+        s.finish_run(&finished("old", 1, 1_000))
+            .await
+            .expect("finish");
+        s.finish_run(&finished("new", 1, 2 * SENT_USAGE_RETENTION_MS))
+            .await
+            .expect("finish");
+        s.finish_run(&finished("old-unsent", 1, 1_000))
+            .await
+            .expect("finish");
+        let out = s.outbox_unsent(10).await.expect("outbox");
+        let seq_of = |id: &str| {
+            out.iter()
+                .find(|(_, u)| u.run_id == id)
+                .map(|(s, _)| *s)
+                .expect("seq")
+        };
+        // "old" acknowledged long ago, "new" recently, "old-unsent" never.
+        s.mark_sent(&[seq_of("old")], 10).await.expect("mark");
+        s.mark_sent(&[seq_of("new")], 2_000).await.expect("mark");
+
+        // Nothing expired yet.
+        assert_eq!(s.sweep_expired(999).await.expect("sweep"), 0);
+
+        let now = 10 + SENT_USAGE_RETENTION_MS;
+        // Two runs expired; one outbox row sent at 10 is past retention.
+        assert_eq!(s.sweep_expired(now).await.expect("sweep"), 3);
+        assert_eq!(s.get_run("old").await.expect("get"), None);
+        assert_eq!(s.get_run("old-unsent").await.expect("get"), None);
+        assert!(s.get_run("new").await.expect("get").is_some());
+        assert!(
+            s.get_run("live").await.expect("get").is_some(),
+            "unfinished never expire"
+        );
+        let usage: Vec<_> = s
+            .usage_since(0, None, 10)
+            .await
+            .expect("since")
+            .into_iter()
+            .map(|u| u.run_id)
+            .collect();
+        assert_eq!(
+            usage,
+            ["new", "old-unsent"],
+            "unsent usage survives its run"
+        );
+        assert_eq!(s.outbox_unsent(10).await.expect("outbox").len(), 1);
+        assert_eq!(s.sweep_expired(now).await.expect("sweep again"), 0);
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = ComponentRecord {
+            sha256: "cd".repeat(32),
+            size: 1,
+            world: "verifier".into(),
+            created_at_ms: 1,
+        };
+        let a = agent("a1", &c.sha256);
+        {
+            let s = open(&dir).await;
+            s.put_component(&c).await.expect("put");
+            s.put_agent(&a).await.expect("put");
+            s.insert_run(&new_run("r1", "a1", 1)).await.expect("insert");
+            s.insert_run(&new_run("r2", "a1", 2)).await.expect("insert");
+            s.finish_run(&finished("r1", 5, 100)).await.expect("finish");
+            s.close().await;
+        }
+        let s = open(&dir).await;
+        assert_eq!(s.get_component(&c.sha256).await.expect("get"), Some(c));
+        assert_eq!(s.get_agent("a1").await.expect("get"), Some(a));
+        let r1 = s.get_run("r1").await.expect("get").expect("some");
+        assert_eq!(r1.usage, Some(usage("r1", 5)));
+        assert_eq!(
+            s.get_run("r2").await.expect("get").expect("some").status,
+            RunStatus::Queued
+        );
+        assert_eq!(s.outbox_unsent(10).await.expect("outbox").len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_finish_lands_exactly_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Arc::new(open(&dir).await);
+        const RUNS: usize = 20;
+        const RACERS: usize = 5;
+        for i in 0..RUNS {
+            s.insert_run(&new_run(&format!("r{i}"), "a1", i as Millis))
+                .await
+                .expect("insert");
+        }
+        let mut tasks = Vec::new();
+        for k in 0..RACERS {
+            for i in 0..RUNS {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.finish_run(&finished(&format!("r{i}"), k as u64, 100))
+                        .await
+                }));
+            }
+        }
+        let mut recorded = 0;
+        for t in tasks {
+            if t.await.expect("join").expect("finish") {
+                recorded += 1;
+            }
+        }
+        assert_eq!(recorded, RUNS);
+        let out = s.outbox_unsent(1_000).await.expect("outbox");
+        assert_eq!(out.len(), RUNS);
+        // The stored usage is the one the winner queued.
+        for (_, u) in out {
+            let r = s.get_run(&u.run_id).await.expect("get").expect("some");
+            assert_eq!(r.usage, Some(u));
+        }
+    }
+}

@@ -1,0 +1,830 @@
+//! `cargo xtask load`: the node's run endpoint under load, against a baseline.
+//!
+//! The target is relative ("at least 25 % of the requests/s of a minimal
+//! hyper hello-world server driven by the same load generator in the same
+//! run"), so both servers are measured here, one after the other, with the
+//! same `wrk` settings:
+//!
+//! 1. `hello-hyper` (`benches/hello-hyper/`), `GET /`;
+//! 2. `delta node` with hello-agent deployed, `POST
+//!    /v1/agents/{id}/runs?wait=true` (a whole run per request).
+//!
+//! It prints req/s, p50 and p99 latency and the node/hyper ratio, and the
+//! node's RSS before and after the load (`--duration 5m` for the long run
+//! the memory target asks for). It fails if wrk saw any non-2xx response.
+//! Scratch files (node state, token, log, wrk script) go to
+//! `target/xtask-load/`, left in place for inspection.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, step};
+
+/// The deployed agent and its tenant.
+const AGENT_ID: &str = "bench-hello";
+const TENANT_ID: &str = "bench";
+/// The run's input, sent by every request.
+const RUN_BODY: &str = r#"{"input":{"name":"wrk"}}"#;
+/// The issue's target: node req/s >= this share of hyper's.
+const TARGET_RATIO: f64 = 0.25;
+/// How long a server may take to answer its readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of each set-up request (the first run compiles the component).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+const USAGE: &str = "usage: cargo xtask load [--threads N] [--connections N] [--duration D] [--baseline-only]\n\
+    \x20 --threads N       wrk threads (default 1)\n\
+    \x20 --connections N   wrk connections, >= threads (default 32)\n\
+    \x20 --duration D      wrk duration per server: 30 (seconds), 10s, 5m, 1h (default 10s)\n\
+    \x20 --baseline-only   measure only hello-hyper (no node, no guests built)";
+
+/// Options of `cargo xtask load`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// wrk `-t`.
+    pub threads: u32,
+    /// wrk `-c`.
+    pub connections: u32,
+    /// wrk `-d`, in seconds.
+    pub duration_secs: u64,
+    /// Skip the node.
+    pub baseline_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            connections: 32,
+            duration_secs: 10,
+            baseline_only: false,
+        }
+    }
+}
+
+impl Options {
+    /// Parse the arguments after `load`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+                None => (arg, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+            };
+            match flag.as_str() {
+                "--threads" | "-t" => options.threads = parse_count(&flag, &value()?)?,
+                "--connections" | "-c" => options.connections = parse_count(&flag, &value()?)?,
+                "--duration" | "-d" => options.duration_secs = parse_duration(&value()?)?,
+                "--baseline-only" if inline.is_none() => options.baseline_only = true,
+                "--help" | "-h" => bail!("{USAGE}"),
+                other => bail!("unknown option {other:?}\n{USAGE}"),
+            }
+        }
+        if options.connections < options.threads {
+            bail!(
+                "--connections ({}) must be at least --threads ({}): wrk gives each thread its own connections",
+                options.connections,
+                options.threads
+            );
+        }
+        Ok(options)
+    }
+}
+
+fn parse_count(flag: &str, value: &str) -> Result<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{flag} wants a positive integer, not {value:?}"),
+    }
+}
+
+/// `30`, `30s`, `5m`, `1h` (wrk's own duration syntax) into seconds.
+fn parse_duration(value: &str) -> Result<u64> {
+    let (digits, scale) = match value.char_indices().last() {
+        Some((i, 's')) => (&value[..i], 1),
+        Some((i, 'm')) => (&value[..i], 60),
+        Some((i, 'h')) => (&value[..i], 3600),
+        _ => (value, 1),
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * scale),
+        _ => bail!("--duration wants e.g. 30, 10s, 5m or 1h, not {value:?}"),
+    }
+}
+
+/// Run the whole benchmark.
+pub fn run(root: &Path, options: &Options) -> Result<()> {
+    check_wrk()?;
+    step("building release binaries");
+    if options.baseline_only {
+        cargo(&["build", "--release", "-p", "hello-hyper"])?;
+    } else {
+        cargo(&["build", "--release", "-p", "delta", "-p", "hello-hyper"])?;
+        xtask::ensure_target()?;
+        crate::build_guests(root)?;
+    }
+    let release = root.join("target/release");
+    let work = root.join("target/xtask-load");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+
+    let hyper = bench_hyper(&release.join("hello-hyper"), &work, options)?;
+    let node = if options.baseline_only {
+        None
+    } else {
+        let wasm = root.join("target/guests/hello-agent.wasm");
+        Some(bench_node(&release.join("delta"), &wasm, &work, options)?)
+    };
+
+    step("results");
+    print!("{}", result_table(&hyper, node.as_ref().map(|n| &n.wrk)));
+    if let Some(node) = &node {
+        println!(
+            "node RSS: {} before the load, {} after it (highest sample {})",
+            mib(node.rss_before_kib),
+            mib(node.rss_after_kib),
+            mib(node.rss_peak_kib)
+        );
+    }
+    println!(
+        "(wrk -t{} -c{} -d{}s --latency; scratch files in {})",
+        options.threads,
+        options.connections,
+        options.duration_secs,
+        work.display()
+    );
+    for (server, report) in std::iter::once(("hello-hyper", &hyper))
+        .chain(node.as_ref().map(|n| ("delta node", &n.wrk)))
+    {
+        if report.non_2xx > 0 {
+            bail!(
+                "wrk got {} non-2xx/3xx responses from {server}",
+                report.non_2xx
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_wrk() -> Result<()> {
+    match Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        // `wrk --version` exits 1 after printing its version: running at all is enough.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("wrk is not installed: install wrk: apt-get install wrk")
+        }
+        Err(e) => Err(e).context("running wrk"),
+    }
+}
+
+fn bench_hyper(binary: &Path, work: &Path, options: &Options) -> Result<WrkReport> {
+    let addr = free_loopback_addr()?;
+    step(&format!("hello-hyper on {addr}"));
+    let mut server = Server::spawn(
+        "hello-hyper",
+        Command::new(binary).arg(addr.to_string()),
+        &work.join("hello-hyper.log"),
+    )?;
+    server.wait_ready(addr, "/")?;
+    let url = format!("http://{addr}/");
+    let report = wrk(options, &url, None)?;
+    drop(server);
+    Ok(report)
+}
+
+/// The node's figures.
+struct NodeRun {
+    wrk: WrkReport,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    rss_peak_kib: u64,
+}
+
+fn bench_node(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> Result<NodeRun> {
+    let component = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let sha256 = sha256_hex(wasm)?;
+    let token = random_token()?;
+    let token_file = work.join("token");
+    write_private(&token_file, token.as_bytes())?;
+    let state_dir = work.join("state");
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+
+    let addr = free_loopback_addr()?;
+    step(&format!("delta node on {addr}"));
+    let mut server = Server::spawn(
+        "delta node",
+        Command::new(binary)
+            .arg("node")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--allow-plain-http"),
+        &work.join("node.log"),
+    )?;
+    server.wait_ready(addr, "/healthz")?;
+
+    let auth = Some(token.as_str());
+    let path = format!("/v1/components/{sha256}");
+    expect_2xx(
+        &server,
+        &format!("PUT {path}"),
+        http(
+            addr,
+            "PUT",
+            &path,
+            auth,
+            Some("application/wasm"),
+            &component,
+        ),
+    )?;
+    let path = format!("/v1/agents/{AGENT_ID}");
+    let spec = serde_json::json!({ "tenant_id": TENANT_ID, "component": sha256 }).to_string();
+    expect_2xx(
+        &server,
+        &format!("PUT {path}"),
+        http(
+            addr,
+            "PUT",
+            &path,
+            auth,
+            Some("application/json"),
+            spec.as_bytes(),
+        ),
+    )?;
+    // One run before the load: compiles the component and proves the whole
+    // path works, so a broken API fails here with a readable error rather
+    // than as a wall of non-2xx in wrk's summary.
+    let path = format!("/v1/agents/{AGENT_ID}/runs?wait=true");
+    let first = expect_2xx(
+        &server,
+        &format!("POST {path}"),
+        http(
+            addr,
+            "POST",
+            &path,
+            auth,
+            Some("application/json"),
+            RUN_BODY.as_bytes(),
+        ),
+    )?;
+    println!("first run: {}", truncate(&first.body, 300));
+
+    let script = work.join("runs.lua");
+    std::fs::write(&script, wrk_script(&token))
+        .with_context(|| format!("writing {}", script.display()))?;
+    let pid = server.child.id();
+    let rss_before_kib = rss_kib(pid)?;
+    let stop = AtomicBool::new(false);
+    let (report, rss_peak_kib) = std::thread::scope(|scope| {
+        // Sampled while wrk runs: a leak shows as a climb, not just in the
+        // end figure.
+        let sampler = scope.spawn(|| {
+            let mut peak = rss_before_kib;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(kib) = rss_kib(pid) {
+                    peak = peak.max(kib);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            peak
+        });
+        let report = wrk(options, &format!("http://{addr}{path}"), Some(&script));
+        stop.store(true, Ordering::Relaxed);
+        (report, sampler.join().unwrap_or(rss_before_kib))
+    });
+    let report = report?;
+    let rss_after_kib = rss_kib(pid).context("the node did not survive the load")?;
+    drop(server);
+    Ok(NodeRun {
+        wrk: report,
+        rss_before_kib,
+        rss_after_kib,
+        rss_peak_kib: rss_peak_kib.max(rss_after_kib),
+    })
+}
+
+/// A child server, killed when dropped (also on every error path).
+struct Server {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Result<Self> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone().context("duplicating the log file")?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
+        Ok(Self {
+            name,
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// Poll `GET path` until it answers 200.
+    fn wait_ready(&mut self, addr: SocketAddr, path: &str) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("checking the server")? {
+                bail!(
+                    "{} exited ({status}) before it was ready{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            let last = match http(addr, "GET", path, None, None, b"") {
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) => format!("GET {path} answered {}", r.status),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not ready after {READY_TIMEOUT:?} ({last}){}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("; the end of {}:\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port the kernel just handed out, released for the server to take. Racy
+/// in principle, fine on a loopback benchmark machine.
+fn free_loopback_addr() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    listener
+        .local_addr()
+        .context("finding a free loopback port")
+}
+
+/// An HTTP response from [`http`].
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    body: String,
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`): enough
+/// for set-up calls without an HTTP client dependency in xtask.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(token) = bearer {
+        let _ = write!(head, "Authorization: Bearer {token}\r\n");
+    }
+    if let Some(content_type) = content_type {
+        let _ = write!(head, "Content-Type: {content_type}\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer to {method} {path}"))?;
+    parse_response(&raw).with_context(|| format!("answer to {method} {path}"))
+}
+
+/// Status and body of a raw response (the body as sent: a chunked one keeps
+/// its chunk sizes, which is fine for the messages it is used in).
+fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
+    let text = String::from_utf8_lossy(raw);
+    let status_line = text.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP response: {:?}", truncate(&text, 200)))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok(HttpResponse { status, body })
+}
+
+fn expect_2xx(server: &Server, what: &str, response: Result<HttpResponse>) -> Result<HttpResponse> {
+    let response = response.with_context(|| format!("{what}{}", server.log_tail()))?;
+    if !(200..300).contains(&response.status) {
+        bail!(
+            "{what} answered {}: {}{}",
+            response.status,
+            truncate(&response.body, 500),
+            server.log_tail()
+        );
+    }
+    Ok(response)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// The component's address on the node: sha256 of its bytes, hex.
+fn sha256_hex(path: &Path) -> Result<String> {
+    // coreutils' sha256sum rather than a hashing dependency for xtask.
+    let output = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("running sha256sum")?;
+    if !output.status.success() {
+        bail!("sha256sum {} failed", path.display());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout.split_whitespace().next() {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(hex.to_ascii_lowercase())
+        }
+        _ => bail!("unexpected sha256sum output: {stdout:?}"),
+    }
+}
+
+/// A fresh bearer token: 32 random bytes, hex.
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
+}
+
+/// Write a secret readable only by us (the node may insist on that).
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The node's resident set size, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss(&status).with_context(|| format!("no VmRSS line in {path}"))
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// wrk script for the runs endpoint: every request the same POST.
+fn wrk_script(token: &str) -> String {
+    format!(
+        "-- written by cargo xtask load\n\
+         wrk.method = \"POST\"\n\
+         wrk.body = {}\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.headers[\"Authorization\"] = {}\n",
+        lua_string(RUN_BODY),
+        lua_string(&format!("Bearer {token}"))
+    )
+}
+
+fn lua_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What wrk reported.
+#[derive(Debug, Clone, PartialEq)]
+struct WrkReport {
+    requests_per_sec: f64,
+    /// Microseconds.
+    p50_us: f64,
+    /// Microseconds.
+    p99_us: f64,
+    requests: u64,
+    non_2xx: u64,
+    /// The "Socket errors:" line, if wrk printed one.
+    socket_errors: Option<String>,
+}
+
+fn wrk(options: &Options, url: &str, script: Option<&Path>) -> Result<WrkReport> {
+    let mut command = Command::new("wrk");
+    command
+        .arg(format!("-t{}", options.threads))
+        .arg(format!("-c{}", options.connections))
+        .arg(format!("-d{}s", options.duration_secs))
+        .arg("--latency");
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    command.arg(url);
+    println!(
+        "wrk -t{} -c{} -d{}s --latency{} {url}",
+        options.threads,
+        options.connections,
+        options.duration_secs,
+        script
+            .map(|s| format!(" -s {}", s.display()))
+            .unwrap_or_default()
+    );
+    let output = command.output().context("running wrk")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!(
+            "wrk failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report = parse_wrk(&stdout)?;
+    if report.requests == 0 {
+        bail!("wrk completed no request against {url}");
+    }
+    Ok(report)
+}
+
+fn parse_wrk(out: &str) -> Result<WrkReport> {
+    let mut requests_per_sec = None;
+    let mut p50_us = None;
+    let mut p99_us = None;
+    let mut requests = None;
+    let mut non_2xx = 0;
+    let mut socket_errors = None;
+    for line in out.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            requests_per_sec = rest.trim().parse().ok();
+        } else if let Some(rest) = line.strip_prefix("50%") {
+            p50_us = parse_wrk_time(rest.trim());
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            p99_us = parse_wrk_time(rest.trim());
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = rest
+                .trim()
+                .parse()
+                .with_context(|| format!("bad wrk line {line:?}"))?;
+        } else if line.starts_with("Socket errors:") {
+            socket_errors = Some(line.to_owned());
+        } else if let Some((count, _)) = line.split_once(" requests in ") {
+            requests = count.trim().parse().ok();
+        }
+    }
+    let missing = |what: &str| format!("no {what} in wrk's output (run with --latency?)");
+    Ok(WrkReport {
+        requests_per_sec: requests_per_sec.with_context(|| missing("Requests/sec"))?,
+        p50_us: p50_us.with_context(|| missing("50% latency"))?,
+        p99_us: p99_us.with_context(|| missing("99% latency"))?,
+        requests: requests.with_context(|| missing("request count"))?,
+        non_2xx,
+        socket_errors,
+    })
+}
+
+/// wrk's latency figures (`612.00us`, `1.20ms`, `2.00s`, `1.50m`) in µs.
+fn parse_wrk_time(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(value * scale)
+}
+
+fn latency(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn result_table(hyper: &WrkReport, node: Option<&WrkReport>) -> String {
+    let mut out = format!(
+        "{:<12} {:>12} {:>10} {:>10} {:>8}  {}\n",
+        "server", "req/s", "p50", "p99", "non-2xx", "ratio (node/hyper)"
+    );
+    let mut row = |name: &str, r: &WrkReport, ratio: String| {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>12.1} {:>10} {:>10} {:>8}  {ratio}",
+            name,
+            r.requests_per_sec,
+            latency(r.p50_us),
+            latency(r.p99_us),
+            r.non_2xx
+        );
+        if let Some(errors) = &r.socket_errors {
+            let _ = writeln!(out, "{:<12} {errors}", "");
+        }
+    };
+    row("hello-hyper", hyper, "baseline".into());
+    if let Some(node) = node {
+        let ratio = node.requests_per_sec / hyper.requests_per_sec;
+        let verdict = if ratio >= TARGET_RATIO {
+            "met"
+        } else {
+            "NOT met"
+        };
+        row(
+            "delta node",
+            node,
+            format!("{ratio:.3} (target >= {TARGET_RATIO}: {verdict})"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK_OUTPUT: &str = "Running 10s test @ http://127.0.0.1:7499/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   277.41us  110.57us   4.47ms   85.54%
+    Req/Sec   106.77k     6.04k  117.47k    73.00%
+  Latency Distribution
+     50%  268.00us
+     75%  309.00us
+     90%  368.00us
+     99%    1.20ms
+  1062448 requests in 10.00s, 89.17MB read
+  Non-2xx or 3xx responses: 5
+  Socket errors: connect 0, read 2, write 0, timeout 0
+Requests/sec: 106227.78
+Transfer/sec:      8.92MB
+";
+
+    #[test]
+    fn parses_wrk_output() {
+        let r = parse_wrk(WRK_OUTPUT).expect("parse");
+        assert_eq!(r.requests_per_sec, 106227.78);
+        assert_eq!(r.p50_us, 268.0);
+        assert_eq!(r.p99_us, 1200.0);
+        assert_eq!(r.requests, 1062448);
+        assert_eq!(r.non_2xx, 5);
+        assert_eq!(
+            r.socket_errors.as_deref(),
+            Some("Socket errors: connect 0, read 2, write 0, timeout 0")
+        );
+    }
+
+    #[test]
+    fn wrk_output_without_latency_is_an_error() {
+        let out = "  10 requests in 1.00s, 1KB read\nRequests/sec: 10.00\n";
+        assert!(parse_wrk(out).is_err());
+    }
+
+    #[test]
+    fn parses_wrk_times() {
+        assert_eq!(parse_wrk_time("612.00us"), Some(612.0));
+        assert_eq!(parse_wrk_time("2.00s"), Some(2e6));
+        assert_eq!(parse_wrk_time("1.50m"), Some(90e6));
+        assert_eq!(parse_wrk_time("12"), None);
+        assert_eq!(parse_wrk_time("1.0xs"), None);
+    }
+
+    #[test]
+    fn parses_options() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Options::parse(args(&[])).expect("defaults"),
+            Options::default()
+        );
+        let o = Options::parse(args(&["--threads", "2", "-c64", "--duration=5m"]));
+        // `-c64` is not a supported spelling: flags take a separate or `=` value.
+        assert!(o.is_err());
+        let o = Options::parse(args(&["--threads", "2", "-c", "64", "--duration=5m"]))
+            .expect("options");
+        assert_eq!((o.threads, o.connections, o.duration_secs), (2, 64, 300));
+        assert!(Options::parse(args(&["--threads", "0"])).is_err());
+        assert!(Options::parse(args(&["--threads", "8", "--connections", "4"])).is_err());
+        assert!(Options::parse(args(&["--duration", "soon"])).is_err());
+        assert!(Options::parse(args(&["--bogus"])).is_err());
+        assert!(Options::parse(args(&["--baseline-only=no"])).is_err());
+        assert!(
+            Options::parse(args(&["--baseline-only"]))
+                .expect("flag")
+                .baseline_only
+        );
+    }
+
+    #[test]
+    fn parses_vm_rss() {
+        let status = "Name:\tdelta\nVmPeak:\t  100 kB\nVmRSS:\t   45312 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss(status), Some(45312));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn parses_responses() {
+        let r = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}")
+            .expect("response");
+        assert_eq!((r.status, r.body.as_str()), (201, "{}"));
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn lua_strings_are_escaped() {
+        assert_eq!(lua_string(r#"{"a":"b\c"}"#), r#""{\"a\":\"b\\c\"}""#);
+        let script = wrk_script("abc");
+        assert!(script.contains("wrk.method = \"POST\""));
+        assert!(script.contains("wrk.headers[\"Authorization\"] = \"Bearer abc\""));
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("30").ok(), Some(30));
+        assert_eq!(parse_duration("10s").ok(), Some(10));
+        assert_eq!(parse_duration("5m").ok(), Some(300));
+        assert_eq!(parse_duration("1h").ok(), Some(3600));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

@@ -1069,3 +1069,197 @@ async fn backlog(node: &NodeProcess) -> (u64, String) {
         .unwrap_or(u64::MAX);
     (count, text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_tokens_and_messages_land_in_the_run_usage_and_metrics() {
+    use delta_test_servers::llm::{Reply, ScriptedLlm};
+    let llm = ScriptedLlm::start().await.expect("llm");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("llm-key"), "sk-node-secret\n").expect("key");
+    let extra = format!(
+        r#"
+[llm]
+aliases = {{ default = "test-model" }}
+[[llm.providers]]
+name = "local"
+kind = "openai"
+base_url = "{base}"
+api_key_file = "{key}"
+models = ["test-model"]
+
+[messaging]
+[messaging.email]
+from = "Delta <noreply@delta.test>"
+cost_tokens = 10
+backend = {{ kind = "outbox", dir = "{outbox}" }}
+[[messaging.templates]]
+id = "welcome"
+channel = "email"
+subject = "Welcome, {{{{ name }}}}"
+body = "Hello {{{{ name }}}}."
+variables = ["name"]
+approved = true
+
+[budget]
+database = "{ledger}"
+[[budget.users]]
+id = "dev"
+tier = "developer"
+monthly_allocation = 10000
+[[budget.agents]]
+id = "main"
+user = "dev"
+budget = 3000
+[[budget.agents]]
+id = "bot"
+parent = "main"
+budget = 100
+[[budget.agents]]
+id = "mailer"
+parent = "main"
+budget = 100
+"#,
+        base = llm.base_url(),
+        key = dir.path().join("llm-key").display(),
+        outbox = dir.path().join("outbox").display(),
+        ledger = dir.path().join("ledger.db").display(),
+    );
+    let node = NodeProcess::start(
+        dir.path(),
+        &Setup {
+            extra,
+            ..Setup::default()
+        },
+    );
+    let bot = node.upload(guests::LLM_TASK_BOT).await;
+    let mailer = node.upload(guests::EMAIL_BOT).await;
+    let (status, body) = node
+        .json(
+            reqwest::Method::PUT,
+            "/v1/agents/bot",
+            Some(
+                json!({ "tenant_id": "t1", "component": bot, "grants": { "models": ["default"] } }),
+            ),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, body) = node
+        .json(
+            reqwest::Method::PUT,
+            "/v1/agents/mailer",
+            Some(json!({
+                "tenant_id": "t1",
+                "component": mailer,
+                "grants": {
+                    "channels": ["email"],
+                    "templates": ["welcome"],
+                    "recipients": ["*@example.com"],
+                },
+            })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+
+    llm.push(Reply::ok("Forty-two.", 20, 5));
+    let (status, run) = node
+        .run(
+            "bot",
+            json!({ "task": "What is the answer?", "max_tokens": 40 }),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(outcome(&run), "completed", "{run}");
+    assert_eq!(
+        run["usage"]["llm"]["test-model"],
+        json!({ "calls": 1, "input_tokens": 20, "output_tokens": 5 }),
+        "{run}"
+    );
+    assert_eq!(
+        llm.requests()[0].header("authorization"),
+        Some("Bearer sk-node-secret")
+    );
+
+    let (_, sent) = node
+        .run(
+            "mailer",
+            json!({ "to": "ada@example.com", "name": "Ada" }),
+            true,
+        )
+        .await;
+    assert_eq!(outcome(&sent), "completed", "{sent}");
+    assert_eq!(
+        sent["usage"]["messages"]["email"],
+        json!({ "sent": 1, "refused": 0, "tokens": 10 }),
+        "{sent}"
+    );
+    let (_, refused) = node
+        .run(
+            "mailer",
+            json!({ "to": "eve@evil.test", "name": "Eve" }),
+            true,
+        )
+        .await;
+    assert_eq!(outcome(&refused), "agent-error", "{refused}");
+    assert_eq!(
+        refused["usage"]["messages"]["email"]["refused"], 1,
+        "{refused}"
+    );
+    let files = std::fs::read_dir(dir.path().join("outbox"))
+        .expect("outbox")
+        .count();
+    assert_eq!(files, 1, "one message delivered to the file outbox");
+
+    let (_, text) = backlog(&node).await;
+    for needle in [
+        r#"delta_llm_tokens_total{kind="input",model="test-model"} 20"#,
+        r#"delta_llm_tokens_total{kind="output",model="test-model"} 5"#,
+        r#"delta_llm_calls_total{outcome="ok"} 1"#,
+        r#"delta_messages_total{channel="email",outcome="sent"} 1"#,
+        r#"delta_messages_total{channel="email",outcome="recipient-not-allowed"} 1"#,
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_token_and_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(dir.path(), &Setup::default());
+    let hello = node.upload(guests::HELLO_AGENT).await;
+    node.deploy("hello", "t1", &hello, json!({ "fuel": 50_000_000 }))
+        .await;
+    // Rotate the token and lower the node's fuel maximum below hello's need.
+    std::fs::write(dir.path().join("token"), "rotated-token-abcdef").expect("token");
+    let config = std::fs::read_to_string(dir.path().join("node.toml")).expect("config");
+    std::fs::write(
+        dir.path().join("node.toml"),
+        format!("{config}\n[limits]\nmax_fuel = 1000\n"),
+    )
+    .expect("config");
+    node.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = node.json(reqwest::Method::GET, "/v1/agents", None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old token still works");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = node
+        .client
+        .post(node.url("/v1/agents/hello/runs?wait=true"))
+        .bearer_auth("rotated-token-abcdef")
+        .json(&json!({ "input": { "name": "H" } }))
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let run: Value = resp.json().await.expect("json");
+    assert_eq!(
+        outcome(&run),
+        "out-of-fuel",
+        "the reloaded maximum applies: {run}"
+    );
+}

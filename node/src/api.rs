@@ -1,36 +1,26 @@
-//! The node's HTTP API (axum).
-//!
-//! Every response that is an error carries the JSON body
-//! `{ "code", "message", "request_id", "details"? }`, including errors made
-//! by extractors and layers (413, 404 of unknown routes, ...): the
-//! [`request_context`] middleware rewrites them. Every request gets an id,
-//! echoed in `x-request-id` and recorded on its tracing span.
+//! The node's HTTP API (axum), with the conventions of `delta-http`: JSON
+//! errors with request ids, request metrics, bearer auth in constant time.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use delta_http::{ApiError, HttpMetrics, JsonBody, RawBody, request_context};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::model::{AgentSpec, RunStatus};
 use crate::node::{Node, NodeError, Submitted};
-
-/// Header carrying the request id.
-pub const REQUEST_ID: &str = "x-request-id";
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -41,137 +31,47 @@ pub struct ApiState {
     pub token: Arc<RwLock<String>>,
 }
 
-/// An error answer. Rendered by [`request_context`] with the request id.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    details: Option<Value>,
-    retry_after: Option<Duration>,
-}
-
-impl ApiError {
-    /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-            retry_after: None,
+/// How node errors answer.
+fn node_error(e: NodeError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        NodeError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+        NodeError::Invalid(_) => ApiError::invalid(message),
+        NodeError::BadComponent(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_component",
+            message,
+        ),
+        NodeError::Conflict { code, .. } => ApiError::conflict(code, message),
+        NodeError::Busy { retry_after, scope } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", message)
+                .details(json!({ "scope": scope }))
+                .retry_after(retry_after)
         }
-    }
-
-    fn details(mut self, details: Value) -> Self {
-        self.details = Some(details);
-        self
+        NodeError::Draining => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message)
+            .retry_after(Duration::from_secs(1)),
+        NodeError::Internal(_) => ApiError::internal(message),
     }
 }
 
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
-        let message = e.to_string();
-        match e {
-            NodeError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            NodeError::Invalid(_) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
-            }
-            NodeError::BadComponent(_) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_component",
-                message,
-            ),
-            NodeError::Conflict { code, .. } => Self::new(StatusCode::CONFLICT, code, message),
-            NodeError::Busy { retry_after, scope } => {
-                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", message)
-                    .details(json!({ "scope": scope }));
-                e.retry_after = Some(retry_after);
-                e
-            }
-            NodeError::Draining => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message);
-                e.retry_after = Some(Duration::from_secs(1));
-                e
-            }
-            NodeError::Internal(_) => {
-                // The account goes to the log, not to the client.
-                tracing::error!(error = %message, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error (see the node's log for this request id)",
-                )
-            }
-        }
-    }
+/// `?` on a node result inside a handler.
+trait OrApi<T> {
+    fn api(self) -> Result<T, ApiError>;
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = self.status.into_response();
-        if let Some(after) = self.retry_after {
-            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        // The body is written by `request_context`, which knows the id.
-        response.extensions_mut().insert(self);
-        response
-    }
-}
-
-/// JSON body extractor whose rejections are [`ApiError`]s.
-pub struct JsonBody<T>(pub T);
-
-impl<S, T> FromRequest<S> for JsonBody<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let code = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-                    _ => "invalid_json",
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
-            }
-        }
-    }
-}
-
-/// Raw body extractor whose rejections are [`ApiError`]s.
-pub struct RawBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Self)
-            .map_err(|rejection| {
-                let status = rejection.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "payload_too_large"
-                } else {
-                    "bad_request"
-                };
-                ApiError::new(status, code, rejection.body_text())
-            })
+impl<T> OrApi<T> for Result<T, NodeError> {
+    fn api(self) -> Result<T, ApiError> {
+        self.map_err(node_error)
     }
 }
 
 /// The router: health, metrics and `/v1`, with auth, ids, limits, metrics.
 pub fn router(state: ApiState) -> Router {
+    let registry = state.node.metrics();
+    let http_metrics = HttpMetrics {
+        requests: registry.http_requests.clone(),
+        duration: registry.http_duration.clone(),
+    };
     let limits = state.node.limits();
     let input_limit = usize::try_from(limits.max_input_bytes).unwrap_or(usize::MAX);
     let component_limit = usize::try_from(limits.max_component_bytes).unwrap_or(usize::MAX);
@@ -208,133 +108,21 @@ pub fn router(state: ApiState) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            http_metrics,
             request_context,
         ))
         .with_state(state)
 }
 
-/// Request id, tracing span, HTTP metrics and the JSON error body.
-async fn request_context(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        route = %route,
-        tenant_id = tracing::field::Empty,
-        agent_id = tracing::field::Empty,
-        run_id = tracing::field::Empty,
-    );
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let started = Instant::now();
-    let mut response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
-    let status = response.status();
-    let error = response.extensions_mut().remove::<ApiError>();
-    if let Some(error) = error {
-        response = render_error(response, &error, &id);
-    } else if (status.is_client_error() || status.is_server_error())
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_none_or(|v| v != "application/json")
-    {
-        // Made by a layer or axum itself (e.g. 405): give it our shape.
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            StatusCode::NOT_FOUND => "not_found",
-            _ if status.is_server_error() => "internal",
-            _ => "bad_request",
-        };
-        let message = status.canonical_reason().unwrap_or("error").to_owned();
-        let error = ApiError::new(status, code, message);
-        response = render_error(response, &error, &id);
-    }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
-    let m = state.node.metrics();
-    m.http_requests
-        .with_label_values(&[route.as_str(), status.as_str()])
-        .inc();
-    m.http_duration
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        )
-    });
-    response
-}
-
-fn render_error(response: Response, error: &ApiError, id: &str) -> Response {
-    let mut body = json!({
-        "code": error.code,
-        "message": error.message,
-        "request_id": id,
-    });
-    if let Some(details) = &error.details {
-        body["details"] = details.clone();
-    }
-    let (mut parts, _) = response.into_parts();
-    parts.status = error.status;
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
-}
-
-/// The request's id (an extension set by [`request_context`]).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 /// Bearer token check, in constant time. Failures are 401 without detail.
 async fn authenticate(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let ok = presented.is_some_and(|p| {
+    let ok = delta_http::bearer(req.headers()).is_some_and(|presented| {
         let expected = state.token.read().unwrap_or_else(|e| e.into_inner());
-        // Hash both so the comparison is over equal lengths and the token's
-        // length does not leak through timing.
-        let (a, b) = (
-            Sha256::digest(p.as_bytes()),
-            Sha256::digest(expected.as_bytes()),
-        );
-        bool::from(a.ct_eq(&b))
+        delta_http::secret_matches(presented, &expected)
     });
     if !ok {
         state.node.metrics().auth_failures.inc();
-        let mut response =
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized").into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+        return ApiError::unauthorized().into_response();
     }
     next.run(req).await
 }
@@ -385,7 +173,7 @@ async fn put_component(
     Path(sha256): Path<String>,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let (record, created) = state.node.put_component(&sha256, bytes).await?;
+    let (record, created) = state.node.put_component(&sha256, bytes).await.api()?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -395,7 +183,7 @@ async fn put_component(
 }
 
 async fn list_components(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let items = state.node.list_components().await?;
+    let items = state.node.list_components().await.api()?;
     Ok(Json(json!({ "items": items })).into_response())
 }
 
@@ -403,21 +191,12 @@ async fn delete_component(
     State(state): State<ApiState>,
     Path(sha256): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.node.delete_component(&sha256).await?;
+    state.node.delete_component(&sha256).await.api()?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn record_ids(agent: Option<&str>, tenant: Option<&str>, run: Option<&str>) {
-    let span = tracing::Span::current();
-    if let Some(a) = agent {
-        span.record("agent_id", a);
-    }
-    if let Some(t) = tenant {
-        span.record("tenant_id", t);
-    }
-    if let Some(r) = run {
-        span.record("run_id", r);
-    }
+    delta_http::record_ids(tenant, agent, run);
 }
 
 async fn put_agent(
@@ -426,7 +205,7 @@ async fn put_agent(
     JsonBody(spec): JsonBody<AgentSpec>,
 ) -> Result<Response, ApiError> {
     record_ids(Some(&id), Some(&spec.tenant_id), None);
-    let (record, created) = state.node.put_agent(&id, spec).await?;
+    let (record, created) = state.node.put_agent(&id, spec).await.api()?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -439,7 +218,7 @@ async fn get_agent(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.get_agent(&id)?).into_response())
+    Ok(Json(state.node.get_agent(&id).api()?).into_response())
 }
 
 async fn list_agents(State(state): State<ApiState>) -> Response {
@@ -451,7 +230,7 @@ async fn delete_agent(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     record_ids(Some(&id), None, None);
-    state.node.delete_agent(&id).await?;
+    state.node.delete_agent(&id).await.api()?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -459,14 +238,14 @@ async fn pause_agent(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.set_paused(&id, true).await?).into_response())
+    Ok(Json(state.node.set_paused(&id, true).await.api()?).into_response())
 }
 
 async fn resume_agent(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.set_paused(&id, false).await?).into_response())
+    Ok(Json(state.node.set_paused(&id, false).await.api()?).into_response())
 }
 
 /// Body of `POST /v1/agents/{id}/runs`.
@@ -498,7 +277,7 @@ async fn create_run(
 ) -> Result<Response, ApiError> {
     record_ids(Some(&id), None, None);
     let input = body.input.to_string();
-    match state.node.submit(&id, input, query.wait).await? {
+    match state.node.submit(&id, input, query.wait).await.api()? {
         Submitted::Queued(run_id) => {
             record_ids(None, None, Some(&run_id));
             let location = format!("/v1/runs/{run_id}");
@@ -524,7 +303,7 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     record_ids(None, None, Some(&id));
-    Ok(Json(state.node.get_run(&id).await?).into_response())
+    Ok(Json(state.node.get_run(&id).await.api()?).into_response())
 }
 
 /// Server-sent events: `log` events with one line each (JSON), then one
@@ -538,7 +317,7 @@ async fn run_logs(
     // Subscribe before reading the store: a run that finishes in between is
     // then seen as finished by the store read.
     let subscription = node.subscribe_logs(&id);
-    let record = node.get_run(&id).await?;
+    let record = node.get_run(&id).await.map_err(node_error)?;
     let line_event = |line: &delta_host_api::log::LogLine| {
         Event::default()
             .event("log")

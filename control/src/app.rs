@@ -1,0 +1,219 @@
+//! The application: state shared by handlers, the router (every route is
+//! registered with its OpenAPI description, so `/v1/openapi.json` is
+//! generated from the same code that routes), and serving.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use delta_http::{ApiError, HttpMetrics, add_security_headers, request_context};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::JwtKeys;
+use crate::config::ControlConfig;
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Access-token keys.
+    pub keys: Arc<JwtKeys>,
+    /// The configuration.
+    pub config: Arc<ControlConfig>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The fleet's node token (none: no node may register).
+    pub node_token: Option<Arc<str>>,
+    /// HTTP client for calls to nodes.
+    pub http: reqwest::Client,
+    /// Where uploaded components are kept (by sha256).
+    pub components_dir: PathBuf,
+}
+
+impl AppState {
+    /// Open the database, keys and directories `config` names.
+    pub async fn open(config: ControlConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        let db = Db::connect(&config.database_url())
+            .await
+            .context("opening the control plane's database")?;
+        let secret_file = config
+            .jwt_secret_file
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join("jwt-secret"));
+        let keys = JwtKeys::load_or_create(&secret_file)
+            .with_context(|| format!("access-token secret {}", secret_file.display()))?;
+        let node_token = match &config.node_token_file {
+            Some(path) => Some(Arc::from(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim(),
+            )),
+            None => None,
+        };
+        let components_dir = config.state_dir.join("components");
+        std::fs::create_dir_all(&components_dir)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            db,
+            keys: Arc::new(keys),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            node_token,
+            http,
+            components_dir,
+        })
+    }
+}
+
+/// The OpenAPI document's frame; paths come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Delta control plane",
+        description = "Users, tenants, API keys, agents, nodes and runs. Errors are \
+                       `{code, message, request_id, details?}`; lists are cursor-paginated."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An access token from /v1/auth/login or an API key (dk_...)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API's routes with their OpenAPI descriptions.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::identity::routes())
+        .merge(crate::tenants::routes())
+        .merge(crate::agents::routes())
+        .merge(crate::runs::routes())
+        .merge(crate::nodes::routes())
+}
+
+/// The whole router: API, OpenAPI document, health, metrics, conventions.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_routes().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
+    let http_metrics = HttpMetrics {
+        requests: state.metrics.http_requests.clone(),
+        duration: state.metrics.http_duration.clone(),
+    };
+    Router::new()
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let openapi = Arc::clone(&openapi);
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        // Component uploads set their own, larger limit on their route.
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(add_security_headers))
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            request_context,
+        ))
+        .with_state(state)
+}
+
+/// A larger body limit for one route (component uploads), checked from
+/// Content-Length before reading.
+pub fn upload_limit(bytes: u64) -> (DefaultBodyLimit, RequestBodyLimitLayer) {
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    (
+        DefaultBodyLimit::max(bytes),
+        RequestBodyLimitLayer::new(bytes),
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => Json(json!({ "ready": true, "database": "ok" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "database": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Serve on `listener` until `shutdown` resolves; background tasks (node
+/// monitor) run meanwhile.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let monitor = crate::nodes::spawn_monitor(state.clone());
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the control plane");
+    monitor.abort();
+    result
+}
+
+/// Bind `addr` (port 0 picks one) and report where.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}

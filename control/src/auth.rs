@@ -1,0 +1,435 @@
+//! Credentials: passwords (argon2id), access tokens (JWT, HS256, 30 min),
+//! refresh tokens (random, stored hashed), API keys (shown once, stored
+//! hashed, found by a visible prefix), and the [`Principal`] every
+//! authenticated handler takes.
+//!
+//! A principal is always *in a tenant*: a session's token names the tenant
+//! it was opened for, an API key belongs to one. The caller's role is read
+//! from the membership on every request, so a role change or removal takes
+//! effect at once, even for tokens already issued.
+
+use std::path::Path;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sqlx::Row;
+
+use delta_http::ApiError;
+
+use crate::app::AppState;
+use crate::db::now_ms;
+
+/// Lifetime of an access token.
+pub const ACCESS_TTL: Duration = Duration::from_secs(30 * 60);
+/// Lifetime of a refresh token.
+pub const REFRESH_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Audience of access tokens.
+pub const AUDIENCE: &str = "delta-control";
+/// Issuer of access tokens.
+pub const ISSUER: &str = "delta";
+/// Every API key starts with this.
+pub const API_KEY_PREFIX: &str = "dk_";
+
+/// Scopes an API key may carry; sessions have them all.
+pub const SCOPES: &[&str] = &[
+    "agents:read",
+    "agents:write",
+    "runs:read",
+    "runs:write",
+    "tenant:admin",
+];
+
+/// A member's role in a tenant, weakest first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Uses the tenant's agents.
+    Member,
+    /// Manages agents, keys and members (not owners).
+    Admin,
+    /// Everything, including roles of admins and owners.
+    Owner,
+}
+
+impl Role {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    /// Parse the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling, in which tenant, with which rights.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user (an API key acts as the user who made it).
+    pub user_id: String,
+    /// The tenant every query of this request is scoped to.
+    pub tenant_id: String,
+    /// The user's current role in that tenant.
+    pub role: Role,
+    /// An API key's scopes; `None` for a session (all scopes).
+    pub scopes: Option<Vec<String>>,
+    /// The API key used, if any.
+    pub api_key_id: Option<String>,
+}
+
+impl Principal {
+    /// 403 unless the caller's role is at least `min`.
+    pub fn require_role(&self, min: Role) -> Result<(), ApiError> {
+        if self.role >= min {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {} role in the tenant",
+                min.as_str()
+            )))
+        }
+    }
+
+    /// 403 unless the credential carries `scope`.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        match &self.scopes {
+            Some(scopes) if !scopes.iter().any(|s| s == scope) => Err(ApiError::forbidden(
+                format!("this API key lacks the {scope} scope"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Tenant id.
+    pub tid: String,
+    /// Audience ([`AUDIENCE`]).
+    pub aud: String,
+    /// Issuer ([`ISSUER`]).
+    pub iss: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Token id.
+    pub jti: String,
+}
+
+/// The HMAC key of access tokens and how they are checked.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys(..)")
+    }
+}
+
+impl JwtKeys {
+    /// Keys from a secret of at least 32 bytes.
+    pub fn new(secret: &[u8]) -> Self {
+        // Only HS256: a token naming another algorithm (none, RS256 with
+        // the HMAC key as a public key, ...) is refused.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Read the secret from `path`, creating a random one (mode 0600) if
+    /// the file does not exist.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read(path) {
+            Ok(secret) if secret.len() >= 32 => Ok(Self::new(&secret)),
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds fewer than 32 bytes", path.display()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let secret = random_token().into_bytes();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                file.write_all(&secret)?;
+                file.sync_all()?;
+                Ok(Self::new(&secret))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A signed access token for `user` in `tenant`, and its lifetime.
+    pub fn issue(&self, user: &str, tenant: &str) -> Result<(String, Duration), ApiError> {
+        let now = (now_ms() / 1000) as u64;
+        let claims = Claims {
+            sub: user.to_owned(),
+            tid: tenant.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            iss: ISSUER.to_owned(),
+            exp: now + ACCESS_TTL.as_secs(),
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map(|t| (t, ACCESS_TTL))
+            .map_err(ApiError::internal)
+    }
+
+    /// Check a token's signature, algorithm, audience, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims)
+    }
+}
+
+/// 32 random bytes, base64url: refresh tokens, secrets.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Hex SHA-256: how refresh tokens and API key secrets are stored. (These
+/// are 256-bit random values, so a fast hash is enough; passwords, which are
+/// not, use argon2id.)
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Hash a password with argon2id (on a blocking thread: it is slow on
+/// purpose).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+/// Check a password against a stored argon2 hash (blocking thread).
+pub async fn verify_password(hash: String, password: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A new API key: the full key (shown once), its lookup prefix and the
+/// hash of its secret part.
+pub struct NewApiKey {
+    /// `dk_<prefix>_<secret>`.
+    pub key: String,
+    /// Stored and shown in lists.
+    pub prefix: String,
+    /// Stored.
+    pub secret_hash: String,
+}
+
+/// Make an API key.
+pub fn new_api_key() -> NewApiKey {
+    let mut prefix = [0u8; 6];
+    rand::rng().fill_bytes(&mut prefix);
+    let prefix = hex::encode(prefix);
+    let secret = random_token();
+    NewApiKey {
+        key: format!("{API_KEY_PREFIX}{prefix}_{secret}"),
+        secret_hash: sha256_hex(&secret),
+        prefix,
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = delta_http::bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let result = if let Some(rest) = token.strip_prefix(API_KEY_PREFIX) {
+            api_key_principal(state, rest).await
+        } else {
+            session_principal(state, token).await
+        };
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(reason) => reason,
+        };
+        state.metrics.auth.with_label_values(&[label]).inc();
+        let principal = result.map_err(|_| ApiError::unauthorized())?;
+        delta_http::record_ids(Some(&principal.tenant_id), None, None);
+        Ok(principal)
+    }
+}
+
+async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &'static str> {
+    let claims = state.keys.verify(token).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => "expired",
+            ErrorKind::InvalidAudience => "wrong_audience",
+            ErrorKind::InvalidAlgorithm => "wrong_algorithm",
+            _ => "invalid_token",
+        }
+    })?;
+    let role = membership_role(state, &claims.tid, &claims.sub)
+        .await?
+        .ok_or("not_a_member")?;
+    Ok(Principal {
+        user_id: claims.sub,
+        tenant_id: claims.tid,
+        role,
+        scopes: None,
+        api_key_id: None,
+    })
+}
+
+async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'static str> {
+    let (prefix, secret) = rest.split_once('_').ok_or("malformed_key")?;
+    let row = sqlx::query(
+        "SELECT k.id, k.tenant_id, k.user_id, k.secret_hash, k.scopes, k.expires_at_ms, \
+                k.revoked_at_ms, m.role \
+         FROM api_keys k JOIN memberships m \
+           ON m.tenant_id = k.tenant_id AND m.user_id = k.user_id \
+         WHERE k.prefix = $1",
+    )
+    .bind(prefix)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "looking up an API key");
+        "storage"
+    })?
+    .ok_or("unknown_key")?;
+    let stored: String = row.try_get("secret_hash").map_err(|_| "storage")?;
+    if !delta_http::secret_matches(&sha256_hex(secret), &stored) {
+        return Err("bad_key");
+    }
+    let revoked: Option<i64> = row.try_get("revoked_at_ms").map_err(|_| "storage")?;
+    if revoked.is_some() {
+        return Err("revoked_key");
+    }
+    let expires: Option<i64> = row.try_get("expires_at_ms").map_err(|_| "storage")?;
+    if expires.is_some_and(|t| t <= now_ms()) {
+        return Err("expired_key");
+    }
+    let role: String = row.try_get("role").map_err(|_| "storage")?;
+    let scopes: String = row.try_get("scopes").map_err(|_| "storage")?;
+    Ok(Principal {
+        user_id: row.try_get("user_id").map_err(|_| "storage")?,
+        tenant_id: row.try_get("tenant_id").map_err(|_| "storage")?,
+        role: Role::parse(&role).ok_or("storage")?,
+        scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
+        api_key_id: Some(row.try_get("id").map_err(|_| "storage")?),
+    })
+}
+
+async fn membership_role(
+    state: &AppState,
+    tenant: &str,
+    user: &str,
+) -> Result<Option<Role>, &'static str> {
+    let row = sqlx::query("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(state.db.pool())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "looking up a membership");
+            "storage"
+        })?;
+    Ok(row
+        .and_then(|r| r.try_get::<String, _>("role").ok())
+        .and_then(|r| Role::parse(&r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_tampering_or_other_algorithms_do_not() {
+        let keys = JwtKeys::new(&[7u8; 32]);
+        let (token, ttl) = keys.issue("u1", "t1").expect("issue");
+        assert_eq!(ttl, ACCESS_TTL);
+        let claims = keys.verify(&token).expect("verify");
+        assert_eq!((claims.sub.as_str(), claims.tid.as_str()), ("u1", "t1"));
+        // Another key, a flipped payload byte, alg=none: refused.
+        assert!(JwtKeys::new(&[8u8; 32]).verify(&token).is_err());
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = parts[1].replacen('e', "f", 1);
+        assert!(keys.verify(&parts.join(".")).is_err());
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let unsigned = format!("{none_header}.{}.", token.split('.').nth(1).unwrap_or(""));
+        assert!(keys.verify(&unsigned).is_err());
+    }
+
+    #[test]
+    fn api_keys_carry_a_prefix_and_a_hash_of_the_secret() {
+        let k = new_api_key();
+        assert!(k.key.starts_with(&format!("{API_KEY_PREFIX}{}_", k.prefix)));
+        // The prefix is hex (no '_'); the secret may contain '_'.
+        let (_, secret) = k.key[API_KEY_PREFIX.len()..]
+            .split_once('_')
+            .expect("secret");
+        assert_eq!(sha256_hex(secret), k.secret_hash);
+        assert_ne!(new_api_key().key, k.key);
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_with_argon2id_and_verify() {
+        let hash = hash_password("correct horse".into()).await.expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(hash.clone(), "correct horse".into()).await);
+        assert!(!verify_password(hash, "wrong".into()).await);
+        assert!(!verify_password("garbage".into(), "x".into()).await);
+    }
+}

@@ -1,0 +1,176 @@
+//! The control plane's database: SQLite or PostgreSQL behind sqlx's `Any`
+//! driver.
+//!
+//! Queries are written once in the dialect both accept: `$1` placeholders
+//! (SQLite takes `$NNN` too), `BIGINT` milliseconds, JSON as `TEXT`,
+//! booleans as `0`/`1` integers (the `Any` driver does not map SQLite's
+//! booleans), `ON CONFLICT ... DO` upserts and `RETURNING`. Migrations are
+//! kept per backend (`migrations/control/{sqlite,postgres}`) so that either
+//! can diverge where it must.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite (one file).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names neither SQLite nor PostgreSQL.
+    #[error("database_url must start with sqlite:// or postgres://, not {0:?}")]
+    UnsupportedUrl(String),
+    /// Connecting or querying failed.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A pool plus its backend.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/control/postgres");
+
+impl Db {
+    /// Connect to `url` and apply the migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_owned()));
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                if let Some(dir) = sqlite_dir(url) {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                AnyPoolOptions::new()
+                    // One writer at a time is SQLite's model; a few readers
+                    // in WAL mode, and busy_timeout for the writer queue.
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Sqlite => SQLITE.run(&pool).await?,
+            Backend::Postgres => POSTGRES.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// The directory of a `sqlite://path` URL, so it can be created.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_owned())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// A fresh id with a type prefix, e.g. `agt_0190...` (time-ordered).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    #[tokio::test]
+    async fn sqlite_takes_dollar_placeholders_and_migrates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/sub/c.db?mode=rwc", dir.path().display());
+        let db = Db::connect(&url).await.expect("connect");
+        assert_eq!(db.backend(), Backend::Sqlite);
+        sqlx::query("INSERT INTO tenants (id, name, created_at_ms) VALUES ($1, $2, $3)")
+            .bind("t1")
+            .bind("One")
+            .bind(5_i64)
+            .execute(db.pool())
+            .await
+            .expect("insert");
+        let row = sqlx::query("SELECT name, created_at_ms FROM tenants WHERE id = $1")
+            .bind("t1")
+            .fetch_one(db.pool())
+            .await
+            .expect("select");
+        assert_eq!(row.get::<String, _>("name"), "One");
+        assert_eq!(row.get::<i64, _>("created_at_ms"), 5);
+        // Reconnecting does not re-run migrations.
+        drop(db);
+        Db::connect(&url)
+            .await
+            .expect("reconnect")
+            .ping()
+            .await
+            .expect("ping");
+        assert!(matches!(
+            Db::connect("mysql://x").await,
+            Err(DbError::UnsupportedUrl(_))
+        ));
+    }
+}

@@ -1,0 +1,26 @@
+//! Delta's control plane: the small service platforms, dashboards and
+//! scripts talk to. It is the authority for identity (users, sessions, API
+//! keys), tenants and roles, agents and where they run, and it drives nodes
+//! over their HTTP API.
+//!
+//! Storage is sqlx's `Any` driver over SQLite (the embedded default) or
+//! PostgreSQL, with one migration folder per backend under
+//! `migrations/control/`. Every query that touches tenant data is scoped by
+//! the caller's tenant; another tenant's ids answer 404.
+//!
+//! Dependency rule: the control plane talks to nodes only over HTTP (it uses
+//! `delta-node`'s record types for the wire format, never its internals).
+
+pub mod agents;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod identity;
+pub mod metrics;
+pub mod nodeclient;
+pub mod nodes;
+pub mod pagination;
+pub mod runs;
+pub mod tenants;

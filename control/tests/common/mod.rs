@@ -1,0 +1,225 @@
+//! Shared set-up of the control plane's API tests: a real server on
+//! loopback, on SQLite or PostgreSQL, and a client.
+//!
+//! PostgreSQL comes from `DELTA_TEST_POSTGRES_URL` (a role allowed to create
+//! databases; `.ci/run` starts Debian's server and sets it). Each test gets a
+//! fresh database. Without the variable the PostgreSQL variants fail loudly:
+//! the suite must run on both.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use delta_control::app::AppState;
+use delta_control::config::ControlConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// A SQLite file in the test's state directory.
+    Sqlite,
+    /// A fresh database on `DELTA_TEST_POSTGRES_URL`'s server.
+    Postgres,
+}
+
+/// Run a test body on both databases: `both!(name, |ctl| async move { ... });`
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let ctl = $crate::common::Control::start($crate::common::Dialect::Sqlite).await;
+                ($body)(ctl).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let ctl = $crate::common::Control::start($crate::common::Dialect::Postgres).await;
+                ($body)(ctl).await;
+            }
+        }
+    };
+}
+
+/// A running control plane.
+pub struct Control {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// A plain client.
+    pub client: reqwest::Client,
+    /// The state shared with the server (database, keys).
+    pub state: AppState,
+    /// State directory (kept for the test's lifetime).
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A registered user with a session in their own tenant.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// User id.
+    pub user_id: String,
+    /// Their personal tenant.
+    pub tenant_id: String,
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+    /// Email (for logins).
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+pub const NODE_TOKEN: &str = "test-fleet-node-token-0123456789";
+
+impl Control {
+    /// Start a control plane with default settings.
+    pub async fn start(dialect: Dialect) -> Self {
+        Self::start_with(dialect, |_| {}).await
+    }
+
+    /// Start with the configuration adjusted by `tweak`.
+    pub async fn start_with(dialect: Dialect, tweak: impl FnOnce(&mut ControlConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("node-token"), NODE_TOKEN).expect("token");
+        let mut config = ControlConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            state_dir: dir.path().join("state"),
+            node_token_file: Some(dir.path().join("node-token")),
+            node_heartbeat_timeout_secs: 2,
+            ..ControlConfig::default()
+        };
+        if dialect == Dialect::Postgres {
+            config.database_url = Some(fresh_postgres_database().await);
+        }
+        tweak(&mut config);
+        let state = AppState::open(config.clone()).await.expect("control state");
+        let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_state = state.clone();
+        tokio::spawn(async move {
+            let _ = delta_control::app::serve(server_state, listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            state,
+            dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A request with `token` as bearer (if any) and `body` as JSON (if
+    /// any); answers the status and the JSON body (or the text as a string).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Register a user (their personal tenant comes with it) and log in.
+    pub async fn register(&self, name: &str) -> Session {
+        let email = format!("{name}@example.com");
+        let password = format!("pw-{name}-long-enough");
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/auth/register",
+                None,
+                Some(json!({ "email": email, "password": password })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {name}: {body}");
+        let (status, login) = self
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": email, "password": password })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {name}: {login}");
+        Session {
+            user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            tenant_id: login["tenant_id"].as_str().expect("tenant id").to_owned(),
+            access: login["access_token"].as_str().expect("access").to_owned(),
+            refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
+            email,
+            password,
+        }
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Create a fresh database on the test server and return its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("DELTA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "DELTA_TEST_POSTGRES_URL is not set: the API suite runs on PostgreSQL too. \
+             Start a server and set it to a role that may create databases, e.g. \
+             postgres://delta:delta@127.0.0.1:5432/delta (see .ci/run)"
+        )
+    });
+    let name = format!("delta_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_owned())
+        .expect("a database URL with a path");
+    format!("{base}/{name}")
+}

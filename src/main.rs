@@ -5,6 +5,8 @@
 //! - `delta inspect <component.wasm>`: the component's world, imports and
 //!   exports.
 //! - `delta node`: the node daemon (`delta-node`).
+//! - `delta up`: control plane and one node in one process, on loopback.
+//! - `delta agents ...`, `delta runs ...`: a client of the control plane.
 //!
 //! Exit codes (stable, for scripts):
 //! `0` success, `1` host error, `2` bad input (arguments, component or task
@@ -12,7 +14,9 @@
 //! (fuel, deadline, memory, stack, output size), `5` the guest crashed
 //! (panic, trap, invalid output), `6` cancelled.
 
+mod client;
 mod config;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +60,22 @@ enum Command {
     Inspect(InspectArgs),
     /// Serve the runtime over HTTP(S): the node daemon.
     Node(NodeArgs),
+    /// The control plane and one node in one process, on loopback.
+    Up(up::UpArgs),
+    /// Manage agents through the control plane.
+    Agents {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: client::AgentsCommand,
+    },
+    /// Start and inspect runs through the control plane.
+    Runs {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: client::RunsCommand,
+    },
     /// Internal: compile a component under rlimits (used by the runtime).
     #[command(hide = true, disable_help_flag = true)]
     CompileWorker {
@@ -175,6 +195,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Inspect(args) => inspect(args).await,
+            Command::Up(args) => up::up(args).await.map(|()| exit::SUCCESS),
+            Command::Agents { api, command } => {
+                client::agents(api, command).await.map(|()| exit::SUCCESS)
+            }
+            Command::Runs { api, command } => {
+                client::runs(api, command).await.map(|()| exit::SUCCESS)
+            }
             Command::CompileWorker { .. } | Command::Node(_) => Ok(exit::SUCCESS),
         }
     });

@@ -37,6 +37,8 @@
 //! [control_plane]
 //! url = "https://control.example.com"
 //! token_file = "/etc/delta/control-token"
+//! advertise_url = "https://node-1.example.com:7421"   # how the control plane reaches this node
+//! heartbeat_secs = 5
 //!
 //! [llm]                               # delta_llm::LlmConfig
 //! [messaging]                         # delta_messaging::MessagingConfig
@@ -235,10 +237,21 @@ pub struct ControlPlaneConfig {
     /// Records per batch (default 500).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// The URL the control plane reaches this node at (default
+    /// `http(s)://<bound address>`).
+    #[serde(default)]
+    pub advertise_url: Option<String>,
+    /// Seconds between heartbeats (default 5).
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
 }
 
 fn default_batch_size() -> usize {
     500
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
 }
 
 /// `[messaging]`: the backends and templates, plus where the audit goes.
@@ -303,6 +316,8 @@ impl NodeConfig {
                         url,
                         token_file: None,
                         batch_size: default_batch_size(),
+                        advertise_url: None,
+                        heartbeat_secs: default_heartbeat_secs(),
                     })
                 }
             }

@@ -40,10 +40,113 @@ pub struct ServeOptions {
     pub overrides: crate::config::Overrides,
 }
 
+/// A node serving in this process (`delta node`, or embedded by `delta up`).
+pub struct RunningNode {
+    node: Arc<Node>,
+    local: SocketAddr,
+    url: String,
+    token: Arc<RwLock<String>>,
+    tls: Option<RustlsConfig>,
+    handle: Handle<SocketAddr>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl RunningNode {
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// `http(s)://<bound address>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Graceful stop: stop accepting connections, let runs finish within
+    /// the drain grace, cancel the rest (recorded as `cancelled`), flush the
+    /// usage outbox.
+    pub async fn shutdown(self) {
+        let grace = self.grace;
+        notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status("draining: finishing runs"),
+        ]);
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            runs = self.node.runs_in_flight(),
+            "draining"
+        );
+        // New connections are refused now; open ones finish their requests
+        // (a `?wait=true` run answers when it ends).
+        self.handle
+            .graceful_shutdown(Some(grace + Duration::from_secs(5)));
+        self.node.drain(grace).await;
+        for task in &self.background {
+            task.abort();
+        }
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+        if let Some(reporter) = self.node.reporter() {
+            notify(&[NotifyState::Status("draining: flushing usage")]);
+            if !reporter.handle.flush(Duration::from_secs(10)).await {
+                tracing::warn!("usage not all reported; it stays in the outbox for the next start");
+            }
+        }
+        tracing::info!("node stopped");
+    }
+}
+
 /// Run the node until SIGTERM/SIGINT. Prints `listening on <url>` on stdout
 /// once the socket is bound (scripts and tests wait for it).
 pub async fn serve(config: NodeConfig, options: ServeOptions) -> anyhow::Result<()> {
+    let running = start(config, &options).await?;
+    println!("listening on {}", running.url());
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("serving on {}", running.local_addr())),
+    ]);
+    let watchdog = spawn_watchdog(Arc::clone(running.node()));
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                reload(&options, running.node(), &running.token, running.tls.as_ref()).await;
+            }
+        }
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Build the node and start serving; returns once the socket is bound.
+pub async fn start(mut config: NodeConfig, options: &ServeOptions) -> anyhow::Result<RunningNode> {
     config.validate()?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    // Default id: host name and port, so several nodes on one machine
+    // (tests, `delta up`) stay distinct.
+    if config.node_id.is_none() {
+        config.node_id = Some(format!("{}:{}", config.node_id(), local.port()));
+    }
     create_private_dir(&config.state_dir)?;
     let token_file = config
         .token_file
@@ -120,10 +223,6 @@ pub async fn serve(config: NodeConfig, options: ServeOptions) -> anyhow::Result<
         token: Arc::clone(&token),
     };
     let app = router(state);
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("binding {}", config.listen))?;
-    listener.set_nonblocking(true)?;
-    let local = listener.local_addr()?;
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = match &config.tls {
         Some(tls) => Some(
@@ -152,59 +251,88 @@ pub async fn serve(config: NodeConfig, options: ServeOptions) -> anyhow::Result<
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("listening on {scheme}://{local}");
+    let url = format!("{scheme}://{local}");
     tracing::info!(address = %local, scheme, node_id = node.id(), "node serving");
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&format!("serving on {local}")),
-    ]);
-    let watchdog = spawn_watchdog(Arc::clone(&node));
+    let mut background = vec![sweeper];
+    if let Some(cp) = &config.control_plane {
+        let heartbeat = Heartbeat {
+            endpoint: format!("{}/v1/nodes/heartbeat", cp.url.trim_end_matches('/')),
+            token: match &cp.token_file {
+                Some(path) => Some(read_secret(path)?),
+                None => None,
+            },
+            url: cp.advertise_url.clone().unwrap_or_else(|| url.clone()),
+            every: Duration::from_secs(cp.heartbeat_secs.max(1)),
+        };
+        background.push(heartbeat.spawn(Arc::clone(&node)));
+    }
+    Ok(RunningNode {
+        node,
+        local,
+        url,
+        token,
+        tls,
+        handle,
+        server,
+        background,
+        grace: Duration::from_secs(config.drain_grace_secs),
+    })
+}
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                reload(&options, &node, &token, tls.as_ref()).await;
+/// Tells the control plane this node is alive, where it is and how busy.
+struct Heartbeat {
+    endpoint: String,
+    token: Option<String>,
+    url: String,
+    every: Duration,
+}
+
+impl Heartbeat {
+    fn spawn(self, node: Arc<Node>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let client = match reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "heartbeat client");
+                    return;
+                }
+            };
+            let mut tick = tokio::time::interval(self.every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                let scheduler = node.scheduler();
+                let body = serde_json::json!({
+                    "node_id": node.id(),
+                    "url": self.url,
+                    "capacity": scheduler.limits().concurrency,
+                    "load": scheduler.running() + scheduler.queued(),
+                });
+                let mut req = client.post(&self.endpoint).json(&body);
+                if let Some(token) = &self.token {
+                    req = req.bearer_auth(token);
+                }
+                match req.send().await.and_then(|r| r.error_for_status()) {
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("heartbeats accepted again");
+                        }
+                        failing = false;
+                    }
+                    // Logged once per outage, not once per beat.
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, endpoint = %self.endpoint, "heartbeat failed");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
             }
-        }
+        })
     }
-
-    // Drain.
-    let grace = Duration::from_secs(config.drain_grace_secs);
-    notify(&[
-        NotifyState::Stopping,
-        NotifyState::Status("draining: finishing runs"),
-    ]);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        runs = node.runs_in_flight(),
-        "draining"
-    );
-    // New connections are refused now; open ones finish their requests (a
-    // `?wait=true` run answers when it ends).
-    handle.graceful_shutdown(Some(grace + Duration::from_secs(5)));
-    node.drain(grace).await;
-    if let Some(watchdog) = watchdog {
-        watchdog.abort();
-    }
-    sweeper.abort();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "server task failed"),
-    }
-    if let Some(reporter) = node.reporter() {
-        notify(&[NotifyState::Status("draining: flushing usage")]);
-        if !reporter.handle.flush(Duration::from_secs(10)).await {
-            tracing::warn!("usage not all reported; it stays in the outbox for the next start");
-        }
-    }
-    tracing::info!("node stopped");
-    Ok(())
 }
 
 /// SIGHUP: limits, scheduler sizes, token and certificate. Deployments and

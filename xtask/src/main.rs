@@ -3,6 +3,8 @@
 //! - `guests`: build every crate in `examples/` to `target/guests/<name>.wasm`.
 //! - `demo`: install the wasm target if needed, build the guests and the
 //!   CLI, and run hello-agent and a hostile guest through `delta run`.
+//! - `up`: install the wasm target if needed, build the guests and the CLI,
+//!   and start `delta up` with the example agents deployed and one run shown.
 //! - `test`: install the wasm target if needed and run the whole test suite.
 //! - `load`: drive `delta node`'s runs endpoint and a minimal hyper server
 //!   with wrk in the same run and compare them (see `load.rs`).
@@ -50,7 +52,35 @@ fn main() -> Result<()> {
             step("done: hello-agent answered, hostile-loop was stopped by its fuel limit");
             Ok(())
         }
+        "up" => {
+            xtask::ensure_target()?;
+            build_guests(&root)?;
+            step("building the delta CLI (the first build compiles Wasmtime: minutes)");
+            cargo(&["build", "--bin", "delta"])?;
+            step("delta up --examples target/guests");
+            let mut command = Command::new(root.join("target/debug/delta"));
+            command
+                .arg("up")
+                .arg("--examples")
+                .arg(root.join("target/guests"))
+                .args(std::env::args().skip(2));
+            let code = run(&mut command)?;
+            if code != 0 {
+                bail!("delta up exited with {code}");
+            }
+            Ok(())
+        }
         "test" => {
+            // The control plane's API suite runs on PostgreSQL as well as
+            // SQLite; say so before a long build rather than after it.
+            if std::env::var_os("DELTA_TEST_POSTGRES_URL").is_none() {
+                bail!(
+                    "DELTA_TEST_POSTGRES_URL is not set: the control plane's tests need a \
+                     PostgreSQL role that may create databases, e.g. \
+                     postgres://delta:delta@127.0.0.1:5432/postgres (.ci/run shows how to start \
+                     Debian's server and create it)"
+                );
+            }
             xtask::ensure_target()?;
             cargo(&["test", "--workspace"])
         }
@@ -58,7 +88,7 @@ fn main() -> Result<()> {
             let options = load::Options::parse(std::env::args().skip(2))?;
             load::run(&root, &options)
         }
-        other => bail!("unknown command {other:?}; available: guests, demo, test, load"),
+        other => bail!("unknown command {other:?}; available: guests, demo, up, test, load"),
     }
 }
 

@@ -1,0 +1,411 @@
+//! `delta agents ...` and `delta runs ...`: a thin client of the control
+//! plane's API. The API URL and key come from flags, `DELTA_API_URL` /
+//! `DELTA_API_KEY`, or, for the key, `./.delta/admin-api-key` written by
+//! `delta up`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Where the API is and how to authenticate.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Control plane URL.
+    #[arg(long, env = "DELTA_API_URL", default_value = "http://127.0.0.1:7420")]
+    pub api_url: String,
+    /// API key (default: the key `delta up` wrote to ./.delta/admin-api-key).
+    #[arg(long, env = "DELTA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// `delta agents ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// Upload a component and create an agent running it.
+    Create {
+        /// The agent component (.wasm).
+        #[arg(long)]
+        component: PathBuf,
+        /// Agent name, unique in the tenant (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// `main` or `bot`.
+        #[arg(long, default_value = "main")]
+        kind: String,
+        /// Parent main agent (id or name), for a bot.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Limits as JSON, e.g. `{"fuel": 1000000000, "timeout_ms": 5000}`.
+        #[arg(long)]
+        limits: Option<String>,
+        /// Grants as JSON, e.g. `{"channels": ["email"], "templates": ["welcome"]}`.
+        #[arg(long)]
+        grants: Option<String>,
+    },
+    /// List the tenant's agents.
+    List,
+    /// Show one agent (id or name).
+    Get {
+        /// Agent id or name.
+        agent: String,
+    },
+    /// Delete an agent (id or name).
+    Delete {
+        /// Agent id or name.
+        agent: String,
+    },
+}
+
+/// `delta runs ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Start a run of an agent (id or name) and print the finished run.
+    Create {
+        /// Agent id or name.
+        agent: String,
+        /// Task input (JSON).
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Return at once with the run id instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show one run.
+    Get {
+        /// Run id.
+        run: String,
+    },
+    /// List runs, newest last (optionally of one agent).
+    List {
+        /// Agent id or name.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Print a run's log lines; with `--follow`, as they are written.
+    Logs {
+        /// Run id.
+        run: String,
+        /// Stream until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+struct Api {
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+        let key = match &args.api_key {
+            Some(k) => k.clone(),
+            None => {
+                let path = Path::new(".delta/admin-api-key");
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim().to_owned())
+                    .with_context(|| {
+                        format!(
+                            "no API key: pass --api-key, set DELTA_API_KEY, or run `delta up` here \
+                             (it writes {})",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        Ok(Self {
+            url: args.api_url.trim_end_matches('/').to_owned(),
+            key,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Body>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.key);
+        match body {
+            Some(Body::Json(v)) => req = req.json(&v),
+            Some(Body::Bytes(b)) => req = req.header("content-type", "application/wasm").body(b),
+            None => {}
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {}{path}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = value["message"].as_str().unwrap_or("");
+            let code = value["code"].as_str().unwrap_or("");
+            bail!("{status}: {code}: {message}");
+        }
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        Ok(value)
+    }
+
+    /// Every item of a paginated list.
+    async fn list(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{sep}limit=200&cursor={c}"),
+                None => format!("{path}{sep}limit=200"),
+            };
+            let page = self.send(Method::GET, &page_path, None).await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// An agent id from an id or a name.
+    async fn agent_id(&self, agent: &str) -> anyhow::Result<String> {
+        if agent.starts_with("agt_") {
+            return Ok(agent.to_owned());
+        }
+        let agents = self.list("/v1/agents").await?;
+        agents
+            .iter()
+            .find(|a| a["name"] == agent)
+            .and_then(|a| a["id"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no agent named {agent}"))
+    }
+}
+
+enum Body {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn parse_json(what: &str, text: &Option<String>) -> anyhow::Result<Option<Value>> {
+    text.as_ref()
+        .map(|t| serde_json::from_str(t).with_context(|| format!("--{what} is not JSON")))
+        .transpose()
+}
+
+/// `delta agents ...`.
+pub async fn agents(api: ApiArgs, command: AgentsCommand) -> anyhow::Result<()> {
+    let api = Api::new(&api)?;
+    match command {
+        AgentsCommand::Create {
+            component,
+            name,
+            kind,
+            parent,
+            limits,
+            grants,
+        } => {
+            let agent = create_agent(
+                &api,
+                &component,
+                name,
+                &kind,
+                parent,
+                parse_json("limits", &limits)?,
+                parse_json("grants", &grants)?,
+            )
+            .await?;
+            print(&agent)
+        }
+        AgentsCommand::List => {
+            let agents = api.list("/v1/agents").await?;
+            println!(
+                "{:<38} {:<20} {:<5} {:<7} node",
+                "id", "name", "kind", "paused"
+            );
+            for a in agents {
+                println!(
+                    "{:<38} {:<20} {:<5} {:<7} {}",
+                    a["id"].as_str().unwrap_or(""),
+                    a["name"].as_str().unwrap_or(""),
+                    a["kind"].as_str().unwrap_or(""),
+                    a["paused"].as_bool().unwrap_or(false),
+                    a["node_id"].as_str().unwrap_or("-"),
+                );
+            }
+            Ok(())
+        }
+        AgentsCommand::Get { agent } => {
+            let id = api.agent_id(&agent).await?;
+            print(
+                &api.send(Method::GET, &format!("/v1/agents/{id}"), None)
+                    .await?,
+            )
+        }
+        AgentsCommand::Delete { agent } => {
+            let id = api.agent_id(&agent).await?;
+            api.send(Method::DELETE, &format!("/v1/agents/{id}"), None)
+                .await?;
+            println!("deleted {id}");
+            Ok(())
+        }
+    }
+}
+
+async fn create_agent(
+    api: &Api,
+    component: &Path,
+    name: Option<String>,
+    kind: &str,
+    parent: Option<String>,
+    limits: Option<Value>,
+    grants: Option<Value>,
+) -> anyhow::Result<Value> {
+    let bytes =
+        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let uploaded = api
+        .send(Method::POST, "/v1/components", Some(Body::Bytes(bytes)))
+        .await?;
+    let sha = uploaded["sha256"]
+        .as_str()
+        .context("the upload answer has no sha256")?;
+    let name = name.unwrap_or_else(|| {
+        component
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "agent".into())
+    });
+    let parent = match parent {
+        Some(p) => Some(api.agent_id(&p).await?),
+        None => None,
+    };
+    let mut body = json!({ "name": name, "kind": kind, "component": sha });
+    if let Some(p) = parent {
+        body["parent_agent_id"] = json!(p);
+    }
+    if let Some(l) = limits {
+        body["limits"] = l;
+    }
+    if let Some(g) = grants {
+        body["grants"] = g;
+    }
+    api.send(Method::POST, "/v1/agents", Some(Body::Json(body)))
+        .await
+}
+
+/// `delta runs ...`.
+pub async fn runs(api: ApiArgs, command: RunsCommand) -> anyhow::Result<()> {
+    let api = Api::new(&api)?;
+    match command {
+        RunsCommand::Create {
+            agent,
+            input,
+            no_wait,
+        } => {
+            let input: Value = serde_json::from_str(&input).context("--input is not JSON")?;
+            let id = api.agent_id(&agent).await?;
+            let wait = if no_wait { "" } else { "?wait=true" };
+            let run = api
+                .send(
+                    Method::POST,
+                    &format!("/v1/agents/{id}/runs{wait}"),
+                    Some(Body::Json(json!({ "input": input }))),
+                )
+                .await?;
+            print(&run)
+        }
+        RunsCommand::Get { run } => print(
+            &api.send(Method::GET, &format!("/v1/runs/{run}"), None)
+                .await?,
+        ),
+        RunsCommand::List { agent } => {
+            let path = match agent {
+                Some(a) => format!("/v1/runs?agent_id={}", api.agent_id(&a).await?),
+                None => "/v1/runs".to_owned(),
+            };
+            for run in api.list(&path).await? {
+                println!(
+                    "{:<38} {:<38} {:<9} {}",
+                    run["id"].as_str().unwrap_or(""),
+                    run["agent_id"].as_str().unwrap_or(""),
+                    run["status"].as_str().unwrap_or(""),
+                    run["outcome"]["status"].as_str().unwrap_or("-"),
+                );
+            }
+            Ok(())
+        }
+        RunsCommand::Logs { run, follow } => logs(&api, &run, follow).await,
+    }
+}
+
+fn print_line(line: &Value) {
+    println!(
+        "[{:>5} +{}ms] {}",
+        line["level"].as_str().unwrap_or(""),
+        line["at_ms"].as_u64().unwrap_or(0),
+        line["message"].as_str().unwrap_or("")
+    );
+}
+
+async fn logs(api: &Api, run: &str, follow: bool) -> anyhow::Result<()> {
+    if !follow {
+        let record = api
+            .send(Method::GET, &format!("/v1/runs/{run}"), None)
+            .await?;
+        for line in record["logs"].as_array().cloned().unwrap_or_default() {
+            print_line(&line);
+        }
+        return Ok(());
+    }
+    use futures_util::StreamExt;
+    let resp = api
+        .http
+        .get(format!("{}/v1/runs/{run}/logs", api.url))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .context("opening the log stream")?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!("{status}: {}", body["message"].as_str().unwrap_or(""));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(
+            &chunk.context("reading the log stream")?,
+        ));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut event = "";
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = if e.trim() == "end" { "end" } else { "log" };
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim());
+                }
+            }
+            let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            if event == "end" {
+                println!(
+                    "-- {} ({})",
+                    value["status"].as_str().unwrap_or("ended"),
+                    value["outcome"]["status"].as_str().unwrap_or("-")
+                );
+                return Ok(());
+            }
+            print_line(&value);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! `delta up`: the control plane and one node in one process, with SQLite
+//! and file outboxes under the state directory, serving on loopback.
+//!
+//! On first start it creates an admin user and an API key through the API
+//! itself (printed once, the key also written to `<state-dir>/admin-api-key`
+//! with mode 0600). With `--examples DIR` it deploys the example agents it
+//! finds there (skipping the hostile ones and verifiers) and shows one run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use delta_runtime::CompileMode;
+use serde_json::{Value, json};
+
+/// `delta up` options.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Where the control plane's API listens.
+    #[arg(long, env = "DELTA_LISTEN", default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+    /// Everything lives here: databases, components, outboxes, keys.
+    #[arg(long, env = "DELTA_STATE_DIR", default_value = ".delta")]
+    pub state_dir: PathBuf,
+    /// Deploy the example agents in this directory (e.g. target/guests) and
+    /// show a run of hello-agent.
+    #[arg(long)]
+    pub examples: Option<PathBuf>,
+}
+
+/// Guests that are examples of what not to run, or not agents.
+fn is_example_agent(name: &str) -> bool {
+    !name.starts_with("hostile-") && name != "json-verifier"
+}
+
+/// Run until SIGTERM/SIGINT.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let state_dir = absolute(&args.state_dir)?;
+    private_dir(&state_dir)?;
+    let fleet_token_file = state_dir.join("node-token");
+    ensure_secret(&fleet_token_file)?;
+
+    step("starting the control plane");
+    let control_config = delta_control::config::ControlConfig {
+        listen: args.listen,
+        state_dir: state_dir.join("control"),
+        node_token_file: Some(fleet_token_file.clone()),
+        ..Default::default()
+    };
+    let control_state = delta_control::app::AppState::open(control_config).await?;
+    let (listener, control_addr) = delta_control::app::bind(args.listen).await?;
+    let control_url = format!("http://{control_addr}");
+    let (stop_control, stopped) = tokio::sync::oneshot::channel::<()>();
+    let control = tokio::spawn(delta_control::app::serve(
+        control_state,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    step("starting the node");
+    let node_config = node_config(&state_dir, &control_url, &fleet_token_file)?;
+    let options = delta_node::server::ServeOptions {
+        compile: Some(CompileMode::Subprocess {
+            program: std::env::current_exe().context("locating the delta executable")?,
+            args: vec!["compile-worker".into()],
+        }),
+        config_path: None,
+        overrides: Default::default(),
+    };
+    let node = delta_node::server::start(node_config, &options).await?;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    wait_ready(&http, &control_url).await?;
+    let key = admin_key(&http, &control_url, &state_dir).await?;
+    if let Some(dir) = &args.examples {
+        deploy_examples(&http, &control_url, &key, dir).await?;
+    }
+    println!();
+    println!("Delta is up.");
+    println!("  API       {control_url}   (OpenAPI: {control_url}/v1/openapi.json)");
+    println!("  API key   {}", state_dir.join("admin-api-key").display());
+    println!("  node      {}", node.url());
+    println!("  try       delta agents list");
+    println!("            delta runs create hello-agent --input '{{\"name\":\"you\"}}'");
+    println!("Stop with Ctrl-C.");
+
+    shutdown_signal().await;
+    step("stopping: draining the node");
+    node.shutdown().await;
+    let _ = stop_control.send(());
+    match control.await {
+        Ok(result) => result?,
+        Err(e) => bail!("control plane task: {e}"),
+    }
+    Ok(())
+}
+
+fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Write a random secret to `path` (0600) unless it exists.
+fn ensure_secret(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    write_private(path, &delta_control::auth::random_token())
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn node_config(
+    state_dir: &Path,
+    control_url: &str,
+    token_file: &Path,
+) -> anyhow::Result<delta_node::config::NodeConfig> {
+    let outbox = state_dir.join("outbox");
+    let text = format!(
+        r#"
+node_id = "local"
+listen = "127.0.0.1:0"
+state_dir = "{node_dir}"
+token_file = "{token}"
+drain_grace_secs = 10
+
+[control_plane]
+url = "{control_url}"
+token_file = "{token}"
+heartbeat_secs = 2
+
+[messaging]
+audit_log = "{audit}"
+[messaging.email]
+from = "Delta <noreply@localhost>"
+backend = {{ kind = "outbox", dir = "{email}" }}
+[messaging.sms]
+from = "+15005550006"
+backend = {{ kind = "outbox", dir = "{sms}" }}
+"#,
+        node_dir = state_dir.join("node").display(),
+        token = token_file.display(),
+        audit = state_dir.join("messages.jsonl").display(),
+        email = outbox.join("email").display(),
+        sms = outbox.join("sms").display(),
+    );
+    toml::from_str(&text).context("the embedded node's configuration")
+}
+
+/// Wait until the control plane answers its readiness probe.
+async fn wait_ready(http: &reqwest::Client, control_url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http
+            .get(format!("{control_url}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the control plane did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The admin API key: created on first start, read after.
+async fn admin_key(http: &reqwest::Client, url: &str, state_dir: &Path) -> anyhow::Result<String> {
+    let key_file = state_dir.join("admin-api-key");
+    if let Ok(key) = std::fs::read_to_string(&key_file) {
+        return Ok(key.trim().to_owned());
+    }
+    step("first start: creating the admin user and API key");
+    let email = "admin@delta.local";
+    let password = delta_control::auth::random_token();
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>, body: Value| {
+        let mut req = http.request(method, format!("{url}{path}")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("{status}: {}", value["message"].as_str().unwrap_or(""));
+            }
+            Ok::<_, anyhow::Error>(value)
+        }
+    };
+    call(
+        reqwest::Method::POST,
+        "/v1/auth/register",
+        None,
+        json!({ "email": email, "password": password, "tenant_name": "default" }),
+    )
+    .await
+    .context("creating the admin user")?;
+    let login = call(
+        reqwest::Method::POST,
+        "/v1/auth/login",
+        None,
+        json!({ "email": email, "password": password }),
+    )
+    .await?;
+    let access = login["access_token"].as_str().context("no access token")?;
+    let created = call(
+        reqwest::Method::POST,
+        "/v1/api-keys",
+        Some(access),
+        json!({ "name": "admin (delta up)" }),
+    )
+    .await
+    .context("creating the admin API key")?;
+    let key = created["key"]
+        .as_str()
+        .context("no key in the answer")?
+        .to_owned();
+    write_private(&key_file, &key)?;
+    println!("admin user      {email}");
+    println!("admin password  {password}   (shown once)");
+    println!("admin API key   {key}   (also in {})", key_file.display());
+    Ok(key)
+}
+
+async fn deploy_examples(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let existing: Vec<Value> = {
+        let page: Value = http
+            .get(format!("{url}/v1/agents?limit=200"))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        page["items"].as_array().cloned().unwrap_or_default()
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !is_example_agent(&name) || existing.iter().any(|a| a["name"] == name.as_str()) {
+            continue;
+        }
+        step(&format!("deploying {name} (compiling the component)"));
+        let bytes = std::fs::read(&path)?;
+        let uploaded: Value = http
+            .post(format!("{url}/v1/components"))
+            .bearer_auth(key)
+            .body(bytes)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let sha = uploaded["sha256"].as_str().context("upload failed")?;
+        // The node registers with its first heartbeat, moments after start:
+        // until then placement answers 503 no_nodes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let resp = loop {
+            let resp = http
+                .post(format!("{url}/v1/agents"))
+                .bearer_auth(key)
+                .json(&json!({ "name": name, "kind": "main", "component": sha }))
+                .send()
+                .await?;
+            if resp.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || Instant::now() > deadline
+            {
+                break resp;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if !resp.status().is_success() {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            bail!(
+                "deploying {name}: {}",
+                body["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let agents: Value = http
+        .get(format!("{url}/v1/agents?limit=200"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let hello = agents["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "hello-agent"))
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_owned);
+    if let Some(id) = hello {
+        step("running hello-agent once");
+        let run: Value = http
+            .post(format!("{url}/v1/agents/{id}/runs?wait=true"))
+            .bearer_auth(key)
+            .json(&json!({ "input": { "name": "Delta" } }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!(
+            "run {}: {} -> {}",
+            run["id"].as_str().unwrap_or("?"),
+            run["outcome"]["status"].as_str().unwrap_or("?"),
+            run["outcome"]["output"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers there is no way to stop gracefully; wait
+        // for Ctrl-C the portable way.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

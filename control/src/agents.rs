@@ -1,10 +1,1262 @@
-//! (being written)
+//! Components and agents.
+//!
+//! - `POST /v1/components` takes a component's raw bytes; it is named by its
+//!   sha256 (computed here), kept once in `<state_dir>/components/` and
+//!   recorded per tenant. The node validates it when an agent using it is
+//!   deployed (a node's 422 is the client's 422 `invalid_component`).
+//! - An agent is a main agent or a bot under a main agent of the same tenant
+//!   (seed 000). Creating one places it on the least-loaded node that is up
+//!   ([`crate::nodes::candidates`]), pushes its component there and deploys
+//!   it; only then is it stored, so a failed deployment leaves nothing. Its
+//!   row is the desired state: changes (PATCH, pause, resume) are applied to
+//!   the hosting node first and stored after it accepted them; the node
+//!   monitor re-deploys agents whose node is lost or lost them.
+//! - Changes are audited in the same transaction as their row:
+//!   `component_uploaded`, `agent_created`, `agent_updated`, `agent_paused`,
+//!   `agent_resumed`, `agent_deleted` (and `agent_moved`, by the monitor).
+//!
+//! Roles: reading needs `member` and `agents:read`; uploading and every
+//! change need `admin` and `agents:write`.
 
+use std::path::PathBuf;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use delta_http::{ApiError, JsonBody, RequestId, record_ids};
+use delta_node::model::AgentRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::audit;
+use crate::auth::{Principal, Role};
+use crate::db::{new_id, now_ms};
+use crate::nodeclient::{DeploySpec, NodeCallError, NodeClient};
+use crate::nodes::{self, Target};
+use crate::pagination::{Page, PageQuery};
+
+/// Prefix of agent ids (`agt_...`). The node monitor only ever deletes
+/// deployments with this prefix from a node.
+pub const ID_PREFIX: &str = "agt";
+
+/// The `world` of a component no node has validated yet.
+pub const UNCHECKED: &str = "unchecked";
+
+/// Longest agent name, in bytes.
+const MAX_NAME: usize = 128;
+/// Most entries in one grant list, and longest entry.
+const MAX_GRANTS: usize = 256;
+const MAX_GRANT_LEN: usize = 256;
+/// Nodes tried when creating an agent whose first choice does not answer.
+const PLACEMENT_ATTEMPTS: usize = 3;
+
+// ---- shapes ----------------------------------------------------------------
+
+/// A component as the tenant sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Component {
+    /// sha256 of the bytes, hex: the component's name.
+    pub sha256: String,
+    /// Size, bytes.
+    pub size: i64,
+    /// `unchecked` until a node validated it (at a deployment), then
+    /// `agent` or `verifier`.
+    pub world: String,
+    /// When this tenant first uploaded it.
+    pub created_at_ms: i64,
+}
+
+/// Per-run limits; each is clamped by the node's maximums, unset takes the
+/// node's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel per run.
+    pub fuel: Option<u64>,
+    /// Linear memory cap per run, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock deadline per run, milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A messaging channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// Email.
+    Email,
+    /// SMS.
+    Sms,
+}
+
+/// What an agent may reach; everything defaults to nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentGrants {
+    /// LLM models or aliases it may call.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Messaging channels it may use.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// Message templates (ids) it may use.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Recipients it may reach (addresses, `*@domain`, E.164 numbers).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+/// Main agent or bot (seed 000: a bot acts for a main agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A user's main agent.
+    Main,
+    /// A bot under a main agent.
+    Bot,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Bot => "bot",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "main" => Some(Self::Main),
+            "bot" => Some(Self::Bot),
+            _ => None,
+        }
+    }
+}
+
+/// An agent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    /// `agt_...`.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Unique in the tenant.
+    pub name: String,
+    /// Main agent or bot.
+    pub kind: Kind,
+    /// A bot's main agent.
+    pub parent_agent_id: Option<String>,
+    /// Component sha256.
+    pub component: String,
+    /// Per-run limits.
+    pub limits: Limits,
+    /// Capability grants.
+    pub grants: AgentGrants,
+    /// Paused agents take no new runs (409 `agent_paused`).
+    pub paused: bool,
+    /// The node hosting it.
+    pub node_id: Option<String>,
+    /// Created at.
+    pub created_at_ms: i64,
+    /// Last changed (including moves between nodes).
+    pub updated_at_ms: i64,
+}
+
+/// Body of `POST /v1/agents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    /// Unique in the tenant (409 `name_taken`).
+    pub name: String,
+    /// `main` or `bot`.
+    pub kind: Kind,
+    /// Required for a bot (a main agent of the tenant); absent for a main
+    /// agent.
+    pub parent_agent_id: Option<String>,
+    /// sha256 of a component this tenant uploaded.
+    pub component: String,
+    /// Per-run limits (default: the node's).
+    pub limits: Option<Limits>,
+    /// Grants (default: nothing).
+    pub grants: Option<AgentGrants>,
+}
+
+/// Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the agent
+/// is redeployed on its node.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    /// Another component of this tenant.
+    pub component: Option<String>,
+    /// New limits (all three fields; unset ones take the node's default).
+    pub limits: Option<Limits>,
+    /// New grants.
+    pub grants: Option<AgentGrants>,
+}
+
+/// `?kind=` of `GET /v1/agents`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentFilter {
+    /// Only main agents or only bots.
+    pub kind: Option<Kind>,
+}
+
+// ---- routes ----------------------------------------------------------------
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(upload_component, list_components))
+        .routes(routes!(create_agent, list_agents))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(pause_agent))
+        .routes(routes!(resume_agent))
+}
+
+// ---- components ------------------------------------------------------------
+
+/// Upload a component (raw bytes).
+///
+/// Content-addressed: the same bytes uploaded again answer 200 with the
+/// same record. Only a cheap check happens here (a WebAssembly component,
+/// not a core module); a node validates and compiles it when an agent using
+/// it is deployed.
+#[utoipa::path(
+    post,
+    path = "/v1/components",
+    tag = "agents",
+    request_body(content = Vec<u8>, content_type = "application/wasm",
+                 description = "The component's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = Component),
+        (status = 200, description = "This tenant had it already", body = Component),
+        (status = 413, description = "Larger than max_component_bytes"),
+        (status = 422, description = "Not a WebAssembly component (`invalid_component`)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn upload_component(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    principal.require_role(Role::Admin)?;
+    principal.require_scope("agents:write")?;
+    let bytes = match read_limited(&headers, body, state.config.max_component_bytes).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return Ok(refused),
+    };
+    check_component_header(&bytes)?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let size = i64::try_from(bytes.len()).map_err(ApiError::internal)?;
+    store_component_file(component_path(&state, &sha256), bytes).await?;
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    // Another tenant's deployment may have validated the same bytes.
+    let inserted = sqlx::query(
+        "INSERT INTO components (tenant_id, sha256, size, world, created_at_ms) \
+         VALUES ($1, $2, $3, COALESCE((SELECT c.world FROM components c \
+                                       WHERE c.sha256 = $2 AND c.world <> $4 LIMIT 1), $4), $5) \
+         ON CONFLICT (tenant_id, sha256) DO NOTHING",
+    )
+    .bind(&principal.tenant_id)
+    .bind(&sha256)
+    .bind(size)
+    .bind(UNCHECKED)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?
+    .rows_affected();
+    if inserted == 1 {
+        audit::record_in(
+            &mut tx,
+            Some(&principal.tenant_id),
+            Some(&principal.user_id),
+            "component_uploaded",
+            json!({ "sha256": sha256, "size": size }),
+            Some(&rid.0),
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(ApiError::internal)?;
+    let component = get_component(&state, &principal.tenant_id, &sha256)
+        .await?
+        .ok_or_else(|| ApiError::internal("component row vanished"))?;
+    let status = if inserted == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(component)).into_response())
+}
+
+/// List this tenant's components, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/components",
+    tag = "agents",
+    params(PageQuery),
+    responses((status = 200, description = "A page", body = Page<Component>)),
+    security(("bearer" = []))
+)]
+async fn list_components(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<Component>>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("agents:read")?;
+    let (after_t, after_id) = page.after()?;
+    let limit = page.limit();
+    let rows = sqlx::query(
+        "SELECT sha256, size, world, created_at_ms FROM components \
+         WHERE tenant_id = $1 AND (created_at_ms, sha256) > ($2, $3) \
+         ORDER BY created_at_ms, sha256 LIMIT $4",
+    )
+    .bind(&principal.tenant_id)
+    .bind(after_t)
+    .bind(after_id)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    let items = rows
+        .iter()
+        .map(component_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page::from_rows(items, limit, |c| {
+        (c.created_at_ms, c.sha256.clone())
+    })))
+}
+
+/// The body, up to `limit` bytes: refused from Content-Length before
+/// reading, and while reading a body without one. (The router's default
+/// limit is for JSON; `routes()` has no configuration to build a layer from,
+/// so the upload enforces `max_component_bytes` itself.) A refusal is the
+/// error response, with `Connection: close`: the rest of the body is never
+/// read, so the connection cannot carry another request, and a client must
+/// not put it back in its pool.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, Response> {
+    use futures_util::StreamExt as _;
+    let refuse = |e: ApiError| {
+        let mut response = e.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    let too_large = || {
+        refuse(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a component may have at most {limit} bytes"),
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf =
+        Vec::with_capacity(usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or_default());
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| refuse(ApiError::bad_request(format!("reading the body: {e}"))))?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// A WebAssembly binary of the component layer (not a core module).
+fn check_component_header(bytes: &[u8]) -> Result<(), ApiError> {
+    let invalid = |m: &str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_component",
+            m.to_owned(),
+        )
+    };
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(invalid("the body is not WebAssembly"));
+    }
+    // Version 1 with layer 0 is a core module; components are layer 1.
+    if bytes[6..8] != [1, 0] {
+        return Err(invalid(
+            "the body is a core WebAssembly module, not a component",
+        ));
+    }
+    Ok(())
+}
+
+fn component_path(state: &AppState, sha256: &str) -> PathBuf {
+    state.components_dir.join(format!("{sha256}.wasm"))
+}
+
+/// Write the bytes under their name once, atomically (temporary file,
+/// fsync, rename), so a reader never sees a partial component.
+async fn store_component_file(path: PathBuf, bytes: Bytes) -> Result<(), ApiError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write as _;
+        if path.exists() {
+            return Ok(());
+        }
+        // A unique temporary name: concurrent uploads of the same bytes
+        // each write their own file and the last rename wins (same bytes).
+        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+async fn get_component(
+    state: &AppState,
+    tenant: &str,
+    sha256: &str,
+) -> Result<Option<Component>, ApiError> {
+    sqlx::query(
+        "SELECT sha256, size, world, created_at_ms FROM components \
+         WHERE tenant_id = $1 AND sha256 = $2",
+    )
+    .bind(tenant)
+    .bind(sha256)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?
+    .as_ref()
+    .map(component_from_row)
+    .transpose()
+}
+
+fn component_from_row(row: &AnyRow) -> Result<Component, ApiError> {
+    Ok(Component {
+        sha256: row.try_get("sha256").map_err(ApiError::internal)?,
+        size: row.try_get("size").map_err(ApiError::internal)?,
+        world: row.try_get("world").map_err(ApiError::internal)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(ApiError::internal)?,
+    })
+}
+
+/// 422 unless the tenant uploaded `sha256`.
+async fn require_component(state: &AppState, tenant: &str, sha256: &str) -> Result<(), ApiError> {
+    match get_component(state, tenant, sha256).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_component",
+            format!("no component {sha256} was uploaded to this tenant (POST /v1/components)"),
+        )),
+    }
+}
+
+// ---- agents: storage -------------------------------------------------------
+
+/// Columns of [`agent_from_row`].
+pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, kind, parent_agent_id, component, \
+     limits, grants, paused, node_id, created_at_ms, updated_at_ms";
+
+/// An agent from a row of [`AGENT_COLUMNS`].
+pub(crate) fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
+    let json_column = |name: &str| -> Result<String, sqlx::Error> { row.try_get(name) };
+    let decode = |name: &str, e: serde_json::Error| sqlx::Error::ColumnDecode {
+        index: name.to_owned(),
+        source: Box::new(e),
+    };
+    let kind: String = row.try_get("kind")?;
+    Ok(Agent {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        kind: Kind::parse(&kind).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "kind".into(),
+            source: format!("unknown kind {kind:?}").into(),
+        })?,
+        parent_agent_id: row.try_get("parent_agent_id")?,
+        component: row.try_get("component")?,
+        limits: serde_json::from_str(&json_column("limits")?).map_err(|e| decode("limits", e))?,
+        grants: serde_json::from_str(&json_column("grants")?).map_err(|e| decode("grants", e))?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        node_id: row.try_get("node_id")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+/// The tenant's agent `id`, or 404 (also for another tenant's id).
+pub(crate) async fn load_agent(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<Agent, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?
+    .ok_or_else(|| ApiError::not_found("agent"))?;
+    agent_from_row(&row).map_err(ApiError::internal)
+}
+
+/// The node hosting `agent`, or 503 `node_unavailable` when it is down (the
+/// monitor is about to move the agent).
+pub(crate) async fn hosting_node(state: &AppState, agent: &Agent) -> Result<Target, ApiError> {
+    let Some(node_id) = &agent.node_id else {
+        return Err(crate::nodeclient::node_unavailable());
+    };
+    nodes::up_node(state, node_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(crate::nodeclient::node_unavailable)
+}
+
+// ---- agents: deployment ----------------------------------------------------
+
+/// Why an agent could not be deployed on a node.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeployError {
+    /// The node refused or did not answer.
+    #[error(transparent)]
+    Node(#[from] NodeCallError),
+    /// The component's bytes could not be read here.
+    #[error("reading component {sha256}: {source}")]
+    Component {
+        /// Which.
+        sha256: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Limits or grants do not serialise (never, for stored values).
+    #[error("encoding the deployment: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl DeployError {
+    /// Whether the node did not answer (another node may).
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Node(e) if e.is_unreachable())
+    }
+
+    /// The client's answer: a node's 422 is `invalid_component`.
+    pub(crate) fn to_api(&self) -> ApiError {
+        match self {
+            Self::Node(NodeCallError::Refused {
+                status, message, ..
+            }) if *status == StatusCode::UNPROCESSABLE_ENTITY => {
+                ApiError::new(*status, "invalid_component", message.clone())
+            }
+            Self::Node(e) => e.to_api(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Make `node` run `agent` as stored: its spec, and its pause state. The
+/// component is pushed only when the node lacks it (its 422 on the agent).
+pub(crate) async fn deploy(
+    state: &AppState,
+    node: &Target,
+    agent: &Agent,
+) -> Result<AgentRecord, DeployError> {
+    let client = NodeClient::new(state);
+    let limits = serde_json::to_value(&agent.limits)?;
+    let grants = serde_json::to_value(&agent.grants)?;
+    let spec = DeploySpec {
+        tenant_id: &agent.tenant_id,
+        component: &agent.component,
+        limits: &limits,
+        grants: &grants,
+    };
+    let record = match client.put_agent(&node.url, &agent.id, &spec).await {
+        Ok(record) => record,
+        Err(e) if e.is_unprocessable() => {
+            // Most likely the node does not hold the component yet; if the
+            // 422 was about something else, the second attempt says so.
+            push_component(state, node, &agent.component).await?;
+            client.put_agent(&node.url, &agent.id, &spec).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if record.paused != agent.paused {
+        return Ok(client
+            .set_paused(&node.url, &agent.id, agent.paused)
+            .await?);
+    }
+    Ok(record)
+}
+
+/// Upload a stored component to `node` and remember what world it is.
+async fn push_component(state: &AppState, node: &Target, sha256: &str) -> Result<(), DeployError> {
+    let bytes = tokio::fs::read(component_path(state, sha256))
+        .await
+        .map_err(|source| DeployError::Component {
+            sha256: sha256.to_owned(),
+            source,
+        })?;
+    let record = NodeClient::new(state)
+        .put_component(&node.url, sha256, Bytes::from(bytes))
+        .await?;
+    // Derived from the bytes alone, so every tenant's row may learn it.
+    if let Err(e) = sqlx::query("UPDATE components SET world = $1 WHERE sha256 = $2 AND world = $3")
+        .bind(&record.world)
+        .bind(sha256)
+        .bind(UNCHECKED)
+        .execute(state.db.pool())
+        .await
+    {
+        tracing::warn!(error = %e, sha256, "recording a component's world");
+    }
+    Ok(())
+}
+
+// ---- agents: handlers ------------------------------------------------------
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || name.trim() != name
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(format!(
+            "name must be 1-{MAX_NAME} bytes without control characters or surrounding spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_grants(grants: &AgentGrants) -> Result<(), ApiError> {
+    for (what, list) in [
+        ("models", &grants.models),
+        ("templates", &grants.templates),
+        ("recipients", &grants.recipients),
+    ] {
+        if list.len() > MAX_GRANTS || list.iter().any(|s| s.is_empty() || s.len() > MAX_GRANT_LEN) {
+            return Err(ApiError::invalid(format!(
+                "grants.{what}: at most {MAX_GRANTS} entries of 1-{MAX_GRANT_LEN} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Create an agent and deploy it.
+///
+/// Placed on the least-loaded node that is up (smallest load / capacity,
+/// then fewest agents); if that node does not answer, the next is tried.
+/// Nothing is stored unless a node accepted the deployment.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    request_body = CreateAgent,
+    responses(
+        (status = 201, description = "Deployed", body = Agent),
+        (status = 409, description = "`name_taken`"),
+        (status = 422, description = "`invalid`, `invalid_parent`, `unknown_component`, \
+                                      `invalid_component` (the node refused it)"),
+        (status = 503, description = "`no_nodes` (no node is up) or `node_unavailable`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    JsonBody(body): JsonBody<CreateAgent>,
+) -> Result<Response, ApiError> {
+    principal.require_role(Role::Admin)?;
+    principal.require_scope("agents:write")?;
+    let tenant = &principal.tenant_id;
+    validate_name(&body.name)?;
+    let grants = body.grants.unwrap_or_default();
+    validate_grants(&grants)?;
+    match (body.kind, &body.parent_agent_id) {
+        (Kind::Main, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_parent",
+                "a main agent has no parent_agent_id",
+            ));
+        }
+        (Kind::Bot, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_parent",
+                "a bot needs parent_agent_id: a main agent of this tenant",
+            ));
+        }
+        (Kind::Bot, Some(parent)) => {
+            let kind: Option<String> =
+                sqlx::query_scalar("SELECT kind FROM agents WHERE id = $1 AND tenant_id = $2")
+                    .bind(parent)
+                    .bind(tenant)
+                    .fetch_optional(state.db.pool())
+                    .await
+                    .map_err(ApiError::internal)?;
+            if kind.as_deref() != Some(Kind::Main.as_str()) {
+                return Err(invalid_parent());
+            }
+        }
+        (Kind::Main, None) => {}
+    }
+    if !is_sha256(&body.component) {
+        return Err(ApiError::invalid(
+            "component must be a sha256 (64 lowercase hex digits)",
+        ));
+    }
+    require_component(&state, tenant, &body.component).await?;
+    let taken: Option<String> =
+        sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant)
+            .bind(&body.name)
+            .fetch_optional(state.db.pool())
+            .await
+            .map_err(ApiError::internal)?;
+    if taken.is_some() {
+        return Err(name_taken(&body.name));
+    }
+
+    let now = now_ms();
+    let mut agent = Agent {
+        id: new_id(ID_PREFIX),
+        tenant_id: tenant.clone(),
+        name: body.name,
+        kind: body.kind,
+        parent_agent_id: body.parent_agent_id,
+        component: body.component,
+        limits: body.limits.unwrap_or_default(),
+        grants,
+        paused: false,
+        node_id: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    record_ids(Some(tenant), Some(&agent.id), None);
+    let candidates = nodes::candidates(&state)
+        .await
+        .map_err(ApiError::internal)?;
+    if candidates.is_empty() {
+        return Err(no_nodes());
+    }
+    let mut placed = None;
+    for node in candidates.iter().take(PLACEMENT_ATTEMPTS) {
+        match deploy(&state, node, &agent).await {
+            Ok(_) => {
+                placed = Some(node);
+                break;
+            }
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(node = %node.id, error = %e, "placement: node did not answer");
+            }
+            Err(e) => return Err(e.to_api()),
+        }
+    }
+    let Some(node) = placed else {
+        return Err(crate::nodeclient::node_unavailable());
+    };
+    agent.node_id = Some(node.id.clone());
+
+    if let Err(e) = insert_agent(&state, &agent, &principal, &rid).await {
+        // Not stored: take the deployment back (the monitor would remove
+        // it later otherwise).
+        if let Err(undo) = NodeClient::new(&state)
+            .delete_agent(&node.url, &agent.id)
+            .await
+        {
+            tracing::warn!(error = %undo, "removing the deployment of an agent that was not stored");
+        }
+        return Err(e);
+    }
+    tracing::info!(agent = %agent.id, node = %node.id, "agent created");
+    Ok((StatusCode::CREATED, Json(agent)).into_response())
+}
+
+/// Store a new agent with its audit row, in one transaction.
+async fn insert_agent(
+    state: &AppState,
+    agent: &Agent,
+    principal: &Principal,
+    rid: &RequestId,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO agents ({AGENT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(&agent.id)
+    .bind(&agent.tenant_id)
+    .bind(&agent.name)
+    .bind(agent.kind.as_str())
+    .bind(agent.parent_agent_id.clone())
+    .bind(&agent.component)
+    .bind(serde_json::to_string(&agent.limits).map_err(ApiError::internal)?)
+    .bind(serde_json::to_string(&agent.grants).map_err(ApiError::internal)?)
+    .bind(i64::from(agent.paused))
+    .bind(agent.node_id.clone())
+    .bind(agent.created_at_ms)
+    .bind(agent.updated_at_ms)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        let db = e.as_database_error();
+        if db.is_some_and(|d| d.is_unique_violation()) {
+            return Err(name_taken(&agent.name));
+        }
+        if db.is_some_and(|d| d.is_foreign_key_violation()) {
+            return Err(invalid_parent());
+        }
+        return Err(ApiError::internal(e));
+    }
+    audit::record_in(
+        &mut tx,
+        Some(&agent.tenant_id),
+        Some(&principal.user_id),
+        "agent_created",
+        json!({ "agent_id": agent.id, "name": agent.name, "kind": agent.kind,
+                "component": agent.component, "node_id": agent.node_id }),
+        Some(&rid.0),
+    )
+    .await?;
+    tx.commit().await.map_err(ApiError::internal)
+}
+
+fn name_taken(name: &str) -> ApiError {
+    ApiError::conflict(
+        "name_taken",
+        format!("this tenant already has an agent named {name:?}"),
+    )
+}
+
+/// The same answer for a missing parent, a bot and another tenant's agent.
+fn invalid_parent() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_parent",
+        "parent_agent_id is not a main agent of this tenant",
+    )
+}
+
+fn no_nodes() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_nodes",
+        "no node is up to run this agent",
+    )
+    .retry_after(std::time::Duration::from_secs(5))
+}
+
+/// List this tenant's agents, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    params(PageQuery, AgentFilter),
+    responses((status = 200, description = "A page", body = Page<Agent>)),
+    security(("bearer" = []))
+)]
+async fn list_agents(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+    Query(filter): Query<AgentFilter>,
+) -> Result<Json<Page<Agent>>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("agents:read")?;
+    let (after_t, after_id) = page.after()?;
+    let limit = page.limit();
+    let kind_clause = if filter.kind.is_some() {
+        "AND kind = $5"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {AGENT_COLUMNS} FROM agents \
+         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3) {kind_clause} \
+         ORDER BY created_at_ms, id LIMIT $4"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(&principal.tenant_id)
+        .bind(after_t)
+        .bind(after_id)
+        .bind(i64::from(limit) + 1);
+    if let Some(kind) = filter.kind {
+        query = query.bind(kind.as_str());
+    }
+    let rows = query
+        .fetch_all(state.db.pool())
+        .await
+        .map_err(ApiError::internal)?;
+    let items = rows
+        .iter()
+        .map(agent_from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(Page::from_rows(items, limit, |a| {
+        (a.created_at_ms, a.id.clone())
+    })))
+}
+
+/// One agent.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The agent", body = Agent),
+        (status = 404, description = "No such agent in this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("agents:read")?;
+    record_ids(None, Some(&id), None);
+    Ok(Json(load_agent(&state, &principal.tenant_id, &id).await?))
+}
+
+/// Change an agent's component, limits or grants; it is redeployed on its
+/// node (which must accept the change before it is stored).
+#[utoipa::path(
+    patch,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id")),
+    request_body = UpdateAgent,
+    responses(
+        (status = 200, description = "Redeployed", body = Agent),
+        (status = 404, description = "No such agent in this tenant"),
+        (status = 422, description = "`invalid`, `unknown_component`, `invalid_component`"),
+        (status = 503, description = "`node_unavailable`: its node is down (retry)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn update_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateAgent>,
+) -> Result<Json<Agent>, ApiError> {
+    principal.require_role(Role::Admin)?;
+    principal.require_scope("agents:write")?;
+    record_ids(None, Some(&id), None);
+    let mut agent = load_agent(&state, &principal.tenant_id, &id).await?;
+    if let Some(component) = body.component {
+        if !is_sha256(&component) {
+            return Err(ApiError::invalid(
+                "component must be a sha256 (64 lowercase hex digits)",
+            ));
+        }
+        require_component(&state, &principal.tenant_id, &component).await?;
+        agent.component = component;
+    }
+    if let Some(limits) = body.limits {
+        agent.limits = limits;
+    }
+    if let Some(grants) = body.grants {
+        validate_grants(&grants)?;
+        agent.grants = grants;
+    }
+    let node = hosting_node(&state, &agent).await?;
+    deploy(&state, &node, &agent)
+        .await
+        .map_err(|e| e.to_api())?;
+    agent.updated_at_ms = now_ms().max(agent.updated_at_ms + 1);
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let updated = sqlx::query(
+        "UPDATE agents SET component = $1, limits = $2, grants = $3, updated_at_ms = $4 \
+         WHERE id = $5 AND tenant_id = $6",
+    )
+    .bind(&agent.component)
+    .bind(serde_json::to_string(&agent.limits).map_err(ApiError::internal)?)
+    .bind(serde_json::to_string(&agent.grants).map_err(ApiError::internal)?)
+    .bind(agent.updated_at_ms)
+    .bind(&agent.id)
+    .bind(&principal.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("agent"));
+    }
+    audit::record_in(
+        &mut tx,
+        Some(&principal.tenant_id),
+        Some(&principal.user_id),
+        "agent_updated",
+        json!({ "agent_id": agent.id, "component": agent.component,
+                "limits": agent.limits, "grants": agent.grants }),
+        Some(&rid.0),
+    )
+    .await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(Json(agent))
+}
+
+/// Delete an agent: 409 `has_bots` while bots name it as parent. Its
+/// deployment is removed from its node, which cancels its runs; if the node
+/// is down, the monitor removes it when the node is back. Its runs stay
+/// listed.
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such agent in this tenant"),
+        (status = 409, description = "`has_bots`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn delete_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_role(Role::Admin)?;
+    principal.require_scope("agents:write")?;
+    record_ids(None, Some(&id), None);
+    let agent = load_agent(&state, &principal.tenant_id, &id).await?;
+    // The row goes first: the monitor then sees the deployment as stale
+    // and never redeploys it, whatever happens to the node call below.
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let deleted = sqlx::query(
+        "DELETE FROM agents WHERE id = $1 AND tenant_id = $2 \
+         AND NOT EXISTS (SELECT 1 FROM agents b WHERE b.parent_agent_id = $1)",
+    )
+    .bind(&id)
+    .bind(&principal.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    if deleted.rows_affected() == 0 {
+        drop(tx);
+        load_agent(&state, &principal.tenant_id, &id).await?;
+        return Err(ApiError::conflict(
+            "has_bots",
+            "delete this main agent's bots first",
+        ));
+    }
+    audit::record_in(
+        &mut tx,
+        Some(&principal.tenant_id),
+        Some(&principal.user_id),
+        "agent_deleted",
+        json!({ "agent_id": agent.id, "name": agent.name, "node_id": agent.node_id }),
+        Some(&rid.0),
+    )
+    .await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    if let Some(node_id) = &agent.node_id {
+        match nodes::up_node(&state, node_id).await {
+            Ok(Some(node)) => match NodeClient::new(&state).delete_agent(&node.url, &id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, node = %node_id, "deleting a deployment; the monitor retries")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "looking up an agent's node"),
+        }
+    }
+    tracing::info!(agent = %id, "agent deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pause an agent: it takes no new runs (409 `agent_paused`); queued runs
+/// wait.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{id}/pause",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "Paused", body = Agent),
+        (status = 404, description = "No such agent in this tenant"),
+        (status = 503, description = "`node_unavailable`: its node is down (retry)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn pause_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    set_paused(state, principal, rid, id, true).await.map(Json)
+}
+
+/// Resume a paused agent.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{id}/resume",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "Running again", body = Agent),
+        (status = 404, description = "No such agent in this tenant"),
+        (status = 503, description = "`node_unavailable`: its node is down (retry)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn resume_agent(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Json<Agent>, ApiError> {
+    set_paused(state, principal, rid, id, false).await.map(Json)
+}
+
+async fn set_paused(
+    state: AppState,
+    principal: Principal,
+    rid: RequestId,
+    id: String,
+    paused: bool,
+) -> Result<Agent, ApiError> {
+    principal.require_role(Role::Admin)?;
+    principal.require_scope("agents:write")?;
+    record_ids(None, Some(&id), None);
+    let mut agent = load_agent(&state, &principal.tenant_id, &id).await?;
+    agent.paused = paused;
+    let node = hosting_node(&state, &agent).await?;
+    match NodeClient::new(&state)
+        .set_paused(&node.url, &id, paused)
+        .await
+    {
+        Ok(_) => {}
+        // The node lost the deployment: put it back, in the new state.
+        Err(e) if e.is_not_found() => {
+            deploy(&state, &node, &agent)
+                .await
+                .map_err(|e| e.to_api())?;
+        }
+        Err(e) => return Err(e.to_api()),
+    }
+    agent.updated_at_ms = now_ms().max(agent.updated_at_ms + 1);
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let updated = sqlx::query(
+        "UPDATE agents SET paused = $1, updated_at_ms = $2 WHERE id = $3 AND tenant_id = $4",
+    )
+    .bind(i64::from(paused))
+    .bind(agent.updated_at_ms)
+    .bind(&id)
+    .bind(&principal.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("agent"));
+    }
+    audit::record_in(
+        &mut tx,
+        Some(&principal.tenant_id),
+        Some(&principal.user_id),
+        if paused {
+            "agent_paused"
+        } else {
+            "agent_resumed"
+        },
+        json!({ "agent_id": agent.id }),
+        Some(&rid.0),
+    )
+    .await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_headers_are_checked_cheaply() {
+        assert!(check_component_header(b"\0asm\x0d\0\x01\0rest").is_ok());
+        let core = check_component_header(b"\0asm\x01\0\0\0").expect_err("core module");
+        assert_eq!(core.code, "invalid_component");
+        assert!(check_component_header(b"MZ\0\0\0\0\0\0").is_err());
+        assert!(check_component_header(b"\0asm").is_err());
+    }
+
+    #[test]
+    fn names_grants_and_digests_are_validated() {
+        assert!(validate_name("main-1 ü").is_ok());
+        for bad in ["", " x", "x ", "a\nb", &"x".repeat(MAX_NAME + 1)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(is_sha256(&"ab".repeat(32)));
+        assert!(!is_sha256(&"AB".repeat(32)));
+        assert!(!is_sha256("../../etc/passwd"));
+        let grants = AgentGrants {
+            models: vec![String::new()],
+            ..AgentGrants::default()
+        };
+        assert!(validate_grants(&grants).is_err());
+        // The grants serialise as the node's `Grants`.
+        let ours = AgentGrants {
+            models: vec!["m".into()],
+            channels: vec![Channel::Email, Channel::Sms],
+            templates: vec![],
+            recipients: vec!["*@example.com".into()],
+        };
+        let theirs: delta_node::model::Grants =
+            serde_json::from_value(serde_json::to_value(&ours).expect("json"))
+                .expect("node grants");
+        assert_eq!(theirs.channels.len(), 2);
+        let limits: delta_node::model::AgentLimits = serde_json::from_value(
+            serde_json::to_value(Limits {
+                fuel: Some(5),
+                ..Limits::default()
+            })
+            .expect("json"),
+        )
+        .expect("node limits");
+        assert_eq!(limits.fuel, Some(5));
+    }
 }

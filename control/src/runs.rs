@@ -1,10 +1,538 @@
-//! (being written)
+//! Runs: submitted through the control plane to the node hosting the agent,
+//! recorded here under the node's run id.
+//!
+//! The control plane answers what the node answered (202 with the run id,
+//! or with `?wait=true` 200 with the finished run), passing the node's 409
+//! (`agent_paused`) and 429 (`queue_full`, with `Retry-After`) through; a
+//! node that cannot be reached is 503 `node_unavailable`. A run's row is
+//! brought up to date by usage reports (`POST /v1/nodes/usage`) and by
+//! `GET /v1/runs/{id}`, which asks the node. A node that answers 404 for
+//! the agent (it lost its state) gets the deployment back and the run is
+//! submitted once more.
+//!
+//! Roles: `member`, with `runs:write` to submit and `runs:read` to read.
+//!
+//! What is kept where: the control plane keeps each run's status, the
+//! outcome's name (`{"status": "completed"}`) and its usage; the output
+//! and the logs stay on the node that ran it, which deletes them after its
+//! retention (24 h by default), so the control plane never keeps them
+//! longer. `GET /v1/runs/{id}` and `GET /v1/runs/{id}/logs` fetch them from
+//! the node while it has them; lists show what is kept here.
+//!
+//! Times: `created_at_ms` is the control plane's clock (lists are ordered by
+//! it); `started_at_ms`, `finished_at_ms` and `expires_at_ms` are the
+//! node's.
 
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use delta_http::{ApiError, JsonBody, record_ids};
+use delta_node::model::{RunRecord, RunUsage};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::agents::{deploy, hosting_node, load_agent};
 use crate::app::AppState;
+use crate::auth::{Principal, Role};
+use crate::db::now_ms;
+use crate::nodeclient::{DEFAULT_RUN_TIMEOUT, NodeClient, Submitted, node_unavailable};
+use crate::pagination::{Page, PageQuery};
+
+/// A run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    /// The node's run id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The node it was submitted to.
+    pub node_id: String,
+    /// `queued`, `running` or `finished`.
+    pub status: String,
+    /// How it ended: `{"status": "completed", "output": ...}` and so on in
+    /// answers that come from the node; only `{"status": ...}` in lists and
+    /// once the node no longer has the run.
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<Value>,
+    /// Log lines, in answers that come from the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub logs: Option<Value>,
+    /// What it used (the node's `RunUsage`), once finished.
+    #[schema(value_type = Option<Object>)]
+    pub usage: Option<Value>,
+    /// Accepted at (control plane clock).
+    pub created_at_ms: i64,
+    /// Started executing at (node clock), in answers that come from the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    /// Ended at (node clock).
+    pub finished_at_ms: Option<i64>,
+    /// When the node deletes its output and logs, in answers that come from
+    /// the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+}
+
+/// The 202 answer: accepted, not finished.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunAccepted {
+    /// Run id (`GET /v1/runs/{id}`).
+    pub id: String,
+    /// `queued`.
+    pub status: String,
+}
+
+/// Body of `POST /v1/agents/{id}/runs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// The task input: any JSON value (default `{}`).
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub input: Value,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// Query of `POST /v1/agents/{id}/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunQuery {
+    /// Answer 200 with the finished run instead of 202.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// `?agent_id=` of `GET /v1/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunFilter {
+    /// Only this agent's runs.
+    pub agent_id: Option<String>,
+}
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(create_run))
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(run_logs))
+}
+
+const RUN_COLUMNS: &str = "id, tenant_id, agent_id, node_id, status, outcome, usage, \
+                           created_at_ms, finished_at_ms";
+
+fn run_from_row(row: &AnyRow) -> Result<Run, sqlx::Error> {
+    let json = |name: &str| -> Result<Option<Value>, sqlx::Error> {
+        let text: Option<String> = row.try_get(name)?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| sqlx::Error::ColumnDecode {
+                index: name.to_owned(),
+                source: Box::new(e),
+            })
+        })
+        .transpose()
+    };
+    Ok(Run {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        agent_id: row.try_get("agent_id")?,
+        node_id: row.try_get("node_id")?,
+        status: row.try_get("status")?,
+        outcome: json("outcome")?,
+        logs: None,
+        usage: json("usage")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        started_at_ms: None,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        expires_at_ms: None,
+    })
+}
+
+/// The view of a node's record, with what only the control plane knows.
+fn run_from_record(record: RunRecord, node_id: &str, created_at_ms: i64) -> Run {
+    Run {
+        id: record.id,
+        tenant_id: record.tenant_id,
+        agent_id: record.agent_id,
+        node_id: node_id.to_owned(),
+        status: record.status.as_str().to_owned(),
+        outcome: record.outcome,
+        logs: record.logs,
+        usage: record
+            .usage
+            .and_then(|u| serde_json::to_value(u).ok())
+            .filter(|u| !u.is_null()),
+        created_at_ms,
+        started_at_ms: record.started_at_ms,
+        finished_at_ms: record.finished_at_ms,
+        expires_at_ms: record.expires_at_ms,
+    }
+}
+
+fn json_text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(Value::to_string)
+}
+
+/// What is stored of an outcome: its name only (the output is the node's
+/// to keep, and to delete after its retention).
+fn outcome_name(v: &Option<Value>) -> Option<String> {
+    v.as_ref()
+        .map(|o| json!({ "status": o.get("status").cloned().unwrap_or(Value::Null) }).to_string())
+}
+
+/// Submit a run of an agent to its node.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{id}/runs",
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), RunQuery),
+    request_body = CreateRun,
+    responses(
+        (status = 202, description = "Accepted (see `Location`)", body = RunAccepted),
+        (status = 200, description = "Finished (`?wait=true`)", body = Run),
+        (status = 404, description = "No such agent in this tenant"),
+        (status = 409, description = "`agent_paused`"),
+        (status = 429, description = "`queue_full` (see `Retry-After`)"),
+        (status = 503, description = "`node_unavailable` (see `Retry-After`)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(agent_id): Path<String>,
+    Query(query): Query<RunQuery>,
+    JsonBody(body): JsonBody<CreateRun>,
+) -> Result<Response, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("runs:write")?;
+    record_ids(None, Some(&agent_id), None);
+    let agent = load_agent(&state, &principal.tenant_id, &agent_id).await?;
+    let node = hosting_node(&state, &agent).await?;
+    let timeout = agent
+        .limits
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_RUN_TIMEOUT);
+    let client = NodeClient::new(&state);
+    let submitted = match client
+        .create_run(&node.url, &agent.id, &body.input, query.wait, timeout)
+        .await
+    {
+        // The node lost the deployment (its state was reset): restore it
+        // and try once more.
+        Err(e) if e.is_not_found() => {
+            tracing::warn!(node = %node.id, agent = %agent.id, "node lacks the agent: redeploying");
+            deploy(&state, &node, &agent)
+                .await
+                .map_err(|e| e.to_api())?;
+            client
+                .create_run(&node.url, &agent.id, &body.input, query.wait, timeout)
+                .await
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_api())?;
+    let now = now_ms();
+    match submitted {
+        Submitted::Queued { id, status } => {
+            record_ids(None, None, Some(&id));
+            let run = Run {
+                id: id.clone(),
+                tenant_id: agent.tenant_id.clone(),
+                agent_id: agent.id.clone(),
+                node_id: node.id.clone(),
+                status: status.as_str().to_owned(),
+                outcome: None,
+                logs: None,
+                usage: None,
+                created_at_ms: now,
+                started_at_ms: None,
+                finished_at_ms: None,
+                expires_at_ms: None,
+            };
+            insert_run(&state, &run).await?;
+            let mut response = (
+                StatusCode::ACCEPTED,
+                Json(RunAccepted {
+                    id: id.clone(),
+                    status: run.status,
+                }),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{id}")) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(response)
+        }
+        Submitted::Finished(record) => {
+            record_ids(None, None, Some(&record.id));
+            let run = run_from_record(*record, &node.id, now);
+            if run.tenant_id != agent.tenant_id || run.agent_id != agent.id {
+                return Err(ApiError::internal(format!(
+                    "node {} answered a run of another agent",
+                    node.id
+                )));
+            }
+            insert_run(&state, &run).await?;
+            Ok(Json(run).into_response())
+        }
+    }
+}
+
+/// Record a run the node accepted, folding in usage that was reported
+/// before the row existed (a fast run's report can beat the answer). The
+/// row is committed before the usage is looked up, and usage ingestion
+/// commits its records before it marks runs: whichever comes second sees
+/// the other's write.
+async fn insert_run(state: &AppState, run: &Run) -> Result<(), ApiError> {
+    sqlx::query(&format!(
+        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (id) DO NOTHING"
+    ))
+    .bind(&run.id)
+    .bind(&run.tenant_id)
+    .bind(&run.agent_id)
+    .bind(&run.node_id)
+    .bind(&run.status)
+    .bind(outcome_name(&run.outcome))
+    .bind(json_text(&run.usage))
+    .bind(run.created_at_ms)
+    .bind(run.finished_at_ms)
+    .execute(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    if run.status != "finished" {
+        let reported: Option<String> =
+            sqlx::query_scalar("SELECT payload FROM usage_records WHERE run_id = $1")
+                .bind(&run.id)
+                .fetch_optional(state.db.pool())
+                .await
+                .map_err(ApiError::internal)?;
+        if let Some(usage) = reported.and_then(|p| serde_json::from_str::<RunUsage>(&p).ok()) {
+            let mut conn = state
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
+            finish_from_usage(&mut conn, &usage)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mark the run a usage record reports finished, with that usage (and the
+/// outcome's name, unless a fuller outcome is stored). No row yet, or
+/// already finished: nothing happens. Returns the rows changed.
+pub(crate) async fn finish_from_usage(
+    conn: &mut sqlx::AnyConnection,
+    usage: &RunUsage,
+) -> Result<u64, sqlx::Error> {
+    let payload = serde_json::to_string(usage).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let outcome = json!({ "status": usage.outcome }).to_string();
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'finished', usage = $1, finished_at_ms = $2, \
+             outcome = COALESCE(outcome, $3) \
+         WHERE id = $4 AND tenant_id = $5 AND agent_id = $6 AND status <> 'finished'",
+    )
+    .bind(payload)
+    .bind(usage.finished_at_ms)
+    .bind(outcome)
+    .bind(&usage.run_id)
+    .bind(&usage.tenant_id)
+    .bind(&usage.agent_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// List this tenant's runs, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    params(PageQuery, RunFilter),
+    responses((status = 200, description = "A page (no logs)", body = Page<Run>)),
+    security(("bearer" = []))
+)]
+async fn list_runs(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+    Query(filter): Query<RunFilter>,
+) -> Result<Json<Page<Run>>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("runs:read")?;
+    let (after_t, after_id) = page.after()?;
+    let limit = page.limit();
+    let agent_clause = if filter.agent_id.is_some() {
+        "AND agent_id = $5"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs \
+         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3) {agent_clause} \
+         ORDER BY created_at_ms, id LIMIT $4"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(&principal.tenant_id)
+        .bind(after_t)
+        .bind(after_id)
+        .bind(i64::from(limit) + 1);
+    if let Some(agent) = &filter.agent_id {
+        query = query.bind(agent);
+    }
+    let rows = query
+        .fetch_all(state.db.pool())
+        .await
+        .map_err(ApiError::internal)?;
+    let items = rows
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(Page::from_rows(items, limit, |r| {
+        (r.created_at_ms, r.id.clone())
+    })))
+}
+
+async fn load_run(state: &AppState, tenant: &str, id: &str) -> Result<Run, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?
+    .ok_or_else(|| ApiError::not_found("run"))?;
+    run_from_row(&row).map_err(ApiError::internal)
+}
+
+/// One run, from its node while the node has it (with the output and the
+/// logs; the stored status is brought up to date), else as stored.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = Run),
+        (status = 404, description = "No such run in this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("runs:read")?;
+    record_ids(None, None, Some(&id));
+    let stored = load_run(&state, &principal.tenant_id, &id).await?;
+    let node = match crate::nodes::up_node(&state, &stored.node_id).await {
+        Ok(Some(node)) => node,
+        Ok(None) => return Ok(Json(stored)),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let record = match NodeClient::new(&state).get_run(&node.url, &id).await {
+        Ok(record)
+            if record.tenant_id == stored.tenant_id && record.agent_id == stored.agent_id =>
+        {
+            record
+        }
+        Ok(_) => {
+            tracing::error!(node = %node.id, run = %id, "node answered another tenant's run");
+            return Ok(Json(stored));
+        }
+        Err(e) => {
+            if !e.is_not_found() {
+                tracing::warn!(node = %node.id, error = %e, "fetching a run from its node");
+            }
+            return Ok(Json(stored));
+        }
+    };
+    let run = run_from_record(record, &stored.node_id, stored.created_at_ms);
+    if run.status != stored.status {
+        sqlx::query(
+            "UPDATE runs SET status = $1, outcome = $2, usage = $3, finished_at_ms = $4 \
+             WHERE id = $5 AND tenant_id = $6 AND status <> 'finished'",
+        )
+        .bind(&run.status)
+        .bind(outcome_name(&run.outcome))
+        .bind(json_text(&run.usage))
+        .bind(run.finished_at_ms)
+        .bind(&id)
+        .bind(&principal.tenant_id)
+        .execute(state.db.pool())
+        .await
+        .map_err(ApiError::internal)?;
+    }
+    Ok(Json(run))
+}
+
+/// A run's log as server-sent events, relayed from its node: `log` events
+/// (one line each, JSON), live while it runs, then one `end` event.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/logs",
+    tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such run in this tenant, or its node no longer has it"),
+        (status = 503, description = "`node_unavailable`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn run_logs(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("runs:read")?;
+    record_ids(None, None, Some(&id));
+    let stored = load_run(&state, &principal.tenant_id, &id).await?;
+    let node = crate::nodes::up_node(&state, &stored.node_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(node_unavailable)?;
+    let upstream = NodeClient::new(&state)
+        .run_logs(&node.url, &id)
+        .await
+        .map_err(|e| {
+            if e.is_not_found() {
+                ApiError::not_found("the run's log")
+            } else {
+                e.to_api()
+            }
+        })?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(upstream.bytes_stream()))
+        .map_err(ApiError::internal)
 }

@@ -647,12 +647,12 @@ mod tests {
         // Members manage nobody.
         assert!(!ok(Member, None, Some(Member)));
         assert!(!ok(Member, Some(Member), None));
-        // Admins: add members, move non-owners between member and admin,
-        // remove non-owners; never grant admin on adding, never touch owners.
+        // Admins: add members, demote admins, remove non-owners; never
+        // grant admin or owner, never touch owners.
         assert!(ok(Admin, None, Some(Member)));
         assert!(!ok(Admin, None, Some(Admin)));
         assert!(!ok(Admin, None, Some(Owner)));
-        assert!(ok(Admin, Some(Member), Some(Admin)));
+        assert!(!ok(Admin, Some(Member), Some(Admin)));
         assert!(ok(Admin, Some(Admin), Some(Member)));
         assert!(!ok(Admin, Some(Member), Some(Owner)));
         assert!(!ok(Admin, Some(Owner), Some(Admin)));

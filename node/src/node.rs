@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use delta_host_api::CallContext;
 use delta_host_api::log::LogLine;
 use delta_runtime::{AgentInvocation, Digest, LoadedComponent, Outcome, RunError, Runtime};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,6 +83,10 @@ struct Deployment {
 /// A run that has not finished: its cancel token and live log.
 pub struct LiveRun {
     agent_id: String,
+    tenant_id: String,
+    created_at_ms: Millis,
+    /// When it got a slot (0: still queued).
+    started_at_ms: AtomicI64,
     cancel: CancellationToken,
     log: Mutex<LiveLog>,
 }
@@ -142,6 +147,49 @@ pub struct Node {
     reporter: Option<Reporting>,
     draining: CancellationToken,
     tasks: TaskTracker,
+    recorder: mpsc::Sender<RecordJob>,
+}
+
+/// One finished run waiting for the group commit.
+struct RecordJob {
+    accepted: Option<NewRun>,
+    finished: FinishedRun,
+    done: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// Most runs committed in one transaction.
+const GROUP_COMMIT_MAX: usize = 512;
+
+/// The group commit: takes whatever finished runs are waiting (up to
+/// [`GROUP_COMMIT_MAX`]) and commits them in one transaction, so the fsync
+/// that makes each one durable is shared by all of them.
+fn spawn_recorder(store: Store) -> mpsc::Sender<RecordJob> {
+    let (tx, mut rx) = mpsc::channel::<RecordJob>(4 * GROUP_COMMIT_MAX);
+    tokio::spawn(async move {
+        let mut jobs = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while rx.recv_many(&mut jobs, GROUP_COMMIT_MAX).await > 0 {
+            let batch: Vec<(Option<NewRun>, FinishedRun)> = jobs
+                .iter()
+                .map(|j| (j.accepted.clone(), j.finished.clone()))
+                .collect();
+            match store.finish_runs(&batch).await {
+                Ok(results) => {
+                    for (job, result) in jobs.drain(..).zip(results) {
+                        let _ = job.done.send(result);
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for job in jobs.drain(..) {
+                        let _ = job
+                            .done
+                            .send(Err(StoreError::Invalid(format!("group commit: {message}"))));
+                    }
+                }
+            }
+        }
+    });
+    tx
 }
 
 /// The usage reporter of a node with a control plane.
@@ -174,6 +222,7 @@ impl Node {
     ) -> anyhow::Result<Arc<Self>> {
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
+        let recorder = spawn_recorder(store.clone());
         let node = Arc::new(Self {
             node_id: config.node_id(),
             runtime,
@@ -189,6 +238,7 @@ impl Node {
             reporter,
             draining: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            recorder,
         });
         // Runs a dead predecessor left behind end as cancelled, once.
         let recovered = node
@@ -540,10 +590,17 @@ impl Node {
             input,
             created_at_ms: now_ms(),
         };
-        self.store.insert_run(&run).await?;
+        // A run answered only when finished (`wait`) is written once, when
+        // it finishes; an accepted one (202) must be durable now.
+        if !wait {
+            self.store.insert_run(&run).await?;
+        }
         let (tx, _) = broadcast::channel(256);
         let live = Arc::new(LiveRun {
             agent_id: agent_id.to_owned(),
+            tenant_id: run.tenant_id.clone(),
+            created_at_ms: run.created_at_ms,
+            started_at_ms: AtomicI64::new(0),
             cancel: deployment.cancel.child_token(),
             log: Mutex::new(LiveLog {
                 lines: Vec::new(),
@@ -555,7 +612,7 @@ impl Node {
         let node = Arc::clone(self);
         let run_id = run.id.clone();
         self.tasks.spawn(async move {
-            let record = node.execute(run, deployment, ticket, live).await;
+            let record = node.execute(run, !wait, deployment, ticket, live).await;
             let _ = done_tx.send(record);
         });
         if !wait {
@@ -573,6 +630,7 @@ impl Node {
     async fn execute(
         self: Arc<Self>,
         run: NewRun,
+        persisted_queued: bool,
         deployment: Deployment,
         ticket: crate::scheduler::Ticket,
         live: Arc<LiveRun>,
@@ -586,9 +644,9 @@ impl Node {
         let outcome_and_usage = match permit {
             None => None,
             Some(permit) => {
-                if let Err(e) = self.store.mark_running(&run.id, started).await {
-                    tracing::error!(run = %run.id, error = %e, "marking run as running");
-                }
+                // Running is shown from memory (a crash ends it as
+                // cancelled either way): no write on the hot path.
+                live.started_at_ms.store(started, Ordering::Relaxed);
                 self.metrics.runs_running.inc();
                 let report = self.invoke(&run, &deployment, &live, &meter).await;
                 self.metrics.runs_running.dec();
@@ -632,7 +690,8 @@ impl Node {
             usage: usage.clone(),
             expires_at_ms: finished_at.saturating_add(self.retention_ms()),
         };
-        let recorded = self.record(&finished).await;
+        let accepted = (!persisted_queued).then(|| run.clone());
+        let recorded = self.record(accepted, &finished).await;
         self.observe(&usage);
         live.close();
         self.lock_live().remove(&run.id);
@@ -703,12 +762,28 @@ impl Node {
         }
     }
 
-    /// `finish_run` with a few retries: the store is local, so a failure is
-    /// rare and usually transient (a busy lock).
-    async fn record(&self, finished: &FinishedRun) -> Result<(), NodeError> {
+    /// Record a finished run through the group commit, with a few retries:
+    /// the store is local, so a failure is rare and usually transient.
+    async fn record(
+        &self,
+        accepted: Option<NewRun>,
+        finished: &FinishedRun,
+    ) -> Result<(), NodeError> {
         let mut attempt = 0;
         loop {
-            match self.store.finish_run(finished).await {
+            let (done, result) = oneshot::channel();
+            let job = RecordJob {
+                accepted: accepted.clone(),
+                finished: finished.clone(),
+                done,
+            };
+            let result = match self.recorder.send(job).await {
+                Ok(()) => result
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::Invalid("the recorder stopped".into()))),
+                Err(_) => Err(StoreError::Invalid("the recorder stopped".into())),
+            };
+            match result {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 5 => {
                     attempt += 1;
@@ -739,8 +814,30 @@ impl Node {
         }
     }
 
-    /// A run, live or stored.
+    /// A run, live or stored. A live run is shown from memory (`queued` or
+    /// `running`); it reaches the store when it finishes.
     pub async fn get_run(&self, id: &str) -> Result<RunRecord, NodeError> {
+        let live = self.lock_live().get(id).cloned();
+        if let Some(live) = live {
+            let started = live.started_at_ms.load(Ordering::Relaxed);
+            return Ok(RunRecord {
+                id: id.to_owned(),
+                agent_id: live.agent_id.clone(),
+                tenant_id: live.tenant_id.clone(),
+                status: if started > 0 {
+                    RunStatus::Running
+                } else {
+                    RunStatus::Queued
+                },
+                outcome: None,
+                logs: None,
+                usage: None,
+                created_at_ms: live.created_at_ms,
+                started_at_ms: (started > 0).then_some(started),
+                finished_at_ms: None,
+                expires_at_ms: None,
+            });
+        }
         self.store
             .get_run(id)
             .await?

@@ -491,6 +491,103 @@ impl Store {
         Ok(true)
     }
 
+    /// Finish several runs in one transaction (one fsync): the node's group
+    /// commit. Each entry is a finished run and, for a run that was never
+    /// written as queued (a `?wait=true` run, acknowledged only now), its
+    /// acceptance record, inserted directly as finished. Answers per entry
+    /// what [`Store::finish_run`] would; a failure of one entry's statements
+    /// fails the whole batch (nothing is committed), so callers may retry.
+    pub async fn finish_runs(
+        &self,
+        batch: &[(Option<NewRun>, FinishedRun)],
+    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        for (new, run) in batch {
+            if run.usage.run_id != run.run_id {
+                results.push(Err(StoreError::Invalid(format!(
+                    "usage of run {} names run {}",
+                    run.run_id, run.usage.run_id
+                ))));
+                continue;
+            }
+            let outcome = encode("outcome", &run.outcome)?;
+            let logs = encode("logs", &run.logs)?;
+            let usage = encode("usage", &run.usage)?;
+            let tenant_id = match new {
+                Some(new) => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO runs (id, agent_id, tenant_id, status, input, outcome, logs, \
+                         usage, created_at_ms, started_at_ms, finished_at_ms, expires_at_ms) \
+                         VALUES (?1, ?2, ?3, 'finished', ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&new.id)
+                    .bind(&new.agent_id)
+                    .bind(&new.tenant_id)
+                    .bind(&new.input)
+                    .bind(&outcome)
+                    .bind(&logs)
+                    .bind(&usage)
+                    .bind(new.created_at_ms)
+                    .bind(run.usage.finished_at_ms)
+                    .bind(run.expires_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    if inserted.rows_affected() == 0 {
+                        results.push(Ok(false));
+                        continue;
+                    }
+                    new.tenant_id.clone()
+                }
+                None => {
+                    let updated = sqlx::query(
+                        "UPDATE runs SET status = 'finished', outcome = ?1, logs = ?2, \
+                         usage = ?3, finished_at_ms = ?4, expires_at_ms = ?5 \
+                         WHERE id = ?6 AND status <> 'finished' RETURNING tenant_id",
+                    )
+                    .bind(&outcome)
+                    .bind(&logs)
+                    .bind(&usage)
+                    .bind(run.usage.finished_at_ms)
+                    .bind(run.expires_at_ms)
+                    .bind(&run.run_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match updated {
+                        Some(row) => row.try_get("tenant_id")?,
+                        None => {
+                            let (exists,): (bool,) =
+                                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)")
+                                    .bind(&run.run_id)
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                            results.push(if exists {
+                                Ok(false)
+                            } else {
+                                Err(StoreError::NotFound(format!("run {}", run.run_id)))
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            sqlx::query(
+                "INSERT INTO usage_outbox (run_id, tenant_id, payload, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (run_id) DO NOTHING",
+            )
+            .bind(&run.run_id)
+            .bind(&tenant_id)
+            .bind(&usage)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            results.push(Ok(true));
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     /// One run.
     pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))

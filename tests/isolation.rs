@@ -1,0 +1,222 @@
+//! Tenant isolation, route by route: every operation of the OpenAPI
+//! document is called with another tenant's credentials and the first
+//! tenant's ids. Each must answer 404 (or a body error), never 403, never
+//! 2xx, and never echo the other tenant's data. Runs on SQLite and
+//! PostgreSQL, with a real node in the same process.
+
+#[path = "../control/tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Control, Dialect, NODE_TOKEN};
+use delta_guest_artifacts as guests;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A node in this process, registered with `ctl`.
+async fn start_node(ctl: &Control) -> delta_node::server::RunningNode {
+    let dir = ctl.dir.path().join("node");
+    std::fs::create_dir_all(&dir).expect("node dir");
+    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
+    let config: delta_node::config::NodeConfig = toml::from_str(&format!(
+        r#"
+node_id = "isolation-node"
+listen = "127.0.0.1:0"
+state_dir = "{state}"
+token_file = "{token}"
+[control_plane]
+url = "{url}"
+token_file = "{token}"
+heartbeat_secs = 1
+"#,
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+        url = ctl.url,
+    ))
+    .expect("node config");
+    let options = delta_node::server::ServeOptions {
+        compile: None,
+        config_path: None,
+        overrides: Default::default(),
+    };
+    delta_node::server::start(config, &options)
+        .await
+        .expect("node")
+}
+
+async fn create(ctl: &Control, token: &str, path: &str, body: Value) -> Value {
+    let (status, value) = ctl.call(Method::POST, path, Some(token), Some(body)).await;
+    assert!(status.is_success(), "POST {path}: {status} {value}");
+    value
+}
+
+async fn isolation(ctl: Control) {
+    let node = start_node(&ctl).await;
+    let alice = ctl.register("alice").await;
+    let bob = ctl.register("bob").await;
+    let carol = ctl.register("carol").await;
+
+    // Alice's tenant gets one of everything.
+    let bytes = std::fs::read(guests::HELLO_AGENT).expect("guest");
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(&alice.access)
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success());
+    let component: Value = resp.json().await.expect("json");
+    let sha = component["sha256"].as_str().expect("sha").to_owned();
+    // The node registers with its first heartbeat.
+    let agent = {
+        let mut tries = 0;
+        loop {
+            let (status, body) = ctl
+                .call(
+                    Method::POST,
+                    "/v1/agents",
+                    Some(&alice.access),
+                    Some(json!({ "name": "alice-main", "kind": "main", "component": sha })),
+                )
+                .await;
+            if status.is_success() {
+                break body;
+            }
+            tries += 1;
+            assert!(
+                tries < 100 && status == StatusCode::SERVICE_UNAVAILABLE,
+                "{status} {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let agent_id = agent["id"].as_str().expect("agent id").to_owned();
+    let run = create(
+        &ctl,
+        &alice.access,
+        &format!("/v1/agents/{agent_id}/runs?wait=true"),
+        json!({ "input": { "name": "A" } }),
+    )
+    .await;
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+    let key = create(&ctl, &alice.access, "/v1/api-keys", json!({ "name": "k" })).await;
+    let key_id = key["id"].as_str().expect("key id").to_owned();
+    create(
+        &ctl,
+        &alice.access,
+        "/v1/tenants/current/members",
+        json!({ "email": carol.email, "role": "member" }),
+    )
+    .await;
+
+    let ids: HashMap<&str, &str> = HashMap::from([
+        ("agents", agent_id.as_str()),
+        ("runs", run_id.as_str()),
+        ("api-keys", key_id.as_str()),
+        ("members", carol.user_id.as_str()),
+        ("components", sha.as_str()),
+    ]);
+    let secrets = [
+        agent_id.as_str(),
+        run_id.as_str(),
+        key_id.as_str(),
+        "alice-main",
+        alice.tenant_id.as_str(),
+        "Hello, A!",
+    ];
+
+    let (_, doc) = ctl.call(Method::GET, "/v1/openapi.json", None, None).await;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if !path.contains('{') {
+            continue;
+        }
+        let concrete = substitute(path, &ids);
+        for (method, _) in item.as_object().expect("item") {
+            let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+            let (status, answer) = ctl
+                .call(method.clone(), &concrete, Some(&bob.access), body)
+                .await;
+            assert!(
+                status == StatusCode::NOT_FOUND
+                    || status == StatusCode::UNPROCESSABLE_ENTITY
+                    || status == StatusCode::BAD_REQUEST,
+                "{method} {concrete} as another tenant answered {status}: {answer}"
+            );
+            let text = answer.to_string();
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "{method} {concrete} leaked {secret}: {text}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} operations with ids checked");
+
+    // Lists show nothing of Alice's.
+    for list in [
+        "/v1/agents",
+        "/v1/runs",
+        "/v1/api-keys",
+        "/v1/components",
+        "/v1/tenants/current/members",
+        "/v1/audit",
+    ] {
+        let (status, answer) = ctl.call(Method::GET, list, Some(&bob.access), None).await;
+        assert_eq!(status, StatusCode::OK, "{list}: {answer}");
+        let text = answer.to_string();
+        for secret in secrets {
+            assert!(!text.contains(secret), "GET {list} leaked {secret}: {text}");
+        }
+    }
+    // Alice's own calls still work (the ids were real).
+    let (status, _) = ctl
+        .call(
+            Method::GET,
+            &format!("/v1/runs/{run_id}"),
+            Some(&alice.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    node.shutdown().await;
+}
+
+/// Fill `{param}`s: `{id}` by the collection before it, others by name.
+fn substitute(path: &str, ids: &HashMap<&str, &str>) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut out = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.starts_with('{') {
+            let collection = if *seg == "{user_id}" {
+                "members"
+            } else if *seg == "{sha256}" {
+                "components"
+            } else {
+                segments.get(i.wrapping_sub(1)).copied().unwrap_or("")
+            };
+            out.push(ids.get(collection).copied().unwrap_or("x").to_owned());
+        } else {
+            out.push((*seg).to_owned());
+        }
+    }
+    out.join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_ids_answer_404_on_sqlite() {
+    isolation(Control::start(Dialect::Sqlite).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_ids_answer_404_on_postgres() {
+    isolation(Control::start(Dialect::Postgres).await).await;
+}

@@ -1,0 +1,155 @@
+//! `delta up` and the CLI client end to end: the embedded platform starts,
+//! creates its admin key once, deploys an example, and `delta agents` /
+//! `delta runs` drive it.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use delta_guest_artifacts as guests;
+
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    api: String,
+}
+
+impl Up {
+    fn start(state: &Path, examples: &Path) -> (Self, Vec<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
+            .arg("up")
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .arg("--examples")
+            .arg(examples)
+            .env("DELTA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("delta up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("delta up did not come up; it printed {seen:#?}"));
+            let done = line.starts_with("Stop with Ctrl-C");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        let api = seen
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("API"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("API line")
+            .to_owned();
+        (
+            Self {
+                child,
+                lines: rx,
+                api,
+            },
+            seen,
+        )
+    }
+
+    fn cli(&self, state: &Path, args: &[&str]) -> (i32, String, String) {
+        let key = std::fs::read_to_string(state.join("admin-api-key")).expect("key");
+        let out = Command::new(env!("CARGO_BIN_EXE_delta"))
+            .args(args)
+            .env("DELTA_API_URL", &self.api)
+            .env("DELTA_API_KEY", key.trim())
+            .output()
+            .expect("delta cli");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        let status = self.child.wait().expect("wait");
+        drop(self.lines);
+        status
+    }
+}
+
+#[test]
+fn up_deploys_examples_and_the_cli_drives_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(&examples).expect("examples");
+    std::os::unix::fs::symlink(guests::HELLO_AGENT, examples.join("hello-agent.wasm"))
+        .expect("link");
+    // Hostile guests in the folder are not deployed.
+    std::os::unix::fs::symlink(guests::HOSTILE_LOOP, examples.join("hostile-loop.wasm"))
+        .expect("link");
+    let state = dir.path().join("state");
+
+    let (up, printed) = Up::start(&state, &examples);
+    let all = printed.join("\n");
+    assert!(all.contains("admin API key"), "{all}");
+    assert!(all.contains("-> {\"greeting\":\"Hello, Delta!\"}"), "{all}");
+    let key_file = state.join("admin-api-key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is private");
+
+    let (code, out, err) = up.cli(&state, &["agents", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello-agent"), "{out}");
+    assert!(!out.contains("hostile-loop"), "{out}");
+
+    let (code, out, err) = up.cli(
+        &state,
+        &[
+            "runs",
+            "create",
+            "hello-agent",
+            "--input",
+            r#"{"name":"CLI"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let run: serde_json::Value = serde_json::from_str(&out).expect("run json");
+    assert_eq!(
+        run["outcome"]["output"], r#"{"greeting":"Hello, CLI!"}"#,
+        "{run}"
+    );
+    let id = run["id"].as_str().expect("run id");
+    let (code, out, err) = up.cli(&state, &["runs", "logs", id, "--follow"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("greeting CLI"), "{out}");
+    let (code, _, err) = up.cli(&state, &["runs", "get", "run_nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("404"), "{err}");
+
+    assert!(up.stop().success());
+
+    // A second start keeps the key and the agents.
+    let (up, printed) = Up::start(&state, &examples);
+    let all = printed.join("\n");
+    assert!(!all.contains("admin password"), "{all}");
+    let (code, out, _) = up.cli(&state, &["agents", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("hello-agent").count(), 1, "{out}");
+    assert!(up.stop().success());
+}

@@ -899,38 +899,21 @@ async fn list_agents(
 ) -> Result<Json<Page<Agent>>, ApiError> {
     principal.require_role(Role::Member)?;
     principal.require_scope("agents:read")?;
-    let (after_t, after_id) = page.after()?;
-    let limit = page.limit();
-    let kind_clause = if filter.kind.is_some() {
-        "AND kind = $5"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT {AGENT_COLUMNS} FROM agents \
-         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3) {kind_clause} \
-         ORDER BY created_at_ms, id LIMIT $4"
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(&principal.tenant_id)
-        .bind(after_t)
-        .bind(after_id)
-        .bind(i64::from(limit) + 1);
-    if let Some(kind) = filter.kind {
-        query = query.bind(kind.as_str());
-    }
-    let rows = query
-        .fetch_all(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
-    let items = rows
-        .iter()
-        .map(agent_from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(Page::from_rows(items, limit, |a| {
-        (a.created_at_ms, a.id.clone())
-    })))
+    let kind = filter.kind.map(|k| k.as_str());
+    crate::pagination::tenant_page(
+        &state.db,
+        crate::pagination::Listing {
+            columns: AGENT_COLUMNS,
+            table: "agents",
+            filter: kind.map(|k| ("kind", k)),
+        },
+        &principal.tenant_id,
+        &page,
+        agent_from_row,
+        |a: &Agent| (a.created_at_ms, a.id.clone()),
+    )
+    .await
+    .map(Json)
 }
 
 /// One agent.

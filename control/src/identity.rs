@@ -383,23 +383,14 @@ async fn register(
         }
         Err(e) => return Err(ApiError::internal(e)),
     }
-    sqlx::query("INSERT INTO tenants (id, name, created_at_ms) VALUES ($1, $2, $3)")
-        .bind(&tenant.id)
-        .bind(&tenant.name)
-        .bind(user.created_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?;
-    sqlx::query(
-        "INSERT INTO memberships (tenant_id, user_id, role, created_at_ms) \
-         VALUES ($1, $2, 'owner', $3)",
+    crate::tenants::insert_owned(
+        &mut tx,
+        &tenant.id,
+        &tenant.name,
+        &user.id,
+        user.created_at_ms,
     )
-    .bind(&tenant.id)
-    .bind(&user.id)
-    .bind(user.created_at_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     audit::record_in(
         &mut tx,
         Some(&tenant.id),

@@ -96,6 +96,63 @@ impl<T> Page<T> {
     }
 }
 
+/// What a tenant-scoped list reads: `columns` of `table`, optionally
+/// filtered by `column = value`. Table and column names are constants of
+/// the caller (never input); the value is bound.
+pub struct Listing<'a> {
+    /// The SELECT list.
+    pub columns: &'a str,
+    /// The table (it has `tenant_id`, `created_at_ms` and `id`).
+    pub table: &'a str,
+    /// An equality filter.
+    pub filter: Option<(&'a str, &'a str)>,
+}
+
+/// One page of a tenant's rows, oldest first, each row turned into an item
+/// by `item`; `key` gives an item's `(created_at_ms, id)`.
+pub async fn tenant_page<T, E: std::fmt::Display>(
+    db: &crate::db::Db,
+    listing: Listing<'_>,
+    tenant: &str,
+    page: &PageQuery,
+    item: impl Fn(&sqlx::any::AnyRow) -> Result<T, E>,
+    key: impl Fn(&T) -> (i64, String),
+) -> Result<Page<T>, ApiError> {
+    let Listing {
+        columns,
+        table,
+        filter,
+    } = listing;
+    let (after_t, after_id) = page.after()?;
+    let limit = page.limit();
+    let clause = filter
+        .map(|(column, _)| format!("AND {column} = $5"))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT {columns} FROM {table} \
+         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3) {clause} \
+         ORDER BY created_at_ms, id LIMIT $4"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(after_t)
+        .bind(after_id)
+        .bind(i64::from(limit) + 1);
+    if let Some((_, value)) = filter {
+        query = query.bind(value);
+    }
+    let rows = query
+        .fetch_all(db.pool())
+        .await
+        .map_err(ApiError::internal)?;
+    let items = rows
+        .iter()
+        .map(item)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Page::from_rows(items, limit, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -382,38 +382,20 @@ async fn list_runs(
 ) -> Result<Json<Page<Run>>, ApiError> {
     principal.require_role(Role::Member)?;
     principal.require_scope("runs:read")?;
-    let (after_t, after_id) = page.after()?;
-    let limit = page.limit();
-    let agent_clause = if filter.agent_id.is_some() {
-        "AND agent_id = $5"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs \
-         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3) {agent_clause} \
-         ORDER BY created_at_ms, id LIMIT $4"
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(&principal.tenant_id)
-        .bind(after_t)
-        .bind(after_id)
-        .bind(i64::from(limit) + 1);
-    if let Some(agent) = &filter.agent_id {
-        query = query.bind(agent);
-    }
-    let rows = query
-        .fetch_all(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
-    let items = rows
-        .iter()
-        .map(run_from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(Page::from_rows(items, limit, |r| {
-        (r.created_at_ms, r.id.clone())
-    })))
+    crate::pagination::tenant_page(
+        &state.db,
+        crate::pagination::Listing {
+            columns: RUN_COLUMNS,
+            table: "runs",
+            filter: filter.agent_id.as_deref().map(|a| ("agent_id", a)),
+        },
+        &principal.tenant_id,
+        &page,
+        run_from_row,
+        |r: &Run| (r.created_at_ms, r.id.clone()),
+    )
+    .await
+    .map(Json)
 }
 
 async fn load_run(state: &AppState, tenant: &str, id: &str) -> Result<Run, ApiError> {

@@ -99,6 +99,35 @@ pub struct RoleRequest {
     pub role: Role,
 }
 
+/// Create a tenant owned by `owner` (a new user's personal tenant, or one
+/// made through `POST /v1/tenants`), inside the caller's transaction.
+pub(crate) async fn insert_owned(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    name: &str,
+    owner: &str,
+    at_ms: i64,
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO tenants (id, name, created_at_ms) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(name)
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(ApiError::internal)?;
+    sqlx::query(
+        "INSERT INTO memberships (tenant_id, user_id, role, created_at_ms) \
+         VALUES ($1, $2, 'owner', $3)",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(())
+}
+
 /// Whether an `actor` may move someone (not themselves) from `from` to
 /// `to`; `None` is "not a member" (adding) or "removed".
 pub fn may_change(actor: Role, from: Option<Role>, to: Option<Role>) -> Result<(), ApiError> {
@@ -239,23 +268,14 @@ async fn create_tenant(
         created_at_ms: now_ms(),
     };
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
-    sqlx::query("INSERT INTO tenants (id, name, created_at_ms) VALUES ($1, $2, $3)")
-        .bind(&tenant.id)
-        .bind(&tenant.name)
-        .bind(tenant.created_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?;
-    sqlx::query(
-        "INSERT INTO memberships (tenant_id, user_id, role, created_at_ms) \
-         VALUES ($1, $2, 'owner', $3)",
+    insert_owned(
+        &mut tx,
+        &tenant.id,
+        &tenant.name,
+        &principal.user_id,
+        tenant.created_at_ms,
     )
-    .bind(&tenant.id)
-    .bind(&principal.user_id)
-    .bind(tenant.created_at_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     audit::record_in(
         &mut tx,
         Some(&tenant.id),

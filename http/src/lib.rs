@@ -258,12 +258,15 @@ pub async fn request_context(
         .duration
         .with_label_values(&[route.as_str()])
         .observe(started.elapsed().as_secs_f64());
+    // Failures are logged at info; successes at debug (an access log line
+    // per request costs more than a whole run on the hot path).
+    let elapsed_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        )
+        if status.is_client_error() || status.is_server_error() {
+            tracing::info!(status = status.as_u16(), elapsed_us, "request");
+        } else {
+            tracing::debug!(status = status.as_u16(), elapsed_us, "request");
+        }
     });
     response
 }

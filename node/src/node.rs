@@ -94,6 +94,8 @@ pub struct LiveRun {
 struct LiveLog {
     lines: Vec<LogLine>,
     tx: Option<broadcast::Sender<LogLine>>,
+    /// The run ended: no more lines, no new channel.
+    closed: bool,
 }
 
 /// What a log subscriber gets: the lines so far and the rest as they come
@@ -107,15 +109,28 @@ pub struct LogSubscription {
 
 impl LiveRun {
     fn subscribe(&self) -> LogSubscription {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // The channel is made for the first subscriber: most runs have none,
+        // and a broadcast channel allocates all its slots up front.
+        let live = match (&log.tx, log.closed) {
+            (_, true) => None,
+            (Some(tx), false) => Some(tx.subscribe()),
+            (None, false) => {
+                let (tx, rx) = broadcast::channel(256);
+                log.tx = Some(tx);
+                Some(rx)
+            }
+        };
         LogSubscription {
             backlog: log.lines.clone(),
-            live: log.tx.as_ref().map(|tx| tx.subscribe()),
+            live,
         }
     }
 
     fn close(&self) {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).tx = None;
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.tx = None;
+        log.closed = true;
     }
 }
 
@@ -595,7 +610,6 @@ impl Node {
         if !wait {
             self.store.insert_run(&run).await?;
         }
-        let (tx, _) = broadcast::channel(256);
         let live = Arc::new(LiveRun {
             agent_id: agent_id.to_owned(),
             tenant_id: run.tenant_id.clone(),
@@ -604,7 +618,8 @@ impl Node {
             cancel: deployment.cancel.child_token(),
             log: Mutex::new(LiveLog {
                 lines: Vec::new(),
-                tx: Some(tx),
+                tx: None,
+                closed: false,
             }),
         });
         self.lock_live().insert(run.id.clone(), Arc::clone(&live));

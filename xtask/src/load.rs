@@ -1,19 +1,25 @@
-//! `cargo xtask load`: the node's run endpoint under load, against a baseline.
+//! `cargo xtask load`: the node's run endpoint and the control plane's API
+//! under load, against a baseline.
 //!
-//! The target is relative ("at least 25 % of the requests/s of a minimal
-//! hyper hello-world server driven by the same load generator in the same
-//! run"), so both servers are measured here, one after the other, with the
-//! same `wrk` settings:
+//! The targets are relative ("at least 25 % [node] / a third [control plane]
+//! of the requests/s of a minimal hyper hello-world server driven by the same
+//! load generator in the same run"), so all servers are measured here, one
+//! after the other, with the same `wrk` settings:
 //!
 //! 1. `hello-hyper` (`benches/hello-hyper/`), `GET /`;
 //! 2. `delta node` with hello-agent deployed, `POST
-//!    /v1/agents/{id}/runs?wait=true` (a whole run per request).
+//!    /v1/agents/{id}/runs?wait=true` (a whole run per request);
+//! 3. `delta up` (the control plane on SQLite, with its node) with
+//!    hello-agent deployed, `GET /v1/agents/{id}` with the admin API key (a
+//!    key check and an agent read per request; the control plane's target
+//!    also wants p99 <= 10 ms).
 //!
-//! It prints req/s, p50 and p99 latency and the node/hyper ratio, and the
-//! node's RSS before and after the load (`--duration 5m` for the long run
-//! the memory target asks for). It fails if wrk saw any non-2xx response.
-//! Scratch files (node state, token, log, wrk script) go to
-//! `target/xtask-load/`, left in place for inspection.
+//! It prints req/s, p50 and p99 latency and each server's ratio to hyper
+//! against its target, and the node's and `delta up`'s RSS before and after
+//! the load (`--duration 5m` for the long run the memory target asks for).
+//! It fails if wrk saw any non-2xx response, or if `delta up` does not stop
+//! cleanly on SIGTERM. Scratch files (state directories, token, logs, wrk
+//! scripts) go to `target/xtask-load/`, left in place for inspection.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -34,16 +40,30 @@ const TENANT_ID: &str = "bench";
 const RUN_BODY: &str = r#"{"input":{"name":"wrk"}}"#;
 /// The issue's target: node req/s >= this share of hyper's.
 const TARGET_RATIO: f64 = 0.25;
+/// The control plane's targets: req/s >= this share of hyper's...
+const CONTROL_TARGET_RATIO: f64 = 1.0 / 3.0;
+/// ... with p99 at most this, in microseconds.
+const CONTROL_TARGET_P99_US: f64 = 10_000.0;
+/// `delta up` prints this on stdout once it serves, hello-agent deployed.
+const UP_READY_LINE: &str = "Stop with Ctrl-C.";
+/// How long `delta up` may take to print [`UP_READY_LINE`]: it creates the
+/// admin user (argon2id), compiles hello-agent, waits for its node's first
+/// heartbeat and runs the agent once.
+const UP_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long `delta up` may take to stop after SIGTERM (its node drains for
+/// up to 10 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to answer its readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of each set-up request (the first run compiles the component).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-const USAGE: &str = "usage: cargo xtask load [--threads N] [--connections N] [--duration D] [--baseline-only]\n\
+const USAGE: &str = "usage: cargo xtask load [--threads N] [--connections N] [--duration D] [--baseline-only | --control-only]\n\
     \x20 --threads N       wrk threads (default 1)\n\
     \x20 --connections N   wrk connections, >= threads (default 32)\n\
     \x20 --duration D      wrk duration per server: 30 (seconds), 10s, 5m, 1h (default 10s)\n\
-    \x20 --baseline-only   measure only hello-hyper (no node, no guests built)";
+    \x20 --baseline-only   measure only hello-hyper (no node, no control plane, no guests built)\n\
+    \x20 --control-only    measure hello-hyper and the control plane (skip the node)";
 
 /// Options of `cargo xtask load`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +74,10 @@ pub struct Options {
     pub connections: u32,
     /// wrk `-d`, in seconds.
     pub duration_secs: u64,
-    /// Skip the node.
+    /// Skip the node and the control plane.
     pub baseline_only: bool,
+    /// Skip the node.
+    pub control_only: bool,
 }
 
 impl Default for Options {
@@ -65,6 +87,7 @@ impl Default for Options {
             connections: 32,
             duration_secs: 10,
             baseline_only: false,
+            control_only: false,
         }
     }
 }
@@ -90,9 +113,13 @@ impl Options {
                 "--connections" | "-c" => options.connections = parse_count(&flag, &value()?)?,
                 "--duration" | "-d" => options.duration_secs = parse_duration(&value()?)?,
                 "--baseline-only" if inline.is_none() => options.baseline_only = true,
+                "--control-only" if inline.is_none() => options.control_only = true,
                 "--help" | "-h" => bail!("{USAGE}"),
                 other => bail!("unknown option {other:?}\n{USAGE}"),
             }
+        }
+        if options.baseline_only && options.control_only {
+            bail!("--baseline-only and --control-only exclude each other\n{USAGE}");
         }
         if options.connections < options.threads {
             bail!(
@@ -145,21 +172,38 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
     let hyper = bench_hyper(&release.join("hello-hyper"), &work, options)?;
-    let node = if options.baseline_only {
+    let delta = release.join("delta");
+    let wasm = root.join("target/guests/hello-agent.wasm");
+    let node = if options.baseline_only || options.control_only {
         None
     } else {
-        let wasm = root.join("target/guests/hello-agent.wasm");
-        Some(bench_node(&release.join("delta"), &wasm, &work, options)?)
+        Some(bench_node(&delta, &wasm, &work, options)?)
+    };
+    let control = if options.baseline_only {
+        None
+    } else {
+        Some(bench_control(&delta, &wasm, &work, options)?)
     };
 
     step("results");
-    print!("{}", result_table(&hyper, node.as_ref().map(|n| &n.wrk)));
-    if let Some(node) = &node {
+    print!(
+        "{}",
+        result_table(
+            &hyper,
+            node.as_ref().map(|n| &n.wrk),
+            control.as_ref().map(|c| &c.load.wrk)
+        )
+    );
+    for (server, run) in node
+        .iter()
+        .map(|n| ("node", n))
+        .chain(control.iter().map(|c| ("delta up", &c.load)))
+    {
         println!(
-            "node RSS: {} before the load, {} after it (highest sample {})",
-            mib(node.rss_before_kib),
-            mib(node.rss_after_kib),
-            mib(node.rss_peak_kib)
+            "{server} RSS: {} before the load, {} after it (highest sample {})",
+            mib(run.rss_before_kib),
+            mib(run.rss_after_kib),
+            mib(run.rss_peak_kib)
         );
     }
     println!(
@@ -171,6 +215,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     );
     for (server, report) in std::iter::once(("hello-hyper", &hyper))
         .chain(node.as_ref().map(|n| ("delta node", &n.wrk)))
+        .chain(control.as_ref().map(|c| ("delta up", &c.load.wrk)))
     {
         if report.non_2xx > 0 {
             bail!(
@@ -178,6 +223,10 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
                 report.non_2xx
             );
         }
+    }
+    // Checked after the table: the figures are valid either way.
+    if let Some(Err(e)) = control.map(|c| c.stopped) {
+        return Err(e);
     }
     Ok(())
 }
@@ -213,15 +262,15 @@ fn bench_hyper(binary: &Path, work: &Path, options: &Options) -> Result<WrkRepor
     Ok(report)
 }
 
-/// The node's figures.
-struct NodeRun {
+/// A server's figures under load.
+struct ServerRun {
     wrk: WrkReport,
     rss_before_kib: u64,
     rss_after_kib: u64,
     rss_peak_kib: u64,
 }
 
-fn bench_node(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> Result<NodeRun> {
+fn bench_node(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> Result<ServerRun> {
     let component = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let sha256 = sha256_hex(wasm)?;
     let token = random_token()?;
@@ -295,8 +344,113 @@ fn bench_node(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> Res
     println!("first run: {}", truncate(&first.body, 300));
 
     let script = work.join("runs.lua");
-    std::fs::write(&script, wrk_script(&token))
-        .with_context(|| format!("writing {}", script.display()))?;
+    // Private: the script holds the token.
+    write_private(
+        &script,
+        wrk_script("POST", Some(RUN_BODY), &token).as_bytes(),
+    )?;
+    let run = wrk_with_rss(&server, options, &format!("http://{addr}{path}"), &script)?;
+    drop(server);
+    Ok(run)
+}
+
+/// `delta up`'s figures, and how it took SIGTERM.
+struct ControlRun {
+    load: ServerRun,
+    stopped: Result<()>,
+}
+
+fn bench_control(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> Result<ControlRun> {
+    // `--examples` deploys every agent it finds: a directory holding only
+    // hello-agent keeps start-up to one compile and the agent list known.
+    let wasm =
+        std::fs::canonicalize(wasm).with_context(|| format!("finding {}", wasm.display()))?;
+    let examples = work.join("examples");
+    std::fs::create_dir_all(&examples)
+        .with_context(|| format!("creating {}", examples.display()))?;
+    let link = examples.join("hello-agent.wasm");
+    std::os::unix::fs::symlink(&wasm, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), wasm.display()))?;
+    // Fresh state (`run` emptied `work` already; this keeps the function
+    // honest on its own): on an old one, `delta up` would skip creating the
+    // admin key and find hello-agent already deployed.
+    let state_dir = work.join("up");
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir)
+            .with_context(|| format!("removing {}", state_dir.display()))?;
+    }
+
+    let listen = free_loopback_addr()?;
+    step(&format!(
+        "delta up on {listen} (control plane on SQLite, one node)"
+    ));
+    let mut server = Server::spawn(
+        "delta up",
+        Command::new(binary)
+            .arg("up")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--examples")
+            .arg(&examples),
+        &work.join("up.log"),
+    )?;
+    let log = server.wait_for_line(UP_READY_LINE, UP_TIMEOUT)?;
+    // The address it says it serves on; the one we asked for otherwise.
+    let addr = parse_api_addr(&log).unwrap_or(listen);
+    let key_file = state_dir.join("admin-api-key");
+    let key = std::fs::read_to_string(&key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?
+        .trim()
+        .to_owned();
+    // It goes into a header line and a Lua string as it is.
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("{} does not hold an API key", key_file.display());
+    }
+
+    let auth = Some(key.as_str());
+    let path = "/v1/agents?limit=200";
+    let list = expect_2xx(
+        &server,
+        &format!("GET {path}"),
+        http(addr, "GET", path, auth, None, b""),
+    )?;
+    let id = agent_id(&list.body, "hello-agent").with_context(|| {
+        format!(
+            "GET {path} answered {}{}",
+            truncate(&list.body, 500),
+            server.log_tail()
+        )
+    })?;
+    // One request before the load, as for the node: a wrong key or route
+    // fails here readably rather than as non-2xx in wrk's summary.
+    let path = format!("/v1/agents/{id}");
+    let first = expect_2xx(
+        &server,
+        &format!("GET {path}"),
+        http(addr, "GET", &path, auth, None, b""),
+    )?;
+    if first.status != 200 {
+        bail!(
+            "GET {path} answered {}, not 200: {}",
+            first.status,
+            truncate(&first.body, 500)
+        );
+    }
+    println!("GET {path}: {}", truncate(&first.body, 300));
+
+    let script = work.join("get-agent.lua");
+    // Private: the script holds the API key.
+    write_private(&script, wrk_script("GET", None, &key).as_bytes())?;
+    let load = wrk_with_rss(&server, options, &format!("http://{addr}{path}"), &script)?;
+    let stopped = server.terminate(STOP_TIMEOUT);
+    Ok(ControlRun { load, stopped })
+}
+
+/// Drive `url` with wrk (the request from `script`) and sample the server's
+/// RSS meanwhile.
+fn wrk_with_rss(server: &Server, options: &Options, url: &str, script: &Path) -> Result<ServerRun> {
     let pid = server.child.id();
     let rss_before_kib = rss_kib(pid)?;
     let stop = AtomicBool::new(false);
@@ -313,14 +467,14 @@ fn bench_node(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> Res
             }
             peak
         });
-        let report = wrk(options, &format!("http://{addr}{path}"), Some(&script));
+        let report = wrk(options, url, Some(script));
         stop.store(true, Ordering::Relaxed);
         (report, sampler.join().unwrap_or(rss_before_kib))
     });
     let report = report?;
-    let rss_after_kib = rss_kib(pid).context("the node did not survive the load")?;
-    drop(server);
-    Ok(NodeRun {
+    let rss_after_kib =
+        rss_kib(pid).with_context(|| format!("{} did not survive the load", server.name))?;
+    Ok(ServerRun {
         wrk: report,
         rss_before_kib,
         rss_after_kib,
@@ -372,6 +526,73 @@ impl Server {
             if Instant::now() > deadline {
                 bail!(
                     "{} not ready after {READY_TIMEOUT:?} ({last}){}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Poll the log until a line reads `line` (trailing blanks aside), and
+    /// return the log. stdout and stderr share the log: the servers here
+    /// print `line` on stdout only, and nothing on stderr looks like it.
+    fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = std::fs::read(&self.log)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .with_context(|| format!("reading {}", self.log.display()))?;
+            if log.lines().any(|l| l.trim_end() == line) {
+                return Ok(log);
+            }
+            if let Some(status) = self.child.try_wait().context("checking the server")? {
+                bail!(
+                    "{} exited ({status}) before printing {line:?}{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not print {line:?} within {timeout:?}{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the server the way an operator or systemd would, SIGTERM, and
+    /// wait for it: a hang or a failure on the way down is a finding too.
+    /// (Past the timeout, `Drop` kills it.)
+    fn terminate(&mut self, timeout: Duration) -> Result<()> {
+        let pid = self.child.id().to_string();
+        // procps' `kill` rather than a libc dependency for xtask. The pid is
+        // still ours: the child is not reaped before `try_wait` sees it exit.
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {pid} ({}) failed ({status})", self.name);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for the server")? {
+                if !status.success() {
+                    bail!(
+                        "{} exited with {status} after SIGTERM{}",
+                        self.name,
+                        self.log_tail()
+                    );
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} still running {timeout:?} after SIGTERM{}",
                     self.name,
                     self.log_tail()
                 );
@@ -546,17 +767,64 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-/// wrk script for the runs endpoint: every request the same POST.
-fn wrk_script(token: &str) -> String {
-    format!(
-        "-- written by cargo xtask load\n\
-         wrk.method = \"POST\"\n\
-         wrk.body = {}\n\
-         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
-         wrk.headers[\"Authorization\"] = {}\n",
-        lua_string(RUN_BODY),
+/// wrk script: every request the same, with a JSON body if given, and the
+/// bearer token. (Set once, not per request: no Lua in wrk's hot path.)
+fn wrk_script(method: &str, json_body: Option<&str>, token: &str) -> String {
+    let mut script = format!(
+        "-- written by cargo xtask load\nwrk.method = {}\n",
+        lua_string(method)
+    );
+    if let Some(body) = json_body {
+        let _ = write!(
+            script,
+            "wrk.body = {}\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n",
+            lua_string(body)
+        );
+    }
+    let _ = writeln!(
+        script,
+        "wrk.headers[\"Authorization\"] = {}",
         lua_string(&format!("Bearer {token}"))
-    )
+    );
+    script
+}
+
+/// The address in `delta up`'s `  API       http://127.0.0.1:PORT   (OpenAPI:
+/// ...)` line.
+fn parse_api_addr(log: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        if words.next()? != "API" {
+            return None;
+        }
+        words
+            .next()?
+            .strip_prefix("http://")?
+            .trim_end_matches('/')
+            .parse()
+            .ok()
+    })
+}
+
+/// The id of the agent called `name` in a `GET /v1/agents` page
+/// (`{"items":[{"id":...,"name":...},...],...}`).
+fn agent_id(page: &str, name: &str) -> Result<String> {
+    let page: serde_json::Value = serde_json::from_str(page).context("not JSON")?;
+    let items = page["items"].as_array().context("no \"items\" array")?;
+    let agent = items
+        .iter()
+        .find(|agent| agent["name"] == name)
+        .with_context(|| format!("no agent named {name:?} among the {} listed", items.len()))?;
+    let id = agent["id"]
+        .as_str()
+        .with_context(|| format!("agent {name:?} has no string \"id\""))?;
+    // It goes into a request line and wrk's URL as it is.
+    let url_safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    if id.is_empty() || !id.bytes().all(url_safe) {
+        bail!("agent {name:?} has an id that is not URL-safe: {id:?}");
+    }
+    Ok(id.to_owned())
 }
 
 fn lua_string(s: &str) -> String {
@@ -684,15 +952,19 @@ fn latency(us: f64) -> String {
     }
 }
 
-fn result_table(hyper: &WrkReport, node: Option<&WrkReport>) -> String {
+fn result_table(
+    hyper: &WrkReport,
+    node: Option<&WrkReport>,
+    control: Option<&WrkReport>,
+) -> String {
     let mut out = format!(
-        "{:<12} {:>12} {:>10} {:>10} {:>8}  {}\n",
-        "server", "req/s", "p50", "p99", "non-2xx", "ratio (node/hyper)"
+        "{:<17} {:>12} {:>10} {:>10} {:>8}  {}\n",
+        "server", "req/s", "p50", "p99", "non-2xx", "ratio to hyper"
     );
     let mut row = |name: &str, r: &WrkReport, ratio: String| {
         let _ = writeln!(
             out,
-            "{:<12} {:>12.1} {:>10} {:>10} {:>8}  {ratio}",
+            "{:<17} {:>12.1} {:>10} {:>10} {:>8}  {ratio}",
             name,
             r.requests_per_sec,
             latency(r.p50_us),
@@ -700,7 +972,7 @@ fn result_table(hyper: &WrkReport, node: Option<&WrkReport>) -> String {
             r.non_2xx
         );
         if let Some(errors) = &r.socket_errors {
-            let _ = writeln!(out, "{:<12} {errors}", "");
+            let _ = writeln!(out, "{:<17} {errors}", "");
         }
     };
     row("hello-hyper", hyper, "baseline".into());
@@ -717,7 +989,35 @@ fn result_table(hyper: &WrkReport, node: Option<&WrkReport>) -> String {
             format!("{ratio:.3} (target >= {TARGET_RATIO}: {verdict})"),
         );
     }
+    if let Some(control) = control {
+        let ratio = control.requests_per_sec / hyper.requests_per_sec;
+        row(
+            "control GET agent",
+            control,
+            format!(
+                "{ratio:.3} (target >= {CONTROL_TARGET_RATIO:.3}, p99 <= {}: {})",
+                latency(CONTROL_TARGET_P99_US),
+                control_verdict(ratio, control.p99_us)
+            ),
+        );
+    }
     out
+}
+
+/// "met", or which of the control plane's targets were missed.
+fn control_verdict(ratio: f64, p99_us: f64) -> String {
+    let missed: Vec<&str> = [
+        (ratio < CONTROL_TARGET_RATIO, "req/s"),
+        (p99_us > CONTROL_TARGET_P99_US, "p99"),
+    ]
+    .into_iter()
+    .filter_map(|(missed, what)| missed.then_some(what))
+    .collect();
+    if missed.is_empty() {
+        "met".to_owned()
+    } else {
+        format!("NOT met: {}", missed.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -793,6 +1093,11 @@ Transfer/sec:      8.92MB
                 .expect("flag")
                 .baseline_only
         );
+        let o = Options::parse(args(&["--control-only", "-d", "20s"])).expect("flag");
+        assert!(o.control_only && !o.baseline_only);
+        assert_eq!(o.duration_secs, 20);
+        assert!(Options::parse(args(&["--control-only=yes"])).is_err());
+        assert!(Options::parse(args(&["--control-only", "--baseline-only"])).is_err());
     }
 
     #[test]
@@ -813,9 +1118,117 @@ Transfer/sec:      8.92MB
     #[test]
     fn lua_strings_are_escaped() {
         assert_eq!(lua_string(r#"{"a":"b\c"}"#), r#""{\"a\":\"b\\c\"}""#);
-        let script = wrk_script("abc");
+        let script = wrk_script("POST", Some(RUN_BODY), "abc");
         assert!(script.contains("wrk.method = \"POST\""));
+        assert!(script.contains(r#"wrk.body = "{\"input\":{\"name\":\"wrk\"}}""#));
+        assert!(script.contains("wrk.headers[\"Content-Type\"] = \"application/json\""));
         assert!(script.contains("wrk.headers[\"Authorization\"] = \"Bearer abc\""));
+        let script = wrk_script("GET", None, "dk_x\"y");
+        assert_eq!(
+            script,
+            "-- written by cargo xtask load\n\
+             wrk.method = \"GET\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer dk_x\\\"y\"\n"
+        );
+    }
+
+    #[test]
+    fn parses_the_api_address_of_delta_up() {
+        let log = "==> starting the control plane\n\
+                   admin API key   dk_abc   (also in /x/admin-api-key)\n\
+                   \n\
+                   Delta is up.\n\
+                   \x20 API       http://127.0.0.1:41234   (OpenAPI: http://127.0.0.1:41234/v1/openapi.json)\n\
+                   \x20 API key   /x/admin-api-key\n\
+                   Stop with Ctrl-C.\n";
+        assert_eq!(
+            parse_api_addr(log),
+            Some(SocketAddr::from(([127, 0, 0, 1], 41234)))
+        );
+        assert_eq!(parse_api_addr("  API key   /x/admin-api-key\n"), None);
+        assert_eq!(parse_api_addr("  API       https://example.com\n"), None);
+        assert_eq!(parse_api_addr(""), None);
+    }
+
+    #[test]
+    fn finds_an_agent_id_by_name() {
+        let page = r#"{"items":[
+            {"id":"agt_0190a","name":"email-bot","kind":"main"},
+            {"id":"agt_0190b","name":"hello-agent","kind":"main"}
+        ],"next_cursor":null}"#;
+        assert_eq!(
+            agent_id(page, "hello-agent").ok().as_deref(),
+            Some("agt_0190b")
+        );
+        let err = agent_id(page, "sms-bot").expect_err("absent");
+        assert!(format!("{err}").contains("among the 2 listed"), "{err}");
+        assert!(agent_id("not json", "hello-agent").is_err());
+        assert!(agent_id(r#"{"items":{}}"#, "hello-agent").is_err());
+        assert!(agent_id(r#"[{"id":"a","name":"hello-agent"}]"#, "hello-agent").is_err());
+        assert!(
+            agent_id(
+                r#"{"items":[{"id":7,"name":"hello-agent"}]}"#,
+                "hello-agent"
+            )
+            .is_err()
+        );
+        assert!(
+            agent_id(
+                r#"{"items":[{"id":"","name":"hello-agent"}]}"#,
+                "hello-agent"
+            )
+            .is_err()
+        );
+        let unsafe_id = r#"{"items":[{"id":"a b\r\nX: y","name":"hello-agent"}]}"#;
+        assert!(agent_id(unsafe_id, "hello-agent").is_err());
+    }
+
+    fn report(requests_per_sec: f64, p99_us: f64) -> WrkReport {
+        WrkReport {
+            requests_per_sec,
+            p50_us: 500.0,
+            p99_us,
+            requests: 1000,
+            non_2xx: 0,
+            socket_errors: None,
+        }
+    }
+
+    #[test]
+    fn control_plane_verdicts() {
+        assert_eq!(control_verdict(0.5, 9_000.0), "met");
+        assert_eq!(control_verdict(CONTROL_TARGET_RATIO, 10_000.0), "met");
+        assert_eq!(control_verdict(0.3, 9_000.0), "NOT met: req/s");
+        assert_eq!(control_verdict(0.5, 10_001.0), "NOT met: p99");
+        assert_eq!(control_verdict(0.1, 20_000.0), "NOT met: req/s, p99");
+    }
+
+    #[test]
+    fn result_table_rows() {
+        let hyper = report(90_000.0, 1_000.0);
+        let table = result_table(&hyper, None, None);
+        assert_eq!(table.lines().count(), 2, "{table}");
+        let table = result_table(
+            &hyper,
+            Some(&report(30_000.0, 2_000.0)),
+            Some(&report(45_000.0, 12_000.0)),
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("server "), "{table}");
+        assert!(lines[1].starts_with("hello-hyper "), "{table}");
+        assert!(lines[2].starts_with("delta node "), "{table}");
+        assert!(lines[2].ends_with("0.333 (target >= 0.25: met)"), "{table}");
+        assert!(lines[3].starts_with("control GET agent "), "{table}");
+        assert!(
+            lines[3].ends_with("0.500 (target >= 0.333, p99 <= 10.00 ms: NOT met: p99)"),
+            "{table}"
+        );
+        // Columns line up: every req/s figure ends at the same place.
+        let end = lines[0].find("req/s").map(|i| i + "req/s".len());
+        for line in &lines[1..] {
+            assert_eq!(line.find(".0 ").map(|i| i + 2), end, "{table}");
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! - `up`: install the wasm target if needed, build the guests and the CLI,
 //!   and start `delta up` with the example agents deployed and one run shown.
 //! - `test`: install the wasm target if needed and run the whole test suite.
-//! - `load`: drive `delta node`'s runs endpoint and a minimal hyper server
-//!   with wrk in the same run and compare them (see `load.rs`).
+//! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
+//!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
+//!   the same run and compare them (see `load.rs`).
 
 use std::process::Command;
 

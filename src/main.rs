@@ -5,6 +5,7 @@
 //! - `delta inspect <component.wasm>`: the component's world, imports and
 //!   exports.
 //! - `delta node`: the node daemon (`delta-node`).
+//! - `delta control`: the control plane (`delta-control`).
 //! - `delta up`: control plane and one node in one process, on loopback.
 //! - `delta agents ...`, `delta runs ...`: a client of the control plane.
 //!
@@ -60,6 +61,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Serve the runtime over HTTP(S): the node daemon.
     Node(NodeArgs),
+    /// The control plane alone (nodes run `delta node` elsewhere).
+    Control(ControlArgs),
     /// The control plane and one node in one process, on loopback.
     Up(up::UpArgs),
     /// Manage agents through the control plane.
@@ -148,6 +151,24 @@ struct NodeArgs {
     control_plane_url: Option<String>,
 }
 
+/// `delta control`: flags override `DELTA_*` variables, which override the
+/// config file.
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// The control plane's configuration file (`control.toml`).
+    #[arg(long, env = "DELTA_CONTROL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, env = "DELTA_CONTROL_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// `sqlite://...` or `postgres://...`.
+    #[arg(long, env = "DELTA_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Directory of the SQLite database, secrets and components.
+    #[arg(long, env = "DELTA_CONTROL_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
 #[derive(clap::Args)]
 struct InspectArgs {
     /// The component (.wasm).
@@ -177,6 +198,9 @@ fn main() -> ExitCode {
     if let Command::Node(args) = cli.command {
         return node(args);
     }
+    if let Command::Control(args) = cli.command {
+        return control(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DELTA_LOG")
@@ -202,7 +226,9 @@ fn main() -> ExitCode {
             Command::Runs { api, command } => {
                 client::runs(api, command).await.map(|()| exit::SUCCESS)
             }
-            Command::CompileWorker { .. } | Command::Node(_) => Ok(exit::SUCCESS),
+            Command::CompileWorker { .. } | Command::Node(_) | Command::Control(_) => {
+                Ok(exit::SUCCESS)
+            }
         }
     });
     match code {
@@ -217,15 +243,7 @@ fn main() -> ExitCode {
 /// The daemon: JSON logs on stderr (for journald and log shippers), exit 0
 /// after a graceful stop, 1 on a start-up or serving error.
 fn node(args: NodeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DELTA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    json_logs();
     let result = (|| -> anyhow::Result<()> {
         let mut config = match &args.config {
             Some(path) => delta_node::config::NodeConfig::load(path)?,
@@ -258,6 +276,69 @@ fn node(args: NodeArgs) -> ExitCode {
             ExitCode::from(exit::HOST_ERROR)
         }
     }
+}
+
+/// The control plane as a daemon: JSON logs on stderr, serves until
+/// SIGTERM/SIGINT, exit 0 after a graceful stop.
+fn control(args: ControlArgs) -> ExitCode {
+    json_logs();
+    let result = (|| -> anyhow::Result<()> {
+        let mut config = match &args.config {
+            Some(path) => delta_control::config::ControlConfig::load(path)?,
+            None => delta_control::config::ControlConfig::default(),
+        };
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(url) = args.database_url {
+            config.database_url = Some(url);
+        }
+        if let Some(dir) = args.state_dir {
+            config.state_dir = dir;
+        }
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        runtime.block_on(async {
+            let listen = config.listen;
+            let state = delta_control::app::AppState::open(config).await?;
+            let (listener, local) = delta_control::app::bind(listen).await?;
+            println!("listening on http://{local}");
+            tracing::info!(address = %local, "control plane serving");
+            delta_control::app::serve(state, listener, async {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+            })
+            .await
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "control plane failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HOST_ERROR)
+        }
+    }
+}
+
+/// Structured logs for daemons (journald, log shippers).
+fn json_logs() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DELTA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn runtime_config(cache: &CacheArgs) -> anyhow::Result<RuntimeConfig> {

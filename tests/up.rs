@@ -153,3 +153,47 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     assert_eq!(out.matches("hello-agent").count(), 1, "{out}");
     assert!(up.stop().success());
 }
+
+#[test]
+fn delta_control_serves_alone_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
+        .args(["control", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("control"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("delta control");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let health = client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(health.status(), reqwest::StatusCode::OK);
+        let created = client
+            .post(format!("{url}/v1/auth/register"))
+            .json(&serde_json::json!({ "email": "ops@example.com", "password": "long enough password" }))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    });
+    assert!(dir.path().join("control/control.db").exists());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    assert!(child.wait().expect("wait").success());
+}

@@ -94,7 +94,8 @@ impl Control {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.path().join("state"),
             node_token_file: Some(dir.path().join("node-token")),
-            node_heartbeat_timeout_secs: 2,
+            // Generous: a loaded machine must not lose a test's only node.
+            node_heartbeat_timeout_secs: 15,
             ..ControlConfig::default()
         };
         if dialect == Dialect::Postgres {

@@ -536,26 +536,52 @@ async fn deployments_survive_a_restart() {
     assert_eq!(run["outcome"]["output"], r#"{"greeting":"Hello, Two!"}"#);
 }
 
-#[tokio::test]
-async fn pause_resume_and_delete() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A node with one execution slot, `queue` places per tenant, fuel enough
+/// that a looping run ends by its deadline or a cancel (never by fuel, which
+/// a slow machine could reach first), and hostile-loop and hello-agent
+/// uploaded.
+struct SingleSlot {
+    node: NodeProcess,
+    looping: String,
+    hello: String,
+}
+
+impl std::ops::Deref for SingleSlot {
+    type Target = NodeProcess;
+
+    fn deref(&self) -> &NodeProcess {
+        &self.node
+    }
+}
+
+async fn single_slot_node(dir: &Path, queue: usize) -> SingleSlot {
     let node = NodeProcess::start(
-        dir.path(),
+        dir,
         &Setup {
-            extra: "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\nqueue_per_tenant = 16\nqueue_total = 64\n".into(),
+            extra: format!(
+                "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\n\
+                 queue_per_tenant = {queue}\nqueue_total = 100\n\
+                 [limits]\nmax_fuel = 1000000000000\ndefault_fuel = 1000000000000\n"
+            ),
             ..Setup::default()
         },
     );
     let looping = node.upload(guests::HOSTILE_LOOP).await;
     let hello = node.upload(guests::HELLO_AGENT).await;
-    node.deploy(
-        "loop",
-        "t1",
-        &looping,
-        json!({ "fuel": 100_000_000_000u64, "timeout_ms": 30_000 }),
-    )
-    .await;
-    node.deploy("hello", "t1", &hello, json!({})).await;
+    SingleSlot {
+        node,
+        looping,
+        hello,
+    }
+}
+
+#[tokio::test]
+async fn pause_resume_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = single_slot_node(dir.path(), 16).await;
+    node.deploy("loop", "t1", &node.looping, json!({ "timeout_ms": 30_000 }))
+        .await;
+    node.deploy("hello", "t1", &node.hello, json!({})).await;
 
     // The loop holds the only slot; a hello run queues behind it.
     let (_, busy) = node.run("loop", json!({}), false).await;
@@ -599,24 +625,17 @@ async fn pause_resume_and_delete() {
 #[tokio::test]
 async fn a_flooding_tenant_does_not_starve_another_and_full_queues_answer_429() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = NodeProcess::start(
-        dir.path(),
-        &Setup {
-            extra: "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\nqueue_per_tenant = 30\nqueue_total = 100\n".into(),
-            ..Setup::default()
-        },
-    );
-    let looping = node.upload(guests::HOSTILE_LOOP).await;
-    let hello = node.upload(guests::HELLO_AGENT).await;
+    let node = single_slot_node(dir.path(), 30).await;
     // Each of A's runs burns its 150 ms deadline.
     node.deploy(
         "a-loop",
         "tenant-a",
-        &looping,
-        json!({ "fuel": 100_000_000_000u64, "timeout_ms": 150 }),
+        &node.looping,
+        json!({ "timeout_ms": 150 }),
     )
     .await;
-    node.deploy("b-hello", "tenant-b", &hello, json!({})).await;
+    node.deploy("b-hello", "tenant-b", &node.hello, json!({}))
+        .await;
     // A fills its queue (30 waiting, one running) and is then refused.
     let mut a_runs = Vec::new();
     let refused = loop {

@@ -240,6 +240,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
+            // Deleted content is overwritten, not left in free pages: an
+            // expired output must be gone from the file (seed 004).
+            .pragma("secure_delete", "ON")
             .disable_statement_logging();
         let write = SqlitePoolOptions::new()
             .min_connections(1)
@@ -779,6 +782,15 @@ impl Store {
             if r.rows_affected() < SWEEP_CHUNK as u64 {
                 break;
             }
+        }
+        if deleted > 0 {
+            // The WAL still holds the deleted rows' old page images until a
+            // checkpoint overwrites them: take it now, and truncate the WAL.
+            // Readers in progress can make it partial; the next sweep
+            // finishes it.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.write)
+                .await?;
         }
         Ok(deleted)
     }

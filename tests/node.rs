@@ -439,6 +439,13 @@ async fn components_agents_and_runs() {
     let id = queued["id"].as_str().expect("run id").to_owned();
     let done = node.wait_finished(&id).await;
     assert_eq!(done["outcome"]["output"], r#"{"greeting":"Hello, Later!"}"#);
+    let (created, started) = (
+        done["created_at_ms"].as_i64().expect("created"),
+        done["started_at_ms"]
+            .as_i64()
+            .expect("a run that ran has a start"),
+    );
+    assert!(started >= created, "{done}");
     let (status, _) = node
         .json(reqwest::Method::GET, "/v1/runs/run_nope", None)
         .await;
@@ -650,7 +657,9 @@ async fn a_flooding_tenant_does_not_starve_another_and_full_queues_answer_429() 
         }
         let body: Value = resp.json().await.expect("json");
         a_runs.push(body["id"].as_str().expect("id").to_owned());
-        assert!(a_runs.len() <= 31, "the tenant queue never filled");
+        // 30 waiting plus the running one, and a few more if runs ended
+        // while the queue filled on a slow machine.
+        assert!(a_runs.len() <= 35, "the tenant queue never filled");
     };
     assert!(a_runs.len() >= 30, "refused after {} runs", a_runs.len());
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -667,6 +676,14 @@ async fn a_flooding_tenant_does_not_starve_another_and_full_queues_answer_429() 
     let (status, run) = node.run("b-hello", json!({ "name": "B" }), true).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(outcome(&run), "completed");
+    let (_, first) = node
+        .json(
+            reqwest::Method::GET,
+            &format!("/v1/runs/{}", a_runs[0]),
+            None,
+        )
+        .await;
+    eprintln!("DEBUG first A run: {first}");
     let mut unfinished = 0;
     for id in &a_runs {
         let (_, r) = node

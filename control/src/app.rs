@@ -59,11 +59,18 @@ impl AppState {
         let keys = JwtKeys::load_or_create(&secret_file)
             .with_context(|| format!("access-token secret {}", secret_file.display()))?;
         let node_token = match &config.node_token_file {
-            Some(path) => Some(Arc::from(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .trim(),
-            )),
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let token = token.trim();
+                if token.len() < 16 {
+                    anyhow::bail!(
+                        "{} holds fewer than 16 characters: the fleet token must be a real secret",
+                        path.display()
+                    );
+                }
+                Some(Arc::from(token))
+            }
             None => None,
         };
         let components_dir = config.state_dir.join("components");
@@ -173,11 +180,15 @@ pub fn upload_limit(bytes: u64) -> (DefaultBodyLimit, RequestBodyLimitLayer) {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
         Ok(()) => Json(json!({ "ready": true, "database": "ok" })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "database": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => {
+            // The account goes to the log: this route needs no credentials.
+            tracing::warn!(error = %e, "readiness: database not answering");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "ready": false, "database": "not answering" })),
+            )
+                .into_response()
+        }
     }
 }
 

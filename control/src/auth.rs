@@ -236,9 +236,18 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// At most this many argon2 computations at once: each takes ~19 MiB and a
+/// core for tens of milliseconds, and `/v1/auth/login` needs no credentials,
+/// so unbounded concurrency would let anyone exhaust memory and CPU. Callers
+/// beyond it wait their turn.
+const ARGON2_CONCURRENCY: usize = 4;
+
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_CONCURRENCY);
+
 /// Hash a password with argon2id (on a blocking thread: it is slow on
 /// purpose).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let _slot = ARGON2_SLOTS.acquire().await.map_err(ApiError::internal)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         argon2::Argon2::default()
@@ -252,6 +261,9 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 
 /// Check a password against a stored argon2 hash (blocking thread).
 pub async fn verify_password(hash: String, password: String) -> bool {
+    let Ok(_slot) = ARGON2_SLOTS.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {

@@ -56,7 +56,9 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(DbError::UnsupportedUrl(url.to_owned()));
+            // Only the scheme: the rest may hold a password.
+            let scheme = url.split(':').next().unwrap_or_default();
+            return Err(DbError::UnsupportedUrl(format!("{scheme}:...")));
         };
         let options = AnyConnectOptions::from_str(url)?;
         let pool = match backend {
@@ -168,9 +170,13 @@ mod tests {
             .ping()
             .await
             .expect("ping");
-        assert!(matches!(
-            Db::connect("mysql://x").await,
-            Err(DbError::UnsupportedUrl(_))
-        ));
+        let refused = Db::connect("mysql://user:hunter2@db.example/x").await;
+        assert!(matches!(refused, Err(DbError::UnsupportedUrl(_))));
+        let message = refused
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!message.contains("hunter2"), "{message}");
     }
 }

@@ -33,9 +33,13 @@ pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeCallError {
-    /// No answer: connection refused, reset, timed out.
+    /// No answer: connection refused or reset.
     #[error("node unreachable: {0}")]
     Unreachable(String),
+    /// The node took the request but did not answer in time: it may still
+    /// act on it (a run may still finish), so this is not retryable.
+    #[error("node did not answer in time: {0}")]
+    TimedOut(String),
     /// The node answered with an error.
     #[error("node answered {status} {code}: {message}")]
     Refused {
@@ -58,7 +62,7 @@ pub enum NodeCallError {
 impl NodeCallError {
     /// Whether the node did not answer at all.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable(_))
+        matches!(self, Self::Unreachable(_) | Self::TimedOut(_))
     }
 
     /// Whether the node answered 404.
@@ -78,6 +82,13 @@ impl NodeCallError {
     pub fn to_api(&self) -> ApiError {
         match self {
             Self::Unreachable(_) => node_unavailable(),
+            // No Retry-After: retrying could do the work twice.
+            Self::TimedOut(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "node_timeout",
+                "the node did not answer in time; the operation may still complete \
+                 (a run keeps going: its usage is still reported)",
+            ),
             Self::Refused {
                 status,
                 code,
@@ -219,6 +230,10 @@ impl<'a> NodeClient<'a> {
         };
         let resp = match req.send().await {
             Ok(resp) => resp,
+            Err(e) if e.is_timeout() => {
+                self.count(op, "timeout");
+                return Err(NodeCallError::TimedOut(without_url(&e)));
+            }
             Err(e) => {
                 self.count(op, "unreachable");
                 return Err(NodeCallError::Unreachable(without_url(&e)));

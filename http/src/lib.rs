@@ -322,6 +322,9 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        // An empty token is no token (and never matches an empty secret).
+        .filter(|t| !t.is_empty())
 }
 
 /// Headers every API response carries: no sniffing, no framing, no caching
@@ -353,4 +356,32 @@ pub async fn add_security_headers(req: Request, next: Next) -> Response {
         headers.entry(name).or_insert(value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn an_empty_bearer_is_no_bearer() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        for (value, expected) in [
+            ("Bearer abc", Some("abc")),
+            ("Bearer ", None),
+            ("Bearer    ", None),
+            ("Basic abc", None),
+        ] {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(bearer(&headers), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert!(secret_matches("s3cret", "s3cret"));
+        assert!(!secret_matches("s3cret", "s3cre"));
+        assert!(!secret_matches("", "x"));
+    }
 }

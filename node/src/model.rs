@@ -160,6 +160,10 @@ pub struct FinishedRun {
     pub usage: RunUsage,
     /// When the stored output and logs are hard-deleted.
     pub expires_at_ms: Millis,
+    /// When it got an execution slot (none: cancelled while queued, or
+    /// interrupted by a restart).
+    #[serde(default)]
+    pub started_at_ms: Option<Millis>,
 }
 
 /// Usage of one run: the unit the node reports to the control plane. Its

@@ -404,10 +404,8 @@ impl Node {
         // Keep the bytes so a restart can load it again (the compiled cache
         // is keyed by engine and may be discarded).
         let path = self.component_path(sha256);
-        let staged = path.with_extension("wasm.partial");
-        tokio::fs::write(&staged, &bytes)
+        write_atomically(&path, &bytes)
             .await
-            .and(tokio::fs::rename(&staged, &path).await)
             .map_err(|e| NodeError::Internal(format!("writing {}: {e}", path.display())))?;
         let record = ComponentRecord {
             sha256: sha256.to_owned(),
@@ -704,6 +702,7 @@ impl Node {
             logs: serde_json::to_value(&logs).unwrap_or_default(),
             usage: usage.clone(),
             expires_at_ms: finished_at.saturating_add(self.retention_ms()),
+            started_at_ms: permit_started(started, &usage),
         };
         let accepted = (!persisted_queued).then(|| run.clone());
         let recorded = self.record(accepted, &finished).await;
@@ -721,7 +720,7 @@ impl Node {
             logs: Some(finished.logs),
             usage: Some(usage),
             created_at_ms: run.created_at_ms,
-            started_at_ms: permit_started(started, &finished.usage),
+            started_at_ms: finished.started_at_ms,
             finished_at_ms: Some(finished_at),
             expires_at_ms: Some(finished.expires_at_ms),
         })
@@ -939,6 +938,24 @@ impl Node {
         }
         n
     }
+}
+
+/// Write `bytes` to `path` so that `path` is either absent or complete: a
+/// unique temporary file beside it, synced, then renamed over it.
+async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let staged = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&staged).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&staged, path).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&staged).await;
+    }
+    result
 }
 
 /// When a run that got a slot started (none for one cancelled in the queue).

@@ -694,6 +694,7 @@ mod tests {
                         ..RunUsage::default()
                     },
                     expires_at_ms: 1_000_000,
+                    started_at_ms: None,
                 })
                 .await
                 .expect("finish");

@@ -440,62 +440,10 @@ impl Store {
     /// [`StoreError::NotFound`], and `usage.run_id` must equal `run_id`
     /// ([`StoreError::Invalid`]).
     pub async fn finish_run(&self, run: &FinishedRun) -> Result<bool, StoreError> {
-        if run.usage.run_id != run.run_id {
-            return Err(StoreError::Invalid(format!(
-                "usage of run {} names run {}",
-                run.run_id, run.usage.run_id
-            )));
-        }
-        let outcome = encode("outcome", &run.outcome)?;
-        let logs = encode("logs", &run.logs)?;
-        let usage = encode("usage", &run.usage)?;
-
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
-        let updated = sqlx::query(
-            "UPDATE runs SET status = 'finished', outcome = ?1, logs = ?2, usage = ?3, \
-             finished_at_ms = ?4, expires_at_ms = ?5 \
-             WHERE id = ?6 AND status <> 'finished' \
-             RETURNING tenant_id",
-        )
-        .bind(&outcome)
-        .bind(&logs)
-        .bind(&usage)
-        .bind(run.usage.finished_at_ms)
-        .bind(run.expires_at_ms)
-        .bind(&run.run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = updated else {
-            let (exists,): (bool,) =
-                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)")
-                    .bind(&run.run_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            tx.rollback().await?;
-            return if exists {
-                Ok(false)
-            } else {
-                Err(StoreError::NotFound(format!("run {}", run.run_id)))
-            };
-        };
-        // The run row's tenant, not the usage's: the row was written by the
-        // node when it accepted the run.
-        let tenant_id: String = row.try_get("tenant_id")?;
-        // ON CONFLICT: the UNIQUE run_id is the last line of defence against
-        // queueing a run's usage twice (e.g. a run id reused after its row
-        // expired while the sent usage is still retained).
-        sqlx::query(
-            "INSERT INTO usage_outbox (run_id, tenant_id, payload, created_at_ms) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (run_id) DO NOTHING",
-        )
-        .bind(&run.run_id)
-        .bind(&tenant_id)
-        .bind(&usage)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.finish_runs(&[(None, run.clone())])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Invalid("not recorded".into())))
     }
 
     /// Finish several runs in one transaction (one fsync): the node's group
@@ -555,7 +503,7 @@ impl Store {
                     .bind(logs)
                     .bind(usage)
                     .bind(new.created_at_ms)
-                    .bind(new.created_at_ms)
+                    .bind(run.started_at_ms)
                     .bind(run.usage.finished_at_ms)
                     .bind(run.expires_at_ms);
             }
@@ -615,7 +563,8 @@ impl Store {
         let usage = encode("usage", &run.usage)?;
         let updated = sqlx::query(
             "UPDATE runs SET status = 'finished', outcome = ?1, logs = ?2, \
-             usage = ?3, finished_at_ms = ?4, expires_at_ms = ?5 \
+             usage = ?3, finished_at_ms = ?4, expires_at_ms = ?5, \
+             started_at_ms = COALESCE(?7, started_at_ms) \
              WHERE id = ?6 AND status <> 'finished' RETURNING tenant_id",
         )
         .bind(&outcome)
@@ -624,6 +573,7 @@ impl Store {
         .bind(run.usage.finished_at_ms)
         .bind(run.expires_at_ms)
         .bind(&run.run_id)
+        .bind(run.started_at_ms)
         .fetch_optional(&mut *tx)
         .await?;
         let tenant_id: String = match updated {
@@ -736,6 +686,7 @@ impl Store {
                     logs: serde_json::Value::Array(Vec::new()),
                     usage,
                     expires_at_ms,
+                    started_at_ms: None,
                 })
                 .await?;
             if done {
@@ -987,6 +938,7 @@ mod tests {
             logs: json!([{"at_ms": 1, "level": "info", "message": "hi"}]),
             usage: usage(run, fuel),
             expires_at_ms: expires,
+            started_at_ms: Some(1_500),
         }
     }
 

@@ -21,6 +21,10 @@ use crate::error::RunError;
 use crate::outcome::{Outcome, RunReport, Usage};
 use crate::stdio::BoundedPipe;
 
+/// Fuel handed out per slice (see `fuel_async_yield_interval` in `invoke`):
+/// about a millisecond of guest code.
+const FUEL_SLICE: u64 = 1_000_000;
+
 /// What to call.
 pub(crate) enum Call {
     Agent(Task),
@@ -159,6 +163,15 @@ impl Runtime {
         if self.config.engine.consume_fuel {
             store
                 .set_fuel(limits.fuel)
+                .map_err(|e| RunError::Setup(format!("{e:#}")))?;
+            // Wasmtime keeps the fuel count in a register between calls and
+            // loses what was burnt since the last flush when the guest traps
+            // (wasmtime#13802): a guest stopped at its deadline inside a
+            // tight loop would look nearly free. Handing fuel out in slices
+            // flushes the count at every slice, so at most one slice goes
+            // unbilled; the yield at each slice costs about a microsecond.
+            store
+                .fuel_async_yield_interval(Some(FUEL_SLICE))
                 .map_err(|e| RunError::Setup(format!("{e:#}")))?;
         }
         store.set_epoch_deadline(1);

@@ -228,3 +228,29 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, 
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_short_fleet_token_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("node-token");
+        std::fs::write(&token, "short\n").expect("token");
+        let config = ControlConfig {
+            state_dir: dir.path().join("state"),
+            node_token_file: Some(token.clone()),
+            ..ControlConfig::default()
+        };
+        let refused = AppState::open(config.clone()).await;
+        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(message.contains("fewer than 16"), "{message}");
+        std::fs::write(&token, "a-real-fleet-secret-0123456789").expect("token");
+        let state = AppState::open(config).await.expect("opens");
+        assert_eq!(
+            state.node_token.as_deref(),
+            Some("a-real-fleet-secret-0123456789")
+        );
+    }
+}

@@ -436,6 +436,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_node_timeout_is_a_504_without_a_retry_hint() {
+        // Retrying a run the node may still be executing would run it twice.
+        let e = NodeCallError::TimedOut("slow".into());
+        assert!(e.is_unreachable(), "placement may try another node");
+        let answer = e.to_api();
+        assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(answer.code, "node_timeout");
+        assert!(answer.retry_after.is_none());
+    }
+
+    #[test]
     fn node_errors_map_to_client_answers() {
         let refused = |status: StatusCode, code: &str| NodeCallError::Refused {
             status,

@@ -817,8 +817,8 @@ async fn insert_agent(
 ) -> Result<(), ApiError> {
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
     let inserted = sqlx::query(&format!(
-        "INSERT INTO agents ({AGENT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO agents ({AGENT_COLUMNS}, owner_user_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(&agent.id)
     .bind(&agent.tenant_id)
@@ -832,6 +832,8 @@ async fn insert_agent(
     .bind(agent.node_id.clone())
     .bind(agent.created_at_ms)
     .bind(agent.updated_at_ms)
+    // The user who created it: usage and budgets are per user (seed 000).
+    .bind(&principal.user_id)
     .execute(&mut *tx)
     .await;
     if let Err(e) = inserted {

@@ -130,6 +130,10 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::agents::routes())
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())
+        .merge(crate::budgets::routes())
+        .merge(crate::templates::routes())
+        .merge(crate::messages::routes())
+        .merge(crate::usage::routes())
 }
 
 /// The whole router: API, OpenAPI document, health, metrics, conventions.

@@ -44,6 +44,11 @@ pub const SCOPES: &[&str] = &[
     "agents:write",
     "runs:read",
     "runs:write",
+    "budgets:read",
+    "budgets:write",
+    "templates:read",
+    "templates:write",
+    "usage:read",
     "tenant:admin",
 ];
 

@@ -7,8 +7,22 @@
 //! node_token_file = "/etc/delta/node-token"           # nodes present it; the control plane uses it to call them
 //! allow_registration = true
 //! node_heartbeat_timeout_secs = 15
+//! redis_url = "redis://127.0.0.1:6379/"              # shared rate limits across replicas
+//! run_output_ttl_secs = 86400
+//!
+//! [tiers]                 # monthly token allocation per tier (seed 000)
+//! free = 1000
+//! developer = 10000
+//! team = 100000
+//!
+//! [rate_limit]
+//! per_key_per_sec = 50
+//! per_key_burst = 100
+//! per_tenant_per_sec = 200
+//! per_tenant_burst = 400
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -62,6 +76,50 @@ pub struct ControlConfig {
     pub max_body_bytes: u64,
     /// Largest component upload, bytes.
     pub max_component_bytes: u64,
+    /// Monthly token allocation per tier name (seed 000).
+    pub tiers: BTreeMap<String, u64>,
+    /// The tier a user's budget starts on.
+    pub default_tier: String,
+    /// Lifetime of a node's budget lease; an unreturned lease goes back to
+    /// the budget when it expires.
+    pub lease_ttl_secs: u64,
+    /// A pending token request not decided within this expires.
+    pub token_request_ttl_secs: u64,
+    /// Run outputs are hard-deleted this long after the run finished.
+    pub run_output_ttl_secs: u64,
+    /// A stored `Idempotency-Key` response is replayed for this long.
+    pub idempotency_ttl_secs: u64,
+    /// Redis for rate limits shared by several control-plane replicas (none:
+    /// in-process limits).
+    pub redis_url: Option<String>,
+    /// Request rate limits.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Request rate limits (GCRA): a sustained rate and a burst, per API key (or
+/// per session user) and per tenant. A rate of 0 turns that limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per second per API key or session user.
+    pub per_key_per_sec: u32,
+    /// Burst per API key or session user.
+    pub per_key_burst: u32,
+    /// Requests per second per tenant.
+    pub per_tenant_per_sec: u32,
+    /// Burst per tenant.
+    pub per_tenant_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_key_per_sec: 50,
+            per_key_burst: 100,
+            per_tenant_per_sec: 200,
+            per_tenant_burst: 400,
+        }
+    }
 }
 
 impl Default for ControlConfig {
@@ -76,6 +134,18 @@ impl Default for ControlConfig {
             node_heartbeat_timeout_secs: 15,
             max_body_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
+            tiers: BTreeMap::from([
+                ("free".to_owned(), 1_000),
+                ("developer".to_owned(), 10_000),
+                ("team".to_owned(), 100_000),
+            ]),
+            default_tier: "developer".to_owned(),
+            lease_ttl_secs: 120,
+            token_request_ttl_secs: 7 * 24 * 3600,
+            run_output_ttl_secs: 24 * 3600,
+            idempotency_ttl_secs: 24 * 3600,
+            redis_url: None,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

@@ -70,7 +70,7 @@ pub struct TokenRequest {
 ///
 /// Converts into [`AgentError`] with `?`: the code is `budget-` followed by
 /// [`BudgetError::code`] (for example `budget-no-parent`), the message is the
-/// `Display` text; never retryable.
+/// `Display` text; retryable only for [`BudgetError::Unavailable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BudgetError {
     /// No budget ledger is configured on this node.
@@ -84,6 +84,8 @@ pub enum BudgetError {
     },
     /// No request with this id belongs to this agent.
     UnknownRequest,
+    /// The budget authority could not answer; retrying later may succeed.
+    Unavailable(String),
 }
 
 impl BudgetError {
@@ -94,6 +96,7 @@ impl BudgetError {
             BudgetError::NoParent => "no-parent",
             BudgetError::InvalidAmount { .. } => "invalid-amount",
             BudgetError::UnknownRequest => "unknown-request",
+            BudgetError::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -111,6 +114,9 @@ impl fmt::Display for BudgetError {
                 write!(f, "amount is zero or over the per-request limit of {limit}")
             }
             BudgetError::UnknownRequest => f.write_str("unknown token request"),
+            BudgetError::Unavailable(reason) => {
+                write!(f, "the budget authority is unavailable: {reason}")
+            }
         }
     }
 }
@@ -121,8 +127,8 @@ impl From<BudgetError> for AgentError {
     fn from(error: BudgetError) -> Self {
         AgentError {
             code: format!("budget-{}", error.code()),
+            retryable: matches!(error, BudgetError::Unavailable(_)),
             message: error.to_string(),
-            retryable: false,
         }
     }
 }
@@ -212,6 +218,7 @@ mod wasm {
             raw::BudgetError::NoParent => BudgetError::NoParent,
             raw::BudgetError::InvalidAmount(limit) => BudgetError::InvalidAmount { limit },
             raw::BudgetError::UnknownRequest => BudgetError::UnknownRequest,
+            raw::BudgetError::Unavailable(reason) => BudgetError::Unavailable(reason),
         }
     }
 }

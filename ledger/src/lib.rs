@@ -547,11 +547,11 @@ fn storage(e: Error) -> LedgerError {
     }
 }
 
-/// The WIT's budget errors have no storage case: a ledger that cannot answer
-/// is, to the guest, a ledger that is not there. The cause is logged.
+/// A ledger whose storage cannot answer is `unavailable` to the guest; the
+/// cause is logged, not shown (it may name paths).
 fn unavailable(e: Error) -> BudgetError {
     tracing::error!(error = %e, "budget ledger unavailable");
-    BudgetError::NotConfigured
+    BudgetError::Unavailable("the budget ledger's storage failed".into())
 }
 
 #[async_trait]

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod capabilities;
 pub mod config;
+pub mod leases;
 pub mod metrics;
 pub mod model;
 pub mod node;

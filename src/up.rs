@@ -27,6 +27,10 @@ pub struct UpArgs {
     /// show a run of hello-agent.
     #[arg(long)]
     pub examples: Option<PathBuf>,
+    /// Turn the control plane's request rate limits off (load tests on
+    /// loopback measure the server, not the limiter).
+    #[arg(long)]
+    pub no_rate_limits: bool,
 }
 
 /// Guests that are examples of what not to run, or not agents.
@@ -46,6 +50,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         state_dir: state_dir.join("control"),
         node_token_file: Some(fleet_token_file.clone()),
+        rate_limit: if args.no_rate_limits {
+            delta_control::config::RateLimitConfig {
+                per_key_per_sec: 0,
+                per_key_burst: 0,
+                per_tenant_per_sec: 0,
+                per_tenant_burst: 0,
+            }
+        } else {
+            delta_control::config::RateLimitConfig::default()
+        },
         ..Default::default()
     };
     let control_state = delta_control::app::AppState::open(control_config).await?;

@@ -1051,8 +1051,9 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
     assert_eq!(err["code"], "no_nodes");
     assert!(ctl.walk(&admin, "/v1/agents", 10).await.is_empty());
 
-    // Usage: a batch, the same batch again, then an overlapping batch sent
-    // eight times at once. Every run counts once.
+    // Usage: a batch, the same batch again (replayed under its key, counted
+    // as duplicates without one), then an overlapping batch sent eight times
+    // at once. Every run counts once.
     let record = |run: &str| {
         json!({
             "run_id": run, "agent_id": "agt_x", "tenant_id": "t", "outcome": "completed",
@@ -1060,37 +1061,70 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
             "llm": {}, "messages": {}, "finished_at_ms": 1,
         })
     };
-    let post = |batch: Value| {
+    // (status, replayed, accepted, duplicates)
+    let post = |batch: Value, key: Option<String>| {
         let ctl = &ctl;
         async move {
-            let resp = ctl
+            let mut req = ctl
                 .client
                 .post(ctl.url("/v1/nodes/usage"))
                 .bearer_auth(FLEET_TOKEN)
-                .header("idempotency-key", batch["batch_id"].as_str().unwrap_or(""))
-                .json(&batch)
-                .send()
-                .await
-                .expect("usage");
-            assert_eq!(resp.status(), StatusCode::OK);
+                .json(&batch);
+            if let Some(key) = key {
+                req = req.header("idempotency-key", key);
+            }
+            let resp = req.send().await.expect("usage");
+            let status = resp.status();
+            let replayed = resp.headers().contains_key("idempotency-replayed");
             let ack: Value = resp.json().await.expect("json");
             (
-                ack["accepted"].as_u64().expect("accepted"),
-                ack["duplicates"].as_u64().expect("duplicates"),
+                status,
+                replayed,
+                ack["accepted"].as_u64().unwrap_or(0),
+                ack["duplicates"].as_u64().unwrap_or(0),
             )
         }
     };
     let first = json!({ "batch_id": "b1", "node_id": "fake-1",
                         "records": [record("r1"), record("r2"), record("r3")] });
-    assert_eq!(post(first.clone()).await, (3, 0));
-    assert_eq!(post(first).await, (0, 3));
+    let key = Some("b1".to_owned());
+    assert_eq!(
+        post(first.clone(), key.clone()).await,
+        (StatusCode::OK, false, 3, 0)
+    );
+    assert_eq!(post(first.clone(), key).await, (StatusCode::OK, true, 3, 0));
+    assert_eq!(post(first, None).await, (StatusCode::OK, false, 0, 3));
     let second = json!({ "batch_id": "b2", "node_id": "fake-1",
                          "records": [record("r3"), record("r4"), record("r5"), record("r6")] });
-    let results = futures_util::future::join_all((0..8).map(|_| post(second.clone()))).await;
-    let accepted: u64 = results.iter().map(|(a, _)| a).sum();
-    let duplicates: u64 = results.iter().map(|(_, d)| d).sum();
+    // Under eight different keys: the handler runs eight times.
+    let results = futures_util::future::join_all(
+        (0..8).map(|i| post(second.clone(), Some(format!("b2-{i}")))),
+    )
+    .await;
+    assert!(results.iter().all(|r| r.0 == StatusCode::OK), "{results:?}");
+    let accepted: u64 = results.iter().map(|r| r.2).sum();
+    let duplicates: u64 = results.iter().map(|r| r.3).sum();
     assert_eq!(accepted, 3, "{results:?}");
     assert_eq!(duplicates, 8 * 4 - 3);
+    // Under one key: it runs once; the others are replays or told it is in
+    // flight, never counted again.
+    let third = json!({ "batch_id": "b3", "node_id": "fake-1",
+                        "records": [record("r6"), record("r7")] });
+    let results =
+        futures_util::future::join_all((0..8).map(|_| post(third.clone(), Some("b3".to_owned()))))
+            .await;
+    let executed: Vec<_> = results
+        .iter()
+        .filter(|r| r.0 == StatusCode::OK && !r.1)
+        .collect();
+    assert_eq!(executed.len(), 1, "{results:?}");
+    assert_eq!((executed[0].2, executed[0].3), (1, 1), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.0 == StatusCode::OK || r.0 == StatusCode::CONFLICT),
+        "{results:?}"
+    );
     let (status, _) = ctl
         .call(
             Method::POST,

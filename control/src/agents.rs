@@ -189,6 +189,10 @@ pub struct CreateAgent {
     pub limits: Option<Limits>,
     /// Grants (default: nothing).
     pub grants: Option<AgentGrants>,
+    /// Tokens carved at creation from the parent's budget (the creating
+    /// user's pool for a main agent, the main agent's for a bot); default 0.
+    /// 409 `budget_exhausted` when the parent cannot cover it.
+    pub budget: Option<u64>,
 }
 
 /// Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the agent
@@ -560,6 +564,9 @@ pub(crate) enum DeployError {
     /// Limits or grants do not serialise (never, for stored values).
     #[error("encoding the deployment: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The granted templates could not be read.
+    #[error("reading the agent's templates: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 impl DeployError {
@@ -591,7 +598,8 @@ pub(crate) async fn deploy(
 ) -> Result<AgentRecord, DeployError> {
     let client = NodeClient::new(state);
     let limits = serde_json::to_value(&agent.limits)?;
-    let grants = serde_json::to_value(&agent.grants)?;
+    // The node's grants carry the granted templates' definitions.
+    let grants = serde_json::to_value(crate::templates::node_grants(&state.db, agent).await?)?;
     let spec = DeploySpec {
         tenant_id: &agent.tenant_id,
         component: &agent.component,
@@ -688,7 +696,8 @@ fn is_sha256(s: &str) -> bool {
     request_body = CreateAgent,
     responses(
         (status = 201, description = "Deployed", body = Agent),
-        (status = 409, description = "`name_taken`"),
+        (status = 409, description = "`name_taken`, `budget_exhausted` (the parent's budget \
+                                      cannot cover `budget`)"),
         (status = 422, description = "`invalid`, `invalid_parent`, `unknown_component`, \
                                       `invalid_component` (the node refused it)"),
         (status = 503, description = "`no_nodes` (no node is up) or `node_unavailable`"),
@@ -742,6 +751,16 @@ async fn create_agent(
         ));
     }
     require_component(&state, tenant, &body.component).await?;
+    let budget = body.budget.unwrap_or(0);
+    crate::budgets::check_creation(
+        &state,
+        tenant,
+        &principal.user_id,
+        body.kind,
+        body.parent_agent_id.as_deref(),
+        budget,
+    )
+    .await?;
     let taken: Option<String> =
         sqlx::query_scalar("SELECT id FROM agents WHERE tenant_id = $1 AND name = $2")
             .bind(tenant)
@@ -793,7 +812,7 @@ async fn create_agent(
     };
     agent.node_id = Some(node.id.clone());
 
-    if let Err(e) = insert_agent(&state, &agent, &principal, &rid).await {
+    if let Err(e) = insert_agent(&state, &agent, budget, &principal, &rid).await {
         // Not stored: take the deployment back (the monitor would remove
         // it later otherwise).
         if let Err(undo) = NodeClient::new(&state)
@@ -808,10 +827,12 @@ async fn create_agent(
     Ok((StatusCode::CREATED, Json(agent)).into_response())
 }
 
-/// Store a new agent with its audit row, in one transaction.
+/// Store a new agent with its budget account and audit row, in one
+/// transaction.
 async fn insert_agent(
     state: &AppState,
     agent: &Agent,
+    budget: u64,
     principal: &Principal,
     rid: &RequestId,
 ) -> Result<(), ApiError> {
@@ -846,6 +867,7 @@ async fn insert_agent(
         }
         return Err(ApiError::internal(e));
     }
+    crate::budgets::open_account(&mut tx, &state.config, agent, &principal.user_id, budget).await?;
     audit::record_in(
         &mut tx,
         Some(&agent.tenant_id),
@@ -1021,7 +1043,7 @@ async fn update_agent(
 }
 
 /// Delete an agent: 409 `has_bots` while bots name it as parent. Its
-/// deployment is removed from its node, which cancels its runs; if the node
+/// unspent tokens go back to its parent's budget. Its deployment is removed from its node, which cancels its runs; if the node
 /// is down, the monitor removes it when the node is back. Its runs stay
 /// listed.
 #[utoipa::path(
@@ -1066,6 +1088,7 @@ async fn delete_agent(
             "delete this main agent's bots first",
         ));
     }
+    crate::budgets::close_account(&mut tx, &principal.tenant_id, &id).await?;
     audit::record_in(
         &mut tx,
         Some(&principal.tenant_id),

@@ -24,6 +24,7 @@ use crate::auth::JwtKeys;
 use crate::config::ControlConfig;
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Where uploaded components are kept (by sha256).
     pub components_dir: PathBuf,
+    /// Request rate limits (in process, or shared through Redis).
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -79,14 +82,22 @@ impl AppState {
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
+        let metrics = Metrics::new();
+        let limiter = RateLimiter::new(
+            &config.rate_limit,
+            config.redis_url.as_deref(),
+            metrics.registry(),
+        )
+        .context("setting up rate limits")?;
         Ok(Self {
             db,
             keys: Arc::new(keys),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             node_token,
             http,
             components_dir,
+            limiter: Arc::new(limiter),
         })
     }
 }
@@ -138,7 +149,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The whole router: API, OpenAPI document, health, metrics, conventions.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = api_routes().split_for_parts();
+    let (api, mut openapi) = api_routes().split_for_parts();
+    crate::idempotency::document(&mut openapi);
     let openapi = Arc::new(openapi);
     let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
     let http_metrics = HttpMetrics {
@@ -161,6 +173,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        // Inside request_context, so that its refusals (400, 409, 422) get
+        // the request id and the JSON error shape like any other.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::middleware,
+        ))
         // Component uploads set their own, larger limit on their route.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(add_security_headers))
@@ -215,12 +233,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let monitor = crate::nodes::spawn_monitor(state.clone());
+    let sweep = crate::sweep::spawn(state.clone());
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the control plane");
     monitor.abort();
+    sweep.abort();
     result
 }
 

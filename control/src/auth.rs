@@ -150,6 +150,10 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// HMAC-SHA256(secret, "delta-control subkeys v1"): the root of
+    /// [`JwtKeys::derive_key`], so the raw secret is kept by the JWT keys
+    /// only.
+    subkey_root: [u8; 32],
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -172,7 +176,16 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            subkey_root: hmac_sha256(secret, b"delta-control subkeys v1"),
         }
+    }
+
+    /// A 256-bit key for `purpose`, derived from the access-token secret:
+    /// every replica sharing the secret derives the same key (used to seal
+    /// stored Idempotency-Key responses and to hash what they are stored
+    /// under).
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        hmac_sha256(&self.subkey_root, purpose.as_bytes())
     }
 
     /// Read the secret from `path`, creating a random one (mode 0600) if
@@ -225,6 +238,15 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims)
     }
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use aws_lc_rs::hmac;
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 /// 32 random bytes, base64url: refresh tokens, secrets.
@@ -323,6 +345,9 @@ impl FromRequestParts<AppState> for Principal {
         state.metrics.auth.with_label_values(&[label]).inc();
         let principal = result.map_err(|_| ApiError::unauthorized())?;
         delta_http::record_ids(Some(&principal.tenant_id), None, None);
+        // After authentication, so that limits are per real credential and
+        // a flood of bad credentials cannot use up a tenant's budget.
+        state.limiter.check(&principal).await?;
         Ok(principal)
     }
 }

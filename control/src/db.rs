@@ -74,7 +74,8 @@ impl Db {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                                 PRAGMA secure_delete = ON;",
                             )
                             .await?;
                             Ok(())
@@ -132,6 +133,25 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// The UTC date of `ms` (milliseconds since the epoch) as `YYYY-MM-DD`.
+pub fn utc_day(ms: i64) -> String {
+    let (y, m, d) = utc_date(ms);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The UTC month of `ms` as `YYYY-MM`: the budget period (seed 000).
+pub fn utc_month(ms: i64) -> String {
+    let (y, m, _) = utc_date(ms);
+    format!("{y:04}-{m:02}")
+}
+
+fn utc_date(ms: i64) -> (i32, u8, u8) {
+    let date = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    (date.year(), u8::from(date.month()), date.day())
+}
+
 /// A fresh id with a type prefix, e.g. `agt_0190...` (time-ordered).
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
@@ -141,6 +161,17 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
     use sqlx::Row;
+
+    #[test]
+    fn utc_days_and_months() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        // 2026-11-23T23:59:59.999Z and the next millisecond.
+        assert_eq!(utc_day(1_795_478_399_999), "2026-11-23");
+        assert_eq!(utc_day(1_795_478_400_000), "2026-11-24");
+        assert_eq!(utc_month(1_796_083_199_999), "2026-11");
+        assert_eq!(utc_month(1_796_083_200_000), "2026-12");
+        assert_eq!(utc_day(-1), "1969-12-31");
+    }
 
     #[tokio::test]
     async fn sqlite_takes_dollar_placeholders_and_migrates() {

@@ -76,6 +76,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for modules that own their metrics (rate limits).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Text exposition.
     pub fn render(&self) -> String {
         use prometheus::Encoder;

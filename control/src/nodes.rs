@@ -25,10 +25,13 @@
 //!    of agents that the database assigns to another node (left behind on a
 //!    node that was down while its agents moved, or deleted while it was
 //!    unreachable) are deleted from it, and agents assigned to it that it
-//!    does not hold are deployed again. Only ids with the `agt_` prefix are
-//!    touched, and a deployment the database does not know at all is
-//!    deleted only once it is [`STALE_GRACE`] old, because an agent being
-//!    created is deployed a moment before it is stored.
+//!    does not hold, or holds with another spec than
+//!    [`crate::templates::desired_spec`] (a redeploy after a template or
+//!    recipient change that did not reach it), are deployed again. Only ids
+//!    with the `agt_` prefix are touched, and a deployment the database does
+//!    not know at all is deleted only once it is [`STALE_GRACE`] old,
+//!    because an agent being created is deployed a moment before it is
+//!    stored.
 //!
 //! A node that comes back keeps no agent that moved away: the agents stay
 //! where they were re-placed (moving them back would interrupt them again).
@@ -147,6 +150,10 @@ pub struct UsageAck {
     pub accepted: u64,
     /// Records already stored (a resent batch or record).
     pub duplicates: u64,
+    /// Records that cannot be counted (no run id, or an agent of another
+    /// tenant than the record claims); logged and dropped.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// A node to call: its id and URL.
@@ -289,55 +296,16 @@ async fn ingest_usage(
             format!("at most {MAX_USAGE_RECORDS} records per batch"),
         ));
     }
-    let now = now_ms();
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
-    let (mut accepted, mut duplicates) = (0, 0);
-    for record in &batch.records {
-        if record.run_id.is_empty() {
-            return Err(ApiError::invalid("a usage record without run_id"));
-        }
-        let payload = serde_json::to_string(record).map_err(ApiError::internal)?;
-        let inserted = sqlx::query(
-            "INSERT INTO usage_records (run_id, node_id, tenant_id, agent_id, payload, received_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO NOTHING",
-        )
-        .bind(&record.run_id)
-        .bind(&batch.node_id)
-        .bind(&record.tenant_id)
-        .bind(&record.agent_id)
-        .bind(payload)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?
-        .rows_affected();
-        if inserted == 0 {
-            duplicates += 1;
-        } else {
-            accepted += 1;
-        }
-    }
-    tx.commit().await.map_err(ApiError::internal)?;
-    // Runs are finished after the records are committed: a run row stored
-    // concurrently (`runs::insert_run` stores the row, then looks for its
-    // usage) is then either updated here or finds the record there. For
-    // duplicates too, in case a crash came between the commit and this.
-    let mut conn = state
-        .db
-        .pool()
-        .acquire()
+    let done = crate::usage::ingest(&state.db, &batch.node_id, &batch.batch_id, &batch.records)
         .await
         .map_err(ApiError::internal)?;
-    for record in &batch.records {
-        crate::runs::finish_from_usage(&mut conn, record)
-            .await
-            .map_err(ApiError::internal)?;
-    }
-    tracing::debug!(batch = %batch.batch_id, node = %batch.node_id, accepted, duplicates, "usage");
+    tracing::debug!(batch = %batch.batch_id, node = %batch.node_id,
+        accepted = done.accepted, duplicates = done.duplicates, rejected = done.rejected, "usage");
     Ok(Json(UsageAck {
         batch_id: batch.batch_id,
-        accepted,
-        duplicates,
+        accepted: done.accepted,
+        duplicates: done.duplicates,
+        rejected: done.rejected,
     }))
 }
 
@@ -732,12 +700,21 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     }
-    let held: HashSet<&str> = deployed.iter().map(|d| d.id.as_str()).collect();
-    for agent in assigned.iter().filter(|a| !held.contains(a.id.as_str())) {
+    let held: HashMap<&str, &delta_node::model::AgentRecord> =
+        deployed.iter().map(|d| (d.id.as_str(), d)).collect();
+    for agent in &assigned {
+        // Missing, or held with another spec (a redeploy after a template
+        // or recipient change that failed, or a change from before it).
+        let what = match held.get(agent.id.as_str()) {
+            None => "missing deployment restored",
+            Some(d) => match crate::templates::desired_spec(&state.db, agent).await {
+                Ok(spec) if spec == d.spec => continue,
+                Ok(_) => "outdated deployment updated",
+                Err(e) => return Err(e.to_string()),
+            },
+        };
         match agents::deploy(state, node, agent).await {
-            Ok(_) => {
-                tracing::info!(node = %node.id, agent = %agent.id, "missing deployment restored")
-            }
+            Ok(_) => tracing::info!(node = %node.id, agent = %agent.id, "{what}"),
             Err(e) => {
                 tracing::warn!(node = %node.id, agent = %agent.id, error = %e, "restoring a deployment")
             }

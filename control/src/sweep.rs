@@ -1,1 +1,140 @@
-//! (being written)
+//! The sweep: periodic clean-up of data with a lifetime.
+//!
+//! Every [`SWEEP_INTERVAL`] one task ([`spawn`]) runs [`sweep_once`]:
+//! - expired budget leases return their tokens to the agent (a node that
+//!   died holding a lease does not keep its tokens);
+//! - pending token requests older than `token_request_ttl_secs` expire;
+//! - budget accounts still in a past month roll over to the current one;
+//! - stored `Idempotency-Key` responses are hard-deleted after
+//!   `idempotency_ttl_secs`, or after `run_output_ttl_secs` if that is
+//!   shorter: a stored response can hold a run's output (`?wait=true`), and
+//!   run outputs must not outlive their retention (seed 004). On SQLite the
+//!   database runs with `secure_delete`, so deleted rows are overwritten in
+//!   the file, not only unlinked, and the WAL is checkpointed and truncated
+//!   after a pass that deleted some.
+//!
+//! Run outputs and logs themselves live on the node that ran them, which
+//! hard-deletes them after the same retention (see `delta-node`); the
+//! control plane keeps only each run's outcome name and usage.
+//!
+//! # One sweeper at a time
+//! Several control-plane replicas may share one PostgreSQL database. Each
+//! pass takes a session-level advisory lock with `pg_try_advisory_lock` on
+//! one pooled connection and skips the pass if another replica holds it;
+//! the lock is released on the same connection afterwards (or dropped with
+//! the connection if releasing fails, which ends the session and so the
+//! lock). Every step is also safe to repeat (conditional updates), so the
+//! lock saves duplicated work and contention rather than guarding
+//! correctness. SQLite is one process's database: a process-local mutex
+//! serves.
+
+use std::time::Duration;
+
+use sqlx::Row as _;
+use tokio::sync::Mutex;
+
+use crate::app::AppState;
+use crate::db::{Backend, now_ms};
+
+/// How often the sweep runs. Lease expiry depends on it: a lease is
+/// returned at most this long after it expired.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The advisory-lock key of the sweep ("deltaSWP" as an integer); any
+/// constant works as long as nothing else in the database uses it.
+pub const SWEEP_LOCK_KEY: i64 = 0x6465_6c74_6153_5750;
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Leases expired (tokens returned).
+    pub leases_expired: u64,
+    /// Token requests expired.
+    pub requests_expired: u64,
+    /// Budget accounts rolled over to a new month.
+    pub accounts_rolled_over: u64,
+    /// Stored idempotent responses deleted.
+    pub idempotency_deleted: u64,
+}
+
+static LOCAL: Mutex<()> = Mutex::const_new(());
+
+/// One pass at `now` (milliseconds). `None`: another replica holds the
+/// lock (PostgreSQL only).
+pub async fn sweep_once(state: &AppState, now: i64) -> Result<Option<SweepReport>, sqlx::Error> {
+    match state.db.backend() {
+        Backend::Sqlite => {
+            // Passes are short: wait for the one running rather than skip.
+            let _guard = LOCAL.lock().await;
+            steps(state, now).await.map(Some)
+        }
+        Backend::Postgres => {
+            let mut conn = state.db.pool().acquire().await?;
+            let got: i32 =
+                sqlx::query("SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1 ELSE 0 END AS got")
+                    .bind(SWEEP_LOCK_KEY)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("got")?;
+            if got != 1 {
+                return Ok(None);
+            }
+            let result = steps(state, now).await;
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(SWEEP_LOCK_KEY)
+                .execute(&mut *conn)
+                .await;
+            if let Err(e) = unlocked {
+                // Closing the session releases its advisory locks.
+                tracing::warn!(error = %e, "releasing the sweep lock; closing its connection");
+                drop(conn.detach());
+            }
+            result.map(Some)
+        }
+    }
+}
+
+async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
+    let config = &state.config;
+    let secs_ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let db = &state.db;
+    let leases_expired = crate::budgets::expire_leases(db, now).await?;
+    let requests_expired =
+        crate::budgets::expire_requests(db, now, secs_ms(config.token_request_ttl_secs)).await?;
+    let accounts_rolled_over = crate::budgets::roll_over_due(db, now).await?;
+    let keep = config.idempotency_ttl_secs.min(config.run_output_ttl_secs);
+    let idempotency_deleted = crate::idempotency::sweep_expired(db, now, secs_ms(keep)).await?;
+    if idempotency_deleted > 0 && db.backend() == Backend::Sqlite {
+        // secure_delete zeroes the rows in their pages, but earlier copies
+        // of those pages stay in the WAL until a checkpoint copies the WAL
+        // back and truncates it. Best effort: readers in the middle of a
+        // transaction make it partial; the next deleting pass retries.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(SweepReport {
+        leases_expired,
+        requests_expired,
+        accounts_rolled_over,
+        idempotency_deleted,
+    })
+}
+
+/// Run [`sweep_once`] every [`SWEEP_INTERVAL`] until aborted.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match sweep_once(&state, now_ms()).await {
+                Ok(Some(report)) if report != SweepReport::default() => {
+                    tracing::info!(?report, "sweep");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),
+            }
+        }
+    })
+}

@@ -568,6 +568,11 @@ both!(
                 "agents:write",
                 "runs:read",
                 "runs:write",
+                "budgets:read",
+                "budgets:write",
+                "templates:read",
+                "templates:write",
+                "usage:read",
                 "tenant:admin"
             ])
         );

@@ -42,6 +42,7 @@
 //! html = false                           # default
 //! variables = ["name", "code"]           # default []
 //! max_variable_len = 256                 # default
+//! max_lengths = { code = 8 }             # per variable; default none
 //! approved = true                        # default false
 //!
 //! [[templates]]
@@ -68,6 +69,7 @@
 //! Per-agent grants ([`AgentGrants`]) are not part of this file: the node
 //! passes them when it builds an agent's messenger.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -300,8 +302,9 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// One operator template.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One template: the operator's (configuration file) or a deployment's
+/// (authored in the control plane, shipped in the agent's grants).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateConfig {
     /// The id agents refer to. Required, unique.
@@ -325,6 +328,11 @@ pub struct TemplateConfig {
     /// Longest accepted variable value, in characters. Default: 256.
     #[serde(default = "default_max_variable_len")]
     pub max_variable_len: usize,
+    /// Longest accepted value of particular variables, in characters,
+    /// overriding `max_variable_len` for those. Every key must be in
+    /// `variables`; every value at least 1. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_lengths: BTreeMap<String, usize>,
     /// Whether the template may be used. Default: false, so a template
     /// added to the file is inert until an operator approves it.
     #[serde(default)]

@@ -8,6 +8,17 @@
 //! gives each agent an [`AgentMessenger`] carrying its [`AgentGrants`], which
 //! implements [`delta_host_api::Messenger`].
 //!
+//! # A deployment's own templates
+//!
+//! On a node driven by the control plane, templates are authored and
+//! approved per tenant there and shipped with each deployment;
+//! [`AgentMessenger::with_templates`] makes a messenger use those instead of
+//! the configured ones (compiled once per distinct set and cached). Such
+//! templates are held to [`check_safe_subset`], which [`check_template`]
+//! also applies, so the control plane refuses at its API what a node would
+//! refuse. [`AgentMessenger::with_observer`] adds a second [`AuditLog`]
+//! that sees every attempt of that messenger (the node's per-run meter).
+//!
 //! # Check order
 //!
 //! [`Messenger::send`] checks in this order and stops at the first failure,
@@ -53,10 +64,11 @@ mod delivery;
 mod recipient;
 mod template;
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -74,6 +86,8 @@ pub use config::{
     RateLimitConfig, SecretSource, SmsBackend, SmsConfig, SmtpConfig, SmtpTls, TemplateConfig,
     TwilioConfig,
 };
+pub use recipient::{InvalidRecipientEntry, check_allow_entry};
+pub use template::{check_safe_subset, check_template};
 
 use delivery::{Backend, Outgoing};
 use template::Templates;
@@ -120,10 +134,16 @@ struct ChannelState {
     backend: Backend,
 }
 
+/// Distinct deployment template sets kept compiled at most; past this the
+/// cache starts over (sets are small and compile in microseconds).
+const DEPLOYED_SETS: usize = 256;
+
 /// State shared by every agent's messenger: compiled templates, transports,
 /// rate limiters, the ledger and the audit log.
 struct Shared {
     templates: Templates,
+    /// Deployments' template sets, compiled, by their JSON.
+    deployed: Mutex<HashMap<String, Arc<Templates>>>,
     email: Option<ChannelState>,
     sms: Option<ChannelState>,
     ledger: Option<Arc<dyn BudgetLedger>>,
@@ -216,6 +236,7 @@ impl Messaging {
         Ok(Self {
             shared: Arc::new(Shared {
                 templates,
+                deployed: Mutex::new(HashMap::new()),
                 email,
                 sms,
                 ledger,
@@ -230,7 +251,35 @@ impl Messaging {
         AgentMessenger {
             shared: Arc::clone(&self.shared),
             grants: Arc::new(grants),
+            templates: None,
+            observer: None,
         }
+    }
+}
+
+impl Shared {
+    /// `configs` compiled (from the cache when this set was seen before).
+    fn deployed_templates(&self, configs: &[TemplateConfig]) -> Arc<Templates> {
+        let key = serde_json::to_string(configs).unwrap_or_default();
+        let mut cache = self
+            .deployed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(compiled) = cache.get(&key) {
+            return Arc::clone(compiled);
+        }
+        let (compiled, errors) = Templates::compile_each(configs);
+        for e in errors {
+            // The control plane validates with the same code, so this means
+            // versions disagree; the template answers template-not-found.
+            tracing::error!(error = %e, "a deployment's template was left out");
+        }
+        if cache.len() >= DEPLOYED_SETS {
+            cache.clear();
+        }
+        let compiled = Arc::new(compiled);
+        cache.insert(key, Arc::clone(&compiled));
+        compiled
     }
 }
 
@@ -240,6 +289,28 @@ impl Messaging {
 pub struct AgentMessenger {
     shared: Arc<Shared>,
     grants: Arc<AgentGrants>,
+    /// The deployment's templates, replacing the configured ones.
+    templates: Option<Arc<Templates>>,
+    /// Sees every attempt, after the audit log.
+    observer: Option<Arc<dyn AuditLog>>,
+}
+
+impl AgentMessenger {
+    /// Use `templates` (a deployment's, from the control plane) instead of
+    /// the configured ones: only these exist for this agent. Each must keep
+    /// to [`check_safe_subset`]; one that does not, or does not compile, is
+    /// left out (logged) and answers `template-not-found`.
+    pub fn with_templates(mut self, templates: &[TemplateConfig]) -> Self {
+        self.templates = Some(self.shared.deployed_templates(templates));
+        self
+    }
+
+    /// Also hand every attempt's record to `observer` (after the audit log;
+    /// its failure is logged and changes nothing).
+    pub fn with_observer(mut self, observer: Arc<dyn AuditLog>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
 }
 
 impl std::fmt::Debug for AgentMessenger {
@@ -253,13 +324,12 @@ impl std::fmt::Debug for AgentMessenger {
 #[async_trait]
 impl Messenger for AgentMessenger {
     async fn send(&self, ctx: &CallContext, request: SendRequest) -> Result<Receipt, SendError> {
-        let shared = Arc::clone(&self.shared);
-        let grants = Arc::clone(&self.grants);
+        let messenger = self.clone();
         let ctx = ctx.clone();
         // Run the attempt in its own task: if the guest's deadline drops
         // this future, the attempt still settles or releases its tokens and
         // is still recorded.
-        match tokio::spawn(async move { shared.send(&grants, &ctx, request).await }).await {
+        match tokio::spawn(async move { messenger.send_now(&ctx, request).await }).await {
             Ok(result) => result,
             Err(e) => {
                 tracing::error!(error = %e, "message send task failed");
@@ -346,6 +416,25 @@ fn reason_of(e: &SendError) -> (&'static str, Option<String>) {
     }
 }
 
+impl AgentMessenger {
+    async fn send_now(
+        &self,
+        ctx: &CallContext,
+        request: SendRequest,
+    ) -> Result<Receipt, SendError> {
+        let templates = self.templates.as_deref().unwrap_or(&self.shared.templates);
+        self.shared
+            .send(
+                &self.grants,
+                templates,
+                self.observer.as_deref(),
+                ctx,
+                request,
+            )
+            .await
+    }
+}
+
 impl Shared {
     fn channel(&self, channel: ChannelId) -> Option<&ChannelState> {
         match channel {
@@ -357,6 +446,8 @@ impl Shared {
     async fn send(
         &self,
         grants: &AgentGrants,
+        templates: &Templates,
+        observer: Option<&dyn AuditLog>,
         ctx: &CallContext,
         request: SendRequest,
     ) -> Result<Receipt, SendError> {
@@ -364,7 +455,7 @@ impl Shared {
         let message_id = new_message_id(requested_ms);
         let channel = ChannelId::from(request.channel);
         let (ending, error) = match self
-            .attempt(grants, ctx, &request, channel, &message_id)
+            .attempt(grants, templates, ctx, &request, channel, &message_id)
             .await
         {
             Ok(ending) => (ending, None),
@@ -395,6 +486,11 @@ impl Shared {
             // invite a duplicate. Make the gap loud instead.
             tracing::error!(error = %e, message_id = %message_id, "message audit record lost");
         }
+        if let Some(observer) = observer
+            && let Err(e) = observer.append(&record).await
+        {
+            tracing::warn!(error = %e, message_id = %message_id, "message attempt observer failed");
+        }
         match error {
             None => Ok(Receipt {
                 message_id,
@@ -409,6 +505,7 @@ impl Shared {
     async fn attempt(
         &self,
         grants: &AgentGrants,
+        templates: &Templates,
         ctx: &CallContext,
         request: &SendRequest,
         channel: ChannelId,
@@ -419,8 +516,7 @@ impl Shared {
         let state = self
             .channel(channel)
             .ok_or_else(|| refuse(SendError::NotConfigured))?;
-        let template = self
-            .templates
+        let template = templates
             .get(&request.template_id)
             .ok_or_else(|| refuse(SendError::TemplateNotFound))?;
         // A template granted to other agents only is "not found" for this
@@ -451,8 +547,7 @@ impl Shared {
         }
         // Rendered before the rate limit and the ledger so that a broken
         // template costs the agent neither quota nor tokens.
-        let rendered = self
-            .templates
+        let rendered = templates
             .render(template, &variables)
             .map_err(|summary| (Ending::failed(), SendError::DeliveryFailed(summary)))?;
 

@@ -1,4 +1,5 @@
-//! Recipient syntax per channel and the per-agent allow-list.
+//! Recipient syntax per channel, the per-agent allow-list and the check of
+//! its entries.
 
 use std::str::FromStr;
 
@@ -43,6 +44,37 @@ pub(crate) fn is_e164(raw: &str) -> bool {
     (8..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0')
+}
+
+/// Why an allow-list entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{entry:?} is not an email address (RFC 5322 addr-spec), *@domain or an E.164 number")]
+pub struct InvalidRecipientEntry {
+    /// The entry, clipped to 64 characters.
+    pub entry: String,
+}
+
+/// Check one entry of an agent's recipient allow-list as
+/// [`is_allowed`] reads it: an email address (an addr-spec, no display
+/// name), `*@domain` for every address of a domain, or an E.164 number.
+/// Anything else could never match a recipient, so it is refused where
+/// the list is written rather than ignored where it is used.
+pub fn check_allow_entry(entry: &str) -> Result<(), InvalidRecipientEntry> {
+    let valid = if let Some(domain) = entry.strip_prefix("*@") {
+        // The domain is valid when an address on it is.
+        !domain.is_empty() && parse(ChannelId::Email, &format!("x@{domain}")).is_some()
+    } else if entry.starts_with('+') {
+        is_e164(entry)
+    } else {
+        parse(ChannelId::Email, entry).is_some()
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidRecipientEntry {
+            entry: entry.chars().take(64).collect(),
+        })
+    }
 }
 
 /// Whether `recipient` matches an entry of the agent's allow-list.
@@ -96,6 +128,33 @@ mod tests {
             "",
         ] {
             assert!(parse(ChannelId::Email, bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allow_list_entries_are_checked() {
+        for ok in [
+            "bob@example.com",
+            "*@example.com",
+            "*@sub.example.co.uk",
+            "+14155550100",
+        ] {
+            assert_eq!(check_allow_entry(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "bob",
+            "*@",
+            "*@exa mple.com",
+            "*@*.example.com",
+            "Bob <bob@example.com>",
+            "bob@example.com\n",
+            "+1234",
+            "+04155550100",
+            "14155550100",
+            "*",
+        ] {
+            assert!(check_allow_entry(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -179,6 +179,7 @@ fn template(
         html: false,
         variables: vars.iter().map(|v| (*v).to_owned()).collect(),
         max_variable_len: 64,
+        max_lengths: Default::default(),
         approved: true,
     }
 }
@@ -684,6 +685,132 @@ async fn a_template_not_granted_to_the_agent_is_not_found() {
         .send(&c, welcome("bob@example.com", "Bob"))
         .await
         .expect("a granted template is sent");
+}
+
+#[tokio::test]
+async fn a_deployment_s_templates_replace_the_configured_ones() {
+    let h = Harness::outbox(100);
+    let greeting = TemplateConfig {
+        max_lengths: [("name".to_owned(), 3)].into(),
+        ..template(
+            "greeting",
+            ChannelId::Email,
+            Some("Hi {{ name | upper }}"),
+            "{% if name == \"Bob\" %}Hello Bob{% else %}Hello {{ name }}{% endif %}",
+            &["name"],
+        )
+    };
+    let draft = TemplateConfig {
+        approved: false,
+        ..template("pending", ChannelId::Email, Some("P"), "P", &[])
+    };
+    // Outside the safe subset: left out on the node, whatever its approval.
+    let unsafe_one = template(
+        "huge",
+        ChannelId::Email,
+        Some("H"),
+        "{{ name * 9 }}",
+        &["name"],
+    );
+    let observed = Arc::new(MemoryAuditLog::new());
+    let m = h
+        .messaging
+        .messenger(AgentGrants {
+            templates: Some(vec![
+                "greeting".into(),
+                "pending".into(),
+                "huge".into(),
+                "welcome".into(),
+            ]),
+            ..grants()
+        })
+        .with_templates(&[greeting, draft, unsafe_one])
+        .with_observer(Arc::clone(&observed) as Arc<dyn AuditLog>);
+    let c = ctx("agent-1");
+    let sent = m
+        .send(
+            &c,
+            request(
+                Channel::Email,
+                "greeting",
+                "bob@example.com",
+                &[("name", "Bob")],
+            ),
+        )
+        .await
+        .expect("the deployment's template is sent");
+    // The configured `welcome` does not exist for this messenger.
+    assert_eq!(
+        m.send(&c, welcome("bob@example.com", "Bob")).await,
+        Err(SendError::TemplateNotFound)
+    );
+    assert_eq!(
+        m.send(
+            &c,
+            request(Channel::Email, "pending", "bob@example.com", &[])
+        )
+        .await,
+        Err(SendError::TemplateNotApproved)
+    );
+    assert_eq!(
+        m.send(
+            &c,
+            request(Channel::Email, "huge", "bob@example.com", &[("name", "x")])
+        )
+        .await,
+        Err(SendError::TemplateNotFound)
+    );
+    // The per-variable limit (3 characters) applies.
+    assert_eq!(
+        m.send(
+            &c,
+            request(
+                Channel::Email,
+                "greeting",
+                "bob@example.com",
+                &[("name", "Robert")]
+            )
+        )
+        .await,
+        Err(SendError::VariableInvalid("name".into()))
+    );
+    let records = observed.records();
+    assert_eq!(records.len(), 5, "{records:?}");
+    assert_eq!(
+        records,
+        h.audit.records(),
+        "the observer sees what the audit log sees"
+    );
+    assert_eq!(records[0].message_id, sent.message_id);
+    assert_eq!(records[0].status, AuditStatus::Sent);
+    assert!(records[0].provider_message_id.is_some());
+    assert_eq!(records[2].reason.as_deref(), Some("template-not-approved"));
+    let files: Vec<_> = std::fs::read_dir(h.dir.path().join("outbox"))
+        .expect("outbox")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).expect("file"))
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0].contains("Hello Bob") && files[0].contains("Hi BOB"),
+        "{}",
+        files[0]
+    );
+    // The same set again comes from the cache and behaves the same.
+    let again = h
+        .messaging
+        .messenger(AgentGrants {
+            templates: Some(vec!["greeting".into()]),
+            ..grants()
+        })
+        .with_templates(&[template("greeting", ChannelId::Email, Some("S"), "B", &[])]);
+    again
+        .send(
+            &c,
+            request(Channel::Email, "greeting", "bob@example.com", &[]),
+        )
+        .await
+        .expect("another definition under the same id is its own set");
 }
 
 #[tokio::test]

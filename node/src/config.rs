@@ -39,11 +39,17 @@
 //! token_file = "/etc/delta/control-token"
 //! advertise_url = "https://node-1.example.com:7421"   # how the control plane reaches this node
 //! heartbeat_secs = 5
+//! # Token budgets: the control plane is the authority; the node leases
+//! # slices of an agent's budget and spends against them (see `leases`).
+//! lease_chunk = 1000                  # tokens per lease (more if one call needs more)
+//! lease_idle_secs = 5                 # an unused lease goes back after this long
+//! lease_margin_secs = 10              # no new holds this close to a lease's expiry
+//! budget_timeout_secs = 5             # timeout of every budget call
 //!
 //! [llm]                               # delta_llm::LlmConfig
 //! [messaging]                         # delta_messaging::MessagingConfig
-//! [budget]                            # delta_ledger::seed::BudgetConfig
-//! database = "/var/lib/delta/ledger.db"
+//! # [budget]                          # delta_ledger::seed::BudgetConfig: a local
+//! # database = "/var/lib/delta/ledger.db"  # SQLite ledger, only without [control_plane]
 //! ```
 
 use std::net::SocketAddr;
@@ -244,6 +250,21 @@ pub struct ControlPlaneConfig {
     /// Seconds between heartbeats (default 5).
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// Tokens asked for per budget lease (default 1000); a call that needs
+    /// more asks for what it needs.
+    #[serde(default = "default_lease_chunk")]
+    pub lease_chunk: u64,
+    /// A lease without open reservations goes back to the control plane
+    /// after this many seconds unused (default 5).
+    #[serde(default = "default_lease_idle_secs")]
+    pub lease_idle_secs: u64,
+    /// No reservation is taken from a lease this many seconds before its
+    /// expiry (default 10; at most half the lease's lifetime).
+    #[serde(default = "default_lease_margin_secs")]
+    pub lease_margin_secs: u64,
+    /// Timeout of each budget call to the control plane, seconds (default 5).
+    #[serde(default = "default_budget_timeout_secs")]
+    pub budget_timeout_secs: u64,
 }
 
 fn default_batch_size() -> usize {
@@ -252,6 +273,22 @@ fn default_batch_size() -> usize {
 
 fn default_heartbeat_secs() -> u64 {
     5
+}
+
+fn default_lease_chunk() -> u64 {
+    crate::leases::DEFAULT_LEASE_CHUNK
+}
+
+fn default_lease_idle_secs() -> u64 {
+    crate::leases::DEFAULT_IDLE_RETURN.as_secs()
+}
+
+fn default_lease_margin_secs() -> u64 {
+    crate::leases::DEFAULT_EXPIRY_MARGIN.as_secs()
+}
+
+fn default_budget_timeout_secs() -> u64 {
+    crate::leases::DEFAULT_TIMEOUT.as_secs()
 }
 
 /// `[messaging]`: the backends and templates, plus where the audit goes.
@@ -318,6 +355,10 @@ impl NodeConfig {
                         batch_size: default_batch_size(),
                         advertise_url: None,
                         heartbeat_secs: default_heartbeat_secs(),
+                        lease_chunk: default_lease_chunk(),
+                        lease_idle_secs: default_lease_idle_secs(),
+                        lease_margin_secs: default_lease_margin_secs(),
+                        budget_timeout_secs: default_budget_timeout_secs(),
                     })
                 }
             }
@@ -349,6 +390,21 @@ impl NodeConfig {
         let l = &self.limits;
         if l.max_input_bytes == 0 || l.max_component_bytes == 0 {
             return invalid("limits.max_input_bytes and max_component_bytes must be positive");
+        }
+        if let Some(cp) = &self.control_plane {
+            // Two authorities would let an agent spend its budget twice.
+            if self.budget.is_some() {
+                return invalid(
+                    "[budget] and [control_plane] are both configured: with a control plane \
+                     it is the budget authority and the node leases tokens from it; remove \
+                     the local [budget] section",
+                );
+            }
+            if cp.lease_chunk == 0 || cp.budget_timeout_secs == 0 {
+                return invalid(
+                    "control_plane.lease_chunk and budget_timeout_secs must be at least 1",
+                );
+            }
         }
         Ok(())
     }
@@ -458,6 +514,33 @@ mod tests {
         config.validate().expect("allowed");
         config.token_file = None;
         assert!(config.validate().is_err(), "a token file is required");
+    }
+
+    #[test]
+    fn a_local_budget_beside_a_control_plane_is_refused() {
+        let text = r#"
+token_file = "t"
+[control_plane]
+url = "http://127.0.0.1:1"
+[budget]
+database = "ledger.db"
+"#;
+        let mut config: NodeConfig = toml::from_str(text).expect("parses");
+        let err = config.validate().expect_err("two budget authorities");
+        assert!(
+            err.to_string().contains("[budget] and [control_plane]"),
+            "{err}"
+        );
+        config.budget = None;
+        config.validate().expect("the control plane alone");
+        let cp = config.control_plane.as_ref().expect("cp");
+        assert_eq!(cp.lease_chunk, 1000);
+        assert_eq!(cp.lease_idle_secs, 5);
+        assert_eq!(cp.lease_margin_secs, 10);
+        assert_eq!(cp.budget_timeout_secs, 5);
+        config.control_plane = None;
+        config.budget = Some(toml::from_str(r#"database = "ledger.db""#).expect("budget"));
+        config.validate().expect("the local ledger alone");
     }
 
     #[test]

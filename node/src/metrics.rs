@@ -49,6 +49,9 @@ pub struct Metrics {
     pub auth_failures: IntCounter,
     /// Finished runs' outputs deleted by the expiry sweep.
     pub runs_expired: IntCounter,
+    /// Budget lease events (`granted`, `refused`, `returned`, ...; see
+    /// `leases::LeaseLedger::count_into`).
+    pub budget_leases: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -203,6 +206,12 @@ impl Metrics {
                 .unwrap_or_else(|e| panic!("metric: {e}"));
                 register(r, metric)
             },
+            budget_leases: counter_vec(
+                r,
+                "delta_budget_leases_total",
+                "Budget leases from the control plane, by event.",
+                &["event"],
+            ),
             registry,
         }
     }

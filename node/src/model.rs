@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use delta_messaging::ChannelId;
+use delta_messaging::{ChannelId, TemplateConfig};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch (what the store and the API use).
@@ -66,6 +66,14 @@ pub struct Grants {
     /// Recipients it may reach (exact addresses, `*@domain`, E.164 numbers).
     #[serde(default)]
     pub recipients: Vec<String>,
+    /// The definitions of its templates, as the control plane ships them
+    /// (each `id` is what the guest names; `approved` as reviewed there).
+    /// Present: these replace the node's `[messaging]` templates for this
+    /// agent, so only a template approved in the control plane and granted
+    /// to the agent can be sent. Absent: the node's own templates, limited
+    /// by `templates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_templates: Option<Vec<TemplateConfig>>,
 }
 
 /// A deployment as stored and served.
@@ -190,6 +198,44 @@ pub struct RunUsage {
     pub messages: BTreeMap<String, MessageCounts>,
     /// When it ended.
     pub finished_at_ms: Millis,
+    /// Every message attempt, oldest first, up to a bound per run (see
+    /// `message_log_dropped`). Absent in records of older nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_log: Vec<MessageAttempt>,
+    /// Attempts past the bound of `message_log`: counted, not kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub message_log_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One attempt to send a message, as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageAttempt {
+    /// `email` or `sms`.
+    pub channel: String,
+    /// The template the guest named (clipped).
+    pub template_id: String,
+    /// The recipient the guest named (clipped; control characters replaced).
+    pub recipient: String,
+    /// `sent`, `refused` (a check said no) or `failed` (rendering, the
+    /// ledger or the provider failed).
+    pub status: String,
+    /// The WIT `send-error` case (`template-not-approved`, ...); none when
+    /// sent.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Budget tokens charged.
+    #[serde(default)]
+    pub tokens: u64,
+    /// The provider's id for the message (SMTP reply, Twilio sid, outbox
+    /// file); none unless sent.
+    #[serde(default)]
+    pub provider_id: Option<String>,
+    /// When the attempt ended.
+    pub at_ms: Millis,
 }
 
 /// LLM use of one model in one run.
@@ -251,4 +297,43 @@ pub struct UsageBatch {
     pub node_id: String,
     /// The records, oldest first.
     pub records: Vec<RunUsage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_records_of_older_nodes_still_parse_and_empty_logs_are_not_sent() {
+        let old = r#"{"run_id":"r","agent_id":"a","tenant_id":"t","outcome":"completed",
+            "fuel_used":1,"wall_time_us":2,"peak_memory_bytes":3,"llm":{},"messages":{},
+            "finished_at_ms":4}"#;
+        let usage: RunUsage = serde_json::from_str(old).expect("an older record");
+        assert!(usage.message_log.is_empty());
+        assert_eq!(usage.message_log_dropped, 0);
+        let json = serde_json::to_value(&usage).expect("json");
+        assert!(json.get("message_log").is_none(), "{json}");
+        assert!(json.get("message_log_dropped").is_none(), "{json}");
+
+        let with_log = RunUsage {
+            message_log: vec![MessageAttempt {
+                channel: "sms".into(),
+                template_id: "otp".into(),
+                recipient: "+14155550100".into(),
+                status: "refused".into(),
+                reason: Some("rate-limited".into()),
+                tokens: 0,
+                provider_id: None,
+                at_ms: 5,
+            }],
+            message_log_dropped: 2,
+            ..usage
+        };
+        let back: RunUsage =
+            serde_json::from_value(serde_json::to_value(&with_log).expect("json")).expect("parse");
+        assert_eq!(back, with_log);
+        // A deployment without template definitions serialises as before.
+        let grants = serde_json::to_value(Grants::default()).expect("json");
+        assert!(grants.get("message_templates").is_none(), "{grants}");
+    }
 }

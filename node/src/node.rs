@@ -683,6 +683,7 @@ impl Node {
             ),
         };
         let (llm, messages) = meter.totals();
+        let (message_log, message_log_dropped) = meter.message_log();
         let finished_at = now_ms();
         let usage = RunUsage {
             run_id: run.id.clone(),
@@ -695,6 +696,8 @@ impl Node {
             llm,
             messages,
             finished_at_ms: finished_at,
+            message_log,
+            message_log_dropped,
         };
         let finished = FinishedRun {
             run_id: run.id.clone(),

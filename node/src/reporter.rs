@@ -11,7 +11,7 @@
 //! control plane acknowledged it, so a crash between the acknowledgement and
 //! `mark_sent` resends it. The control plane makes that *exactly once*: the
 //! batch's `Idempotency-Key` ([`batch_id`]) is a hash of the node id and the
-//! run ids, so the same rows resent give the same key, and every record
+//! records, so the same rows resent give the same key, and every record
 //! carries its unique `run_id` for deduplication when batches are cut
 //! differently (after a restart with another batch size, or a 413).
 //!
@@ -184,14 +184,22 @@ impl ReporterStats {
 }
 
 /// The batch id of these records from this node: hex SHA-256 of the node id
-/// and the run ids, in order. The same rows always give the same id.
+/// and the records as sent, in order. The same rows always give the same id.
+/// The records' bytes, not only their run ids, go in: the control plane
+/// answers a reused `Idempotency-Key` with a different body 422, so a node
+/// upgraded between two attempts (records serialised differently) must
+/// send a new key; the control plane still counts each run once, by run id.
 pub fn batch_id(node_id: &str, records: &[RunUsage]) -> String {
     let mut h = Sha256::new();
-    h.update(b"delta-usage-batch-v1\0");
+    h.update(b"delta-usage-batch-v2\0");
     h.update(node_id.as_bytes());
     h.update(b"\0");
     for r in records {
         h.update(r.run_id.as_bytes());
+        h.update(b"\0");
+        // Serialising a record cannot fail (strings, numbers, maps with
+        // string keys); if it ever did, the run ids alone still identify it.
+        h.update(serde_json::to_vec(r).unwrap_or_default());
         h.update(b"\0");
     }
     hex::encode(h.finalize())

@@ -2,8 +2,8 @@
 //! signals and systemd notification.
 //!
 //! - SIGTERM/SIGINT: stop accepting connections, let runs finish within
-//!   `drain_grace_secs`, cancel the rest (recorded as `cancelled`), flush the
-//!   usage outbox, exit 0.
+//!   `drain_grace_secs`, cancel the rest (recorded as `cancelled`), return
+//!   the budget leases, flush the usage outbox, exit 0.
 //! - SIGHUP: re-read the config file and apply what can change safely (run
 //!   limits, scheduler limits), the node token and the TLS certificate.
 //! - systemd (`Type=notify`): READY, STATUS, WATCHDOG while the state store
@@ -24,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::api::{ApiState, router};
 use crate::capabilities::Backends;
 use crate::config::{NodeConfig, read_secret};
+use crate::leases::LeaseLedger;
 use crate::metrics::Metrics;
 use crate::node::{Node, Reporting};
 use crate::reporter::{self, ReporterConfig, ReporterStats};
@@ -51,6 +52,7 @@ pub struct RunningNode {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    leases: Option<Arc<LeaseLedger>>,
 }
 
 impl RunningNode {
@@ -70,8 +72,8 @@ impl RunningNode {
     }
 
     /// Graceful stop: stop accepting connections, let runs finish within
-    /// the drain grace, cancel the rest (recorded as `cancelled`), flush the
-    /// usage outbox.
+    /// the drain grace, cancel the rest (recorded as `cancelled`), return the
+    /// budget leases, flush the usage outbox.
     pub async fn shutdown(self) {
         let grace = self.grace;
         notify(&[
@@ -95,6 +97,12 @@ impl RunningNode {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+        if let Some(leases) = &self.leases {
+            // Runs are over: every lease goes back with what was spent on
+            // it, so the tokens are free for other nodes at once.
+            notify(&[NotifyState::Status("draining: returning budget leases")]);
+            leases.shutdown(Duration::from_secs(10)).await;
         }
         if let Some(reporter) = self.node.reporter() {
             notify(&[NotifyState::Status("draining: flushing usage")]);
@@ -173,6 +181,10 @@ pub async fn start(mut config: NodeConfig, options: &ServeOptions) -> anyhow::Re
         .context("opening the node's state store")?;
     let backends = Backends::from_config(&config).await?;
     let metrics = Arc::new(Metrics::new());
+    let leases = backends.leases().cloned();
+    if let Some(leases) = &leases {
+        leases.count_into(metrics.budget_leases.clone());
+    }
     let reporter = match &config.control_plane {
         Some(cp) => {
             let token = match &cp.token_file {
@@ -276,6 +288,7 @@ pub async fn start(mut config: NodeConfig, options: &ServeOptions) -> anyhow::Re
         server,
         background,
         grace: Duration::from_secs(config.drain_grace_secs),
+        leases,
     })
 }
 

@@ -393,7 +393,10 @@ fn bench_control(binary: &Path, wasm: &Path, work: &Path, options: &Options) -> 
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--examples")
-            .arg(&examples),
+            .arg(&examples)
+            // wrk sends thousands of requests a second with one key: the
+            // limiter would answer most of them 429.
+            .arg("--no-rate-limits"),
         &work.join("up.log"),
     )?;
     let log = server.wait_for_line(UP_READY_LINE, UP_TIMEOUT)?;

@@ -96,6 +96,14 @@ impl Control {
             node_token_file: Some(dir.path().join("node-token")),
             // Generous: a loaded machine must not lose a test's only node.
             node_heartbeat_timeout_secs: 15,
+            // Suites call many routes quickly with one credential; the
+            // limits have their own tests (crosscutting.rs), which set them.
+            rate_limit: delta_control::config::RateLimitConfig {
+                per_key_per_sec: 0,
+                per_key_burst: 0,
+                per_tenant_per_sec: 0,
+                per_tenant_burst: 0,
+            },
             ..ControlConfig::default()
         };
         if dialect == Dialect::Postgres {

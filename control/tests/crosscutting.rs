@@ -1,0 +1,1167 @@
+//! Cross-cutting rules of issue 7 over real HTTP, on SQLite and PostgreSQL:
+//! `Idempotency-Key` on mutating requests, and rate limits per API key and
+//! per tenant, in process and shared through a real `redis-server` started
+//! by the test.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::{Control, Dialect, NODE_TOKEN, Session};
+use delta_control::db::now_ms;
+use delta_control::idempotency::{self, Claim};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Run `$f(Dialect)` on SQLite and on PostgreSQL (for tests that start
+/// their control planes with their own configuration).
+macro_rules! on_both {
+    ($name:ident, $f:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($f)(Dialect::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($f)(Dialect::Postgres).await;
+            }
+        }
+    };
+}
+
+/// An answer with its headers and raw body.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::String(self.text.clone()))
+    }
+
+    fn replayed(&self) -> bool {
+        self.headers
+            .get("idempotency-replayed")
+            .is_some_and(|v| v == "true")
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        self.headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// A request with optional bearer, Idempotency-Key and JSON body.
+async fn send(
+    ctl: &Control,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = ctl.client.request(method, ctl.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
+async fn api_key_names(ctl: &Control, token: &str) -> Vec<String> {
+    let (status, page) = ctl
+        .call(Method::GET, "/v1/api-keys?limit=100", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|k| k["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn idempotency_rows(ctl: &Control) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+        .fetch_one(ctl.state.db.pool())
+        .await
+        .expect("count")
+}
+
+async fn new_api_key(ctl: &Control, s: &Session, name: &str) -> String {
+    let (status, body) = ctl
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&s.access),
+            Some(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["key"].as_str().expect("key").to_owned()
+}
+
+// ---- Idempotency-Key -------------------------------------------------------
+
+both!(
+    a_replay_is_the_same_answer_and_the_effect_happens_once,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let body = json!({ "name": "ci" });
+        let first = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&alice.access),
+            Some("create-ci-key"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+        assert!(!first.replayed());
+        let again = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&alice.access),
+            Some("create-ci-key"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::CREATED);
+        assert!(again.replayed(), "{:?}", again.headers);
+        assert_eq!(
+            again.text, first.text,
+            "the replay is byte for byte the answer"
+        );
+        assert_eq!(
+            again.headers.get("content-type"),
+            first.headers.get("content-type")
+        );
+        // One key exists, and it is the one both answers show.
+        assert_eq!(api_key_names(&ctl, &alice.access).await, vec!["ci"]);
+        let key = first.json()["key"].as_str().expect("key").to_owned();
+        let (status, me) = ctl.call(Method::GET, "/v1/me", Some(&key), None).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        // The stored answer does not hold the new key in the clear (nor the
+        // answer in base64, as an unsealed record would).
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT response FROM idempotency_keys WHERE response IS NOT NULL")
+                .fetch_all(ctl.state.db.pool())
+                .await
+                .expect("rows");
+        assert_eq!(stored.len(), 1);
+        let raw = STANDARD.decode(&stored[0]).expect("base64");
+        let raw = String::from_utf8_lossy(&raw);
+        let encoded_answer = STANDARD.encode(first.text.as_bytes());
+        for text in [stored[0].as_str(), &raw] {
+            assert!(!text.contains(&key) && !text.contains(&encoded_answer));
+        }
+
+        // A new access token of the same session user keeps the key's scope.
+        let (status, login) = ctl
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": alice.email, "password": alice.password })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        let fresh = login["access_token"].as_str().expect("access");
+        assert_ne!(fresh, alice.access);
+        let third = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(fresh),
+            Some("create-ci-key"),
+            Some(body),
+        )
+        .await;
+        assert!(third.replayed());
+        assert_eq!(third.text, first.text);
+
+        // Tenants too: the same key twice makes one tenant.
+        let tenants = |token: String| {
+            let ctl = &ctl;
+            async move {
+                let (status, page) = ctl
+                    .call(Method::GET, "/v1/tenants", Some(&token), None)
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                page["items"].as_array().expect("items").len()
+            }
+        };
+        let before = tenants(alice.access.clone()).await;
+        for _ in 0..2 {
+            let t = send(
+                &ctl,
+                Method::POST,
+                "/v1/tenants",
+                Some(&alice.access),
+                Some("new-tenant-1"),
+                Some(json!({ "name": "Side project" })),
+            )
+            .await;
+            assert_eq!(t.status, StatusCode::CREATED, "{}", t.text);
+        }
+        assert_eq!(tenants(alice.access.clone()).await, before + 1);
+        // Without a key, two requests are two tenants (the rule is the key).
+        for _ in 0..2 {
+            let t = send(
+                &ctl,
+                Method::POST,
+                "/v1/tenants",
+                Some(&alice.access),
+                None,
+                Some(json!({ "name": "Side project" })),
+            )
+            .await;
+            assert_eq!(t.status, StatusCode::CREATED, "{}", t.text);
+            assert!(!t.replayed());
+        }
+        assert_eq!(tenants(alice.access.clone()).await, before + 3);
+    }
+);
+
+both!(
+    another_request_with_the_same_key_is_422_and_callers_are_independent,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let bob = ctl.register("bob").await;
+        let create = |token: String, key: &'static str, name: &'static str| {
+            let ctl = &ctl;
+            async move {
+                send(
+                    ctl,
+                    Method::POST,
+                    "/v1/api-keys",
+                    Some(&token),
+                    Some(key),
+                    Some(json!({ "name": name })),
+                )
+                .await
+            }
+        };
+        let first = create(alice.access.clone(), "k1", "one").await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+        // Another body, same key: refused, nothing created.
+        let other = create(alice.access.clone(), "k1", "two").await;
+        assert_eq!(
+            other.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            other.text
+        );
+        let err = other.json();
+        assert_eq!(err["code"], "idempotency_key_reused");
+        assert!(err["request_id"].is_string(), "{err}");
+        // Another path, same key: refused too.
+        let elsewhere = send(
+            &ctl,
+            Method::POST,
+            "/v1/tenants",
+            Some(&alice.access),
+            Some("k1"),
+            Some(json!({ "name": "one" })),
+        )
+        .await;
+        assert_eq!(elsewhere.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(elsewhere.json()["code"], "idempotency_key_reused");
+        assert_eq!(api_key_names(&ctl, &alice.access).await, vec!["one"]);
+
+        // Bob's "k1" is his own: executed, not Alice's answer, not a 422.
+        let bobs = create(bob.access.clone(), "k1", "two").await;
+        assert_eq!(bobs.status, StatusCode::CREATED, "{}", bobs.text);
+        assert!(!bobs.replayed());
+        assert_ne!(bobs.json()["id"], first.json()["id"]);
+        assert_eq!(api_key_names(&ctl, &bob.access).await, vec!["two"]);
+        // Alice's API key is another credential than her session.
+        let alice_key = first.json()["key"].as_str().expect("key").to_owned();
+        let via_key = create(alice_key, "k1", "three").await;
+        assert_eq!(via_key.status, StatusCode::CREATED, "{}", via_key.text);
+        assert!(!via_key.replayed());
+        let mut names = api_key_names(&ctl, &alice.access).await;
+        names.sort();
+        assert_eq!(names, vec!["one", "three"]);
+    }
+);
+
+both!(
+    malformed_keys_are_400_and_change_nothing,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let long = "k".repeat(256);
+        let exactly = "k".repeat(255);
+        for bad in [long.as_bytes(), b"".as_slice(), "caf\u{e9}".as_bytes()] {
+            let value = reqwest::header::HeaderValue::from_bytes(bad).expect("value");
+            let resp = ctl
+                .client
+                .post(ctl.url("/v1/api-keys"))
+                .bearer_auth(&alice.access)
+                .header("Idempotency-Key", value)
+                .json(&json!({ "name": "bad" }))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+            let body: Value = resp.json().await.expect("json");
+            assert_eq!(body["code"], "invalid_idempotency_key", "{body}");
+            assert!(body["request_id"].is_string(), "{body}");
+        }
+        let two = ctl
+            .client
+            .post(ctl.url("/v1/api-keys"))
+            .bearer_auth(&alice.access)
+            .header("Idempotency-Key", "a")
+            .header("Idempotency-Key", "b")
+            .json(&json!({ "name": "bad" }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(two.status(), StatusCode::BAD_REQUEST);
+        assert!(api_key_names(&ctl, &alice.access).await.is_empty());
+        assert_eq!(idempotency_rows(&ctl).await, 0);
+        // 255 characters are fine; a key on a GET is ignored.
+        let ok = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&alice.access),
+            Some(&exactly),
+            Some(json!({ "name": "good" })),
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+        let get = send(
+            &ctl,
+            Method::GET,
+            "/v1/me",
+            Some(&alice.access),
+            Some(&long),
+            None,
+        )
+        .await;
+        assert_eq!(get.status, StatusCode::OK, "{}", get.text);
+    }
+);
+
+both!(
+    errors_replay_with_a_fresh_request_id_and_refusals_are_not_stored,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        // A validation error is the operation's answer: stored, replayed
+        // with the new request's id.
+        let bad = json!({ "name": "x", "expires_in_days": 0 });
+        let first = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&alice.access),
+            Some("bad-expiry"),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(
+            first.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            first.text
+        );
+        let again = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(&alice.access),
+            Some("bad-expiry"),
+            Some(bad),
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(again.replayed());
+        let (a, b) = (first.json(), again.json());
+        assert_eq!(a["code"], b["code"]);
+        assert_eq!(a["message"], b["message"]);
+        assert!(b["request_id"].is_string());
+        assert_ne!(a["request_id"], b["request_id"]);
+        assert_eq!(
+            again
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            b["request_id"].as_str()
+        );
+        assert_eq!(idempotency_rows(&ctl).await, 1);
+
+        // 401 (bad credential) and 403 (missing scope) are not stored: the
+        // operation never ran, and a retry with a fixed credential runs.
+        let unauth = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some("not-a-token"),
+            Some("refused"),
+            Some(json!({ "name": "r" })),
+        )
+        .await;
+        assert_eq!(unauth.status, StatusCode::UNAUTHORIZED);
+        let (status, limited) = ctl
+            .call(
+                Method::POST,
+                "/v1/api-keys",
+                Some(&alice.access),
+                Some(json!({ "name": "reader", "scopes": ["agents:read"] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{limited}");
+        let reader = limited["key"].as_str().expect("key");
+        let forbidden = send(
+            &ctl,
+            Method::POST,
+            "/v1/api-keys",
+            Some(reader),
+            Some("refused"),
+            Some(json!({ "name": "r" })),
+        )
+        .await;
+        assert_eq!(
+            forbidden.status,
+            StatusCode::FORBIDDEN,
+            "{}",
+            forbidden.text
+        );
+        assert_eq!(idempotency_rows(&ctl).await, 1);
+    }
+);
+
+both!(
+    node_usage_batches_replay_their_ack,
+    |ctl: Control| async move {
+        let batch = json!({ "batch_id": "b-1", "node_id": "node-a", "records": [] });
+        let first = send(
+            &ctl,
+            Method::POST,
+            "/v1/nodes/usage",
+            Some(NODE_TOKEN),
+            Some("b-1"),
+            Some(batch.clone()),
+        )
+        .await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert!(!first.replayed());
+        let again = send(
+            &ctl,
+            Method::POST,
+            "/v1/nodes/usage",
+            Some(NODE_TOKEN),
+            Some("b-1"),
+            Some(batch),
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert!(again.replayed());
+        assert_eq!(again.text, first.text);
+        // A wrong fleet token is another scope, and refused (not stored).
+        let wrong = send(
+            &ctl,
+            Method::POST,
+            "/v1/nodes/usage",
+            Some("not-the-fleet-token-0123456789"),
+            Some("b-1"),
+            Some(json!({ "batch_id": "b-1", "node_id": "node-a", "records": [] })),
+        )
+        .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(!wrong.replayed());
+    }
+);
+
+/// A node that holds `PUT /v1/agents/{id}` until the test lets it answer
+/// (500), and answers 500 to anything else.
+struct SlowNode {
+    url: String,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: Arc<tokio::sync::Semaphore>,
+    deploys: Arc<AtomicUsize>,
+}
+
+async fn slow_node() -> SlowNode {
+    use axum::routing::put;
+    let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let deploys = Arc::new(AtomicUsize::new(0));
+    let (r, d) = (Arc::clone(&release), Arc::clone(&deploys));
+    let app = axum::Router::new()
+        .route(
+            "/v1/agents/{id}",
+            put(move || {
+                let (tx, r, d) = (tx.clone(), Arc::clone(&r), Arc::clone(&d));
+                async move {
+                    d.fetch_add(1, Ordering::SeqCst);
+                    let _ = tx.send(());
+                    if let Ok(permit) = r.acquire().await {
+                        permit.forget();
+                    }
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({ "code": "boom", "message": "boom" })),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    SlowNode {
+        url: format!("http://{addr}"),
+        arrived,
+        release,
+        deploys,
+    }
+}
+
+both!(
+    a_key_in_flight_is_409_and_a_5xx_is_not_stored,
+    |ctl: Control| async move {
+        let mut node = slow_node().await;
+        let (status, hb) = ctl
+            .call(
+                Method::POST,
+                "/v1/nodes/heartbeat",
+                Some(NODE_TOKEN),
+                Some(json!({ "node_id": "slow", "url": node.url, "capacity": 4, "load": 0 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{hb}");
+        let alice = ctl.register("alice").await;
+        let upload = ctl
+            .client
+            .post(ctl.url("/v1/components"))
+            .bearer_auth(&alice.access)
+            .header("content-type", "application/wasm")
+            .body(b"\0asm\x0d\x00\x01\x00".to_vec())
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(upload.status(), StatusCode::CREATED);
+        let component: Value = upload.json().await.expect("json");
+        let body = json!({ "name": "slow-agent", "kind": "main",
+                           "component": component["sha256"] });
+
+        // The first request waits on the node...
+        let first = {
+            let (client, url, token, body) = (
+                ctl.client.clone(),
+                ctl.url("/v1/agents"),
+                alice.access.clone(),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let resp = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", "deploy-1")
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                let replayed = resp.headers().contains_key("idempotency-replayed");
+                (resp.status(), replayed)
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(20), node.arrived.recv())
+            .await
+            .expect("the deployment reached the node")
+            .expect("channel");
+        // ...so the same key is in flight.
+        let busy = send(
+            &ctl,
+            Method::POST,
+            "/v1/agents",
+            Some(&alice.access),
+            Some("deploy-1"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text);
+        assert_eq!(busy.json()["code"], "idempotency_key_in_flight");
+        assert!(busy.json()["request_id"].is_string());
+        assert_eq!(busy.retry_after(), Some(1));
+        // A different request with that key is still a 422.
+        let other = send(
+            &ctl,
+            Method::POST,
+            "/v1/agents",
+            Some(&alice.access),
+            Some("deploy-1"),
+            Some(json!({ "name": "other", "kind": "main", "component": component["sha256"] })),
+        )
+        .await;
+        assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(node.deploys.load(Ordering::SeqCst), 1);
+
+        // The node fails: a 5xx, not stored.
+        node.release.add_permits(1);
+        let (status, replayed) = first.await.expect("first request");
+        assert!(status.is_server_error(), "{status}");
+        assert!(!replayed);
+        assert_eq!(idempotency_rows(&ctl).await, 0);
+        // So a retry with the same key runs again (the node sees it).
+        node.release.add_permits(1);
+        let retry = send(
+            &ctl,
+            Method::POST,
+            "/v1/agents",
+            Some(&alice.access),
+            Some("deploy-1"),
+            Some(body),
+        )
+        .await;
+        assert!(retry.status.is_server_error(), "{}", retry.text);
+        assert!(!retry.replayed());
+        assert_eq!(node.deploys.load(Ordering::SeqCst), 2);
+    }
+);
+
+both!(
+    stored_answers_expire_and_are_swept,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let create = |key: &'static str, name: &'static str| {
+            let ctl = &ctl;
+            let token = alice.access.clone();
+            async move {
+                send(
+                    ctl,
+                    Method::POST,
+                    "/v1/api-keys",
+                    Some(&token),
+                    Some(key),
+                    Some(json!({ "name": name })),
+                )
+                .await
+            }
+        };
+        assert_eq!(create("old", "one").await.status, StatusCode::CREATED);
+        let ttl_ms = i64::try_from(ctl.state.config.idempotency_ttl_secs * 1000).expect("ttl");
+        // Not yet expired: nothing swept.
+        assert_eq!(
+            idempotency::sweep_expired(&ctl.state.db, now_ms(), ttl_ms)
+                .await
+                .expect("sweep"),
+            0
+        );
+        assert_eq!(
+            create("old", "two").await.status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        // A day later the record is swept, and the key is free again.
+        let swept = idempotency::sweep_expired(&ctl.state.db, now_ms() + ttl_ms + 1, ttl_ms)
+            .await
+            .expect("sweep");
+        assert_eq!(swept, 1);
+        assert_eq!(idempotency_rows(&ctl).await, 0);
+        let reused = create("old", "two").await;
+        assert_eq!(reused.status, StatusCode::CREATED, "{}", reused.text);
+        assert!(!reused.replayed());
+        let mut names = api_key_names(&ctl, &alice.access).await;
+        names.sort();
+        assert_eq!(names, vec!["one", "two"]);
+    }
+);
+
+on_both!(
+    an_expired_record_is_not_replayed_even_before_the_sweep,
+    |dialect| async move {
+        let ctl = Control::start_with(dialect, |c| c.idempotency_ttl_secs = 2).await;
+        let alice = ctl.register("alice").await;
+        let create = |name: &'static str| {
+            send(
+                &ctl,
+                Method::POST,
+                "/v1/api-keys",
+                Some(&alice.access),
+                Some("short-lived"),
+                Some(json!({ "name": name })),
+            )
+        };
+        assert_eq!(create("one").await.status, StatusCode::CREATED);
+        assert!(create("one").await.replayed());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let after = create("one").await;
+        assert_eq!(after.status, StatusCode::CREATED, "{}", after.text);
+        assert!(!after.replayed(), "replayed after its ttl");
+        assert_eq!(api_key_names(&ctl, &alice.access).await, vec!["one", "one"]);
+    }
+);
+
+both!(
+    the_claim_state_machine_on_the_database,
+    |ctl: Control| async move {
+        let db = &ctl.state.db;
+        let t0 = now_ms();
+        let lease = i64::try_from(idempotency::LEASE.as_millis()).expect("lease");
+        let ttl = 10 * lease;
+        let Claim::Acquired { token } = idempotency::claim(db, "s", "k", "h1", t0, ttl)
+            .await
+            .expect("claim")
+        else {
+            panic!("the first claim acquires");
+        };
+        // Held: the same request is in flight, another is a mismatch.
+        let again = idempotency::claim(db, "s", "k", "h1", t0 + 1, ttl).await;
+        assert_eq!(again.expect("claim"), Claim::InFlight);
+        let other = idempotency::claim(db, "s", "k", "h2", t0 + 1, ttl).await;
+        assert_eq!(other.expect("claim"), Claim::Mismatch);
+        // Another scope is independent.
+        let Claim::Acquired {
+            token: long_running,
+        } = idempotency::claim(db, "s2", "k", "h2", t0 + 1, ttl)
+            .await
+            .expect("claim")
+        else {
+            panic!("another scope acquires");
+        };
+        // Renewed, the claim outlives its first lease; lapsed, it is taken
+        // over and the old holder can no longer complete.
+        assert!(
+            idempotency::renew(db, "s", "k", &token, t0 + 2 * lease)
+                .await
+                .expect("renew")
+        );
+        let renewed = idempotency::claim(db, "s", "k", "h1", t0 + lease + 1, ttl).await;
+        assert_eq!(renewed.expect("claim"), Claim::InFlight);
+        let Claim::Acquired { token: second } =
+            idempotency::claim(db, "s", "k", "h1", t0 + 2 * lease + 1, ttl)
+                .await
+                .expect("claim")
+        else {
+            panic!("a lapsed claim is taken over");
+        };
+        assert!(
+            !idempotency::complete(db, "s", "k", &token, 200, "x", t0)
+                .await
+                .expect("complete")
+        );
+        assert!(
+            idempotency::complete(db, "s", "k", &second, 201, "sealed", t0)
+                .await
+                .expect("complete")
+        );
+        assert_eq!(
+            idempotency::claim(db, "s", "k", "h1", t0 + 2 * lease + 2, ttl)
+                .await
+                .expect("claim"),
+            Claim::Replay {
+                status: 201,
+                sealed: "sealed".into()
+            }
+        );
+        // A complete record is not released; a pending one is.
+        assert!(
+            !idempotency::release(db, "s", "k", &second)
+                .await
+                .expect("release")
+        );
+        let Claim::Acquired { token: third } = idempotency::claim(db, "s", "k3", "h", t0, ttl)
+            .await
+            .expect("claim")
+        else {
+            panic!("acquires");
+        };
+        assert!(
+            idempotency::release(db, "s", "k3", &third)
+                .await
+                .expect("release")
+        );
+        assert!(matches!(
+            idempotency::claim(db, "s", "k3", "other", t0, ttl)
+                .await
+                .expect("claim"),
+            Claim::Acquired { .. }
+        ));
+        // After the ttl a record counts as absent, even a different request.
+        assert!(matches!(
+            idempotency::claim(db, "s", "k", "h9", t0 + ttl + 1, ttl)
+                .await
+                .expect("claim"),
+            Claim::Acquired { .. }
+        ));
+        // The sweep deletes what is older than the ttl, except a claim
+        // whose request is still running (its lease renewed).
+        assert!(
+            idempotency::renew(db, "s2", "k", &long_running, t0 + 100 * ttl)
+                .await
+                .expect("renew")
+        );
+        let swept = idempotency::sweep_expired(db, t0 + ttl + 2, ttl)
+            .await
+            .expect("sweep");
+        assert_eq!(swept, 1, "only (s, k3): lapsed and old");
+        assert_eq!(idempotency_rows(&ctl).await, 2);
+        assert_eq!(
+            idempotency::claim(db, "s2", "k", "h2", t0 + ttl + 3, ttl)
+                .await
+                .expect("claim"),
+            Claim::InFlight
+        );
+        let all = idempotency::sweep_expired(db, t0 + 200 * ttl, ttl)
+            .await
+            .expect("sweep");
+        assert_eq!(all, 2);
+        assert_eq!(idempotency_rows(&ctl).await, 0);
+    }
+);
+
+// ---- rate limits -------------------------------------------------------------
+
+/// `GET /v1/me` with `token` until the first 429 (at most `max` tries):
+/// how many succeeded before it, and the refusal.
+async fn until_limited(ctl: &Control, token: &str, max: usize) -> (usize, Answer) {
+    for n in 0..max {
+        let a = send(ctl, Method::GET, "/v1/me", Some(token), None, None).await;
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            return (n, a);
+        }
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    panic!("no 429 within {max} requests");
+}
+
+fn assert_limited(a: &Answer, limit: &str) -> u64 {
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+    let body = a.json();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    assert_eq!(body["details"]["limit"], limit, "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+    let secs = a.retry_after().expect("a Retry-After in whole seconds");
+    assert!(secs >= 1, "{secs}");
+    secs
+}
+
+/// Whole seconds since `t`, rounded up: how many requests a 1/s limit may
+/// have regained meanwhile.
+fn refill_since(t: Instant) -> usize {
+    usize::try_from(t.elapsed().as_secs()).unwrap_or(usize::MAX) + 1
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+on_both!(
+    per_key_limits_refuse_with_retry_after_and_recover,
+    |dialect| async move {
+        let ctl = Control::start_with(dialect, |c| {
+            c.rate_limit.per_key_per_sec = 1;
+            c.rate_limit.per_key_burst = 3;
+            c.rate_limit.per_tenant_per_sec = 0;
+        })
+        .await;
+        let alice = ctl.register("alice").await;
+        let a = new_api_key(&ctl, &alice, "a").await;
+        let b = new_api_key(&ctl, &alice, "b").await;
+        let started = Instant::now();
+        let (ok, refused) = until_limited(&ctl, &a, 20).await;
+        assert!(
+            ok >= 3 && ok <= 3 + refill_since(started),
+            "{ok} before the 429"
+        );
+        let wait = assert_limited(&refused, "key");
+        assert_eq!(refused.json()["details"]["burst"], 3);
+        // Another key of the same tenant has its own budget.
+        let (status, body) = ctl.call(Method::GET, "/v1/me", Some(&b), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Refused requests do not push the wait further out (nothing spent).
+        let again = send(&ctl, Method::GET, "/v1/me", Some(&a), None, None).await;
+        assert!(assert_limited(&again, "key") <= wait);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let (status, body) = ctl.call(Method::GET, "/v1/me", Some(&a), None).await;
+        assert_eq!(status, StatusCode::OK, "after Retry-After: {body}");
+        // Mutating requests are limited the same way, and a refusal is not
+        // stored under its Idempotency-Key.
+        let (_, refused) = until_limited(&ctl, &a, 20).await;
+        assert_limited(&refused, "key");
+        let limited = send(
+            &ctl,
+            Method::POST,
+            "/v1/tenants",
+            Some(&a),
+            Some("when-allowed"),
+            Some(json!({ "name": "later" })),
+        )
+        .await;
+        let wait = assert_limited(&limited, "key");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let later = send(
+            &ctl,
+            Method::POST,
+            "/v1/tenants",
+            Some(&a),
+            Some("when-allowed"),
+            Some(json!({ "name": "later" })),
+        )
+        .await;
+        assert_eq!(later.status, StatusCode::CREATED, "{}", later.text);
+        assert!(!later.replayed());
+        let (_, metrics) = ctl.call(Method::GET, "/metrics", None, None).await;
+        let text = metrics.as_str().expect("text");
+        assert!(
+            metric(text, "delta_control_rate_limited_total{limit=\"key\"}") >= 3.0,
+            "{text}"
+        );
+    }
+);
+
+on_both!(
+    per_tenant_limits_span_keys_and_sessions,
+    |dialect| async move {
+        let ctl = Control::start_with(dialect, |c| {
+            c.rate_limit.per_key_per_sec = 0;
+            c.rate_limit.per_tenant_per_sec = 1;
+            c.rate_limit.per_tenant_burst = 6;
+        })
+        .await;
+        let alice = ctl.register("alice").await;
+        let bob = ctl.register("bob").await;
+        let started = Instant::now();
+        let a = new_api_key(&ctl, &alice, "a").await;
+        let b = new_api_key(&ctl, &alice, "b").await;
+        // Two keys of one tenant, alternating, share the tenant's budget (two
+        // of its 6 went on creating the keys).
+        let mut ok = 0usize;
+        let refused = loop {
+            let token = if ok.is_multiple_of(2) { &a } else { &b };
+            let r = send(&ctl, Method::GET, "/v1/me", Some(token), None, None).await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                break r;
+            }
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            ok += 1;
+            assert!(ok <= 20, "no 429");
+        };
+        assert!(
+            ok + 2 >= 6 && ok + 2 <= 6 + refill_since(started),
+            "{ok} before the 429"
+        );
+        let wait = assert_limited(&refused, "tenant");
+        // The whole tenant is refused, sessions included; Bob's tenant is not.
+        let other = send(&ctl, Method::GET, "/v1/me", Some(&b), None, None).await;
+        assert_limited(&other, "tenant");
+        let session = send(&ctl, Method::GET, "/v1/me", Some(&alice.access), None, None).await;
+        assert_limited(&session, "tenant");
+        let (status, body) = ctl
+            .call(Method::GET, "/v1/me", Some(&bob.access), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Anonymous routes are not limited per tenant.
+        let (status, body) = ctl
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": alice.email, "password": alice.password })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let (status, body) = ctl.call(Method::GET, "/v1/me", Some(&a), None).await;
+        assert_eq!(status, StatusCode::OK, "after Retry-After: {body}");
+    }
+);
+
+/// A `redis-server` on a free loopback port, stopped when dropped.
+struct RedisServer {
+    child: Option<Child>,
+    url: String,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): the shared rate-limit tests need it on \
+                     PATH (Debian: apt-get install redis-server; .ci/run installs it)"
+                )
+            });
+        let server = Self {
+            child: Some(child),
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        let client = redis::Client::open(server.url.as_str()).expect("redis url");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    async fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        redis::cmd("KEYS")
+            .arg("delta:ratelimit:*")
+            .query_async(&mut conn)
+            .await
+            .expect("keys")
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+on_both!(
+    redis_shares_limits_across_replicas_and_fails_open,
+    |dialect| async move {
+        let mut redis = RedisServer::start().await;
+        let burst = 6;
+        let limits = |c: &mut delta_control::config::ControlConfig| {
+            c.rate_limit.per_key_per_sec = 1;
+            c.rate_limit.per_key_burst = burst;
+            c.rate_limit.per_tenant_per_sec = 0;
+        };
+        let url = redis.url.clone();
+        let one = Control::start_with(dialect, |c| {
+            limits(c);
+            c.redis_url = Some(url.clone());
+        })
+        .await;
+        // A second replica: same database and secrets, same Redis.
+        let (state_dir, database) = (one.state_dir(), one.state.config.database_url());
+        let two = Control::start_with(dialect, |c| {
+            limits(c);
+            c.redis_url = Some(url.clone());
+            c.state_dir = state_dir;
+            c.database_url = Some(database);
+        })
+        .await;
+        let alice = one.register("alice").await;
+        let key = new_api_key(&one, &alice, "shared").await;
+        // Alternating replicas, the key gets one burst in all, not one each.
+        let started = Instant::now();
+        let mut ok = 0usize;
+        let refused = loop {
+            let ctl = if ok.is_multiple_of(2) { &one } else { &two };
+            let r = send(ctl, Method::GET, "/v1/me", Some(&key), None, None).await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                break r;
+            }
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            ok += 1;
+            assert!(
+                ok <= 2 * burst as usize,
+                "no shared limit: {ok} requests passed"
+            );
+        };
+        let burst = burst as usize;
+        assert!(
+            ok >= burst && ok <= burst + refill_since(started),
+            "{ok} before the 429"
+        );
+        assert_limited(&refused, "key");
+        // Both replicas now refuse the key.
+        for ctl in [&one, &two] {
+            let r = send(ctl, Method::GET, "/v1/me", Some(&key), None, None).await;
+            assert_limited(&r, "key");
+        }
+        assert!(
+            redis
+                .keys()
+                .await
+                .iter()
+                .any(|k| k.starts_with("delta:ratelimit:key:")),
+            "the buckets live in Redis"
+        );
+
+        // Redis goes away: requests are not refused because of it (fail open
+        // to each replica's in-process limits), and answer promptly.
+        redis.stop();
+        let t = Instant::now();
+        let r = send(&one, Method::GET, "/v1/me", Some(&key), None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "fails open: {}", r.text);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let r = send(&two, Method::GET, "/v1/me", Some(&key), None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "fails open: {}", r.text);
+        let (_, metrics) = one.call(Method::GET, "/metrics", None, None).await;
+        let text = metrics.as_str().expect("text");
+        assert!(
+            metric(text, "delta_control_rate_limit_errors_total") >= 1.0,
+            "{text}"
+        );
+        // Each replica still applies the limits alone meanwhile.
+        let (more, refused) = until_limited(&one, &key, 4 * burst).await;
+        assert!(more + 1 >= burst && more < 2 * burst, "{more}");
+        assert_limited(&refused, "key");
+    }
+);

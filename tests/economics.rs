@@ -1,0 +1,675 @@
+//! Token budgets across a fleet under load and crashes (issue 7): the
+//! control plane in this process (SQLite, then PostgreSQL) as the budget
+//! authority with short leases, two real `delta node` processes that lease
+//! tokens from it, each calling its own loopback LLM provider, and a main
+//! agent with bots running `llm-task-bot` on both nodes at once. One node is
+//! killed (`kill -9`) while it holds leases; its agents move to the other
+//! node and carry on; its leases expire. Then the books must balance:
+//!
+//! - no account's `available` is negative and no tokens are out on leases;
+//! - per user, pool + what the agents hold + what deleted agents spent ==
+//!   the tier's allocation; every account's and user's entries sum to its
+//!   balance;
+//! - each agent spent at most what it was allocated, and nothing was
+//!   uncovered;
+//! - the surviving node reported every token its provider served; the
+//!   killed node reported what it served except on the leases it died with;
+//! - so the tokens the providers served to an agent never exceed its
+//!   allocation plus what the killed node's unreturned leases held. That
+//!   last slack is inherent: an expired lease goes back to the budget, and
+//!   what a dead node spent on it was never reported (see `node/src/leases.rs`).
+
+#[path = "../control/tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Control, Dialect, NODE_TOKEN};
+use delta_guest_artifacts as guests;
+use delta_test_servers::llm::{Reply, ScriptedLlm};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Row as _;
+
+/// Lease lifetime on the control plane.
+const LEASE_TTL_SECS: u64 = 3;
+const BOTS: usize = 8;
+const MAIN_BUDGET: u64 = 6_000;
+const BOT_BUDGET: u64 = 600;
+/// Tokens each provider answer reports (input, output).
+const USAGE: (u64, u64) = (15, 15);
+/// Successful runs before node A is killed.
+const RUNS_BEFORE_KILL: u64 = 60;
+
+/// `scenario!(name)`: the async fn `name(dialect)` as a test per database.
+macro_rules! scenario {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Dialect::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(super::Dialect::Postgres).await;
+            }
+        }
+    };
+}
+
+/// A `delta node` process leasing from the control plane.
+struct NodeProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl NodeProcess {
+    fn start(dir: &Path, id: &str, control_url: &str, llm_url: &str) -> Self {
+        std::fs::create_dir_all(dir.join("state")).expect("state dir");
+        std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
+        std::fs::write(dir.join("llm-key"), "sk-economics").expect("llm key");
+        let config = format!(
+            r#"
+node_id = "{id}"
+listen = "127.0.0.1:0"
+state_dir = "{state}"
+token_file = "{token}"
+drain_grace_secs = 2
+
+[scheduler]
+concurrency = 8
+per_tenant_concurrency = 8
+
+[control_plane]
+url = "{control_url}"
+token_file = "{token}"
+heartbeat_secs = 1
+lease_chunk = 100
+lease_idle_secs = 1
+lease_margin_secs = 1
+budget_timeout_secs = 5
+
+[llm]
+aliases = {{ default = "test-model" }}
+[[llm.providers]]
+name = "local"
+kind = "openai"
+base_url = "{llm_url}"
+api_key_file = "{key}"
+models = ["test-model"]
+max_retries = 0
+"#,
+            state = dir.join("state").display(),
+            token = dir.join("token").display(),
+            key = dir.join("llm-key").display(),
+        );
+        std::fs::write(dir.join("node.toml"), config).expect("config");
+        // Compiled components are shared between tests, as in
+        // tests/control_fleet.rs.
+        let cache = dir.join("state").join("cache");
+        if !cache.exists() {
+            let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-test-cache");
+            std::fs::create_dir_all(&shared).expect("shared cache");
+            std::os::unix::fs::symlink(shared, &cache).expect("cache link");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
+            .args(["node", "--config"])
+            .arg(dir.join("node.toml"))
+            .env("DELTA_LOG", "info")
+            .env_remove("DELTA_LISTEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("node.log"))
+                    .expect("log file"),
+            ))
+            .spawn()
+            .expect("start delta node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        if !line.starts_with("listening on ") {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+            panic!("node {id} did not start: {line:?}\n{log}");
+        }
+        Self {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// `kill -9`: no drain, no lease returned.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    async fn terminate(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "node exited with {status}\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not stop\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it answers `Some`, or fail after `within`.
+async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn node_status(ctl: &Control, token: &str) -> HashMap<String, String> {
+    let (status, page) = ctl.call(Method::GET, "/v1/nodes", Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| (s(&n["id"]), s(&n["status"])))
+        .collect()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+/// Active leases held by `node` (all nodes: `None`).
+async fn active_leases(ctl: &Control, node: Option<&str>) -> i64 {
+    let rows = sqlx::query("SELECT node_id FROM budget_leases WHERE status = 'active'")
+        .fetch_all(ctl.state.db.pool())
+        .await
+        .expect("leases");
+    rows.iter()
+        .filter(|r| node.is_none_or(|n| r.get::<String, _>("node_id") == n))
+        .count() as i64
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    completed: AtomicU64,
+    budget_refusals: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+/// Run `llm-task-bot` as `agent` until its budget refuses it three times in
+/// a row or `stop` is set. Runs that fail because a node is gone are
+/// retried.
+async fn client(
+    ctl: Arc<Control>,
+    token: String,
+    agent: String,
+    name: String,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut refusals = 0;
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) || refusals >= 3 {
+            return;
+        }
+        let input =
+            json!({ "input": { "task": format!("[{name}] question {i}"), "max_tokens": 20 } });
+        let resp = ctl
+            .client
+            .post(ctl.url(&format!("/v1/agents/{agent}/runs?wait=true")))
+            .bearer_auth(&token)
+            .json(&input)
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            tally.unavailable.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let outcome = &body["outcome"];
+        if status == StatusCode::OK && outcome["status"] == "completed" {
+            refusals = 0;
+            tally.completed.fetch_add(1, Ordering::Relaxed);
+        } else if status == StatusCode::OK && s(&outcome["code"]).contains("budget") {
+            refusals += 1;
+            tally.budget_refusals.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        } else {
+            // The node died under the run, or the agent is being moved.
+            tally.unavailable.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Tokens each provider served, by agent name (from the task text).
+fn served(llm: &ScriptedLlm, names: &[String]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for req in llm.requests() {
+        let text = req.body.to_string();
+        if let Some(name) = names.iter().find(|n| text.contains(&format!("[{n}]"))) {
+            *out.entry(name.clone()).or_default() += USAGE.0 + USAGE.1;
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone)]
+struct Account {
+    user: String,
+    allocated: i64,
+    spent: i64,
+    leased: i64,
+}
+
+scenario!(no_interleaving_of_nodes_runs_and_a_crash_overspends);
+
+async fn no_interleaving_of_nodes_runs_and_a_crash_overspends(dialect: Dialect) {
+    let started = Instant::now();
+    let ctl = Arc::new(
+        Control::start_with(dialect, |c| {
+            c.lease_ttl_secs = LEASE_TTL_SECS;
+            // A killed node is noticed quickly and its agents move.
+            c.node_heartbeat_timeout_secs = 3;
+        })
+        .await,
+    );
+    let alice = ctl.register("alice").await;
+    let llm_a = ScriptedLlm::start().await.expect("llm a");
+    let llm_b = ScriptedLlm::start().await.expect("llm b");
+    for llm in [&llm_a, &llm_b] {
+        llm.set_fallback(Reply::ok("an answer", USAGE.0, USAGE.1));
+    }
+    let dir = ctl.dir.path().to_owned();
+    let mut node_a = NodeProcess::start(&dir.join("node-a"), "node-a", &ctl.url, &llm_a.base_url());
+    let mut node_b = NodeProcess::start(&dir.join("node-b"), "node-b", &ctl.url, &llm_b.base_url());
+    eventually("both nodes up", Duration::from_secs(30), || async {
+        let nodes = node_status(&ctl, &alice.access).await;
+        (nodes.get("node-a").map(String::as_str) == Some("up")
+            && nodes.get("node-b").map(String::as_str) == Some("up"))
+        .then_some(())
+    })
+    .await;
+
+    // A main agent and its bots, each with a budget, spread over the nodes.
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(&alice.access)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(guests::LLM_TASK_BOT).expect("guest"))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let sha = s(&resp.json::<Value>().await.expect("json")["sha256"]);
+    let grants = json!({ "models": ["default"] });
+    let create = |body: Value| {
+        let ctl = Arc::clone(&ctl);
+        let token = alice.access.clone();
+        async move {
+            let (status, agent) = ctl
+                .call(Method::POST, "/v1/agents", Some(&token), Some(body.clone()))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}: {agent}");
+            agent
+        }
+    };
+    let main = create(json!({ "name": "main", "kind": "main", "component": sha,
+                              "grants": grants, "budget": MAIN_BUDGET }))
+    .await;
+    let mut agents = vec![("main".to_owned(), main.clone())];
+    for i in 0..BOTS {
+        let name = format!("bot-{i}");
+        let bot = create(
+            json!({ "name": name, "kind": "bot", "parent_agent_id": main["id"],
+                                 "component": sha, "grants": grants, "budget": BOT_BUDGET }),
+        )
+        .await;
+        agents.push((name, bot));
+    }
+    let names: Vec<String> = agents.iter().map(|(n, _)| n.clone()).collect();
+    let ids: HashMap<String, String> = agents
+        .iter()
+        .map(|(n, a)| (n.clone(), s(&a["id"])))
+        .collect();
+    let on_a: Vec<&String> = agents
+        .iter()
+        .filter(|(_, a)| a["node_id"] == "node-a")
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        !on_a.is_empty() && on_a.len() < agents.len(),
+        "agents on both nodes: {agents:?}"
+    );
+
+    // Everyone spends at once.
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = agents
+        .iter()
+        .map(|(name, agent)| {
+            tokio::spawn(client(
+                Arc::clone(&ctl),
+                alice.access.clone(),
+                s(&agent["id"]),
+                name.clone(),
+                Arc::clone(&tally),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+
+    // Mid-way, while node A holds leases: kill -9.
+    eventually(
+        "runs completing and node A holding leases",
+        Duration::from_secs(40),
+        || async {
+            (tally.completed.load(Ordering::Relaxed) >= RUNS_BEFORE_KILL
+                && active_leases(&ctl, Some("node-a")).await > 0)
+                .then_some(())
+        },
+    )
+    .await;
+    node_a.kill();
+    let served_a_at_kill = llm_a.request_count();
+    assert!(
+        served_a_at_kill > 0,
+        "node A served nothing before the kill"
+    );
+
+    // Its agents move to node B and carry on there; the clients end when
+    // the budgets refuse them.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for c in clients {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, c).await.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for name in &on_a {
+        let (status, agent) = ctl
+            .call(
+                Method::GET,
+                &format!("/v1/agents/{}", ids[*name]),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{agent}");
+        assert_eq!(agent["node_id"], "node-b", "{name} was not moved: {agent}");
+    }
+    assert_eq!(
+        llm_a.request_count(),
+        served_a_at_kill,
+        "a dead node called its provider"
+    );
+    let served_b_agents = served(&llm_b, &names);
+    for name in &on_a {
+        assert!(
+            served_b_agents.get(*name).copied().unwrap_or(0) > 0,
+            "{name} never ran on node B after the move"
+        );
+    }
+    assert!(
+        tally.budget_refusals.load(Ordering::Relaxed) > 0,
+        "no budget ran out: the test spent too little"
+    );
+
+    // Node B stops cleanly (returning its leases); node A's expire.
+    node_b.terminate().await;
+    eventually(
+        "every lease returned or expired",
+        Duration::from_secs(LEASE_TTL_SECS + 15),
+        || async { (active_leases(&ctl, None).await == 0).then_some(()) },
+    )
+    .await;
+
+    // ---- the books ----------------------------------------------------------
+    let pool = ctl.state.db.pool();
+    let mut accounts: BTreeMap<String, Account> = BTreeMap::new();
+    for row in
+        sqlx::query("SELECT agent_id, user_id, allocated, spent, leased FROM budget_accounts")
+            .fetch_all(pool)
+            .await
+            .expect("accounts")
+    {
+        accounts.insert(
+            row.get("agent_id"),
+            Account {
+                user: row.get("user_id"),
+                allocated: row.get("allocated"),
+                spent: row.get("spent"),
+                leased: row.get("leased"),
+            },
+        );
+    }
+    assert_eq!(accounts.len(), BOTS + 1, "{accounts:?}");
+    for (id, a) in &accounts {
+        assert!(
+            a.allocated - a.spent - a.leased >= 0,
+            "{id} negative: {a:?}"
+        );
+        assert_eq!(a.leased, 0, "{id} still has tokens out on leases: {a:?}");
+        assert!(
+            a.spent <= a.allocated,
+            "{id} spent beyond its allocation: {a:?}"
+        );
+    }
+
+    // Entries sum to balances, per account and per user.
+    let mut from_entries: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    let mut uncovered: BTreeMap<String, i64> = BTreeMap::new();
+    let mut user_entries: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for row in sqlx::query(
+        "SELECT agent_id, user_id, d_allocated, d_spent, d_leased, d_monthly, d_carved, \
+         d_retired, uncovered FROM budget_entries",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("entries")
+    {
+        let agent: Option<String> = row.get("agent_id");
+        match agent {
+            Some(agent) => {
+                let e = from_entries.entry(agent.clone()).or_default();
+                e.0 += row.get::<i64, _>("d_allocated");
+                e.1 += row.get::<i64, _>("d_spent");
+                e.2 += row.get::<i64, _>("d_leased");
+                *uncovered.entry(agent).or_default() += row.get::<i64, _>("uncovered");
+            }
+            None => {
+                let e = user_entries.entry(row.get("user_id")).or_default();
+                e.0 += row.get::<i64, _>("d_monthly");
+                e.1 += row.get::<i64, _>("d_carved");
+                e.2 += row.get::<i64, _>("d_retired");
+            }
+        }
+    }
+    for (id, a) in &accounts {
+        assert_eq!(
+            from_entries.get(id).copied().unwrap_or_default(),
+            (a.allocated, a.spent, a.leased),
+            "{id}'s entries do not sum to its balance"
+        );
+    }
+    let users =
+        sqlx::query("SELECT user_id, monthly_allocation, carved, retired FROM budget_users")
+            .fetch_all(pool)
+            .await
+            .expect("users");
+    assert_eq!(users.len(), 1);
+    for row in &users {
+        let user: String = row.get("user_id");
+        let (monthly, carved, retired): (i64, i64, i64) = (
+            row.get("monthly_allocation"),
+            row.get("carved"),
+            row.get("retired"),
+        );
+        let pool_left = monthly - carved;
+        assert!(pool_left >= 0, "{user}'s pool is negative");
+        let held: i64 = accounts
+            .values()
+            .filter(|a| a.user == user)
+            .map(|a| a.allocated)
+            .sum();
+        assert_eq!(
+            pool_left + held + retired,
+            monthly,
+            "{user}: pool + allocations + retired != the tier's allocation"
+        );
+        assert_eq!(
+            user_entries.get(&user).copied().unwrap_or_default(),
+            (monthly, carved, retired),
+            "{user}'s entries do not sum to the user row"
+        );
+    }
+    let total_uncovered: i64 = uncovered.values().sum();
+    assert_eq!(
+        total_uncovered, 0,
+        "usage beyond the budgets: {uncovered:?}"
+    );
+
+    // What each node reported against what its provider served.
+    let mut reported: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut lost_bound: BTreeMap<String, i64> = BTreeMap::new();
+    let mut expired_on_b = 0;
+    for row in sqlx::query("SELECT node_id, agent_id, granted, spent, status FROM budget_leases")
+        .fetch_all(pool)
+        .await
+        .expect("leases")
+    {
+        let (node, agent, status): (String, String, String) =
+            (row.get("node_id"), row.get("agent_id"), row.get("status"));
+        let spent: Option<i64> = row.get("spent");
+        if status == "active" {
+            panic!("a lease is still active after the run");
+        }
+        if node == "node-b" && status == "expired" {
+            expired_on_b += 1;
+        }
+        match spent {
+            // Returned (in time or late): what the node reported.
+            Some(spent) => *reported.entry((node, agent)).or_default() += spent,
+            // Never returned: only the killed node may leave such a lease.
+            None => {
+                assert_eq!(node, "node-a", "node B never returned a lease of {agent}");
+                *lost_bound.entry(agent).or_default() += row.get::<i64, _>("granted");
+            }
+        }
+    }
+    assert_eq!(
+        expired_on_b, 0,
+        "the surviving node let leases expire instead of returning them"
+    );
+    assert!(
+        !lost_bound.is_empty(),
+        "node A died holding no lease: the crash was not exercised"
+    );
+    let served_a = served(&llm_a, &names);
+    let served_b = served(&llm_b, &names);
+    let mut summary = Vec::new();
+    for (name, id) in &ids {
+        let a = &accounts[id];
+        let sa = served_a.get(name).copied().unwrap_or(0) as i64;
+        let sb = served_b.get(name).copied().unwrap_or(0) as i64;
+        let ra = reported
+            .get(&("node-a".to_owned(), id.clone()))
+            .copied()
+            .unwrap_or(0);
+        let rb = reported
+            .get(&("node-b".to_owned(), id.clone()))
+            .copied()
+            .unwrap_or(0);
+        let lost = lost_bound.get(id).copied().unwrap_or(0);
+        summary.push(format!(
+            "{name}: allocated {} spent {} served A {sa} B {sb} reported A {ra} B {rb} \
+             A's expired leases {lost}",
+            a.allocated, a.spent
+        ));
+        // Every return was charged in full (nothing uncovered).
+        assert_eq!(a.spent, ra + rb, "{name}: spent != reported");
+        // Node B reported at least what it served (a call cut short by a
+        // deadline is charged its whole reservation).
+        assert!(sb <= rb, "{name}: node B served {sb} but reported {rb}");
+        // So the surviving node never served an agent beyond its budget.
+        assert!(
+            sb <= a.allocated,
+            "{name}: node B served {sb} of {}",
+            a.allocated
+        );
+        // Node A's unreported serving fits in the leases it died with.
+        assert!(
+            sa <= ra + lost,
+            "{name}: node A served {sa}, reported {ra}, lost ≤ {lost}"
+        );
+        assert!(
+            sa + sb <= a.allocated + lost,
+            "{name}: served {} beyond its allocation {} and the crash's slack {lost}",
+            sa + sb,
+            a.allocated
+        );
+    }
+    eprintln!(
+        "economics ({dialect:?}, {:.1} s): {} runs completed, {} budget refusals, {} retried\n{}",
+        started.elapsed().as_secs_f64(),
+        tally.completed.load(Ordering::Relaxed),
+        tally.budget_refusals.load(Ordering::Relaxed),
+        tally.unavailable.load(Ordering::Relaxed),
+        summary.join("\n")
+    );
+    assert!(!node_a.log().is_empty());
+}

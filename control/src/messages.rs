@@ -151,13 +151,7 @@ pub async fn record_attempts(
         .collect();
     let node_id = clean(node_id);
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let values = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (1..=14).map(|c| format!("${}", i * 14 + c)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = crate::db::Backend::of(conn).values_list(chunk.len(), 14);
         let sql = format!(
             "INSERT INTO message_log ({COLUMNS}) VALUES {values} ON CONFLICT (id) DO NOTHING"
         );

@@ -82,8 +82,12 @@ pub enum IngestError {
     Db(#[from] sqlx::Error),
 }
 
-/// Aggregate key: (tenant, day, agent, user, kind, detail).
-type Key = (String, String, String, String, &'static str, String);
+/// Aggregate key: (tenant, day number since the epoch, agent, user, kind,
+/// detail), borrowed from the records: a batch adds up to nine quantities
+/// per record, and owned keys made allocation the largest cost.
+type Key<'a> = (&'a str, i64, &'a str, &'a str, &'static str, &'a str);
+
+const DAY_MS: i64 = 86_400_000;
 
 /// Store a node's batch: new records, their aggregates and message
 /// attempts in one transaction; then mark the runs they finish.
@@ -125,7 +129,7 @@ pub async fn ingest(
     let mut tx = db.pool().begin().await?;
     let mut fresh: Vec<&RunUsage> = Vec::with_capacity(valid.len());
     for chunk in valid.chunks(CHUNK) {
-        let inserted = insert_records(&mut tx, node_id, chunk, now).await?;
+        let inserted = insert_records(db, &mut tx, node_id, chunk, now).await?;
         fresh.extend(
             chunk
                 .iter()
@@ -140,13 +144,12 @@ pub async fn ingest(
     for record in &fresh {
         let user = owners
             .get(record.agent_id.as_str())
-            .map(|(_, user)| user.clone())
-            .unwrap_or_default();
-        add_quantities(&mut totals, record, &user);
+            .map_or("", |(_, user)| user.as_str());
+        add_quantities(&mut totals, record, user);
     }
-    let totals: Vec<(Key, i64)> = totals.into_iter().filter(|(_, q)| *q != 0).collect();
+    let totals: Vec<(Key<'_>, i64)> = totals.into_iter().filter(|(_, q)| *q != 0).collect();
     for chunk in totals.chunks(CHUNK) {
-        upsert_totals(&mut tx, chunk).await?;
+        upsert_totals(db, &mut tx, chunk).await?;
     }
     crate::messages::record_attempts(&mut tx, node_id, &fresh, now).await?;
     sqlx::query(
@@ -189,7 +192,7 @@ async fn agent_owners(
     for chunk in ids.chunks(CHUNK) {
         let sql = format!(
             "SELECT id, tenant_id, owner_user_id FROM agents WHERE id IN ({})",
-            placeholders(1, chunk.len())
+            db.param_list(chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -211,26 +214,13 @@ async fn agent_owners(
 
 /// Insert `records`, answering the run ids that were new.
 async fn insert_records(
+    db: &Db,
     tx: &mut sqlx::AnyConnection,
     node_id: &str,
     records: &[&RunUsage],
     now: i64,
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let values = (0..records.len())
-        .map(|i| {
-            let b = i * 6;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = db.values_list(records.len(), 6);
     let sql = format!(
         "INSERT INTO usage_records (run_id, node_id, tenant_id, agent_id, payload, received_at_ms) \
          VALUES {values} ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
@@ -256,17 +246,17 @@ async fn insert_records(
 }
 
 /// Add one record's quantities under `user`.
-fn add_quantities(totals: &mut BTreeMap<Key, i64>, record: &RunUsage, user: &str) {
-    let day = utc_day(record.finished_at_ms);
+fn add_quantities<'a>(totals: &mut BTreeMap<Key<'a>, i64>, record: &'a RunUsage, user: &'a str) {
+    let day = record.finished_at_ms.div_euclid(DAY_MS);
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let mut add = |kind: &'static str, detail: &str, quantity: u64| {
+    let mut add = |kind: &'static str, detail: &'a str, quantity: u64| {
         let key = (
-            record.tenant_id.clone(),
-            day.clone(),
-            record.agent_id.clone(),
-            user.to_owned(),
+            record.tenant_id.as_str(),
+            day,
+            record.agent_id.as_str(),
+            user,
             kind,
-            detail.to_owned(),
+            detail,
         );
         let slot = totals.entry(key).or_default();
         *slot = slot.saturating_add(clamp(quantity));
@@ -287,25 +277,11 @@ fn add_quantities(totals: &mut BTreeMap<Key, i64>, record: &RunUsage, user: &str
 }
 
 async fn upsert_totals(
+    db: &Db,
     tx: &mut sqlx::AnyConnection,
-    totals: &[(Key, i64)],
+    totals: &[(Key<'_>, i64)],
 ) -> Result<(), sqlx::Error> {
-    let values = (0..totals.len())
-        .map(|i| {
-            let b = i * 7;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = db.values_list(totals.len(), 7);
     let sql = format!(
         "INSERT INTO usage_daily (tenant_id, day, agent_id, user_id, kind, detail, quantity) \
          VALUES {values} ON CONFLICT (tenant_id, day, agent_id, kind, detail) \
@@ -314,12 +290,12 @@ async fn upsert_totals(
     let mut query = sqlx::query(&sql);
     for ((tenant, day, agent, user, kind, detail), quantity) in totals {
         query = query
-            .bind(tenant.as_str())
-            .bind(day.as_str())
-            .bind(agent.as_str())
-            .bind(user.as_str())
+            .bind(*tenant)
+            .bind(utc_day(day * DAY_MS))
+            .bind(*agent)
+            .bind(*user)
             .bind(*kind)
-            .bind(detail.as_str())
+            .bind(*detail)
             .bind(*quantity);
     }
     query.execute(&mut *tx).await?;
@@ -335,7 +311,7 @@ async fn unfinished_runs(
     for chunk in records.chunks(CHUNK) {
         let sql = format!(
             "SELECT id FROM runs WHERE status <> 'finished' AND id IN ({})",
-            placeholders(1, chunk.len())
+            db.param_list(chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for record in chunk {
@@ -346,14 +322,6 @@ async fn unfinished_runs(
         }
     }
     Ok(open)
-}
-
-/// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 // ---- queries ---------------------------------------------------------------
@@ -659,7 +627,10 @@ mod tests {
             totals
                 .iter()
                 .find(|((_, day, _, user, k, d), _)| {
-                    day == "2026-11-23" && user == "usr_1" && *k == kind && d == detail
+                    utc_day(day * DAY_MS) == "2026-11-23"
+                        && *user == "usr_1"
+                        && *k == kind
+                        && *d == detail
                 })
                 .map(|(_, q)| *q)
         };
@@ -669,6 +640,5 @@ mod tests {
         assert_eq!(get("llm_output_tokens", "m1"), Some(80));
         assert_eq!(get("messages_refused", "email"), Some(4));
         assert_eq!(totals.len(), 9);
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
     }
 }

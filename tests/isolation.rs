@@ -121,9 +121,38 @@ async fn isolation(ctl: Control) {
     )
     .await;
     let template_id = template["id"].as_str().expect("template id").to_owned();
+    // A bot asking its main agent for tokens: a pending request.
+    let (status, body) = ctl
+        .call(
+            Method::PUT,
+            &format!("/v1/agents/{agent_id}/budget"),
+            Some(&alice.access),
+            Some(json!({ "allocated": 1000, "max_request": 500 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bot = create(
+        &ctl,
+        &alice.access,
+        "/v1/agents",
+        json!({ "name": "alice-bot", "kind": "bot", "parent_agent_id": agent_id,
+                "component": sha }),
+    )
+    .await;
+    let bot_id = bot["id"].as_str().expect("bot id").to_owned();
+    let request = create(
+        &ctl,
+        &alice.access,
+        &format!("/v1/agents/{bot_id}/token-requests"),
+        json!({ "amount": 100, "reason": "alice-secret-reason" }),
+    )
+    .await;
+    assert_eq!(request["status"], "pending", "{request}");
+    let request_id = request["id"].as_str().expect("request id").to_owned();
 
     let ids: HashMap<&str, &str> = HashMap::from([
         ("templates", template_id.as_str()),
+        ("token-requests", request_id.as_str()),
         ("agents", agent_id.as_str()),
         ("runs", run_id.as_str()),
         ("api-keys", key_id.as_str()),
@@ -136,6 +165,9 @@ async fn isolation(ctl: Control) {
         key_id.as_str(),
         template_id.as_str(),
         "alice-welcome",
+        bot_id.as_str(),
+        request_id.as_str(),
+        "alice-secret-reason",
         "alice-main",
         alice.tenant_id.as_str(),
         "Hello, A!",
@@ -184,6 +216,9 @@ async fn isolation(ctl: Control) {
         "/v1/components",
         "/v1/templates",
         "/v1/messages",
+        "/v1/token-requests",
+        "/v1/budget",
+        "/v1/usage",
         "/v1/tenants/current/members",
         "/v1/audit",
     ] {

@@ -546,7 +546,7 @@ async fn query_usage(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let budget = budget_for_usage_lead_wire(
+    let budget = budget_alongside(
         &state,
         tenant,
         q.agent_id.as_deref(),
@@ -566,14 +566,26 @@ async fn query_usage(
     }))
 }
 
-// LEAD-WIRE: replaced by crate::budgets once it lands.
-async fn budget_for_usage_lead_wire(
-    _state: &AppState,
-    _tenant: &str,
-    _agent: Option<&str>,
-    _user: &str,
+/// The budget shown alongside usage: the agent's when the query names one
+/// (already checked to be the tenant's), otherwise the user's. `None` when
+/// there is no budget account (yet).
+async fn budget_alongside(
+    state: &AppState,
+    tenant: &str,
+    agent: Option<&str>,
+    user: &str,
 ) -> Result<Option<Value>, ApiError> {
-    Ok(None)
+    let value = match agent {
+        Some(agent) => crate::budgets::agent_budget(&state.db, agent)
+            .await
+            .map_err(ApiError::internal)?
+            .map(serde_json::to_value),
+        None => crate::budgets::user_budget(&state.db, tenant, user)
+            .await
+            .map_err(ApiError::internal)?
+            .map(serde_json::to_value),
+    };
+    value.transpose().map_err(ApiError::internal)
 }
 
 async fn has_usage(db: &Db, tenant: &str, column: &str, value: &str) -> Result<bool, ApiError> {

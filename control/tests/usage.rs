@@ -225,6 +225,22 @@ both!(
         )
         .await;
         assert_eq!(quantity(&per_user, "fuel", ""), 3_000, "{per_user}");
+        // The budget comes alongside: the agent's, or the user's.
+        let (status, body) = ctl
+            .call(
+                Method::PUT,
+                &format!("/v1/agents/{a1}/budget"),
+                Some(&alice.access),
+                Some(json!({ "allocated": 500 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let with_budget = usage(&ctl, &alice, &format!("agent_id={a1}")).await;
+        assert_eq!(with_budget["budget"]["allocated"], 500, "{with_budget}");
+        assert_eq!(with_budget["budget"]["available"], 500, "{with_budget}");
+        let mine = usage(&ctl, &alice, "").await;
+        assert_eq!(mine["budget"]["user_id"], alice.user_id.as_str(), "{mine}");
+        assert_eq!(mine["budget"]["pool"], 10_000 - 500, "{mine}");
         // A range without data is empty, not an error.
         let empty = usage(&ctl, &alice, "from=2026-10-01&to=2026-10-31").await;
         assert_eq!(empty["rows"], json!([]));

@@ -90,7 +90,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// A node's string as stored: control characters replaced (PostgreSQL
 /// refuses NUL) and clipped to [`MAX_FIELD`] bytes.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_FIELD));
     for c in s.chars() {
         let c = if c.is_control() { '\u{fffd}' } else { c };

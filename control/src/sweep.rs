@@ -94,31 +94,53 @@ pub async fn sweep_once(state: &AppState, now: i64) -> Result<Option<SweepReport
     }
 }
 
+/// Each step runs even when another failed: a failing roll-over must not
+/// hold back lease expiry, nor either of them the deletion that retention
+/// depends on. The first error is answered after all steps ran.
 async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
     let config = &state.config;
     let secs_ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
     let db = &state.db;
-    let leases_expired = crate::budgets::expire_leases(db, now).await?;
-    let requests_expired =
-        crate::budgets::expire_requests(db, now, secs_ms(config.token_request_ttl_secs)).await?;
-    let accounts_rolled_over = crate::budgets::roll_over_due(db, now).await?;
-    let keep = config.idempotency_ttl_secs.min(config.run_output_ttl_secs);
-    let idempotency_deleted = crate::idempotency::sweep_expired(db, now, secs_ms(keep)).await?;
+    let mut first_error = None;
+    let mut keep = |step: &str, result: Result<u64, sqlx::Error>| match result {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(step, error = %e, "sweep step failed");
+            first_error.get_or_insert(e);
+            0
+        }
+    };
+    let leases_expired = keep("leases", crate::budgets::expire_leases(db, now).await);
+    let requests_expired = keep(
+        "token requests",
+        crate::budgets::expire_requests(db, now, secs_ms(config.token_request_ttl_secs)).await,
+    );
+    let accounts_rolled_over = keep("roll-over", crate::budgets::roll_over_due(db, now).await);
+    let retention = config.idempotency_ttl_secs.min(config.run_output_ttl_secs);
+    let idempotency_deleted = keep(
+        "idempotency",
+        crate::idempotency::sweep_expired(db, now, secs_ms(retention)).await,
+    );
     if idempotency_deleted > 0 && db.backend() == Backend::Sqlite {
         // secure_delete zeroes the rows in their pages, but earlier copies
         // of those pages stay in the WAL until a checkpoint copies the WAL
         // back and truncates it. Best effort: readers in the middle of a
         // transaction make it partial; the next deleting pass retries.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(db.pool())
-            .await?;
+            .await
+            .map(|_| 0);
+        keep("checkpoint", checkpoint);
     }
-    Ok(SweepReport {
-        leases_expired,
-        requests_expired,
-        accounts_rolled_over,
-        idempotency_deleted,
-    })
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(SweepReport {
+            leases_expired,
+            requests_expired,
+            accounts_rolled_over,
+            idempotency_deleted,
+        }),
+    }
 }
 
 /// Run [`sweep_once`] every [`SWEEP_INTERVAL`] until aborted.

@@ -23,6 +23,7 @@
 //! kind and its detail — model, channel or outcome — are always part of a
 //! row), with the budget of the agent or user asked about alongside.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
@@ -85,7 +86,18 @@ pub enum IngestError {
 /// Aggregate key: (tenant, day number since the epoch, agent, user, kind,
 /// detail), borrowed from the records: a batch adds up to nine quantities
 /// per record, and owned keys made allocation the largest cost.
-type Key<'a> = (&'a str, i64, &'a str, &'a str, &'static str, &'a str);
+type Key<'a> = (&'a str, i64, &'a str, &'a str, &'static str, Cow<'a, str>);
+
+/// A model, channel or outcome name from a node, fit to be a key: control
+/// characters replaced (PostgreSQL refuses NUL) and clipped, so that no
+/// record can make a whole batch fail (and its node resend it forever).
+fn detail(s: &str) -> Cow<'_, str> {
+    if s.len() <= 256 && !s.chars().any(char::is_control) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(crate::messages::clean(s))
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -249,14 +261,14 @@ async fn insert_records(
 fn add_quantities<'a>(totals: &mut BTreeMap<Key<'a>, i64>, record: &'a RunUsage, user: &'a str) {
     let day = record.finished_at_ms.div_euclid(DAY_MS);
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let mut add = |kind: &'static str, detail: &'a str, quantity: u64| {
+    let mut add = |kind: &'static str, detail_name: &'a str, quantity: u64| {
         let key = (
             record.tenant_id.as_str(),
             day,
             record.agent_id.as_str(),
             user,
             kind,
-            detail,
+            detail(detail_name),
         );
         let slot = totals.entry(key).or_default();
         *slot = slot.saturating_add(clamp(quantity));
@@ -285,7 +297,10 @@ async fn upsert_totals(
     let sql = format!(
         "INSERT INTO usage_daily (tenant_id, day, agent_id, user_id, kind, detail, quantity) \
          VALUES {values} ON CONFLICT (tenant_id, day, agent_id, kind, detail) \
-         DO UPDATE SET quantity = usage_daily.quantity + excluded.quantity"
+         DO UPDATE SET quantity = CASE \
+             WHEN usage_daily.quantity > 9223372036854775807 - excluded.quantity \
+             THEN 9223372036854775807 \
+             ELSE usage_daily.quantity + excluded.quantity END"
     );
     let mut query = sqlx::query(&sql);
     for ((tenant, day, agent, user, kind, detail), quantity) in totals {
@@ -295,7 +310,7 @@ async fn upsert_totals(
             .bind(*agent)
             .bind(*user)
             .bind(*kind)
-            .bind(*detail)
+            .bind(detail.as_ref())
             .bind(*quantity);
     }
     query.execute(&mut *tx).await?;
@@ -546,13 +561,16 @@ async fn query_usage(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let budget = budget_alongside(
-        &state,
-        tenant,
-        q.agent_id.as_deref(),
-        q.user_id.as_deref().unwrap_or(&principal.user_id),
-    )
-    .await?;
+    // The budget under the budgets routes' own rules: `budgets:read`, and
+    // admin for another user's.
+    let user = q.user_id.as_deref().unwrap_or(&principal.user_id);
+    let may_see_budget = principal.require_scope("budgets:read").is_ok()
+        && (q.agent_id.is_some() || user == principal.user_id || principal.role >= Role::Admin);
+    let budget = if may_see_budget {
+        budget_alongside(&state, tenant, q.agent_id.as_deref(), user).await?
+    } else {
+        None
+    };
     Ok(Json(UsageReport {
         from: from.to_string(),
         to: to.to_string(),

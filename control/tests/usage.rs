@@ -286,6 +286,45 @@ both!(
 );
 
 both!(
+    hostile_names_and_huge_numbers_do_not_fail_a_batch,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let a = agent(&ctl, &alice, "a").await;
+        let mut records = Vec::new();
+        for i in 0..2 {
+            let mut r = record(&format!("huge-{i}"), &alice, &a, DAY1);
+            r.fuel_used = u64::MAX;
+            r.llm.insert(
+                format!("bad\0model\n{}", "x".repeat(5_000)),
+                LlmTokens {
+                    calls: 1,
+                    input_tokens: 1,
+                    output_tokens: 1,
+                },
+            );
+            records.push(r);
+        }
+        let (status, ack) = send(&ctl, "h1", &records, NODE_TOKEN).await;
+        assert_eq!(status, StatusCode::OK, "{ack}");
+        assert_eq!(ack["accepted"], 2, "{ack}");
+        let all = usage(&ctl, &alice, "from=2026-11-01&to=2026-11-30&kind=fuel").await;
+        assert_eq!(quantity(&all, "fuel", ""), i64::MAX, "saturates: {all}");
+        let models = usage(&ctl, &alice, "from=2026-11-01&to=2026-11-30&kind=llm_calls").await;
+        let rows = models["rows"].as_array().expect("rows");
+        let bad = rows
+            .iter()
+            .find(|r| r["detail"].as_str().is_some_and(|d| d.starts_with("bad")))
+            .expect("the odd model is counted");
+        let name = bad["detail"].as_str().expect("detail");
+        assert!(
+            name.len() <= 256 && !name.contains('\0') && !name.contains('\n'),
+            "{name:?}"
+        );
+        assert_eq!(bad["quantity"], 2);
+    }
+);
+
+both!(
     malformed_batches_are_refused_whole,
     |ctl: Control| async move {
         let resp = ctl

@@ -332,6 +332,12 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Already authenticated for this request by the Idempotency-Key
+        // middleware (which authenticates before it claims or replays a key): reuse
+        // it, so that the request is counted once against the rate limits.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         let token = delta_http::bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let result = if let Some(rest) = token.strip_prefix(API_KEY_PREFIX) {
             api_key_principal(state, rest).await

@@ -27,6 +27,19 @@
 //! (no mutating route answers that way today); those pass through and
 //! release the key.
 //!
+//! # Callers
+//! The caller is authenticated and rate limited before its key is read,
+//! claimed or replayed, exactly as the route's handler will (the handler
+//! then reuses that result: one request counts once against the limits):
+//! the fleet token on the node routes (`/v1/nodes/...`), a session or an
+//! API key on every other route but [`PUBLIC_ROUTES`] (registration, login,
+//! refresh, logout: no credentials). A refused credential, or a 429, is
+//! answered at once: the body is not read and the table is not touched. So
+//! a stored answer (a new API key, say) is replayed only to a caller who
+//! may still make the request: never to a revoked or expired API key, an
+//! expired session, or a user who left the tenant. (Authorization beyond
+//! that, a role or a scope, is the handler's, checked when it ran.)
+//!
 //! # Scope
 //! Keys are scoped by the caller so that nobody can replay (or block)
 //! another's request: a valid session is scoped by its user and tenant (so
@@ -44,11 +57,18 @@
 //! the scope are HMACs under another derived key: a plain hash of a login
 //! body would be a fast password-guessing oracle.
 //!
+//! # Clients that go away
+//! The handler runs in a task of its own, which also stores its answer: a
+//! client that disconnects mid-request (its request future is dropped)
+//! does not cancel the operation, and its retry with the key waits (409
+//! `idempotency_key_in_flight`) and then gets the stored answer, rather than
+//! executing the operation a second time.
+//!
 //! # Crashes
 //! A pending claim is a lease of [`LEASE`], renewed while the handler runs;
 //! a replica that dies mid-request leaves a claim another request may take
-//! over once it lapses (and execute again). A cancelled request (client
-//! gone) releases its claim. The stored answer and the handler's own
+//! over once it lapses (and execute again). A handler that panics releases
+//! its claim. The stored answer and the handler's own
 //! transaction are not one transaction: a crash between the two means the
 //! retry executes again; handlers whose effects must be exactly-once keep
 //! their own natural keys too (usage batches dedupe by run id).
@@ -61,7 +81,8 @@ use std::time::Duration;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use axum::body::Body;
 use axum::body::HttpBody as _;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts as _, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -71,12 +92,14 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
+use tracing::Instrument as _;
 
 use delta_http::{ApiError, RequestId};
 
 use crate::app::AppState;
-use crate::auth::{API_KEY_PREFIX, JwtKeys, hmac_sha256};
+use crate::auth::{API_KEY_PREFIX, JwtKeys, Principal, hmac_sha256};
 use crate::db::{Db, now_ms};
+use crate::nodes::NodeAuth;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -93,6 +116,16 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 /// Route with a larger body limit than `max_body_bytes` (see
 /// `app::upload_limit`): its body is read up to `max_component_bytes`.
 const UPLOAD_ROUTE: &str = "/v1/components";
+/// Mutating routes whose handlers take no credentials: not authenticated
+/// here. Every other route is (see the module's documentation).
+pub const PUBLIC_ROUTES: [&str; 4] = [
+    "/v1/auth/register",
+    "/v1/auth/login",
+    "/v1/auth/refresh",
+    "/v1/auth/logout",
+];
+/// Routes under this prefix are the nodes': the fleet token.
+const NODE_ROUTES: &str = "/v1/nodes/";
 /// Response headers stored and replayed.
 const STORED_HEADERS: [HeaderName; 3] =
     [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER];
@@ -109,9 +142,17 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     {
         return next.run(req).await;
     }
+    let Some(route) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
+        // No route (the fallback's 404): nothing would execute.
+        return next.run(req).await;
+    };
     match parse_key(req.headers()) {
         Ok(None) => next.run(req).await,
-        Ok(Some(key)) => match handle(&state, key, req, next).await {
+        Ok(Some(key)) => match handle(&state, &route, key, req, next).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         },
@@ -149,20 +190,18 @@ pub fn parse_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 async fn handle(
     state: &AppState,
+    route: &str,
     key: String,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let limit = if req
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str() == UPLOAD_ROUTE)
-    {
+    let limit = if route == UPLOAD_ROUTE {
         state.config.max_component_bytes
     } else {
         state.config.max_body_bytes
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    authenticate(state, route, &mut parts).await?;
     let bytes = read_body(body, limit).await?;
     let crypto = Crypto::new(&state.keys);
     let request_hash = crypto.request_hash(&parts.method, &parts.uri, &bytes);
@@ -189,6 +228,46 @@ async fn handle(
         armed: true,
     };
     let req = Request::from_parts(parts, Body::from(bytes));
+    // The handler runs, and its answer is stored, in a task of its own:
+    // if the client goes away (this future is dropped), the operation
+    // still completes and its answer is kept for the retry.
+    let max = state.config.max_body_bytes;
+    let task =
+        tokio::spawn(execute(crypto, held, next, req, max).instrument(tracing::Span::current()));
+    match task.await {
+        Ok(result) => result,
+        // A panic: the claim was released as the task unwound.
+        Err(e) => Err(ApiError::internal(format!(
+            "a request's handler failed: {e}"
+        ))),
+    }
+}
+
+/// Authenticate and rate-limit the request as its route's handler will
+/// (see the module's documentation); a principal is left in the request
+/// for the handler.
+async fn authenticate(state: &AppState, route: &str, parts: &mut Parts) -> Result<(), ApiError> {
+    if PUBLIC_ROUTES.contains(&route) {
+        return Ok(());
+    }
+    if route.starts_with(NODE_ROUTES) {
+        NodeAuth::from_request_parts(parts, state).await?;
+        return Ok(());
+    }
+    let principal = Principal::from_request_parts(parts, state).await?;
+    parts.extensions.insert(principal);
+    Ok(())
+}
+
+/// Run the handler under the claim `held`, then store its answer or
+/// release the claim.
+async fn execute(
+    crypto: Crypto,
+    held: Held,
+    next: Next,
+    req: Request,
+    max: u64,
+) -> Result<Response, ApiError> {
     let response = held.renewing(next.run(req)).await;
     let status = response.status();
     if !storable(status) {
@@ -219,7 +298,6 @@ async fn handle(
         held.complete(status, sealed).await;
         return Ok(response);
     }
-    let max = state.config.max_body_bytes;
     match response.body().size_hint().exact() {
         Some(size) if size <= max => {}
         _ => {
@@ -676,8 +754,8 @@ pub async fn sweep_expired(db: &Db, now_ms: i64, ttl_ms: i64) -> Result<u64, sql
     .rows_affected())
 }
 
-/// A claim held by a running request; released if the request is dropped
-/// (client gone) before it completes.
+/// A claim held by a running request; released if it is dropped before
+/// the answer is stored or the claim released (the handler panicked).
 struct Held {
     db: Db,
     scope: String,
@@ -746,8 +824,8 @@ impl Drop for Held {
         if !self.armed {
             return;
         }
-        // Dropped mid-request (the client went away and the handler was
-        // cancelled): let a retry run rather than wait for the lease.
+        // Dropped mid-request (the handler panicked, or the runtime is
+        // shutting down): let a retry run rather than wait for the lease.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (db, scope, key, token) = (
                 self.db.clone(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::{Control, Dialect, NODE_TOKEN, Session};
-use delta_control::db::now_ms;
+use delta_control::db::{Backend, now_ms};
 use delta_control::idempotency::{self, Claim};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -506,7 +506,8 @@ both!(
 );
 
 /// A node that holds `PUT /v1/agents/{id}` until the test lets it answer
-/// (500), and answers 500 to anything else.
+/// (the deployment when `accept`, a 500 otherwise), and answers 500 to
+/// anything else.
 struct SlowNode {
     url: String,
     arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
@@ -514,7 +515,9 @@ struct SlowNode {
     deploys: Arc<AtomicUsize>,
 }
 
-async fn slow_node() -> SlowNode {
+async fn slow_node(accept: bool) -> SlowNode {
+    use axum::extract::Path;
+    use axum::response::IntoResponse as _;
     use axum::routing::put;
     let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
     let release = Arc::new(tokio::sync::Semaphore::new(0));
@@ -523,20 +526,32 @@ async fn slow_node() -> SlowNode {
     let app = axum::Router::new()
         .route(
             "/v1/agents/{id}",
-            put(move || {
-                let (tx, r, d) = (tx.clone(), Arc::clone(&r), Arc::clone(&d));
-                async move {
-                    d.fetch_add(1, Ordering::SeqCst);
-                    let _ = tx.send(());
-                    if let Ok(permit) = r.acquire().await {
-                        permit.forget();
+            put(
+                move |Path(id): Path<String>, axum::Json(spec): axum::Json<Value>| {
+                    let (tx, r, d) = (tx.clone(), Arc::clone(&r), Arc::clone(&d));
+                    async move {
+                        d.fetch_add(1, Ordering::SeqCst);
+                        let _ = tx.send(());
+                        if let Ok(permit) = r.acquire().await {
+                            permit.forget();
+                        }
+                        if !accept {
+                            return (
+                                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                                axum::Json(json!({ "code": "boom", "message": "boom" })),
+                            )
+                                .into_response();
+                        }
+                        // The node's AgentRecord: the spec as deployed.
+                        let mut record = spec;
+                        record["id"] = json!(id);
+                        record["paused"] = json!(false);
+                        record["created_at_ms"] = json!(now_ms());
+                        record["updated_at_ms"] = json!(now_ms());
+                        axum::Json(record).into_response()
                     }
-                    (
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        axum::Json(json!({ "code": "boom", "message": "boom" })),
-                    )
-                }
-            }),
+                },
+            ),
         )
         .fallback(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -554,31 +569,39 @@ async fn slow_node() -> SlowNode {
     }
 }
 
+/// Register `node` with the control plane, and a user with an uploaded
+/// component: the user and the component's sha256.
+async fn deployable(ctl: &Control, node: &SlowNode) -> (Session, Value) {
+    let (status, hb) = ctl
+        .call(
+            Method::POST,
+            "/v1/nodes/heartbeat",
+            Some(NODE_TOKEN),
+            Some(json!({ "node_id": "slow", "url": node.url, "capacity": 4, "load": 0 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{hb}");
+    let alice = ctl.register("alice").await;
+    let upload = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(&alice.access)
+        .header("content-type", "application/wasm")
+        .body(b"\0asm\x0d\x00\x01\x00".to_vec())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status(), StatusCode::CREATED);
+    let component: Value = upload.json().await.expect("json");
+    (alice, component["sha256"].clone())
+}
+
 both!(
     a_key_in_flight_is_409_and_a_5xx_is_not_stored,
     |ctl: Control| async move {
-        let mut node = slow_node().await;
-        let (status, hb) = ctl
-            .call(
-                Method::POST,
-                "/v1/nodes/heartbeat",
-                Some(NODE_TOKEN),
-                Some(json!({ "node_id": "slow", "url": node.url, "capacity": 4, "load": 0 })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{hb}");
-        let alice = ctl.register("alice").await;
-        let upload = ctl
-            .client
-            .post(ctl.url("/v1/components"))
-            .bearer_auth(&alice.access)
-            .header("content-type", "application/wasm")
-            .body(b"\0asm\x0d\x00\x01\x00".to_vec())
-            .send()
-            .await
-            .expect("upload");
-        assert_eq!(upload.status(), StatusCode::CREATED);
-        let component: Value = upload.json().await.expect("json");
+        let mut node = slow_node(false).await;
+        let (alice, sha256) = deployable(&ctl, &node).await;
+        let component = json!({ "sha256": sha256 });
         let body = json!({ "name": "slow-agent", "kind": "main",
                            "component": component["sha256"] });
 
@@ -656,6 +679,266 @@ both!(
         assert_eq!(node.deploys.load(Ordering::SeqCst), 2);
     }
 );
+
+both!(
+    a_client_that_goes_away_still_gets_its_answer_and_the_operation_runs_once,
+    |ctl: Control| async move {
+        let mut node = slow_node(true).await;
+        let (alice, sha256) = deployable(&ctl, &node).await;
+        let body = json!({ "name": "patient-agent", "kind": "main", "component": sha256 });
+        // The client sends its request and goes away while the node holds
+        // the deployment (the request future is dropped: the connection
+        // closes).
+        let gone = {
+            let (client, url, token, body) = (
+                ctl.client.clone(),
+                ctl.url("/v1/agents"),
+                alice.access.clone(),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", "deploy-gone")
+                    .json(&body)
+                    .send()
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(20), node.arrived.recv())
+            .await
+            .expect("the deployment reached the node")
+            .expect("channel");
+        gone.abort();
+        assert!(gone.await.is_err_and(|e| e.is_cancelled()));
+        // Time for the server to see the connection close.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The operation goes on without its client: a retry waits...
+        let busy = send(
+            &ctl,
+            Method::POST,
+            "/v1/agents",
+            Some(&alice.access),
+            Some("deploy-gone"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text);
+        assert_eq!(busy.json()["code"], "idempotency_key_in_flight");
+        // ...and once the node answers, the retry gets the stored answer.
+        node.release.add_permits(4);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let retry = loop {
+            let a = send(
+                &ctl,
+                Method::POST,
+                "/v1/agents",
+                Some(&alice.access),
+                Some("deploy-gone"),
+                Some(body.clone()),
+            )
+            .await;
+            if a.status != StatusCode::CONFLICT || Instant::now() > deadline {
+                break a;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text);
+        assert!(retry.replayed(), "{:?}", retry.headers);
+        assert_eq!(retry.json()["name"], "patient-agent");
+        // Deployed once, one agent, and that agent is the answer's.
+        assert_eq!(node.deploys.load(Ordering::SeqCst), 1);
+        let (status, page) = ctl
+            .call(Method::GET, "/v1/agents", Some(&alice.access), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "{page}");
+        assert_eq!(items[0]["id"], retry.json()["id"]);
+    }
+);
+
+/// Count the claims written to the idempotency table from now on (a
+/// trigger on its inserts); read with [`claims_written`].
+async fn count_claims(ctl: &Control) {
+    let statements: &[&str] = match ctl.state.db.backend() {
+        Backend::Sqlite => &[
+            "CREATE TABLE test_claims (n BIGINT NOT NULL)",
+            "CREATE TRIGGER test_count_claims AFTER INSERT ON idempotency_keys \
+             BEGIN INSERT INTO test_claims (n) VALUES (1); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE TABLE test_claims (n BIGINT NOT NULL)",
+            "CREATE FUNCTION test_count_claims() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO test_claims (n) VALUES (1); RETURN NEW; END $$",
+            "CREATE TRIGGER test_count_claims AFTER INSERT ON idempotency_keys \
+             FOR EACH ROW EXECUTE FUNCTION test_count_claims()",
+        ],
+    };
+    for sql in statements {
+        sqlx::raw_sql(sql)
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("test trigger");
+    }
+}
+
+async fn claims_written(ctl: &Control) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM test_claims")
+        .fetch_one(ctl.state.db.pool())
+        .await
+        .expect("count")
+}
+
+both!(
+    callers_are_authenticated_before_a_key_is_claimed_or_replayed,
+    |ctl: Control| async move {
+        count_claims(&ctl).await;
+        let alice = ctl.register("alice").await;
+        let (status, parent) = ctl
+            .call(
+                Method::POST,
+                "/v1/api-keys",
+                Some(&alice.access),
+                Some(json!({ "name": "parent" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{parent}");
+        let parent_key = parent["key"].as_str().expect("key").to_owned();
+        let parent_id = parent["id"].as_str().expect("id").to_owned();
+        // The parent key makes a child key under an Idempotency-Key: the
+        // stored answer holds the child's secret.
+        let create_child = || {
+            send(
+                &ctl,
+                Method::POST,
+                "/v1/api-keys",
+                Some(&parent_key),
+                Some("child-key"),
+                Some(json!({ "name": "child" })),
+            )
+        };
+        let first = create_child().await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+        let child_secret = first.json()["key"].as_str().expect("key").to_owned();
+        assert!(create_child().await.replayed());
+        assert_eq!(claims_written(&ctl).await, 1);
+        // Revoked, the parent key cannot read the stored answer back.
+        let (status, body) = ctl
+            .call(
+                Method::DELETE,
+                &format!("/v1/api-keys/{parent_id}"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        let revoked = create_child().await;
+        assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "{}", revoked.text);
+        assert!(!revoked.replayed());
+        assert!(!revoked.text.contains(&child_secret), "{}", revoked.text);
+        assert_eq!(revoked.json()["code"], "unauthorized", "{}", revoked.text);
+
+        // A bogus credential with a key: 401, no claim written, and its
+        // body not even read (an oversized one is not a 413).
+        let before = idempotency_rows(&ctl).await;
+        for token in [Some("not-a-token"), Some("dk_nope_nope"), None] {
+            let bogus = send(
+                &ctl,
+                Method::POST,
+                "/v1/tenants",
+                token,
+                Some("bogus"),
+                Some(json!({ "name": "x" })),
+            )
+            .await;
+            assert_eq!(bogus.status, StatusCode::UNAUTHORIZED, "{}", bogus.text);
+        }
+        let huge = ctl
+            .client
+            .post(ctl.url("/v1/tenants"))
+            .bearer_auth("not-a-token")
+            .header("Idempotency-Key", "bogus")
+            .header("content-type", "application/json")
+            .body(vec![
+                b' ';
+                usize::try_from(ctl.state.config.max_body_bytes)
+                    .expect("size")
+                    + 1
+            ])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(huge.status(), StatusCode::UNAUTHORIZED);
+        // A wrong fleet token on a node route likewise.
+        let node = send(
+            &ctl,
+            Method::POST,
+            "/v1/nodes/usage",
+            Some(&alice.access),
+            Some("b-1"),
+            Some(json!({ "batch_id": "b-1", "node_id": "n", "records": [] })),
+        )
+        .await;
+        assert_eq!(node.status, StatusCode::UNAUTHORIZED, "{}", node.text);
+        assert_eq!(claims_written(&ctl).await, 1);
+        assert_eq!(idempotency_rows(&ctl).await, before);
+
+        // Routes without credentials keep their keys, whatever stale
+        // Authorization a client sends along.
+        let login = json!({ "email": alice.email, "password": alice.password });
+        let logged_in = send(
+            &ctl,
+            Method::POST,
+            "/v1/auth/login",
+            Some("stale-token"),
+            Some("login-1"),
+            Some(login.clone()),
+        )
+        .await;
+        assert_eq!(logged_in.status, StatusCode::OK, "{}", logged_in.text);
+        assert_eq!(claims_written(&ctl).await, 2);
+        let again = send(
+            &ctl,
+            Method::POST,
+            "/v1/auth/login",
+            Some("stale-token"),
+            Some("login-1"),
+            Some(login),
+        )
+        .await;
+        assert!(again.replayed());
+        assert_eq!(again.text, logged_in.text);
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_without_credentials_are_exactly_the_documented_ones() {
+    let ctl = Control::start(Dialect::Sqlite).await;
+    let (status, doc) = ctl.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut public = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["post", "put", "patch", "delete"] {
+            let op = &item[method];
+            if op.is_object() && op["security"].as_array().is_none_or(|s| s.is_empty()) {
+                public.push(path.clone());
+            }
+        }
+    }
+    public.sort();
+    public.dedup();
+    let mut expected: Vec<String> = idempotency::PUBLIC_ROUTES
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        public, expected,
+        "a mutating route without credentials must be in idempotency::PUBLIC_ROUTES (and only those)"
+    );
+}
 
 both!(
     stored_answers_expire_and_are_swept,
@@ -948,6 +1231,63 @@ on_both!(
             metric(text, "delta_control_rate_limited_total{limit=\"key\"}") >= 3.0,
             "{text}"
         );
+    }
+);
+
+on_both!(
+    limits_apply_before_a_key_is_claimed_or_replayed_and_count_once,
+    |dialect| async move {
+        let ctl = Control::start_with(dialect, |c| {
+            c.rate_limit.per_key_per_sec = 1;
+            c.rate_limit.per_key_burst = 3;
+            c.rate_limit.per_tenant_per_sec = 0;
+        })
+        .await;
+        count_claims(&ctl).await;
+        let alice = ctl.register("alice").await;
+        let a = new_api_key(&ctl, &alice, "a").await;
+        let started = Instant::now();
+        // Keyed requests count once each (the middleware authenticates and
+        // the handler reuses it): the burst of 3 allows three.
+        let mut ok = 0usize;
+        let refused = loop {
+            let r = send(
+                &ctl,
+                Method::POST,
+                "/v1/tenants",
+                Some(&a),
+                Some(&format!("t-{ok}")),
+                Some(json!({ "name": format!("t{ok}") })),
+            )
+            .await;
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                break r;
+            }
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            ok += 1;
+            assert!(ok <= 20, "no 429");
+        };
+        assert!(
+            ok >= 3 && ok <= 3 + refill_since(started),
+            "{ok} before the 429"
+        );
+        assert_limited(&refused, "key");
+        // The refusal came before any claim (one per executed request), and
+        // a stored answer is not replayed past the limit either.
+        let claims = claims_written(&ctl).await;
+        assert_eq!(claims, i64::try_from(ok).expect("count"));
+        let replay = send(
+            &ctl,
+            Method::POST,
+            "/v1/tenants",
+            Some(&a),
+            Some("t-0"),
+            Some(json!({ "name": "t0" })),
+        )
+        .await;
+        assert_limited(&replay, "key");
+        assert!(!replay.replayed());
+        assert_eq!(claims_written(&ctl).await, claims);
     }
 );
 

@@ -44,6 +44,7 @@
 //! lease_chunk = 1000                  # tokens per lease (more if one call needs more)
 //! lease_idle_secs = 5                 # an unused lease goes back after this long
 //! lease_margin_secs = 10              # no new holds this close to a lease's expiry
+//! lease_grace_secs = 30               # an expired lease with holds open goes back after this
 //! budget_timeout_secs = 5             # timeout of every budget call
 //!
 //! [llm]                               # delta_llm::LlmConfig
@@ -262,6 +263,11 @@ pub struct ControlPlaneConfig {
     /// expiry (default 10; at most half the lease's lifetime).
     #[serde(default = "default_lease_margin_secs")]
     pub lease_margin_secs: u64,
+    /// A lease whose reservations are still open this many seconds after its
+    /// expiry is returned anyway, with what was spent on it so far (default
+    /// 30).
+    #[serde(default = "default_lease_grace_secs")]
+    pub lease_grace_secs: u64,
     /// Timeout of each budget call to the control plane, seconds (default 5).
     #[serde(default = "default_budget_timeout_secs")]
     pub budget_timeout_secs: u64,
@@ -285,6 +291,10 @@ fn default_lease_idle_secs() -> u64 {
 
 fn default_lease_margin_secs() -> u64 {
     crate::leases::DEFAULT_EXPIRY_MARGIN.as_secs()
+}
+
+fn default_lease_grace_secs() -> u64 {
+    crate::leases::DEFAULT_OPEN_GRACE.as_secs()
 }
 
 fn default_budget_timeout_secs() -> u64 {
@@ -358,6 +368,7 @@ impl NodeConfig {
                         lease_chunk: default_lease_chunk(),
                         lease_idle_secs: default_lease_idle_secs(),
                         lease_margin_secs: default_lease_margin_secs(),
+                        lease_grace_secs: default_lease_grace_secs(),
                         budget_timeout_secs: default_budget_timeout_secs(),
                     })
                 }
@@ -537,6 +548,7 @@ database = "ledger.db"
         assert_eq!(cp.lease_chunk, 1000);
         assert_eq!(cp.lease_idle_secs, 5);
         assert_eq!(cp.lease_margin_secs, 10);
+        assert_eq!(cp.lease_grace_secs, 30);
         assert_eq!(cp.budget_timeout_secs, 5);
         config.control_plane = None;
         config.budget = Some(toml::from_str(r#"database = "ledger.db""#).expect("budget"));

@@ -45,7 +45,24 @@
 //! is 0, all of `used` is `uncovered`); the usage is still added to the
 //! lease's spent total, which is reported when the lease is returned, and
 //! the control plane charges a late return as far as the budget then allows
-//! (never into a negative balance).
+//! (never into a negative balance). A lease whose holds are still open
+//! `lease_grace_secs` after its expiry (their caller hung or went away) is
+//! returned anyway with what was spent on it so far; those reservations are
+//! detached from it, and settling one later charges nothing and reports all
+//! its usage as uncovered. Lifetimes are capped at an hour (a lease
+//! announcing more is returned within that hour), and a lease that arrives
+//! with no lifetime left goes straight back.
+//!
+//! # Cancellation
+//! The caller of `reserve` may be dropped at any await (a run deadline, a
+//! cancelled call). Nothing the ledger must finish depends on it: the
+//! caller only waits for its turn to acquire (harmless to abandon) and then
+//! for a task of the ledger's own, which returns the leftovers, asks for the
+//! lease and takes the hold. That task completes whether or not anyone
+//! waits; its hold is handed to the caller by a guard that releases it if
+//! nobody takes it. Every network return runs as a task of the ledger too,
+//! so a lease taken out of the books is always either confirmed returned,
+//! queued for a retry, or reported unreturned at shutdown.
 //!
 //! # What a crash loses
 //! Spending is reported when a lease is returned. A node killed with leases
@@ -61,7 +78,7 @@
 //! its tokens come back when it expires.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -77,6 +94,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ControlPlaneConfig, read_secret};
 use crate::model::now_ms;
@@ -89,6 +107,12 @@ pub const DEFAULT_IDLE_RETURN: Duration = Duration::from_secs(5);
 pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// Default [`LeaseSettings::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`LeaseSettings::open_grace`].
+pub const DEFAULT_OPEN_GRACE: Duration = Duration::from_secs(30);
+/// Longest lease lifetime the node believes: a control plane (or a clock)
+/// announcing more gets its lease back within this time, and an `Instant`
+/// computed from it cannot overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3_600);
 
 /// How often the maintenance task looks for leases to return.
 const TICK: Duration = Duration::from_millis(200);
@@ -96,6 +120,10 @@ const TICK: Duration = Duration::from_millis(200);
 const RETURN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 /// Largest error body read from the control plane.
 const MAX_BODY: usize = 64 << 10;
+/// A reservation without a lease (zero tokens, or detached from a lease
+/// returned while it was open) is forgotten after this long: its caller is
+/// gone, and settling it would only have reported uncovered usage.
+const DETACHED_TTL: Duration = Duration::from_secs(3_600);
 
 /// How a node leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +137,9 @@ pub struct LeaseSettings {
     pub expiry_margin: Duration,
     /// Timeout of every call to the control plane, connect to end of body.
     pub timeout: Duration,
+    /// A lease whose reservations are still open this long after its expiry
+    /// is returned anyway, with what was spent on it so far.
+    pub open_grace: Duration,
 }
 
 impl Default for LeaseSettings {
@@ -118,6 +149,7 @@ impl Default for LeaseSettings {
             idle_return: DEFAULT_IDLE_RETURN,
             expiry_margin: DEFAULT_EXPIRY_MARGIN,
             timeout: DEFAULT_TIMEOUT,
+            open_grace: DEFAULT_OPEN_GRACE,
         }
     }
 }
@@ -130,6 +162,7 @@ impl LeaseSettings {
             idle_return: Duration::from_secs(cp.lease_idle_secs),
             expiry_margin: Duration::from_secs(cp.lease_margin_secs),
             timeout: Duration::from_secs(cp.budget_timeout_secs.max(1)),
+            open_grace: Duration::from_secs(cp.lease_grace_secs),
         }
     }
 }
@@ -167,6 +200,8 @@ pub struct LeaseSnapshot {
     pub usable: bool,
     /// Whether its lifetime is over.
     pub expired: bool,
+    /// Time left until it expires (zero once expired).
+    pub expires_in: Duration,
 }
 
 /// What [`LeaseLedger::shutdown`] achieved.
@@ -174,8 +209,9 @@ pub struct LeaseSnapshot {
 pub struct ShutdownReport {
     /// Leases returned.
     pub returned: usize,
-    /// Leases whose return did not succeed in time (they expire on the
-    /// control plane; their spent totals are lost).
+    /// Leases whose return did not succeed in time, or was still under way
+    /// at the deadline (they expire on the control plane; their spent totals
+    /// are lost).
     pub unreturned: usize,
 }
 
@@ -195,6 +231,13 @@ struct Inner {
     agents: Mutex<HashMap<String, Arc<AgentLeases>>>,
     /// Returns that failed and are retried.
     pending: Mutex<Vec<PendingReturn>>,
+    /// The ledger's own tasks (acquisitions and returns), which outlive the
+    /// calls that started them; shutdown waits for them.
+    tracker: TaskTracker,
+    /// Return tasks under way.
+    returning: AtomicUsize,
+    /// Returns the control plane confirmed, ever.
+    returned: AtomicU64,
     next_reservation: AtomicU64,
     /// Something may be returnable now.
     wake: Notify,
@@ -206,8 +249,9 @@ struct Inner {
 #[derive(Default)]
 struct AgentLeases {
     /// Held while asking the control plane for a lease: one at a time per
-    /// agent.
-    acquire: tokio::sync::Mutex<()>,
+    /// agent. The acquisition task owns it, so that a caller that gives up
+    /// does not let a second acquisition start while the first is running.
+    acquire: Arc<tokio::sync::Mutex<()>>,
     /// The bookkeeping; never held across an `.await`.
     book: Mutex<Book>,
 }
@@ -219,9 +263,12 @@ struct Book {
 }
 
 struct Open {
-    /// `None`: a zero-token reservation made without a lease.
+    /// `None`: a zero-token reservation made without a lease, or one whose
+    /// lease was returned while it was open.
     lease_id: Option<String>,
     amount: u64,
+    /// Since when it has had no lease.
+    detached: Option<Instant>,
 }
 
 struct Lease {
@@ -270,11 +317,43 @@ impl Lease {
     }
 
     /// Whether it should go back to the control plane now.
-    fn returnable(&self, now: Instant, idle: Duration) -> bool {
-        self.open == 0
-            && (!self.usable(now)
-                || self.room() == 0
-                || now.saturating_duration_since(self.last_used) >= idle)
+    fn returnable(&self, now: Instant, idle: Duration, grace: Duration) -> bool {
+        if self.open > 0 {
+            // Its holds outlived it by the grace period: their callers are
+            // stuck or gone, and waiting longer only delays reporting what
+            // was spent on it.
+            return self.expires.checked_add(grace).is_some_and(|t| now >= t);
+        }
+        !self.usable(now)
+            || self.room() == 0
+            || now.saturating_duration_since(self.last_used) >= idle
+    }
+}
+
+/// A hold taken by an acquisition task for a `reserve` call that may no
+/// longer be waiting: unless handed over to it, it is released when dropped
+/// (also when the task's output is dropped because nobody joined it).
+struct Hold {
+    inner: Arc<Inner>,
+    agent: Arc<AgentLeases>,
+    reservation: Reservation,
+    handed_over: bool,
+}
+
+impl Hold {
+    fn hand_over(mut self) -> Reservation {
+        self.handed_over = true;
+        self.reservation.clone()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            tracing::debug!(agent = %self.reservation.agent_id, reservation = %self.reservation.id,
+                "the caller of reserve went away: its hold is released");
+            self.inner.end_hold(&self.agent, &self.reservation.id);
+        }
     }
 }
 
@@ -398,6 +477,9 @@ impl LeaseLedger {
             settings,
             agents: Mutex::default(),
             pending: Mutex::default(),
+            tracker: TaskTracker::new(),
+            returning: AtomicUsize::new(0),
+            returned: AtomicU64::new(0),
             next_reservation: AtomicU64::new(1),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -423,7 +505,8 @@ impl LeaseLedger {
     }
 
     /// Count lease events into `counter` (label `event`: `granted`,
-    /// `refused`, `returned`, `return_failed`, `lost`, `expired_open`).
+    /// `refused`, `returned`, `return_failed`, `lost`, `expired_open`,
+    /// `returned_open`: returned after the grace period with holds open).
     pub fn count_into(&self, counter: IntCounterVec) {
         let _ = self.inner.counters.set(counter);
     }
@@ -448,6 +531,7 @@ impl LeaseLedger {
                 open: l.open,
                 usable: l.usable(now),
                 expired: l.expired(now),
+                expires_in: l.expires.saturating_duration_since(now),
             }));
         }
         out
@@ -458,20 +542,44 @@ impl LeaseLedger {
         lock(&self.inner.pending).len()
     }
 
-    /// Graceful stop: refuse new reservations, stop the maintenance task and
-    /// return every lease (with what was spent on it, even if reservations
-    /// are still open) and every pending return, within `deadline`.
+    /// Reservations open now (settled or released ones are gone).
+    pub fn open_reservations(&self) -> usize {
+        let agents: Vec<Arc<AgentLeases>> = lock(&self.inner.agents).values().cloned().collect();
+        agents.iter().map(|a| lock(&a.book).open.len()).sum()
+    }
+
+    /// Graceful stop: refuse new reservations, let the acquisitions and
+    /// returns under way finish (for up to half of `deadline`), then return
+    /// every lease (with what was spent on it, even if reservations are
+    /// still open) and every pending return, all within `deadline`.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        self.inner.closed.store(true, Ordering::SeqCst);
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
         self.cancel.cancel();
+        let started = Instant::now();
+        let end = started + deadline;
+        let drained_by = started + deadline / 2;
+        let returned_before = inner.returned.load(Ordering::SeqCst);
         let task = lock(&self.task).take();
         if let Some(task) = task {
-            // The task finishes the return it is making, bounded by the
-            // call timeout.
-            let _ = tokio::time::timeout(self.inner.settings.timeout * 2, task).await;
+            // The task finishes the pass it is making; its returns run as
+            // tracked tasks.
+            let _ = tokio::time::timeout_at(drained_by, task).await;
         }
-        let mut returns = std::mem::take(&mut *lock(&self.inner.pending));
-        let agents: Vec<(String, Arc<AgentLeases>)> = lock(&self.inner.agents)
+        // Acquisitions put their leases in the books; returns under way end
+        // confirmed or queued as pending.
+        inner.tracker.close();
+        let _ = tokio::time::timeout_at(drained_by, inner.tracker.wait()).await;
+        let still_returning = inner.returning.load(Ordering::SeqCst);
+        let earlier = usize::try_from(
+            inner
+                .returned
+                .load(Ordering::SeqCst)
+                .saturating_sub(returned_before),
+        )
+        .unwrap_or(usize::MAX);
+        let mut returns = std::mem::take(&mut *lock(&inner.pending));
+        let agents: Vec<(String, Arc<AgentLeases>)> = lock(&inner.agents)
             .iter()
             .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect();
@@ -488,28 +596,29 @@ impl LeaseLedger {
             book.open.clear();
         }
         let total = returns.len();
-        let inner = &self.inner;
         let attempts = futures_util::future::join_all(
             returns
                 .into_iter()
-                .map(|r| async move { inner.return_now(&r).await }),
+                .map(|r| async move { inner.return_now(&r, false).await }),
         );
-        let returned = match tokio::time::timeout(deadline, attempts).await {
+        let returned_now = match tokio::time::timeout_at(end, attempts).await {
             Ok(results) => results.into_iter().filter(|ok| *ok).count(),
             Err(_) => 0,
         };
-        if returned < total {
+        let unreturned = total - returned_now + still_returning;
+        let returned = earlier + returned_now;
+        if unreturned > 0 {
             tracing::warn!(
-                unreturned = total - returned,
+                unreturned,
                 "leases not returned at shutdown: they expire on the control plane and \
                  their spent totals are lost"
             );
-        } else if total > 0 {
+        } else if returned > 0 {
             tracing::info!(returned, "budget leases returned");
         }
         ShutdownReport {
             returned,
-            unreturned: total - returned,
+            unreturned,
         }
     }
 }
@@ -581,6 +690,7 @@ impl Inner {
             Open {
                 lease_id: Some(lease_id),
                 amount,
+                detached: None,
             },
         );
         Some(Reservation {
@@ -639,14 +749,69 @@ impl Inner {
             .unwrap_or(0)
     }
 
+    /// The slow path of `reserve`, run as a task of the ledger holding the
+    /// agent's acquisition turn: return the agent's idle leftovers too small
+    /// for `amount` while a new lease is asked for, and hold `amount` of it.
+    /// It completes whether or not the caller still waits.
+    async fn acquire(
+        self: Arc<Self>,
+        agent: Arc<AgentLeases>,
+        agent_id: String,
+        amount: u64,
+        _turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<Hold, LedgerError> {
+        let leftovers = self.take_leftovers(&agent, &agent_id, amount);
+        let ask = amount.max(self.settings.chunk);
+        let (mut obtained, mut gave_back) = tokio::join!(
+            self.obtain(&agent, &agent_id, ask, amount),
+            self.return_all(leftovers)
+        );
+        let mut retried = false;
+        loop {
+            match obtained {
+                Ok(hold) => {
+                    self.retire_leftovers(&agent, amount, &hold.reservation);
+                    return Ok(hold);
+                }
+                Err(e) if e.status() == Some(StatusCode::CONFLICT) => {
+                    // The tokens this node gave back (now, or idle leases
+                    // still in the book) may be the missing ones: ask once
+                    // more.
+                    if !retried {
+                        retried = true;
+                        gave_back |= self.return_idle_with_room(&agent, &agent_id).await;
+                        if gave_back {
+                            obtained = self.obtain(&agent, &agent_id, ask, amount).await;
+                            continue;
+                        }
+                    }
+                    self.count("refused");
+                    let remote = e.detail("available").unwrap_or(0);
+                    return Err(LedgerError::Insufficient {
+                        needed: amount,
+                        available: remote.max(self.largest_room(&agent)).min(amount - 1),
+                    });
+                }
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+                    return Err(LedgerError::UnknownAccount(agent_id));
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %agent_id, error = %e.reason(), code = e.code(),
+                        "leasing tokens from the control plane failed");
+                    return Err(LedgerError::Storage(e.reason()));
+                }
+            }
+        }
+    }
+
     /// Ask for a lease of `amount` (at least `min`) and hold `min` of it.
     async fn obtain(
-        &self,
-        agent: &AgentLeases,
+        self: &Arc<Self>,
+        agent: &Arc<AgentLeases>,
         agent_id: &str,
         amount: u64,
         min: u64,
-    ) -> Result<Reservation, CallError> {
+    ) -> Result<Hold, CallError> {
         let url = self.url(&["v1", "nodes", "leases"]);
         let body = json!({
             "node_id": self.node_id,
@@ -658,11 +823,21 @@ impl Inner {
         let sent_ms = now_ms();
         let grant: Grant = self.call(Method::POST, url, Some(&body)).await?;
         self.count("granted");
-        let lifetime = Duration::from_millis(
-            u64::try_from(grant.expires_at_ms.saturating_sub(sent_ms)).unwrap_or(0),
-        );
-        let expires = sent_at + lifetime;
-        let usable_until = expires - self.settings.expiry_margin.min(lifetime / 2);
+        // Non-positive: expired on arrival. Capped: an `Instant` cannot hold
+        // an arbitrary future, and a node keeps no lease for long anyway.
+        let announced = grant.expires_at_ms.saturating_sub(sent_ms);
+        let lifetime = u64::try_from(announced)
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_LIFETIME);
+        if u64::try_from(announced).is_ok_and(|ms| ms > MAX_LIFETIME.as_millis() as u64) {
+            tracing::debug!(agent = %agent_id, lease = %grant.lease_id, announced_ms = announced,
+                "a lease announced a lifetime beyond the cap; it goes back within the cap");
+        }
+        let expires = sent_at.checked_add(lifetime).unwrap_or(sent_at);
+        let usable_until = expires
+            .checked_sub(self.settings.expiry_margin.min(lifetime / 2))
+            .unwrap_or(sent_at);
         let now = Instant::now();
         let mut lease = Lease {
             id: grant.lease_id.clone(),
@@ -677,18 +852,18 @@ impl Inner {
             expiry_noted: false,
             retired: false,
         };
-        if !lease.usable(now) || lease.room() < min {
+        if lifetime.is_zero() || !lease.usable(now) || lease.room() < min {
             // Nothing this node can use (expired on arrival: clocks apart,
             // or a grant below the minimum): give it back at once.
-            lock(&agent.book).leases.push(lease);
-            self.wake.notify_one();
             tracing::warn!(agent = %agent_id, lease = %grant.lease_id, granted = grant.granted,
                 lifetime_ms = lifetime.as_millis() as u64,
                 "a lease arrived unusable (expired or below the minimum); check the clocks");
+            drop(self.spawn_return(lease.into_return(agent_id, now)));
             return Err(CallError::Network("the lease arrived unusable".into()));
         }
         // Held in the same step that makes the lease visible, so that
-        // nobody else takes the room it was asked for.
+        // nobody else takes the room it was asked for; the guard is made in
+        // that step too, so the hold cannot outlive an absent caller.
         lease.held = min;
         lease.open = 1;
         let id = self.reservation_id();
@@ -699,39 +874,96 @@ impl Inner {
             Open {
                 lease_id: Some(grant.lease_id),
                 amount: min,
+                detached: None,
             },
         );
-        Ok(Reservation {
-            id,
-            agent_id: agent_id.to_owned(),
-            amount: min,
+        Ok(Hold {
+            inner: Arc::clone(self),
+            agent: Arc::clone(agent),
+            reservation: Reservation {
+                id,
+                agent_id: agent_id.to_owned(),
+                amount: min,
+            },
+            handed_over: false,
         })
+    }
+
+    /// End reservation `id` without charging it; answers whether it was
+    /// open.
+    fn end_hold(&self, agent: &AgentLeases, id: &str) -> bool {
+        let now = Instant::now();
+        let mut book = lock(&agent.book);
+        let Some(open) = book.open.remove(id) else {
+            return false;
+        };
+        let mut wake = false;
+        if let Some(lease) = open
+            .lease_id
+            .as_deref()
+            .and_then(|id| book.leases.iter_mut().find(|l| l.id == id))
+        {
+            lease.held = lease.held.saturating_sub(open.amount);
+            lease.open = lease.open.saturating_sub(1);
+            lease.last_used = now;
+            wake = lease.open == 0 && !lease.usable(now);
+        }
+        drop(book);
+        if wake {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Return a lease taken out of a book in a task of its own, so that the
+    /// return is made (or queued for a retry) even if whoever asked for it
+    /// stops waiting.
+    fn spawn_return(self: &Arc<Self>, r: PendingReturn) -> JoinHandle<bool> {
+        let inner = Arc::clone(self);
+        self.returning.fetch_add(1, Ordering::SeqCst);
+        self.tracker.spawn(async move {
+            let ok = inner.return_now(&r, true).await;
+            inner.returning.fetch_sub(1, Ordering::SeqCst);
+            ok
+        })
+    }
+
+    /// Return these leases concurrently; answers whether any went back.
+    async fn return_all(self: &Arc<Self>, returns: Vec<PendingReturn>) -> bool {
+        if returns.is_empty() {
+            return false;
+        }
+        let tasks: Vec<JoinHandle<bool>> =
+            returns.into_iter().map(|r| self.spawn_return(r)).collect();
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .any(|done| matches!(done, Ok(true)))
     }
 
     /// Take out of the agent's book every lease without open reservations
     /// that still has room, and return them now; answers whether any
     /// tokens went back.
-    async fn return_idle_with_room(&self, agent: &AgentLeases, agent_id: &str) -> bool {
-        let taken: Vec<Lease> = {
+    async fn return_idle_with_room(self: &Arc<Self>, agent: &AgentLeases, agent_id: &str) -> bool {
+        let now = Instant::now();
+        let taken: Vec<PendingReturn> = {
             let mut book = lock(&agent.book);
-            let (idle, keep) = std::mem::take(&mut book.leases)
+            let (idle, keep): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut book.leases)
                 .into_iter()
                 .partition(|l| l.open == 0 && l.room() > 0);
             book.leases = keep;
-            idle
+            idle.into_iter()
+                .map(|l| l.into_return(agent_id, now))
+                .collect()
         };
-        let mut any = false;
-        for lease in taken {
-            let r = lease.into_return(agent_id, Instant::now());
-            any |= self.return_now(&r).await;
-        }
-        any
+        self.return_all(taken).await
     }
 
     /// Return what should go back now.
-    async fn return_due(&self) {
+    async fn return_due(self: &Arc<Self>) {
         let now = Instant::now();
         let idle = self.settings.idle_return;
+        let grace = self.settings.open_grace;
         let agents: Vec<(String, Arc<AgentLeases>)> = lock(&self.agents)
             .iter()
             .map(|(k, v)| (k.clone(), Arc::clone(v)))
@@ -748,19 +980,36 @@ impl Inner {
                          at return and charged as far as the budget allows");
                 }
             }
-            let (ready, keep) = std::mem::take(&mut book.leases)
+            let (ready, keep): (Vec<Lease>, Vec<Lease>) = std::mem::take(&mut book.leases)
                 .into_iter()
-                .partition(|l| l.returnable(now, idle));
+                .partition(|l| l.returnable(now, idle, grace));
             book.leases = keep;
+            for lease in &ready {
+                if lease.open == 0 {
+                    continue;
+                }
+                self.count("returned_open");
+                tracing::warn!(agent = %agent_id, lease = %lease.id, open = lease.open,
+                    "returning a lease whose reservations outlived it by the grace period; \
+                     settling them later reports their usage as uncovered");
+                for open in book.open.values_mut() {
+                    if open.lease_id.as_deref() == Some(lease.id.as_str()) {
+                        open.lease_id = None;
+                        open.detached = Some(now);
+                    }
+                }
+            }
+            book.open.retain(|_, o| {
+                o.detached
+                    .is_none_or(|t| now.saturating_duration_since(t) < DETACHED_TTL)
+            });
             due.extend(
                 ready
                     .into_iter()
                     .map(|l: Lease| l.into_return(agent_id, now)),
             );
         }
-        if !due.is_empty() {
-            futures_util::future::join_all(due.iter().map(|r| self.return_now(r))).await;
-        }
+        self.return_all(due).await;
         // Forget agents with nothing on this node that nobody is using.
         let mut map = lock(&self.agents);
         map.retain(|_, a| {
@@ -771,7 +1020,7 @@ impl Inner {
         });
     }
 
-    async fn retry_pending(&self) {
+    async fn retry_pending(self: &Arc<Self>) {
         let now = Instant::now();
         let due: Vec<PendingReturn> = {
             let mut pending = lock(&self.pending);
@@ -781,19 +1030,19 @@ impl Inner {
             *pending = wait;
             due
         };
-        for r in due {
-            self.return_now(&r).await;
-        }
+        self.return_all(due).await;
     }
 
-    /// Return one lease; a transient failure queues it for a retry.
-    /// Answers whether the control plane took it back.
-    async fn return_now(&self, r: &PendingReturn) -> bool {
+    /// Return one lease; a transient failure queues it for a retry if
+    /// `requeue` (shutdown's last attempts do not). Answers whether the
+    /// control plane took it back.
+    async fn return_now(&self, r: &PendingReturn, requeue: bool) -> bool {
         let url = self.url(&["v1", "nodes", "leases", &r.lease_id, "return"]);
         let body = json!({ "node_id": self.node_id, "spent": r.spent });
         match self.call::<Returned>(Method::POST, url, Some(&body)).await {
             Ok(answer) => {
                 self.count("returned");
+                self.returned.fetch_add(1, Ordering::SeqCst);
                 if answer.uncovered > 0 {
                     tracing::warn!(agent = %r.agent_id, lease = %r.lease_id, spent = r.spent,
                         charged = answer.charged, uncovered = answer.uncovered,
@@ -828,7 +1077,7 @@ impl Inner {
                 tracing::warn!(agent = %r.agent_id, lease = %r.lease_id, attempts,
                     error = %e.reason(), retry_in_ms = delay.as_millis() as u64,
                     "returning a lease failed; will retry");
-                if !self.closed.load(Ordering::SeqCst) {
+                if requeue {
                     lock(&self.pending).push(PendingReturn {
                         attempts,
                         next_try: Instant::now() + delay,
@@ -960,10 +1209,14 @@ impl BudgetLedger for LeaseLedger {
             return Ok(r);
         }
         // One acquisition per agent at a time: whoever waited here may find
-        // the lease the previous holder obtained.
-        let _acquiring = tokio::time::timeout(inner.settings.timeout, agent.acquire.lock())
-            .await
-            .map_err(|_| LedgerError::Storage("timed out waiting for a budget lease".into()))?;
+        // the lease the previous holder obtained. Giving up while waiting
+        // changes nothing.
+        let turn = tokio::time::timeout(
+            inner.settings.timeout,
+            Arc::clone(&agent.acquire).lock_owned(),
+        )
+        .await
+        .map_err(|_| LedgerError::Storage("timed out waiting for a budget lease".into()))?;
         if let Some(r) = inner.try_hold(&agent, agent_id, amount) {
             return Ok(r);
         }
@@ -975,6 +1228,7 @@ impl BudgetLedger for LeaseLedger {
                 Open {
                     lease_id: None,
                     amount: 0,
+                    detached: Some(Instant::now()),
                 },
             );
             return Ok(Reservation {
@@ -983,51 +1237,22 @@ impl BudgetLedger for LeaseLedger {
                 amount: 0,
             });
         }
-        // Leftovers go back while the new lease is asked for.
-        let leftovers = inner.take_leftovers(&agent, agent_id, amount);
-        let give_back = async {
-            futures_util::future::join_all(leftovers.iter().map(|r| inner.return_now(r)))
-                .await
-                .into_iter()
-                .any(|returned| returned)
-        };
-        let ask = amount.max(inner.settings.chunk);
-        let (mut obtained, mut gave_back) =
-            tokio::join!(inner.obtain(&agent, agent_id, ask, amount), give_back);
-        let mut retried = false;
-        loop {
-            match obtained {
-                Ok(r) => {
-                    inner.retire_leftovers(&agent, amount, &r);
-                    return Ok(r);
-                }
-                Err(e) if e.status() == Some(StatusCode::CONFLICT) => {
-                    // The tokens this node gave back (now, or idle leases
-                    // still in the book) may be the missing ones: ask once
-                    // more.
-                    if !retried {
-                        retried = true;
-                        gave_back |= inner.return_idle_with_room(&agent, agent_id).await;
-                        if gave_back {
-                            obtained = inner.obtain(&agent, agent_id, ask, amount).await;
-                            continue;
-                        }
-                    }
-                    inner.count("refused");
-                    let remote = e.detail("available").unwrap_or(0);
-                    return Err(LedgerError::Insufficient {
-                        needed: amount,
-                        available: remote.max(inner.largest_room(&agent)).min(amount - 1),
-                    });
-                }
-                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
-                    return Err(LedgerError::UnknownAccount(agent_id.to_owned()));
-                }
-                Err(e) => {
-                    tracing::warn!(agent = %agent_id, error = %e.reason(), code = e.code(),
-                        "leasing tokens from the control plane failed");
-                    return Err(LedgerError::Storage(e.reason()));
-                }
+        // The network part runs as the ledger's own task: if this call is
+        // dropped, the leftovers still go back, the lease still lands in the
+        // book, and its hold is released by the guard nobody takes.
+        let task = inner.tracker.spawn(Arc::clone(inner).acquire(
+            agent,
+            agent_id.to_owned(),
+            amount,
+            turn,
+        ));
+        match task.await {
+            Ok(result) => result.map(Hold::hand_over),
+            Err(e) => {
+                tracing::error!(agent = %agent_id, error = %e, "a lease acquisition task failed");
+                Err(LedgerError::Storage(
+                    "leasing tokens failed on this node".into(),
+                ))
             }
         }
     }
@@ -1096,27 +1321,12 @@ impl BudgetLedger for LeaseLedger {
     }
 
     async fn release(&self, reservation: &Reservation) -> Result<(), LedgerError> {
-        let unknown = || LedgerError::UnknownReservation(reservation.id.clone());
-        let agent = self
-            .inner
-            .existing_agent(&reservation.agent_id)
-            .ok_or_else(unknown)?;
-        let now = Instant::now();
-        let mut book = lock(&agent.book);
-        let open = book.open.remove(&reservation.id).ok_or_else(unknown)?;
-        if let Some(lease) = open
-            .lease_id
-            .as_deref()
-            .and_then(|id| book.leases.iter_mut().find(|l| l.id == id))
-        {
-            lease.held = lease.held.saturating_sub(open.amount);
-            lease.open = lease.open.saturating_sub(1);
-            lease.last_used = now;
-            if lease.open == 0 && !lease.usable(now) {
-                self.inner.wake.notify_one();
-            }
+        let agent = self.inner.existing_agent(&reservation.agent_id);
+        if agent.is_some_and(|agent| self.inner.end_hold(&agent, &reservation.id)) {
+            Ok(())
+        } else {
+            Err(LedgerError::UnknownReservation(reservation.id.clone()))
         }
-        Ok(())
     }
 
     async fn remaining(&self, ctx: &CallContext) -> Result<Balance, BudgetError> {
@@ -1247,6 +1457,13 @@ mod tests {
         fail: Option<u16>,
         /// Wait this long before answering.
         delay: Option<Duration>,
+        /// Wait this long more before answering a return.
+        return_delay: Option<Duration>,
+        /// Wait this long after granting or taking back a lease before
+        /// answering (a caller that gives up meanwhile does not undo it).
+        answer_delay: Option<Duration>,
+        /// Announce this expiry instead of the real one.
+        expires_override: Option<i64>,
         /// Lease requests seen: `(amount, min_amount)`.
         asked: Vec<(u64, u64)>,
         /// Returns seen: `(lease, spent)`.
@@ -1324,6 +1541,36 @@ mod tests {
             books.accounts[id].clone()
         }
 
+        /// Every lease granted went back exactly once, charged no more
+        /// than it was granted: answers the spent totals reported, by lease.
+        fn returned_once(&self) -> BTreeMap<String, u64> {
+            let b = self.books();
+            let mut seen = BTreeMap::new();
+            for (id, spent) in &b.returns {
+                assert!(
+                    seen.insert(id.clone(), *spent).is_none(),
+                    "{id} returned twice: {:?}",
+                    b.returns
+                );
+                let lease = &b.leases[id];
+                assert!(*spent <= lease.granted, "{id}: {spent} > {lease:?}");
+                let answer = lease.answer.as_ref().expect("answer");
+                assert!(answer["charged"].as_u64().expect("charged") <= lease.granted);
+            }
+            assert_eq!(seen.len(), b.leases.len(), "{:?}", b.returns);
+            assert!(b.violations.is_empty(), "{:?}", b.violations);
+            seen
+        }
+
+        fn all_back(&self, ledger: &LeaseLedger) -> bool {
+            let b = self.books();
+            b.leases.values().all(|l| l.status == "returned")
+                && b.returns.len() >= b.leases.len()
+                && ledger.snapshot().is_empty()
+                && ledger.open_reservations() == 0
+                && ledger.pending_returns() == 0
+        }
+
         fn ledger(&self, settings: LeaseSettings) -> LeaseLedger {
             LeaseLedger::new(&self.url, Some("fleet".into()), "node-t", settings).expect("ledger")
         }
@@ -1356,6 +1603,15 @@ mod tests {
         None
     }
 
+    /// What took effect is answered after `answer_delay`.
+    async fn answer_later(books: &Shared, answer: Response) -> Response {
+        let delay = lock(books).answer_delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        answer
+    }
+
     async fn lease(
         State(books): State<Shared>,
         headers: axum::http::HeaderMap,
@@ -1364,7 +1620,12 @@ mod tests {
         if let Some(r) = enter(&books, &headers).await {
             return r;
         }
-        let mut b = lock(&books);
+        let answer = grant(&books, &body);
+        answer_later(&books, answer).await
+    }
+
+    fn grant(books: &Shared, body: &Value) -> Response {
+        let mut b = lock(books);
         let agent = body["agent_id"].as_str().unwrap_or_default().to_owned();
         let amount = body["amount"].as_u64().unwrap_or(0);
         let min = body["min_amount"].as_u64().unwrap_or(0);
@@ -1394,6 +1655,7 @@ mod tests {
             },
         );
         b.check();
+        let expires_at_ms = b.expires_override.unwrap_or(expires_at_ms);
         (
             Code::CREATED,
             axum::Json(
@@ -1413,8 +1675,17 @@ mod tests {
         if let Some(r) = enter(&books, &headers).await {
             return r;
         }
+        let return_delay = lock(&books).return_delay;
+        if let Some(d) = return_delay {
+            tokio::time::sleep(d).await;
+        }
+        let answer = take_back(&books, id, &body);
+        answer_later(&books, answer).await
+    }
+
+    fn take_back(books: &Shared, id: String, body: &Value) -> Response {
         let spent = body["spent"].as_u64().unwrap_or(0);
-        let mut b = lock(&books);
+        let mut b = lock(books);
         b.returns.push((id.clone(), spent));
         let Some(lease) = b.leases.get(&id).cloned() else {
             return error(404, "not_found", Value::Null);
@@ -1532,6 +1803,7 @@ mod tests {
             idle_return: Duration::from_secs(600),
             expiry_margin: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
+            open_grace: Duration::from_secs(600),
         }
     }
 
@@ -1904,6 +2176,7 @@ mod tests {
             idle_return: Duration::from_millis(100),
             expiry_margin: Duration::from_millis(300),
             timeout: Duration::from_secs(5),
+            open_grace: Duration::from_secs(5),
         }));
         let charged = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -2070,6 +2343,226 @@ mod tests {
             ledger.request(&ctx("bot"), 501, "x".into()).await,
             Err(BudgetError::InvalidAmount(500))
         );
+    }
+
+    #[tokio::test]
+    async fn a_reserve_dropped_at_any_await_leaks_no_lease_and_no_hold() {
+        use futures_util::FutureExt;
+        // Each call to the control plane takes 40 ms, half of it after the
+        // grant or return took effect; the reserve calls are dropped before,
+        // during and after the leftover's return, the lease requests (a
+        // refused one and the one asked again) and the wait for the agent's
+        // turn.
+        for drop_after_ms in [0u64, 1, 15, 30, 50, 70, 90, 120, 160, 400] {
+            let cp = Mock::start(60_000, &[("bot", 500, Some("main"))]).await;
+            let ledger = cp.ledger(LeaseSettings {
+                chunk: 300,
+                idle_return: Duration::from_millis(150),
+                ..patient()
+            });
+            let first = ledger.reserve(&ctx("bot"), 200, "x").await.expect("first");
+            ledger.settle(&first, 120).await.expect("settle");
+            // 180 of room left here, 200 at the control plane: 250 needs the
+            // leftover back and a new lease.
+            cp.books().delay = Some(Duration::from_millis(20));
+            cp.books().answer_delay = Some(Duration::from_millis(20));
+            let bot = ctx("bot");
+            let a = ledger.reserve(&bot, 250, "x");
+            let b = ledger.reserve(&bot, 250, "x");
+            let outcomes = if drop_after_ms == 0 {
+                // Polled once: the acquisition has just been handed to the
+                // ledger's task.
+                vec![a.now_or_never(), b.now_or_never()]
+            } else {
+                let d = Duration::from_millis(drop_after_ms);
+                let (a, b) = tokio::join!(tokio::time::timeout(d, a), tokio::time::timeout(d, b));
+                vec![a.ok(), b.ok()]
+            };
+            let mut charged = 120;
+            for outcome in outcomes.into_iter().flatten() {
+                match outcome {
+                    Ok(r) => {
+                        let s = ledger.settle(&r, 100).await.expect("settle");
+                        assert_eq!(s.uncovered, 0);
+                        charged += s.charged;
+                    }
+                    Err(LedgerError::Insufficient { .. }) => {}
+                    Err(e) => panic!("after {drop_after_ms} ms: {e}"),
+                }
+            }
+            cp.books().delay = None;
+            cp.books().answer_delay = None;
+            until("every lease back and no hold left", || cp.all_back(&ledger)).await;
+            let returned = cp.returned_once();
+            assert_eq!(returned["lse_0"], 120, "after {drop_after_ms} ms");
+            assert_eq!(
+                returned.values().sum::<u64>(),
+                charged,
+                "after {drop_after_ms} ms: {returned:?}"
+            );
+            let acc = cp.account("bot");
+            assert_eq!(
+                (acc.spent, acc.reserved),
+                (charged, 0),
+                "after {drop_after_ms} ms"
+            );
+            // The agent is still served.
+            let r = ledger.reserve(&ctx("bot"), 10, "x").await.expect("again");
+            ledger.release(&r).await.expect("release");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reserve_dropped_while_leftovers_go_back_releases_the_new_hold() {
+        let cp = Mock::start(60_000, &[("bot", 1_000, Some("main"))]).await;
+        let ledger = cp.ledger(LeaseSettings {
+            chunk: 300,
+            idle_return: Duration::from_millis(300),
+            ..patient()
+        });
+        let first = ledger.reserve(&ctx("bot"), 200, "x").await.expect("first");
+        ledger.settle(&first, 120).await.expect("settle");
+        cp.books().return_delay = Some(Duration::from_millis(500));
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(150),
+            ledger.reserve(&ctx("bot"), 250, "x"),
+        )
+        .await;
+        assert!(dropped.is_err(), "the call was dropped");
+        {
+            let books = cp.books();
+            assert_eq!(books.asked.len(), 2, "the new lease was granted");
+            assert!(books.returns.is_empty(), "the leftover is still going back");
+        }
+        // The leftover's return completes without its caller, and the new
+        // lease's hold is released, so the lease goes back when idle.
+        until("both leases back", || cp.all_back(&ledger)).await;
+        let returned = cp.returned_once();
+        assert_eq!(
+            returned.into_iter().collect::<Vec<_>>(),
+            vec![("lse_0".to_owned(), 120), ("lse_1".to_owned(), 0)]
+        );
+        let acc = cp.account("bot");
+        assert_eq!((acc.spent, acc.reserved), (120, 0));
+        let report = ledger.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(report, ShutdownReport::default());
+    }
+
+    #[tokio::test]
+    async fn returns_under_way_at_shutdown_are_waited_for_and_counted() {
+        let cp = Mock::start(60_000, &[("bot", 1_000, Some("main"))]).await;
+        let ledger = cp.ledger(LeaseSettings {
+            chunk: 300,
+            ..patient()
+        });
+        let first = ledger.reserve(&ctx("bot"), 200, "x").await.expect("first");
+        ledger.settle(&first, 120).await.expect("settle");
+        cp.books().return_delay = Some(Duration::from_millis(300));
+        // Dropped while the leftover goes back; shutdown comes meanwhile.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            ledger.reserve(&ctx("bot"), 250, "x"),
+        )
+        .await;
+        assert!(dropped.is_err());
+        let report = ledger.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(
+            report,
+            ShutdownReport {
+                returned: 2,
+                unreturned: 0
+            }
+        );
+        let returned = cp.returned_once();
+        assert_eq!(
+            returned.into_iter().collect::<Vec<_>>(),
+            vec![("lse_0".to_owned(), 120), ("lse_1".to_owned(), 0)]
+        );
+        assert_eq!(cp.account("bot").reserved, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lease_held_open_past_its_expiry_goes_back_after_the_grace_period() {
+        // 600 ms leases, 200 ms of grace.
+        let cp = Mock::start(600, &[("bot", 1_000, Some("main"))]).await;
+        let ledger = cp.ledger(LeaseSettings {
+            open_grace: Duration::from_millis(200),
+            ..patient()
+        });
+        let started = Instant::now();
+        // A reservation whose caller hangs, and one that ends.
+        let stuck = ledger.reserve(&ctx("bot"), 100, "x").await.expect("stuck");
+        let done = ledger.reserve(&ctx("bot"), 50, "x").await.expect("done");
+        ledger.settle(&done, 40).await.expect("settle");
+        tokio::time::sleep(Duration::from_millis(650)).await;
+        assert!(ledger.snapshot()[0].expired);
+        assert!(cp.books().returns.is_empty(), "within the grace period");
+        until("the expired lease returned", || {
+            !cp.books().returns.is_empty()
+        })
+        .await;
+        assert!(started.elapsed() >= Duration::from_millis(800));
+        assert_eq!(cp.books().returns, vec![("lse_0".to_owned(), 40)]);
+        assert!(ledger.snapshot().is_empty(), "the lease is forgotten");
+        assert_eq!(ledger.open_reservations(), 1);
+        // The late settlement charges nothing and is reported uncovered.
+        assert_eq!(
+            ledger.settle(&stuck, 70).await,
+            Ok(Settlement {
+                charged: 0,
+                uncovered: 70
+            })
+        );
+        assert_eq!(ledger.open_reservations(), 0);
+        let returned = cp.returned_once();
+        assert_eq!(returned["lse_0"], 40);
+        let late = cp.books().leases["lse_0"].answer.clone().expect("answer");
+        assert_eq!(late["status"], "expired");
+        let acc = cp.account("bot");
+        assert_eq!((acc.spent, acc.reserved), (40, 0));
+    }
+
+    #[tokio::test]
+    async fn lease_lifetimes_are_capped_and_a_dead_lease_goes_straight_back() {
+        let cp = Mock::start(
+            60_000,
+            &[("bot", 1_000, Some("main")), ("other", 1_000, None)],
+        )
+        .await;
+        let ledger = cp.ledger(patient());
+        // A lifetime that would overflow the clock: capped at an hour.
+        cp.books().expires_override = Some(i64::MAX);
+        let r = ledger.reserve(&ctx("bot"), 100, "x").await.expect("capped");
+        let lease = ledger.snapshot().pop().expect("lease");
+        assert!(lease.usable && !lease.expired);
+        assert!(lease.expires_in <= MAX_LIFETIME, "{lease:?}");
+        assert!(lease.expires_in > MAX_LIFETIME - Duration::from_secs(60));
+        ledger.settle(&r, 10).await.expect("settle");
+        // No lifetime left (the past, the earliest time there is): unusable,
+        // and returned at once rather than kept.
+        for (i, past) in [now_ms() - 1_000, 0, i64::MIN].into_iter().enumerate() {
+            cp.books().expires_override = Some(past);
+            assert!(matches!(
+                ledger.reserve(&ctx("other"), 100, "x").await,
+                Err(LedgerError::Storage(m)) if m.contains("unusable")
+            ));
+            until("the dead lease returned", || {
+                cp.books().returns.len() == i + 1
+            })
+            .await;
+            assert_eq!(cp.books().returns[i], (format!("lse_{}", i + 1), 0));
+        }
+        assert_eq!(ledger.snapshot().len(), 1, "only the capped lease is kept");
+        let report = ledger.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(
+            report,
+            ShutdownReport {
+                returned: 1,
+                unreturned: 0
+            }
+        );
+        let returned = cp.returned_once();
+        assert_eq!(returned["lse_0"], 10);
     }
 
     #[tokio::test]

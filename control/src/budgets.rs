@@ -3552,6 +3552,18 @@ async fn node_return_lease(
     JsonBody(back): JsonBody<LeaseGiveBack>,
 ) -> Result<Json<LeaseReturn>, ApiError> {
     check_node_id(&back.node_id)?;
+    // Only the node that took a lease returns it: another node returning it
+    // with `spent: 0` would refund tokens the holder is still spending. A
+    // lease's node never changes, so checking before the return is enough.
+    let holder: Option<(String,)> =
+        sqlx::query_as("SELECT node_id FROM budget_leases WHERE id = $1")
+            .bind(&lease_id)
+            .fetch_optional(state.db.pool())
+            .await
+            .map_err(ApiError::internal)?;
+    if holder.is_some_and(|(node,)| node != back.node_id) {
+        return Err(ApiError::not_found("lease"));
+    }
     Ok(Json(
         return_lease(&state.db, &lease_id, back.spent, now_ms()).await?,
     ))

@@ -705,6 +705,15 @@ both!(
         );
         assert_eq!(body["period"], delta_control::db::utc_month(now_ms()));
 
+        // Another node cannot return it.
+        let (status, body) = w
+            .node(
+                Method::POST,
+                &format!("/v1/nodes/leases/{}/return", s(&a["lease_id"])),
+                Some(json!({ "node_id": "n2", "spent": 0 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         // Return 250 of 600: 350 back, 250 charged.
         let (status, back) = w.give_back(&s(&a["lease_id"]), 250).await;
         assert_eq!(status, StatusCode::OK, "{back}");

@@ -9,12 +9,13 @@
 
 #[path = "../control/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+
+use common::eventually;
 
 use delta_control::app::AppState;
 use delta_control::config::ControlConfig;
@@ -241,9 +242,7 @@ impl Drop for Control {
 
 /// A `delta node` process registered with the control plane.
 struct NodeProcess {
-    child: Child,
-    url: String,
-    dir: PathBuf,
+    process: support::NodeProcess,
     client: reqwest::Client,
 }
 
@@ -264,19 +263,8 @@ impl NodeProcess {
             token = dir.join("token").display(),
         );
         std::fs::write(dir.join("node.toml"), config).expect("config");
-        // Compiled components are shared between tests (keyed by content
-        // and engine), as in tests/node.rs.
-        let cache = dir.join("state").join("cache");
-        if !cache.exists() {
-            let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-test-cache");
-            std::fs::create_dir_all(&shared).expect("shared cache");
-            std::os::unix::fs::symlink(shared, &cache).expect("cache link");
-        }
-        let (child, url) = Self::spawn(dir);
         Self {
-            child,
-            url,
-            dir: dir.to_owned(),
+            process: support::NodeProcess::spawn(dir, "node"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -284,56 +272,21 @@ impl NodeProcess {
         }
     }
 
-    fn spawn(dir: &Path) -> (Child, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
-            .args(["node", "--config"])
-            .arg(dir.join("node.toml"))
-            .env("DELTA_LOG", "info")
-            .env_remove("DELTA_LISTEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("node.log"))
-                    .expect("log file"),
-            ))
-            .spawn()
-            .expect("start delta node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-            panic!("node did not start: {line:?}\n{log}");
-        };
-        (child, url.to_owned())
-    }
-
     /// `kill -9`: no drain, no goodbye.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Start again on the same state directory (a new port).
     fn restart(&mut self) {
-        let (child, url) = Self::spawn(&self.dir);
-        self.child = child;
-        self.url = url;
+        self.process.restart();
     }
 
     /// Ask the node itself (with the fleet token).
     async fn call(&self, method: Method, path: &str) -> (StatusCode, Value) {
         let resp = self
             .client
-            .request(method, format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.process.addr))
             .bearer_auth(FLEET_TOKEN)
             .send()
             .await
@@ -358,30 +311,7 @@ impl NodeProcess {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Poll `check` until it answers `Some`, or fail after `within`.
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.process.log()
     }
 }
 

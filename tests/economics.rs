@@ -21,21 +21,21 @@
 
 #[path = "../control/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Control, Dialect, NODE_TOKEN};
+use common::{Control, Dialect, NODE_TOKEN, eventually};
 use delta_guest_artifacts as guests;
 use delta_test_servers::llm::{Reply, ScriptedLlm};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row as _;
+use support::NodeProcess;
 
 /// Lease lifetime on the control plane.
 const LEASE_TTL_SECS: u64 = 3;
@@ -65,18 +65,12 @@ macro_rules! scenario {
 }
 
 /// A `delta node` process leasing from the control plane.
-struct NodeProcess {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl NodeProcess {
-    fn start(dir: &Path, id: &str, control_url: &str, llm_url: &str) -> Self {
-        std::fs::create_dir_all(dir.join("state")).expect("state dir");
-        std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
-        std::fs::write(dir.join("llm-key"), "sk-economics").expect("llm key");
-        let config = format!(
-            r#"
+fn start_node(dir: &Path, id: &str, control_url: &str, llm_url: &str) -> NodeProcess {
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
+    std::fs::write(dir.join("llm-key"), "sk-economics").expect("llm key");
+    let config = format!(
+        r#"
 node_id = "{id}"
 listen = "127.0.0.1:0"
 state_dir = "{state}"
@@ -106,110 +100,12 @@ api_key_file = "{key}"
 models = ["test-model"]
 max_retries = 0
 "#,
-            state = dir.join("state").display(),
-            token = dir.join("token").display(),
-            key = dir.join("llm-key").display(),
-        );
-        std::fs::write(dir.join("node.toml"), config).expect("config");
-        // Compiled components are shared between tests, as in
-        // tests/control_fleet.rs.
-        let cache = dir.join("state").join("cache");
-        if !cache.exists() {
-            let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-test-cache");
-            std::fs::create_dir_all(&shared).expect("shared cache");
-            std::os::unix::fs::symlink(shared, &cache).expect("cache link");
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
-            .args(["node", "--config"])
-            .arg(dir.join("node.toml"))
-            .env("DELTA_LOG", "info")
-            .env_remove("DELTA_LISTEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("node.log"))
-                    .expect("log file"),
-            ))
-            .spawn()
-            .expect("start delta node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        if !line.starts_with("listening on ") {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-            panic!("node {id} did not start: {line:?}\n{log}");
-        }
-        Self {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// `kill -9`: no drain, no lease returned.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    async fn terminate(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        kill(pid, Signal::SIGTERM).expect("SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "node exited with {status}\n{}",
-                    self.log()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not stop\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Poll `check` until it answers `Some`, or fail after `within`.
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+        key = dir.join("llm-key").display(),
+    );
+    std::fs::write(dir.join("node.toml"), config).expect("config");
+    NodeProcess::spawn(dir, &format!("node {id}"))
 }
 
 async fn node_status(ctl: &Control, token: &str) -> HashMap<String, String> {
@@ -333,8 +229,8 @@ async fn no_interleaving_of_nodes_runs_and_a_crash_overspends(dialect: Dialect) 
         llm.set_fallback(Reply::ok("an answer", USAGE.0, USAGE.1));
     }
     let dir = ctl.dir.path().to_owned();
-    let mut node_a = NodeProcess::start(&dir.join("node-a"), "node-a", &ctl.url, &llm_a.base_url());
-    let mut node_b = NodeProcess::start(&dir.join("node-b"), "node-b", &ctl.url, &llm_b.base_url());
+    let mut node_a = start_node(&dir.join("node-a"), "node-a", &ctl.url, &llm_a.base_url());
+    let mut node_b = start_node(&dir.join("node-b"), "node-b", &ctl.url, &llm_b.base_url());
     eventually("both nodes up", Duration::from_secs(30), || async {
         let nodes = node_status(&ctl, &alice.access).await;
         (nodes.get("node-a").map(String::as_str) == Some("up")

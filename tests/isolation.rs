@@ -9,41 +9,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Control, Dialect, NODE_TOKEN};
+use common::{Control, Dialect, start_node_in_process};
 use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// A node in this process, registered with `ctl`.
-async fn start_node(ctl: &Control) -> delta_node::server::RunningNode {
-    let dir = ctl.dir.path().join("node");
-    std::fs::create_dir_all(&dir).expect("node dir");
-    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
-    let config: delta_node::config::NodeConfig = toml::from_str(&format!(
-        r#"
-node_id = "isolation-node"
-listen = "127.0.0.1:0"
-state_dir = "{state}"
-token_file = "{token}"
-[control_plane]
-url = "{url}"
-token_file = "{token}"
-heartbeat_secs = 1
-"#,
-        state = dir.join("state").display(),
-        token = dir.join("token").display(),
-        url = ctl.url,
-    ))
-    .expect("node config");
-    let options = delta_node::server::ServeOptions {
-        compile: None,
-        config_path: None,
-        overrides: Default::default(),
-    };
-    delta_node::server::start(config, &options)
-        .await
-        .expect("node")
-}
 
 async fn create(ctl: &Control, token: &str, path: &str, body: Value) -> Value {
     let (status, value) = ctl.call(Method::POST, path, Some(token), Some(body)).await;
@@ -52,7 +21,7 @@ async fn create(ctl: &Control, token: &str, path: &str, body: Value) -> Value {
 }
 
 async fn isolation(ctl: Control) {
-    let node = start_node(&ctl).await;
+    let node = start_node_in_process(&ctl, "isolation-node", "").await;
     let alice = ctl.register("alice").await;
     let bob = ctl.register("bob").await;
     let carol = ctl.register("carol").await;

@@ -1,10 +1,11 @@
 //! `delta node` end to end: the real binary, over real HTTP and TLS, with a
 //! real client; signals and `kill -9` included.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,24 @@ const TOKEN: &str = "test-node-token-0123456789";
 
 /// A node process with its state directory.
 struct NodeProcess {
-    child: Child,
+    process: support::NodeProcess,
     url: String,
     client: reqwest::Client,
-    dir: PathBuf,
+}
+
+/// Signals, exit and log are the process's.
+impl Deref for NodeProcess {
+    type Target = support::NodeProcess;
+
+    fn deref(&self) -> &support::NodeProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for NodeProcess {
+    fn deref_mut(&mut self) -> &mut support::NodeProcess {
+        &mut self.process
+    }
 }
 
 /// What a test changes in `node.toml` (appended to the base config).
@@ -28,10 +43,6 @@ struct NodeProcess {
 struct Setup {
     extra: String,
     tls: bool,
-}
-
-fn shared_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-test-cache")
 }
 
 impl NodeProcess {
@@ -65,43 +76,8 @@ impl NodeProcess {
     }
 
     fn spawn(dir: &Path, tls: bool) -> Self {
-        // Compiled components are shared between tests (the cache is keyed
-        // by content and engine), so each test does not recompile.
-        let state = dir.join("state");
-        std::fs::create_dir_all(&state).expect("state");
-        let cache = state.join("cache");
-        if !cache.exists() {
-            std::fs::create_dir_all(shared_cache()).expect("shared cache");
-            std::os::unix::fs::symlink(shared_cache(), &cache).expect("cache link");
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
-            .args(["node", "--config"])
-            .arg(dir.join("node.toml"))
-            .env("DELTA_LOG", "info")
-            .env_remove("DELTA_LISTEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("node.log"))
-                    .expect("log file"),
-            ))
-            .spawn()
-            .expect("start delta node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-            panic!("node did not start: {line:?}\n{log}");
-        };
+        let process = support::NodeProcess::spawn(dir, "node");
+        let url = process.addr.as_str();
         let (url, client) = if tls {
             // Connect by name so the certificate verifies; `resolve` maps
             // the name to the loopback port.
@@ -126,10 +102,9 @@ impl NodeProcess {
             (url.to_owned(), client)
         };
         Self {
-            child,
+            process,
             url,
             client,
-            dir: dir.to_owned(),
         }
     }
 
@@ -222,37 +197,6 @@ impl NodeProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal");
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not exit\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

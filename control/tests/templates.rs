@@ -7,9 +7,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Control, Dialect, NODE_TOKEN, Session};
+use common::{Control, Dialect, NODE_TOKEN, Session, eventually, start_node_in_process};
 use delta_guest_artifacts as guests;
 use delta_node::model::{MessageAttempt, RunUsage};
 use reqwest::{Method, StatusCode};
@@ -122,38 +122,12 @@ fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or_default()
 }
 
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A node in this process registered with `ctl`, sending email into a file
 /// outbox (free of charge, so no budget is involved).
 async fn start_node(ctl: &Control) -> delta_node::server::RunningNode {
-    let dir = ctl.dir.path().join("node");
-    std::fs::create_dir_all(&dir).expect("node dir");
-    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
-    let config: delta_node::config::NodeConfig = toml::from_str(&format!(
-        r#"
-node_id = "templates-node"
-listen = "127.0.0.1:0"
-state_dir = "{state}"
-token_file = "{token}"
-[control_plane]
-url = "{url}"
-token_file = "{token}"
-heartbeat_secs = 1
-[messaging]
+    let outbox = ctl.dir.path().join("node").join("outbox");
+    let extra = format!(
+        r#"[messaging]
 [messaging.email]
 from = "Delta <noreply@delta.test>"
 cost_tokens = 0
@@ -168,20 +142,9 @@ body = "node.toml's {{{{ name }}}}"
 variables = ["name"]
 approved = true
 "#,
-        state = dir.join("state").display(),
-        token = dir.join("token").display(),
-        url = ctl.url,
-        outbox = dir.join("outbox").display(),
-    ))
-    .expect("node config");
-    let options = delta_node::server::ServeOptions {
-        compile: None,
-        config_path: None,
-        overrides: Default::default(),
-    };
-    delta_node::server::start(config, &options)
-        .await
-        .expect("node")
+        outbox = outbox.display(),
+    );
+    start_node_in_process(ctl, "templates-node", &extra).await
 }
 
 /// Upload `bytes` and create a main agent with `grants` (retrying while the

@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use delta_control::app::AppState;
 use delta_control::config::ControlConfig;
@@ -206,6 +206,59 @@ impl Drop for Control {
             let _ = tx.send(());
         }
     }
+}
+
+/// Poll `check` until it answers `Some`, or fail after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node in this process, `node_id`, registered with `ctl`, its state
+/// under the test's directory in `node/`; `extra` is more of its config
+/// (tables only).
+pub async fn start_node_in_process(
+    ctl: &Control,
+    node_id: &str,
+    extra: &str,
+) -> delta_node::server::RunningNode {
+    let dir = ctl.dir.path().join("node");
+    std::fs::create_dir_all(&dir).expect("node dir");
+    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
+    let config: delta_node::config::NodeConfig = toml::from_str(&format!(
+        r#"
+node_id = "{node_id}"
+listen = "127.0.0.1:0"
+state_dir = "{state}"
+token_file = "{token}"
+[control_plane]
+url = "{url}"
+token_file = "{token}"
+heartbeat_secs = 1
+{extra}"#,
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+        url = ctl.url,
+    ))
+    .expect("node config");
+    let options = delta_node::server::ServeOptions {
+        compile: None,
+        config_path: None,
+        overrides: Default::default(),
+    };
+    delta_node::server::start(config, &options)
+        .await
+        .expect("node")
 }
 
 /// Create a fresh database on the test server and return its URL.

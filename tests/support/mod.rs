@@ -1,0 +1,149 @@
+//! Shared scaffolding of the root crate's integration tests: a real
+//! `delta node` process started from a `node.toml` its test wrote.
+//!
+//! Included with `mod support;` (Cargo does not build this file as a test of
+//! its own). Polling (`eventually`) lives in `control/tests/common`, which
+//! the tests that need it include.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+/// A `delta node` child process on a state directory `dir` holding its
+/// `node.toml`; its stderr goes to `dir/node.log`. Killed on drop.
+pub struct NodeProcess {
+    pub child: Child,
+    /// The address from its `listening on ...` line.
+    pub addr: String,
+    pub dir: PathBuf,
+    /// What it is called in failures ("node", "node node-a", ...).
+    name: String,
+}
+
+/// Compiled components are shared between tests (the cache is keyed by
+/// content and engine), so each test does not recompile.
+fn share_compile_cache(dir: &Path) {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let cache = state.join("cache");
+    if !cache.exists() {
+        let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-test-cache");
+        std::fs::create_dir_all(&shared).expect("shared cache");
+        std::os::unix::fs::symlink(shared, &cache).expect("cache link");
+    }
+}
+
+impl NodeProcess {
+    /// Start `delta node --config dir/node.toml` and wait (up to a minute)
+    /// for it to say where it listens; `name` names it if it does not.
+    pub fn spawn(dir: &Path, name: &str) -> Self {
+        share_compile_cache(dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
+            .args(["node", "--config"])
+            .arg(dir.join("node.toml"))
+            .env("DELTA_LOG", "info")
+            .env_remove("DELTA_LISTEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("node.log"))
+                    .expect("log file"),
+            ))
+            .spawn()
+            .expect("start delta node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+            panic!("{name} did not start: {line:?}\n{log}");
+        };
+        Self {
+            addr: addr.to_owned(),
+            child,
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Start again on the same state directory and config (a new port).
+    pub fn restart(&mut self) {
+        *self = Self::spawn(&self.dir, &self.name);
+    }
+
+    /// `kill -9`: no drain, no goodbye, no lease returned.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+    }
+
+    /// Wait (blocking the thread) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and wait (without blocking the runtime) for a clean exit.
+    pub async fn terminate(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "{} exited with {status}\n{}",
+                    self.name,
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

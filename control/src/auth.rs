@@ -35,6 +35,9 @@ pub const REFRESH_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const AUDIENCE: &str = "delta-control";
 /// Issuer of access tokens.
 pub const ISSUER: &str = "delta";
+/// An API key's `last_used_at_ms` is recorded at most this often.
+const LAST_USED_EVERY_MS: i64 = 60_000;
+
 /// Every API key starts with this.
 pub const API_KEY_PREFIX: &str = "dk_";
 
@@ -384,7 +387,7 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     let (prefix, secret) = rest.split_once('_').ok_or("malformed_key")?;
     let row = sqlx::query(
         "SELECT k.id, k.tenant_id, k.user_id, k.secret_hash, k.scopes, k.expires_at_ms, \
-                k.revoked_at_ms, m.role \
+                k.revoked_at_ms, k.last_used_at_ms, m.role \
          FROM api_keys k JOIN memberships m \
            ON m.tenant_id = k.tenant_id AND m.user_id = k.user_id \
          WHERE k.prefix = $1",
@@ -411,12 +414,35 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     }
     let role: String = row.try_get("role").map_err(|_| "storage")?;
     let scopes: String = row.try_get("scopes").map_err(|_| "storage")?;
+    let id: String = row.try_get("id").map_err(|_| "storage")?;
+    let last_used: Option<i64> = row.try_get("last_used_at_ms").map_err(|_| "storage")?;
+    let now = now_ms();
+    if last_used.is_none_or(|t| t < now - LAST_USED_EVERY_MS) {
+        // Off the request's path, and at most once a minute per key: a
+        // write per request would make every read a write.
+        let db = state.db.clone();
+        let key = id.clone();
+        tokio::spawn(async move {
+            let done = sqlx::query(
+                "UPDATE api_keys SET last_used_at_ms = $1 \
+                 WHERE id = $2 AND (last_used_at_ms IS NULL OR last_used_at_ms < $3)",
+            )
+            .bind(now)
+            .bind(&key)
+            .bind(now - LAST_USED_EVERY_MS)
+            .execute(db.pool())
+            .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, key = %key, "recording an API key's last use");
+            }
+        });
+    }
     Ok(Principal {
         user_id: row.try_get("user_id").map_err(|_| "storage")?,
         tenant_id: row.try_get("tenant_id").map_err(|_| "storage")?,
         role: Role::parse(&role).ok_or("storage")?,
         scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
-        api_key_id: Some(row.try_get("id").map_err(|_| "storage")?),
+        api_key_id: Some(id),
     })
 }
 

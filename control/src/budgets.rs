@@ -973,6 +973,17 @@ async fn close_account_in(
     else {
         return Ok(());
     };
+    // On PostgreSQL a lease granted between the first UPDATE and this
+    // DELETE (the grant is one statement that holds the account's row until
+    // it commits; the DELETE waited for it and counted its tokens as
+    // unspent) would stay active for an account that no longer exists:
+    // expire it too, now that no grant can follow.
+    sqlx::query(
+        "UPDATE budget_leases SET status = 'expired' WHERE agent_id = $1 AND status = 'active'",
+    )
+    .bind(agent_id)
+    .execute(&mut *conn)
+    .await?;
     let a = account_from_row(&row)?;
     for r in &expired {
         let id: String = r.try_get("id")?;

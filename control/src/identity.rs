@@ -206,6 +206,9 @@ pub struct ApiKeyView {
     pub expires_at_ms: Option<i64>,
     /// When it was revoked, if it was.
     pub revoked_at_ms: Option<i64>,
+    /// When it last authenticated a request (recorded at most once a
+    /// minute; none: never used).
+    pub last_used_at_ms: Option<i64>,
 }
 
 /// Trim and lowercase an email and check that it looks like one; 422
@@ -924,7 +927,8 @@ async fn list_api_keys(
         principal.user_id.clone()
     };
     let rows = sqlx::query(
-        "SELECT id, name, prefix, user_id, scopes, created_at_ms, expires_at_ms, revoked_at_ms \
+        "SELECT id, name, prefix, user_id, scopes, created_at_ms, expires_at_ms, revoked_at_ms, \
+                last_used_at_ms \
          FROM api_keys \
          WHERE tenant_id = $1 AND ($2 = '' OR user_id = $2) \
            AND (created_at_ms, id) > ($3, $4) \
@@ -951,6 +955,7 @@ async fn list_api_keys(
                 created_at_ms: r.try_get("created_at_ms")?,
                 expires_at_ms: r.try_get("expires_at_ms")?,
                 revoked_at_ms: r.try_get("revoked_at_ms")?,
+                last_used_at_ms: r.try_get("last_used_at_ms")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -526,6 +526,28 @@ both!(
         assert_eq!(me["via"], "api_key");
         assert_eq!(me["user"]["id"], alice.user_id.as_str());
         assert_eq!(me["scopes"], json!(["agents:read"]));
+        // Its use is recorded (off the request's path, so poll).
+        let key_id = reader["id"].as_str().expect("key id").to_owned();
+        let mut last_used = Value::Null;
+        for _ in 0..50 {
+            let (status, page) = ctl
+                .call(Method::GET, "/v1/api-keys", Some(&alice.access), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            last_used = page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .find(|k| k["id"] == key_id.as_str())
+                .map(|k| k["last_used_at_ms"].clone())
+                .unwrap_or(Value::Null);
+            if !last_used.is_null() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let used = last_used.as_i64().expect("last_used_at_ms recorded");
+        assert!((now_ms() - 60_000..=now_ms()).contains(&used), "{used}");
         // Without tenant:admin it manages nothing.
         let (status, body) = create_key(&ctl, &reader_key, json!({ "name": "x" })).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

@@ -325,6 +325,68 @@ both!(
 );
 
 both!(
+    a_member_sees_another_members_usage_but_not_their_budget,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let carol = ctl.register("carol").await;
+        let (status, body) = ctl
+            .call(
+                Method::POST,
+                "/v1/tenants/current/members",
+                Some(&alice.access),
+                Some(json!({ "email": carol.email, "role": "member" })),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+        let (status, login) = ctl
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": carol.email, "password": carol.password,
+                         "tenant_id": alice.tenant_id })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        let carol_in_alices = Session {
+            access: login["access_token"].as_str().expect("access").to_owned(),
+            tenant_id: alice.tenant_id.clone(),
+            ..carol.clone()
+        };
+        // Alice's own budget exists (made on first look).
+        let (status, body) = ctl
+            .call(Method::GET, "/v1/budget", Some(&alice.access), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        let query = format!("user_id={}", alice.user_id);
+        let as_member = usage(&ctl, &carol_in_alices, &query).await;
+        assert!(
+            as_member["budget"].is_null(),
+            "a member sees no one else's budget: {as_member}"
+        );
+        // Her own, once she has one.
+        let (status, body) = ctl
+            .call(
+                Method::GET,
+                "/v1/budget",
+                Some(&carol_in_alices.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let own = usage(&ctl, &carol_in_alices, "").await;
+        assert_eq!(own["budget"]["user_id"], carol.user_id.as_str(), "{own}");
+        let as_owner = usage(&ctl, &alice, &query).await;
+        assert_eq!(
+            as_owner["budget"]["user_id"],
+            alice.user_id.as_str(),
+            "{as_owner}"
+        );
+    }
+);
+
+both!(
     malformed_batches_are_refused_whole,
     |ctl: Control| async move {
         let resp = ctl

@@ -2289,7 +2289,10 @@ mod tests {
         ledger.settle(&r, 7).await.expect("settle");
         until("a failed return", || ledger.pending_returns() == 1).await;
         cp.books().fail = None;
-        until("the retried return", || ledger.pending_returns() == 0).await;
+        // A retry leaves the pending queue before its answer arrives: wait
+        // for the control plane to have it, then for the queue to be empty.
+        until("the retried return", || cp.account("bot").spent == 7).await;
+        until("no return pending", || ledger.pending_returns() == 0).await;
         assert_eq!(cp.account("bot").spent, 7);
         // Too slow: a timeout, not a hang.
         cp.books().delay = Some(Duration::from_secs(2));

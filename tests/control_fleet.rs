@@ -55,6 +55,8 @@ struct Control {
     url: String,
     client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Declared last so that it drops after the server is told to stop.
+    _database: Option<common::TestDatabase>,
 }
 
 impl Control {
@@ -68,14 +70,15 @@ impl Control {
     async fn start_with(dir: &Path, db: Db, tweak: impl FnOnce(&mut ControlConfig)) -> Self {
         std::fs::create_dir_all(dir).expect("dir");
         std::fs::write(dir.join("fleet-token"), FLEET_TOKEN).expect("token");
+        let database = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(common::fresh_postgres_database().await),
+        };
         let mut config = ControlConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.join("control"),
             node_token_file: Some(dir.join("fleet-token")),
-            database_url: match db {
-                Db::Sqlite => None,
-                Db::Postgres => Some(common::fresh_postgres_database().await),
-            },
+            database_url: database.as_ref().map(|d| d.url.clone()),
             ..ControlConfig::default()
         };
         tweak(&mut config);
@@ -95,6 +98,7 @@ impl Control {
                 .build()
                 .expect("client"),
             shutdown: Some(tx),
+            _database: database,
         }
     }
 

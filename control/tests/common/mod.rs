@@ -59,6 +59,8 @@ pub struct Control {
     /// State directory (kept for the test's lifetime).
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Declared last so that it drops after the server is told to stop.
+    _database: Option<TestDatabase>,
 }
 
 /// A registered user with a session in their own tenant.
@@ -106,9 +108,11 @@ impl Control {
             },
             ..ControlConfig::default()
         };
-        if dialect == Dialect::Postgres {
-            config.database_url = Some(fresh_postgres_database().await);
-        }
+        let database = match dialect {
+            Dialect::Postgres => Some(fresh_postgres_database().await),
+            Dialect::Sqlite => None,
+        };
+        config.database_url = database.as_ref().map(|d| d.url.clone());
         tweak(&mut config);
         let state = AppState::open(config.clone()).await.expect("control state");
         let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
@@ -129,6 +133,7 @@ impl Control {
             state,
             dir,
             shutdown: Some(tx),
+            _database: database,
         }
     }
 
@@ -261,8 +266,44 @@ heartbeat_secs = 1
         .expect("node")
 }
 
-/// Create a fresh database on the test server and return its URL.
-pub async fn fresh_postgres_database() -> String {
+/// A database on the test PostgreSQL server that lives as long as this
+/// guard: dropping it drops the database, so a suite run does not leave a
+/// hundred databases (about 10 MB each) on the CI machine's disk.
+pub struct TestDatabase {
+    /// URL of the fresh database.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // a thread with its own runtime does the work. FORCE ends the
+        // connections the control plane's pool still holds.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("dropping test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Create a fresh database on the test server; it is dropped with the guard.
+pub async fn fresh_postgres_database() -> TestDatabase {
     use sqlx::Connection;
     let admin = std::env::var("DELTA_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
@@ -283,5 +324,9 @@ pub async fn fresh_postgres_database() -> String {
         .rsplit_once('/')
         .map(|(base, _)| base.to_owned())
         .expect("a database URL with a path");
-    format!("{base}/{name}")
+    TestDatabase {
+        url: format!("{base}/{name}"),
+        admin,
+        name,
+    }
 }

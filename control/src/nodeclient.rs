@@ -29,6 +29,15 @@ pub const WAIT_MARGIN: Duration = Duration::from_secs(30);
 /// Deadline assumed for an agent that sets none (the node's largest
 /// default deadline, so a waiting call is never cut short).
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest answer read from a node. The largest legitimate ones are an
+/// agent list (deployments carry their templates, up to 64 KiB each) and a
+/// run with its output and logs (both capped by the node); a node that
+/// sends more is broken or hostile and must not exhaust the control plane's
+/// memory.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+/// Largest error answer read from a node (only its code and message are
+/// kept).
+pub const MAX_ERROR_BYTES: usize = 64 << 10;
 
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +267,11 @@ impl<'a> NodeClient<'a> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let body: Value = delta_http::client::read_capped(resp, MAX_ERROR_BYTES)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
         let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
         Err(NodeCallError::Refused {
             status,
@@ -276,9 +289,8 @@ impl<'a> NodeClient<'a> {
         timeout: Option<Duration>,
     ) -> Result<T, NodeCallError> {
         let resp = self.send(op, req, timeout).await?;
-        resp.json()
-            .await
-            .map_err(|e| NodeCallError::Protocol(format!("{op}: {}", without_url(&e))))
+        let body = read_answer(op, resp).await?;
+        serde_json::from_slice(&body).map_err(|e| NodeCallError::Protocol(format!("{op}: {e}")))
     }
 
     /// `PUT /v1/components/{sha256}`.
@@ -378,10 +390,9 @@ impl<'a> NodeClient<'a> {
         };
         let resp = self.send("create_run", req, Some(timeout)).await?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| NodeCallError::Protocol(format!("create_run: {}", without_url(&e))))?;
+        let body = read_answer("create_run", resp).await?;
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|e| NodeCallError::Protocol(format!("create_run: {e}")))?;
         if status == StatusCode::ACCEPTED {
             #[derive(Deserialize)]
             struct Accepted {
@@ -415,6 +426,13 @@ impl<'a> NodeClient<'a> {
             .header(reqwest::header::ACCEPT, "text/event-stream");
         self.send("run_logs", req, None).await
     }
+}
+
+/// A successful answer's body, at most [`MAX_ANSWER_BYTES`].
+async fn read_answer(op: &str, resp: reqwest::Response) -> Result<Bytes, NodeCallError> {
+    delta_http::client::read_capped(resp, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| NodeCallError::Protocol(format!("{op}: {e}")))
 }
 
 /// A transport error's account without the URL (node addresses are the

@@ -86,6 +86,20 @@ async fn pause(State(deployed): State<Deployments>, Path(id): Path<String>) -> J
     )
 }
 
+/// A broken or hostile node: a valid answer to a run, followed by 48 MiB of
+/// whitespace (which JSON allows), over the control plane's 32 MiB cap.
+async fn endless_run() -> (AxumStatus, axum::body::Body) {
+    let answer = bytes::Bytes::from_static(br#"{"id":"run-1","status":"queued"}"#);
+    let padding = (0..48).map(|_| bytes::Bytes::from(vec![b' '; 1 << 20]));
+    let chunks = std::iter::once(answer)
+        .chain(padding)
+        .map(Ok::<_, std::io::Error>);
+    (
+        AxumStatus::ACCEPTED,
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+}
+
 async fn put_component(Path(sha): Path<String>) -> Json<Value> {
     Json(json!({ "sha256": sha, "size": 8, "world": "agent", "created_at_ms": now_ms() }))
 }
@@ -97,6 +111,7 @@ async fn start_node(ctl: &Control) -> FakeNode {
         .route("/v1/agents/{id}", put(put_agent).delete(delete_agent))
         .route("/v1/agents/{id}/pause", post(pause))
         .route("/v1/agents/{id}/resume", post(pause))
+        .route("/v1/agents/{id}/runs", post(endless_run))
         .route("/v1/components/{sha}", put(put_component))
         .with_state(deployed);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1572,5 +1587,26 @@ both!(
         .expect("leased");
         assert_eq!(leased, 0);
         check_conservation(&w.ctl).await;
+    }
+);
+
+both!(
+    a_node_answering_without_end_is_cut_off_at_the_cap,
+    |ctl: Control| async move {
+        let w = world(ctl).await;
+        let agent = w.agent("main", None, 100).await;
+        let (status, body) = w
+            .call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/runs?wait=true"),
+                Some(json!({ "input": {} })),
+            )
+            .await;
+        // Refused as "not the node API" instead of buffering the node's
+        // answer without bound; the control plane keeps serving.
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert_eq!(body["code"], "node_error", "{body}");
+        let me = w.mine().await;
+        assert_eq!(n(&me["allocated"]), 100);
     }
 );

@@ -10,6 +10,9 @@
 //!   also has empty `tenant_id`, `agent_id` and `run_id` fields for handlers
 //!   to fill with [`record_ids`].
 //! - Request counts and latencies by route template and status.
+//! - [`client::read_capped`]: answers from peers are read with a size cap.
+
+pub mod client;
 
 use std::time::{Duration, Instant};
 

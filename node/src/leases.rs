@@ -118,7 +118,9 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(3_600);
 const TICK: Duration = Duration::from_millis(200);
 /// First and longest delay between attempts to return a lease.
 const RETURN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
-/// Largest error body read from the control plane.
+/// Largest answer read from the control plane: leases, budgets and token
+/// requests are a few hundred bytes; anything near this is not the control
+/// plane's API and must not grow the node's memory.
 const MAX_BODY: usize = 64 << 10;
 /// A reservation without a lease (zero tokens, or detached from a lease
 /// returned while it was open) is forgotten after this long: its caller is
@@ -1117,19 +1119,19 @@ impl Inner {
             .await
             .map_err(|e| CallError::Network(describe(&e)))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| CallError::Network(describe(&e)))?;
+        let bytes = delta_http::client::read_capped(resp, MAX_BODY).await;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|_| CallError::Network(format!("an unreadable {status} answer")));
+            return bytes
+                .map_err(|e| CallError::Network(format!("a {status} answer: {e}")))
+                .and_then(|b| {
+                    serde_json::from_slice(&b)
+                        .map_err(|_| CallError::Network(format!("an unreadable {status} answer")))
+                });
         }
-        let parsed: Value = if bytes.len() <= MAX_BODY {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        };
+        let parsed: Value = bytes
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
         Err(CallError::Status {
             status,
             code: parsed

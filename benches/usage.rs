@@ -121,7 +121,7 @@ fn ingestion(c: &mut Criterion) {
             |(id, records)| {
                 let db = &db;
                 async move {
-                    let done = delta_control::usage::ingest(db, "node-bench", &id, &records)
+                    let done = delta_control::usage::ingest(db, "node-bench", &id, &records, 0)
                         .await
                         .expect("ingest");
                     assert_eq!(done.accepted, BATCH as u64);
@@ -145,7 +145,7 @@ fn ingestion(c: &mut Criterion) {
                 |(id, records)| {
                     let db = &db;
                     async move {
-                        let done = delta_control::usage::ingest(db, "node-bench", &id, &records)
+                        let done = delta_control::usage::ingest(db, "node-bench", &id, &records, 0)
                             .await
                             .expect("ingest");
                         assert_eq!(done.accepted, BATCH as u64);

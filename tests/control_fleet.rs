@@ -79,6 +79,8 @@ impl Control {
             state_dir: dir.join("control"),
             node_token_file: Some(dir.join("fleet-token")),
             database_url: database.as_ref().map(|d| d.url.clone()),
+            // Usage records below carry fixed, old finish times.
+            record_retention_secs: common::TEST_RETENTION_SECS,
             ..ControlConfig::default()
         };
         tweak(&mut config);
@@ -155,6 +157,9 @@ impl Control {
             .post(self.url("/v1/components"))
             .bearer_auth(token)
             .header("content-type", "application/wasm")
+            // An oversized upload is answered before its body is read; a
+            // pooled connection would then fail the next request.
+            .header("connection", "close")
             .body(bytes)
             .send()
             .await
@@ -1107,6 +1112,7 @@ async fn node_refusals_pass_through_and_uploads_are_bounded(db: Db) {
         .client
         .post(ctl.url("/v1/components"))
         .bearer_auth(&alice)
+        .header("connection", "close")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))

@@ -408,6 +408,8 @@ async fn components_agents_and_runs() {
     assert_eq!(body["code"], "invalid_json");
     let resp = node
         .req(reqwest::Method::POST, "/v1/agents/hello/runs")
+        // Answered 413 before the body is read: do not pool the connection.
+        .header("connection", "close")
         .json(&json!({ "input": "x".repeat(10_000) }))
         .send()
         .await

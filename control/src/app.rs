@@ -50,6 +50,7 @@ pub struct AppState {
 impl AppState {
     /// Open the database, keys and directories `config` names.
     pub async fn open(config: ControlConfig) -> anyhow::Result<Self> {
+        config.validate()?;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating {}", config.state_dir.display()))?;
         let db = Db::connect(&config.database_url())

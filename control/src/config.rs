@@ -9,6 +9,8 @@
 //! node_heartbeat_timeout_secs = 15
 //! redis_url = "redis://127.0.0.1:6379/"              # shared rate limits across replicas
 //! run_output_ttl_secs = 86400
+//! record_retention_secs = 7776000                    # leases, token requests, usage records: 90 days
+//! audit_retention_secs = 31536000                    # message attempts: 365 days
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -89,6 +91,15 @@ pub struct ControlConfig {
     pub run_output_ttl_secs: u64,
     /// A stored `Idempotency-Key` response is replayed for this long.
     pub idempotency_ttl_secs: u64,
+    /// Finished leases, decided token requests, usage records and usage
+    /// batches are deleted this long after they ended (default 90 days).
+    /// Usage records finished longer ago than this are refused at ingestion:
+    /// their run ids may no longer be there to deduplicate them. Daily usage
+    /// aggregates and budget entries are kept.
+    pub record_retention_secs: u64,
+    /// Message attempts (the audit log, with recipients) are deleted this
+    /// long after they were made (default 365 days).
+    pub audit_retention_secs: u64,
     /// Redis for rate limits shared by several control-plane replicas (none:
     /// in-process limits).
     pub redis_url: Option<String>,
@@ -144,6 +155,8 @@ impl Default for ControlConfig {
             token_request_ttl_secs: 7 * 24 * 3600,
             run_output_ttl_secs: 24 * 3600,
             idempotency_ttl_secs: 24 * 3600,
+            record_retention_secs: 90 * 24 * 3600,
+            audit_retention_secs: 365 * 24 * 3600,
             redis_url: None,
             rate_limit: RateLimitConfig::default(),
         }
@@ -174,7 +187,25 @@ impl ControlConfig {
                 *p = base.join(&*p);
             }
         }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Values out of range. Retention shorter than a day would delete
+    /// leases a node may still return and run ids a node may still resend.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const DAY: u64 = 24 * 3600;
+        for (name, secs) in [
+            ("record_retention_secs", self.record_retention_secs),
+            ("audit_retention_secs", self.audit_retention_secs),
+        ] {
+            if secs < DAY {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least {DAY} (one day), not {secs}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The database URL, defaulting to SQLite in the state directory.
@@ -205,5 +236,19 @@ mod tests {
         let config: ControlConfig = toml::from_str(&toml).expect("example parses");
         assert!(config.database_url().starts_with("postgres://"));
         assert!(config.allow_registration);
+        config.validate().expect("the example is valid");
+    }
+
+    #[test]
+    fn retention_under_a_day_is_refused() {
+        let config = ControlConfig {
+            record_retention_secs: 3600,
+            ..ControlConfig::default()
+        };
+        let err = config.validate().expect_err("an hour is too short");
+        assert!(err.to_string().contains("record_retention_secs"), "{err}");
+        ControlConfig::default()
+            .validate()
+            .expect("defaults are valid");
     }
 }

@@ -296,9 +296,18 @@ async fn ingest_usage(
             format!("at most {MAX_USAGE_RECORDS} records per batch"),
         ));
     }
-    let done = crate::usage::ingest(&state.db, &batch.node_id, &batch.batch_id, &batch.records)
-        .await
-        .map_err(ApiError::internal)?;
+    let retention_ms =
+        i64::try_from(state.config.record_retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let oldest = crate::db::now_ms().saturating_sub(retention_ms);
+    let done = crate::usage::ingest(
+        &state.db,
+        &batch.node_id,
+        &batch.batch_id,
+        &batch.records,
+        oldest,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     tracing::debug!(batch = %batch.batch_id, node = %batch.node_id,
         accepted = done.accepted, duplicates = done.duplicates, rejected = done.rejected, "usage");
     Ok(Json(UsageAck {

@@ -11,7 +11,13 @@
 //!   run outputs must not outlive their retention (seed 004). On SQLite the
 //!   database runs with `secure_delete`, so deleted rows are overwritten in
 //!   the file, not only unlinked, and the WAL is checkpointed and truncated
-//!   after a pass that deleted some.
+//!   after a pass that deleted some;
+//! - retention: leases that ended, decided token requests, usage records
+//!   and usage batches are deleted after `record_retention_secs`, message
+//!   attempts (recipients included) after `audit_retention_secs`, at most
+//!   [`RETENTION_CHUNK`] rows per table per pass so that a backlog never
+//!   makes one long transaction. Daily usage aggregates and budget entries
+//!   (the append-only ledger) are kept.
 //!
 //! Run outputs and logs themselves live on the node that ran them, which
 //! hard-deletes them after the same retention (see `delta-node`); the
@@ -44,6 +50,28 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// constant works as long as nothing else in the database uses it.
 pub const SWEEP_LOCK_KEY: i64 = 0x6465_6c74_6153_5750;
 
+/// Most rows deleted from one table in one pass (a backlog drains at this
+/// many rows a second per table).
+pub const RETENTION_CHUNK: i64 = 5_000;
+
+/// Tables with a retention: (table, primary key, condition on the cutoff
+/// `$1`). Each condition matches an index of migration 0007.
+const RECORDS: [(&str, &str, &str); 4] = [
+    (
+        "budget_leases",
+        "id",
+        "status <> 'active' AND expires_at_ms < $1",
+    ),
+    (
+        "token_requests",
+        "id",
+        "status <> 'pending' AND created_at_ms < $1",
+    ),
+    ("usage_records", "run_id", "received_at_ms < $1"),
+    ("usage_batches", "batch_id", "received_at_ms < $1"),
+];
+const AUDIT: (&str, &str, &str) = ("message_log", "id", "at_ms < $1");
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -55,6 +83,8 @@ pub struct SweepReport {
     pub accounts_rolled_over: u64,
     /// Stored idempotent responses deleted.
     pub idempotency_deleted: u64,
+    /// Rows past their retention deleted (all tables).
+    pub retention_deleted: u64,
 }
 
 static LOCAL: Mutex<()> = Mutex::const_new(());
@@ -121,7 +151,16 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
         "idempotency",
         crate::idempotency::sweep_expired(db, now, secs_ms(retention)).await,
     );
-    if idempotency_deleted > 0 && db.backend() == Backend::Sqlite {
+    let mut retention_deleted = 0;
+    let tables = RECORDS
+        .iter()
+        .map(|t| (t, config.record_retention_secs))
+        .chain([(&AUDIT, config.audit_retention_secs)]);
+    for (&(table, key, condition), secs) in tables {
+        let cutoff = now.saturating_sub(secs_ms(secs));
+        retention_deleted += keep(table, delete_chunk(db, table, key, condition, cutoff).await);
+    }
+    if (idempotency_deleted > 0 || retention_deleted > 0) && db.backend() == Backend::Sqlite {
         // secure_delete zeroes the rows in their pages, but earlier copies
         // of those pages stay in the WAL until a checkpoint copies the WAL
         // back and truncates it. Best effort: readers in the middle of a
@@ -139,8 +178,29 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
             requests_expired,
             accounts_rolled_over,
             idempotency_deleted,
+            retention_deleted,
         }),
     }
+}
+
+/// Delete up to [`RETENTION_CHUNK`] rows of `table` matching `condition`.
+async fn delete_chunk(
+    db: &crate::db::Db,
+    table: &str,
+    key: &str,
+    condition: &str,
+    cutoff: i64,
+) -> Result<u64, sqlx::Error> {
+    // Only constants of this module are spliced in.
+    let sql = format!(
+        "DELETE FROM {table} WHERE {key} IN \
+         (SELECT {key} FROM {table} WHERE {condition} LIMIT {RETENTION_CHUNK})"
+    );
+    Ok(sqlx::query(&sql)
+        .bind(cutoff)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
 }
 
 /// Run [`sweep_once`] every [`SWEEP_INTERVAL`] until aborted.

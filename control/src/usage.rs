@@ -102,12 +102,16 @@ fn detail(s: &str) -> Cow<'_, str> {
 const DAY_MS: i64 = 86_400_000;
 
 /// Store a node's batch: new records, their aggregates and message
-/// attempts in one transaction; then mark the runs they finish.
+/// attempts in one transaction; then mark the runs they finish. Records
+/// that finished before `oldest_ms` are rejected: the sweep deletes stored
+/// run ids after the record retention, so such a record could no longer be
+/// recognised as a duplicate.
 pub async fn ingest(
     db: &Db,
     node_id: &str,
     batch_id: &str,
     records: &[RunUsage],
+    oldest_ms: i64,
 ) -> Result<Ingested, IngestError> {
     let now = now_ms();
     let owners = agent_owners(db, records).await?;
@@ -129,6 +133,13 @@ pub async fn ingest(
         if !(claimed_ok && tenant_ok) {
             tracing::warn!(node = node_id, batch = batch_id, run = %record.run_id,
                 agent = %record.agent_id, "usage record rejected");
+            result.rejected += 1;
+            continue;
+        }
+        if record.finished_at_ms < oldest_ms {
+            tracing::warn!(node = node_id, batch = batch_id, run = %record.run_id,
+                finished_at_ms = record.finished_at_ms,
+                "usage record older than the record retention rejected");
             result.rejected += 1;
             continue;
         }

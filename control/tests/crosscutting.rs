@@ -861,6 +861,8 @@ both!(
             .bearer_auth("not-a-token")
             .header("Idempotency-Key", "bogus")
             .header("content-type", "application/json")
+            // Answered before the body is read: do not pool the connection.
+            .header("connection", "close")
             .body(vec![
                 b' ';
                 usize::try_from(ctl.state.config.max_body_bytes)

@@ -134,3 +134,202 @@ async fn one_replica_sweeps_at_a_time_on_postgres() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+const DAY_MS: i64 = 86_400_000;
+
+async fn exec(ctl: &Control, sql: &str, at: i64) {
+    sqlx::query(sql)
+        .bind(at)
+        .execute(ctl.state.db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn ids(ctl: &Control, table: &str, key: &str) -> Vec<String> {
+    sqlx::query_as::<_, (String,)>(&format!("SELECT {key} FROM {table} ORDER BY {key}"))
+        .fetch_all(ctl.state.db.pool())
+        .await
+        .expect("ids")
+        .into_iter()
+        .map(|(k,)| k)
+        .collect()
+}
+
+/// Rows of every table with a retention, `tag`ged, at `at`.
+async fn aged_rows(ctl: &Control, tag: &str, at: i64) {
+    exec(
+        ctl,
+        &format!(
+            "INSERT INTO budget_leases (id, tenant_id, user_id, agent_id, node_id, granted, \
+                 spent, status, created_at_ms, expires_at_ms, returned_at_ms) \
+             VALUES ('{tag}-returned', 't', 'u', 'a', 'n', 10, 3, 'returned', $1, $1, $1), \
+                    ('{tag}-expired', 't', 'u', 'a', 'n', 10, NULL, 'expired', $1, $1, NULL)"
+        ),
+        at,
+    )
+    .await;
+    exec(
+        ctl,
+        &format!(
+            "INSERT INTO token_requests (id, tenant_id, user_id, bot_agent_id, \
+                 parent_agent_id, amount, reason, status, decided_by, decided_at_ms, \
+                 created_at_ms) \
+             VALUES ('{tag}-denied', 't', 'u', 'b', 'a', 5, 'r', 'denied', 'u', $1, $1)"
+        ),
+        at,
+    )
+    .await;
+    exec(
+        ctl,
+        &format!(
+            "INSERT INTO usage_records (run_id, node_id, tenant_id, agent_id, payload, \
+                 received_at_ms) VALUES ('{tag}-run', 'n', 't', 'a', '{{}}', $1)"
+        ),
+        at,
+    )
+    .await;
+    exec(
+        ctl,
+        &format!(
+            "INSERT INTO usage_batches (batch_id, node_id, records, accepted, received_at_ms) \
+             VALUES ('{tag}-batch', 'n', 1, 1, $1)"
+        ),
+        at,
+    )
+    .await;
+    exec(
+        ctl,
+        &format!(
+            "INSERT INTO message_log (id, tenant_id, agent_id, run_id, node_id, channel, \
+                 template_id, recipient, status, reason, tokens, provider_id, at_ms, \
+                 received_at_ms) \
+             VALUES ('{tag}-msg', 't', 'a', 'r', 'n', 'email', 'w', 'ada@example.com', \
+                 'sent', NULL, 1, NULL, $1, $1)"
+        ),
+        at,
+    )
+    .await;
+}
+
+/// Finished leases, decided token requests, usage records and batches go
+/// after the record retention, message attempts after the audit retention;
+/// an active lease stays whatever its age; a backlog drains a chunk per
+/// pass. The sweeps here run at future instants over rows the server's own
+/// sweep (at the real now) leaves alone.
+async fn retention_deletes_what_aged_out(dialect: Dialect) {
+    let ctl = Control::start_with(dialect, |c| {
+        c.record_retention_secs = 90 * 24 * 3600;
+        c.audit_retention_secs = 365 * 24 * 3600;
+    })
+    .await;
+    let now = now_ms();
+    let (first, second) = (now + 100 * DAY_MS, now + 370 * DAY_MS);
+    aged_rows(&ctl, "old", now - 10 * DAY_MS).await;
+    aged_rows(&ctl, "new", now + 20 * DAY_MS).await;
+    exec(
+        &ctl,
+        "INSERT INTO budget_leases (id, tenant_id, user_id, agent_id, node_id, granted, \
+             spent, status, created_at_ms, expires_at_ms, returned_at_ms) \
+         VALUES ('active', 't', 'u', 'a', 'n', 10, NULL, 'active', 0, $1, NULL)",
+        second + DAY_MS,
+    )
+    .await;
+    // A backlog larger than one pass may delete.
+    let backlog = delta_control::sweep::RETENTION_CHUNK + 10;
+    exec(
+        &ctl,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {backlog}) \
+             INSERT INTO usage_batches (batch_id, node_id, records, accepted, received_at_ms) \
+             SELECT 'backlog-' || CAST(i AS TEXT), 'n', 1, 1, $1 FROM n"
+        ),
+        now - 10 * DAY_MS,
+    )
+    .await;
+
+    let report = sweep_once(&ctl.state, first)
+        .await
+        .expect("sweep")
+        .expect("not locked elsewhere");
+    // Two old leases, a request and a usage record, plus one chunk of the
+    // old batches (the backlog and old-batch).
+    assert_eq!(
+        report.retention_deleted,
+        4 + delta_control::sweep::RETENTION_CHUNK as u64,
+        "{report:?}"
+    );
+    assert_eq!(
+        ids(&ctl, "budget_leases", "id").await,
+        ["active", "new-expired", "new-returned"]
+    );
+    assert_eq!(ids(&ctl, "token_requests", "id").await, ["new-denied"]);
+    assert_eq!(ids(&ctl, "usage_records", "run_id").await, ["new-run"]);
+    assert_eq!(ids(&ctl, "usage_batches", "batch_id").await.len(), 11 + 1);
+    assert_eq!(
+        ids(&ctl, "message_log", "id").await,
+        ["new-msg", "old-msg"],
+        "attempts are kept for the audit retention"
+    );
+
+    let report = sweep_once(&ctl.state, first)
+        .await
+        .expect("sweep")
+        .expect("not locked elsewhere");
+    assert_eq!(report.retention_deleted, 11, "the rest of the backlog");
+    assert_eq!(ids(&ctl, "usage_batches", "batch_id").await, ["new-batch"]);
+
+    sweep_once(&ctl.state, second)
+        .await
+        .expect("sweep")
+        .expect("not locked elsewhere");
+    assert_eq!(ids(&ctl, "message_log", "id").await, ["new-msg"]);
+    assert_eq!(ids(&ctl, "budget_leases", "id").await, ["active"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_what_aged_out_sqlite() {
+    retention_deletes_what_aged_out(Dialect::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_what_aged_out_postgres() {
+    retention_deletes_what_aged_out(Dialect::Postgres).await;
+}
+
+/// A usage record older than the record retention is refused at ingestion
+/// (its run id may already be swept, so a resend would count twice); a
+/// current one in the same batch is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_older_than_the_retention_are_refused() {
+    let ctl = Control::start_with(Dialect::Sqlite, |c| {
+        c.record_retention_secs = 90 * 24 * 3600;
+    })
+    .await;
+    let now = now_ms();
+    let record = |run: &str, at: i64| {
+        serde_json::json!({
+            "run_id": run, "agent_id": "agt_x", "tenant_id": "t", "outcome": "completed",
+            "fuel_used": 1, "wall_time_us": 1, "peak_memory_bytes": 0,
+            "llm": {}, "messages": {}, "finished_at_ms": at,
+        })
+    };
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/nodes/usage"))
+        .bearer_auth(common::NODE_TOKEN)
+        .json(&serde_json::json!({
+            "batch_id": "b1", "node_id": "node-a",
+            "records": [record("stale", now - 91 * DAY_MS), record("current", now)],
+        }))
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let ack: serde_json::Value = resp.json().await.expect("ack");
+    assert_eq!(
+        (ack["accepted"].as_u64(), ack["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{ack}"
+    );
+    assert_eq!(ids(&ctl, "usage_records", "run_id").await, ["current"]);
+}

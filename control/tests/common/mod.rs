@@ -80,6 +80,10 @@ pub struct Session {
     pub password: String,
 }
 
+/// Record retention of test control planes: a century, so that records
+/// with fixed dates are never too old.
+pub const TEST_RETENTION_SECS: u64 = 100 * 365 * 24 * 3600;
+
 pub const NODE_TOKEN: &str = "test-fleet-node-token-0123456789";
 
 impl Control {
@@ -106,6 +110,9 @@ impl Control {
                 per_tenant_per_sec: 0,
                 per_tenant_burst: 0,
             },
+            // Suites send usage records with fixed dates (day boundaries
+            // are asserted); the retention tests in sweep.rs set their own.
+            record_retention_secs: TEST_RETENTION_SECS,
             ..ControlConfig::default()
         };
         let database = match dialect {

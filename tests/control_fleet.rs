@@ -1175,6 +1175,10 @@ async fn node_refusals_pass_through_and_uploads_are_bounded(db: Db) {
     assert!(retry_after >= 1);
     let err: Value = resp.json().await.expect("json");
     assert_eq!(err["code"], "queue_full", "{err}");
+    // The refused run is not listed; the two accepted ones are.
+    let runs_of_agent = format!("/v1/runs?agent_id={id}");
+    let listed = ctl.walk(&alice, &runs_of_agent, 10).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
     // A waiting run waits in the queue behind the second, then runs.
     eventually(
         "the second run executing",
@@ -1192,9 +1196,41 @@ async fn node_refusals_pass_through_and_uploads_are_bounded(db: Db) {
         },
     )
     .await;
-    let (status, done) = ctl
-        .run(&alice, &id, json!({ "lines": 1, "interval_ms": 1 }), true)
-        .await;
+    // A run with ?wait=true is listed while the caller still waits (it is
+    // named and stored before the node is called), so one that outlives the
+    // wait is not lost from the list.
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let waited = async {
+        let answer = ctl
+            .run(&alice, &id, json!({ "lines": 1, "interval_ms": 1 }), true)
+            .await;
+        answered.store(true, std::sync::atomic::Ordering::SeqCst);
+        answer
+    };
+    let watched = async {
+        eventually("the waited run listed", Duration::from_secs(30), || async {
+            let unanswered = !answered.load(std::sync::atomic::Ordering::SeqCst);
+            let listed = ctl.walk(&alice, &runs_of_agent, 10).await;
+            (listed.len() == 3).then(|| (listed[2].clone(), unanswered))
+        })
+        .await
+    };
+    let ((status, done), (listed, unanswered)) = tokio::join!(waited, watched);
+    assert!(
+        unanswered,
+        "the run was listed only once answered: {listed}"
+    );
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["outcome"]["status"], "completed", "{done}");
+    assert_eq!(listed["id"], done["id"], "{listed} vs {done}");
+    let (status, stored) = ctl
+        .call(
+            Method::GET,
+            &format!("/v1/runs/{}", s(&done["id"])),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["status"], "finished", "{stored}");
 }

@@ -1247,3 +1247,52 @@ async fn sighup_reloads_the_token_and_limits() {
         "the reloaded maximum applies: {run}"
     );
 }
+
+/// The control plane names runs itself: a run takes the caller's id (waited
+/// on or not); an id the node already has, live or stored, is 409
+/// `run_exists` and runs nothing; an id that is not a plain token is 422.
+#[tokio::test]
+async fn runs_can_be_named_by_the_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(dir.path(), &Setup::default());
+    let hello = node.upload(guests::HELLO_AGENT).await;
+    node.deploy("hello", "t1", &hello, json!({})).await;
+    let create = |id: &str, wait: bool| {
+        let path = format!(
+            "/v1/agents/hello/runs{}",
+            if wait { "?wait=true" } else { "" }
+        );
+        let body = json!({ "input": { "name": "Ada" }, "id": id });
+        let node = &node;
+        async move { node.json(reqwest::Method::POST, &path, Some(body)).await }
+    };
+    let (status, body) = create("run_named-1", false).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["id"], "run_named-1");
+    let finished = node.wait_finished("run_named-1").await;
+    assert_eq!(outcome(&finished), "completed", "{finished}");
+
+    let (status, run) = create("run_named-2", true).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["id"], "run_named-2");
+
+    for taken in ["run_named-1", "run_named-2"] {
+        let (status, body) = create(taken, false).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "run_exists", "{body}");
+    }
+    let (status, body) = create("no spaces/or slashes", false).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // Nothing ran for the refused ones: two runs in all.
+    let metrics = node
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let needle = r#"delta_runs_total{outcome="completed",tenant="t1"} 2"#;
+    assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+}

@@ -158,6 +158,7 @@ fn known_code(code: &str) -> &'static str {
         "invalid_json" => "invalid_json",
         "tenant_mismatch" => "tenant_mismatch",
         "in_use" => "in_use",
+        "run_exists" => "run_exists",
         "payload_too_large" => "payload_too_large",
         _ => "node_error",
     }
@@ -372,6 +373,7 @@ impl<'a> NodeClient<'a> {
         &self,
         node: &str,
         agent_id: &str,
+        run_id: &str,
         input: &Value,
         wait: bool,
         run_timeout: Duration,
@@ -382,7 +384,7 @@ impl<'a> NodeClient<'a> {
         );
         let req = self
             .request(reqwest::Method::POST, node, &path)
-            .json(&json!({ "input": input }));
+            .json(&json!({ "input": input, "id": run_id }));
         let timeout = if wait {
             run_timeout.saturating_add(WAIT_MARGIN)
         } else {

@@ -31,7 +31,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use delta_http::{ApiError, JsonBody, record_ids};
-use delta_node::model::{RunRecord, RunUsage};
+use delta_node::model::{RunRecord, RunStatus, RunUsage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row as _;
@@ -44,7 +44,9 @@ use crate::agents::{deploy, hosting_node, load_agent};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
-use crate::nodeclient::{DEFAULT_RUN_TIMEOUT, NodeClient, Submitted, node_unavailable};
+use crate::nodeclient::{
+    DEFAULT_RUN_TIMEOUT, NodeCallError, NodeClient, Submitted, node_unavailable,
+};
 use crate::pagination::{Page, PageQuery};
 
 /// A run.
@@ -230,49 +232,82 @@ async fn create_run(
         .timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_RUN_TIMEOUT);
+    // The run is named and stored before the node is called, so that it is
+    // listed (and its usage finishes it) even if the answer never comes: a
+    // `?wait=true` run can outlive the wait.
+    let run_id = format!("run_{}", uuid::Uuid::now_v7().simple());
+    record_ids(None, None, Some(&run_id));
+    let pending = Run {
+        id: run_id.clone(),
+        tenant_id: agent.tenant_id.clone(),
+        agent_id: agent.id.clone(),
+        node_id: node.id.clone(),
+        status: RunStatus::Queued.as_str().to_owned(),
+        outcome: None,
+        logs: None,
+        usage: None,
+        created_at_ms: now_ms(),
+        started_at_ms: None,
+        finished_at_ms: None,
+        expires_at_ms: None,
+    };
+    insert_run(&state, &pending).await?;
     let client = NodeClient::new(&state);
-    let submitted = match client
-        .create_run(&node.url, &agent.id, &body.input, query.wait, timeout)
-        .await
-    {
+    let submit = || {
+        client.create_run(
+            &node.url,
+            &agent.id,
+            &run_id,
+            &body.input,
+            query.wait,
+            timeout,
+        )
+    };
+    let submitted = match submit().await {
         // The node lost the deployment (its state was reset): restore it
         // and try once more.
         Err(e) if e.is_not_found() => {
             tracing::warn!(node = %node.id, agent = %agent.id, "node lacks the agent: redeploying");
-            deploy(&state, &node, &agent)
-                .await
-                .map_err(|e| e.to_api())?;
-            client
-                .create_run(&node.url, &agent.id, &body.input, query.wait, timeout)
-                .await
+            if let Err(e) = deploy(&state, &node, &agent).await {
+                forget_run(&state, &pending).await;
+                return Err(e.to_api());
+            }
+            submit().await
         }
         other => other,
-    }
-    .map_err(|e| e.to_api())?;
-    let now = now_ms();
+    };
+    let submitted = match submitted {
+        Ok(submitted) => submitted,
+        Err(e) => {
+            // Refused or never delivered: the node has no such run. Timed
+            // out or garbled: it may have, so the row stays for its usage.
+            if matches!(
+                e,
+                NodeCallError::Refused { .. } | NodeCallError::Unreachable(_)
+            ) {
+                forget_run(&state, &pending).await;
+            }
+            return Err(e.to_api());
+        }
+    };
     match submitted {
         Submitted::Queued { id, status } => {
-            record_ids(None, None, Some(&id));
-            let run = Run {
-                id: id.clone(),
-                tenant_id: agent.tenant_id.clone(),
-                agent_id: agent.id.clone(),
-                node_id: node.id.clone(),
-                status: status.as_str().to_owned(),
-                outcome: None,
-                logs: None,
-                usage: None,
-                created_at_ms: now,
-                started_at_ms: None,
-                finished_at_ms: None,
-                expires_at_ms: None,
-            };
-            insert_run(&state, &run).await?;
+            if id != run_id {
+                // A node that names its own runs (an older version).
+                forget_run(&state, &pending).await;
+                record_ids(None, None, Some(&id));
+                let run = Run {
+                    id: id.clone(),
+                    status: status.as_str().to_owned(),
+                    ..pending
+                };
+                insert_run(&state, &run).await?;
+            }
             let mut response = (
                 StatusCode::ACCEPTED,
                 Json(RunAccepted {
                     id: id.clone(),
-                    status: run.status,
+                    status: status.as_str().to_owned(),
                 }),
             )
                 .into_response();
@@ -282,18 +317,55 @@ async fn create_run(
             Ok(response)
         }
         Submitted::Finished(record) => {
-            record_ids(None, None, Some(&record.id));
-            let run = run_from_record(*record, &node.id, now);
+            let run = run_from_record(*record, &node.id, pending.created_at_ms);
             if run.tenant_id != agent.tenant_id || run.agent_id != agent.id {
+                forget_run(&state, &pending).await;
                 return Err(ApiError::internal(format!(
                     "node {} answered a run of another agent",
                     node.id
                 )));
             }
-            insert_run(&state, &run).await?;
+            if run.id == run_id {
+                store_finished(&state, &run).await?;
+            } else {
+                forget_run(&state, &pending).await;
+                insert_run(&state, &run).await?;
+            }
             Ok(Json(run).into_response())
         }
     }
+}
+
+/// Delete a run stored before its node was called, when the node turned
+/// out not to have it. Best effort: a left-over row only lists a run that
+/// never started.
+async fn forget_run(state: &AppState, run: &Run) {
+    let deleted = sqlx::query("DELETE FROM runs WHERE id = $1 AND tenant_id = $2")
+        .bind(&run.id)
+        .bind(&run.tenant_id)
+        .execute(state.db.pool())
+        .await;
+    if let Err(e) = deleted {
+        tracing::warn!(run = %run.id, error = %e, "forgetting a run the node refused");
+    }
+}
+
+/// The node's account of a finished run (unless its usage got there first).
+async fn store_finished(state: &AppState, run: &Run) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE runs SET status = $1, outcome = $2, usage = $3, finished_at_ms = $4 \
+         WHERE id = $5 AND tenant_id = $6 AND status <> 'finished'",
+    )
+    .bind(&run.status)
+    .bind(outcome_name(&run.outcome))
+    .bind(json_text(&run.usage))
+    .bind(run.finished_at_ms)
+    .bind(&run.id)
+    .bind(&run.tenant_id)
+    .execute(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(())
 }
 
 /// Record a run the node accepted, folding in usage that was reported

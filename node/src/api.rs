@@ -255,6 +255,11 @@ pub struct CreateRun {
     /// The task input: any JSON value (default `{}`).
     #[serde(default = "empty_object")]
     pub input: Value,
+    /// The run's id, chosen by the caller (the control plane names runs so
+    /// that they are known before the node answers); default: the node
+    /// makes one. An id the node already has is 409 `run_exists`.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -277,7 +282,12 @@ async fn create_run(
 ) -> Result<Response, ApiError> {
     record_ids(Some(&id), None, None);
     let input = body.input.to_string();
-    match state.node.submit(&id, input, query.wait).await.api()? {
+    match state
+        .node
+        .submit(&id, input, query.wait, body.id)
+        .await
+        .api()?
+    {
         Submitted::Queued(run_id) => {
             record_ids(None, None, Some(&run_id));
             let location = format!("/v1/runs/{run_id}");

@@ -562,9 +562,18 @@ impl Node {
         agent_id: &str,
         input: String,
         wait: bool,
+        run_id: Option<String>,
     ) -> Result<Submitted, NodeError> {
         if self.draining.is_cancelled() {
             return Err(NodeError::Draining);
+        }
+        // The control plane names runs itself, so that a run is known (and
+        // listed) before its node answers.
+        if let Some(id) = &run_id {
+            validate_id("run id", id)?;
+            if self.lock_live().contains_key(id) || self.store.get_run(id).await?.is_some() {
+                return Err(run_exists(id));
+            }
         }
         let deployment = self
             .read_agents()
@@ -597,17 +606,12 @@ impl Node {
             Err(Refused::Closed) => return Err(NodeError::Draining),
         };
         let run = NewRun {
-            id: format!("run_{}", uuid::Uuid::now_v7().simple()),
+            id: run_id.unwrap_or_else(|| format!("run_{}", uuid::Uuid::now_v7().simple())),
             agent_id: agent_id.to_owned(),
             tenant_id: tenant,
             input,
             created_at_ms: now_ms(),
         };
-        // A run answered only when finished (`wait`) is written once, when
-        // it finishes; an accepted one (202) must be durable now.
-        if !wait {
-            self.store.insert_run(&run).await?;
-        }
         let live = Arc::new(LiveRun {
             agent_id: agent_id.to_owned(),
             tenant_id: run.tenant_id.clone(),
@@ -620,7 +624,21 @@ impl Node {
                 closed: false,
             }),
         });
-        self.lock_live().insert(run.id.clone(), Arc::clone(&live));
+        match self.lock_live().entry(run.id.clone()) {
+            // The same id submitted twice at once.
+            std::collections::hash_map::Entry::Occupied(_) => return Err(run_exists(&run.id)),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Arc::clone(&live));
+            }
+        }
+        // A run answered only when finished (`wait`) is written once, when
+        // it finishes; an accepted one (202) must be durable now.
+        if !wait {
+            if let Err(e) = self.store.insert_run(&run).await {
+                self.lock_live().remove(&run.id);
+                return Err(e.into());
+            }
+        }
         let (done_tx, done_rx) = oneshot::channel();
         let node = Arc::clone(self);
         let run_id = run.id.clone();
@@ -964,6 +982,13 @@ async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Resu
 /// When a run that got a slot started (none for one cancelled in the queue).
 fn permit_started(started: Millis, usage: &RunUsage) -> Option<Millis> {
     (usage.outcome != "cancelled" || usage.wall_time_us > 0).then_some(started)
+}
+
+fn run_exists(id: &str) -> NodeError {
+    NodeError::Conflict {
+        code: "run_exists",
+        message: format!("run {id} already exists"),
+    }
 }
 
 /// Ids are path segments, label values and file-name parts: keep them

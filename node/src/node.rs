@@ -633,11 +633,9 @@ impl Node {
         }
         // A run answered only when finished (`wait`) is written once, when
         // it finishes; an accepted one (202) must be durable now.
-        if !wait {
-            if let Err(e) = self.store.insert_run(&run).await {
-                self.lock_live().remove(&run.id);
-                return Err(e.into());
-            }
+        if !wait && let Err(e) = self.store.insert_run(&run).await {
+            self.lock_live().remove(&run.id);
+            return Err(e.into());
         }
         let (done_tx, done_rx) = oneshot::channel();
         let node = Arc::clone(self);

@@ -117,6 +117,17 @@ impl NodeProcess {
         format!("{}{path}", self.url)
     }
 
+    /// The Prometheus text of `/metrics`.
+    async fn metrics(&self) -> String {
+        self.req(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(path))
@@ -269,14 +280,7 @@ async fn tls_auth_and_error_shapes() {
     let (status, body) = node.json(reqwest::Method::GET, "/v1/nope", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["code"], "not_found");
-    let text = node
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = node.metrics().await;
     assert!(text.contains("delta_auth_failures_total 4"), "{text}");
     assert!(
         text.contains("delta_http_requests_total{route=\"/healthz\",status=\"200\"} 1"),
@@ -444,14 +448,7 @@ async fn components_agents_and_runs() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
-    let metrics = node
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node.metrics().await;
     for needle in [
         r#"delta_runs_total{outcome="completed",tenant="t1"} 2"#,
         "delta_run_duration_seconds_bucket",
@@ -1038,14 +1035,7 @@ async fn raw_request(base: &str, head: &str) -> (u16, String) {
 }
 
 async fn backlog(node: &NodeProcess) -> (u64, String) {
-    let text = node
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = node.metrics().await;
     let count = text
         .lines()
         .find_map(|l| l.strip_prefix("delta_usage_report_backlog "))
@@ -1285,14 +1275,7 @@ async fn runs_can_be_named_by_the_caller() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // Nothing ran for the refused ones: two runs in all.
-    let metrics = node
-        .req(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node.metrics().await;
     let needle = r#"delta_runs_total{outcome="completed",tenant="t1"} 2"#;
     assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
 }

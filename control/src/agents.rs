@@ -589,6 +589,32 @@ impl DeployError {
     }
 }
 
+/// Redeploy agent `id` to `node` as its row stands now, under the agent's
+/// deploy lock (see `AppState::lock_deploys`): for callers that read the
+/// agent earlier (reconciliation, template changes), whose copy may be
+/// older than an update made meanwhile. `Ok(false)`: the agent is gone or
+/// placed elsewhere now.
+pub(crate) async fn redeploy_current(
+    state: &AppState,
+    node: &Target,
+    id: &str,
+) -> Result<bool, DeployError> {
+    let _deploying = state.lock_deploys(id).await;
+    let row = sqlx::query(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND node_id = $2"
+    ))
+    .bind(id)
+    .bind(&node.id)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let agent = agent_from_row(&row)?;
+    deploy(state, node, &agent).await?;
+    Ok(true)
+}
+
 /// Make `node` run `agent` as stored: its spec, and its pause state. The
 /// component is pushed only when the node lacks it (its 422 on the agent).
 pub(crate) async fn deploy(
@@ -989,6 +1015,8 @@ async fn update_agent(
     principal.require_role(Role::Admin)?;
     principal.require_scope("agents:write")?;
     record_ids(None, Some(&id), None);
+    // Until the row is written: see `AppState::lock_deploys`.
+    let _deploying = state.lock_deploys(&id).await;
     let mut agent = load_agent(&state, &principal.tenant_id, &id).await?;
     if let Some(component) = body.component {
         if !is_sha256(&component) {

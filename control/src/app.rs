@@ -45,6 +45,9 @@ pub struct AppState {
     pub components_dir: PathBuf,
     /// Request rate limits (in process, or shared through Redis).
     pub limiter: Arc<RateLimiter>,
+    /// Serialises deployments of one agent within this process (see
+    /// [`AppState::lock_deploys`]).
+    deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 impl AppState {
@@ -99,9 +102,30 @@ impl AppState {
             http,
             components_dir,
             limiter: Arc::new(limiter),
+            deploy_locks: (0..DEPLOY_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
     }
+
+    /// Hold while changing what an agent's node runs: an update holds it
+    /// from reading the agent until its row is written, a redeployment from
+    /// re-reading the row until the node has it. Without it, a
+    /// reconciliation that read the row just before an update committed
+    /// could push the old spec over the new one. (Replicas do not share
+    /// it: across them the next reconciliation repairs such a race.)
+    pub async fn lock_deploys(&self, agent_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        agent_id.hash(&mut hasher);
+        let stripe = (hasher.finish() % self.deploy_locks.len() as u64) as usize;
+        self.deploy_locks[stripe].lock().await
+    }
 }
+
+/// Locks shared by agents whose ids hash alike: enough that unrelated
+/// deployments rarely wait on each other.
+const DEPLOY_LOCK_STRIPES: usize = 64;
 
 /// The OpenAPI document's frame; paths come from the routers.
 #[derive(OpenApi)]

@@ -722,8 +722,9 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
                 Err(e) => return Err(e.to_string()),
             },
         };
-        match agents::deploy(state, node, agent).await {
-            Ok(_) => tracing::info!(node = %node.id, agent = %agent.id, "{what}"),
+        match agents::redeploy_current(state, node, &agent.id).await {
+            Ok(true) => tracing::info!(node = %node.id, agent = %agent.id, "{what}"),
+            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(node = %node.id, agent = %agent.id, error = %e, "restoring a deployment")
             }

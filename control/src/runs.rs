@@ -40,7 +40,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::agents::{deploy, hosting_node, load_agent};
+use crate::agents::{hosting_node, load_agent, redeploy_current};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
@@ -268,7 +268,7 @@ async fn create_run(
         // and try once more.
         Err(e) if e.is_not_found() => {
             tracing::warn!(node = %node.id, agent = %agent.id, "node lacks the agent: redeploying");
-            if let Err(e) = deploy(&state, &node, &agent).await {
+            if let Err(e) = redeploy_current(&state, &node, &agent.id).await {
                 forget_run(&state, &pending).await;
                 return Err(e.to_api());
             }
@@ -326,7 +326,7 @@ async fn create_run(
                 )));
             }
             if run.id == run_id {
-                store_finished(&state, &run).await?;
+                store_status(&state, &run).await?;
             } else {
                 forget_run(&state, &pending).await;
                 insert_run(&state, &run).await?;
@@ -350,8 +350,9 @@ async fn forget_run(state: &AppState, run: &Run) {
     }
 }
 
-/// The node's account of a finished run (unless its usage got there first).
-async fn store_finished(state: &AppState, run: &Run) -> Result<(), ApiError> {
+/// The node's account of a run's progress (never over a finished one: its
+/// usage may have got there first).
+async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
     sqlx::query(
         "UPDATE runs SET status = $1, outcome = $2, usage = $3, finished_at_ms = $4 \
          WHERE id = $5 AND tenant_id = $6 AND status <> 'finished'",
@@ -529,19 +530,7 @@ async fn get_run(
     };
     let run = run_from_record(record, &stored.node_id, stored.created_at_ms);
     if run.status != stored.status {
-        sqlx::query(
-            "UPDATE runs SET status = $1, outcome = $2, usage = $3, finished_at_ms = $4 \
-             WHERE id = $5 AND tenant_id = $6 AND status <> 'finished'",
-        )
-        .bind(&run.status)
-        .bind(outcome_name(&run.outcome))
-        .bind(json_text(&run.usage))
-        .bind(run.finished_at_ms)
-        .bind(&id)
-        .bind(&principal.tenant_id)
-        .execute(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
+        store_status(&state, &run).await?;
     }
     Ok(Json(run))
 }

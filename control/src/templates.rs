@@ -1274,8 +1274,8 @@ async fn redeploy(state: &AppState, agent: &Agent) -> bool {
         return false;
     };
     match crate::nodes::up_node(state, node_id).await {
-        Ok(Some(node)) => match agents::deploy(state, &node, agent).await {
-            Ok(_) => true,
+        Ok(Some(node)) => match agents::redeploy_current(state, &node, &agent.id).await {
+            Ok(deployed) => deployed,
             Err(e) => {
                 tracing::warn!(agent = %agent.id, node = %node_id, error = %e,
                     "redeploying after a template or recipient change; reconciliation retries");

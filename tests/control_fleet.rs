@@ -374,6 +374,27 @@ async fn agents_and_runs_through_the_control_plane(db: Db) {
     let (status, err) = ctl.upload(&alice, b"not wasm at all".to_vec()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["code"], "invalid_component", "{err}");
+    // What needs no compiling is checked before anything is stored: an
+    // import no node provides, far too many exports.
+    let foreign = wat::parse_str(
+        r#"(component (import "acme:files/read@1.0.0" (instance))
+             (type $run (func)) (export "run" (type $run)))"#,
+    )
+    .expect("wat");
+    let (status, err) = ctl.upload(&alice, foreign).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["code"], "invalid_component", "{err}");
+    assert!(s(&err["message"]).contains("acme:files/read@1.0.0"), "{err}");
+    let exports: String = (0..20_000)
+        .map(|i| format!(r#"(func (export "f{i}"))"#))
+        .collect();
+    let wide = wat::parse_str(format!(
+        r#"(component (core module {exports}) (type $run (func)) (export "run" (type $run)))"#
+    ))
+    .expect("wat");
+    let (status, err) = ctl.upload(&alice, wide).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(s(&err["message"]).contains("export count"), "{err}");
     let (status, slow) = ctl.upload(&alice, wasm(guests::SLOW_LOGGER)).await;
     assert_eq!(status, StatusCode::CREATED, "{slow}");
     let components = ctl.walk(&alice, "/v1/components", 1).await;

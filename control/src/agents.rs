@@ -2,8 +2,10 @@
 //!
 //! - `POST /v1/components` takes a component's raw bytes; it is named by its
 //!   sha256 (computed here), kept once in `<state_dir>/components/` and
-//!   recorded per tenant. The node validates it when an agent using it is
-//!   deployed (a node's 422 is the client's 422 `invalid_component`).
+//!   recorded per tenant. What can be checked without compiling (structure,
+//!   size bounds, world and imports) is checked here; the node compiles and
+//!   validates it when an agent using it is deployed (a node's 422 is the
+//!   client's 422 `invalid_component`).
 //! - An agent is a main agent or a bot under a main agent of the same tenant
 //!   (seed 000). Creating one places it on the least-loaded node that is up
 //!   ([`crate::nodes::candidates`]), pushes its component there and deploys
@@ -246,7 +248,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 201, description = "Stored", body = Component),
         (status = 200, description = "This tenant had it already", body = Component),
         (status = 413, description = "Larger than max_component_bytes"),
-        (status = 422, description = "Not a WebAssembly component (`invalid_component`)"),
+        (status = 422, description = "Not a WebAssembly component, over a structural bound, or not a Delta world (`invalid_component`)"),
     ),
     security(("bearer" = []))
 )]
@@ -264,6 +266,7 @@ async fn upload_component(
         Err(refused) => return Ok(refused),
     };
     check_component_header(&bytes)?;
+    precheck_component(bytes.clone()).await?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = i64::try_from(bytes.len()).map_err(ApiError::internal)?;
     store_component_file(component_path(&state, &sha256), bytes).await?;
@@ -409,6 +412,29 @@ fn check_component_header(bytes: &[u8]) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The checks that need no compilation (structure, counts that predict an
+/// expensive compile, the world and its imports), with the nodes' default
+/// bounds: what no node would compile is refused before it is stored.
+async fn precheck_component(bytes: Bytes) -> Result<(), ApiError> {
+    let checked = tokio::task::spawn_blocking(move || {
+        delta_runtime::precheck::precheck(
+            &bytes,
+            &delta_runtime::PrecheckLimits::default(),
+            &delta_runtime::PoolingSettings::default(),
+        )
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match checked {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_component",
+            e.to_string(),
+        )),
+    }
 }
 
 fn component_path(state: &AppState, sha256: &str) -> PathBuf {
@@ -637,7 +663,7 @@ pub(crate) async fn deploy(
         Err(e) if e.is_unprocessable() => {
             // Most likely the node does not hold the component yet; if the
             // 422 was about something else, the second attempt says so.
-            push_component(state, node, &agent.component).await?;
+            push_component(state, node, &agent.component, &agent.tenant_id).await?;
             client.put_agent(&node.url, &agent.id, &spec).await?
         }
         Err(e) => return Err(e.into()),
@@ -650,8 +676,14 @@ pub(crate) async fn deploy(
     Ok(record)
 }
 
-/// Upload a stored component to `node` and remember what world it is.
-async fn push_component(state: &AppState, node: &Target, sha256: &str) -> Result<(), DeployError> {
+/// Upload a stored component to `node` and remember what world it is. The
+/// node charges the compile to `tenant`'s compile budget.
+async fn push_component(
+    state: &AppState,
+    node: &Target,
+    sha256: &str,
+    tenant: &str,
+) -> Result<(), DeployError> {
     let bytes = tokio::fs::read(component_path(state, sha256))
         .await
         .map_err(|source| DeployError::Component {
@@ -659,7 +691,7 @@ async fn push_component(state: &AppState, node: &Target, sha256: &str) -> Result
             source,
         })?;
     let record = NodeClient::new(state)
-        .put_component(&node.url, sha256, Bytes::from(bytes))
+        .put_component(&node.url, sha256, tenant, Bytes::from(bytes))
         .await?;
     // Derived from the bytes alone, so every tenant's row may learn it.
     if let Err(e) = sqlx::query("UPDATE components SET world = $1 WHERE sha256 = $2 AND world = $3")

@@ -294,11 +294,12 @@ impl<'a> NodeClient<'a> {
         serde_json::from_slice(&body).map_err(|e| NodeCallError::Protocol(format!("{op}: {e}")))
     }
 
-    /// `PUT /v1/components/{sha256}`.
+    /// `PUT /v1/components/{sha256}`, compiled on behalf of `tenant`.
     pub async fn put_component(
         &self,
         node: &str,
         sha256: &str,
+        tenant: &str,
         bytes: Bytes,
     ) -> Result<ComponentRecord, NodeCallError> {
         let req = self
@@ -308,6 +309,7 @@ impl<'a> NodeClient<'a> {
                 &format!("/v1/components/{sha256}"),
             )
             .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .header(delta_node::api::TENANT_HEADER, tenant)
             .body(bytes);
         self.json("put_component", req, Some(UPLOAD_TIMEOUT)).await
     }

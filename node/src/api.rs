@@ -168,12 +168,30 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
+/// Names the tenant a component upload is compiled for (set by the control
+/// plane): its compiles take turns with other tenants' and are charged to
+/// its hourly compile budget. Uploads without it share one anonymous owner.
+pub const TENANT_HEADER: &str = "x-delta-tenant";
+
+/// The compile owner of uploads that name no tenant (one budget for all).
+const ANONYMOUS_UPLOADER: &str = "anonymous-uploads";
+
 async fn put_component(
     State(state): State<ApiState>,
     Path(sha256): Path<String>,
+    headers: axum::http::HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let (record, created) = state.node.put_component(&sha256, bytes).await.api()?;
+    let tenant = headers
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(ANONYMOUS_UPLOADER);
+    record_ids(None, Some(tenant), None);
+    let (record, created) = state
+        .node
+        .put_component(&sha256, bytes, tenant)
+        .await
+        .api()?;
     let status = if created {
         StatusCode::CREATED
     } else {

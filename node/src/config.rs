@@ -34,6 +34,13 @@
 //! retention_secs = 86_400             # outputs and logs are deleted after
 //! sweep_interval_secs = 60
 //!
+//! [compile]                           # uploads: each compiled in a bounded worker
+//! concurrency = 2                     # compiles at once; tenants take turns for the rest
+//! budget_secs_per_hour = 600          # compile time one tenant may use per hour
+//! cpu_ms = 5_000                      # CPU time of one compile (whole seconds)
+//! timeout_ms = 30_000                 # wall clock of one compile
+//! max_memory_bytes = 536_870_912      # address space of the compile worker
+//!
 //! [control_plane]
 //! url = "https://control.example.com"
 //! token_file = "/etc/delta/control-token"
@@ -112,6 +119,8 @@ pub struct NodeConfig {
     pub scheduler: SchedulerLimits,
     /// Retention of run outputs and logs.
     pub runs: RunsConfig,
+    /// Bounds on compiling uploads.
+    pub compile: CompileConfig,
     /// Where usage is reported.
     pub control_plane: Option<ControlPlaneConfig>,
     /// LLM providers (none: every LLM call answers `not-configured`).
@@ -135,11 +144,53 @@ impl Default for NodeConfig {
             limits: NodeLimits::default(),
             scheduler: SchedulerLimits::default(),
             runs: RunsConfig::default(),
+            compile: CompileConfig::default(),
             control_plane: None,
             llm: None,
             messaging: None,
             budget: None,
         }
+    }
+}
+
+/// `[compile]`: what one upload may cost. Every bound is checked by the
+/// runtime (see `delta_runtime::CompileSettings`); the defaults are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompileConfig {
+    /// Compiles running at once; the rest wait, tenants taking turns.
+    pub concurrency: usize,
+    /// Seconds of compilation one tenant may use in any hour.
+    pub budget_secs_per_hour: u64,
+    /// CPU-time bound of one compile, ms (rounded up to seconds).
+    pub cpu_ms: u64,
+    /// Wall-clock bound of one compile, ms.
+    pub timeout_ms: u64,
+    /// Address-space bound of the compile worker, bytes.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        let runtime = delta_runtime::CompileSettings::default();
+        Self {
+            concurrency: runtime.max_concurrent,
+            budget_secs_per_hour: runtime.budget_secs_per_hour,
+            cpu_ms: runtime.cpu_ms,
+            timeout_ms: runtime.timeout_ms,
+            max_memory_bytes: runtime.max_memory_bytes,
+        }
+    }
+}
+
+impl CompileConfig {
+    /// Apply to the runtime's settings.
+    pub fn apply(&self, settings: &mut delta_runtime::CompileSettings) {
+        settings.max_concurrent = self.concurrency.max(1);
+        settings.budget_secs_per_hour = self.budget_secs_per_hour;
+        settings.cpu_ms = self.cpu_ms.max(1);
+        settings.timeout_ms = self.timeout_ms.max(1);
+        settings.max_memory_bytes = self.max_memory_bytes;
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use delta_host_api::CallContext;
 use delta_host_api::log::LogLine;
-use delta_runtime::{AgentInvocation, Digest, LoadedComponent, Outcome, RunError, Runtime};
+use delta_runtime::{
+    AgentInvocation, Digest, LoadError, LoadedComponent, Outcome, RunError, Runtime,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -378,6 +380,7 @@ impl Node {
         &self,
         sha256: &str,
         bytes: bytes::Bytes,
+        tenant: &str,
     ) -> Result<(ComponentRecord, bool), NodeError> {
         let expected: Digest = sha256
             .parse()
@@ -393,14 +396,20 @@ impl Node {
         {
             return Ok((existing, false));
         }
-        let component =
-            self.runtime
-                .load(bytes.to_vec())
-                .await
-                .map_err(|e| match e.is_bad_input() {
-                    true => NodeError::BadComponent(e.to_string()),
-                    false => NodeError::Internal(format!("loading the component: {e}")),
-                })?;
+        let component = self
+            .runtime
+            .load_as(bytes.to_vec(), tenant)
+            .await
+            .map_err(|e| match e {
+                LoadError::CompileBudgetExhausted {
+                    retry_after_secs, ..
+                } => NodeError::Busy {
+                    scope: format!("compile budget: {e}"),
+                    retry_after: Duration::from_secs(retry_after_secs),
+                },
+                e if e.is_bad_input() => NodeError::BadComponent(e.to_string()),
+                e => NodeError::Internal(format!("loading the component: {e}")),
+            })?;
         // Keep the bytes so a restart can load it again (the compiled cache
         // is keyed by engine and may be discarded).
         let path = self.component_path(sha256);

@@ -166,6 +166,7 @@ pub async fn start(mut config: NodeConfig, options: &ServeOptions) -> anyhow::Re
         cache_dir: Some(config.state_dir.join("cache")),
         ..RuntimeConfig::default()
     };
+    config.compile.apply(&mut runtime_config.compile);
     if let Some(mode) = options.compile.clone() {
         runtime_config.compile.mode = mode;
     }

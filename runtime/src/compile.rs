@@ -37,7 +37,7 @@ pub(crate) async fn compile_in_subprocess(
 ) -> Result<(), LoadError> {
     let settings_json =
         serde_json::to_string(settings).map_err(|e| LoadError::Worker(e.to_string()))?;
-    let cpu_seconds = compile.timeout_ms.div_ceil(1000).max(1);
+    let cpu_seconds = compile.cpu_ms.div_ceil(1000).max(1);
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .arg("--settings")
@@ -108,8 +108,8 @@ fn classify_exit(
         (Some(0), _) => Ok(()),
         (Some(code), _) if code == i32::from(EXIT_INVALID) => Err(LoadError::Invalid(message)),
         (_, Some(sig)) if sig == nix::sys::signal::Signal::SIGXCPU as i32 => {
-            Err(LoadError::CompileTimeout {
-                timeout_ms: compile.timeout_ms,
+            Err(LoadError::CompileCpuExceeded {
+                cpu_ms: compile.cpu_ms.div_ceil(1000).max(1) * 1000,
             })
         }
         // Allocation failure under RLIMIT_AS aborts the worker (SIGABRT), or

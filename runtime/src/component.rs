@@ -100,8 +100,8 @@ pub struct Item {
     pub functions: Vec<String>,
 }
 
-const AGENT_EXPORT: &str = "run";
-const VERIFIER_EXPORT: &str = "verify";
+pub(crate) const AGENT_EXPORT: &str = "run";
+pub(crate) const VERIFIER_EXPORT: &str = "verify";
 
 /// Work out the world of `component`, check its imports against what the
 /// world allows, and pre-instantiate it with `linker`.
@@ -121,34 +121,16 @@ pub(crate) fn prepare(
             .map(|(name, item)| describe(engine, name, &item.ty))
             .collect(),
     };
-    let exports: Vec<&str> = description
+    let exports: Vec<String> = description
         .exports
         .iter()
-        .map(|e| e.name.as_str())
+        .map(|e| e.name.clone())
         .collect();
-    let world = if exports.contains(&AGENT_EXPORT) {
-        World::Agent
-    } else if exports.contains(&VERIFIER_EXPORT) {
-        World::Verifier
-    } else {
-        return Err(LoadError::WrongWorld(format!(
-            "it exports neither `{AGENT_EXPORT}` (world delta:agent/agent@0.1.0) nor \
-             `{VERIFIER_EXPORT}` (world delta:agent/verifier@0.1.0); its exports are [{}]",
-            exports.join(", ")
-        )));
-    };
+    // The precheck refused these before compiling; checked again on the
+    // compiled types, which are the authority.
+    let world = crate::precheck::world_of(&exports)?;
     for import in &description.imports {
-        if !import_allowed(world, &import.name) {
-            return Err(LoadError::UnsupportedImport(format!(
-                "`{}` is not available to the {} world (allowed: wasi:* and {})",
-                import.name,
-                world.name(),
-                match world {
-                    World::Agent => "delta:agent/*@0.1.0",
-                    World::Verifier => "delta:agent/log@0.1.0",
-                }
-            )));
-        }
+        crate::precheck::check_import(world, &import.name)?;
     }
     let instance_pre = linker
         .instantiate_pre(component)
@@ -159,16 +141,6 @@ pub(crate) fn prepare(
         World::Verifier => Pre::Verifier(VerifierPre::new(instance_pre).map_err(wrong)?),
     };
     Ok((pre, description))
-}
-
-fn import_allowed(world: World, name: &str) -> bool {
-    if name.starts_with("wasi:") {
-        return true;
-    }
-    match world {
-        World::Agent => name.starts_with("delta:agent/") && name.ends_with("@0.1.0"),
-        World::Verifier => name == "delta:agent/log@0.1.0" || name == "delta:agent/types@0.1.0",
-    }
 }
 
 fn describe(engine: &Engine, name: &str, item: &ComponentItem) -> Item {

@@ -89,6 +89,11 @@ pub struct PoolingSettings {
     /// Likewise for tables (default 64 KiB): lazily initialised function
     /// tables are otherwise faulted in again by every run.
     pub table_keep_resident_bytes: u64,
+    /// Bytes of one core instance's `VMContext` (default 1 MiB, Wasmtime's
+    /// own default). Imports, globals and functions that escape as
+    /// references take room in it; a module over it is refused before
+    /// compiling rather than after.
+    pub max_core_instance_bytes: u64,
 }
 
 impl Default for PoolingSettings {
@@ -102,6 +107,7 @@ impl Default for PoolingSettings {
             table_elements: 10_000,
             memory_keep_resident_bytes: 256 << 10,
             table_keep_resident_bytes: 64 << 10,
+            max_core_instance_bytes: 1 << 20,
         }
     }
 }
@@ -114,23 +120,39 @@ pub struct CompileSettings {
     /// a worker subprocess so that a pathological component cannot exhaust
     /// the node's memory or stall it).
     pub mode: CompileMode,
-    /// Wall-clock bound on compiling one component (default 60 s). Enforced
-    /// by killing the worker, so it needs [`CompileMode::Subprocess`].
+    /// Wall-clock bound on compiling one component (default 30 s). Enforced
+    /// by killing the worker, so it needs [`CompileMode::Subprocess`]. Set
+    /// well above `cpu_ms`: a busy machine stretches wall time, not CPU.
     pub timeout_ms: u64,
-    /// Address-space bound of the compile worker (default 2 GiB), set with
-    /// `setrlimit(RLIMIT_AS)` in the worker. Subprocess mode only.
+    /// CPU time of one compile, all threads together (default 5 s, rounded
+    /// up to whole seconds), set with `setrlimit(RLIMIT_CPU)` in the worker.
+    /// The example guests compile in about 0.2 s; uploads built to stall
+    /// Cranelift are stopped here. Subprocess mode only.
+    pub cpu_ms: u64,
+    /// Address-space bound of the compile worker (default 512 MiB), set
+    /// with `setrlimit(RLIMIT_AS)` in the worker. Subprocess mode only.
     pub max_memory_bytes: u64,
     /// Structural bounds checked before compiling.
     pub precheck: PrecheckLimits,
+    /// Compiles running at once on this runtime (default 2); more wait
+    /// their turn, owners (tenants) taking turns.
+    pub max_concurrent: usize,
+    /// Seconds of compilation one owner (a tenant) may use in any hour
+    /// (default 600); past it its uploads are refused until older compiles
+    /// leave the window. Cache hits cost nothing.
+    pub budget_secs_per_hour: u64,
 }
 
 impl Default for CompileSettings {
     fn default() -> Self {
         Self {
             mode: CompileMode::InProcess,
-            timeout_ms: 60_000,
-            max_memory_bytes: 2 << 30,
+            timeout_ms: 30_000,
+            cpu_ms: 5_000,
+            max_memory_bytes: 512 << 20,
             precheck: PrecheckLimits::default(),
+            max_concurrent: 2,
+            budget_secs_per_hour: 600,
         }
     }
 }
@@ -170,6 +192,17 @@ pub struct PrecheckLimits {
     pub max_nesting: u32,
     /// Core modules and nested components (default 64).
     pub max_modules: u32,
+    /// Type definitions (core rec groups and component types) over the
+    /// whole component (default 20,000). Types are interned and checked for
+    /// every module before any code is compiled.
+    pub max_types: u64,
+    /// Imports over all modules and components (default 10,000).
+    pub max_imports: u64,
+    /// Exports over all modules and components (default 10,000): every
+    /// exported function costs a slot in the instance and a trampoline.
+    pub max_exports: u64,
+    /// Data and element segments over all modules (default 10,000).
+    pub max_segments: u64,
 }
 
 impl Default for PrecheckLimits {
@@ -181,6 +214,10 @@ impl Default for PrecheckLimits {
             max_function_bytes: 2 << 20,
             max_nesting: 1_000,
             max_modules: 64,
+            max_types: 20_000,
+            max_imports: 10_000,
+            max_exports: 10_000,
+            max_segments: 10_000,
         }
     }
 }

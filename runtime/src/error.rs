@@ -46,11 +46,30 @@ pub enum LoadError {
         /// The configured bound.
         timeout_ms: u64,
     },
+    /// Compilation used more CPU time than the configured bound.
+    #[error("compiling the component used more than {cpu_ms} ms of CPU time; it was stopped")]
+    CompileCpuExceeded {
+        /// The configured bound.
+        cpu_ms: u64,
+    },
     /// Compilation needed more memory than the configured bound.
     #[error("compiling the component needed more than {limit} bytes of memory; it was stopped")]
     CompileOutOfMemory {
         /// The configured bound.
         limit: u64,
+    },
+    /// The owner (tenant) used up its compile time for the hour.
+    #[error(
+        "this tenant used {used_ms} ms of compilation in the last hour, over its budget of \
+         {budget_ms} ms; retry in {retry_after_secs} s"
+    )]
+    CompileBudgetExhausted {
+        /// Compile time used in the window.
+        used_ms: u64,
+        /// The budget.
+        budget_ms: u64,
+        /// When enough of it frees up.
+        retry_after_secs: u64,
     },
     /// The compile worker failed in an unexpected way (host problem).
     #[error("compile worker failed: {0}")]

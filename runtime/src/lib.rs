@@ -19,6 +19,7 @@ mod component;
 pub mod config;
 mod engine;
 pub mod error;
+mod gate;
 mod invoke;
 pub mod outcome;
 pub mod precheck;
@@ -49,6 +50,7 @@ pub use outcome::{Outcome, OutcomeClass, RunReport, Usage};
 
 use cache::DiskCache;
 use engine::{Allocation, EpochTicker};
+use gate::CompileGate;
 
 type Slot = Arc<OnceCell<Arc<LoadedComponent>>>;
 
@@ -62,6 +64,8 @@ pub struct Runtime {
     /// Instances between successful instantiation and the end of their call
     /// (shared with each invocation's guard).
     live: Arc<AtomicUsize>,
+    /// Admission to compilation (concurrency, per-owner budget, turns).
+    gate: Arc<CompileGate>,
     _ticker: EpochTicker,
 }
 
@@ -100,6 +104,10 @@ impl Runtime {
             engine.clone(),
             Duration::from_millis(config.engine.epoch_tick_ms.max(1)),
         )?;
+        let gate = CompileGate::new(
+            config.compile.max_concurrent,
+            Duration::from_secs(config.compile.budget_secs_per_hour),
+        );
         Ok(Self {
             config,
             engine,
@@ -107,6 +115,7 @@ impl Runtime {
             disk,
             loaded: Mutex::default(),
             live: Arc::default(),
+            gate,
             _ticker: ticker,
         })
     }
@@ -148,9 +157,27 @@ impl Runtime {
         self.load(bytes).await
     }
 
+    /// Compiles running and waiting for a place right now.
+    pub fn compiles(&self) -> (usize, usize) {
+        (self.gate.running(), self.gate.waiting())
+    }
+
     /// Vet, compile (or fetch from cache) and pre-instantiate a component.
-    /// Concurrent loads of the same bytes compile once.
+    /// Concurrent loads of the same bytes compile once. A compile waits for
+    /// a place under [`CompileSettings::max_concurrent`]; loads that name no
+    /// owner are not charged to any budget (see [`Runtime::load_as`]).
     pub async fn load(&self, bytes: Vec<u8>) -> Result<Arc<LoadedComponent>, LoadError> {
+        self.load_as(bytes, gate::ANONYMOUS).await
+    }
+
+    /// [`load`](Self::load) on behalf of `owner` (a tenant): its compiles
+    /// take turns with other owners' and are charged to its hourly budget
+    /// ([`CompileSettings::budget_secs_per_hour`]); a cache hit costs none.
+    pub async fn load_as(
+        &self,
+        bytes: Vec<u8>,
+        owner: &str,
+    ) -> Result<Arc<LoadedComponent>, LoadError> {
         let limits = self.config.compile.precheck;
         let pool = self.config.engine.pooling.clone();
         // Linear, but tens of milliseconds for a large file: keep it off the
@@ -166,7 +193,7 @@ impl Runtime {
         let slot = self.slot(digest);
         let result = slot
             .get_or_try_init(|| async {
-                let component = self.compile_or_fetch(&bytes, &digest).await?;
+                let component = self.compile_or_fetch(&bytes, &digest, owner).await?;
                 let (pre, description) =
                     component::prepare(&self.engine, &self.linker, &component)?;
                 Ok(Arc::new(LoadedComponent {
@@ -282,6 +309,7 @@ impl Runtime {
         &self,
         bytes: &[u8],
         digest: &Digest,
+        owner: &str,
     ) -> Result<Component, LoadError> {
         if let Some(disk) = &self.disk {
             let entry = disk.entry(digest);
@@ -296,6 +324,7 @@ impl Runtime {
                 }
             }
         }
+        let _ticket = self.gate.enter(owner).await?;
         match &self.config.compile.mode {
             config::CompileMode::InProcess => {
                 let engine = self.engine.clone();
@@ -356,7 +385,16 @@ impl Runtime {
         let component = self
             .deserialize(staged.path())
             .await
-            .map_err(|e| LoadError::Worker(format!("the compiled artifact does not load: {e}")))?;
+            .map_err(|e| {
+                // The pool's per-instance bounds are checked when the
+                // artifact is mapped; the precheck's estimate should catch
+                // this first, but a miss is still the upload's fault.
+                if e.contains("exceeds the configured maximum") || e.contains("does not fit") {
+                    LoadError::Invalid(format!("the component does not fit this node's instance slots: {e}"))
+                } else {
+                    LoadError::Worker(format!("the compiled artifact does not load: {e}"))
+                }
+            })?;
         if let Some(disk) = &self.disk {
             let entry = disk.entry(digest);
             staged

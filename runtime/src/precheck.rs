@@ -1,10 +1,14 @@
 //! Structural checks that are linear in the input and allocate almost
 //! nothing, run before any compilation: wrong file type, truncation, a core
-//! module instead of a component, and counts that predict an expensive
-//! compile (functions, code bytes, nesting, modules).
+//! module instead of a component, counts that predict an expensive compile
+//! (functions, code bytes, nesting, modules, types, imports, exports,
+//! segments), an instance that cannot fit the pool's slot, and the world.
 
-use wasmparser::{Encoding, Operator, Parser, Payload};
+use wasmparser::{
+    ComponentTypeRef, ElementItems, Encoding, ExternalKind, Operator, Parser, Payload, TypeRef,
+};
 
+use crate::component::{AGENT_EXPORT, VERIFIER_EXPORT, World};
 use crate::config::{PoolingSettings, PrecheckLimits};
 use crate::error::LoadError;
 
@@ -31,7 +35,49 @@ fn over(what: &'static str, value: u64, limit: u64) -> Result<(), LoadError> {
     }
 }
 
-/// Check `bytes` against `limits` and the instance `pool` without compiling.
+/// Bytes Wasmtime's `VMContext` spends per item of a core instance, rounded
+/// up (wasmtime 48, 64-bit hosts: a `VMFuncRef` is four words, an imported
+/// function three, a global 16 bytes, a table or memory two words). Only
+/// used to refuse, before compiling, a module whose instance cannot fit the
+/// pool's slot: Wasmtime would otherwise find out after a full compile.
+const FUNC_REF_BYTES: u64 = 32;
+const IMPORTED_FUNC_BYTES: u64 = 24;
+const GLOBAL_BYTES: u64 = 16;
+const TABLE_OR_MEMORY_BYTES: u64 = 16;
+
+/// Counters of the core module being read (nested modules each get one).
+#[derive(Default)]
+struct ModuleCounts {
+    imported_funcs: u64,
+    /// Functions that may escape as `funcref`s: exported or in element
+    /// segments (an upper bound: one function can be counted twice).
+    escaping_funcs: u64,
+    globals: u64,
+    tables_and_memories: u64,
+}
+
+impl ModuleCounts {
+    fn instance_bytes(&self) -> u64 {
+        self.escaping_funcs
+            .saturating_mul(FUNC_REF_BYTES)
+            .saturating_add(self.imported_funcs.saturating_mul(IMPORTED_FUNC_BYTES))
+            .saturating_add(self.globals.saturating_mul(GLOBAL_BYTES))
+            .saturating_add(
+                self.tables_and_memories
+                    .saturating_mul(TABLE_OR_MEMORY_BYTES),
+            )
+    }
+}
+
+enum Frame {
+    Module(ModuleCounts),
+    Component,
+}
+
+/// Check `bytes` against `limits` and the instance `pool` without compiling:
+/// structure and counts, then the world (the top-level exports name `run` or
+/// `verify`, and every top-level import is one the host provides). Every
+/// refusal here is the upload's fault, and costs a linear scan.
 pub fn precheck(
     bytes: &[u8],
     limits: &PrecheckLimits,
@@ -41,16 +87,25 @@ pub fn precheck(
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(LoadError::NotWasm);
     }
+    let malformed = |e: wasmparser::BinaryReaderError| LoadError::Malformed(e.to_string());
     let mut shape = Shape::default();
-    let mut first = true;
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut world_imports: Vec<String> = Vec::new();
+    let mut world_exports: Vec<String> = Vec::new();
+    let (mut types, mut imports, mut exports, mut segments) = (0u64, 0u64, 0u64, 0u64);
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| LoadError::Malformed(e.to_string()))?;
+        let payload = payload.map_err(malformed)?;
+        let top_level = frames.len() == 1;
+        let mut module = match frames.last_mut() {
+            Some(Frame::Module(counts)) => Some(counts),
+            _ => None,
+        };
         match payload {
             Payload::Version { encoding, .. } => {
-                if first && encoding == Encoding::Module {
+                if frames.is_empty() && encoding == Encoding::Module {
                     return Err(LoadError::CoreModule);
                 }
-                if !first {
+                if !frames.is_empty() {
                     shape.modules += 1;
                     over(
                         "module count",
@@ -58,7 +113,19 @@ pub fn precheck(
                         limits.max_modules.into(),
                     )?;
                 }
-                first = false;
+                frames.push(match encoding {
+                    Encoding::Module => Frame::Module(ModuleCounts::default()),
+                    Encoding::Component => Frame::Component,
+                });
+            }
+            Payload::End(_) => {
+                if let Some(Frame::Module(counts)) = frames.pop() {
+                    over(
+                        "estimated core instance size in bytes",
+                        counts.instance_bytes(),
+                        pool.max_core_instance_bytes,
+                    )?;
+                }
             }
             Payload::CodeSectionEntry(body) => {
                 let size = body.range().len() as u64;
@@ -86,23 +153,160 @@ pub fn precheck(
             }
             Payload::TableSection(reader) => {
                 for table in reader {
-                    let table = table.map_err(|e| LoadError::Malformed(e.to_string()))?;
+                    let table = table.map_err(malformed)?;
                     let limit = pool.table_elements as u64;
                     over("initial table size in elements", table.ty.initial, limit)?;
                 }
             }
             Payload::MemorySection(reader) => {
                 for memory in reader {
-                    let memory = memory.map_err(|e| LoadError::Malformed(e.to_string()))?;
+                    let memory = memory.map_err(malformed)?;
                     let page = 1u64 << memory.page_size_log2.unwrap_or(16);
                     let initial = memory.initial.saturating_mul(page);
                     over("initial memory in bytes", initial, pool.max_memory_bytes)?;
                 }
             }
+            Payload::TypeSection(reader) => {
+                types += u64::from(reader.count());
+                over("type count", types, limits.max_types)?;
+            }
+            Payload::CoreTypeSection(reader) => {
+                types += u64::from(reader.count());
+                over("type count", types, limits.max_types)?;
+            }
+            Payload::ComponentTypeSection(reader) => {
+                types += u64::from(reader.count());
+                over("type count", types, limits.max_types)?;
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(malformed)?;
+                    imports += 1;
+                    over("import count", imports, limits.max_imports)?;
+                    if let Some(counts) = module.as_deref_mut() {
+                        match import.ty {
+                            TypeRef::Func(_) | TypeRef::FuncExact(_) => counts.imported_funcs += 1,
+                            TypeRef::Global(_) => counts.globals += 1,
+                            TypeRef::Table(_) | TypeRef::Memory(_) => {
+                                counts.tables_and_memories += 1
+                            }
+                            TypeRef::Tag(_) => {}
+                        }
+                    }
+                }
+            }
+            Payload::ComponentImportSection(reader) => {
+                for import in reader {
+                    let import = import.map_err(malformed)?;
+                    imports += 1;
+                    over("import count", imports, limits.max_imports)?;
+                    // Type imports are the world's own names for types it
+                    // `use`s (e.g. `task`); only what the host must supply
+                    // is checked.
+                    if top_level && !matches!(import.ty, ComponentTypeRef::Type(_)) {
+                        world_imports.push(import.name.name.to_owned());
+                    }
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(malformed)?;
+                    exports += 1;
+                    over("export count", exports, limits.max_exports)?;
+                    if let Some(counts) = module.as_deref_mut()
+                        && matches!(export.kind, ExternalKind::Func | ExternalKind::FuncExact)
+                    {
+                        counts.escaping_funcs += 1;
+                    }
+                }
+            }
+            Payload::ComponentExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(malformed)?;
+                    exports += 1;
+                    over("export count", exports, limits.max_exports)?;
+                    if top_level {
+                        world_exports.push(export.name.name.to_owned());
+                    }
+                }
+            }
+            Payload::GlobalSection(reader) => {
+                if let Some(counts) = module.as_deref_mut() {
+                    counts.globals += u64::from(reader.count());
+                }
+            }
+            Payload::ElementSection(reader) => {
+                segments += u64::from(reader.count());
+                over("segment count", segments, limits.max_segments)?;
+                for element in reader {
+                    let element = element.map_err(malformed)?;
+                    let items = match element.items {
+                        ElementItems::Functions(items) => items.count(),
+                        ElementItems::Expressions(_, items) => items.count(),
+                    };
+                    if let Some(counts) = module.as_deref_mut() {
+                        counts.escaping_funcs += u64::from(items);
+                    }
+                }
+            }
+            Payload::DataSection(reader) => {
+                segments += u64::from(reader.count());
+                over("segment count", segments, limits.max_segments)?;
+            }
             _ => {}
         }
     }
+    // Defined tables and memories are bounded per component by the pool;
+    // imported ones are counted in the instance estimate above.
+    check_world(&world_imports, &world_exports)?;
     Ok(shape)
+}
+
+/// The world a component implements, from its top-level export names.
+pub(crate) fn world_of(exports: &[String]) -> Result<World, LoadError> {
+    if exports.iter().any(|e| e == AGENT_EXPORT) {
+        Ok(World::Agent)
+    } else if exports.iter().any(|e| e == VERIFIER_EXPORT) {
+        Ok(World::Verifier)
+    } else {
+        Err(LoadError::WrongWorld(format!(
+            "it exports neither `{AGENT_EXPORT}` (world delta:agent/agent@0.1.0) nor \
+             `{VERIFIER_EXPORT}` (world delta:agent/verifier@0.1.0); its exports are [{}]",
+            exports.join(", ")
+        )))
+    }
+}
+
+/// Refuse an import the world does not provide.
+pub(crate) fn check_import(world: World, name: &str) -> Result<(), LoadError> {
+    if import_allowed(world, name) {
+        return Ok(());
+    }
+    Err(LoadError::UnsupportedImport(format!(
+        "`{name}` is not available to the {} world (allowed: wasi:* and {})",
+        world.name(),
+        match world {
+            World::Agent => "delta:agent/*@0.1.0",
+            World::Verifier => "delta:agent/log@0.1.0",
+        }
+    )))
+}
+
+fn check_world(imports: &[String], exports: &[String]) -> Result<(), LoadError> {
+    let world = world_of(exports)?;
+    imports
+        .iter()
+        .try_for_each(|import| check_import(world, import))
+}
+
+fn import_allowed(world: World, name: &str) -> bool {
+    if name.starts_with("wasi:") {
+        return true;
+    }
+    match world {
+        World::Agent => name.starts_with("delta:agent/") && name.ends_with("@0.1.0"),
+        World::Verifier => name == "delta:agent/log@0.1.0" || name == "delta:agent/types@0.1.0",
+    }
 }
 
 /// The size check alone (for callers that have not read the bytes yet).
@@ -140,12 +344,18 @@ fn nesting(body: &wasmparser::FunctionBody<'_>) -> Result<u32, LoadError> {
 mod tests {
     use super::*;
 
-    fn component_with_nesting(depth: usize) -> Vec<u8> {
-        let body = format!("{}{}", "(block ".repeat(depth), ")".repeat(depth));
+    /// A component with `inner` and a top-level export named `run`, which
+    /// is all the world check reads (the precheck validates nothing).
+    fn agent(inner: &str) -> Vec<u8> {
         wat::parse_str(format!(
-            "(component (core module (func (export \"f\") {body})))"
+            "(component {inner} (type $run (func)) (export \"run\" (type $run)))"
         ))
         .expect("valid wat")
+    }
+
+    fn component_with_nesting(depth: usize) -> Vec<u8> {
+        let body = format!("{}{}", "(block ".repeat(depth), ")".repeat(depth));
+        agent(&format!("(core module (func (export \"f\") {body}))"))
     }
 
     fn pool() -> PoolingSettings {
@@ -160,7 +370,7 @@ mod tests {
             max_memory_bytes: 2 << 16,
             ..PoolingSettings::default()
         };
-        let table = wat::parse_str("(component (core module (table 101 funcref)))").expect("wat");
+        let table = agent("(core module (table 101 funcref))");
         let err = precheck(&table, &limits, &pool).expect_err("table too big");
         assert!(
             matches!(
@@ -173,7 +383,7 @@ mod tests {
             ),
             "{err}"
         );
-        let memory = wat::parse_str("(component (core module (memory 3)))").expect("wat");
+        let memory = agent("(core module (memory 3))");
         let err = precheck(&memory, &limits, &pool).expect_err("memory too big");
         assert!(
             matches!(
@@ -185,8 +395,7 @@ mod tests {
             ),
             "{err}"
         );
-        let fine = wat::parse_str("(component (core module (memory 2) (table 100 funcref)))")
-            .expect("wat");
+        let fine = agent("(core module (memory 2) (table 100 funcref))");
         precheck(&fine, &limits, &pool).expect("within bounds");
     }
 
@@ -246,7 +455,7 @@ mod tests {
             Err(LoadError::TooLarge { .. })
         ));
         let funcs = "(func)".repeat(11);
-        let bytes = wat::parse_str(format!("(component (core module {funcs}))")).expect("wat");
+        let bytes = agent(&format!("(core module {funcs})"));
         let limits = PrecheckLimits {
             max_functions: 10,
             ..PrecheckLimits::default()
@@ -262,5 +471,95 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    fn over_bound(err: LoadError, expected: &str) {
+        match err {
+            LoadError::OverBounds { what, .. } if what == expected => {}
+            other => panic!("expected {expected}, got {other}"),
+        }
+    }
+
+    #[test]
+    fn bounds_exports_imports_types_and_segments() {
+        let limits = PrecheckLimits {
+            max_exports: 10,
+            max_imports: 10,
+            max_types: 10,
+            max_segments: 10,
+            ..PrecheckLimits::default()
+        };
+        let exports: String = (0..10)
+            .map(|i| format!("(func (export \"f{i}\"))"))
+            .collect();
+        // Ten core exports plus the component's `run`.
+        let err = precheck(&agent(&format!("(core module {exports})")), &limits, &pool());
+        over_bound(err.expect_err("too many exports"), "export count");
+        let imports: String = (0..11)
+            .map(|i| format!("(import \"m\" \"f{i}\" (func))"))
+            .collect();
+        let err = precheck(&agent(&format!("(core module {imports})")), &limits, &pool());
+        over_bound(err.expect_err("too many imports"), "import count");
+        let types: String = (0..11)
+            .map(|i| format!("(type (func (param {})))", "i32 ".repeat(i + 1)))
+            .collect();
+        let err = precheck(&agent(&format!("(core module {types})")), &limits, &pool());
+        over_bound(err.expect_err("too many types"), "type count");
+        let data: String = (0..11).map(|_| "(data (i32.const 0) \"x\")").collect();
+        let err = precheck(
+            &agent(&format!("(core module (memory 1) {data})")),
+            &limits,
+            &pool(),
+        );
+        over_bound(err.expect_err("too many segments"), "segment count");
+    }
+
+    #[test]
+    fn refuses_an_instance_that_cannot_fit_its_slot() {
+        // 40,000 functions referenced from a table: 1.28 MB of function
+        // references, over Wasmtime's default 1 MiB instance slot, and well
+        // under every count bound.
+        let count = 40_000;
+        let funcs = "(func)".repeat(count);
+        let elems: String = (0..count).map(|i| format!(" {i}")).collect();
+        let bytes = agent(&format!(
+            "(core module {funcs} (table {count} funcref) (elem (i32.const 0) func{elems}))"
+        ));
+        let pool = PoolingSettings {
+            table_elements: count,
+            ..PoolingSettings::default()
+        };
+        let err = precheck(&bytes, &PrecheckLimits::default(), &pool).expect_err("too big");
+        over_bound(err, "estimated core instance size in bytes");
+    }
+
+    #[test]
+    fn checks_the_world_before_compiling() {
+        let none = wat::parse_str("(component (core module))").expect("wat");
+        let err = precheck(&none, &PrecheckLimits::default(), &pool()).expect_err("no world");
+        assert!(matches!(err, LoadError::WrongWorld(_)), "{err}");
+        assert!(err.is_bad_input());
+        let foreign = wat::parse_str(
+            "(component (import \"acme:secret/files@1.0.0\" (instance)) \
+             (type $run (func)) (export \"run\" (type $run)))",
+        )
+        .expect("wat");
+        let err = precheck(&foreign, &PrecheckLimits::default(), &pool()).expect_err("import");
+        assert!(matches!(err, LoadError::UnsupportedImport(_)), "{err}");
+        // A verifier may log, and nothing else of Delta's.
+        let verifier = wat::parse_str(
+            "(component (import \"delta:agent/llm@0.1.0\" (instance)) \
+             (type $v (func)) (export \"verify\" (type $v)))",
+        )
+        .expect("wat");
+        let err = precheck(&verifier, &PrecheckLimits::default(), &pool()).expect_err("llm");
+        assert!(matches!(err, LoadError::UnsupportedImport(_)), "{err}");
+        let agent = wat::parse_str(
+            "(component (import \"delta:agent/llm@0.1.0\" (instance)) \
+             (import \"wasi:cli/environment@0.2.6\" (instance)) \
+             (type $run (func)) (export \"run\" (type $run)))",
+        )
+        .expect("wat");
+        precheck(&agent, &PrecheckLimits::default(), &pool()).expect("an agent may");
     }
 }

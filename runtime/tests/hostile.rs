@@ -154,6 +154,8 @@ async fn oversized_table_is_refused_before_compiling_and_runs_under_a_larger_cap
 
     let mut config = config();
     config.engine.pooling.table_elements = 40_000;
+    // Its 20,079 functions take more than the default 5 s of compile CPU.
+    config.compile.cpu_ms = 60_000;
     let roomy = delta_runtime::Runtime::new(config).expect("runtime");
     let guest = load(&roomy, guests::HOSTILE_TABLE).await;
     let report = run(

@@ -3,12 +3,15 @@
 //! Shared by `cargo xtask guests` and by `delta-guest-artifacts`'s build
 //! script, so tests and humans build guests the same way: one `cargo build`
 //! of the `examples/` workspace for `wasm32-wasip2`, then a copy of each
-//! component to `target/guests/<crate-name>.wasm`.
+//! component to `target/guests/<crate-name>.wasm`. [`services`] provisions
+//! the servers and tools `cargo xtask test` needs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+pub mod services;
 
 /// The Rust target guests are built for; it produces components directly.
 pub const GUEST_TARGET: &str = "wasm32-wasip2";

@@ -5,7 +5,8 @@
 //!   CLI, and run hello-agent and a hostile guest through `delta run`.
 //! - `up`: install the wasm target if needed, build the guests and the CLI,
 //!   and start `delta up` with the example agents deployed and one run shown.
-//! - `test`: install the wasm target if needed and run the whole test suite.
+//! - `test`: install the wasm target and the servers the suite needs if
+//!   missing, start a throwaway PostgreSQL and run the whole test suite.
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
@@ -15,6 +16,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod load;
+
+use xtask::services;
 
 fn main() -> Result<()> {
     let command = std::env::args().nth(1).unwrap_or_default();
@@ -72,18 +75,35 @@ fn main() -> Result<()> {
             Ok(())
         }
         "test" => {
-            // The control plane's API suite runs on PostgreSQL as well as
-            // SQLite; say so before a long build rather than after it.
-            if std::env::var_os("DELTA_TEST_POSTGRES_URL").is_none() {
-                bail!(
-                    "DELTA_TEST_POSTGRES_URL is not set: the control plane's tests need a \
-                     PostgreSQL role that may create databases, e.g. \
-                     postgres://delta:delta@127.0.0.1:5432/postgres (.ci/run shows how to start \
-                     Debian's server and create it)"
-                );
-            }
             xtask::ensure_target()?;
-            cargo(&["test", "--workspace"])
+            // Everything the suites start or call, provisioned here so that
+            // this command passes on a fresh machine (see services.rs).
+            services::ensure_binaries(
+                &[
+                    ("systemd-analyze", "systemd"),
+                    ("redis-server", "redis-server"),
+                ],
+                "the test suite runs them",
+            )?;
+            let mut command = Command::new(cargo_path());
+            command.args(["test", "--workspace"]);
+            // An explicit server wins; otherwise a throwaway one lives as
+            // long as the suite does.
+            let _postgres = match std::env::var_os("DELTA_TEST_POSTGRES_URL") {
+                Some(_) => None,
+                None => {
+                    step("starting a throwaway PostgreSQL for the suite");
+                    let server = services::Postgres::start()?;
+                    println!("{}", server.url);
+                    command.env("DELTA_TEST_POSTGRES_URL", &server.url);
+                    Some(server)
+                }
+            };
+            let status = command.status().context("running cargo test")?;
+            if !status.success() {
+                bail!("cargo test --workspace failed ({status})");
+            }
+            Ok(())
         }
         "load" => {
             let options = load::Options::parse(std::env::args().skip(2))?;
@@ -111,9 +131,12 @@ fn build_guests(root: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn cargo_path() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let status = Command::new(cargo_path())
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;

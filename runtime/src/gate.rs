@@ -1,0 +1,267 @@
+//! Admission to compilation: a node-wide bound on concurrent compiles, a
+//! budget of compile time per owner (a tenant) over a sliding hour, and
+//! round robin between owners, so that one tenant's uploads delay another's
+//! by at most the compiles already running.
+//!
+//! Written here rather than with a semaphore crate: a FIFO semaphore would
+//! let one tenant's queue of uploads go ahead of everybody else's, and the
+//! round robin between owners is the point.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::error::LoadError;
+
+/// The window over which an owner's compile time is summed.
+const WINDOW: Duration = Duration::from_secs(3600);
+
+/// Owner name used for loads that name none (CLI runs, tests, restarts).
+pub(crate) const ANONYMOUS: &str = "";
+
+#[derive(Default)]
+struct State {
+    running: usize,
+    /// Waiters per owner, first come first served within an owner.
+    queues: HashMap<String, VecDeque<oneshot::Sender<()>>>,
+    /// Owners with waiters, in the order they are served.
+    turn: VecDeque<String>,
+    /// Compile time spent per owner: (when it ended, how long it took).
+    spent: HashMap<String, VecDeque<(Instant, Duration)>>,
+}
+
+/// See the module documentation.
+pub(crate) struct CompileGate {
+    max_concurrent: usize,
+    budget: Duration,
+    state: Mutex<State>,
+}
+
+/// A running compile; frees its place (and hands it on) when dropped.
+pub(crate) struct Ticket {
+    gate: Arc<CompileGate>,
+    owner: String,
+    started: Instant,
+}
+
+impl CompileGate {
+    pub(crate) fn new(max_concurrent: usize, budget: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            max_concurrent: max_concurrent.max(1),
+            budget,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for a place to compile for `owner`, or refuse when the owner has
+    /// used up its compile time for the hour.
+    pub(crate) async fn enter(self: &Arc<Self>, owner: &str) -> Result<Ticket, LoadError> {
+        let waiter = {
+            let mut state = self.lock();
+            if owner != ANONYMOUS {
+                self.check_budget(&mut state, owner)?;
+            }
+            if state.running < self.max_concurrent && state.turn.is_empty() {
+                state.running += 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let queue = state.queues.entry(owner.to_owned()).or_default();
+                queue.push_back(tx);
+                if queue.len() == 1 {
+                    state.turn.push_back(owner.to_owned());
+                }
+                Some(rx)
+            }
+        };
+        if let Some(rx) = waiter {
+            // The sender is dropped only with the gate; then nothing waits.
+            if rx.await.is_err() {
+                return Err(LoadError::Worker("the compile queue was shut down".into()));
+            }
+        }
+        Ok(Ticket {
+            gate: self.clone(),
+            owner: owner.to_owned(),
+            started: Instant::now(),
+        })
+    }
+
+    fn check_budget(&self, state: &mut State, owner: &str) -> Result<(), LoadError> {
+        let now = Instant::now();
+        let Some(spent) = state.spent.get_mut(owner) else {
+            return Ok(());
+        };
+        while spent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW)
+        {
+            spent.pop_front();
+        }
+        let used: Duration = spent.iter().map(|(_, d)| *d).sum();
+        if used < self.budget {
+            return Ok(());
+        }
+        // The budget frees up as the oldest compiles leave the window.
+        let mut over = used - self.budget;
+        let mut retry_after = WINDOW;
+        for (at, took) in spent.iter() {
+            retry_after = WINDOW.saturating_sub(now.duration_since(*at));
+            if *took > over {
+                break;
+            }
+            over -= *took;
+        }
+        Err(LoadError::CompileBudgetExhausted {
+            used_ms: u64::try_from(used.as_millis()).unwrap_or(u64::MAX),
+            budget_ms: u64::try_from(self.budget.as_millis()).unwrap_or(u64::MAX),
+            retry_after_secs: retry_after.as_secs().max(1),
+        })
+    }
+
+    /// Free a place: hand it to the next owner in turn, or give it back.
+    fn leave(&self, owner: &str, took: Duration) {
+        let mut state = self.lock();
+        if owner != ANONYMOUS {
+            state
+                .spent
+                .entry(owner.to_owned())
+                .or_default()
+                .push_back((Instant::now(), took));
+        }
+        while let Some(next) = state.turn.pop_front() {
+            let Some(queue) = state.queues.get_mut(&next) else {
+                continue;
+            };
+            let mut handed = false;
+            while let Some(tx) = queue.pop_front() {
+                // A waiter that gave up (its request was dropped) is skipped.
+                if tx.send(()).is_ok() {
+                    handed = true;
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                state.queues.remove(&next);
+            } else {
+                state.turn.push_back(next);
+            }
+            if handed {
+                // The place passes on: `running` is unchanged.
+                return;
+            }
+        }
+        state.running -= 1;
+    }
+
+    /// Compiles running now (for metrics and tests).
+    pub(crate) fn running(&self) -> usize {
+        self.lock().running
+    }
+
+    /// Compiles waiting for a place.
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().queues.values().map(VecDeque::len).sum()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.gate.leave(&self.owner, self.started.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn owners_take_turns() {
+        let gate = CompileGate::new(1, Duration::from_secs(3600));
+        let first = gate.enter("a").await.expect("a place");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Tenant a queues three compiles, then b queues one: b must run
+        // second, not fourth.
+        for (i, owner) in ["a", "a", "a", "b"].into_iter().enumerate() {
+            let waiting = gate.clone();
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let gate = waiting;
+                let ticket = gate.enter(owner).await.expect("a place");
+                order.lock().expect("lock").push(format!("{owner}{i}"));
+                drop(ticket);
+            }));
+            // Queue them in this order.
+            while gate.waiting() < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(first);
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let order = order.lock().expect("lock").clone();
+        assert_eq!(order, ["a0", "b3", "a1", "a2"]);
+        assert_eq!(gate.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn bounds_concurrency_and_skips_abandoned_waiters() {
+        let gate = CompileGate::new(2, Duration::from_secs(3600));
+        let one = gate.enter("a").await.expect("a place");
+        let two = gate.enter("b").await.expect("a place");
+        assert_eq!(gate.running(), 2);
+        let abandoned = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.enter("c").await.map(|_| ()) })
+        };
+        while gate.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        drop(one);
+        // c gave up: its place came back instead of leaking.
+        assert_eq!(gate.running(), 1);
+        drop(two);
+        assert_eq!(gate.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn refuses_an_owner_over_its_budget_only() {
+        let gate = CompileGate::new(1, Duration::from_millis(30));
+        let ticket = gate.enter("greedy").await.expect("a place");
+        std::thread::sleep(Duration::from_millis(40));
+        drop(ticket);
+        let err = gate.enter("greedy").await.err().expect("over budget");
+        match err {
+            LoadError::CompileBudgetExhausted {
+                budget_ms,
+                retry_after_secs,
+                used_ms,
+            } => {
+                assert_eq!(budget_ms, 30);
+                assert!(used_ms >= 40, "{used_ms}");
+                assert!(
+                    (3500..=3600).contains(&retry_after_secs),
+                    "{retry_after_secs}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        assert!(!err_is_internal(&gate.enter("greedy").await.err()));
+        gate.enter("modest").await.expect("another owner compiles");
+        gate.enter(ANONYMOUS).await.expect("no owner, no budget");
+    }
+
+    fn err_is_internal(err: &Option<LoadError>) -> bool {
+        err.as_ref().is_some_and(|e| !e.is_bad_input())
+    }
+}

@@ -384,7 +384,10 @@ async fn agents_and_runs_through_the_control_plane(db: Db) {
     let (status, err) = ctl.upload(&alice, foreign).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(err["code"], "invalid_component", "{err}");
-    assert!(s(&err["message"]).contains("acme:files/read@1.0.0"), "{err}");
+    assert!(
+        s(&err["message"]).contains("acme:files/read@1.0.0"),
+        "{err}"
+    );
     let exports: String = (0..20_000)
         .map(|i| format!(r#"(func (export "f{i}"))"#))
         .collect();

@@ -419,10 +419,10 @@ fn check_component_header(bytes: &[u8]) -> Result<(), ApiError> {
 /// bounds: what no node would compile is refused before it is stored.
 async fn precheck_component(bytes: Bytes) -> Result<(), ApiError> {
     let checked = tokio::task::spawn_blocking(move || {
-        delta_runtime::precheck::precheck(
+        delta_precheck::precheck(
             &bytes,
-            &delta_runtime::PrecheckLimits::default(),
-            &delta_runtime::PoolingSettings::default(),
+            &delta_precheck::PrecheckLimits::default(),
+            &delta_precheck::SlotLimits::default(),
         )
     })
     .await

@@ -396,20 +396,20 @@ impl Node {
         {
             return Ok((existing, false));
         }
-        let component = self
-            .runtime
-            .load_as(bytes.to_vec(), tenant)
-            .await
-            .map_err(|e| match e {
-                LoadError::CompileBudgetExhausted {
-                    retry_after_secs, ..
-                } => NodeError::Busy {
-                    scope: format!("compile budget: {e}"),
-                    retry_after: Duration::from_secs(retry_after_secs),
-                },
-                e if e.is_bad_input() => NodeError::BadComponent(e.to_string()),
-                e => NodeError::Internal(format!("loading the component: {e}")),
-            })?;
+        let component =
+            self.runtime
+                .load_as(bytes.to_vec(), tenant)
+                .await
+                .map_err(|e| match e {
+                    LoadError::CompileBudgetExhausted {
+                        retry_after_secs, ..
+                    } => NodeError::Busy {
+                        scope: format!("compile budget: {e}"),
+                        retry_after: Duration::from_secs(retry_after_secs),
+                    },
+                    e if e.is_bad_input() => NodeError::BadComponent(e.to_string()),
+                    e => NodeError::Internal(format!("loading the component: {e}")),
+                })?;
         // Keep the bytes so a restart can load it again (the compiled cache
         // is keyed by engine and may be discarded).
         let path = self.component_path(sha256);

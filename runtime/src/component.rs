@@ -15,25 +15,7 @@ use crate::error::LoadError;
 use crate::invoke::RunState;
 use crate::precheck::Shape;
 
-/// The Delta world a component implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum World {
-    /// `delta:agent/agent`: exports `run`.
-    Agent,
-    /// `delta:agent/verifier`: exports `verify`.
-    Verifier,
-}
-
-impl World {
-    /// The world's name in the WIT package.
-    pub fn name(self) -> &'static str {
-        match self {
-            World::Agent => "agent",
-            World::Verifier => "verifier",
-        }
-    }
-}
+pub use delta_precheck::World;
 
 pub(crate) enum Pre {
     Agent(AgentPre<RunState>),
@@ -100,9 +82,6 @@ pub struct Item {
     pub functions: Vec<String>,
 }
 
-pub(crate) const AGENT_EXPORT: &str = "run";
-pub(crate) const VERIFIER_EXPORT: &str = "verify";
-
 /// Work out the world of `component`, check its imports against what the
 /// world allows, and pre-instantiate it with `linker`.
 pub(crate) fn prepare(
@@ -121,16 +100,12 @@ pub(crate) fn prepare(
             .map(|(name, item)| describe(engine, name, &item.ty))
             .collect(),
     };
-    let exports: Vec<String> = description
-        .exports
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
+    let exports: Vec<String> = description.exports.iter().map(|e| e.name.clone()).collect();
     // The precheck refused these before compiling; checked again on the
     // compiled types, which are the authority.
-    let world = crate::precheck::world_of(&exports)?;
+    let world = delta_precheck::world_of(&exports)?;
     for import in &description.imports {
-        crate::precheck::check_import(world, &import.name)?;
+        delta_precheck::check_import(world, &import.name)?;
     }
     let instance_pre = linker
         .instantiate_pre(component)

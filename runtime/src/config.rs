@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use delta_host_api::LogLimits;
+pub use delta_precheck::PrecheckLimits;
 use serde::{Deserialize, Serialize};
 
 /// Everything a [`crate::Runtime`] needs. `RuntimeConfig::default()` is a safe
@@ -112,6 +113,17 @@ impl Default for PoolingSettings {
     }
 }
 
+impl PoolingSettings {
+    /// What the precheck needs to know of a slot.
+    pub fn slot_limits(&self) -> delta_precheck::SlotLimits {
+        delta_precheck::SlotLimits {
+            table_elements: self.table_elements as u64,
+            max_memory_bytes: self.max_memory_bytes,
+            max_core_instance_bytes: self.max_core_instance_bytes,
+        }
+    }
+}
+
 /// How components are vetted and compiled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -172,54 +184,6 @@ pub enum CompileMode {
         /// Arguments placed before the worker's own.
         args: Vec<String>,
     },
-}
-
-/// Cheap structural bounds checked before any compilation. Compile cost in
-/// Cranelift grows with function count, body size and nesting; these catch
-/// components that would cost seconds or gigabytes before they cost anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PrecheckLimits {
-    /// Size of the component file (default 50 MiB).
-    pub max_component_bytes: u64,
-    /// Functions defined across all core modules (default 100,000).
-    pub max_functions: u64,
-    /// Total bytes of function bodies (default 32 MiB).
-    pub max_code_bytes: u64,
-    /// Bytes of one function body (default 2 MiB).
-    pub max_function_bytes: u64,
-    /// Nesting depth of blocks in one function (default 1,000).
-    pub max_nesting: u32,
-    /// Core modules and nested components (default 64).
-    pub max_modules: u32,
-    /// Type definitions (core rec groups and component types) over the
-    /// whole component (default 20,000). Types are interned and checked for
-    /// every module before any code is compiled.
-    pub max_types: u64,
-    /// Imports over all modules and components (default 10,000).
-    pub max_imports: u64,
-    /// Exports over all modules and components (default 10,000): every
-    /// exported function costs a slot in the instance and a trampoline.
-    pub max_exports: u64,
-    /// Data and element segments over all modules (default 10,000).
-    pub max_segments: u64,
-}
-
-impl Default for PrecheckLimits {
-    fn default() -> Self {
-        Self {
-            max_component_bytes: 50 << 20,
-            max_functions: 100_000,
-            max_code_bytes: 32 << 20,
-            max_function_bytes: 2 << 20,
-            max_nesting: 1_000,
-            max_modules: 64,
-            max_types: 20_000,
-            max_imports: 10_000,
-            max_exports: 10_000,
-            max_segments: 10_000,
-        }
-    }
 }
 
 /// Limits of one invocation.

@@ -49,7 +49,9 @@ pub(crate) fn wasmtime_config(
             .max_memories_per_module(1)
             .max_memory_size(usize::try_from(p.max_memory_bytes).unwrap_or(usize::MAX))
             .table_elements(p.table_elements)
-            .max_core_instance_size(usize::try_from(p.max_core_instance_bytes).unwrap_or(usize::MAX))
+            .max_core_instance_size(
+                usize::try_from(p.max_core_instance_bytes).unwrap_or(usize::MAX),
+            )
             // Resetting a slot's memory is an madvise plus a TLB shootdown;
             // batching them cut the cold path by about a tenth. Queued slots
             // are flushed whenever the pool runs short.

@@ -98,6 +98,21 @@ pub enum LoadError {
     },
 }
 
+impl From<delta_precheck::PrecheckError> for LoadError {
+    fn from(e: delta_precheck::PrecheckError) -> Self {
+        use delta_precheck::PrecheckError as P;
+        match e {
+            P::TooLarge { size, limit } => LoadError::TooLarge { size, limit },
+            P::NotWasm => LoadError::NotWasm,
+            P::CoreModule => LoadError::CoreModule,
+            P::Malformed(m) => LoadError::Malformed(m),
+            P::OverBounds { what, value, limit } => LoadError::OverBounds { what, value, limit },
+            P::WrongWorld(m) => LoadError::WrongWorld(m),
+            P::UnsupportedImport(m) => LoadError::UnsupportedImport(m),
+        }
+    }
+}
+
 impl LoadError {
     /// Whether the error is the input's fault (as opposed to the host's).
     pub fn is_bad_input(&self) -> bool {

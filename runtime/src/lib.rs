@@ -382,19 +382,18 @@ impl Runtime {
         staged: tempfile::NamedTempFile,
         digest: &Digest,
     ) -> Result<Component, LoadError> {
-        let component = self
-            .deserialize(staged.path())
-            .await
-            .map_err(|e| {
-                // The pool's per-instance bounds are checked when the
-                // artifact is mapped; the precheck's estimate should catch
-                // this first, but a miss is still the upload's fault.
-                if e.contains("exceeds the configured maximum") || e.contains("does not fit") {
-                    LoadError::Invalid(format!("the component does not fit this node's instance slots: {e}"))
-                } else {
-                    LoadError::Worker(format!("the compiled artifact does not load: {e}"))
-                }
-            })?;
+        let component = self.deserialize(staged.path()).await.map_err(|e| {
+            // The pool's per-instance bounds are checked when the
+            // artifact is mapped; the precheck's estimate should catch
+            // this first, but a miss is still the upload's fault.
+            if e.contains("exceeds the configured maximum") || e.contains("does not fit") {
+                LoadError::Invalid(format!(
+                    "the component does not fit this node's instance slots: {e}"
+                ))
+            } else {
+                LoadError::Worker(format!("the compiled artifact does not load: {e}"))
+            }
+        })?;
         if let Some(disk) = &self.disk {
             let entry = disk.entry(digest);
             staged

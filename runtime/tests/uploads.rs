@@ -90,7 +90,10 @@ fn bounded_runtime() -> Runtime {
     // No shared disk cache: each case must really compile.
     config.cache_dir = None;
     let defaults = delta_runtime::CompileSettings::default();
-    assert_eq!((defaults.cpu_ms, defaults.max_memory_bytes), (5_000, 512 << 20));
+    assert_eq!(
+        (defaults.cpu_ms, defaults.max_memory_bytes),
+        (5_000, 512 << 20)
+    );
     Runtime::new(config).expect("runtime")
 }
 
@@ -121,11 +124,7 @@ async fn hostile_uploads_are_bad_input_and_the_runtime_keeps_serving() {
 #[tokio::test]
 async fn too_many_exports_are_refused_before_compiling() {
     let rt = bounded_runtime();
-    let err = rt
-        .load(many_exports(60_000))
-        .await
-        .err()
-        .expect("refused");
+    let err = rt.load(many_exports(60_000)).await.err().expect("refused");
     match err {
         LoadError::OverBounds { what, .. } => assert_eq!(what, "export count"),
         other => panic!("{other}"),
@@ -160,5 +159,7 @@ async fn a_tenant_over_its_compile_budget_is_refused_and_others_are_not() {
     assert!(err.is_bad_input());
     // Another tenant compiles; a component already loaded costs nothing.
     rt.load_as(hello.clone(), "modest").await.expect("hello");
-    rt.load_as(hello, "greedy").await.expect("a cache hit is free");
+    rt.load_as(hello, "greedy")
+        .await
+        .expect("a cache hit is free");
 }

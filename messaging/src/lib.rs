@@ -61,6 +61,8 @@
 pub mod audit;
 pub mod config;
 mod delivery;
+#[doc(hidden)]
+pub mod fuzzing;
 mod recipient;
 mod template;
 

@@ -63,7 +63,9 @@ pub fn check_allow_entry(entry: &str) -> Result<(), InvalidRecipientEntry> {
     let valid = if let Some(domain) = entry.strip_prefix("*@") {
         // The domain is valid when an address on it is.
         !domain.is_empty() && parse(ChannelId::Email, &format!("x@{domain}")).is_some()
-    } else if entry.starts_with('+') {
+    } else if entry.starts_with('+') && !entry.contains('@') {
+        // A number. An address may start with `+` too (`+tag@example.com`
+        // is a valid addr-spec that sends match; found by fuzz/recipients).
         is_e164(entry)
     } else {
         parse(ChannelId::Email, entry).is_some()
@@ -138,6 +140,7 @@ mod tests {
             "*@example.com",
             "*@sub.example.co.uk",
             "+14155550100",
+            "+tag@example.com",
         ] {
             assert_eq!(check_allow_entry(ok), Ok(()), "{ok}");
         }

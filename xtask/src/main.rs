@@ -7,6 +7,8 @@
 //!   and start `delta up` with the example agents deployed and one run shown.
 //! - `test`: install the wasm target and the servers the suite needs if
 //!   missing, start a throwaway PostgreSQL and run the whole test suite.
+//! - `fuzz [--seconds N]`: build the targets in `fuzz/` with cargo-fuzz and
+//!   run each for a bounded time (fuzz/README.md).
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
@@ -105,12 +107,92 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "fuzz" => fuzz(&root, std::env::args().skip(2)),
         "load" => {
             let options = load::Options::parse(std::env::args().skip(2))?;
             load::run(&root, &options)
         }
-        other => bail!("unknown command {other:?}; available: guests, demo, up, test, load"),
+        other => {
+            bail!("unknown command {other:?}; available: guests, demo, up, test, fuzz, load")
+        }
     }
+}
+
+/// `cargo xtask fuzz [--seconds N]`: install cargo-fuzz if missing, build
+/// every target in `fuzz/` and run each for N seconds (default 60) from its
+/// corpus. New inputs go to a temporary directory, so the committed corpus
+/// changes only when someone minimises on purpose (fuzz/README.md).
+fn fuzz(root: &std::path::Path, mut args: impl Iterator<Item = String>) -> Result<()> {
+    let mut seconds = 60u64;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .context("--seconds needs a value")?
+                    .parse()
+                    .context("--seconds takes a whole number")?
+            }
+            other => bail!("unknown argument {other:?}; usage: cargo xtask fuzz [--seconds N]"),
+        }
+    }
+    let has_cargo_fuzz = Command::new(cargo_path())
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        step("installing cargo-fuzz (cargo install cargo-fuzz --locked)");
+        cargo(&["install", "cargo-fuzz", "--locked", "--version", "0.13.2"])?;
+    }
+    let dir = root.join("fuzz");
+    // cargo-fuzz passes libFuzzer's instrumentation flags, which the stable
+    // compiler accepts only with this set. No sanitizer: see fuzz/README.md.
+    let fuzz = |args: &[&str]| -> Result<()> {
+        let status = Command::new(cargo_path())
+            .arg("fuzz")
+            .args(args)
+            .current_dir(&dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            bail!("cargo fuzz {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    step("building the fuzz targets");
+    fuzz(&["build", "-s", "none"])?;
+    let list = Command::new(cargo_path())
+        .args(["fuzz", "list"])
+        .current_dir(&dir)
+        .output()
+        .context("running cargo fuzz list")?;
+    let targets = String::from_utf8_lossy(&list.stdout).to_string();
+    let targets: Vec<&str> = targets.split_whitespace().collect();
+    if targets.is_empty() {
+        bail!("cargo fuzz list found no targets in {}", dir.display());
+    }
+    for target in targets {
+        step(&format!("fuzzing {target} for {seconds} s"));
+        let scratch =
+            std::env::temp_dir().join(format!("delta-fuzz-{target}-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).context("creating a scratch corpus")?;
+        let corpus = dir.join("corpus").join(target);
+        let result = fuzz(&[
+            "run",
+            "-s",
+            "none",
+            target,
+            &scratch.to_string_lossy(),
+            &corpus.to_string_lossy(),
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-rss_limit_mb=2048",
+        ]);
+        let _ = std::fs::remove_dir_all(&scratch);
+        result?;
+    }
+    Ok(())
 }
 
 fn step(message: &str) {

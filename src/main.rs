@@ -167,6 +167,15 @@ struct ControlArgs {
     /// Directory of the SQLite database, secrets and components.
     #[arg(long, env = "DELTA_CONTROL_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Create an account (and its own tenant) with this email, then exit
+    /// instead of serving: how operators' accounts (`operators` in
+    /// control.toml) and accounts on a control plane with registration
+    /// closed are made.
+    #[arg(long, value_name = "EMAIL", requires = "password_file")]
+    create_account: Option<String>,
+    /// With `--create-account`: a file holding the password (12+ characters).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -300,6 +309,24 @@ fn control(args: ControlArgs) -> ExitCode {
         runtime.block_on(async {
             let listen = config.listen;
             let state = delta_control::app::AppState::open(config).await?;
+            if let (Some(email), Some(file)) = (&args.create_account, &args.password_file) {
+                let password = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let created = delta_control::identity::create_account(
+                    &state,
+                    email,
+                    password.trim_end_matches(['\r', '\n']).to_owned(),
+                    None,
+                    None,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the account: {} ({})", e.message, e.code))?;
+                println!(
+                    "created user {} ({}) owning tenant {}",
+                    created.user.id, created.user.email, created.tenant.id
+                );
+                return Ok(());
+            }
             let (listener, local) = delta_control::app::bind(listen).await?;
             println!("listening on http://{local}");
             tracing::info!(address = %local, "control plane serving");

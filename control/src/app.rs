@@ -82,7 +82,10 @@ impl AppState {
         };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
+        // No redirects: a node's answer must come from the node, never
+        // send the control plane (and its node token) somewhere else.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;

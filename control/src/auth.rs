@@ -103,6 +103,10 @@ pub struct Principal {
     pub scopes: Option<Vec<String>>,
     /// The API key used, if any.
     pub api_key_id: Option<String>,
+    /// Whether the user is a platform operator (`operators` in
+    /// `control.toml`, read on every request like the role): tiers, the
+    /// node fleet and the tenant cap are theirs, apart from any tenant role.
+    pub operator: bool,
 }
 
 impl Principal {
@@ -115,6 +119,19 @@ impl Principal {
                 "this needs the {} role in the tenant",
                 min.as_str()
             )))
+        }
+    }
+
+    /// 403 `operator_only` unless the caller is a platform operator.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.operator {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "operator_only",
+                "this is for the platform's operators, not tenant roles",
+            ))
         }
     }
 
@@ -371,7 +388,7 @@ async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &
             _ => "invalid_token",
         }
     })?;
-    let role = membership_role(state, &claims.tid, &claims.sub)
+    let (role, email) = membership_role(state, &claims.tid, &claims.sub)
         .await?
         .ok_or("not_a_member")?;
     Ok(Principal {
@@ -380,6 +397,7 @@ async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &
         role,
         scopes: None,
         api_key_id: None,
+        operator: state.config.is_operator(&email),
     })
 }
 
@@ -387,9 +405,10 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     let (prefix, secret) = rest.split_once('_').ok_or("malformed_key")?;
     let row = sqlx::query(
         "SELECT k.id, k.tenant_id, k.user_id, k.secret_hash, k.scopes, k.expires_at_ms, \
-                k.revoked_at_ms, k.last_used_at_ms, m.role \
+                k.revoked_at_ms, k.last_used_at_ms, m.role, u.email \
          FROM api_keys k JOIN memberships m \
            ON m.tenant_id = k.tenant_id AND m.user_id = k.user_id \
+         JOIN users u ON u.id = k.user_id \
          WHERE k.prefix = $1",
     )
     .bind(prefix)
@@ -413,6 +432,7 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
         return Err("expired_key");
     }
     let role: String = row.try_get("role").map_err(|_| "storage")?;
+    let email: String = row.try_get("email").map_err(|_| "storage")?;
     let scopes: String = row.try_get("scopes").map_err(|_| "storage")?;
     let id: String = row.try_get("id").map_err(|_| "storage")?;
     let last_used: Option<i64> = row.try_get("last_used_at_ms").map_err(|_| "storage")?;
@@ -443,26 +463,33 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
         role: Role::parse(&role).ok_or("storage")?,
         scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
         api_key_id: Some(id),
+        operator: state.config.is_operator(&email),
     })
 }
 
+/// The user's role in `tenant` and their email (which says whether they
+/// are an operator).
 async fn membership_role(
     state: &AppState,
     tenant: &str,
     user: &str,
-) -> Result<Option<Role>, &'static str> {
-    let row = sqlx::query("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "looking up a membership");
-            "storage"
-        })?;
-    Ok(row
-        .and_then(|r| r.try_get::<String, _>("role").ok())
-        .and_then(|r| Role::parse(&r)))
+) -> Result<Option<(Role, String)>, &'static str> {
+    let row = sqlx::query(
+        "SELECT m.role, u.email FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.tenant_id = $1 AND m.user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "looking up a membership");
+        "storage"
+    })?;
+    let Some(row) = row else { return Ok(None) };
+    let role: String = row.try_get("role").map_err(|_| "storage")?;
+    let email: String = row.try_get("email").map_err(|_| "storage")?;
+    Ok(Some((Role::parse(&role).ok_or("storage")?, email)))
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! state_dir = "/var/lib/delta-control"
 //! database_url = "postgres://delta@localhost/delta"   # default: SQLite in state_dir
 //! node_token_file = "/etc/delta/node-token"           # nodes present it; the control plane uses it to call them
-//! allow_registration = true
+//! allow_registration = true                          # default false (`delta up`: true)
+//! operators = ["ops@example.com"]                    # platform operators, by account email
+//! max_tenants_per_user = 5
 //! node_heartbeat_timeout_secs = 15
 //! redis_url = "redis://127.0.0.1:6379/"              # shared rate limits across replicas
 //! run_output_ttl_secs = 86400
@@ -70,8 +72,18 @@ pub struct ControlConfig {
     /// File with the fleet's node token: nodes present it to register,
     /// heartbeat and report usage; the control plane presents it to nodes.
     pub node_token_file: Option<PathBuf>,
-    /// Whether anyone may register (default true).
+    /// Whether anyone may register (default false: accounts come from
+    /// `delta control --create-account`; `delta up` turns it on).
     pub allow_registration: bool,
+    /// Platform operators, by the email of their account: they alone set
+    /// tiers, see the node fleet and are exempt from the tenant cap. An
+    /// address on this list cannot be registered through the API (create
+    /// it with `delta control --create-account`), so a stranger cannot
+    /// claim it; list only addresses whose accounts you made.
+    pub operators: Vec<String>,
+    /// Most tenants a user may own (operators: no limit). Each registration
+    /// makes one.
+    pub max_tenants_per_user: u32,
     /// A node without a heartbeat for this long is marked down.
     pub node_heartbeat_timeout_secs: u64,
     /// Largest JSON body, bytes.
@@ -141,7 +153,9 @@ impl Default for ControlConfig {
             database_url: None,
             jwt_secret_file: None,
             node_token_file: None,
-            allow_registration: true,
+            allow_registration: false,
+            operators: Vec::new(),
+            max_tenants_per_user: 5,
             node_heartbeat_timeout_secs: 15,
             max_body_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
@@ -205,7 +219,26 @@ impl ControlConfig {
                 )));
             }
         }
+        for op in &self.operators {
+            if !op.contains('@') || op.trim() != op {
+                return Err(ConfigError::Invalid(format!(
+                    "operators: {op:?} is not an email address"
+                )));
+            }
+        }
+        if self.max_tenants_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "max_tenants_per_user must be at least 1 (registration makes one)".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the account with `email` (normalised: lower case) is a
+    /// platform operator.
+    pub fn is_operator(&self, email: &str) -> bool {
+        let email = email.to_lowercase();
+        self.operators.iter().any(|op| op.to_lowercase() == email)
     }
 
     /// The database URL, defaulting to SQLite in the state directory.
@@ -236,7 +269,21 @@ mod tests {
         let config: ControlConfig = toml::from_str(&toml).expect("example parses");
         assert!(config.database_url().starts_with("postgres://"));
         assert!(config.allow_registration);
+        assert!(config.is_operator("OPS@example.com"));
         config.validate().expect("the example is valid");
+    }
+
+    #[test]
+    fn registration_is_closed_and_nobody_is_an_operator_by_default() {
+        let config = ControlConfig::default();
+        assert!(!config.allow_registration);
+        assert!(!config.is_operator("admin@delta.local"));
+        let bad = ControlConfig {
+            operators: vec!["not an address".to_owned()],
+            ..ControlConfig::default()
+        };
+        let err = bad.validate().expect_err("not an email");
+        assert!(err.to_string().contains("operators"), "{err}");
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub struct MeResponse {
     pub via: String,
     /// The credential's scopes (a session has them all).
     pub scopes: Vec<String>,
+    /// Whether the user is a platform operator.
+    pub operator: bool,
 }
 
 /// `POST /v1/api-keys`.
@@ -322,7 +324,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 403, description = "Registration is closed (`registration_closed`)"),
+        (status = 403, description = "Registration is closed, or the address is an \
+                                      operator's (`registration_closed`)"),
         (status = 409, description = "The email is taken (`email_taken`)"),
         (status = 422, description = "Bad email, short password or bad tenant name"),
     )
@@ -340,6 +343,43 @@ async fn register(
         ));
     }
     let email = normalise_email(&req.email)?;
+    // An operator's address is never claimed through open registration:
+    // whoever registered it first would hold the platform.
+    if state.config.is_operator(&email) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "registration_closed",
+            "this address cannot be registered through the API",
+        ));
+    }
+    create_account(
+        &state,
+        &email,
+        req.password,
+        req.tenant_name.as_deref(),
+        Some(&rid.0),
+    )
+    .await
+    .map(|created| (StatusCode::CREATED, Json(created)))
+}
+
+/// Create an account and its personal tenant (which it owns): what
+/// registration does, and what `delta control --create-account` and
+/// `delta up` call directly (operators' accounts cannot be registered).
+/// `email` is normalised here; 409 `email_taken`, 422 for bad input.
+pub async fn create_account(
+    state: &AppState,
+    email: &str,
+    password: String,
+    tenant_name: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<RegisterResponse, ApiError> {
+    let email = normalise_email(email)?;
+    let req = RegisterRequest {
+        email: email.clone(),
+        password,
+        tenant_name: tenant_name.map(str::to_owned),
+    };
     let chars = req.password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(format!(
@@ -400,11 +440,11 @@ async fn register(
         Some(&user.id),
         "user_registered",
         json!({ "email": user.email }),
-        Some(&rid.0),
+        request_id,
     )
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(RegisterResponse { user, tenant })))
+    Ok(RegisterResponse { user, tenant })
 }
 
 /// Log in: an access token and a refresh token for one tenant.
@@ -774,6 +814,7 @@ async fn me(
         role: principal.role,
         via: via.into(),
         scopes,
+        operator: principal.operator,
     }))
 }
 

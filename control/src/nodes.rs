@@ -63,7 +63,7 @@ use utoipa_axum::routes;
 use crate::agents::{self, AGENT_COLUMNS, Agent};
 use crate::app::AppState;
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::db::now_ms;
 use crate::nodeclient::NodeClient;
 use crate::pagination::{Page, PageQuery};
@@ -318,14 +318,18 @@ async fn ingest_usage(
     }))
 }
 
-/// The fleet. Nodes serve every tenant, so this shows only what placement
-/// uses (no URLs); any tenant admin may look.
+/// The fleet (platform operators only: nodes serve every tenant, and a
+/// tenant has no business knowing the others' placement). Shows what
+/// placement uses, no URLs.
 #[utoipa::path(
     get,
     path = "/v1/nodes",
     tag = "nodes",
     params(PageQuery),
-    responses((status = 200, description = "A page, by registration", body = Page<Node>)),
+    responses(
+        (status = 200, description = "A page, by registration", body = Page<Node>),
+        (status = 403, description = "`operator_only`"),
+    ),
     security(("bearer" = []))
 )]
 async fn list_nodes(
@@ -333,7 +337,7 @@ async fn list_nodes(
     principal: Principal,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<Node>>, ApiError> {
-    principal.require_role(Role::Admin)?;
+    principal.require_operator()?;
     principal.require_scope("agents:read")?;
     let (after_t, after_id) = page.after()?;
     let limit = page.limit();

@@ -6,7 +6,7 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Control, Dialect, Session};
-use delta_control::db::{Backend, now_ms};
+use delta_control::db::now_ms;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -101,10 +101,7 @@ async fn create_key(ctl: &Control, token: &str, body: Value) -> (StatusCode, Val
 }
 
 fn dialect(ctl: &Control) -> Dialect {
-    match ctl.state.db.backend() {
-        Backend::Sqlite => Dialect::Sqlite,
-        Backend::Postgres => Dialect::Postgres,
-    }
+    ctl.dialect()
 }
 
 both!(register_login_and_me, |ctl: Control| async move {

@@ -85,6 +85,10 @@ impl Control {
             record_retention_secs: common::TEST_RETENTION_SECS,
             allow_registration: true,
             operators: vec![common::OPERATOR_EMAIL.to_owned()],
+            auth_limits: delta_control::config::AuthLimitsConfig {
+                per_ip_per_min: 0,
+                ..Default::default()
+            },
             ..ControlConfig::default()
         };
         tweak(&mut config);

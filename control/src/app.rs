@@ -45,6 +45,8 @@ pub struct AppState {
     pub components_dir: PathBuf,
     /// Request rate limits (in process, or shared through Redis).
     pub limiter: Arc<RateLimiter>,
+    /// Per-IP limits and account lockout of the anonymous routes.
+    pub guard: Arc<crate::guard::AuthGuard>,
     /// Serialises deployments of one agent within this process (see
     /// [`AppState::lock_deploys`]).
     deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -96,6 +98,7 @@ impl AppState {
             metrics.registry(),
         )
         .context("setting up rate limits")?;
+        let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
         Ok(Self {
             db,
             keys: Arc::new(keys),
@@ -105,6 +108,7 @@ impl AppState {
             http,
             components_dir,
             limiter: Arc::new(limiter),
+            guard,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -263,10 +267,14 @@ pub async fn serve(
     let monitor = crate::nodes::spawn_monitor(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the control plane");
+    // The peer's address, for the anonymous routes' per-IP limits.
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving the control plane");
     monitor.abort();
     sweep.abort();
     result

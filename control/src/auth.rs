@@ -285,16 +285,53 @@ pub fn sha256_hex(s: &str) -> String {
 
 /// At most this many argon2 computations at once: each takes ~19 MiB and a
 /// core for tens of milliseconds, and `/v1/auth/login` needs no credentials,
-/// so unbounded concurrency would let anyone exhaust memory and CPU. Callers
-/// beyond it wait their turn.
+/// so unbounded concurrency would let anyone exhaust memory and CPU.
 const ARGON2_CONCURRENCY: usize = 4;
+/// At most this many callers wait for a slot; more are refused at once
+/// (503 `busy`), so a login flood cannot build a queue that makes every
+/// other user's login wait behind it.
+pub const ARGON2_QUEUE: usize = 32;
 
 static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_CONCURRENCY);
+static ARGON2_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place in the argon2 queue (counted while held), or 503 `busy`.
+struct QueuePlace;
+
+impl QueuePlace {
+    fn take() -> Result<Self, ApiError> {
+        use std::sync::atomic::Ordering;
+        let before = ARGON2_WAITING.fetch_add(1, Ordering::AcqRel);
+        if before >= ARGON2_QUEUE {
+            ARGON2_WAITING.fetch_sub(1, Ordering::AcqRel);
+            let mut e = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many password checks in progress; retry shortly",
+            );
+            e.retry_after = Some(Duration::from_secs(1));
+            return Err(e);
+        }
+        Ok(Self)
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        ARGON2_WAITING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Wait for an argon2 slot, unless the queue is full.
+async fn argon2_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    let _place = QueuePlace::take()?;
+    ARGON2_SLOTS.acquire().await.map_err(ApiError::internal)
+}
 
 /// Hash a password with argon2id (on a blocking thread: it is slow on
-/// purpose).
+/// purpose). 503 `busy` when the queue is full.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    let _slot = ARGON2_SLOTS.acquire().await.map_err(ApiError::internal)?;
+    let _slot = argon2_slot().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         argon2::Argon2::default()
@@ -306,12 +343,11 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
     .map_err(ApiError::internal)
 }
 
-/// Check a password against a stored argon2 hash (blocking thread).
-pub async fn verify_password(hash: String, password: String) -> bool {
-    let Ok(_slot) = ARGON2_SLOTS.acquire().await else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || {
+/// Check a password against a stored argon2 hash (blocking thread); 503
+/// `busy` when the queue is full.
+pub async fn verify_password(hash: String, password: String) -> Result<bool, ApiError> {
+    let _slot = argon2_slot().await?;
+    Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {
                 argon2::Argon2::default()
@@ -321,7 +357,7 @@ pub async fn verify_password(hash: String, password: String) -> bool {
             .unwrap_or(false)
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false))
 }
 
 /// A new API key: the full key (shown once), its lookup prefix and the
@@ -529,8 +565,47 @@ mod tests {
     async fn passwords_hash_with_argon2id_and_verify() {
         let hash = hash_password("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(hash.clone(), "correct horse".into()).await);
-        assert!(!verify_password(hash, "wrong".into()).await);
-        assert!(!verify_password("garbage".into(), "x".into()).await);
+        assert_eq!(
+            verify_password(hash.clone(), "correct horse".into())
+                .await
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            verify_password(hash, "wrong".into()).await.ok(),
+            Some(false)
+        );
+        assert_eq!(
+            verify_password("garbage".into(), "x".into()).await.ok(),
+            Some(false)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_argon2_queue_refuses_at_once() {
+        // Hold every slot, so that callers queue.
+        let held = ARGON2_SLOTS
+            .acquire_many(ARGON2_CONCURRENCY as u32)
+            .await
+            .expect("slots");
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned();
+        let waiting: Vec<_> = (0..ARGON2_QUEUE)
+            .map(|_| tokio::spawn(verify_password(hash.clone(), "x".into())))
+            .collect();
+        for _ in 0..500 {
+            if ARGON2_WAITING.load(std::sync::atomic::Ordering::Acquire) >= ARGON2_QUEUE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = verify_password(hash.clone(), "x".into()).await;
+        let e = refused.expect_err("refused");
+        assert_eq!((e.status.as_u16(), e.code), (503, "busy"));
+        assert!(e.retry_after.is_some());
+        // The queued ones go through once the slots are free.
+        drop(held);
+        for task in waiting {
+            assert_eq!(task.await.expect("task").ok(), Some(false));
+        }
     }
 }

@@ -459,12 +459,15 @@ async fn fresh_share(
     let allocation = tier_allocation(config, &tier)
         .ok_or_else(|| BudgetError::Config(format!("default_tier {tier:?} is not in [tiers]")))?;
     let allocation = to_i64(allocation, "the tier's allocation")?;
-    let held: Option<i64> =
-        sqlx::query_scalar("SELECT SUM(monthly_allocation) FROM budget_users WHERE user_id = $1")
-            .bind(user)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok((tier, (allocation - held.unwrap_or(0)).max(0)))
+    // (SUM of a BIGINT is NUMERIC on PostgreSQL: cast back.)
+    let held: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(monthly_allocation), 0) AS BIGINT) FROM budget_users \
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((tier, (allocation - held).max(0)))
 }
 
 /// Create `user`'s account in `tenant` unless it exists, with

@@ -19,6 +19,13 @@
 //! developer = 10000
 //! team = 100000
 //!
+//! [auth_limits]          # login, registration, refresh (anonymous routes)
+//! per_ip_per_min = 60
+//! per_ip_burst = 20
+//! lockout_after = 5       # failed logins of one account in a row
+//! lockout_base_secs = 1   # then locked 1 s, 2 s, 4 s, ...
+//! lockout_max_secs = 900
+//!
 //! [rate_limit]
 //! per_key_per_sec = 50
 //! per_key_burst = 100
@@ -117,6 +124,37 @@ pub struct ControlConfig {
     pub redis_url: Option<String>,
     /// Request rate limits.
     pub rate_limit: RateLimitConfig,
+    /// Limits of the anonymous routes (see `guard`).
+    pub auth_limits: AuthLimitsConfig,
+}
+
+/// Limits of login, registration and refresh, checked before any password
+/// hashing (see [`crate::guard`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimitsConfig {
+    /// Requests per minute per client IP (0: off).
+    pub per_ip_per_min: u32,
+    /// Burst per client IP.
+    pub per_ip_burst: u32,
+    /// Failed logins of one account in a row before it is locked (0: off).
+    pub lockout_after: u32,
+    /// The first lockout; each further failure doubles it.
+    pub lockout_base_secs: u64,
+    /// The longest lockout.
+    pub lockout_max_secs: u64,
+}
+
+impl Default for AuthLimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_ip_per_min: 60,
+            per_ip_burst: 20,
+            lockout_after: 5,
+            lockout_base_secs: 1,
+            lockout_max_secs: 900,
+        }
+    }
 }
 
 /// Request rate limits (GCRA): a sustained rate and a burst, per API key (or
@@ -173,6 +211,7 @@ impl Default for ControlConfig {
             audit_retention_secs: 365 * 24 * 3600,
             redis_url: None,
             rate_limit: RateLimitConfig::default(),
+            auth_limits: AuthLimitsConfig::default(),
         }
     }
 }

@@ -41,6 +41,7 @@ use crate::auth::{
     sha256_hex, verify_password,
 };
 use crate::db::{new_id, now_ms};
+use crate::guard::ClientIp;
 use crate::pagination::{Page, PageQuery};
 
 /// Shortest password accepted, in characters.
@@ -332,9 +333,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 )]
 async fn register(
     State(state): State<AppState>,
+    ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    state.guard.check_ip(ip)?;
     if !state.config.allow_registration {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -466,9 +469,16 @@ pub async fn create_account(
 )]
 async fn login(
     State(state): State<AppState>,
+    ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    // Before any argon2 work: the address's rate, then the account's
+    // lockout (an address that is not an email is an account too, so a
+    // refusal says nothing about which exist).
+    state.guard.check_ip(ip)?;
+    let tried: String = req.email.trim().to_lowercase().chars().take(254).collect();
+    state.guard.check_account(&tried)?;
     let dummy = dummy_hash().await?;
     let email = normalise_email(&req.email).ok();
     let user = match &email {
@@ -493,8 +503,12 @@ async fn login(
     };
     // Always verify (against the dummy hash for unknown users) so that
     // timing does not tell which emails exist.
-    let password_ok = verify_password(hash, req.password).await;
-    let tried: String = req.email.trim().to_lowercase().chars().take(254).collect();
+    let password_ok = verify_password(hash, req.password).await?;
+    if password_ok && known_id.is_some() {
+        state.guard.succeeded(&tried);
+    } else {
+        state.guard.failed(&tried);
+    }
     let user_id = match known_id {
         Some(id) if password_ok => id,
         Some(id) => {
@@ -619,9 +633,11 @@ enum RefreshOutcome {
 )]
 async fn refresh(
     State(state): State<AppState>,
+    ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    state.guard.check_ip(ip)?;
     let hash = sha256_hex(&req.refresh_token);
     let now = now_ms();
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;

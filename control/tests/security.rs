@@ -192,7 +192,7 @@ async fn new_tenants_draw_on_the_users_one_tier_and_are_capped(ctl: Control) {
         assert_eq!(owned, 3);
         // Across all of her tenants, one tier's worth.
         let total: i64 = sqlx::query_scalar(
-            "SELECT SUM(monthly_allocation) FROM budget_users WHERE user_id = $1",
+            "SELECT CAST(SUM(monthly_allocation) AS BIGINT) FROM budget_users WHERE user_id = $1",
         )
         .bind(&alice.user_id)
         .fetch_one(ctl.state.db.pool())
@@ -465,3 +465,135 @@ both!(
         assert_eq!(rows().await, 0, "a credential answer was stored");
     }
 );
+
+// ---- anonymous routes ------------------------------------------------------------------
+
+/// `both!` on a control plane whose anonymous routes are guarded by `limits`.
+macro_rules! guarded {
+    ($name:ident, $limits:expr) => {
+        mod $name {
+            use super::*;
+
+            async fn start(dialect: common::Dialect) -> Control {
+                Control::start_with(dialect, |c| c.auth_limits = $limits).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(start(common::Dialect::Sqlite).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(start(common::Dialect::Postgres).await).await;
+            }
+        }
+    };
+}
+
+guarded!(
+    accounts_lock_after_failed_logins_before_any_password_check,
+    delta_control::config::AuthLimitsConfig {
+        per_ip_per_min: 0,
+        per_ip_burst: 0,
+        lockout_after: 3,
+        lockout_base_secs: 1,
+        lockout_max_secs: 2,
+    }
+);
+
+async fn accounts_lock_after_failed_logins_before_any_password_check(ctl: Control) {
+    let alice = ctl.register("alice").await;
+    let bob = ctl.register("bob").await;
+    let login = |email: String, password: String| {
+        let ctl = &ctl;
+        async move {
+            let resp = ctl
+                .client
+                .post(ctl.url("/v1/auth/login"))
+                .json(&json!({ "email": email, "password": password }))
+                .send()
+                .await
+                .expect("login");
+            let status = resp.status();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, retry, body)
+        }
+    };
+    for who in [alice.email.clone(), "nobody@example.com".to_owned()] {
+        for _ in 0..3 {
+            let (status, _, body) = login(who.clone(), "wrong password!".to_owned()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        }
+        // Locked: even the right password is not checked; an unknown
+        // address answers the same.
+        let (status, retry, body) = login(who.clone(), alice.password.clone()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["code"], "too_many_attempts");
+        assert_eq!(retry, Some(1));
+    }
+    // Another account is not affected.
+    let (status, _, body) = login(bob.email.clone(), bob.password.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // After the lockout the right password works, and clears the count.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, body) = login(alice.email.clone(), alice.password.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = login(alice.email.clone(), "wrong password!".to_owned()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+guarded!(
+    anonymous_routes_are_limited_per_address,
+    delta_control::config::AuthLimitsConfig {
+        per_ip_per_min: 1,
+        per_ip_burst: 3,
+        lockout_after: 0,
+        lockout_base_secs: 1,
+        lockout_max_secs: 1,
+    }
+);
+
+async fn anonymous_routes_are_limited_per_address(ctl: Control) {
+    // register + login spend two of the burst of 3.
+    let alice = ctl.register("alice").await;
+    let (status, body) = ctl
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": alice.refresh })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (path, body) in [
+        (
+            "/v1/auth/login",
+            json!({ "email": alice.email, "password": alice.password }),
+        ),
+        (
+            "/v1/auth/refresh",
+            json!({ "refresh_token": body["refresh_token"] }),
+        ),
+        (
+            "/v1/auth/register",
+            json!({ "email": "eve@example.com", "password": "long enough pass" }),
+        ),
+    ] {
+        let (status, answer) = ctl.call(Method::POST, path, None, Some(body)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{path}: {answer}");
+        assert_eq!(answer["code"], "rate_limited");
+        assert_eq!(answer["details"]["limit"], "ip");
+    }
+    // Nothing was made.
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(ctl.state.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(users, 1);
+}

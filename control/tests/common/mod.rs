@@ -121,6 +121,12 @@ impl Control {
             // default) has its own tests.
             allow_registration: true,
             operators: vec![OPERATOR_EMAIL.to_owned()],
+            // Every request comes from 127.0.0.1: the per-address limit is
+            // off (security.rs tests it); the account lockout stays on.
+            auth_limits: delta_control::config::AuthLimitsConfig {
+                per_ip_per_min: 0,
+                ..Default::default()
+            },
             ..ControlConfig::default()
         };
         let database = match dialect {

@@ -8,6 +8,7 @@
 //! allow_registration = true                          # default false (`delta up`: true)
 //! operators = ["ops@example.com"]                    # platform operators, by account email
 //! max_tenants_per_user = 5
+//! session_max_secs = 2592000                         # a login's refresh family: 30 days at most
 //! node_heartbeat_timeout_secs = 15
 //! redis_url = "redis://127.0.0.1:6379/"              # shared rate limits across replicas
 //! run_output_ttl_secs = 86400
@@ -91,6 +92,10 @@ pub struct ControlConfig {
     /// Most tenants a user may own (operators: no limit). Each registration
     /// makes one.
     pub max_tenants_per_user: u32,
+    /// Absolute lifetime of a session: a refresh family older than this is
+    /// refused (and revoked) however recently it was used (default 30
+    /// days), so a stolen refresh token kept alive by its thief dies too.
+    pub session_max_secs: u64,
     /// A node without a heartbeat for this long is marked down.
     pub node_heartbeat_timeout_secs: u64,
     /// Largest JSON body, bytes.
@@ -194,6 +199,7 @@ impl Default for ControlConfig {
             allow_registration: false,
             operators: Vec::new(),
             max_tenants_per_user: 5,
+            session_max_secs: 30 * 24 * 3600,
             node_heartbeat_timeout_secs: 15,
             max_body_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
@@ -264,6 +270,11 @@ impl ControlConfig {
                     "operators: {op:?} is not an email address"
                 )));
             }
+        }
+        if self.session_max_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "session_max_secs must be at least 1".to_owned(),
+            ));
         }
         if self.max_tenants_per_user == 0 {
             return Err(ConfigError::Invalid(

@@ -4,7 +4,8 @@
 //! Sessions. A login opens a *family* of refresh tokens and answers an
 //! access token (JWT, [`ACCESS_TTL`]) and a refresh token (random, stored
 //! as its SHA-256, [`REFRESH_TTL`] from when it was issued, so a family
-//! lives as long as it is used at least once a week). `POST
+//! lives as long as it is used at least once a week, and never longer
+//! than `session_max_secs`, 30 days by default, from the login). `POST
 //! /v1/auth/refresh` rotates: the presented token is marked rotated by one
 //! conditional `UPDATE` (so of two concurrent uses exactly one wins) and a
 //! new token of the same family is issued. A rotated token is never
@@ -669,12 +670,23 @@ async fn refresh(
             .await
             .map_err(ApiError::internal)?
             .is_some();
-            if member {
+            // When the login was: its family's first token.
+            let started: i64 = sqlx::query_scalar(
+                "SELECT MIN(created_at_ms) FROM refresh_tokens WHERE family_id = $1",
+            )
+            .bind(&family)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ApiError::internal)?;
+            let max_ms = i64::try_from(state.config.session_max_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
+            if member && now.saturating_sub(started) <= max_ms {
                 RefreshOutcome::Rotated(
                     issue_tokens(&mut tx, &state.keys, &user, &tenant, &family).await?,
                 )
             } else {
-                // Removed from the tenant since: the session ends.
+                // Removed from the tenant since, or the session is older
+                // than session_max_secs: it ends.
                 revoke_family(&mut tx, &family, now).await?;
                 RefreshOutcome::Refused
             }

@@ -597,3 +597,43 @@ async fn anonymous_routes_are_limited_per_address(ctl: Control) {
         .expect("count");
     assert_eq!(users, 1);
 }
+
+// ---- sessions -----------------------------------------------------------------------------
+
+both!(
+    a_session_ends_at_its_absolute_lifetime_however_often_refreshed,
+    |ctl: Control| async move {
+        let short = Control::start_with(ctl.dialect(), |c| c.session_max_secs = 4).await;
+        let alice = short.register("alice").await;
+        let refresh = |token: Value| {
+            let short = &short;
+            async move {
+                short
+                    .call(
+                        Method::POST,
+                        "/v1/auth/refresh",
+                        None,
+                        Some(json!({ "refresh_token": token })),
+                    )
+                    .await
+            }
+        };
+        let (status, pair) = refresh(json!(alice.refresh)).await;
+        assert_eq!(status, StatusCode::OK, "{pair}");
+        tokio::time::sleep(std::time::Duration::from_millis(4300)).await;
+        // The newest token of the family, used in time, is still refused.
+        let (status, answer) = refresh(pair["refresh_token"].clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE revoked_at_ms IS NULL AND user_id = $1",
+        )
+        .bind(&alice.user_id)
+        .fetch_one(short.state.db.pool())
+        .await
+        .expect("count");
+        assert_eq!(open, 0, "the family was not revoked");
+        // A new login is a new session.
+        let token = login_to(&short, &alice, &alice.tenant_id).await;
+        assert!(!token.is_empty());
+    }
+);

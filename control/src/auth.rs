@@ -561,8 +561,12 @@ mod tests {
         assert_ne!(new_api_key().key, k.key);
     }
 
+    /// The argon2 queue is process-wide: tests that use it take turns.
+    static ARGON2_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn passwords_hash_with_argon2id_and_verify() {
+        let _turn = ARGON2_TESTS.lock().await;
         let hash = hash_password("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
         assert_eq!(
@@ -583,6 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_argon2_queue_refuses_at_once() {
+        let _turn = ARGON2_TESTS.lock().await;
         // Hold every slot, so that callers queue.
         let held = ARGON2_SLOTS
             .acquire_many(ARGON2_CONCURRENCY as u32)

@@ -96,6 +96,9 @@ pub struct ControlConfig {
     /// refused (and revoked) however recently it was used (default 30
     /// days), so a stolen refresh token kept alive by its thief dies too.
     pub session_max_secs: u64,
+    /// Accept nodes at plain `http://` URLs off loopback (default false:
+    /// the control plane carries the node token to them, so https).
+    pub allow_plain_http_nodes: bool,
     /// A node without a heartbeat for this long is marked down.
     pub node_heartbeat_timeout_secs: u64,
     /// Largest JSON body, bytes.
@@ -200,6 +203,7 @@ impl Default for ControlConfig {
             operators: Vec::new(),
             max_tenants_per_user: 5,
             session_max_secs: 30 * 24 * 3600,
+            allow_plain_http_nodes: false,
             node_heartbeat_timeout_secs: 15,
             max_body_bytes: 1 << 20,
             max_component_bytes: 64 << 20,

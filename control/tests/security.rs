@@ -637,3 +637,61 @@ both!(
         assert!(!token.is_empty());
     }
 );
+
+// ---- node URLs ------------------------------------------------------------------------------
+
+both!(
+    a_live_node_s_url_does_not_move_and_nodes_off_loopback_need_https,
+    |ctl: Control| async move {
+        let beat = |id: &str, url: &str| {
+            let body = json!({ "node_id": id, "url": url, "capacity": 4, "load": 0 });
+            let ctl = &ctl;
+            async move {
+                ctl.call(
+                    Method::POST,
+                    "/v1/nodes/heartbeat",
+                    Some(NODE_TOKEN),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        let url_of = |id: &'static str| {
+            let ctl = &ctl;
+            async move {
+                sqlx::query_scalar::<_, String>("SELECT url FROM nodes WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(ctl.state.db.pool())
+                    .await
+                    .expect("url")
+            }
+        };
+        assert_eq!(beat("n-1", "http://127.0.0.1:9").await.0, StatusCode::OK);
+        // Someone with the fleet token points n-1 at themselves.
+        let (status, answer) = beat("n-1", "http://127.0.0.1:10").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["code"], "node_url_conflict");
+        assert_eq!(url_of("n-1").await, "http://127.0.0.1:9");
+        // Once the node is down (its process gone), it may come back elsewhere.
+        sqlx::query("UPDATE nodes SET status = 'down' WHERE id = 'n-1'")
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("down");
+        assert_eq!(beat("n-1", "http://127.0.0.1:10").await.0, StatusCode::OK);
+        assert_eq!(url_of("n-1").await, "http://127.0.0.1:10");
+        // Plain http off loopback would carry the node token in clear.
+        for url in ["http://10.0.0.5:7421", "http://node.example.com"] {
+            let (status, answer) = beat("n-2", url).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");
+        }
+        assert_eq!(
+            beat("n-2", "https://node.example.com").await.0,
+            StatusCode::OK
+        );
+        let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes")
+            .fetch_one(ctl.state.db.pool())
+            .await
+            .expect("count");
+        assert_eq!(nodes, 2);
+    }
+);

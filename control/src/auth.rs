@@ -163,6 +163,10 @@ pub struct Claims {
     pub iat: u64,
     /// Token id.
     pub jti: String,
+    /// The session (refresh family) it belongs to: ending the session
+    /// (logout, reuse of a refresh token) refuses it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
 /// The HMAC key of access tokens and how they are checked.
@@ -237,8 +241,14 @@ impl JwtKeys {
         }
     }
 
-    /// A signed access token for `user` in `tenant`, and its lifetime.
-    pub fn issue(&self, user: &str, tenant: &str) -> Result<(String, Duration), ApiError> {
+    /// A signed access token for `user` in `tenant` within the session
+    /// `family`, and its lifetime.
+    pub fn issue(
+        &self,
+        user: &str,
+        tenant: &str,
+        family: &str,
+    ) -> Result<(String, Duration), ApiError> {
         let now = (now_ms() / 1000) as u64;
         let claims = Claims {
             sub: user.to_owned(),
@@ -248,6 +258,7 @@ impl JwtKeys {
             exp: now + ACCESS_TTL.as_secs(),
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            fam: Some(family.to_owned()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map(|t| (t, ACCESS_TTL))
@@ -424,9 +435,13 @@ async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &
             _ => "invalid_token",
         }
     })?;
-    let (role, email) = membership_role(state, &claims.tid, &claims.sub)
-        .await?
-        .ok_or("not_a_member")?;
+    let (role, email, revoked) =
+        membership_role(state, &claims.tid, &claims.sub, claims.fam.as_deref())
+            .await?
+            .ok_or("not_a_member")?;
+    if revoked {
+        return Err("session_ended");
+    }
     Ok(Principal {
         user_id: claims.sub,
         tenant_id: claims.tid,
@@ -503,19 +518,24 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     })
 }
 
-/// The user's role in `tenant` and their email (which says whether they
-/// are an operator).
+/// The user's role in `tenant`, their email (which says whether they are
+/// an operator) and whether the session `family` has ended: one query per
+/// request.
 async fn membership_role(
     state: &AppState,
     tenant: &str,
     user: &str,
-) -> Result<Option<(Role, String)>, &'static str> {
+    family: Option<&str>,
+) -> Result<Option<(Role, String, bool)>, &'static str> {
     let row = sqlx::query(
-        "SELECT m.role, u.email FROM memberships m JOIN users u ON u.id = m.user_id \
+        "SELECT m.role, u.email, \
+                (SELECT COUNT(*) FROM revoked_sessions r WHERE r.family_id = $3) AS revoked \
+         FROM memberships m JOIN users u ON u.id = m.user_id \
          WHERE m.tenant_id = $1 AND m.user_id = $2",
     )
     .bind(tenant)
     .bind(user)
+    .bind(family.unwrap_or(""))
     .fetch_optional(state.db.pool())
     .await
     .map_err(|e| {
@@ -525,7 +545,31 @@ async fn membership_role(
     let Some(row) = row else { return Ok(None) };
     let role: String = row.try_get("role").map_err(|_| "storage")?;
     let email: String = row.try_get("email").map_err(|_| "storage")?;
-    Ok(Some((Role::parse(&role).ok_or("storage")?, email)))
+    let revoked: i64 = row.try_get("revoked").map_err(|_| "storage")?;
+    Ok(Some((
+        Role::parse(&role).ok_or("storage")?,
+        email,
+        revoked > 0,
+    )))
+}
+
+/// End the session `family` for its access tokens too (inside the
+/// caller's transaction): they are refused until the last could expire.
+pub async fn end_session(
+    conn: &mut sqlx::AnyConnection,
+    family: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let until = now.saturating_add(i64::try_from(ACCESS_TTL.as_millis()).unwrap_or(i64::MAX));
+    sqlx::query(
+        "INSERT INTO revoked_sessions (family_id, expires_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (family_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+    )
+    .bind(family)
+    .bind(until)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -535,7 +579,7 @@ mod tests {
     #[test]
     fn tokens_verify_and_tampering_or_other_algorithms_do_not() {
         let keys = JwtKeys::new(&[7u8; 32]);
-        let (token, ttl) = keys.issue("u1", "t1").expect("issue");
+        let (token, ttl) = keys.issue("u1", "t1", "f1").expect("issue");
         assert_eq!(ttl, ACCESS_TTL);
         let claims = keys.verify(&token).expect("verify");
         assert_eq!((claims.sub.as_str(), claims.tid.as_str()), ("u1", "t1"));

@@ -11,10 +11,11 @@
 //! new token of the same family is issued. A rotated token is never
 //! presented again by an honest client; when one is, the whole family is
 //! revoked (theft is assumed; the client that lost the race of a concurrent
-//! double refresh has to log in again). Logout revokes the family. Access
-//! tokens are not revocable: they expire on their own within
-//! [`ACCESS_TTL`], but every request re-reads the caller's membership, so
-//! removing a member takes effect at once.
+//! double refresh has to log in again). Logout revokes the family. Ending a
+//! family (logout, reuse, the absolute lifetime) also ends its access
+//! tokens: each names its family (`fam`), and every request checks it
+//! against `revoked_sessions` along with the caller's membership (so
+//! removing a member takes effect at once too).
 //!
 //! API keys are `dk_<prefix>_<secret>`: shown once at creation, stored as
 //! the SHA-256 of the secret with the visible prefix, per tenant, with
@@ -287,7 +288,7 @@ async fn issue_tokens(
     tenant: &str,
     family: &str,
 ) -> Result<TokenResponse, ApiError> {
-    let (access, ttl) = keys.issue(user, tenant)?;
+    let (access, ttl) = keys.issue(user, tenant, family)?;
     let refresh = random_token();
     let now = now_ms();
     sqlx::query(
@@ -741,6 +742,9 @@ async fn revoke_family(
     family: &str,
     now: i64,
 ) -> Result<u64, ApiError> {
+    crate::auth::end_session(&mut *conn, family, now)
+        .await
+        .map_err(ApiError::internal)?;
     sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $2 \
          WHERE family_id = $1 AND revoked_at_ms IS NULL",
@@ -755,8 +759,8 @@ async fn revoke_family(
 
 /// Log out: revoke the refresh token's whole family.
 ///
-/// Always 204 (an unknown token reveals nothing). Access tokens already
-/// issued are not revoked: they expire within 30 minutes.
+/// Always 204 (an unknown token reveals nothing). The session's access
+/// tokens are refused from now on too.
 #[utoipa::path(
     post,
     path = "/v1/auth/logout",
@@ -784,6 +788,9 @@ async fn logout(
     .map_err(ApiError::internal)?;
     if let Some(row) = revoked.first() {
         let family: String = row.try_get("family_id").map_err(ApiError::internal)?;
+        crate::auth::end_session(&mut tx, &family, now_ms())
+            .await
+            .map_err(ApiError::internal)?;
         let user: String = row.try_get("user_id").map_err(ApiError::internal)?;
         let tenant: String = row.try_get("tenant_id").map_err(ApiError::internal)?;
         audit::record_in(

@@ -359,7 +359,13 @@ both!(
         let (status, body) = refresh(&ctl, &other).await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
-        let entries = audit(&ctl, &alice.access).await;
+        // The ended family's access token is refused too (issue 18); the
+        // other session reads the audit.
+        let (status, _) = ctl
+            .call(Method::GET, "/v1/me", Some(&alice.access), None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let entries = audit(&ctl, body["access_token"].as_str().expect("access")).await;
         let reuse: Vec<&Value> = entries
             .iter()
             .filter(|e| e["action"] == "refresh_token_reuse")
@@ -405,12 +411,14 @@ both!(logout_revokes_the_family, |ctl: Control| async move {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // Access tokens run out on their own (documented): still valid here.
+    // The session's access tokens end with it (issue 18).
     let (status, _) = ctl
         .call(Method::GET, "/v1/me", Some(&alice.access), None)
         .await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(actions(&audit(&ctl, &alice.access).await).contains(&"logout"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, again) = login(&ctl, &alice.email, &alice.password, None).await;
+    let access = again["access_token"].as_str().expect("access");
+    assert!(actions(&audit(&ctl, access).await).contains(&"logout"));
 });
 
 both!(

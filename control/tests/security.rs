@@ -695,3 +695,75 @@ both!(
         assert_eq!(nodes, 2);
     }
 );
+
+both!(
+    ending_a_session_ends_its_access_tokens_too,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let other = login_to(&ctl, &alice, &alice.tenant_id).await;
+        let me = |token: String| {
+            let ctl = &ctl;
+            async move { ctl.call(Method::GET, "/v1/me", Some(&token), None).await.0 }
+        };
+        assert_eq!(me(alice.access.clone()).await, StatusCode::OK);
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                "/v1/auth/logout",
+                None,
+                Some(json!({ "refresh_token": alice.refresh })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        // The captured access token of the ended session is refused; her
+        // other session is not.
+        assert_eq!(me(alice.access.clone()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(me(other.clone()).await, StatusCode::OK);
+
+        // Reuse of a rotated refresh token ends the thief's new pair too.
+        let (_, first) = ctl
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": alice.email, "password": alice.password })),
+            )
+            .await;
+        let refresh = |token: Value| {
+            let ctl = &ctl;
+            async move {
+                ctl.call(
+                    Method::POST,
+                    "/v1/auth/refresh",
+                    None,
+                    Some(json!({ "refresh_token": token })),
+                )
+                .await
+            }
+        };
+        let (status, second) = refresh(first["refresh_token"].clone()).await;
+        assert_eq!(status, StatusCode::OK, "{second}");
+        let new_access = second["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(me(new_access.clone()).await, StatusCode::OK);
+        let (status, _) = refresh(first["refresh_token"].clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(me(new_access).await, StatusCode::UNAUTHORIZED);
+
+        // The sweep forgets ended sessions once their tokens have expired.
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM revoked_sessions")
+                .fetch_one(ctl.state.db.pool())
+                .await
+                .expect("count")
+        };
+        assert_eq!(count().await, 2);
+        let later = delta_control::db::now_ms() + 31 * 60 * 1000;
+        delta_control::sweep::sweep_once(&ctl.state, later)
+            .await
+            .expect("sweep");
+        assert_eq!(count().await, 0);
+    }
+);

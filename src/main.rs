@@ -149,6 +149,9 @@ struct NodeArgs {
     /// Control plane base URL usage is reported to.
     #[arg(long, env = "DELTA_CONTROL_PLANE_URL")]
     control_plane_url: Option<String>,
+    /// File holding the token this node presents to the control plane.
+    #[arg(long, env = "DELTA_CONTROL_PLANE_TOKEN_FILE")]
+    control_plane_token_file: Option<PathBuf>,
 }
 
 /// `delta control`: flags override `DELTA_*` variables, which override the
@@ -264,6 +267,7 @@ fn node(args: NodeArgs) -> ExitCode {
             token_file: args.token_file,
             allow_plain_http: args.allow_plain_http,
             control_plane_url: args.control_plane_url,
+            control_plane_token_file: args.control_plane_token_file,
         };
         config.apply_overrides(overrides.clone());
         let options = delta_node::server::ServeOptions {

@@ -767,3 +767,49 @@ both!(
         assert_eq!(count().await, 0);
     }
 );
+
+// ---- a node's credential ----------------------------------------------------------------
+
+both!(
+    a_node_whose_credential_is_refused_fails_at_start_naming_the_setting,
+    |ctl: Control| async move {
+        let dir = ctl.dir.path().join("refused-node");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("token"), "a-node-token-of-its-own-0123456789").expect("token");
+        std::fs::write(dir.join("wrong"), "not-the-fleet-token-0123456789").expect("token");
+        let config: delta_node::config::NodeConfig = toml::from_str(&format!(
+            r#"
+node_id = "refused"
+listen = "127.0.0.1:0"
+state_dir = "{state}"
+token_file = "{token}"
+[control_plane]
+url = "{url}"
+token_file = "{wrong}"
+heartbeat_secs = 1
+"#,
+            state = dir.join("state").display(),
+            token = dir.join("token").display(),
+            wrong = dir.join("wrong").display(),
+            url = ctl.url,
+        ))
+        .expect("node config");
+        let options = delta_node::server::ServeOptions {
+            compile: None,
+            config_path: None,
+            overrides: Default::default(),
+        };
+        let err = delta_node::server::start(config, &options)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("refused this node's credential"), "{err}");
+        assert!(err.contains("[control_plane] token_file"), "{err}");
+        let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes")
+            .fetch_one(ctl.state.db.pool())
+            .await
+            .expect("count");
+        assert_eq!(nodes, 0);
+    }
+);

@@ -149,6 +149,9 @@ struct NodeArgs {
     /// Control plane base URL usage is reported to.
     #[arg(long, env = "DELTA_CONTROL_PLANE_URL")]
     control_plane_url: Option<String>,
+    /// File holding the token this node presents to the control plane.
+    #[arg(long, env = "DELTA_CONTROL_PLANE_TOKEN_FILE")]
+    control_plane_token_file: Option<PathBuf>,
 }
 
 /// `delta control`: flags override `DELTA_*` variables, which override the
@@ -167,6 +170,15 @@ struct ControlArgs {
     /// Directory of the SQLite database, secrets and components.
     #[arg(long, env = "DELTA_CONTROL_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Create an account (and its own tenant) with this email, then exit
+    /// instead of serving: how operators' accounts (`operators` in
+    /// control.toml) and accounts on a control plane with registration
+    /// closed are made.
+    #[arg(long, value_name = "EMAIL", requires = "password_file")]
+    create_account: Option<String>,
+    /// With `--create-account`: a file holding the password (12+ characters).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -255,6 +267,7 @@ fn node(args: NodeArgs) -> ExitCode {
             token_file: args.token_file,
             allow_plain_http: args.allow_plain_http,
             control_plane_url: args.control_plane_url,
+            control_plane_token_file: args.control_plane_token_file,
         };
         config.apply_overrides(overrides.clone());
         let options = delta_node::server::ServeOptions {
@@ -300,6 +313,24 @@ fn control(args: ControlArgs) -> ExitCode {
         runtime.block_on(async {
             let listen = config.listen;
             let state = delta_control::app::AppState::open(config).await?;
+            if let (Some(email), Some(file)) = (&args.create_account, &args.password_file) {
+                let password = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let created = delta_control::identity::create_account(
+                    &state,
+                    email,
+                    password.trim_end_matches(['\r', '\n']).to_owned(),
+                    None,
+                    None,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the account: {} ({})", e.message, e.code))?;
+                println!(
+                    "created user {} ({}) owning tenant {}",
+                    created.user.id, created.user.email, created.tenant.id
+                );
+                return Ok(());
+            }
             let (listener, local) = delta_control::app::bind(listen).await?;
             println!("listening on http://{local}");
             tracing::info!(address = %local, "control plane serving");

@@ -50,6 +50,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         state_dir: state_dir.join("control"),
         node_token_file: Some(fleet_token_file.clone()),
+        // A development stack: anyone on loopback may register, and the
+        // admin `delta up` makes is the platform's operator.
+        allow_registration: true,
+        operators: vec![ADMIN_EMAIL.to_owned()],
         rate_limit: if args.no_rate_limits {
             delta_control::config::RateLimitConfig {
                 per_key_per_sec: 0,
@@ -63,6 +67,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let control_state = delta_control::app::AppState::open(control_config).await?;
+    let admin_state = control_state.clone();
     let (listener, control_addr) = delta_control::app::bind(args.listen).await?;
     let control_url = format!("http://{control_addr}");
     let (stop_control, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -90,7 +95,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(120))
         .build()?;
     wait_ready(&http, &control_url).await?;
-    let key = admin_key(&http, &control_url, &state_dir).await?;
+    let key = admin_key(&admin_state, &http, &control_url, &state_dir).await?;
     if let Some(dir) = &args.examples {
         deploy_examples(&http, &control_url, &key, dir).await?;
     }
@@ -214,14 +219,23 @@ async fn wait_ready(http: &reqwest::Client, control_url: &str) -> anyhow::Result
     }
 }
 
-/// The admin API key: created on first start, read after.
-async fn admin_key(http: &reqwest::Client, url: &str, state_dir: &Path) -> anyhow::Result<String> {
+/// The account `delta up` makes on first start; an operator.
+const ADMIN_EMAIL: &str = "admin@delta.local";
+
+/// The admin API key: created on first start, read after. The account is
+/// made in process (an operator's address cannot be registered over HTTP).
+async fn admin_key(
+    state: &delta_control::app::AppState,
+    http: &reqwest::Client,
+    url: &str,
+    state_dir: &Path,
+) -> anyhow::Result<String> {
     let key_file = state_dir.join("admin-api-key");
     if let Ok(key) = std::fs::read_to_string(&key_file) {
         return Ok(key.trim().to_owned());
     }
     step("first start: creating the admin user and API key");
-    let email = "admin@delta.local";
+    let email = ADMIN_EMAIL;
     let password = delta_control::auth::random_token();
     let call = |method: reqwest::Method, path: &str, token: Option<&str>, body: Value| {
         let mut req = http.request(method, format!("{url}{path}")).json(&body);
@@ -238,14 +252,9 @@ async fn admin_key(http: &reqwest::Client, url: &str, state_dir: &Path) -> anyho
             Ok::<_, anyhow::Error>(value)
         }
     };
-    call(
-        reqwest::Method::POST,
-        "/v1/auth/register",
-        None,
-        json!({ "email": email, "password": password, "tenant_name": "default" }),
-    )
-    .await
-    .context("creating the admin user")?;
+    delta_control::identity::create_account(state, email, password.clone(), Some("default"), None)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin user: {} ({})", e.message, e.code))?;
     let login = call(
         reqwest::Method::POST,
         "/v1/auth/login",

@@ -54,6 +54,8 @@ macro_rules! scenario {
 struct Control {
     url: String,
     client: reqwest::Client,
+    /// The platform operator's access token (the fleet is theirs to see).
+    operator: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// Declared last so that it drops after the server is told to stop.
     _database: Option<common::TestDatabase>,
@@ -81,10 +83,27 @@ impl Control {
             database_url: database.as_ref().map(|d| d.url.clone()),
             // Usage records below carry fixed, old finish times.
             record_retention_secs: common::TEST_RETENTION_SECS,
+            allow_registration: true,
+            operators: vec![common::OPERATOR_EMAIL.to_owned()],
+            auth_limits: delta_control::config::AuthLimitsConfig {
+                per_ip_per_min: 0,
+                ..Default::default()
+            },
             ..ControlConfig::default()
         };
         tweak(&mut config);
         let state = AppState::open(config.clone()).await.expect("control state");
+        // An operator's account is made in process, never registered.
+        let operator_password = "pw-operator-long-enough";
+        delta_control::identity::create_account(
+            &state,
+            common::OPERATOR_EMAIL,
+            operator_password.to_owned(),
+            None,
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("operator account: {}", e.message));
         let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -93,15 +112,30 @@ impl Control {
             })
             .await;
         });
-        Self {
+        let mut ctl = Self {
             url: format!("http://{addr}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(90))
                 .build()
                 .expect("client"),
+            operator: String::new(),
             shutdown: Some(tx),
             _database: database,
-        }
+        };
+        let (status, login) = ctl
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": common::OPERATOR_EMAIL, "password": operator_password })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "operator login: {login}");
+        ctl.operator = login["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned();
+        ctl
     }
 
     fn url(&self, path: &str) -> String {
@@ -221,9 +255,11 @@ impl Control {
         panic!("pagination of {path} never ended");
     }
 
-    /// The fleet as an admin of some tenant sees it: node id -> status.
-    async fn nodes(&self, token: &str) -> HashMap<String, String> {
-        let (status, page) = self.call(Method::GET, "/v1/nodes", Some(token), None).await;
+    /// The fleet as the platform operator sees it: node id -> status.
+    async fn nodes(&self) -> HashMap<String, String> {
+        let (status, page) = self
+            .call(Method::GET, "/v1/nodes", Some(&self.operator), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["items"]
             .as_array()
@@ -343,7 +379,7 @@ async fn fleet(
     let a = NodeProcess::start(&dir.join("node-a"), "node-a", &ctl.url);
     let b = NodeProcess::start(&dir.join("node-b"), "node-b", &ctl.url);
     eventually("both nodes up", Duration::from_secs(30), || async {
-        let nodes = ctl.nodes(&admin).await;
+        let nodes = ctl.nodes().await;
         (nodes.get("node-a").map(String::as_str) == Some("up")
             && nodes.get("node-b").map(String::as_str) == Some("up"))
         .then_some(())
@@ -880,7 +916,7 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
     assert_eq!(err["code"], "node_unavailable");
     eventually("node-a marked down", Duration::from_secs(30), || async {
-        (ctl.nodes(&alice).await.get("node-a").map(String::as_str) == Some("down")).then_some(())
+        (ctl.nodes().await.get("node-a").map(String::as_str) == Some("down")).then_some(())
     })
     .await;
     eventually(
@@ -924,7 +960,7 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
     // its copies of the moved agents are removed.
     node_a.restart();
     eventually("node-a up again", Duration::from_secs(30), || async {
-        (ctl.nodes(&alice).await.get("node-a").map(String::as_str) == Some("up")).then_some(())
+        (ctl.nodes().await.get("node-a").map(String::as_str) == Some("up")).then_some(())
     })
     .await;
     eventually(
@@ -983,7 +1019,9 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (_, page) = ctl.call(Method::GET, "/v1/nodes", Some(&admin), None).await;
+    let (_, page) = ctl
+        .call(Method::GET, "/v1/nodes", Some(&ctl.operator), None)
+        .await;
     let node = &page["items"][0];
     assert_eq!(node["id"], "fake-1");
     assert_eq!(node["status"], "up");
@@ -995,8 +1033,7 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
         "the silent node marked down",
         Duration::from_secs(30),
         || async {
-            (ctl.nodes(&admin).await.get("fake-1").map(String::as_str) == Some("down"))
-                .then_some(())
+            (ctl.nodes().await.get("fake-1").map(String::as_str) == Some("down")).then_some(())
         },
     )
     .await;
@@ -1119,7 +1156,7 @@ async fn node_refusals_pass_through_and_uploads_are_bounded(db: Db) {
         "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\nqueue_per_tenant = 1\nqueue_total = 8\n",
     );
     eventually("the node up", Duration::from_secs(30), || async {
-        (ctl.nodes(&alice).await.get("node-q").map(String::as_str) == Some("up")).then_some(())
+        (ctl.nodes().await.get("node-q").map(String::as_str) == Some("up")).then_some(())
     })
     .await;
 

@@ -223,6 +223,7 @@ async fn no_interleaving_of_nodes_runs_and_a_crash_overspends(dialect: Dialect) 
         .await,
     );
     let alice = ctl.register("alice").await;
+    let operator = ctl.operator().await;
     let llm_a = ScriptedLlm::start().await.expect("llm a");
     let llm_b = ScriptedLlm::start().await.expect("llm b");
     for llm in [&llm_a, &llm_b] {
@@ -232,7 +233,7 @@ async fn no_interleaving_of_nodes_runs_and_a_crash_overspends(dialect: Dialect) 
     let mut node_a = start_node(&dir.join("node-a"), "node-a", &ctl.url, &llm_a.base_url());
     let mut node_b = start_node(&dir.join("node-b"), "node-b", &ctl.url, &llm_b.base_url());
     eventually("both nodes up", Duration::from_secs(30), || async {
-        let nodes = node_status(&ctl, &alice.access).await;
+        let nodes = node_status(&ctl, &operator.access).await;
         (nodes.get("node-a").map(String::as_str) == Some("up")
             && nodes.get("node-b").map(String::as_str) == Some("up"))
         .then_some(())

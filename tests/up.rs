@@ -190,10 +190,52 @@ fn delta_control_serves_alone_and_stops_on_sigterm() {
             .send()
             .await
             .expect("register");
-        assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+        // Registration is closed unless control.toml opens it.
+        assert_eq!(created.status(), reqwest::StatusCode::FORBIDDEN);
+        let body: serde_json::Value = created.json().await.expect("json");
+        assert_eq!(body["code"], "registration_closed", "{body}");
     });
     assert!(dir.path().join("control/control.db").exists());
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
     assert!(child.wait().expect("wait").success());
+
+    // Accounts on a closed control plane are made on its host.
+    std::fs::write(dir.path().join("pw"), "long enough password\n").expect("pw");
+    let out = Command::new(env!("CARGO_BIN_EXE_delta"))
+        .args([
+            "control",
+            "--create-account",
+            "ops@example.com",
+            "--password-file",
+        ])
+        .arg(dir.path().join("pw"))
+        .arg("--state-dir")
+        .arg(dir.path().join("control"))
+        .stderr(Stdio::null())
+        .output()
+        .expect("delta control --create-account");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("created user usr"), "{stdout}");
+    assert!(stdout.contains("ops@example.com"), "{stdout}");
+    // A second time: the address is taken, and it says so.
+    let again = Command::new(env!("CARGO_BIN_EXE_delta"))
+        .args([
+            "control",
+            "--create-account",
+            "OPS@example.com",
+            "--password-file",
+        ])
+        .arg(dir.path().join("pw"))
+        .arg("--state-dir")
+        .arg(dir.path().join("control"))
+        .output()
+        .expect("delta control --create-account");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("email_taken"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub components_dir: PathBuf,
     /// Request rate limits (in process, or shared through Redis).
     pub limiter: Arc<RateLimiter>,
+    /// Per-IP limits and account lockout of the anonymous routes.
+    pub guard: Arc<crate::guard::AuthGuard>,
     /// Serialises deployments of one agent within this process (see
     /// [`AppState::lock_deploys`]).
     deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -54,8 +56,19 @@ impl AppState {
     /// Open the database, keys and directories `config` names.
     pub async fn open(config: ControlConfig) -> anyhow::Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(&config.state_dir)
-            .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // 0700: it holds the database, the access-token secret and
+            // tenants' components.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.state_dir)
+                .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        }
+        if let Some(problem) = loose_permissions(&config.state_dir, "the state directory", "700") {
+            tracing::warn!("{problem}");
+        }
         let db = Db::connect(&config.database_url())
             .await
             .context("opening the control plane's database")?;
@@ -63,10 +76,17 @@ impl AppState {
             .jwt_secret_file
             .clone()
             .unwrap_or_else(|| config.state_dir.join("jwt-secret"));
+        // Whoever reads it can mint any user's session: refuse to start.
+        if let Some(problem) = loose_permissions(&secret_file, "the access-token secret", "600") {
+            anyhow::bail!("{problem}");
+        }
         let keys = JwtKeys::load_or_create(&secret_file)
             .with_context(|| format!("access-token secret {}", secret_file.display()))?;
         let node_token = match &config.node_token_file {
             Some(path) => {
+                if let Some(problem) = loose_permissions(path, "the fleet's node token", "600") {
+                    tracing::warn!("{problem}");
+                }
                 let token = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 let token = token.trim();
@@ -82,7 +102,10 @@ impl AppState {
         };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
+        // No redirects: a node's answer must come from the node, never
+        // send the control plane (and its node token) somewhere else.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
@@ -93,6 +116,7 @@ impl AppState {
             metrics.registry(),
         )
         .context("setting up rate limits")?;
+        let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
         Ok(Self {
             db,
             keys: Arc::new(keys),
@@ -102,6 +126,7 @@ impl AppState {
             http,
             components_dir,
             limiter: Arc::new(limiter),
+            guard,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -260,13 +285,29 @@ pub async fn serve(
     let monitor = crate::nodes::spawn_monitor(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the control plane");
+    // The peer's address, for the anonymous routes' per-IP limits.
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving the control plane");
     monitor.abort();
     sweep.abort();
     result
+}
+
+/// Why `path` (if it exists) is too open: group or others may access it.
+fn loose_permissions(path: &std::path::Path, what: &str, fix: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} ({what}) may be read by group or others (mode {mode:o}); chmod {fix} it",
+            path.display()
+        )
+    })
 }
 
 /// Bind `addr` (port 0 picks one) and report where.
@@ -281,6 +322,30 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_state_dir_is_private_and_an_open_secret_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ControlConfig {
+            state_dir: dir.path().join("state"),
+            ..ControlConfig::default()
+        };
+        drop(AppState::open(config.clone()).await.expect("opens"));
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        assert_eq!(mode(&config.state_dir), 0o700);
+        let secret = config.state_dir.join("jwt-secret");
+        assert_eq!(mode(&secret), 0o600);
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = AppState::open(config).await;
+        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            message.contains("jwt-secret") && message.contains("chmod 600"),
+            "{message}"
+        );
+    }
 
     #[tokio::test]
     async fn a_short_fleet_token_is_refused_at_start() {

@@ -103,6 +103,10 @@ pub struct Principal {
     pub scopes: Option<Vec<String>>,
     /// The API key used, if any.
     pub api_key_id: Option<String>,
+    /// Whether the user is a platform operator (`operators` in
+    /// `control.toml`, read on every request like the role): tiers, the
+    /// node fleet and the tenant cap are theirs, apart from any tenant role.
+    pub operator: bool,
 }
 
 impl Principal {
@@ -115,6 +119,19 @@ impl Principal {
                 "this needs the {} role in the tenant",
                 min.as_str()
             )))
+        }
+    }
+
+    /// 403 `operator_only` unless the caller is a platform operator.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.operator {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "operator_only",
+                "this is for the platform's operators, not tenant roles",
+            ))
         }
     }
 
@@ -146,6 +163,10 @@ pub struct Claims {
     pub iat: u64,
     /// Token id.
     pub jti: String,
+    /// The session (refresh family) it belongs to: ending the session
+    /// (logout, reuse of a refresh token) refuses it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
 /// The HMAC key of access tokens and how they are checked.
@@ -220,8 +241,14 @@ impl JwtKeys {
         }
     }
 
-    /// A signed access token for `user` in `tenant`, and its lifetime.
-    pub fn issue(&self, user: &str, tenant: &str) -> Result<(String, Duration), ApiError> {
+    /// A signed access token for `user` in `tenant` within the session
+    /// `family`, and its lifetime.
+    pub fn issue(
+        &self,
+        user: &str,
+        tenant: &str,
+        family: &str,
+    ) -> Result<(String, Duration), ApiError> {
         let now = (now_ms() / 1000) as u64;
         let claims = Claims {
             sub: user.to_owned(),
@@ -231,6 +258,7 @@ impl JwtKeys {
             exp: now + ACCESS_TTL.as_secs(),
             iat: now,
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            fam: Some(family.to_owned()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map(|t| (t, ACCESS_TTL))
@@ -268,16 +296,53 @@ pub fn sha256_hex(s: &str) -> String {
 
 /// At most this many argon2 computations at once: each takes ~19 MiB and a
 /// core for tens of milliseconds, and `/v1/auth/login` needs no credentials,
-/// so unbounded concurrency would let anyone exhaust memory and CPU. Callers
-/// beyond it wait their turn.
+/// so unbounded concurrency would let anyone exhaust memory and CPU.
 const ARGON2_CONCURRENCY: usize = 4;
+/// At most this many callers wait for a slot; more are refused at once
+/// (503 `busy`), so a login flood cannot build a queue that makes every
+/// other user's login wait behind it.
+pub const ARGON2_QUEUE: usize = 32;
 
 static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_CONCURRENCY);
+static ARGON2_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place in the argon2 queue (counted while held), or 503 `busy`.
+struct QueuePlace;
+
+impl QueuePlace {
+    fn take() -> Result<Self, ApiError> {
+        use std::sync::atomic::Ordering;
+        let before = ARGON2_WAITING.fetch_add(1, Ordering::AcqRel);
+        if before >= ARGON2_QUEUE {
+            ARGON2_WAITING.fetch_sub(1, Ordering::AcqRel);
+            let mut e = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many password checks in progress; retry shortly",
+            );
+            e.retry_after = Some(Duration::from_secs(1));
+            return Err(e);
+        }
+        Ok(Self)
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        ARGON2_WAITING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Wait for an argon2 slot, unless the queue is full.
+async fn argon2_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    let _place = QueuePlace::take()?;
+    ARGON2_SLOTS.acquire().await.map_err(ApiError::internal)
+}
 
 /// Hash a password with argon2id (on a blocking thread: it is slow on
-/// purpose).
+/// purpose). 503 `busy` when the queue is full.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    let _slot = ARGON2_SLOTS.acquire().await.map_err(ApiError::internal)?;
+    let _slot = argon2_slot().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         argon2::Argon2::default()
@@ -289,12 +354,11 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
     .map_err(ApiError::internal)
 }
 
-/// Check a password against a stored argon2 hash (blocking thread).
-pub async fn verify_password(hash: String, password: String) -> bool {
-    let Ok(_slot) = ARGON2_SLOTS.acquire().await else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || {
+/// Check a password against a stored argon2 hash (blocking thread); 503
+/// `busy` when the queue is full.
+pub async fn verify_password(hash: String, password: String) -> Result<bool, ApiError> {
+    let _slot = argon2_slot().await?;
+    Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {
                 argon2::Argon2::default()
@@ -304,7 +368,7 @@ pub async fn verify_password(hash: String, password: String) -> bool {
             .unwrap_or(false)
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false))
 }
 
 /// A new API key: the full key (shown once), its lookup prefix and the
@@ -371,15 +435,20 @@ async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &
             _ => "invalid_token",
         }
     })?;
-    let role = membership_role(state, &claims.tid, &claims.sub)
-        .await?
-        .ok_or("not_a_member")?;
+    let (role, email, revoked) =
+        membership_role(state, &claims.tid, &claims.sub, claims.fam.as_deref())
+            .await?
+            .ok_or("not_a_member")?;
+    if revoked {
+        return Err("session_ended");
+    }
     Ok(Principal {
         user_id: claims.sub,
         tenant_id: claims.tid,
         role,
         scopes: None,
         api_key_id: None,
+        operator: state.config.is_operator(&email),
     })
 }
 
@@ -387,9 +456,10 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     let (prefix, secret) = rest.split_once('_').ok_or("malformed_key")?;
     let row = sqlx::query(
         "SELECT k.id, k.tenant_id, k.user_id, k.secret_hash, k.scopes, k.expires_at_ms, \
-                k.revoked_at_ms, k.last_used_at_ms, m.role \
+                k.revoked_at_ms, k.last_used_at_ms, m.role, u.email \
          FROM api_keys k JOIN memberships m \
            ON m.tenant_id = k.tenant_id AND m.user_id = k.user_id \
+         JOIN users u ON u.id = k.user_id \
          WHERE k.prefix = $1",
     )
     .bind(prefix)
@@ -413,6 +483,7 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
         return Err("expired_key");
     }
     let role: String = row.try_get("role").map_err(|_| "storage")?;
+    let email: String = row.try_get("email").map_err(|_| "storage")?;
     let scopes: String = row.try_get("scopes").map_err(|_| "storage")?;
     let id: String = row.try_get("id").map_err(|_| "storage")?;
     let last_used: Option<i64> = row.try_get("last_used_at_ms").map_err(|_| "storage")?;
@@ -443,26 +514,62 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
         role: Role::parse(&role).ok_or("storage")?,
         scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
         api_key_id: Some(id),
+        operator: state.config.is_operator(&email),
     })
 }
 
+/// The user's role in `tenant`, their email (which says whether they are
+/// an operator) and whether the session `family` has ended: one query per
+/// request.
 async fn membership_role(
     state: &AppState,
     tenant: &str,
     user: &str,
-) -> Result<Option<Role>, &'static str> {
-    let row = sqlx::query("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "looking up a membership");
-            "storage"
-        })?;
-    Ok(row
-        .and_then(|r| r.try_get::<String, _>("role").ok())
-        .and_then(|r| Role::parse(&r)))
+    family: Option<&str>,
+) -> Result<Option<(Role, String, bool)>, &'static str> {
+    let row = sqlx::query(
+        "SELECT m.role, u.email, \
+                (SELECT COUNT(*) FROM revoked_sessions r WHERE r.family_id = $3) AS revoked \
+         FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.tenant_id = $1 AND m.user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(family.unwrap_or(""))
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "looking up a membership");
+        "storage"
+    })?;
+    let Some(row) = row else { return Ok(None) };
+    let role: String = row.try_get("role").map_err(|_| "storage")?;
+    let email: String = row.try_get("email").map_err(|_| "storage")?;
+    let revoked: i64 = row.try_get("revoked").map_err(|_| "storage")?;
+    Ok(Some((
+        Role::parse(&role).ok_or("storage")?,
+        email,
+        revoked > 0,
+    )))
+}
+
+/// End the session `family` for its access tokens too (inside the
+/// caller's transaction): they are refused until the last could expire.
+pub async fn end_session(
+    conn: &mut sqlx::AnyConnection,
+    family: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let until = now.saturating_add(i64::try_from(ACCESS_TTL.as_millis()).unwrap_or(i64::MAX));
+    sqlx::query(
+        "INSERT INTO revoked_sessions (family_id, expires_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (family_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+    )
+    .bind(family)
+    .bind(until)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -472,7 +579,7 @@ mod tests {
     #[test]
     fn tokens_verify_and_tampering_or_other_algorithms_do_not() {
         let keys = JwtKeys::new(&[7u8; 32]);
-        let (token, ttl) = keys.issue("u1", "t1").expect("issue");
+        let (token, ttl) = keys.issue("u1", "t1", "f1").expect("issue");
         assert_eq!(ttl, ACCESS_TTL);
         let claims = keys.verify(&token).expect("verify");
         assert_eq!((claims.sub.as_str(), claims.tid.as_str()), ("u1", "t1"));
@@ -498,12 +605,56 @@ mod tests {
         assert_ne!(new_api_key().key, k.key);
     }
 
+    /// The argon2 queue is process-wide: tests that use it take turns.
+    static ARGON2_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn passwords_hash_with_argon2id_and_verify() {
+        let _turn = ARGON2_TESTS.lock().await;
         let hash = hash_password("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(hash.clone(), "correct horse".into()).await);
-        assert!(!verify_password(hash, "wrong".into()).await);
-        assert!(!verify_password("garbage".into(), "x".into()).await);
+        assert_eq!(
+            verify_password(hash.clone(), "correct horse".into())
+                .await
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            verify_password(hash, "wrong".into()).await.ok(),
+            Some(false)
+        );
+        assert_eq!(
+            verify_password("garbage".into(), "x".into()).await.ok(),
+            Some(false)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_argon2_queue_refuses_at_once() {
+        let _turn = ARGON2_TESTS.lock().await;
+        // Hold every slot, so that callers queue.
+        let held = ARGON2_SLOTS
+            .acquire_many(ARGON2_CONCURRENCY as u32)
+            .await
+            .expect("slots");
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned();
+        let waiting: Vec<_> = (0..ARGON2_QUEUE)
+            .map(|_| tokio::spawn(verify_password(hash.clone(), "x".into())))
+            .collect();
+        for _ in 0..500 {
+            if ARGON2_WAITING.load(std::sync::atomic::Ordering::Acquire) >= ARGON2_QUEUE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = verify_password(hash.clone(), "x".into()).await;
+        let e = refused.expect_err("refused");
+        assert_eq!((e.status.as_u16(), e.code), (503, "busy"));
+        assert!(e.retry_after.is_some());
+        // The queued ones go through once the slots are free.
+        drop(held);
+        for task in waiting {
+            assert_eq!(task.await.expect("task").ok(), Some(false));
+        }
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! # Model (the ledger crate's, `ledger/src/lib.rs`, in the control plane's tables)
 //! - A **user** (per tenant) has a tier from `config.tiers` with a monthly
-//!   allocation for a period (`YYYY-MM`, UTC). The account is created on the
-//!   default tier the first time it is needed.
+//!   allocation for a period (`YYYY-MM`, UTC). The account is created the
+//!   first time it is needed, on the user's tier (their oldest account's,
+//!   else the default) with what of it their accounts in other tenants do
+//!   not hold: a user's tier is one allocation, and creating tenants does
+//!   not mint more. Only platform operators change tiers.
 //! - A **main agent**'s allocation is carved from its user's allocation; what
 //!   no agent holds is the user's **pool**. A **bot**'s allocation is carved
 //!   from its main agent's. `available = allocated - spent - leased`.
@@ -433,8 +436,42 @@ fn tier_allocation(config: &ControlConfig, tier: &str) -> Option<u64> {
     config.tiers.get(tier).copied()
 }
 
-/// Create `user`'s account on the default tier unless it exists. A write,
-/// so it may start a transaction.
+/// What a user's new account in another tenant starts with: their tier
+/// (that of their oldest account, else the default) and what of its
+/// allocation their accounts in other tenants do not already hold. A
+/// user's tier is one monthly allocation however many tenants they are in:
+/// a new tenant draws on it rather than bringing a fresh one.
+async fn fresh_share(
+    conn: &mut AnyConnection,
+    config: &ControlConfig,
+    user: &str,
+) -> Result<(String, i64), BudgetError> {
+    let tier: Option<String> = sqlx::query_scalar(
+        "SELECT tier FROM budget_users WHERE user_id = $1 ORDER BY created_at_ms, tenant_id LIMIT 1",
+    )
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    // A tier since removed from the configuration counts as the default.
+    let tier = tier
+        .filter(|t| config.tiers.contains_key(t))
+        .unwrap_or_else(|| config.default_tier.clone());
+    let allocation = tier_allocation(config, &tier)
+        .ok_or_else(|| BudgetError::Config(format!("default_tier {tier:?} is not in [tiers]")))?;
+    let allocation = to_i64(allocation, "the tier's allocation")?;
+    // (SUM of a BIGINT is NUMERIC on PostgreSQL: cast back.)
+    let held: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(monthly_allocation), 0) AS BIGINT) FROM budget_users \
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((tier, (allocation - held).max(0)))
+}
+
+/// Create `user`'s account in `tenant` unless it exists, with
+/// [`fresh_share`] of their tier. A write, so it may start a transaction.
 async fn ensure_user_in(
     conn: &mut AnyConnection,
     config: &ControlConfig,
@@ -442,10 +479,24 @@ async fn ensure_user_in(
     user: &str,
     now: i64,
 ) -> Result<(), BudgetError> {
-    let tier = &config.default_tier;
-    let allocation = tier_allocation(config, tier)
-        .ok_or_else(|| BudgetError::Config(format!("default_tier {tier:?} is not in [tiers]")))?;
-    let allocation = to_i64(allocation, "the tier's allocation")?;
+    // Writes first (SQLite: a transaction that reads first cannot always
+    // be upgraded); on PostgreSQL the no-op update locks the user, so two
+    // tenants' first uses cannot both draw the same share.
+    sqlx::query("UPDATE users SET created_at_ms = created_at_ms WHERE id = $1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM budget_users WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    let (tier, allocation) = fresh_share(conn, config, user).await?;
+    let tier = tier.as_str();
     let period = utc_month(now);
     let inserted = sqlx::query(
         "INSERT INTO budget_users (tenant_id, user_id, tier, monthly_allocation, carved, retired, \
@@ -845,7 +896,7 @@ pub async fn check_creation(
             .map_err(ApiError::internal)?;
             match known {
                 Some(pool) => to_u64(pool),
-                None => tier_allocation(&state.config, &state.config.default_tier).unwrap_or(0),
+                None => to_u64(fresh_share(&mut conn, &state.config, user).await?.1),
             }
         }
     };
@@ -3013,10 +3064,15 @@ async fn get_user_budget(
 pub struct SetTier {
     /// A tier of the configuration's `[tiers]`.
     pub tier: String,
+    /// The tenant whose account of the user changes (default: the
+    /// operator's current tenant).
+    pub tenant_id: Option<String>,
 }
 
-/// Change a member's tier (admin): the pool grows or shrinks by the
-/// difference; refused (409 `below_allocated`) below what is allocated.
+/// Change a user's tier in a tenant (platform operators only: a tenant
+/// admin could otherwise grant themselves any allocation): the pool grows
+/// or shrinks by the difference; refused (409 `below_allocated`) below
+/// what is allocated.
 #[utoipa::path(
     put,
     path = "/v1/budget/users/{user_id}",
@@ -3025,7 +3081,8 @@ pub struct SetTier {
     request_body = SetTier,
     responses(
         (status = 200, description = "Changed", body = UserBudget),
-        (status = 404, description = "Not a member of this tenant"),
+        (status = 403, description = "`operator_only`"),
+        (status = 404, description = "Not a member of that tenant"),
         (status = 409, description = "`below_allocated`"),
         (status = 422, description = "`invalid`: not a tier"),
     ),
@@ -3038,15 +3095,15 @@ async fn set_user_tier(
     Path(user_id): Path<String>,
     JsonBody(body): JsonBody<SetTier>,
 ) -> Result<Json<UserBudget>, ApiError> {
-    principal.require_role(Role::Admin)?;
+    principal.require_operator()?;
     principal.require_scope("budgets:write")?;
-    require_member(&state, &principal.tenant_id, &user_id).await?;
+    let tenant = body.tenant_id.as_deref().unwrap_or(&principal.tenant_id);
+    require_member(&state, tenant, &user_id).await?;
     let allocation = tier_allocation(&state.config, &body.tier).ok_or_else(|| {
         let known: Vec<&str> = state.config.tiers.keys().map(String::as_str).collect();
         ApiError::invalid(format!("unknown tier; the tiers are {}", known.join(", ")))
     })?;
     let allocation = to_i64(allocation, "the tier's allocation")?;
-    let tenant = &principal.tenant_id;
     let now = now_ms();
     let mut w = Write::begin(&state.db).await.map_err(ApiError::internal)?;
     let result = async {

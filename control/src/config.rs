@@ -5,7 +5,10 @@
 //! state_dir = "/var/lib/delta-control"
 //! database_url = "postgres://delta@localhost/delta"   # default: SQLite in state_dir
 //! node_token_file = "/etc/delta/node-token"           # nodes present it; the control plane uses it to call them
-//! allow_registration = true
+//! allow_registration = true                          # default false (`delta up`: true)
+//! operators = ["ops@example.com"]                    # platform operators, by account email
+//! max_tenants_per_user = 5
+//! session_max_secs = 2592000                         # a login's refresh family: 30 days at most
 //! node_heartbeat_timeout_secs = 15
 //! redis_url = "redis://127.0.0.1:6379/"              # shared rate limits across replicas
 //! run_output_ttl_secs = 86400
@@ -16,6 +19,13 @@
 //! free = 1000
 //! developer = 10000
 //! team = 100000
+//!
+//! [auth_limits]          # login, registration, refresh (anonymous routes)
+//! per_ip_per_min = 60
+//! per_ip_burst = 20
+//! lockout_after = 5       # failed logins of one account in a row
+//! lockout_base_secs = 1   # then locked 1 s, 2 s, 4 s, ...
+//! lockout_max_secs = 900
 //!
 //! [rate_limit]
 //! per_key_per_sec = 50
@@ -70,8 +80,25 @@ pub struct ControlConfig {
     /// File with the fleet's node token: nodes present it to register,
     /// heartbeat and report usage; the control plane presents it to nodes.
     pub node_token_file: Option<PathBuf>,
-    /// Whether anyone may register (default true).
+    /// Whether anyone may register (default false: accounts come from
+    /// `delta control --create-account`; `delta up` turns it on).
     pub allow_registration: bool,
+    /// Platform operators, by the email of their account: they alone set
+    /// tiers, see the node fleet and are exempt from the tenant cap. An
+    /// address on this list cannot be registered through the API (create
+    /// it with `delta control --create-account`), so a stranger cannot
+    /// claim it; list only addresses whose accounts you made.
+    pub operators: Vec<String>,
+    /// Most tenants a user may own (operators: no limit). Each registration
+    /// makes one.
+    pub max_tenants_per_user: u32,
+    /// Absolute lifetime of a session: a refresh family older than this is
+    /// refused (and revoked) however recently it was used (default 30
+    /// days), so a stolen refresh token kept alive by its thief dies too.
+    pub session_max_secs: u64,
+    /// Accept nodes at plain `http://` URLs off loopback (default false:
+    /// the control plane carries the node token to them, so https).
+    pub allow_plain_http_nodes: bool,
     /// A node without a heartbeat for this long is marked down.
     pub node_heartbeat_timeout_secs: u64,
     /// Largest JSON body, bytes.
@@ -105,6 +132,37 @@ pub struct ControlConfig {
     pub redis_url: Option<String>,
     /// Request rate limits.
     pub rate_limit: RateLimitConfig,
+    /// Limits of the anonymous routes (see `guard`).
+    pub auth_limits: AuthLimitsConfig,
+}
+
+/// Limits of login, registration and refresh, checked before any password
+/// hashing (see [`crate::guard`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimitsConfig {
+    /// Requests per minute per client IP (0: off).
+    pub per_ip_per_min: u32,
+    /// Burst per client IP.
+    pub per_ip_burst: u32,
+    /// Failed logins of one account in a row before it is locked (0: off).
+    pub lockout_after: u32,
+    /// The first lockout; each further failure doubles it.
+    pub lockout_base_secs: u64,
+    /// The longest lockout.
+    pub lockout_max_secs: u64,
+}
+
+impl Default for AuthLimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_ip_per_min: 60,
+            per_ip_burst: 20,
+            lockout_after: 5,
+            lockout_base_secs: 1,
+            lockout_max_secs: 900,
+        }
+    }
 }
 
 /// Request rate limits (GCRA): a sustained rate and a burst, per API key (or
@@ -141,7 +199,11 @@ impl Default for ControlConfig {
             database_url: None,
             jwt_secret_file: None,
             node_token_file: None,
-            allow_registration: true,
+            allow_registration: false,
+            operators: Vec::new(),
+            max_tenants_per_user: 5,
+            session_max_secs: 30 * 24 * 3600,
+            allow_plain_http_nodes: false,
             node_heartbeat_timeout_secs: 15,
             max_body_bytes: 1 << 20,
             max_component_bytes: 64 << 20,
@@ -159,6 +221,7 @@ impl Default for ControlConfig {
             audit_retention_secs: 365 * 24 * 3600,
             redis_url: None,
             rate_limit: RateLimitConfig::default(),
+            auth_limits: AuthLimitsConfig::default(),
         }
     }
 }
@@ -205,7 +268,31 @@ impl ControlConfig {
                 )));
             }
         }
+        for op in &self.operators {
+            if !op.contains('@') || op.trim() != op {
+                return Err(ConfigError::Invalid(format!(
+                    "operators: {op:?} is not an email address"
+                )));
+            }
+        }
+        if self.session_max_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "session_max_secs must be at least 1".to_owned(),
+            ));
+        }
+        if self.max_tenants_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "max_tenants_per_user must be at least 1 (registration makes one)".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the account with `email` (normalised: lower case) is a
+    /// platform operator.
+    pub fn is_operator(&self, email: &str) -> bool {
+        let email = email.to_lowercase();
+        self.operators.iter().any(|op| op.to_lowercase() == email)
     }
 
     /// The database URL, defaulting to SQLite in the state directory.
@@ -236,7 +323,21 @@ mod tests {
         let config: ControlConfig = toml::from_str(&toml).expect("example parses");
         assert!(config.database_url().starts_with("postgres://"));
         assert!(config.allow_registration);
+        assert!(config.is_operator("OPS@example.com"));
         config.validate().expect("the example is valid");
+    }
+
+    #[test]
+    fn registration_is_closed_and_nobody_is_an_operator_by_default() {
+        let config = ControlConfig::default();
+        assert!(!config.allow_registration);
+        assert!(!config.is_operator("admin@delta.local"));
+        let bad = ControlConfig {
+            operators: vec!["not an address".to_owned()],
+            ..ControlConfig::default()
+        };
+        let err = bad.validate().expect_err("not an email");
+        assert!(err.to_string().contains("operators"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,11 @@
 //! their own natural keys too (usage batches dedupe by run id).
 //!
 //! Expired rows are deleted by the lead's sweep through [`sweep_expired`].
+//!
+//! # Never stored
+//! Login and refresh ([`NEVER_STORED`]) ignore the header: their answers
+//! are credentials, and a replayed refresh would bypass the rotation's
+//! reuse detection.
 
 use std::future::Future;
 use std::time::Duration;
@@ -124,6 +129,13 @@ pub const PUBLIC_ROUTES: [&str; 4] = [
     "/v1/auth/refresh",
     "/v1/auth/logout",
 ];
+/// Routes that issue credentials: `Idempotency-Key` is ignored there (not
+/// stored, not replayed). A stored login or refresh answer would hand out
+/// its tokens again to whoever replays the request, and a replayed refresh
+/// would answer the new pair for a rotated token without tripping reuse
+/// detection; both are safe to retry without a key (a retried login is
+/// another session, a retried refresh is reuse, as it should be).
+pub const NEVER_STORED: [&str; 2] = ["/v1/auth/login", "/v1/auth/refresh"];
 /// Routes under this prefix are the nodes': the fleet token.
 const NODE_ROUTES: &str = "/v1/nodes/";
 /// Response headers stored and replayed.
@@ -150,6 +162,9 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         // No route (the fallback's 404): nothing would execute.
         return next.run(req).await;
     };
+    if NEVER_STORED.contains(&route.as_str()) {
+        return next.run(req).await;
+    }
     match parse_key(req.headers()) {
         Ok(None) => next.run(req).await,
         Ok(Some(key)) => match handle(&state, &route, key, req, next).await {

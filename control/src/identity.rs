@@ -4,16 +4,18 @@
 //! Sessions. A login opens a *family* of refresh tokens and answers an
 //! access token (JWT, [`ACCESS_TTL`]) and a refresh token (random, stored
 //! as its SHA-256, [`REFRESH_TTL`] from when it was issued, so a family
-//! lives as long as it is used at least once a week). `POST
+//! lives as long as it is used at least once a week, and never longer
+//! than `session_max_secs`, 30 days by default, from the login). `POST
 //! /v1/auth/refresh` rotates: the presented token is marked rotated by one
 //! conditional `UPDATE` (so of two concurrent uses exactly one wins) and a
 //! new token of the same family is issued. A rotated token is never
 //! presented again by an honest client; when one is, the whole family is
 //! revoked (theft is assumed; the client that lost the race of a concurrent
-//! double refresh has to log in again). Logout revokes the family. Access
-//! tokens are not revocable: they expire on their own within
-//! [`ACCESS_TTL`], but every request re-reads the caller's membership, so
-//! removing a member takes effect at once.
+//! double refresh has to log in again). Logout revokes the family. Ending a
+//! family (logout, reuse, the absolute lifetime) also ends its access
+//! tokens: each names its family (`fam`), and every request checks it
+//! against `revoked_sessions` along with the caller's membership (so
+//! removing a member takes effect at once too).
 //!
 //! API keys are `dk_<prefix>_<secret>`: shown once at creation, stored as
 //! the SHA-256 of the secret with the visible prefix, per tenant, with
@@ -41,6 +43,7 @@ use crate::auth::{
     sha256_hex, verify_password,
 };
 use crate::db::{new_id, now_ms};
+use crate::guard::ClientIp;
 use crate::pagination::{Page, PageQuery};
 
 /// Shortest password accepted, in characters.
@@ -153,6 +156,8 @@ pub struct MeResponse {
     pub via: String,
     /// The credential's scopes (a session has them all).
     pub scopes: Vec<String>,
+    /// Whether the user is a platform operator.
+    pub operator: bool,
 }
 
 /// `POST /v1/api-keys`.
@@ -283,7 +288,7 @@ async fn issue_tokens(
     tenant: &str,
     family: &str,
 ) -> Result<TokenResponse, ApiError> {
-    let (access, ttl) = keys.issue(user, tenant)?;
+    let (access, ttl) = keys.issue(user, tenant, family)?;
     let refresh = random_token();
     let now = now_ms();
     sqlx::query(
@@ -322,16 +327,19 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 403, description = "Registration is closed (`registration_closed`)"),
+        (status = 403, description = "Registration is closed, or the address is an \
+                                      operator's (`registration_closed`)"),
         (status = 409, description = "The email is taken (`email_taken`)"),
         (status = 422, description = "Bad email, short password or bad tenant name"),
     )
 )]
 async fn register(
     State(state): State<AppState>,
+    ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    state.guard.check_ip(ip)?;
     if !state.config.allow_registration {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -340,6 +348,43 @@ async fn register(
         ));
     }
     let email = normalise_email(&req.email)?;
+    // An operator's address is never claimed through open registration:
+    // whoever registered it first would hold the platform.
+    if state.config.is_operator(&email) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "registration_closed",
+            "this address cannot be registered through the API",
+        ));
+    }
+    create_account(
+        &state,
+        &email,
+        req.password,
+        req.tenant_name.as_deref(),
+        Some(&rid.0),
+    )
+    .await
+    .map(|created| (StatusCode::CREATED, Json(created)))
+}
+
+/// Create an account and its personal tenant (which it owns): what
+/// registration does, and what `delta control --create-account` and
+/// `delta up` call directly (operators' accounts cannot be registered).
+/// `email` is normalised here; 409 `email_taken`, 422 for bad input.
+pub async fn create_account(
+    state: &AppState,
+    email: &str,
+    password: String,
+    tenant_name: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<RegisterResponse, ApiError> {
+    let email = normalise_email(email)?;
+    let req = RegisterRequest {
+        email: email.clone(),
+        password,
+        tenant_name: tenant_name.map(str::to_owned),
+    };
     let chars = req.password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(format!(
@@ -400,11 +445,11 @@ async fn register(
         Some(&user.id),
         "user_registered",
         json!({ "email": user.email }),
-        Some(&rid.0),
+        request_id,
     )
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(RegisterResponse { user, tenant })))
+    Ok(RegisterResponse { user, tenant })
 }
 
 /// Log in: an access token and a refresh token for one tenant.
@@ -426,9 +471,16 @@ async fn register(
 )]
 async fn login(
     State(state): State<AppState>,
+    ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    // Before any argon2 work: the address's rate, then the account's
+    // lockout (an address that is not an email is an account too, so a
+    // refusal says nothing about which exist).
+    state.guard.check_ip(ip)?;
+    let tried: String = req.email.trim().to_lowercase().chars().take(254).collect();
+    state.guard.check_account(&tried)?;
     let dummy = dummy_hash().await?;
     let email = normalise_email(&req.email).ok();
     let user = match &email {
@@ -453,8 +505,12 @@ async fn login(
     };
     // Always verify (against the dummy hash for unknown users) so that
     // timing does not tell which emails exist.
-    let password_ok = verify_password(hash, req.password).await;
-    let tried: String = req.email.trim().to_lowercase().chars().take(254).collect();
+    let password_ok = verify_password(hash, req.password).await?;
+    if password_ok && known_id.is_some() {
+        state.guard.succeeded(&tried);
+    } else {
+        state.guard.failed(&tried);
+    }
     let user_id = match known_id {
         Some(id) if password_ok => id,
         Some(id) => {
@@ -579,9 +635,11 @@ enum RefreshOutcome {
 )]
 async fn refresh(
     State(state): State<AppState>,
+    ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    state.guard.check_ip(ip)?;
     let hash = sha256_hex(&req.refresh_token);
     let now = now_ms();
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
@@ -613,12 +671,23 @@ async fn refresh(
             .await
             .map_err(ApiError::internal)?
             .is_some();
-            if member {
+            // When the login was: its family's first token.
+            let started: i64 = sqlx::query_scalar(
+                "SELECT MIN(created_at_ms) FROM refresh_tokens WHERE family_id = $1",
+            )
+            .bind(&family)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ApiError::internal)?;
+            let max_ms = i64::try_from(state.config.session_max_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
+            if member && now.saturating_sub(started) <= max_ms {
                 RefreshOutcome::Rotated(
                     issue_tokens(&mut tx, &state.keys, &user, &tenant, &family).await?,
                 )
             } else {
-                // Removed from the tenant since: the session ends.
+                // Removed from the tenant since, or the session is older
+                // than session_max_secs: it ends.
                 revoke_family(&mut tx, &family, now).await?;
                 RefreshOutcome::Refused
             }
@@ -673,6 +742,9 @@ async fn revoke_family(
     family: &str,
     now: i64,
 ) -> Result<u64, ApiError> {
+    crate::auth::end_session(&mut *conn, family, now)
+        .await
+        .map_err(ApiError::internal)?;
     sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $2 \
          WHERE family_id = $1 AND revoked_at_ms IS NULL",
@@ -687,8 +759,8 @@ async fn revoke_family(
 
 /// Log out: revoke the refresh token's whole family.
 ///
-/// Always 204 (an unknown token reveals nothing). Access tokens already
-/// issued are not revoked: they expire within 30 minutes.
+/// Always 204 (an unknown token reveals nothing). The session's access
+/// tokens are refused from now on too.
 #[utoipa::path(
     post,
     path = "/v1/auth/logout",
@@ -716,6 +788,9 @@ async fn logout(
     .map_err(ApiError::internal)?;
     if let Some(row) = revoked.first() {
         let family: String = row.try_get("family_id").map_err(ApiError::internal)?;
+        crate::auth::end_session(&mut tx, &family, now_ms())
+            .await
+            .map_err(ApiError::internal)?;
         let user: String = row.try_get("user_id").map_err(ApiError::internal)?;
         let tenant: String = row.try_get("tenant_id").map_err(ApiError::internal)?;
         audit::record_in(
@@ -774,6 +849,7 @@ async fn me(
         role: principal.role,
         via: via.into(),
         scopes,
+        operator: principal.operator,
     }))
 }
 

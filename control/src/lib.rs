@@ -18,6 +18,7 @@ pub mod auth;
 pub mod budgets;
 pub mod config;
 pub mod db;
+pub mod guard;
 pub mod idempotency;
 pub mod identity;
 pub mod messages;

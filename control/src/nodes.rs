@@ -63,7 +63,7 @@ use utoipa_axum::routes;
 use crate::agents::{self, AGENT_COLUMNS, Agent};
 use crate::app::AppState;
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::db::now_ms;
 use crate::nodeclient::NodeClient;
 use crate::pagination::{Page, PageQuery};
@@ -198,6 +198,25 @@ impl FromRequestParts<AppState> for NodeAuth {
     }
 }
 
+/// Whether `url` is https, or plain http to a loopback host (a node on
+/// the same machine, as `delta up` runs it).
+fn secure_or_loopback(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if u.scheme() == "https" {
+        return true;
+    }
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 fn validate_node(hb: &Heartbeat) -> Result<(), ApiError> {
     let id_ok = !hb.node_id.is_empty()
         && hb.node_id.len() <= 128
@@ -243,13 +262,24 @@ async fn heartbeat(
     JsonBody(hb): JsonBody<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     validate_node(&hb)?;
+    if !state.config.allow_plain_http_nodes && !secure_or_loopback(&hb.url) {
+        return Err(ApiError::invalid(
+            "a node's url must be https (plain http only on loopback, or with \
+             allow_plain_http_nodes in control.toml)",
+        ));
+    }
     let now = now_ms();
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    sqlx::query(
+    // A live node's URL does not move by heartbeat: whoever holds the
+    // fleet token could otherwise point another node's id (and the
+    // deployments, runs and log reads of every tenant on it) at itself.
+    // A node that was marked down may come back elsewhere (a restart).
+    let changed = sqlx::query(
         "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, last_heartbeat_ms) \
          VALUES ($1, $2, $3, $4, 'up', $5, $5) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, capacity = excluded.capacity, \
-             load = excluded.load, status = 'up', last_heartbeat_ms = excluded.last_heartbeat_ms",
+             load = excluded.load, status = 'up', last_heartbeat_ms = excluded.last_heartbeat_ms \
+         WHERE nodes.url = excluded.url OR nodes.status = 'down'",
     )
     .bind(&hb.node_id)
     .bind(hb.url.trim_end_matches('/'))
@@ -258,7 +288,14 @@ async fn heartbeat(
     .bind(now)
     .execute(state.db.pool())
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)?
+    .rows_affected();
+    if changed == 0 {
+        return Err(ApiError::conflict(
+            "node_url_conflict",
+            "this node id is up at another URL; a live node's URL does not change by heartbeat",
+        ));
+    }
     Ok(Json(HeartbeatAck {
         node_id: hb.node_id,
         status: "up".into(),
@@ -318,14 +355,18 @@ async fn ingest_usage(
     }))
 }
 
-/// The fleet. Nodes serve every tenant, so this shows only what placement
-/// uses (no URLs); any tenant admin may look.
+/// The fleet (platform operators only: nodes serve every tenant, and a
+/// tenant has no business knowing the others' placement). Shows what
+/// placement uses, no URLs.
 #[utoipa::path(
     get,
     path = "/v1/nodes",
     tag = "nodes",
     params(PageQuery),
-    responses((status = 200, description = "A page, by registration", body = Page<Node>)),
+    responses(
+        (status = 200, description = "A page, by registration", body = Page<Node>),
+        (status = 403, description = "`operator_only`"),
+    ),
     security(("bearer" = []))
 )]
 async fn list_nodes(
@@ -333,7 +374,7 @@ async fn list_nodes(
     principal: Principal,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<Node>>, ApiError> {
-    principal.require_role(Role::Admin)?;
+    principal.require_operator()?;
     principal.require_scope("agents:read")?;
     let (after_t, after_id) = page.after()?;
     let limit = page.limit();
@@ -789,5 +830,27 @@ mod tests {
         assert!(validate_node(&hb("a/b", "http://x")).is_err());
         assert!(validate_node(&hb("n", "file:///etc")).is_err());
         assert!(validate_node(&hb("n", "http://u:p@x")).is_err());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://node.example.com:7421",
+            "http://127.0.0.1:7421",
+            "http://127.9.0.1",
+            "http://[::1]:7421",
+            "http://localhost:7421",
+        ] {
+            assert!(secure_or_loopback(ok), "{ok}");
+        }
+        for bad in [
+            "http://node.example.com:7421",
+            "http://10.0.0.5:7421",
+            "http://169.254.169.254/latest",
+            "http://127.0.0.1.example.com",
+            "not a url",
+        ] {
+            assert!(!secure_or_loopback(bad), "{bad}");
+        }
     }
 }

@@ -151,6 +151,15 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
         "idempotency",
         crate::idempotency::sweep_expired(db, now, secs_ms(retention)).await,
     );
+    // Ended sessions whose access tokens have all expired.
+    keep(
+        "revoked sessions",
+        sqlx::query("DELETE FROM revoked_sessions WHERE expires_at_ms < $1")
+            .bind(now)
+            .execute(db.pool())
+            .await
+            .map(|r| r.rows_affected()),
+    );
     let mut retention_deleted = 0;
     let tables = RECORDS
         .iter()

@@ -238,7 +238,9 @@ async fn ensure_another_owner(
     Ok(())
 }
 
-/// Create a tenant; the caller becomes its owner.
+/// Create a tenant; the caller becomes its owner. A user owns at most
+/// `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
+/// their budget there comes out of their one tier (see `budgets`).
 ///
 /// The caller's credential stays in its tenant: log in with `tenant_id` to
 /// work in the new one.
@@ -249,6 +251,7 @@ async fn ensure_another_owner(
     request_body = CreateTenantRequest,
     responses(
         (status = 201, description = "Created", body = TenantView),
+        (status = 403, description = "`tenant_limit`: the caller owns as many as allowed"),
         (status = 422, description = "Bad name"),
     ),
     security(("bearer" = []))
@@ -268,6 +271,30 @@ async fn create_tenant(
         created_at_ms: now_ms(),
     };
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    // Locks the user (a write first: SQLite cannot always upgrade a read),
+    // so that concurrent creations count each other.
+    sqlx::query("UPDATE users SET created_at_ms = created_at_ms WHERE id = $1")
+        .bind(&principal.user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    if !principal.operator {
+        let owned: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships WHERE user_id = $1 AND role = 'owner'",
+        )
+        .bind(&principal.user_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+        let cap = i64::from(state.config.max_tenants_per_user);
+        if owned >= cap {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_limit",
+                format!("a user may own at most {cap} tenants"),
+            ));
+        }
+    }
     insert_owned(
         &mut tx,
         &tenant.id,

@@ -586,34 +586,32 @@ both!(
         let w = world(ctl).await;
         let me = &w.alice.user_id;
         w.agent("main", None, 3_000).await;
-        let (status, body) = w
-            .call(
-                Method::PUT,
-                &format!("/v1/budget/users/{me}"),
-                Some(json!({ "tier": "team" })),
-            )
-            .await;
+        // Tiers are the platform operator's; the tenant's owner may not
+        // change their own (see tests/security.rs for the attack itself).
+        let op = w.ctl.operator().await;
+        let tenant = w.alice.tenant_id.clone();
+        let as_operator = |path: String, tier: &'static str| {
+            let (ctl, token, tenant) = (&w.ctl, op.access.clone(), tenant.clone());
+            async move {
+                ctl.call(
+                    Method::PUT,
+                    &path,
+                    Some(&token),
+                    Some(json!({ "tier": tier, "tenant_id": tenant })),
+                )
+                .await
+            }
+        };
+        let (status, body) = as_operator(format!("/v1/budget/users/{me}"), "team").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["tier"], "team");
         assert_eq!(n(&body["monthly_allocation"]), 100_000);
         assert_eq!(n(&body["pool"]), 97_000);
-        let (status, body) = w
-            .call(
-                Method::PUT,
-                &format!("/v1/budget/users/{me}"),
-                Some(json!({ "tier": "free" })),
-            )
-            .await;
+        let (status, body) = as_operator(format!("/v1/budget/users/{me}"), "free").await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(body["code"], "below_allocated");
         assert_eq!(n(&body["details"]["allocated"]), 3_000);
-        let (status, body) = w
-            .call(
-                Method::PUT,
-                &format!("/v1/budget/users/{me}"),
-                Some(json!({ "tier": "platinum" })),
-            )
-            .await;
+        let (status, body) = as_operator(format!("/v1/budget/users/{me}"), "platinum").await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(n(&w.mine().await["pool"]), 97_000);
 
@@ -645,9 +643,7 @@ both!(
             .call(Method::GET, &path, Some(&bob.access), None)
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, body) = w
-            .call(Method::PUT, &path, Some(json!({ "tier": "free" })))
-            .await;
+        let (status, body) = as_operator(path.clone(), "free").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(n(&body["pool"]), 1_000);
         let (status, body) = w.call(Method::GET, &path, None).await;
@@ -1353,11 +1349,8 @@ both!(
                 format!("/v1/budget/users/{}", w.alice.user_id),
                 None,
             ),
-            (
-                Method::PUT,
-                format!("/v1/budget/users/{}", w.alice.user_id),
-                Some(json!({ "tier": "free" })),
-            ),
+            // (PUT /v1/budget/users/{id} is for operators only: 403 before
+            // any lookup, see tiers_change_the_pool_but_not_below_what_is_allocated.)
         ] {
             let (status, answer) = w.ctl.call(method.clone(), &path, m, body).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");

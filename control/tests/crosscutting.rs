@@ -888,30 +888,37 @@ both!(
         assert_eq!(idempotency_rows(&ctl).await, before);
 
         // Routes without credentials keep their keys, whatever stale
-        // Authorization a client sends along.
-        let login = json!({ "email": alice.email, "password": alice.password });
-        let logged_in = send(
+        // Authorization a client sends along. (Login and refresh ignore
+        // keys altogether: tests/security.rs.)
+        let registration =
+            json!({ "email": "carol@example.com", "password": "pw-carol-long-enough" });
+        let registered = send(
             &ctl,
             Method::POST,
-            "/v1/auth/login",
+            "/v1/auth/register",
             Some("stale-token"),
-            Some("login-1"),
-            Some(login.clone()),
+            Some("register-1"),
+            Some(registration.clone()),
         )
         .await;
-        assert_eq!(logged_in.status, StatusCode::OK, "{}", logged_in.text);
+        assert_eq!(
+            registered.status,
+            StatusCode::CREATED,
+            "{}",
+            registered.text
+        );
         assert_eq!(claims_written(&ctl).await, 2);
         let again = send(
             &ctl,
             Method::POST,
-            "/v1/auth/login",
+            "/v1/auth/register",
             Some("stale-token"),
-            Some("login-1"),
-            Some(login),
+            Some("register-1"),
+            Some(registration),
         )
         .await;
         assert!(again.replayed());
-        assert_eq!(again.text, logged_in.text);
+        assert_eq!(again.text, registered.text);
     }
 );
 

@@ -6,7 +6,7 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Control, Dialect, Session};
-use delta_control::db::{Backend, now_ms};
+use delta_control::db::now_ms;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -101,10 +101,7 @@ async fn create_key(ctl: &Control, token: &str, body: Value) -> (StatusCode, Val
 }
 
 fn dialect(ctl: &Control) -> Dialect {
-    match ctl.state.db.backend() {
-        Backend::Sqlite => Dialect::Sqlite,
-        Backend::Postgres => Dialect::Postgres,
-    }
+    ctl.dialect()
 }
 
 both!(register_login_and_me, |ctl: Control| async move {
@@ -362,7 +359,13 @@ both!(
         let (status, body) = refresh(&ctl, &other).await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
-        let entries = audit(&ctl, &alice.access).await;
+        // The ended family's access token is refused too (issue 18); the
+        // other session reads the audit.
+        let (status, _) = ctl
+            .call(Method::GET, "/v1/me", Some(&alice.access), None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let entries = audit(&ctl, body["access_token"].as_str().expect("access")).await;
         let reuse: Vec<&Value> = entries
             .iter()
             .filter(|e| e["action"] == "refresh_token_reuse")
@@ -408,12 +411,14 @@ both!(logout_revokes_the_family, |ctl: Control| async move {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // Access tokens run out on their own (documented): still valid here.
+    // The session's access tokens end with it (issue 18).
     let (status, _) = ctl
         .call(Method::GET, "/v1/me", Some(&alice.access), None)
         .await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(actions(&audit(&ctl, &alice.access).await).contains(&"logout"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, again) = login(&ctl, &alice.email, &alice.password, None).await;
+    let access = again["access_token"].as_str().expect("access");
+    assert!(actions(&audit(&ctl, access).await).contains(&"logout"));
 });
 
 both!(

@@ -1235,6 +1235,7 @@ async fn a_node_that_missed_an_approval_catches_up(dialect: Dialect) {
     let ctl = Control::start_with(dialect, |c| c.node_heartbeat_timeout_secs = 2).await;
     let node = start_node(&ctl).await;
     let alice = ctl.register("alice").await;
+    let operator = ctl.operator().await;
     let t = create_template(&ctl, &alice.access, welcome("welcome")).await;
     let id = s(&t["id"]);
     let agent = create_agent(
@@ -1248,7 +1249,7 @@ async fn a_node_that_missed_an_approval_catches_up(dialect: Dialect) {
     let agent_id = s(&agent["id"]);
     node.shutdown().await;
     eventually("the node marked down", Duration::from_secs(30), || async {
-        let (_, nodes) = call(&ctl, Method::GET, "/v1/nodes", &alice.access, None).await;
+        let (_, nodes) = call(&ctl, Method::GET, "/v1/nodes", &operator.access, None).await;
         (nodes["items"][0]["status"] == "down").then_some(())
     })
     .await;

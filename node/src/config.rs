@@ -376,6 +376,8 @@ pub struct Overrides {
     pub allow_plain_http: bool,
     /// `--control-plane-url` / `DELTA_CONTROL_PLANE_URL`.
     pub control_plane_url: Option<String>,
+    /// `--control-plane-token-file` / `DELTA_CONTROL_PLANE_TOKEN_FILE`.
+    pub control_plane_token_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -425,6 +427,9 @@ impl NodeConfig {
                 }
             }
         }
+        if let (Some(file), Some(cp)) = (o.control_plane_token_file, &mut self.control_plane) {
+            cp.token_file = Some(file);
+        }
     }
 
     /// Check what the types cannot.
@@ -465,6 +470,14 @@ impl NodeConfig {
             if cp.lease_chunk == 0 || cp.budget_timeout_secs == 0 {
                 return invalid(
                     "control_plane.lease_chunk and budget_timeout_secs must be at least 1",
+                );
+            }
+            // Without it every heartbeat is a 401, retried forever.
+            if cp.token_file.is_none() {
+                return invalid(
+                    "the control plane needs this node's credential: set [control_plane] \
+                     token_file, DELTA_CONTROL_PLANE_TOKEN_FILE or --control-plane-token-file \
+                     (a file holding the token in the control plane's node_token_file)",
                 );
             }
         }
@@ -579,11 +592,34 @@ mod tests {
     }
 
     #[test]
+    fn a_control_plane_without_a_credential_is_refused_naming_the_setting() {
+        let mut config = NodeConfig {
+            token_file: Some("t".into()),
+            ..NodeConfig::default()
+        };
+        config.apply_overrides(Overrides {
+            control_plane_url: Some("http://127.0.0.1:7420".into()),
+            ..Overrides::default()
+        });
+        let err = config.validate().expect_err("no credential");
+        assert!(
+            err.to_string().contains("--control-plane-token-file"),
+            "{err}"
+        );
+        config.apply_overrides(Overrides {
+            control_plane_token_file: Some("cp-token".into()),
+            ..Overrides::default()
+        });
+        config.validate().expect("with the credential");
+    }
+
+    #[test]
     fn a_local_budget_beside_a_control_plane_is_refused() {
         let text = r#"
 token_file = "t"
 [control_plane]
 url = "http://127.0.0.1:1"
+token_file = "cp-token"
 [budget]
 database = "ledger.db"
 "#;

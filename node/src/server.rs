@@ -277,6 +277,16 @@ pub async fn start(mut config: NodeConfig, options: &ServeOptions) -> anyhow::Re
             url: cp.advertise_url.clone().unwrap_or_else(|| url.clone()),
             every: Duration::from_secs(cp.heartbeat_secs.max(1)),
         };
+        // A refused credential never heals by retrying: say so and stop,
+        // rather than warn on every beat. (An unreachable control plane may
+        // come later: the beats retry.)
+        if let Err(e) = heartbeat.first(&node).await {
+            handle.shutdown();
+            for task in &background {
+                task.abort();
+            }
+            return Err(e);
+        }
         background.push(heartbeat.spawn(Arc::clone(&node)));
     }
     Ok(RunningNode {
@@ -302,6 +312,53 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
+    fn body(&self, node: &Node) -> serde_json::Value {
+        let scheduler = node.scheduler();
+        serde_json::json!({
+            "node_id": node.id(),
+            "url": self.url,
+            "capacity": scheduler.limits().concurrency,
+            "load": scheduler.running() + scheduler.queued(),
+        })
+    }
+
+    /// The first beat, at start: an error if the control plane refuses the
+    /// node's credential (401/403).
+    async fn first(&self, node: &Node) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let mut req = client.post(&self.endpoint).json(&self.body(node));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        match req.send().await {
+            Ok(resp)
+                if matches!(
+                    resp.status(),
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+                ) =>
+            {
+                anyhow::bail!(
+                    "the control plane at {} refused this node's credential ({}): set \
+                     [control_plane] token_file (or --control-plane-token-file) to a file \
+                     holding the control plane's node token",
+                    self.endpoint,
+                    resp.status()
+                )
+            }
+            Ok(resp) if !resp.status().is_success() => {
+                tracing::warn!(status = %resp.status(), endpoint = %self.endpoint, "first heartbeat refused; retrying");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint = %self.endpoint, "control plane not reachable yet; heartbeats retry");
+                Ok(())
+            }
+        }
+    }
+
     fn spawn(self, node: Arc<Node>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let client = match reqwest::Client::builder()
@@ -319,14 +376,7 @@ impl Heartbeat {
             let mut failing = false;
             loop {
                 tick.tick().await;
-                let scheduler = node.scheduler();
-                let body = serde_json::json!({
-                    "node_id": node.id(),
-                    "url": self.url,
-                    "capacity": scheduler.limits().concurrency,
-                    "load": scheduler.running() + scheduler.queued(),
-                });
-                let mut req = client.post(&self.endpoint).json(&body);
+                let mut req = client.post(&self.endpoint).json(&self.body(&node));
                 if let Some(token) = &self.token {
                     req = req.bearer_auth(token);
                 }

@@ -86,6 +86,10 @@ pub const TEST_RETENTION_SECS: u64 = 100 * 365 * 24 * 3600;
 
 pub const NODE_TOKEN: &str = "test-fleet-node-token-0123456789";
 
+/// The platform operator of test control planes (`operators` in their
+/// configuration); [`Control::operator`] makes the account.
+pub const OPERATOR_EMAIL: &str = "operator@example.com";
+
 impl Control {
     /// Start a control plane with default settings.
     pub async fn start(dialect: Dialect) -> Self {
@@ -113,6 +117,16 @@ impl Control {
             // Suites send usage records with fixed dates (day boundaries
             // are asserted); the retention tests in sweep.rs set their own.
             record_retention_secs: TEST_RETENTION_SECS,
+            // Suites register their users; closed registration (the
+            // default) has its own tests.
+            allow_registration: true,
+            operators: vec![OPERATOR_EMAIL.to_owned()],
+            // Every request comes from 127.0.0.1: the per-address limit is
+            // off (security.rs tests it); the account lockout stays on.
+            auth_limits: delta_control::config::AuthLimitsConfig {
+                per_ip_per_min: 0,
+                ..Default::default()
+            },
             ..ControlConfig::default()
         };
         let database = match dialect {
@@ -203,6 +217,58 @@ impl Control {
             refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
             email,
             password,
+        }
+    }
+
+    /// The platform operator, logged in to their own tenant: the account
+    /// is made in process on first use (an operator's address cannot be
+    /// registered over HTTP).
+    pub async fn operator(&self) -> Session {
+        let password = "pw-operator-long-enough".to_owned();
+        let user_id = match delta_control::identity::create_account(
+            &self.state,
+            OPERATOR_EMAIL,
+            password.clone(),
+            Some("operations"),
+            None,
+        )
+        .await
+        {
+            Ok(created) => created.user.id,
+            Err(e) if e.code == "email_taken" => String::new(),
+            Err(e) => panic!("creating the operator: {} ({})", e.message, e.code),
+        };
+        let (status, login) = self
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "email": OPERATOR_EMAIL, "password": password })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "operator login: {login}");
+        let (_, me) = self
+            .call(Method::GET, "/v1/me", login["access_token"].as_str(), None)
+            .await;
+        Session {
+            user_id: if user_id.is_empty() {
+                me["user"]["id"].as_str().unwrap_or_default().to_owned()
+            } else {
+                user_id
+            },
+            tenant_id: login["tenant_id"].as_str().expect("tenant id").to_owned(),
+            access: login["access_token"].as_str().expect("access").to_owned(),
+            refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
+            email: OPERATOR_EMAIL.to_owned(),
+            password,
+        }
+    }
+
+    /// The database this control plane runs on.
+    pub fn dialect(&self) -> Dialect {
+        match self.state.db.backend() {
+            delta_control::db::Backend::Sqlite => Dialect::Sqlite,
+            delta_control::db::Backend::Postgres => Dialect::Postgres,
         }
     }
 

@@ -1,0 +1,222 @@
+//! One Wizer pass: instantiate the instrumented engine, let it compile and
+//! evaluate the script, snapshot its state into a new component.
+
+use wasmtime::component::{Component, Instance, Lift, Linker, ResourceTable, WasmList};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wizer::{ComponentContext, ComponentInstanceState, Wizer};
+
+use crate::{JsError, PrepareLimits};
+
+/// What the engine's stderr keeps from a crash at load time.
+const STDERR_BYTES: usize = 16 << 10;
+
+struct InitState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for InitState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The `{kind, message, line?, column?}` the engine returns for a refusal.
+#[derive(serde::Deserialize)]
+struct Refusal {
+    kind: String,
+    message: String,
+    line: Option<u64>,
+    column: Option<u64>,
+}
+
+pub(crate) async fn run(
+    engine: &Engine,
+    wizer: &Wizer,
+    cx: &ComponentContext<'static>,
+    component: &Component,
+    source: &str,
+    limits: &PrepareLimits,
+) -> Result<Vec<u8>, JsError> {
+    let engine_error = |e: wasmtime::Error| JsError::Engine(format!("{e:#}"));
+    let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+    // Nothing granted, as at run time; the engine also refuses every
+    // capability call while it is initialising.
+    let wasi = WasiCtxBuilder::new()
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let mut store = Store::new(
+        engine,
+        InitState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(64)
+                .build(),
+        },
+    );
+    store.limiter(|s| &mut s.limits);
+    store.set_fuel(limits.fuel).map_err(engine_error)?;
+
+    let mut linker: Linker<InitState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+    trap_capabilities(engine, &mut linker, component).map_err(engine_error)?;
+    let instance = linker
+        .instantiate_async(&mut store, component)
+        .await
+        .map_err(engine_error)?;
+    let init = instance
+        .get_typed_func::<(String,), (Result<(), String>,)>(&mut store, "wizer-initialize")
+        .map_err(engine_error)?;
+    match init.call_async(&mut store, (source.to_owned(),)).await {
+        Ok((Ok(()),)) => {}
+        Ok((Err(json),)) => return Err(refusal(&json)),
+        Err(e) => {
+            let why = match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => "ran out of fuel (a loop at the top level?)".to_owned(),
+                Some(Trap::StackOverflow) => "overflowed the stack".to_owned(),
+                _ => {
+                    let said = String::from_utf8_lossy(&stderr.contents())
+                        .trim()
+                        .to_owned();
+                    if said.is_empty() {
+                        format!("crashed the engine: {e:#} (over the memory bound?)")
+                    } else {
+                        format!("crashed the engine: {said}")
+                    }
+                }
+            };
+            return Err(JsError::LoadLimit(why));
+        }
+    }
+    // Wizer's accessors run on the same store; what the script left of the
+    // fuel must not decide whether the snapshot can be read.
+    store.set_fuel(u64::MAX).map_err(engine_error)?;
+    let mut access = Access {
+        store: &mut store,
+        instance,
+    };
+    wizer
+        .snapshot_component(cx, &mut access)
+        .await
+        .map_err(engine_error)
+}
+
+/// The `delta:agent` imports, as functions that trap. The engine never calls
+/// them while loading (it refuses capability calls itself); they only have
+/// to exist. (`define_unknown_imports_as_traps` would also shadow WASI
+/// interfaces whose minor version differs from the linker's.)
+fn trap_capabilities(
+    engine: &Engine,
+    linker: &mut Linker<InitState>,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if !name.starts_with("delta:") {
+            continue;
+        }
+        let mut defined = linker.instance(name)?;
+        for (func, item) in instance.exports(engine) {
+            if let ComponentItem::ComponentFunc(_) = item.ty {
+                let what = format!("{name}#{func}");
+                defined.func_new(func, move |_, _, _, _| {
+                    Err(wasmtime::format_err!(
+                        "{what} called while loading the script"
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refusal(json: &str) -> JsError {
+    let Ok(refusal) = serde_json::from_str::<Refusal>(json) else {
+        return JsError::Engine(format!("unreadable refusal from the engine: {json}"));
+    };
+    match (refusal.kind.as_str(), refusal.line, refusal.column) {
+        ("syntax", Some(line), Some(column)) => JsError::Syntax {
+            message: refusal.message,
+            line,
+            column,
+        },
+        ("syntax" | "load", _, _) => JsError::Load(refusal.message),
+        ("no-entry", _, _) => JsError::NoEntry(refusal.message),
+        _ => JsError::Engine(refusal.message),
+    }
+}
+
+/// Wizer reads the instance's memories and globals through accessor
+/// functions its instrumentation exported; this calls them.
+struct Access<'a> {
+    store: &'a mut Store<InitState>,
+    instance: Instance,
+}
+
+impl Access<'_> {
+    async fn call<R: Lift + Send + Sync + 'static>(&mut self, instance: &str, func: &str) -> R {
+        let found = self
+            .instance
+            .get_export_index(&mut *self.store, None, instance)
+            .and_then(|i| {
+                self.instance
+                    .get_export_index(&mut *self.store, Some(&i), func)
+            });
+        let Some(index) = found else {
+            // Wizer only asks for accessors its instrumentation added.
+            panic!("wizer accessor {instance}#{func} is missing");
+        };
+        match self
+            .instance
+            .get_typed_func::<(), (R,)>(&mut *self.store, index)
+        {
+            Ok(f) => match f.call_async(&mut *self.store, ()).await {
+                Ok((r,)) => r,
+                Err(e) => panic!("wizer accessor {instance}#{func} trapped: {e:#}"),
+            },
+            Err(e) => panic!("wizer accessor {instance}#{func} has another type: {e:#}"),
+        }
+    }
+}
+
+impl ComponentInstanceState for Access<'_> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        let list: WasmList<u8> = self.call(instance, func).await;
+        contents(list.as_le_slice(&*self.store));
+    }
+
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.call(instance, func).await
+    }
+
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.call(instance, func).await
+    }
+
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.call::<f32>(instance, func).await.to_bits()
+    }
+
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.call::<f64>(instance, func).await.to_bits()
+    }
+}

@@ -27,6 +27,29 @@ impl WasiView for InitState {
     }
 }
 
+/// The clock a script's top level sees: 2026-01-01T00:00:00Z, standing still.
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1_767_225_600)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
 /// The `{kind, message, line?, column?}` the engine returns for a refusal.
 #[derive(serde::Deserialize)]
 struct Refusal {
@@ -47,9 +70,20 @@ pub(crate) async fn run(
     let engine_error = |e: wasmtime::Error| JsError::Engine(format!("{e:#}"));
     let stderr = MemoryOutputPipe::new(STDERR_BYTES);
     // Nothing granted, as at run time; the engine also refuses every
-    // capability call while it is initialising.
+    // capability call while it is initialising. Random numbers and clocks
+    // are fixed, so the same script always gives the same component (and
+    // the same content hash); runs reseed what depends on them.
     let wasi = WasiCtxBuilder::new()
         .stderr(stderr.clone())
+        .secure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+            0x_de17a,
+        ))
+        .insecure_random(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+            0x_de17b,
+        ))
+        .insecure_random_seed(0x_de17c)
+        .wall_clock(FixedClock)
+        .monotonic_clock(FixedClock)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

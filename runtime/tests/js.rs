@@ -492,3 +492,17 @@ async fn prepared_scripts_are_cached_by_content_hash() {
     assert_eq!(again, first);
     assert_ne!(key, delta_js::cache_key(HELLO_JS, Kind::Verifier));
 }
+
+#[tokio::test]
+async fn the_same_script_always_gives_the_same_component() {
+    let source = "const loaded = Date.now() + Math.random();\nexport function run() { return 1; }";
+    let a = js_preparer()
+        .prepare(source, Kind::Agent)
+        .await
+        .expect("prepared");
+    let b = js_preparer()
+        .prepare(source, Kind::Agent)
+        .await
+        .expect("prepared");
+    assert!(a == b, "two preparations of one script differ");
+}

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest as _, Sha256};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 use wasmtime_wizer::{ComponentContext, Wizer};
 
@@ -211,4 +211,38 @@ pub fn cache_key(source: &str, kind: Kind) -> String {
     hash.update(b"\0");
     hash.update(source.as_bytes());
     hex::encode(hash.finalize())
+}
+
+/// Define `component`'s `delta:agent` imports in `linker` as functions that
+/// trap (for instantiating an engine outside Delta's runtime, as Wizer and
+/// the benchmarks do). The engine never calls
+/// them while loading (it refuses capability calls itself); they only have
+/// to exist. (`define_unknown_imports_as_traps` would also shadow WASI
+/// interfaces whose minor version differs from the linker's.)
+pub fn trap_capabilities<T: 'static>(
+    engine: &Engine,
+    linker: &mut Linker<T>,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if !name.starts_with("delta:") {
+            continue;
+        }
+        let mut defined = linker.instance(name)?;
+        for (func, item) in instance.exports(engine) {
+            if let ComponentItem::ComponentFunc(_) = item.ty {
+                let what = format!("{name}#{func}");
+                defined.func_new(func, move |_, _, _, _| {
+                    Err(wasmtime::format_err!(
+                        "{what} called while loading the script"
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -104,7 +104,7 @@ pub(crate) async fn run(
 
     let mut linker: Linker<InitState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
-    trap_capabilities(engine, &mut linker, component).map_err(engine_error)?;
+    crate::trap_capabilities(engine, &mut linker, component).map_err(engine_error)?;
     let instance = linker
         .instantiate_async(&mut store, component)
         .await
@@ -144,38 +144,6 @@ pub(crate) async fn run(
         .snapshot_component(cx, &mut access)
         .await
         .map_err(engine_error)
-}
-
-/// The `delta:agent` imports, as functions that trap. The engine never calls
-/// them while loading (it refuses capability calls itself); they only have
-/// to exist. (`define_unknown_imports_as_traps` would also shadow WASI
-/// interfaces whose minor version differs from the linker's.)
-fn trap_capabilities(
-    engine: &Engine,
-    linker: &mut Linker<InitState>,
-    component: &Component,
-) -> wasmtime::Result<()> {
-    use wasmtime::component::types::ComponentItem;
-    for (name, item) in component.component_type().imports(engine) {
-        let ComponentItem::ComponentInstance(instance) = item.ty else {
-            continue;
-        };
-        if !name.starts_with("delta:") {
-            continue;
-        }
-        let mut defined = linker.instance(name)?;
-        for (func, item) in instance.exports(engine) {
-            if let ComponentItem::ComponentFunc(_) = item.ty {
-                let what = format!("{name}#{func}");
-                defined.func_new(func, move |_, _, _, _| {
-                    Err(wasmtime::format_err!(
-                        "{what} called while loading the script"
-                    ))
-                })?;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn refusal(json: &str) -> JsError {

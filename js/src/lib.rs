@@ -68,6 +68,9 @@ impl Kind {
     }
 }
 
+/// Scripts prepared at the same time by one [`Preparer`]; more wait.
+pub const MAX_CONCURRENT_PREPARES: usize = 2;
+
 /// Bounds on what preparing one script may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrepareLimits {
@@ -104,6 +107,9 @@ pub struct Preparer {
     limits: PrepareLimits,
     wizer: Wizer,
     instrumented: [OnceLock<Result<Arc<Instrumented>, String>>; 2],
+    /// Preparations running at once: each may hold `memory_bytes` and a
+    /// core's worth of fuel, so a burst of uploads queues instead.
+    running: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Preparer {
@@ -130,6 +136,7 @@ impl Preparer {
             limits,
             wizer,
             instrumented: [OnceLock::new(), OnceLock::new()],
+            running: tokio::sync::Semaphore::new(MAX_CONCURRENT_PREPARES),
         })
     }
 
@@ -149,6 +156,11 @@ impl Preparer {
                 limit: self.limits.max_source_bytes as u64,
             });
         }
+        let _permit = self
+            .running
+            .acquire()
+            .await
+            .map_err(|e| JsError::Engine(e.to_string()))?;
         let instrumented = self.instrumented(kind).await?;
         snapshot::run(
             &self.engine,

@@ -9,6 +9,9 @@ use wasmtime_wizer::{ComponentContext, ComponentInstanceState, Wizer};
 
 use crate::{JsError, PrepareLimits};
 
+/// Fuel between yields to the async runtime while a script loads.
+const YIELD_FUEL: u64 = 10_000_000;
+
 /// What the engine's stderr keeps from a crash at load time.
 const STDERR_BYTES: usize = 16 << 10;
 
@@ -101,6 +104,12 @@ pub(crate) async fn run(
     );
     store.limiter(|s| &mut s.limits);
     store.set_fuel(limits.fuel).map_err(engine_error)?;
+    // A top level may burn all its fuel (seconds): yield to the async
+    // runtime every few milliseconds' worth so a server's other requests
+    // keep being served.
+    store
+        .fuel_async_yield_interval(Some(YIELD_FUEL))
+        .map_err(engine_error)?;
 
     let mut linker: Linker<InitState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;

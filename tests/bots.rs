@@ -76,6 +76,7 @@ channels = ["email"]
 recipients = ["*@example.com"]
 
 [messaging]
+audit_log = "messages.jsonl"
 [messaging.email]
 from = "Delta <noreply@delta.test>"
 cost_tokens = 10

@@ -18,9 +18,10 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
-# Only the CLI binary (`delta node` is a subcommand). delta-guest-artifacts,
-# whose build script compiles the wasm guests, is a dev-dependency only, so
-# this needs neither the wasm32-wasip2 target nor examples/.
+# Only the CLI binary (`delta node` is a subcommand). It embeds the
+# JavaScript engine components (delta-js -> delta-guest-artifacts, whose
+# build script compiles the guests in examples/), so the build needs the
+# wasm32-wasip2 target and a C compiler for WebAssembly (QuickJS).
 #
 # The registry and target dir are BuildKit cache mounts: a rebuild after a
 # source change recompiles only what changed, not Wasmtime. The cache is not
@@ -30,6 +31,10 @@ COPY . .
 # (symbols stay, so backtraces still name functions). --build-arg STRIP=no
 # keeps them.
 ARG STRIP=yes
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends clang lld wasi-libc libclang-rt-14-dev-wasm32 \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add wasm32-wasip2
 RUN --mount=type=cache,id=delta-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=delta-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=delta-target,target=/src/target,sharing=locked \

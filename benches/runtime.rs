@@ -14,6 +14,14 @@
 //!   empty async host import called 0 and 1,000 times from a WAT component
 //!   on the same engine. Per call = (t(1000) - t(0)) / 1000. Target:
 //!   <= 2 µs median.
+//! - `js`: the same measures for a JavaScript agent (QuickJS inside the
+//!   sandbox, `delta-js`), side by side with the Rust agents: a cold run of
+//!   `examples/js/hello.js` (pre-initialised snapshot) against hello-agent
+//!   (target <= 10x); what a run would add without the snapshot
+//!   (instantiating the bare engine and loading the script); one
+//!   `budget.remaining` call from JS (x0 / x1000, as in `host_call`);
+//!   preparing a script and compiling its component. Component sizes and
+//!   per-instance memory are printed once (not timed).
 //!
 //! Run: `cargo bench --bench runtime`; figures are recorded in
 //! `benches/README.md`.
@@ -305,5 +313,167 @@ fn host_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cold_path, fuel, load, host_call);
+/// Store data for instantiating the bare engine outside Delta's runtime.
+struct BareJs {
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for BareJs {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+const HELLO_JS: &str = include_str!("../examples/js/hello.js");
+const BUDGET_JS: &str = r#"import { budget } from "delta";
+export function run({ input }) {
+  let available = 0;
+  for (let i = 0; i < input.calls; i++) available = budget.remaining().available;
+  return { calls: input.calls, available };
+}"#;
+
+fn js(c: &mut Criterion) {
+    let rt = tokio();
+    let delta = Runtime::new(config()).expect("runtime");
+    let preparer = delta_js::Preparer::new(Default::default()).expect("preparer");
+    let hello_rust = rt
+        .block_on(delta.load_file(guests::HELLO_AGENT.as_ref()))
+        .expect("load hello");
+    let hello_bytes = rt
+        .block_on(preparer.prepare(HELLO_JS, delta_js::Kind::Agent))
+        .expect("prepare hello.js");
+    let hello_js = rt
+        .block_on(delta.load(hello_bytes.clone()))
+        .expect("load hello.js");
+    let budget_js = rt
+        .block_on(async {
+            let bytes = preparer.prepare(BUDGET_JS, delta_js::Kind::Agent).await?;
+            Ok::<_, delta_js::JsError>(delta.load(bytes).await)
+        })
+        .expect("prepare budget script")
+        .expect("load budget script");
+    let input = r#"{"name":"Bench"}"#;
+    let peak = |component| {
+        let report = rt
+            .block_on(delta.run_agent(component, invocation(input, InvocationLimits::default())))
+            .expect("run");
+        assert!(
+            matches!(report.outcome, Outcome::Completed { .. }),
+            "{report:?}"
+        );
+        report.usage.peak_memory_bytes
+    };
+    eprintln!(
+        "js: engine component {} bytes; hello.js prepared {} bytes; hello-agent {} bytes",
+        delta_js::Kind::Agent.engine_component().len(),
+        hello_bytes.len(),
+        std::fs::metadata(guests::HELLO_AGENT)
+            .map(|m| m.len())
+            .unwrap_or(0),
+    );
+    eprintln!(
+        "js: peak linear memory per instance: hello.js {} bytes, hello-agent {} bytes",
+        peak(&hello_js),
+        peak(&hello_rust),
+    );
+
+    let mut group = c.benchmark_group("js");
+    for (name, component) in [
+        ("cold_rust_hello_agent", &hello_rust),
+        ("cold_js_hello_snapshot", &hello_js),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let report = delta
+                    .run_agent(component, invocation(input, InvocationLimits::default()))
+                    .await
+                    .expect("run");
+                debug_assert!(matches!(report.outcome, Outcome::Completed { .. }));
+                black_box(report)
+            })
+        });
+    }
+
+    // Without a snapshot a run would first instantiate the bare engine and
+    // have QuickJS set up, parse and evaluate the script: this is that part.
+    let engine = delta.engine().clone();
+    let bare = Component::new(&engine, delta_js::Kind::Agent.engine_component()).expect("engine");
+    let mut linker = Linker::<BareJs>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    delta_js::trap_capabilities(&engine, &mut linker, &bare).expect("traps");
+    let bare_pre = linker.instantiate_pre(&bare).expect("pre");
+    group.bench_function("no_snapshot_engine_and_script_setup", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut store = Store::new(
+                &engine,
+                BareJs {
+                    wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+                    table: Default::default(),
+                },
+            );
+            store.set_fuel(1 << 40).expect("fuel");
+            store.set_epoch_deadline(1 << 40);
+            let instance = bare_pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+            let init = instance
+                .get_typed_func::<(String,), (Result<(), String>,)>(&mut store, "wizer-initialize")
+                .expect("init");
+            let (loaded,) = init
+                .call_async(&mut store, (HELLO_JS.to_owned(),))
+                .await
+                .expect("call");
+            loaded.expect("hello.js loads");
+            black_box(store)
+        })
+    });
+
+    let ledger: std::sync::Arc<dyn delta_host_api::BudgetLedger> = std::sync::Arc::new(FixedLedger);
+    for calls in [0u32, 1_000] {
+        let input = format!(r#"{{"calls": {calls}}}"#);
+        let ledger = ledger.clone();
+        let budget_js = &budget_js;
+        let delta = &delta;
+        group.bench_function(format!("js_budget_remaining_x{calls}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut invocation = invocation(&input, InvocationLimits::default());
+                invocation.capabilities.budget = Some(ledger.clone());
+                let report = delta.run_agent(budget_js, invocation).await.expect("run");
+                debug_assert!(matches!(report.outcome, Outcome::Completed { .. }));
+                black_box(report)
+            })
+        });
+    }
+
+    group.sample_size(10);
+    group.bench_function("prepare_hello_js", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                preparer
+                    .prepare(HELLO_JS, delta_js::Kind::Agent)
+                    .await
+                    .expect("prepare"),
+            )
+        })
+    });
+    let mut compile_config = config();
+    compile_config.cache_dir = None;
+    compile_config.compile.mode = CompileMode::InProcess;
+    let compiling = Runtime::new(compile_config).expect("runtime");
+    let digest = delta_runtime::Digest::of(&hello_bytes);
+    group.bench_function("compile_prepared_hello_js", |b| {
+        b.to_async(&rt).iter(|| async {
+            compiling.unload(&digest);
+            black_box(compiling.load(hello_bytes.clone()).await.expect("load"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cold_path, fuel, load, host_call, js);
 criterion_main!(benches);

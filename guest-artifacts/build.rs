@@ -24,6 +24,17 @@ fn main() {
             path = guest.path.display().to_string(),
         );
     }
+    // The JavaScript engines ship inside the binaries that prepare scripts
+    // (delta-js), so their bytes are constants too.
+    for guest in guests.iter().filter(|g| g.name.starts_with("js-")) {
+        let ident = guest.name.to_uppercase().replace('-', "_");
+        let _ = writeln!(
+            code,
+            "/// The bytes of [`{ident}`].\n\
+             pub const {ident}_BYTES: &[u8] = include_bytes!({path:?});",
+            path = guest.path.display().to_string(),
+        );
+    }
     let _ = writeln!(code, "/// Every guest: `(crate name, component path)`.");
     let _ = writeln!(code, "pub const ALL: &[(&str, &str)] = &[");
     for guest in &guests {

@@ -1,7 +1,8 @@
 //! `delta`: the command-line interface of the Delta agent runtime.
 //!
-//! - `delta run <component.wasm>`: one invocation under limits, printing the
-//!   output and what it used.
+//! - `delta run <component.wasm | agent.js>`: one invocation under limits,
+//!   printing the output and what it used (a `.js` file is prepared into a
+//!   QuickJS component first).
 //! - `delta inspect <component.wasm>`: the component's world, imports and
 //!   exports.
 //! - `delta node`: the node daemon (`delta-node`).
@@ -17,6 +18,7 @@
 
 mod client;
 mod config;
+mod js;
 mod up;
 
 use std::path::PathBuf;
@@ -99,7 +101,7 @@ struct CacheArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The agent component (.wasm).
+    /// The agent component (.wasm), or a JavaScript agent (.js, .mjs).
     component: PathBuf,
     /// Task input as a JSON document.
     #[arg(long, conflicts_with = "input_file", default_value = "{}")]
@@ -183,7 +185,7 @@ struct ControlArgs {
 
 #[derive(clap::Args)]
 struct InspectArgs {
-    /// The component (.wasm).
+    /// The component (.wasm), or a JavaScript agent or verifier (.js, .mjs).
     component: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -402,6 +404,9 @@ async fn load(
     runtime: &Runtime,
     path: &std::path::Path,
 ) -> anyhow::Result<Result<Arc<delta_runtime::LoadedComponent>, u8>> {
+    if js::is_script(path) {
+        return js::load(runtime, path).await;
+    }
     match runtime.load_file(path).await {
         Ok(component) => Ok(Ok(component)),
         Err(e) if e.is_bad_input() => {

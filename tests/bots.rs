@@ -204,6 +204,55 @@ approved = true
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_task_bot_answers_within_budget_and_asks_its_parent_for_more() {
+    task_bot(guests::LLM_TASK_BOT).await;
+}
+
+/// `examples/js/task-bot.js`, the same bot in JavaScript: the same
+/// scenario, then an answer mailed through the file outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_task_bot_behaves_like_the_rust_one_and_mails_its_answer() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/js/task-bot.js");
+    let (dir, config, llm) = task_bot(script).await;
+    llm.push(Reply::ok("Hi.", 10, 2));
+    let out = delta(
+        &config,
+        script,
+        r#"{"task":"Say hi.","max_tokens":20,"notify":"ada@example.com"}"#,
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = output(&out);
+    assert!(
+        sent["message_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{sent}"
+    );
+    let mails = std::fs::read_dir(dir.path().join("outbox"))
+        .expect("outbox")
+        .count();
+    assert_eq!(mails, 1);
+    // A recipient outside the grant is the Rust bot's error code.
+    llm.push(Reply::ok("Hi.", 10, 2));
+    let out = delta(
+        &config,
+        script,
+        r#"{"task":"Say hi.","max_tokens":20,"notify":"eve@elsewhere.test"}"#,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        report(&out)["outcome"]["code"],
+        "messaging-recipient-not-allowed"
+    );
+}
+
+/// The task-bot scenario for `component` (a component or a script); returns
+/// its directory, config and LLM server for more.
+async fn task_bot(component: &str) -> (tempfile::TempDir, std::path::PathBuf, ScriptedLlm) {
     let llm = ScriptedLlm::start().await.expect("llm");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("delta.toml");
@@ -214,6 +263,21 @@ async fn llm_task_bot_answers_within_budget_and_asks_its_parent_for_more() {
 [agent]
 id = "bot"
 models = ["default"]
+channels = ["email"]
+recipients = ["*@example.com"]
+
+[messaging]
+[messaging.email]
+from = "Delta <noreply@example.com>"
+cost_tokens = 0
+backend = {{ kind = "outbox", dir = "{outbox}" }}
+[[messaging.templates]]
+id = "welcome"
+channel = "email"
+subject = "Your answer"
+body = "{{{{ name }}}}"
+variables = ["name"]
+approved = true
 
 [llm]
 aliases = {{ default = "test-model" }}
@@ -224,7 +288,8 @@ base_url = "{base}"
 api_key_env = "DELTA_TEST_LLM_KEY"
 models = ["test-model"]
 {LEDGER}"#,
-            base = llm.base_url()
+            base = llm.base_url(),
+            outbox = dir.path().join("outbox").display(),
         ),
     )
     .expect("config");
@@ -232,7 +297,7 @@ models = ["test-model"]
     llm.push(Reply::ok("Forty-two.", 20, 5));
     let out = delta(
         &config,
-        guests::LLM_TASK_BOT,
+        component,
         r#"{"task":"What is the answer?","max_tokens":40}"#,
     )
     .await;
@@ -261,7 +326,7 @@ models = ["test-model"]
     // within the parent's auto-approve limit, so the request is approved.
     let out = delta(
         &config,
-        guests::LLM_TASK_BOT,
+        component,
         r#"{"task":"Write an essay.","max_tokens":400}"#,
     )
     .await;
@@ -276,7 +341,7 @@ models = ["test-model"]
     assert!(
         failed["outcome"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("Approved")),
+            .is_some_and(|m| m.to_lowercase().contains("approved")),
         "{failed}"
     );
     assert_eq!(llm.requests().len(), 1, "no request sent without budget");
@@ -285,7 +350,7 @@ models = ["test-model"]
     llm.push(Reply::ok("An essay.", 30, 300));
     let out = delta(
         &config,
-        guests::LLM_TASK_BOT,
+        component,
         r#"{"task":"Write an essay.","max_tokens":400}"#,
     )
     .await;
@@ -300,4 +365,5 @@ models = ["test-model"]
         !String::from_utf8_lossy(&out.stderr).contains("sk-test-secret"),
         "the key never reaches output"
     );
+    (dir, config, llm)
 }

@@ -164,3 +164,73 @@ fn inspect_prints_world_imports_and_exports() {
         "{imports:?}"
     );
 }
+
+/// A JavaScript file from `examples/js/`.
+fn js_example(name: &str) -> String {
+    format!("{}/examples/js/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn run_and_inspect_a_javascript_agent() {
+    let hello = js_example("hello.js");
+    let out = delta(&["run", &hello, "--input", r#"{"name":"JS"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"greeting":"Hello, JS!"}"#);
+    assert!(stderr(&out).contains("greeting JS"), "{}", stderr(&out));
+    // A refusal with a code is the agent's error.
+    let out = delta(&["run", &hello, "--input", "{}"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid-input"), "{}", stderr(&out));
+
+    let out = delta(&["inspect", &hello]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("world     delta:agent/agent@0.1.0"),
+        "{}",
+        stdout(&out)
+    );
+    let out = delta(&["inspect", "--json", &js_example("verifier.js")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["world"], "delta:agent/verifier@0.1.0");
+}
+
+#[test]
+fn bad_javascript_exits_2_with_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = |name: &str, source: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, source).expect("write script");
+        path.to_string_lossy().into_owned()
+    };
+    let broken = script("broken.js", "export function run() {\n  return 1 +;\n}\n");
+    let out = delta(&["run", &broken]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("syntax error at line 2, column"), "{err}");
+
+    let nothing = script("nothing.js", "export const x = 1;\n");
+    let out = delta(&["run", &nothing]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("neither `run`"), "{}", stderr(&out));
+
+    // A verifier is not an agent.
+    let out = delta(&["run", &js_example("verifier.js")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    let big = script(
+        "big.js",
+        &format!("export function run() {{}}\n//{}", "x".repeat(10 << 20)),
+    );
+    let out = delta(&["run", &big]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("over the limit"), "{}", stderr(&out));
+
+    let out = delta(&["run", &dir.path().join("missing.js").to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // Limits stop a script like any guest.
+    let spin = script("spin.js", "export function run() { while (true) {} }\n");
+    let out = delta(&["run", &spin, "--fuel", "10000000"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}

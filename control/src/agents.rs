@@ -232,10 +232,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 // ---- components ------------------------------------------------------------
 
-/// Upload a component (raw bytes).
+/// Upload a component (raw bytes), or a JavaScript module
+/// (`Content-Type: text/javascript`) that is prepared into one here.
 ///
 /// Content-addressed: the same bytes uploaded again answer 200 with the
-/// same record. Only a cheap check happens here (a WebAssembly component,
+/// same record (for a script, the prepared component's bytes). Only a cheap check happens here (a WebAssembly component,
 /// not a core module); a node validates and compiles it when an agent using
 /// it is deployed.
 #[utoipa::path(
@@ -248,7 +249,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 201, description = "Stored", body = Component),
         (status = 200, description = "This tenant had it already", body = Component),
         (status = 413, description = "Larger than max_component_bytes"),
-        (status = 422, description = "Not a WebAssembly component, over a structural bound, or not a Delta world (`invalid_component`)"),
+        (status = 422, description = "Not a WebAssembly component, over a structural bound, or not a Delta world (`invalid_component`), or a script that does not parse, load or export `run`/`verify` (`invalid_script`)"),
     ),
     security(("bearer" = []))
 )]
@@ -265,7 +266,13 @@ async fn upload_component(
         Ok(bytes) => bytes,
         Err(refused) => return Ok(refused),
     };
-    check_component_header(&bytes)?;
+    let bytes = if is_javascript(&headers) {
+        prepare_script(&bytes).await?
+    } else {
+        check_component_header(&bytes)?;
+        bytes
+    };
+    // A prepared script is a component like any other: the same checks.
     precheck_component(bytes.clone()).await?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = i64::try_from(bytes.len()).map_err(ApiError::internal)?;
@@ -391,6 +398,71 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Byt
         buf.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(buf))
+}
+
+/// Whether the upload is a JavaScript module (`text/javascript` or
+/// `application/javascript`) rather than component bytes.
+fn is_javascript(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "text/javascript" || v == "application/javascript")
+}
+
+/// Turn a JavaScript module into a pre-initialised QuickJS component (an
+/// agent when it exports `run`, else a verifier exporting `verify`), stored
+/// and deployed from then on like any uploaded component. A script that
+/// does not parse, load or export an entry is 422 `invalid_script` with the
+/// reason (`details.code`, and `line`/`column` for a syntax error); one over
+/// the preparer's source limit is 413.
+async fn prepare_script(bytes: &[u8]) -> Result<Bytes, ApiError> {
+    use delta_js::{JsError, Kind};
+    static PREPARER: std::sync::OnceLock<Result<delta_js::Preparer, String>> =
+        std::sync::OnceLock::new();
+    let preparer = PREPARER
+        .get_or_init(|| delta_js::Preparer::new(Default::default()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(ApiError::internal)?;
+    let source = std::str::from_utf8(bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_script",
+            "the script is not UTF-8",
+        )
+    })?;
+    let prepared = match preparer.prepare(source, Kind::Agent).await {
+        Err(JsError::NoEntry(_)) => match preparer.prepare(source, Kind::Verifier).await {
+            Err(JsError::NoEntry(_)) => Err(JsError::NoEntry(
+                "the script exports neither `run` (an agent) nor `verify` (a verifier)".into(),
+            )),
+            other => other,
+        },
+        other => other,
+    };
+    match prepared {
+        Ok(component) => Ok(Bytes::from(component)),
+        Err(e @ JsError::TooLarge { .. }) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            e.to_string(),
+        )),
+        Err(e) if e.is_bad_input() => {
+            let mut details = json!({ "code": e.code() });
+            if let JsError::Syntax { line, column, .. } = &e {
+                details["line"] = json!(line);
+                details["column"] = json!(column);
+            }
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_script",
+                e.to_string(),
+            )
+            .details(details))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 /// A WebAssembly binary of the component layer (not a core module).

@@ -37,7 +37,7 @@
 //! [compile]                           # uploads: each compiled in a bounded worker
 //! concurrency = 2                     # compiles at once; tenants take turns for the rest
 //! budget_secs_per_hour = 600          # compile time one tenant may use per hour
-//! cpu_ms = 5_000                      # CPU time of one compile (whole seconds)
+//! cpu_ms = 10_000                     # CPU time of one compile (whole seconds)
 //! timeout_ms = 30_000                 # wall clock of one compile
 //! max_memory_bytes = 536_870_912      # address space of the compile worker
 //!

@@ -136,9 +136,10 @@ pub struct CompileSettings {
     /// by killing the worker, so it needs [`CompileMode::Subprocess`]. Set
     /// well above `cpu_ms`: a busy machine stretches wall time, not CPU.
     pub timeout_ms: u64,
-    /// CPU time of one compile, all threads together (default 5 s, rounded
+    /// CPU time of one compile, all threads together (default 10 s, rounded
     /// up to whole seconds), set with `setrlimit(RLIMIT_CPU)` in the worker.
-    /// The example guests compile in about 0.2 s; uploads built to stall
+    /// The Rust example guests compile in about 0.2 s and the QuickJS
+    /// engine component (900 KB) in about 4 s; uploads built to stall
     /// Cranelift are stopped here. Subprocess mode only.
     pub cpu_ms: u64,
     /// Address-space bound of the compile worker (default 512 MiB), set
@@ -160,7 +161,7 @@ impl Default for CompileSettings {
         Self {
             mode: CompileMode::InProcess,
             timeout_ms: 30_000,
-            cpu_ms: 5_000,
+            cpu_ms: 10_000,
             max_memory_bytes: 512 << 20,
             precheck: PrecheckLimits::default(),
             max_concurrent: 2,

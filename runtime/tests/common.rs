@@ -95,3 +95,25 @@ pub async fn assert_hello_works(runtime: &Runtime) {
         "hello-agent after a hostile run: {report:?}"
     );
 }
+
+/// One preparer per test process: it compiles the instrumented engines once.
+pub fn js_preparer() -> &'static delta_js::Preparer {
+    static PREPARER: std::sync::OnceLock<delta_js::Preparer> = std::sync::OnceLock::new();
+    PREPARER.get_or_init(|| delta_js::Preparer::new(Default::default()).expect("JS preparer"))
+}
+
+/// Prepare a JavaScript agent (or verifier) and load it.
+pub async fn load_js(
+    runtime: &Runtime,
+    source: &str,
+    kind: delta_js::Kind,
+) -> Arc<LoadedComponent> {
+    let bytes = js_preparer()
+        .prepare(source, kind)
+        .await
+        .unwrap_or_else(|e| panic!("preparing the script: {e}"));
+    runtime
+        .load(bytes)
+        .await
+        .expect("loading the prepared script")
+}

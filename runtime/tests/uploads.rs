@@ -83,17 +83,15 @@ fn many_modules(modules: usize, segments: usize) -> Vec<u8> {
     .expect("valid wat")
 }
 
-/// A runtime whose compile worker has the default bounds (5 s of CPU,
-/// 512 MiB of address space), which are what the node uses.
+/// A runtime whose compile worker may use 5 s of CPU and 512 MiB of
+/// address space per upload (the default memory bound; the default CPU
+/// bound is 10 s, for the JavaScript engine's component).
 fn bounded_runtime() -> Runtime {
     let mut config = config();
     // No shared disk cache: each case must really compile.
     config.cache_dir = None;
-    let defaults = delta_runtime::CompileSettings::default();
-    assert_eq!(
-        (defaults.cpu_ms, defaults.max_memory_bytes),
-        (5_000, 512 << 20)
-    );
+    config.compile.cpu_ms = 5_000;
+    assert_eq!(config.compile.max_memory_bytes, 512 << 20);
     Runtime::new(config).expect("runtime")
 }
 

@@ -24,6 +24,18 @@ pub const GUEST_TARGET: &str = "wasm32-wasip2";
 /// grows down past address 0); it never corrupts data.
 pub const GUEST_STACK_BYTES: u32 = 64 * 1024;
 
+/// Environment for building QuickJS's C code for [`GUEST_TARGET`] with
+/// Debian's `clang`, `lld`, `wasi-libc` and `libclang-rt-14-dev-wasm32`.
+pub const QUICKJS_ENV: &[(&str, &str)] = &[
+    ("RQUICKJS_SYS_NO_WASI_SDK", "1"),
+    ("CC_wasm32_wasip2", "clang"),
+    ("AR_wasm32_wasip2", "llvm-ar-14"),
+    (
+        "CFLAGS_wasm32_wasip2",
+        "--target=wasm32-wasi -isystem /usr/include/wasm32-wasi",
+    ),
+];
+
 /// A built guest component.
 #[derive(Debug, Clone)]
 pub struct Guest {
@@ -41,7 +53,8 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Names of the crates in the `examples/` workspace, from `cargo metadata`.
+/// Names of the component crates (`cdylib`) in the `examples/` workspace, from
+/// `cargo metadata`.
 pub fn guest_names(root: &Path, cargo: &Path) -> Result<Vec<String>> {
     let output = Command::new(cargo)
         .args([
@@ -64,6 +77,16 @@ pub fn guest_names(root: &Path, cargo: &Path) -> Result<Vec<String>> {
         .as_array()
         .context("cargo metadata has no packages")?
         .iter()
+        // Library crates shared by guests (js-engine) build no component.
+        .filter(|p| {
+            p["targets"].as_array().is_some_and(|targets| {
+                targets.iter().any(|t| {
+                    t["crate_types"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+                })
+            })
+        })
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect();
     names.sort();
@@ -137,6 +160,14 @@ pub fn build_guests(root: &Path, output: Output) -> Result<Vec<Guest>> {
     .arg(format!(
         "target.{GUEST_TARGET}.rustflags=[\"-C\", \"link-arg=-zstack-size={GUEST_STACK_BYTES}\"]"
     ));
+    // QuickJS (in js-agent/js-verifier) is C: compiled by Debian's clang
+    // against wasi-libc's headers, never by a downloaded WASI SDK (its build
+    // script's default). An environment that sets these itself wins.
+    for (var, value) in QUICKJS_ENV {
+        if std::env::var_os(var).is_none() {
+            cmd.env(var, value);
+        }
+    }
     // Settings meant for the outer (host) build must not leak into the guest
     // build when this runs inside a build script.
     for var in [

@@ -27,11 +27,13 @@ fn main() -> Result<()> {
     match command.as_str() {
         "guests" => {
             xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
             build_guests(&root)?;
             Ok(())
         }
         "demo" => {
             xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
             build_guests(&root)?;
             step("building the delta CLI");
             cargo(&["build", "--bin", "delta"])?;
@@ -60,6 +62,7 @@ fn main() -> Result<()> {
         }
         "up" => {
             xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
             build_guests(&root)?;
             step("building the delta CLI (the first build compiles Wasmtime: minutes)");
             cargo(&["build", "--bin", "delta"])?;
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
         }
         "test" => {
             xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
             // Everything the suites start or call, provisioned here so that
             // this command passes on a fresh machine (see services.rs).
             services::ensure_binaries(

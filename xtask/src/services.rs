@@ -92,6 +92,33 @@ pub fn ensure_binaries(pairs: &[(&str, &str)], why: &str) -> Result<()> {
     Ok(())
 }
 
+/// The C toolchain the QuickJS guests build with (see `QUICKJS_ENV`):
+/// Debian's clang, its archiver and wasm linker, wasi-libc's headers and
+/// the compiler runtime for wasm32.
+pub fn ensure_c_for_wasm() -> Result<()> {
+    let runtime_lib = std::fs::read_dir("/usr/lib/llvm-14/lib/clang")
+        .map(|versions| {
+            versions.flatten().any(|v| {
+                v.path()
+                    .join("lib/wasi/libclang_rt.builtins-wasm32.a")
+                    .is_file()
+            })
+        })
+        .unwrap_or(false);
+    let ready = on_path("clang").is_some()
+        && on_path("llvm-ar-14").is_some()
+        && on_path("wasm-ld").is_some()
+        && Path::new("/usr/include/wasm32-wasi").is_dir()
+        && runtime_lib;
+    if ready {
+        return Ok(());
+    }
+    apt_install(
+        &["clang", "lld", "wasi-libc", "libclang-rt-14-dev-wasm32"],
+        "the JavaScript engine guests compile QuickJS (C) for WebAssembly",
+    )
+}
+
 /// The directory holding PostgreSQL's server binaries: Debian keeps them
 /// off `PATH` under `/usr/lib/postgresql/<major>/bin` (the newest wins).
 fn postgres_bin_dir() -> Option<PathBuf> {

@@ -154,12 +154,10 @@ struct World {
     _node: FakeNode,
 }
 
-/// Bytes that pass the control plane's cheap component check; the fake
-/// node accepts anything.
+/// Bytes that pass the control plane's upload checks; the fake node
+/// accepts anything.
 fn component_bytes(tag: &str) -> Vec<u8> {
-    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
-    bytes.extend_from_slice(tag.as_bytes());
-    bytes
+    common::fake_component(tag)
 }
 
 async fn upload(ctl: &Control, token: &str, tag: &str) -> String {

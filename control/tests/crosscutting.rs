@@ -587,7 +587,7 @@ async fn deployable(ctl: &Control, node: &SlowNode) -> (Session, Value) {
         .post(ctl.url("/v1/components"))
         .bearer_auth(&alice.access)
         .header("content-type", "application/wasm")
-        .body(b"\0asm\x0d\x00\x01\x00".to_vec())
+        .body(common::fake_component("slow"))
         .send()
         .await
         .expect("upload");

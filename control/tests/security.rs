@@ -369,7 +369,7 @@ both!(
             .post(ctl.url("/v1/components"))
             .bearer_auth(&alice.access)
             .header("content-type", "application/wasm")
-            .body(b"\0asm\x0d\0\x01\0redirect".to_vec())
+            .body(common::fake_component("redirect"))
             .send()
             .await
             .expect("upload");

@@ -185,6 +185,7 @@ async fn put_component(
     let tenant = headers
         .get(TENANT_HEADER)
         .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
         .unwrap_or(ANONYMOUS_UPLOADER);
     record_ids(None, Some(tenant), None);
     let (record, created) = state

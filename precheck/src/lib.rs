@@ -186,6 +186,11 @@ const IMPORTED_FUNC_BYTES: u64 = 24;
 const GLOBAL_BYTES: u64 = 16;
 const TABLE_OR_MEMORY_BYTES: u64 = 16;
 
+/// Tables, and memories, one module may define: what the runtime's pool
+/// allows (Wasmtime's `max_tables_per_module`, and `max_memories_per_module`
+/// as the runtime's engine sets it).
+const MAX_DEFINED_PER_MODULE: u64 = 1;
+
 /// Counters of the core module being read (nested modules each get one).
 #[derive(Default)]
 struct ModuleCounts {
@@ -293,6 +298,11 @@ pub fn precheck(
                 )?;
             }
             Payload::TableSection(reader) => {
+                over(
+                    "tables defined in one module",
+                    reader.count().into(),
+                    MAX_DEFINED_PER_MODULE,
+                )?;
                 for table in reader {
                     let table = table.map_err(malformed)?;
                     let limit = pool.table_elements;
@@ -300,16 +310,26 @@ pub fn precheck(
                 }
             }
             Payload::MemorySection(reader) => {
+                over(
+                    "memories defined in one module",
+                    reader.count().into(),
+                    MAX_DEFINED_PER_MODULE,
+                )?;
                 for memory in reader {
                     let memory = memory.map_err(malformed)?;
+                    // Wasmtime is built without threads: no shared memory.
+                    over("shared memories", u64::from(memory.shared), 0)?;
                     let page = 1u64 << memory.page_size_log2.unwrap_or(16);
                     let initial = memory.initial.saturating_mul(page);
                     over("initial memory in bytes", initial, pool.max_memory_bytes)?;
                 }
             }
             Payload::TypeSection(reader) => {
-                types += u64::from(reader.count());
-                over("type count", types, limits.max_types)?;
+                // A count of rec groups; each may hold many types.
+                for group in reader {
+                    types += group.map_err(malformed)?.types().count() as u64;
+                    over("type count", types, limits.max_types)?;
+                }
             }
             Payload::CoreTypeSection(reader) => {
                 types += u64::from(reader.count());
@@ -445,9 +465,22 @@ fn import_allowed(world: World, name: &str) -> bool {
         return true;
     }
     match world {
-        World::Agent => name.starts_with("delta:agent/") && name.ends_with("@0.1.0"),
-        World::Verifier => name == "delta:agent/log@0.1.0" || name == "delta:agent/types@0.1.0",
+        // Any 0.1.x: the linker matches semver-compatible versions.
+        World::Agent => name
+            .strip_prefix("delta:agent/")
+            .and_then(|rest| rest.split_once('@'))
+            .is_some_and(|(_, version)| compatible(version)),
+        World::Verifier => ["delta:agent/log@", "delta:agent/types@"]
+            .iter()
+            .any(|prefix| name.strip_prefix(prefix).is_some_and(compatible)),
     }
+}
+
+/// `0.1.x`: what the host's `delta:agent@0.1.0` bindings link against.
+fn compatible(version: &str) -> bool {
+    version
+        .strip_prefix("0.1.")
+        .is_some_and(|patch| !patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The size check alone (for callers that have not read the bytes yet).
@@ -680,6 +713,41 @@ mod tests {
         };
         let err = precheck(&bytes, &PrecheckLimits::default(), &pool).expect_err("too big");
         over_bound(err, "estimated core instance size in bytes");
+    }
+
+    #[test]
+    fn refuses_what_the_pool_cannot_hold_per_module() {
+        let limits = PrecheckLimits::default();
+        let two_tables = agent("(core module (table 1 funcref) (table 1 funcref))");
+        let err = precheck(&two_tables, &limits, &pool()).expect_err("two tables");
+        over_bound(err, "tables defined in one module");
+        let two_memories = agent("(core module (memory 1) (memory 1))");
+        let err = precheck(&two_memories, &limits, &pool()).expect_err("two memories");
+        over_bound(err, "memories defined in one module");
+        let shared = agent("(core module (memory 1 1 shared))");
+        let err = precheck(&shared, &limits, &pool()).expect_err("shared");
+        over_bound(err, "shared memories");
+    }
+
+    #[test]
+    fn accepts_compatible_versions_of_the_delta_package_only() {
+        let with = |import: &str| {
+            wat::parse_str(format!(
+                "(component (import \"{import}\" (instance)) \
+                 (type $run (func)) (export \"run\" (type $run)))"
+            ))
+            .expect("wat")
+        };
+        let (limits, slot) = (PrecheckLimits::default(), pool());
+        precheck(&with("delta:agent/llm@0.1.3"), &limits, &slot).expect("a patch release");
+        for refused in [
+            "delta:agent/llm@0.2.0",
+            "delta:agent/llm@0.1.",
+            "delta:agent/llm",
+        ] {
+            let err = precheck(&with(refused), &limits, &slot).expect_err(refused);
+            assert!(matches!(err, PrecheckError::UnsupportedImport(_)), "{err}");
+        }
     }
 
     #[test]

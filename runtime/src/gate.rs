@@ -30,6 +30,10 @@ struct State {
     turn: VecDeque<String>,
     /// Compile time spent per owner: (when it ended, how long it took).
     spent: HashMap<String, VecDeque<(Instant, Duration)>>,
+    /// When each of an owner's running compiles started: they count against
+    /// its budget while they run, so a burst of uploads cannot all pass an
+    /// empty history.
+    active: HashMap<String, Vec<Instant>>,
 }
 
 /// See the module documentation.
@@ -81,30 +85,70 @@ impl CompileGate {
             }
         };
         if let Some(rx) = waiter {
-            // The sender is dropped only with the gate; then nothing waits.
-            if rx.await.is_err() {
+            let mut waiting = Waiting {
+                gate: self.clone(),
+                rx: Some(rx),
+            };
+            let handed = match waiting.rx.as_mut() {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            // From here the place (if any) is ours: the guard must not pass
+            // it on a second time.
+            waiting.rx = None;
+            if !handed {
+                // The sender is dropped only with the gate.
                 return Err(LoadError::Worker("the compile queue was shut down".into()));
             }
+            // Budget spent while this one waited counts too.
+            let mut state = self.lock();
+            if owner != ANONYMOUS
+                && let Err(e) = self.check_budget(&mut state, owner)
+            {
+                Self::pass(&mut state);
+                return Err(e);
+            }
+            return Ok(self.ticket(&mut state, owner));
         }
-        Ok(Ticket {
+        let mut state = self.lock();
+        Ok(self.ticket(&mut state, owner))
+    }
+
+    fn ticket(self: &Arc<Self>, state: &mut State, owner: &str) -> Ticket {
+        let started = Instant::now();
+        if owner != ANONYMOUS {
+            state
+                .active
+                .entry(owner.to_owned())
+                .or_default()
+                .push(started);
+        }
+        Ticket {
             gate: self.clone(),
             owner: owner.to_owned(),
-            started: Instant::now(),
-        })
+            started,
+        }
     }
 
     fn check_budget(&self, state: &mut State, owner: &str) -> Result<(), LoadError> {
         let now = Instant::now();
-        let Some(spent) = state.spent.get_mut(owner) else {
-            return Ok(());
-        };
+        let running: Duration = state
+            .active
+            .get(owner)
+            .map(|starts| starts.iter().map(|s| now.duration_since(*s)).sum())
+            .unwrap_or_default();
+        let spent = state.spent.entry(owner.to_owned()).or_default();
         while spent
             .front()
             .is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW)
         {
             spent.pop_front();
         }
-        let used: Duration = spent.iter().map(|(_, d)| *d).sum();
+        if spent.is_empty() && running.is_zero() {
+            state.spent.remove(owner);
+            return Ok(());
+        }
+        let used: Duration = spent.iter().map(|(_, d)| *d).sum::<Duration>() + running;
         if used < self.budget {
             return Ok(());
         }
@@ -125,16 +169,29 @@ impl CompileGate {
         })
     }
 
-    /// Free a place: hand it to the next owner in turn, or give it back.
-    fn leave(&self, owner: &str, took: Duration) {
+    /// Free a place: charge the compile, then hand the place on.
+    fn leave(&self, owner: &str, started: Instant) {
         let mut state = self.lock();
         if owner != ANONYMOUS {
+            if let Some(starts) = state.active.get_mut(owner) {
+                if let Some(i) = starts.iter().position(|s| *s == started) {
+                    starts.swap_remove(i);
+                }
+                if starts.is_empty() {
+                    state.active.remove(owner);
+                }
+            }
             state
                 .spent
                 .entry(owner.to_owned())
                 .or_default()
-                .push_back((Instant::now(), took));
+                .push_back((Instant::now(), started.elapsed()));
         }
+        Self::pass(&mut state);
+    }
+
+    /// Hand a place to the next owner in turn, or give it back.
+    fn pass(state: &mut State) {
         while let Some(next) = state.turn.pop_front() {
             let Some(queue) = state.queues.get_mut(&next) else {
                 continue;
@@ -173,7 +230,28 @@ impl CompileGate {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.gate.leave(&self.owner, self.started.elapsed());
+        self.gate.leave(&self.owner, self.started);
+    }
+}
+
+/// A waiter's side of the queue. Dropped while waiting (its upload was
+/// cancelled), it refuses any place handed to it from then on, and passes
+/// on one handed to it before it could take it: otherwise that place would
+/// be lost for good.
+struct Waiting {
+    gate: Arc<CompileGate>,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                let mut state = self.gate.lock();
+                CompileGate::pass(&mut state);
+            }
+        }
     }
 }
 
@@ -232,6 +310,47 @@ mod tests {
         assert_eq!(gate.running(), 1);
         drop(two);
         assert_eq!(gate.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_place_handed_to_a_waiter_that_gave_up_is_passed_on() {
+        let gate = CompileGate::new(1, Duration::from_secs(3600));
+        let first = gate.enter("a").await.expect("a place");
+        let given_up = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.enter("b").await.map(|_| ()) })
+        };
+        let next = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.enter("c").await.map(|_| ()) })
+        };
+        while gate.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // b is handed the place, then cancelled before it could take it
+        // (single-threaded: the abort lands before b is polled again).
+        drop(first);
+        given_up.abort();
+        assert!(given_up.await.is_err(), "cancelled");
+        next.await
+            .expect("task")
+            .expect("c got the place b dropped");
+        assert_eq!(gate.running(), 0);
+        assert_eq!(gate.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn running_compiles_count_against_the_budget() {
+        let gate = CompileGate::new(2, Duration::from_millis(20));
+        let running = gate.enter("burst").await.expect("a place");
+        std::thread::sleep(Duration::from_millis(30));
+        // Nothing has finished yet, but the one running is over budget.
+        let err = gate.enter("burst").await.err().expect("over budget");
+        assert!(
+            matches!(err, LoadError::CompileBudgetExhausted { .. }),
+            "{err}"
+        );
+        drop(running);
     }
 
     #[tokio::test]

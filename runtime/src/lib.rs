@@ -382,17 +382,14 @@ impl Runtime {
         staged: tempfile::NamedTempFile,
         digest: &Digest,
     ) -> Result<Component, LoadError> {
+        // The artifact was just made by our own compiler for this engine,
+        // so what refuses it here is the pool's per-instance bounds (tables
+        // or memories per module, instance size): the upload's fault, which
+        // the precheck should have caught first.
         let component = self.deserialize(staged.path()).await.map_err(|e| {
-            // The pool's per-instance bounds are checked when the
-            // artifact is mapped; the precheck's estimate should catch
-            // this first, but a miss is still the upload's fault.
-            if e.contains("exceeds the configured maximum") || e.contains("does not fit") {
-                LoadError::Invalid(format!(
-                    "the component does not fit this node's instance slots: {e}"
-                ))
-            } else {
-                LoadError::Worker(format!("the compiled artifact does not load: {e}"))
-            }
+            LoadError::Invalid(format!(
+                "the component does not fit this node's instance slots: {e}"
+            ))
         })?;
         if let Some(disk) = &self.disk {
             let entry = disk.entry(digest);

@@ -191,6 +191,8 @@ fn fuzz(root: &std::path::Path, mut args: impl Iterator<Item = String>) -> Resul
             &corpus.to_string_lossy(),
             "--",
             &format!("-max_total_time={seconds}"),
+            // One input taking this long is a finding (a hang), not a wait.
+            "-timeout=10",
             "-rss_limit_mb=2048",
         ]);
         let _ = std::fs::remove_dir_all(&scratch);

@@ -153,6 +153,7 @@ fn remove_stale_clusters(tmp: &Path) {
         let Some(owner) = name
             .to_str()
             .and_then(|n| n.strip_prefix(CLUSTER_PREFIX))
+            .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;
@@ -164,7 +165,13 @@ fn remove_stale_clusters(tmp: &Path) {
         let postmaster = std::fs::read_to_string(dir.join("data/postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-        if let Some(pid) = postmaster {
+        // Only a postmaster of that very cluster (its working directory is
+        // the data directory): a stale or planted pid file must not make
+        // root signal anything else (0 and -1 would mean whole groups).
+        let ours = |pid: i32| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).ok() == Some(dir.join("data"))
+        };
+        if let Some(pid) = postmaster.filter(|pid| *pid > 1 && ours(*pid)) {
             // SIGQUIT: immediate shutdown; the data is thrown away anyway.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -237,9 +244,18 @@ impl Postgres {
         let identity = server_identity()?;
         let tmp = std::env::temp_dir();
         remove_stale_clusters(&tmp);
-        let dir = tmp.join(format!("{CLUSTER_PREFIX}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // A fresh directory that must not exist yet (`create_dir`, not
+        // `create_dir_all`): nothing planted at a predictable path is
+        // handed to the server's user.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = tmp.join(format!(
+            "{CLUSTER_PREFIX}{}-{nanos:08x}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut server = Self {
             child: None,
             dir: dir.clone(),
@@ -317,8 +333,13 @@ impl Postgres {
             {
                 return Ok(false);
             }
+            // Through the cluster's own socket directory: another server
+            // that took the port cannot answer for ours.
             let ready = Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .arg("-q")
+                .arg("-h")
+                .arg(&self.dir)
+                .args(["-p", &port.to_string()])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);

@@ -403,3 +403,29 @@ pub async fn fresh_postgres_database() -> TestDatabase {
         name,
     }
 }
+
+/// A component the upload's precheck accepts (its only export is `run`),
+/// distinct per `tag` (a custom section), for suites whose nodes are fakes
+/// that never compile it.
+pub fn fake_component(tag: &str) -> Vec<u8> {
+    let mut bytes = wat::parse_str(r#"(component (type $run (func)) (export "run" (type $run)))"#)
+        .expect("valid wat");
+    // A custom section (id 0) named `delta-test` carrying the tag.
+    let name = b"delta-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    bytes.push(0x00);
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.extend_from_slice(&payload);
+    bytes
+}

@@ -173,7 +173,11 @@ fn expensive_component(functions: usize) -> Vec<u8> {
     let body =
         "(local.set 0 (i64.add (local.get 0) (i64.mul (local.get 0) (i64.const 7))))".repeat(40);
     let funcs = format!("(func (param i64) (result i64) {body} (local.get 0))\n").repeat(functions);
-    wat::parse_str(format!("(component (core module {funcs}))")).expect("wat")
+    // The exported `run` type gets it past the precheck's world check.
+    wat::parse_str(format!(
+        "(component (core module {funcs}) (type $run (func)) (export \"run\" (type $run)))"
+    ))
+    .expect("wat")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +338,10 @@ async fn structurally_sound_but_invalid_code_is_refused_by_the_compiler() {
     let rt = runtime();
     // Parses (so the precheck passes) but does not validate: the function
     // promises an i32 and returns nothing.
-    let component = wat::parse_str("(component (core module (func (result i32))))").expect("wat");
+    let component = wat::parse_str(
+        "(component (core module (func (result i32))) (type $run (func)) (export \"run\" (type $run)))",
+    )
+    .expect("wat");
     let err = rt.load(component).await.err().expect("refused");
     assert!(matches!(err, LoadError::Invalid(_)), "{err}");
     assert!(err.is_bad_input());

@@ -92,7 +92,10 @@ fn main() -> Result<()> {
                 "the test suite runs them",
             )?;
             let mut command = Command::new(cargo_path());
-            command.args(["test", "--workspace"]);
+            // Anything after `test` goes to cargo test (e.g. --no-fail-fast).
+            command
+                .args(["test", "--workspace"])
+                .args(std::env::args().skip(2));
             // An explicit server wins; otherwise a throwaway one lives as
             // long as the suite does.
             let _postgres = match std::env::var_os("DELTA_TEST_POSTGRES_URL") {

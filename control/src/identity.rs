@@ -742,19 +742,24 @@ async fn revoke_family(
     family: &str,
     now: i64,
 ) -> Result<u64, ApiError> {
-    crate::auth::end_session(&mut *conn, family, now)
-        .await
-        .map_err(ApiError::internal)?;
-    sqlx::query(
+    // The family's token rows first, the session row second: every path
+    // that touches both takes them in this order. The other order deadlocked
+    // on PostgreSQL when several reuses of one token raced (each held the
+    // session row and waited for token rows another held).
+    let revoked = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $2 \
          WHERE family_id = $1 AND revoked_at_ms IS NULL",
     )
     .bind(family)
     .bind(now)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map(|r| r.rows_affected())
-    .map_err(ApiError::internal)
+    .map_err(ApiError::internal)?;
+    crate::auth::end_session(&mut *conn, family, now)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(revoked)
 }
 
 /// Log out: revoke the refresh token's whole family.

@@ -1110,7 +1110,8 @@ both!(
         assert!(
             results
                 .iter()
-                .all(|(s, _)| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED)
+                .all(|(s, _)| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED),
+            "{results:?}"
         );
         let newest = winners[0]["refresh_token"].as_str().expect("refresh");
         let (status, _) = refresh(&ctl, newest).await;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use delta_runtime::CompileMode;
 use serde_json::{Value, json};
 
 /// `delta up` options.
@@ -66,7 +65,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let control_state = delta_control::app::AppState::open(control_config).await?;
+    let control_state = delta_control::app::AppState::open(control_config)
+        .await?
+        .with_scripts(std::sync::Arc::new(crate::scripts::JsScripts::new()?));
     let admin_state = control_state.clone();
     let (listener, control_addr) = delta_control::app::bind(args.listen).await?;
     let control_url = format!("http://{control_addr}");
@@ -82,10 +83,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     step("starting the node");
     let node_config = node_config(&state_dir, &control_url, &fleet_token_file)?;
     let options = delta_node::server::ServeOptions {
-        compile: Some(CompileMode::Subprocess {
-            program: std::env::current_exe().context("locating the delta executable")?,
-            args: vec!["compile-worker".into()],
-        }),
+        compile: Some(crate::daemon::compile_worker()?),
         config_path: None,
         overrides: Default::default(),
     };
@@ -108,7 +106,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("            delta runs create hello-agent --input '{{\"name\":\"you\"}}'");
     println!("Stop with Ctrl-C.");
 
-    shutdown_signal().await;
+    crate::daemon::shutdown_signal().await;
     step("stopping: draining the node");
     node.shutdown().await;
     let _ = stop_control.send(());
@@ -381,19 +379,3 @@ async fn deploy_examples(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers there is no way to stop gracefully; wait
-        // for Ctrl-C the portable way.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}

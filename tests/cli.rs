@@ -139,6 +139,31 @@ fn bad_input_exits_2_with_a_clear_message() {
 }
 
 #[test]
+fn daemons_exit_2_on_an_unusable_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "lissen = \"127.0.0.1:0\"\n").expect("write");
+    let state = dir.path().join("state");
+    let state = state.to_str().expect("utf8");
+    for daemon in ["node", "control"] {
+        let out = delta(&[daemon, "--config", typo.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(2), "{daemon}: {}", stderr(&out));
+        assert!(stderr(&out).contains("typo.toml"), "{daemon}: {}", stderr(&out));
+        let out = delta(&[daemon, "--config", "/nonexistent/delta.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{daemon}: {}", stderr(&out));
+    }
+    // Valid TOML, invalid values: a node with no token file.
+    let out = delta(&["node", "--state-dir", state, "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+    let bad = dir.path().join("control.toml");
+    std::fs::write(&bad, "session_max_secs = 0\n").expect("write");
+    let out = delta(&["control", "--config", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("session_max_secs"), "{}", stderr(&out));
+}
+
+#[test]
 fn inspect_prints_world_imports_and_exports() {
     let out = delta(&["inspect", guests::HELLO_AGENT]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

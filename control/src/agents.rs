@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use delta_http::{ApiError, JsonBody, RequestId, record_ids};
-use delta_node::model::AgentRecord;
+use delta_node_api::AgentRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -250,6 +250,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 200, description = "This tenant had it already", body = Component),
         (status = 413, description = "Larger than max_component_bytes"),
         (status = 422, description = "Not a WebAssembly component, over a structural bound, or not a Delta world (`invalid_component`), or a script that does not parse, load or export `run`/`verify` (`invalid_script`)"),
+        (status = 501, description = "A JavaScript upload to a control plane without a script preparer (`not_configured`)"),
     ),
     security(("bearer" = []))
 )]
@@ -267,7 +268,7 @@ async fn upload_component(
         Err(refused) => return Ok(refused),
     };
     let bytes = if is_javascript(&headers) {
-        prepare_script(&bytes).await?
+        prepare_script(&state, &bytes).await?
     } else {
         check_component_header(&bytes)?;
         bytes
@@ -417,14 +418,15 @@ fn is_javascript(headers: &HeaderMap) -> bool {
 /// does not parse, load or export an entry is 422 `invalid_script` with the
 /// reason (`details.code`, and `line`/`column` for a syntax error); one over
 /// the preparer's source limit is 413.
-async fn prepare_script(bytes: &[u8]) -> Result<Bytes, ApiError> {
-    use delta_js::{JsError, Kind};
-    static PREPARER: std::sync::OnceLock<Result<delta_js::Preparer, String>> =
-        std::sync::OnceLock::new();
-    let preparer = PREPARER
-        .get_or_init(|| delta_js::Preparer::new(Default::default()).map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(ApiError::internal)?;
+async fn prepare_script(state: &AppState, bytes: &[u8]) -> Result<Bytes, ApiError> {
+    use crate::scripts::ScriptError;
+    let preparer = state.scripts.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_configured",
+            "this control plane does not prepare JavaScript uploads; upload a component",
+        )
+    })?;
     let source = std::str::from_utf8(bytes).map_err(|_| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -432,36 +434,29 @@ async fn prepare_script(bytes: &[u8]) -> Result<Bytes, ApiError> {
             "the script is not UTF-8",
         )
     })?;
-    let prepared = match preparer.prepare(source, Kind::Agent).await {
-        Err(JsError::NoEntry(_)) => match preparer.prepare(source, Kind::Verifier).await {
-            Err(JsError::NoEntry(_)) => Err(JsError::NoEntry(
-                "the script exports neither `run` (an agent) nor `verify` (a verifier)".into(),
-            )),
-            other => other,
-        },
-        other => other,
-    };
-    match prepared {
+    match preparer.prepare(source).await {
         Ok(component) => Ok(Bytes::from(component)),
-        Err(e @ JsError::TooLarge { .. }) => Err(ApiError::new(
+        Err(ScriptError::TooLarge(message)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            e.to_string(),
+            message,
         )),
-        Err(e) if e.is_bad_input() => {
-            let mut details = json!({ "code": e.code() });
-            if let JsError::Syntax { line, column, .. } = &e {
+        Err(ScriptError::Invalid {
+            code,
+            message,
+            position,
+        }) => {
+            let mut details = json!({ "code": code });
+            if let Some((line, column)) = position {
                 details["line"] = json!(line);
                 details["column"] = json!(column);
             }
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_script",
-                e.to_string(),
+            Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_script", message)
+                    .details(details),
             )
-            .details(details))
         }
-        Err(e) => Err(ApiError::internal(e)),
+        Err(ScriptError::Internal(message)) => Err(ApiError::internal(message)),
     }
 }
 
@@ -1385,11 +1380,11 @@ mod tests {
             templates: vec![],
             recipients: vec!["*@example.com".into()],
         };
-        let theirs: delta_node::model::Grants =
+        let theirs: delta_node_api::Grants =
             serde_json::from_value(serde_json::to_value(&ours).expect("json"))
                 .expect("node grants");
         assert_eq!(theirs.channels.len(), 2);
-        let limits: delta_node::model::AgentLimits = serde_json::from_value(
+        let limits: delta_node_api::AgentLimits = serde_json::from_value(
             serde_json::to_value(Limits {
                 fuel: Some(5),
                 ..Limits::default()

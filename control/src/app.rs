@@ -1,9 +1,9 @@
-//! The application: state shared by handlers, the router (every route is
-//! registered with its OpenAPI description, so `/v1/openapi.json` is
-//! generated from the same code that routes), and serving.
+//! The top of the control plane: the router (every route is registered
+//! with its OpenAPI description, so `/v1/openapi.json` is generated from
+//! the same code that routes) and serving. The state handlers share is in
+//! [`crate::state`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -20,137 +20,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::auth::JwtKeys;
-use crate::config::ControlConfig;
-use crate::db::Db;
-use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database.
-    pub db: Db,
-    /// Access-token keys.
-    pub keys: Arc<JwtKeys>,
-    /// The configuration.
-    pub config: Arc<ControlConfig>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The fleet's node token (none: no node may register).
-    pub node_token: Option<Arc<str>>,
-    /// HTTP client for calls to nodes.
-    pub http: reqwest::Client,
-    /// Where uploaded components are kept (by sha256).
-    pub components_dir: PathBuf,
-    /// Request rate limits (in process, or shared through Redis).
-    pub limiter: Arc<RateLimiter>,
-    /// Per-IP limits and account lockout of the anonymous routes.
-    pub guard: Arc<crate::guard::AuthGuard>,
-    /// Serialises deployments of one agent within this process (see
-    /// [`AppState::lock_deploys`]).
-    deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
-}
-
-impl AppState {
-    /// Open the database, keys and directories `config` names.
-    pub async fn open(config: ControlConfig) -> anyhow::Result<Self> {
-        config.validate()?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            // 0700: it holds the database, the access-token secret and
-            // tenants' components.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&config.state_dir)
-                .with_context(|| format!("creating {}", config.state_dir.display()))?;
-        }
-        if let Some(problem) = loose_permissions(&config.state_dir, "the state directory", "700") {
-            tracing::warn!("{problem}");
-        }
-        let db = Db::connect(&config.database_url())
-            .await
-            .context("opening the control plane's database")?;
-        let secret_file = config
-            .jwt_secret_file
-            .clone()
-            .unwrap_or_else(|| config.state_dir.join("jwt-secret"));
-        // Whoever reads it can mint any user's session: refuse to start.
-        if let Some(problem) = loose_permissions(&secret_file, "the access-token secret", "600") {
-            anyhow::bail!("{problem}");
-        }
-        let keys = JwtKeys::load_or_create(&secret_file)
-            .with_context(|| format!("access-token secret {}", secret_file.display()))?;
-        let node_token = match &config.node_token_file {
-            Some(path) => {
-                if let Some(problem) = loose_permissions(path, "the fleet's node token", "600") {
-                    tracing::warn!("{problem}");
-                }
-                let token = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let token = token.trim();
-                if token.len() < 16 {
-                    anyhow::bail!(
-                        "{} holds fewer than 16 characters: the fleet token must be a real secret",
-                        path.display()
-                    );
-                }
-                Some(Arc::from(token))
-            }
-            None => None,
-        };
-        let components_dir = config.state_dir.join("components");
-        std::fs::create_dir_all(&components_dir)?;
-        // No redirects: a node's answer must come from the node, never
-        // send the control plane (and its node token) somewhere else.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?;
-        let metrics = Metrics::new();
-        let limiter = RateLimiter::new(
-            &config.rate_limit,
-            config.redis_url.as_deref(),
-            metrics.registry(),
-        )
-        .context("setting up rate limits")?;
-        let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
-        Ok(Self {
-            db,
-            keys: Arc::new(keys),
-            config: Arc::new(config),
-            metrics: Arc::new(metrics),
-            node_token,
-            http,
-            components_dir,
-            limiter: Arc::new(limiter),
-            guard,
-            deploy_locks: (0..DEPLOY_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        })
-    }
-
-    /// Hold while changing what an agent's node runs: an update holds it
-    /// from reading the agent until its row is written, a redeployment from
-    /// re-reading the row until the node has it. Without it, a
-    /// reconciliation that read the row just before an update committed
-    /// could push the old spec over the new one. (Replicas do not share
-    /// it: across them the next reconciliation repairs such a race.)
-    pub async fn lock_deploys(&self, agent_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        agent_id.hash(&mut hasher);
-        let stripe = (hasher.finish() % self.deploy_locks.len() as u64) as usize;
-        self.deploy_locks[stripe].lock().await
-    }
-}
-
-/// Locks shared by agents whose ids hash alike: enough that unrelated
-/// deployments rarely wait on each other.
-const DEPLOY_LOCK_STRIPES: usize = 64;
+pub use crate::state::AppState;
 
 /// The OpenAPI document's frame; paths come from the routers.
 #[derive(OpenApi)]
@@ -284,30 +154,34 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let monitor = crate::nodes::spawn_monitor(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
+    let grace = std::time::Duration::from_secs(state.config.drain_grace_secs);
     let app = router(state);
+    // Graceful shutdown waits for every connection, and a client following
+    // a log stream would hold it open for ever: the drain is bounded.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::clone(&stopping);
     // The peer's address, for the anonymous routes' per-IP limits.
-    let result = axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving the control plane");
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stopped.notify_one();
+    });
+    let result = tokio::select! {
+        result = server => result.context("serving the control plane"),
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "drain grace over: closing the connections still open");
+            Ok(())
+        }
+    };
     monitor.abort();
     sweep.abort();
     result
-}
-
-/// Why `path` (if it exists) is too open: group or others may access it.
-fn loose_permissions(path: &std::path::Path, what: &str, fix: &str) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "{} ({what}) may be read by group or others (mode {mode:o}); chmod {fix} it",
-            path.display()
-        )
-    })
 }
 
 /// Bind `addr` (port 0 picks one) and report where.
@@ -321,50 +195,45 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
+    use crate::config::ControlConfig;
 
+    /// A request whose body never finishes holds its connection open; the
+    /// drain must still end, after `drain_grace_secs`.
     #[tokio::test]
-    async fn the_state_dir_is_private_and_an_open_secret_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
+    async fn the_drain_is_bounded_by_its_grace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = ControlConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.path().join("state"),
+            drain_grace_secs: 1,
             ..ControlConfig::default()
         };
-        drop(AppState::open(config.clone()).await.expect("opens"));
-        let mode = |p: &std::path::Path| {
-            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
-        };
-        assert_eq!(mode(&config.state_dir), 0o700);
-        let secret = config.state_dir.join("jwt-secret");
-        assert_eq!(mode(&secret), 0o600);
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let refused = AppState::open(config).await;
-        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(
-            message.contains("jwt-secret") && message.contains("chmod 600"),
-            "{message}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_short_fleet_token_is_refused_at_start() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token = dir.path().join("node-token");
-        std::fs::write(&token, "short\n").expect("token");
-        let config = ControlConfig {
-            state_dir: dir.path().join("state"),
-            node_token_file: Some(token.clone()),
-            ..ControlConfig::default()
-        };
-        let refused = AppState::open(config.clone()).await;
-        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(message.contains("fewer than 16"), "{message}");
-        std::fs::write(&token, "a-real-fleet-secret-0123456789").expect("token");
-        let state = AppState::open(config).await.expect("opens");
-        assert_eq!(
-            state.node_token.as_deref(),
-            Some("a-real-fleet-secret-0123456789")
-        );
+        let state = AppState::open(config.clone()).await.expect("opens");
+        let (listener, addr) = bind(config.listen).await.expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(state, listener, async move {
+            let _ = stopped.await;
+        }));
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stalled
+            .write_all(
+                b"POST /v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                  content-length: 100\r\n\r\n{\"email\":",
+            )
+            .await
+            .expect("write");
+        // Let the server take the request in before stopping.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).expect("stop");
+        let served = tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("the drain ended within its grace, not when the client left");
+        served.expect("joined").expect("served");
+        drop(stalled);
     }
 }

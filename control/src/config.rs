@@ -14,6 +14,7 @@
 //! run_output_ttl_secs = 86400
 //! record_retention_secs = 7776000                    # leases, token requests, usage records: 90 days
 //! audit_retention_secs = 31536000                    # message attempts: 365 days
+//! drain_grace_secs = 30                              # SIGTERM: requests in flight get this long
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -127,6 +128,9 @@ pub struct ControlConfig {
     /// Message attempts (the audit log, with recipients) are deleted this
     /// long after they were made (default 365 days).
     pub audit_retention_secs: u64,
+    /// On SIGTERM, requests in flight (log streams included) get this long
+    /// to finish before their connections are closed (default 30).
+    pub drain_grace_secs: u64,
     /// Redis for rate limits shared by several control-plane replicas (none:
     /// in-process limits).
     pub redis_url: Option<String>,
@@ -195,6 +199,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            drain_grace_secs: 30,
             state_dir: PathBuf::from(".delta/control"),
             database_url: None,
             jwt_secret_file: None,
@@ -226,7 +231,32 @@ impl Default for ControlConfig {
     }
 }
 
+/// Values given on the command line or in the environment; each set one
+/// replaces the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `DELTA_CONTROL_LISTEN`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--database-url` / `DELTA_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--state-dir` / `DELTA_CONTROL_STATE_DIR`.
+    pub state_dir: Option<PathBuf>,
+}
+
 impl ControlConfig {
+    /// Apply flags and environment on top of the file.
+    pub fn apply_overrides(&mut self, o: Overrides) {
+        if let Some(listen) = o.listen {
+            self.listen = listen;
+        }
+        if let Some(url) = o.database_url {
+            self.database_url = Some(url);
+        }
+        if let Some(dir) = o.state_dir {
+            self.state_dir = dir;
+        }
+    }
+
     /// Read `path`; relative paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -8,8 +8,11 @@
 //! `migrations/control/`. Every query that touches tenant data is scoped by
 //! the caller's tenant; another tenant's ids answer 404.
 //!
-//! Dependency rule: the control plane talks to nodes only over HTTP (it uses
-//! `delta-node`'s record types for the wire format, never its internals).
+//! Dependency rule: the control plane talks to nodes only over HTTP, with
+//! the wire types of `delta-node-api`; it never depends on `delta-node` and
+//! never links Wasmtime (JavaScript uploads go through the
+//! [`scripts::ScriptPreparer`] the binary installs). `cargo xtask tidy`
+//! checks this.
 
 pub mod agents;
 pub mod app;
@@ -28,6 +31,8 @@ pub mod nodes;
 pub mod pagination;
 pub mod ratelimit;
 pub mod runs;
+pub mod scripts;
+pub mod state;
 pub mod sweep;
 pub mod templates;
 pub mod tenants;

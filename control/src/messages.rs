@@ -15,7 +15,7 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use delta_http::ApiError;
-use delta_node::model::RunUsage;
+use delta_node_api::RunUsage;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use delta_http::ApiError;
-use delta_node::model::{AgentRecord, ComponentRecord, RunRecord, RunStatus};
+use delta_node_api::{AgentRecord, ComponentRecord, RunRecord, RunStatus};
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -309,7 +309,7 @@ impl<'a> NodeClient<'a> {
                 &format!("/v1/components/{sha256}"),
             )
             .header(reqwest::header::CONTENT_TYPE, "application/wasm")
-            .header(delta_node::api::TENANT_HEADER, tenant)
+            .header(delta_node_api::TENANT_HEADER, tenant)
             .body(bytes);
         self.json("put_component", req, Some(UPLOAD_TIMEOUT)).await
     }

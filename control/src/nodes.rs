@@ -51,7 +51,7 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use delta_http::{ApiError, JsonBody};
-use delta_node::model::RunUsage;
+use delta_node_api::RunUsage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row as _;
@@ -750,7 +750,7 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     }
-    let held: HashMap<&str, &delta_node::model::AgentRecord> =
+    let held: HashMap<&str, &delta_node_api::AgentRecord> =
         deployed.iter().map(|d| (d.id.as_str(), d)).collect();
     for agent in &assigned {
         // Missing, or held with another spec (a redeploy after a template

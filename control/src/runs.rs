@@ -31,7 +31,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use delta_http::{ApiError, JsonBody, record_ids};
-use delta_node::model::{RunRecord, RunStatus, RunUsage};
+use delta_node_api::{RunRecord, RunStatus, RunUsage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row as _;

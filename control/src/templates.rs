@@ -19,7 +19,7 @@
 //! `template_rejected`, `template_deleted`.
 //!
 //! Templates are checked when written, with the code nodes use
-//! ([`delta_messaging::check_template`]): the safe syntax subset, strict
+//! ([`delta_templates::check_template`]): the safe syntax subset, strict
 //! compilation and a trial rendering, so a template that cannot render is a
 //! 422 here, never a failure on a node.
 //!
@@ -53,8 +53,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use delta_http::{ApiError, JsonBody, RequestId, record_ids};
-use delta_messaging::{ChannelId, TemplateConfig};
-use delta_node::model::{AgentLimits, AgentSpec, Grants};
+use delta_templates::{ChannelId, TemplateConfig};
+use delta_node_api::{AgentLimits, AgentSpec, Grants};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -542,11 +542,8 @@ fn validate_template(t: &Template) -> Result<(), ApiError> {
             "variables.{name}: the longest value must be 1-{MAX_VARIABLE_LEN} characters"
         )));
     }
-    delta_messaging::check_template(&t.to_config()).map_err(|e| {
-        let reason = match &e {
-            delta_messaging::BuildError::Template { reason, .. } => reason.clone(),
-            other => other.to_string(),
-        };
+    delta_templates::check_template(&t.to_config()).map_err(|e| {
+        let reason = e.reason;
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_template",
@@ -1001,7 +998,7 @@ fn validate_recipients(list: Vec<String>) -> Result<Vec<String>, ApiError> {
                 "a recipient may have at most {MAX_RECIPIENT_LEN} bytes"
             )));
         }
-        delta_messaging::check_allow_entry(&entry).map_err(|e| {
+        delta_templates::check_allow_entry(&entry).map_err(|e| {
             ApiError::invalid(e.to_string()).details(json!({ "recipient": e.entry }))
         })?;
         if seen.insert(entry.to_lowercase()) {

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::extract::{Query, State};
 use delta_http::ApiError;
-use delta_node::model::RunUsage;
+use delta_node_api::RunUsage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row as _;
@@ -631,7 +631,7 @@ async fn has_usage(db: &Db, tenant: &str, column: &str, value: &str) -> Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use delta_node::model::{LlmTokens, MessageCounts};
+    use delta_node_api::{LlmTokens, MessageCounts};
 
     #[test]
     fn a_record_adds_every_kind_once() {

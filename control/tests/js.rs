@@ -120,3 +120,22 @@ both!(
         node.shutdown().await;
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_without_a_preparer_are_not_configured_and_components_still_upload() {
+    let ctl = Control::start_without_scripts(common::Dialect::Sqlite).await;
+    let alice = ctl.register("alice").await;
+    let (status, body) = upload_script(&ctl, &alice.access, HELLO_JS.into()).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert_eq!(body["code"], "not_configured", "{body}");
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(&alice.access)
+        .header("content-type", "application/wasm")
+        .body(common::fake_component("no-scripts"))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}

@@ -5,8 +5,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use delta_messaging::config::ChannelId;
-use delta_messaging::fuzzing::{allowed, recipient};
+use delta_templates::ChannelId;
+use delta_templates::fuzzing::{allowed, recipient};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -36,7 +36,7 @@ fuzz_target!(|input: Input| {
     let valid: Vec<String> = input
         .entries
         .iter()
-        .filter(|e| delta_messaging::check_allow_entry(e).is_ok())
+        .filter(|e| delta_templates::check_allow_entry(e).is_ok())
         .cloned()
         .collect();
     if allowed(channel, &input.raw, &input.entries) {

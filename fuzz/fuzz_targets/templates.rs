@@ -4,8 +4,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use delta_messaging::config::{ChannelId, TemplateConfig};
-use delta_messaging::fuzzing::{check_rendered, render};
+use delta_templates::{ChannelId, TemplateConfig};
+use delta_templates::fuzzing::{check_rendered, render};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -35,7 +35,7 @@ fuzz_target!(|input: Input| {
         max_lengths: Default::default(),
         approved: true,
     };
-    let _ = delta_messaging::check_safe_subset(&template.body);
+    let _ = delta_templates::check_safe_subset(&template.body);
     if let Some(Ok((subject, body))) = render(&template, &input.variables)
         && let Err(broken) = check_rendered(channel, subject.as_deref(), &body)
     {

@@ -13,6 +13,7 @@
 //! - [`client::read_capped`]: answers from peers are read with a size cap.
 
 pub mod client;
+pub mod config;
 
 use std::time::{Duration, Instant};
 

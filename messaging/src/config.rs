@@ -69,47 +69,19 @@
 //! Per-agent grants ([`AgentGrants`]) are not part of this file: the node
 //! passes them when it builds an agent's messenger.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use delta_host_api::messaging::Channel;
 
-/// A delivery channel, as spelled in configuration and audit records
-/// (`"email"`, `"sms"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelId {
-    /// Email over SMTP (or the file outbox).
-    Email,
-    /// SMS over a Twilio-compatible API (or the file outbox).
-    Sms,
-}
+pub use delta_templates::{ChannelId, TemplateConfig};
 
-impl ChannelId {
-    /// The lowercase name used in configuration, audit records and ledger
-    /// purposes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelId::Email => "email",
-            ChannelId::Sms => "sms",
-        }
-    }
-}
-
-impl From<Channel> for ChannelId {
-    fn from(channel: Channel) -> Self {
-        match channel {
-            Channel::Email => ChannelId::Email,
-            Channel::Sms => ChannelId::Sms,
-        }
-    }
-}
-
-impl std::fmt::Display for ChannelId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// The configuration's name of a WIT channel.
+pub fn channel_id(channel: Channel) -> ChannelId {
+    match channel {
+        Channel::Email => ChannelId::Email,
+        Channel::Sms => ChannelId::Sms,
     }
 }
 
@@ -300,47 +272,6 @@ impl Default for RateLimitConfig {
             burst: default_burst(),
         }
     }
-}
-
-/// One template: the operator's (configuration file) or a deployment's
-/// (authored in the control plane, shipped in the agent's grants).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateConfig {
-    /// The id agents refer to. Required, unique.
-    pub id: String,
-    /// The channel this template is for. Required.
-    pub channel: ChannelId,
-    /// Subject template (minijinja); required for email, forbidden for SMS.
-    /// Never HTML-escaped; a rendered subject must be a single line.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// Body template (minijinja). Required.
-    pub body: String,
-    /// Whether the body is HTML: variables are HTML-escaped and the email is
-    /// sent as `text/html`. Email only. Default: false.
-    #[serde(default)]
-    pub html: bool,
-    /// Names of the variables an agent may pass. Every variable the subject
-    /// and body use must be listed. Default: none.
-    #[serde(default)]
-    pub variables: Vec<String>,
-    /// Longest accepted variable value, in characters. Default: 256.
-    #[serde(default = "default_max_variable_len")]
-    pub max_variable_len: usize,
-    /// Longest accepted value of particular variables, in characters,
-    /// overriding `max_variable_len` for those. Every key must be in
-    /// `variables`; every value at least 1. Default: none.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub max_lengths: BTreeMap<String, usize>,
-    /// Whether the template may be used. Default: false, so a template
-    /// added to the file is inert until an operator approves it.
-    #[serde(default)]
-    pub approved: bool,
-}
-
-fn default_max_variable_len() -> usize {
-    256
 }
 
 /// What one agent may do with messaging; given when building its

@@ -61,10 +61,6 @@
 pub mod audit;
 pub mod config;
 mod delivery;
-#[doc(hidden)]
-pub mod fuzzing;
-mod recipient;
-mod template;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -88,11 +84,12 @@ pub use config::{
     RateLimitConfig, SecretSource, SmsBackend, SmsConfig, SmtpConfig, SmtpTls, TemplateConfig,
     TwilioConfig,
 };
-pub use recipient::{InvalidRecipientEntry, check_allow_entry};
-pub use template::{check_safe_subset, check_template};
+pub use delta_templates::{
+    InvalidRecipientEntry, check_allow_entry, check_safe_subset, check_template,
+};
 
 use delivery::{Backend, Outgoing};
-use template::Templates;
+use delta_templates::{Templates, VariableError, recipient};
 
 /// The configuration could not be turned into a working messenger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +118,15 @@ pub enum BuildError {
         /// Why it could not be read.
         reason: String,
     },
+}
+
+impl From<delta_templates::TemplateError> for BuildError {
+    fn from(e: delta_templates::TemplateError) -> Self {
+        BuildError::Template {
+            id: e.id,
+            reason: e.reason,
+        }
+    }
 }
 
 /// Key of the rate limiters: one GCRA state per (tenant, agent) in each
@@ -455,7 +461,7 @@ impl Shared {
     ) -> Result<Receipt, SendError> {
         let requested_ms = unix_ms();
         let message_id = new_message_id(requested_ms);
-        let channel = ChannelId::from(request.channel);
+        let channel = config::channel_id(request.channel);
         let (ending, error) = match self
             .attempt(grants, templates, ctx, &request, channel, &message_id)
             .await
@@ -538,7 +544,13 @@ impl Shared {
         }
         let variables = template
             .check_variables(&request.variables)
-            .map_err(refuse)?;
+            .map_err(|e| {
+                refuse(match e {
+                    VariableError::NotAllowed(name) => SendError::VariableNotAllowed(name),
+                    VariableError::Invalid(name) => SendError::VariableInvalid(name),
+                    VariableError::Missing(name) => SendError::VariableMissing(name),
+                })
+            })?;
         let to = recipient::parse(channel, &request.recipient)
             .ok_or_else(|| refuse(SendError::InvalidRecipient))?;
         if !recipient::is_allowed(&to, &grants.recipients) {

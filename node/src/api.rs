@@ -168,10 +168,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// Names the tenant a component upload is compiled for (set by the control
-/// plane): its compiles take turns with other tenants' and are charged to
-/// its hourly compile budget. Uploads without it share one anonymous owner.
-pub const TENANT_HEADER: &str = "x-delta-tenant";
+pub use delta_node_api::TENANT_HEADER;
 
 /// The compile owner of uploads that name no tenant (one budget for all).
 const ANONYMOUS_UPLOADER: &str = "anonymous-uploads";

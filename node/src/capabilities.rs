@@ -377,7 +377,7 @@ struct MeteredMessenger {
 #[async_trait]
 impl Messenger for MeteredMessenger {
     async fn send(&self, ctx: &CallContext, request: SendRequest) -> Result<Receipt, SendError> {
-        let channel = ChannelId::from(request.channel);
+        let channel = delta_messaging::config::channel_id(request.channel);
         let result = self.inner.send(ctx, request).await;
         self.meter.message_result(channel, &result);
         result

@@ -12,7 +12,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::cache::Digest;
 use crate::error::LoadError;
-use crate::invoke::RunState;
+use crate::run_state::RunState;
 use crate::precheck::Shape;
 
 pub use delta_precheck::World;

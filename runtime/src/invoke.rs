@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use delta_host_api::bindings::delta::agent::types::{AgentError, Output, Task, Verdict};
-use delta_host_api::{CallContext, Capabilities, HostState, HostView, Interrupted};
+use delta_host_api::{CallContext, Capabilities, HostState, Interrupted};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::Runtime;
 use crate::component::{LoadedComponent, Pre};
 use crate::config::InvocationLimits;
 use crate::error::RunError;
 use crate::outcome::{Outcome, RunReport, Usage};
+use crate::run_state::{Limiter, RunState, Stop, sandbox_wasi};
 use crate::stdio::BoundedPipe;
 
 /// Fuel handed out per slice (see `fuel_async_yield_interval` in `invoke`):
@@ -34,91 +34,6 @@ pub(crate) enum Call {
 enum Returned {
     Agent(Result<Output, AgentError>),
     Verdict(Verdict),
-}
-
-/// Why the epoch callback stopped the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Deadline,
-    Cancelled,
-}
-
-/// Store data of one invocation.
-pub struct RunState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    host: HostState,
-    limiter: Limiter,
-    deadline: Instant,
-    cancel: CancellationToken,
-    stop: Option<Stop>,
-}
-
-impl WasiView for RunState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl HostView for RunState {
-    fn host(&mut self) -> &mut HostState {
-        &mut self.host
-    }
-}
-
-/// Memory and table caps of one instance, with peak tracking.
-struct Limiter {
-    memory_cap: usize,
-    memory_now: usize,
-    memory_peak: usize,
-    memory_refused: bool,
-    table_cap: usize,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Sum over all memories of the component: a component of several
-        // core modules must not get the cap once per module.
-        let total = self.memory_now - current.min(self.memory_now) + desired;
-        if total > self.memory_cap {
-            self.memory_refused = true;
-            return Ok(false);
-        }
-        self.memory_now = total;
-        self.memory_peak = self.memory_peak.max(total);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.table_cap)
-    }
-}
-
-/// The WASI context of a run: nothing granted. No preopened directories, no
-/// environment, no arguments, no sockets or name lookup, empty stdin;
-/// stdout/stderr go to bounded buffers. Clocks and random stay available.
-fn sandbox_wasi(stdout: &BoundedPipe, stderr: &BoundedPipe) -> WasiCtx {
-    WasiCtxBuilder::new()
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        .build()
 }
 
 impl Runtime {

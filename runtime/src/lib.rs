@@ -23,6 +23,7 @@ mod gate;
 mod invoke;
 pub mod outcome;
 pub mod precheck;
+mod run_state;
 mod stdio;
 
 use std::collections::HashMap;
@@ -45,7 +46,7 @@ pub use config::{
     PrecheckLimits, RuntimeConfig,
 };
 pub use error::{LoadError, RunError};
-pub use invoke::RunState;
+pub use run_state::RunState;
 pub use outcome::{Outcome, OutcomeClass, RunReport, Usage};
 
 use cache::DiskCache;

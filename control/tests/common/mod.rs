@@ -13,6 +13,19 @@ use std::time::{Duration, Instant};
 
 use delta_control::app::AppState;
 use delta_control::config::ControlConfig;
+
+/// The binary's script preparer (`delta control` installs the same one).
+#[path = "../../../src/scripts.rs"]
+pub mod scripts;
+
+/// One preparer per test binary: it compiles the QuickJS engine once.
+pub fn script_preparer() -> std::sync::Arc<scripts::JsScripts> {
+    static PREPARER: std::sync::OnceLock<std::sync::Arc<scripts::JsScripts>> =
+        std::sync::OnceLock::new();
+    std::sync::Arc::clone(
+        PREPARER.get_or_init(|| std::sync::Arc::new(scripts::JsScripts::new().expect("preparer"))),
+    )
+}
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -98,6 +111,20 @@ impl Control {
 
     /// Start with the configuration adjusted by `tweak`.
     pub async fn start_with(dialect: Dialect, tweak: impl FnOnce(&mut ControlConfig)) -> Self {
+        Self::start_inner(dialect, tweak, true).await
+    }
+
+    /// Start without a script preparer (as a control plane embedded
+    /// without `delta-js` would be).
+    pub async fn start_without_scripts(dialect: Dialect) -> Self {
+        Self::start_inner(dialect, |_| {}, false).await
+    }
+
+    async fn start_inner(
+        dialect: Dialect,
+        tweak: impl FnOnce(&mut ControlConfig),
+        scripts: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("node-token"), NODE_TOKEN).expect("token");
         let mut config = ControlConfig {
@@ -135,7 +162,10 @@ impl Control {
         };
         config.database_url = database.as_ref().map(|d| d.url.clone());
         tweak(&mut config);
-        let state = AppState::open(config.clone()).await.expect("control state");
+        let mut state = AppState::open(config.clone()).await.expect("control state");
+        if scripts {
+            state = state.with_scripts(script_preparer());
+        }
         let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server_state = state.clone();

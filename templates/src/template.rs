@@ -12,21 +12,47 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-use delta_host_api::messaging::SendError;
+use crate::{ChannelId, TemplateConfig};
 
-use crate::BuildError;
-use crate::config::{ChannelId, TemplateConfig};
+/// A template that cannot be used: malformed, outside the safe subset, or
+/// inconsistent with its own declaration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template {id:?}: {reason}")]
+pub struct TemplateError {
+    /// The template id.
+    pub id: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why a guest's variables were refused, in the order the checks run; the
+/// messaging capability answers each with the WIT error of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VariableError {
+    /// A variable the template does not declare.
+    #[error("variable-not-allowed: {0}")]
+    NotAllowed(String),
+    /// A value too long, with a forbidden character, or given twice.
+    #[error("variable-invalid: {0}")]
+    Invalid(String),
+    /// A variable the template uses is missing.
+    #[error("variable-missing: {0}")]
+    Missing(String),
+}
 
 /// Longest rendered SMS body accepted (Twilio's limit for a concatenated
 /// message).
-pub(crate) const MAX_SMS_BODY_CHARS: usize = 1600;
+pub const MAX_SMS_BODY_CHARS: usize = 1600;
 
 /// One compiled template plus its security settings.
 #[derive(Debug)]
-pub(crate) struct Template {
-    pub(crate) channel: ChannelId,
-    pub(crate) approved: bool,
-    pub(crate) html: bool,
+pub struct Template {
+    /// The channel it is for.
+    pub channel: ChannelId,
+    /// Whether it may be used.
+    pub approved: bool,
+    /// Whether the body is HTML.
+    pub html: bool,
     allowed: HashSet<String>,
     /// Variables the subject and body reference, sorted so that
     /// `variable-missing` names the same variable every time.
@@ -40,18 +66,18 @@ pub(crate) struct Template {
 
 /// The rendered parts of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rendered {
+pub struct Rendered {
     /// Email subject (single line); `None` for SMS.
-    pub(crate) subject: Option<String>,
+    pub subject: Option<String>,
     /// Message body.
-    pub(crate) body: String,
+    pub body: String,
     /// Whether `body` is HTML.
-    pub(crate) html: bool,
+    pub html: bool,
 }
 
 /// A set of templates (the node's, or one deployment's), in one minijinja
 /// environment.
-pub(crate) struct Templates {
+pub struct Templates {
     env: Environment<'static>,
     by_id: HashMap<String, Template>,
     /// Names minijinja defines itself (`range`, `namespace`, ...): functions,
@@ -70,7 +96,7 @@ impl std::fmt::Debug for Templates {
 /// Whether `c` may not appear in a variable value or a subject: control
 /// characters (CR, LF, NUL, TAB, C1 ...) and the Unicode line and paragraph
 /// separators, which some mail clients also treat as line breaks.
-pub(crate) fn is_forbidden_char(c: char) -> bool {
+pub fn is_forbidden_char(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
@@ -106,7 +132,7 @@ impl Templates {
     /// Compile every template and check it against its own declaration;
     /// the first bad one fails the whole set (operator configuration: a
     /// typo must stop the start).
-    pub(crate) fn compile(configs: &[TemplateConfig]) -> Result<Self, BuildError> {
+    pub fn compile(configs: &[TemplateConfig]) -> Result<Self, TemplateError> {
         let mut templates = Self::empty();
         for config in configs {
             templates.add(config, false)?;
@@ -117,7 +143,7 @@ impl Templates {
     /// Compile a deployment's templates, each held to the safe subset. A bad
     /// one is left out (its sends answer `template-not-found`) and reported,
     /// so that one template cannot take an agent's others down with it.
-    pub(crate) fn compile_each(configs: &[TemplateConfig]) -> (Self, Vec<BuildError>) {
+    pub fn compile_each(configs: &[TemplateConfig]) -> (Self, Vec<TemplateError>) {
         let mut templates = Self::empty();
         let mut errors = Vec::new();
         for config in configs {
@@ -129,8 +155,8 @@ impl Templates {
     }
 
     /// Check `config` and add it; on failure nothing of it stays.
-    fn add(&mut self, config: &TemplateConfig, safe_subset: bool) -> Result<(), BuildError> {
-        let bad = |reason: String| BuildError::Template {
+    fn add(&mut self, config: &TemplateConfig, safe_subset: bool) -> Result<(), TemplateError> {
+        let bad = |reason: String| TemplateError {
             id: config.id.clone(),
             reason,
         };
@@ -258,12 +284,12 @@ impl Templates {
     }
 
     /// The template with this id.
-    pub(crate) fn get(&self, id: &str) -> Option<&Template> {
+    pub fn get(&self, id: &str) -> Option<&Template> {
         self.by_id.get(id)
     }
 
     /// Render `template` with already-checked `variables`.
-    pub(crate) fn render(
+    pub fn render(
         &self,
         template: &Template,
         variables: &BTreeMap<&str, &str>,
@@ -307,12 +333,12 @@ impl Template {
     /// The variable checks, in order: every variable allowed, every value
     /// valid, every used variable present. Returns the variables as a map
     /// for rendering.
-    pub(crate) fn check_variables<'a>(
+    pub fn check_variables<'a>(
         &self,
         variables: &'a [(String, String)],
-    ) -> Result<BTreeMap<&'a str, &'a str>, SendError> {
+    ) -> Result<BTreeMap<&'a str, &'a str>, VariableError> {
         if let Some((name, _)) = variables.iter().find(|(n, _)| !self.allowed.contains(n)) {
-            return Err(SendError::VariableNotAllowed(name.clone()));
+            return Err(VariableError::NotAllowed(name.clone()));
         }
         let mut map = BTreeMap::new();
         for (name, value) in variables {
@@ -327,11 +353,11 @@ impl Template {
             // refused rather than resolved silently.
             let duplicate = map.insert(name.as_str(), value.as_str()).is_some();
             if too_long || forbidden || duplicate {
-                return Err(SendError::VariableInvalid(name.clone()));
+                return Err(VariableError::Invalid(name.clone()));
             }
         }
         if let Some(name) = self.used.iter().find(|n| !map.contains_key(n.as_str())) {
-            return Err(SendError::VariableMissing(name.clone()));
+            return Err(VariableError::Missing(name.clone()));
         }
         Ok(map)
     }
@@ -534,10 +560,10 @@ fn check_condition(tokens: &[Token<'_>]) -> Result<(), String> {
 /// [`check_safe_subset`] syntax, compilation in minijinja's strict mode and
 /// a trial rendering with every variable set (so that, for example, an
 /// unknown filter is found now rather than when a message is sent).
-pub fn check_template(config: &TemplateConfig) -> Result<(), BuildError> {
+pub fn check_template(config: &TemplateConfig) -> Result<(), TemplateError> {
     let mut templates = Templates::empty();
     templates.add(config, true)?;
-    let bad = |reason: String| BuildError::Template {
+    let bad = |reason: String| TemplateError {
         id: config.id.clone(),
         reason,
     };
@@ -551,7 +577,7 @@ pub fn check_template(config: &TemplateConfig) -> Result<(), BuildError> {
         .collect();
     let variables = template
         .check_variables(&sample)
-        .map_err(|e| bad(format!("trial rendering: {e:?}")))?;
+        .map_err(|e| bad(format!("trial rendering: {e}")))?;
     templates.render(template, &variables).map_err(bad)?;
     Ok(())
 }
@@ -654,7 +680,7 @@ mod tests {
         assert!(t.check_variables(&vars("1234")).is_ok());
         assert_eq!(
             t.check_variables(&vars("12345")),
-            Err(SendError::VariableInvalid("code".into()))
+            Err(VariableError::Invalid("code".into()))
         );
     }
 }

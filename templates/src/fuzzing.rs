@@ -1,11 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/`: the parts of messaging that
 //! take outside input (a guest's recipient and variables, a tenant's
-//! template source, an admin's allow-list), exposed without the delivery
+//! template source, an admin's allow-list), exposed without the messaging capability's delivery
 //! machinery so that a target calls exactly what a send calls. Not an API.
 
-use crate::config::{ChannelId, TemplateConfig};
 use crate::recipient;
-use crate::template::{MAX_SMS_BODY_CHARS, Templates, is_forbidden_char};
+use crate::{ChannelId, MAX_SMS_BODY_CHARS, TemplateConfig, Templates, is_forbidden_char};
 
 /// A recipient as a send parses it: the address or number that would be
 /// placed in a header or handed to the SMS provider, or `None`.

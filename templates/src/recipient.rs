@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use lettre::Address;
 
-use crate::config::ChannelId;
+use crate::ChannelId;
 
 /// Longest email address accepted (RFC 5321's path limit minus the angle
 /// brackets).
@@ -13,7 +13,7 @@ const MAX_EMAIL_LEN: usize = 254;
 
 /// A recipient that passed the channel's syntax check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Recipient {
+pub enum Recipient {
     /// An RFC 5322 addr-spec (no display name, no comments).
     Email(Address),
     /// An E.164 number, `+` included.
@@ -21,7 +21,7 @@ pub(crate) enum Recipient {
 }
 
 /// Parse `raw` as a recipient for `channel`; `None` when it is not one.
-pub(crate) fn parse(channel: ChannelId, raw: &str) -> Option<Recipient> {
+pub fn parse(channel: ChannelId, raw: &str) -> Option<Recipient> {
     match channel {
         ChannelId::Email => {
             // lettre's parser rejects display names, whitespace and control
@@ -37,7 +37,7 @@ pub(crate) fn parse(channel: ChannelId, raw: &str) -> Option<Recipient> {
 
 /// `+` followed by 8 to 15 digits, the first not zero (no country code
 /// starts with 0).
-pub(crate) fn is_e164(raw: &str) -> bool {
+pub fn is_e164(raw: &str) -> bool {
     let Some(digits) = raw.strip_prefix('+') else {
         return false;
     };
@@ -85,7 +85,7 @@ pub fn check_allow_entry(entry: &str) -> Result<(), InvalidRecipientEntry> {
 /// part case-insensitively in practice, and an operator writing
 /// `Bob@Example.com` means the same mailbox); `*@domain` covers a whole
 /// domain. Phone numbers compare exactly.
-pub(crate) fn is_allowed(recipient: &Recipient, allowed: &[String]) -> bool {
+pub fn is_allowed(recipient: &Recipient, allowed: &[String]) -> bool {
     match recipient {
         Recipient::Email(address) => {
             let full = AsRef::<str>::as_ref(address).to_lowercase();

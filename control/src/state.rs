@@ -1,0 +1,203 @@
+//! The state every handler reaches ([`AppState`]): the database, keys,
+//! configuration, metrics, limits and the HTTP client for nodes, opened
+//! from the configuration. The bottom layer of the control plane: it
+//! depends on no handler module (ARCHITECTURE.md, "control plane layers").
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use delta_http::config::loose_permissions;
+
+use crate::auth::JwtKeys;
+use crate::config::ControlConfig;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::scripts::ScriptPreparer;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// Access-token keys.
+    pub keys: Arc<JwtKeys>,
+    /// The configuration.
+    pub config: Arc<ControlConfig>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The fleet's node token (none: no node may register).
+    pub node_token: Option<Arc<str>>,
+    /// HTTP client for calls to nodes.
+    pub http: reqwest::Client,
+    /// Where uploaded components are kept (by sha256).
+    pub components_dir: PathBuf,
+    /// Request rate limits (in process, or shared through Redis).
+    pub limiter: Arc<RateLimiter>,
+    /// Per-IP limits and account lockout of the anonymous routes.
+    pub guard: Arc<crate::guard::AuthGuard>,
+    /// Turns JavaScript uploads into components (none: such uploads
+    /// answer 501 `not_configured`; see [`crate::scripts`]).
+    pub scripts: Option<Arc<dyn ScriptPreparer>>,
+    /// Serialises deployments of one agent within this process (see
+    /// [`AppState::lock_deploys`]).
+    deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+impl AppState {
+    /// Open the database, keys and directories `config` names.
+    pub async fn open(config: ControlConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // 0700: it holds the database, the access-token secret and
+            // tenants' components.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.state_dir)
+                .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        }
+        if let Some(problem) = loose_permissions(&config.state_dir, "the state directory", "700") {
+            tracing::warn!("{problem}");
+        }
+        let db = Db::connect(&config.database_url())
+            .await
+            .context("opening the control plane's database")?;
+        let secret_file = config
+            .jwt_secret_file
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join("jwt-secret"));
+        // Whoever reads it can mint any user's session: refuse to start.
+        if let Some(problem) = loose_permissions(&secret_file, "the access-token secret", "600") {
+            anyhow::bail!("{problem}");
+        }
+        let keys = JwtKeys::load_or_create(&secret_file)
+            .with_context(|| format!("access-token secret {}", secret_file.display()))?;
+        let node_token = match &config.node_token_file {
+            Some(path) => {
+                if let Some(problem) = loose_permissions(path, "the fleet's node token", "600") {
+                    tracing::warn!("{problem}");
+                }
+                let token = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let token = token.trim();
+                if token.len() < 16 {
+                    anyhow::bail!(
+                        "{} holds fewer than 16 characters: the fleet token must be a real secret",
+                        path.display()
+                    );
+                }
+                Some(Arc::from(token))
+            }
+            None => None,
+        };
+        let components_dir = config.state_dir.join("components");
+        std::fs::create_dir_all(&components_dir)?;
+        // No redirects: a node's answer must come from the node, never
+        // send the control plane (and its node token) somewhere else.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        let metrics = Metrics::new();
+        let limiter = RateLimiter::new(
+            &config.rate_limit,
+            config.redis_url.as_deref(),
+            metrics.registry(),
+        )
+        .context("setting up rate limits")?;
+        let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
+        Ok(Self {
+            db,
+            keys: Arc::new(keys),
+            config: Arc::new(config),
+            metrics: Arc::new(metrics),
+            node_token,
+            http,
+            components_dir,
+            limiter: Arc::new(limiter),
+            guard,
+            scripts: None,
+            deploy_locks: (0..DEPLOY_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        })
+    }
+
+    /// Prepare JavaScript uploads with `scripts`.
+    pub fn with_scripts(mut self, scripts: Arc<dyn ScriptPreparer>) -> Self {
+        self.scripts = Some(scripts);
+        self
+    }
+
+    /// Hold while changing what an agent's node runs: an update holds it
+    /// from reading the agent until its row is written, a redeployment from
+    /// re-reading the row until the node has it. Without it, a
+    /// reconciliation that read the row just before an update committed
+    /// could push the old spec over the new one. (Replicas do not share
+    /// it: across them the next reconciliation repairs such a race.)
+    pub async fn lock_deploys(&self, agent_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        agent_id.hash(&mut hasher);
+        let stripe = (hasher.finish() % self.deploy_locks.len() as u64) as usize;
+        self.deploy_locks[stripe].lock().await
+    }
+}
+
+/// Locks shared by agents whose ids hash alike: enough that unrelated
+/// deployments rarely wait on each other.
+const DEPLOY_LOCK_STRIPES: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_state_dir_is_private_and_an_open_secret_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ControlConfig {
+            state_dir: dir.path().join("state"),
+            ..ControlConfig::default()
+        };
+        drop(AppState::open(config.clone()).await.expect("opens"));
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        assert_eq!(mode(&config.state_dir), 0o700);
+        let secret = config.state_dir.join("jwt-secret");
+        assert_eq!(mode(&secret), 0o600);
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = AppState::open(config).await;
+        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            message.contains("jwt-secret") && message.contains("chmod 600"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_fleet_token_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("node-token");
+        std::fs::write(&token, "short\n").expect("token");
+        let config = ControlConfig {
+            state_dir: dir.path().join("state"),
+            node_token_file: Some(token.clone()),
+            ..ControlConfig::default()
+        };
+        let refused = AppState::open(config.clone()).await;
+        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(message.contains("fewer than 16"), "{message}");
+        std::fs::write(&token, "a-real-fleet-secret-0123456789").expect("token");
+        let state = AppState::open(config).await.expect("opens");
+        assert_eq!(
+            state.node_token.as_deref(),
+            Some("a-real-fleet-secret-0123456789")
+        );
+    }
+}

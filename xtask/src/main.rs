@@ -9,6 +9,9 @@
 //!   missing, start a throwaway PostgreSQL and run the whole test suite.
 //! - `fuzz [--seconds N]`: build the targets in `fuzz/` with cargo-fuzz and
 //!   run each for a bounded time (fuzz/README.md).
+//! - `tidy`: check the rules about the source tree no compiler checks (WIT
+//!   interfaces and host-api modules, guests and tests, file length, the
+//!   control plane's dependencies; see `tidy.rs`).
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
@@ -18,6 +21,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod load;
+mod tidy;
 
 use xtask::services;
 
@@ -115,12 +119,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         "fuzz" => fuzz(&root, std::env::args().skip(2)),
+        "tidy" => tidy::run(&root, &cargo_path()),
         "load" => {
             let options = load::Options::parse(std::env::args().skip(2))?;
             load::run(&root, &options)
         }
         other => {
-            bail!("unknown command {other:?}; available: guests, demo, up, test, fuzz, load")
+            bail!("unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load")
         }
     }
 }

@@ -106,14 +106,12 @@ fn main() -> ExitCode {
         Command::Run(args) => interactive(local::run(args)),
         Command::Inspect(args) => interactive(local::inspect(args)),
         Command::Up(args) => interactive(async { up::up(args).await.map(|()| exit::SUCCESS) }),
-        Command::Agents { api, command } => interactive(async {
-            client::agents(api, command)
-                .await
-                .map(|()| exit::SUCCESS)
-        }),
-        Command::Runs { api, command } => interactive(async {
-            client::runs(api, command).await.map(|()| exit::SUCCESS)
-        }),
+        Command::Agents { api, command } => {
+            interactive(async { client::agents(api, command).await.map(|()| exit::SUCCESS) })
+        }
+        Command::Runs { api, command } => {
+            interactive(async { client::runs(api, command).await.map(|()| exit::SUCCESS) })
+        }
     }
 }
 

@@ -378,4 +378,3 @@ async fn deploy_examples(
     }
     Ok(())
 }
-

@@ -148,7 +148,11 @@ fn daemons_exit_2_on_an_unusable_configuration() {
     for daemon in ["node", "control"] {
         let out = delta(&[daemon, "--config", typo.to_str().expect("utf8")]);
         assert_eq!(out.status.code(), Some(2), "{daemon}: {}", stderr(&out));
-        assert!(stderr(&out).contains("typo.toml"), "{daemon}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("typo.toml"),
+            "{daemon}: {}",
+            stderr(&out)
+        );
         let out = delta(&[daemon, "--config", "/nonexistent/delta.toml"]);
         assert_eq!(out.status.code(), Some(2), "{daemon}: {}", stderr(&out));
     }
@@ -160,7 +164,11 @@ fn daemons_exit_2_on_an_unusable_configuration() {
     std::fs::write(&bad, "session_max_secs = 0\n").expect("write");
     let out = delta(&["control", "--config", bad.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("session_max_secs"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("session_max_secs"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

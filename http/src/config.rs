@@ -117,7 +117,10 @@ mod tests {
         let complaint = loose_permissions(&secret, "a secret", "600").expect("open");
         assert!(complaint.contains("chmod 600"), "{complaint}");
         std::fs::write(&secret, " \n").expect("write");
-        assert!(matches!(read_secret(&secret), Err(FileError::EmptySecret { .. })));
+        assert!(matches!(
+            read_secret(&secret),
+            Err(FileError::EmptySecret { .. })
+        ));
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

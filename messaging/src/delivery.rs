@@ -18,9 +18,9 @@ use lettre::{Address, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
 
 use crate::BuildError;
+use crate::config::{ChannelId, OutboxConfig, SecretSource, SmtpConfig, SmtpTls, TwilioConfig};
 use delta_templates::Rendered;
 use delta_templates::recipient::{self, Recipient};
-use crate::config::{ChannelId, OutboxConfig, SecretSource, SmtpConfig, SmtpTls, TwilioConfig};
 
 /// Everything a backend needs about one message.
 pub(crate) struct Outgoing<'a> {

@@ -542,15 +542,13 @@ impl Shared {
         if template.channel != channel {
             return Err(refuse(SendError::WrongChannel));
         }
-        let variables = template
-            .check_variables(&request.variables)
-            .map_err(|e| {
-                refuse(match e {
-                    VariableError::NotAllowed(name) => SendError::VariableNotAllowed(name),
-                    VariableError::Invalid(name) => SendError::VariableInvalid(name),
-                    VariableError::Missing(name) => SendError::VariableMissing(name),
-                })
-            })?;
+        let variables = template.check_variables(&request.variables).map_err(|e| {
+            refuse(match e {
+                VariableError::NotAllowed(name) => SendError::VariableNotAllowed(name),
+                VariableError::Invalid(name) => SendError::VariableInvalid(name),
+                VariableError::Missing(name) => SendError::VariableMissing(name),
+            })
+        })?;
         let to = recipient::parse(channel, &request.recipient)
             .ok_or_else(|| refuse(SendError::InvalidRecipient))?;
         if !recipient::is_allowed(&to, &grants.recipients) {

@@ -12,8 +12,8 @@ use wasmtime::component::{Component, Linker};
 
 use crate::cache::Digest;
 use crate::error::LoadError;
-use crate::run_state::RunState;
 use crate::precheck::Shape;
+use crate::run_state::RunState;
 
 pub use delta_precheck::World;
 

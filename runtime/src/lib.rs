@@ -46,8 +46,8 @@ pub use config::{
     PrecheckLimits, RuntimeConfig,
 };
 pub use error::{LoadError, RunError};
-pub use run_state::RunState;
 pub use outcome::{Outcome, OutcomeClass, RunReport, Usage};
+pub use run_state::RunState;
 
 use cache::DiskCache;
 use engine::{Allocation, EpochTicker};

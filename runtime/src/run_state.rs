@@ -98,4 +98,3 @@ pub(crate) fn sandbox_wasi(stdout: &BoundedPipe, stderr: &BoundedPipe) -> WasiCt
         .socket_addr_check(|_, _| Box::pin(async { false }))
         .build()
 }
-

@@ -227,7 +227,13 @@ pub struct Balance {
 /// (`allocated`, `spent`, `available`; it counts this node's leases as
 /// held), with what the node spent on its live leases counted as spent and
 /// their free room as available, never past the allocation.
-pub fn fold_leases(allocated: u64, spent: u64, available: u64, lease_spent: u64, lease_room: u64) -> Balance {
+pub fn fold_leases(
+    allocated: u64,
+    spent: u64,
+    available: u64,
+    lease_spent: u64,
+    lease_room: u64,
+) -> Balance {
     let spent = spent.saturating_add(lease_spent).min(allocated);
     let available = available.saturating_add(lease_room).min(allocated - spent);
     Balance {

@@ -282,8 +282,14 @@ fn small_covered_requests_are_approved_at_once() {
 fn periods() {
     assert!(check_period("2026-01").is_ok());
     assert!(check_period("2026-12").is_ok());
-    for bad in ["2026-13", "2026-00", "2026-1", "26-01", "2026_01", "", "2026-011", "abcd-01"] {
-        assert_eq!(check_period(bad), Err(InvalidPeriod(bad.to_owned())), "{bad}");
+    for bad in [
+        "2026-13", "2026-00", "2026-1", "26-01", "2026_01", "", "2026-011", "abcd-01",
+    ] {
+        assert_eq!(
+            check_period(bad),
+            Err(InvalidPeriod(bad.to_owned())),
+            "{bad}"
+        );
     }
     assert!(rolls_over("2026-01", "2026-02"));
     assert!(rolls_over("2025-12", "2026-01"));

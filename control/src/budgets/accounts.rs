@@ -1,5 +1,6 @@
 //! Accounts: opening (a new agent's budget carved from its parent), allocating and closing.
 
+use delta_budget_rules as rules;
 use delta_http::ApiError;
 use sqlx::AnyConnection;
 use sqlx::Row as _;
@@ -361,13 +362,11 @@ pub async fn check_creation(
             }
         }
     };
-    if budget > available {
-        return Err(BudgetError::Exhausted {
-            needed: budget,
-            available,
-        }
-        .into());
-    }
+    let available = rules::stored(available).unwrap_or(i64::MAX);
+    rules::carve(available, needed).map_err(|s| BudgetError::Exhausted {
+        needed: s.needed,
+        available: s.available,
+    })?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Lease grants, returns and expiry: the operations nodes' lease endpoints call, routed to PostgreSQL's one-statement forms or SQLite's group writer.
 
+use delta_budget_rules as rules;
 use sqlx::AnyConnection;
 use sqlx::Row as _;
 
@@ -24,15 +25,8 @@ pub async fn grant_lease(
     ttl_ms: i64,
     now: i64,
 ) -> Result<Lease, BudgetError> {
-    if amount == 0 {
-        return Err(BudgetError::Invalid("amount must be at least 1".into()));
-    }
-    let min = min_amount.max(1);
-    if min > amount {
-        return Err(BudgetError::Invalid(
-            "min_amount must not exceed amount".into(),
-        ));
-    }
+    let min = rules::lease_minimum(amount, min_amount)
+        .map_err(|e| BudgetError::Invalid(e.to_string()))?;
     let op = LeaseOp::Grant {
         node_id: node_id.to_owned(),
         agent_id: agent_id.to_owned(),

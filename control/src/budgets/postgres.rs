@@ -1,5 +1,6 @@
 //! Lease grants and returns on PostgreSQL: one statement each (data-modifying CTEs), the rules of `delta_budget_rules::{grant_lease, return_lease}` in SQL so that the check and the change are one atomic step.
 
+use delta_budget_rules as rules;
 use sqlx::AnyConnection;
 use sqlx::Row as _;
 
@@ -123,13 +124,14 @@ pub(super) async fn return_pg(
             .await?
             .ok_or(BudgetError::NotFound("lease"));
     };
-    let held: i64 = row.try_get("held")?;
-    let charged: i64 = row.try_get("charged")?;
+    // The statement charged `LEAST(available + held, spent)`
+    // (`rules::return_lease`); the rest follows from it.
+    let done = rules::lease_returned(row.try_get("held")?, spent, row.try_get("charged")?);
     Ok(LeaseReturn {
         lease_id: lease_id.to_owned(),
-        charged: to_u64(charged),
-        returned: to_u64(held - spent.min(held)),
-        uncovered: to_u64(spent - charged),
+        charged: to_u64(done.charged),
+        returned: to_u64(done.returned),
+        uncovered: to_u64(done.uncovered),
         status: row.try_get("status")?,
     })
 }

@@ -1,5 +1,6 @@
 //! Token requests: a bot asks its main agent for tokens (the decision is `delta_budget_rules::request_outcome`'s), admins or owners decide, old ones expire.
 
+use delta_budget_rules as rules;
 use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::Row as _;
@@ -81,12 +82,13 @@ pub(super) async fn request_in(
     .ok_or(BudgetError::NotFound("parent budget"))?;
     let auto: i64 = limits.try_get("auto_approve_limit")?;
     let max: i64 = limits.try_get("max_request")?;
-    let a = i64::try_from(amount).unwrap_or(i64::MAX);
-    if a == 0 || a > max {
-        return Err(BudgetError::InvalidAmount { limit: to_u64(max) });
-    }
+    let a = rules::request_amount(amount, max)
+        .map_err(|e| BudgetError::InvalidAmount { limit: e.limit })?;
     let id = new_id("tkr");
-    let approved = a <= auto && move_request_tokens(conn, bot, parent, a, &id, now).await?;
+    // `rules::request_outcome`, with the parent's cover checked by the
+    // conditional UPDATE that moves the tokens (atomic with lease grants).
+    let approved = rules::within_auto_approve(a, auto)
+        && move_request_tokens(conn, bot, parent, a, &id, now).await?;
     let (status, decided_by, decided_at) = if approved {
         ("approved", Some("auto"), Some(now))
     } else {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use delta_budget_rules as rules;
 use sqlx::AnyConnection;
 use sqlx::Row as _;
 
@@ -53,7 +54,7 @@ pub(super) async fn roll_over_in(
     let Some(u) = lock_user(conn, tenant, user, now).await? else {
         return Ok(false);
     };
-    if u.period.as_str() >= period {
+    if !rules::rolls_over(&u.period, period) {
         // Another replica got here first.
         return Ok(false);
     }
@@ -93,7 +94,12 @@ pub(super) async fn roll_over_in(
     }
     let mut carved = 0;
     for a in accounts.iter().filter(|a| a.kind != "bot") {
-        let allocated = a.grant - to_bots.get(&a.agent_id).copied().unwrap_or(0);
+        let allocated =
+            rules::rollover_main(a.grant, to_bots.get(&a.agent_id).copied().unwrap_or(0)).map_err(
+                |_| {
+                    BudgetError::Internal("roll-over: a main agent's bots hold more than its grant")
+                },
+            )?;
         let row = sqlx::query(
             "UPDATE budget_accounts SET allocated = $2, last_op_amount = spent, spent = 0, \
              period = $3, updated_at_ms = $4 WHERE agent_id = $1 RETURNING last_op_amount",

@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use delta_budget_rules as rules;
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
@@ -221,7 +222,11 @@ struct SeenAccount {
 
 impl SeenAccount {
     fn available(&self) -> i64 {
-        self.allocated - (self.spent + self.d_spent) - (self.leased + self.d_leased)
+        rules::available(
+            self.allocated,
+            self.spent + self.d_spent,
+            self.leased + self.d_leased,
+        )
     }
 }
 
@@ -384,48 +389,47 @@ async fn apply_group(
                     results.push(Err(BudgetError::NotFound("agent")));
                     continue;
                 };
-                let available = account.available();
-                if available < *min {
-                    Err(BudgetError::Exhausted {
-                        needed: to_u64(*min),
-                        available: to_u64(available),
-                    })
-                } else {
-                    let granted = (*amount).min(available);
-                    account.d_leased += granted;
-                    account.changed_at = Some(*now);
-                    let lease = Lease {
-                        lease_id: new_id("lse"),
-                        agent_id: agent_id.clone(),
-                        granted: to_u64(granted),
-                        expires_at_ms: now.saturating_add(*ttl_ms),
-                    };
-                    new_leases.push(NewLease {
-                        id: lease.lease_id.clone(),
-                        tenant: account.tenant.clone(),
-                        user: account.user.clone(),
-                        agent: agent_id.clone(),
-                        node: node_id.clone(),
-                        granted,
-                        at: *now,
-                        expires_at: lease.expires_at_ms,
-                    });
-                    entries.push(NewEntry {
-                        tenant: account.tenant.clone(),
-                        user: account.user.clone(),
-                        agent: agent_id.clone(),
-                        kind: "lease",
-                        amount: granted,
-                        d_spent: 0,
-                        d_leased: granted,
-                        uncovered: 0,
-                        lease_id: lease.lease_id.clone(),
-                        counterparty: Some(node_id.clone()),
-                        note: None,
-                        period: account.period.clone(),
-                        at: *now,
-                    });
-                    Ok(LeaseDone::Granted(lease))
+                match rules::grant_lease(account.available(), *amount, *min) {
+                    Err(s) => Err(BudgetError::Exhausted {
+                        needed: s.needed,
+                        available: s.available,
+                    }),
+                    Ok(granted) => {
+                        account.d_leased += granted;
+                        account.changed_at = Some(*now);
+                        let lease = Lease {
+                            lease_id: new_id("lse"),
+                            agent_id: agent_id.clone(),
+                            granted: to_u64(granted),
+                            expires_at_ms: now.saturating_add(*ttl_ms),
+                        };
+                        new_leases.push(NewLease {
+                            id: lease.lease_id.clone(),
+                            tenant: account.tenant.clone(),
+                            user: account.user.clone(),
+                            agent: agent_id.clone(),
+                            node: node_id.clone(),
+                            granted,
+                            at: *now,
+                            expires_at: lease.expires_at_ms,
+                        });
+                        entries.push(NewEntry {
+                            tenant: account.tenant.clone(),
+                            user: account.user.clone(),
+                            agent: agent_id.clone(),
+                            kind: "lease",
+                            amount: granted,
+                            d_spent: 0,
+                            d_leased: granted,
+                            uncovered: 0,
+                            lease_id: lease.lease_id.clone(),
+                            counterparty: Some(node_id.clone()),
+                            note: None,
+                            period: account.period.clone(),
+                            at: *now,
+                        });
+                        Ok(LeaseDone::Granted(lease))
+                    }
                 }
             }
             LeaseOp::Return {
@@ -449,22 +453,26 @@ async fn apply_group(
                         };
                         // No account: the agent was deleted, which
                         // cancelled the lease.
-                        let (charged, period) = match accounts.get_mut(&lease.agent) {
+                        let (done, period) = match accounts.get_mut(&lease.agent) {
                             Some(account) => {
-                                let charged = (account.available() + held).min(*spent);
-                                account.d_spent += charged;
+                                let done = rules::return_lease(account.available(), held, *spent);
+                                account.d_spent += done.charged;
                                 account.d_leased -= held;
                                 account.changed_at = Some(*now);
-                                (charged, account.period.clone())
+                                (done, account.period.clone())
                             }
-                            None => (0, utc_month(*now)),
+                            None => (rules::lease_returned(held, *spent, 0), utc_month(*now)),
                         };
-                        let returned = held - (*spent).min(held);
+                        let rules::LeaseReturned {
+                            charged,
+                            returned,
+                            uncovered,
+                        } = done;
                         let answer = LeaseReturn {
                             lease_id: lease_id.clone(),
                             charged: to_u64(charged),
                             returned: to_u64(returned),
-                            uncovered: to_u64(spent - charged),
+                            uncovered: to_u64(uncovered),
                             status: status.clone(),
                         };
                         entries.push(NewEntry {
@@ -475,7 +483,7 @@ async fn apply_group(
                             amount: returned,
                             d_spent: charged,
                             d_leased: -held,
-                            uncovered: spent - charged,
+                            uncovered,
                             lease_id: lease_id.clone(),
                             counterparty: None,
                             note: Some(format!("spent {spent}")),

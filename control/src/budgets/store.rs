@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use delta_budget_rules as rules;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Transaction};
@@ -188,7 +189,7 @@ pub(super) struct AccountRow {
 
 impl AccountRow {
     pub(super) fn available(&self) -> i64 {
-        self.allocated - self.spent - self.leased
+        rules::available(self.allocated, self.spent, self.leased)
     }
 
     pub(super) fn view(&self) -> AgentBudget {

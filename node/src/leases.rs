@@ -83,6 +83,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use delta_budget_rules as rules;
 use delta_host_api::budget::{Balance, BudgetError, RequestStatus, TokenRequest};
 use delta_host_api::{BudgetLedger, CallContext, LedgerError, Reservation, Settlement};
 use prometheus::IntCounterVec;
@@ -97,18 +98,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ControlPlaneConfig, read_secret};
+// The lease defaults and settings live in the configuration (which must not
+// depend on this module); re-exported where callers have always found them.
+pub use crate::config::{
+    DEFAULT_EXPIRY_MARGIN, DEFAULT_IDLE_RETURN, DEFAULT_LEASE_CHUNK, DEFAULT_OPEN_GRACE,
+    DEFAULT_TIMEOUT, LeaseSettings,
+};
 use crate::model::now_ms;
 
-/// Default [`LeaseSettings::chunk`].
-pub const DEFAULT_LEASE_CHUNK: u64 = 1_000;
-/// Default [`LeaseSettings::idle_return`].
-pub const DEFAULT_IDLE_RETURN: Duration = Duration::from_secs(5);
-/// Default [`LeaseSettings::expiry_margin`].
-pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
-/// Default [`LeaseSettings::timeout`].
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default [`LeaseSettings::open_grace`].
-pub const DEFAULT_OPEN_GRACE: Duration = Duration::from_secs(30);
 /// Longest lease lifetime the node believes: a control plane (or a clock)
 /// announcing more gets its lease back within this time, and an `Instant`
 /// computed from it cannot overflow.
@@ -126,48 +123,6 @@ const MAX_BODY: usize = 64 << 10;
 /// returned while it was open) is forgotten after this long: its caller is
 /// gone, and settling it would only have reported uncovered usage.
 const DETACHED_TTL: Duration = Duration::from_secs(3_600);
-
-/// How a node leases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseSettings {
-    /// Tokens asked for per lease (more when one reservation needs more).
-    pub chunk: u64,
-    /// A lease without open reservations is returned after this long unused.
-    pub idle_return: Duration,
-    /// No reservation is taken from a lease this close to its expiry (capped
-    /// at half the lease's lifetime).
-    pub expiry_margin: Duration,
-    /// Timeout of every call to the control plane, connect to end of body.
-    pub timeout: Duration,
-    /// A lease whose reservations are still open this long after its expiry
-    /// is returned anyway, with what was spent on it so far.
-    pub open_grace: Duration,
-}
-
-impl Default for LeaseSettings {
-    fn default() -> Self {
-        Self {
-            chunk: DEFAULT_LEASE_CHUNK,
-            idle_return: DEFAULT_IDLE_RETURN,
-            expiry_margin: DEFAULT_EXPIRY_MARGIN,
-            timeout: DEFAULT_TIMEOUT,
-            open_grace: DEFAULT_OPEN_GRACE,
-        }
-    }
-}
-
-impl LeaseSettings {
-    /// The settings of `[control_plane]`.
-    pub fn from_config(cp: &ControlPlaneConfig) -> Self {
-        Self {
-            chunk: cp.lease_chunk.max(1),
-            idle_return: Duration::from_secs(cp.lease_idle_secs),
-            expiry_margin: Duration::from_secs(cp.lease_margin_secs),
-            timeout: Duration::from_secs(cp.budget_timeout_secs.max(1)),
-            open_grace: Duration::from_secs(cp.lease_grace_secs),
-        }
-    }
-}
 
 /// Why a [`LeaseLedger`] cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -763,9 +718,9 @@ impl Inner {
         _turn: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<Hold, LedgerError> {
         let leftovers = self.take_leftovers(&agent, &agent_id, amount);
-        let ask = amount.max(self.settings.chunk);
+        let (ask, min) = rules::lease_ask(amount, self.settings.chunk);
         let (mut obtained, mut gave_back) = tokio::join!(
-            self.obtain(&agent, &agent_id, ask, amount),
+            self.obtain(&agent, &agent_id, ask, min),
             self.return_all(leftovers)
         );
         let mut retried = false;
@@ -783,7 +738,7 @@ impl Inner {
                         retried = true;
                         gave_back |= self.return_idle_with_room(&agent, &agent_id).await;
                         if gave_back {
-                            obtained = self.obtain(&agent, &agent_id, ask, amount).await;
+                            obtained = self.obtain(&agent, &agent_id, ask, min).await;
                             continue;
                         }
                     }
@@ -1283,26 +1238,17 @@ impl BudgetLedger for LeaseLedger {
                     lease.held = lease.held.saturating_sub(open.amount);
                     lease.open = lease.open.saturating_sub(1);
                     lease.last_used = now;
-                    let charged = if lease.expired(now) {
-                        // The control plane took this lease's tokens back:
-                        // nothing here covers the usage; it is reported at
-                        // return and charged there if the budget allows.
-                        0
-                    } else {
-                        // The hold plus room nobody else holds.
-                        used.min(
-                            lease
-                                .granted
-                                .saturating_sub(lease.spent.saturating_add(lease.held)),
-                        )
-                    };
+                    // The control plane took an expired lease's tokens
+                    // back: nothing here covers the usage; it is reported
+                    // at return and charged there if the budget allows.
+                    // Otherwise the hold plus room nobody else holds
+                    // (the hold was given back above).
+                    let cover = if lease.expired(now) { 0 } else { lease.room() };
+                    let rules::Settled { charged, uncovered } = rules::settle_within(cover, used);
                     lease.spent += charged;
-                    lease.uncovered = lease.uncovered.saturating_add(used - charged);
+                    lease.uncovered = lease.uncovered.saturating_add(uncovered);
                     wake = lease.open == 0 && (lease.room() == 0 || !lease.usable(now));
-                    Settlement {
-                        charged,
-                        uncovered: used - charged,
-                    }
+                    Settlement { charged, uncovered }
                 }
                 // A zero-token hold made without a lease: nothing covers
                 // the usage.
@@ -1355,16 +1301,18 @@ impl BudgetLedger for LeaseLedger {
                 }
             }
         }
-        let spent = remote.spent.saturating_add(spent).min(remote.allocated);
-        let available = remote
-            .available
-            .saturating_add(room)
-            .min(remote.allocated - spent);
-        Ok(Balance {
-            allocated: remote.allocated,
+        let b = rules::fold_leases(
+            remote.allocated,
+            remote.spent,
+            remote.available,
             spent,
-            reserved: remote.allocated - spent - available,
-            available,
+            room,
+        );
+        Ok(Balance {
+            allocated: b.allocated,
+            spent: b.spent,
+            reserved: b.reserved,
+            available: b.available,
         })
     }
 

@@ -1,7 +1,14 @@
 //! Token budgets: the control plane is the **budget authority** (seed 000,
 //! issue 7).
 //!
-//! # Model (the ledger crate's, `ledger/src/lib.rs`, in the control plane's tables)
+//! # Model (the same rules as the SQLite ledger's, in the control plane's tables)
+//! The arithmetic is `delta-budget-rules` (`ledger/rules/`), which the
+//! SQLite ledger and the node's lease client use too: what a carve needs,
+//! what a lease grant and a lease return compute, the token-request
+//! decision and the roll-over allocations. This module stores and locks;
+//! where a conditional `UPDATE` must check and change in one step (so that
+//! concurrent writers queue and re-check), its SQL states the same rule and
+//! names it.
 //! - A **user** (per tenant) has a tier from `config.tiers` with a monthly
 //!   allocation for a period (`YYYY-MM`, UTC). The account is created the
 //!   first time it is needed, on the user's tier (their oldest account's,
@@ -43,7 +50,7 @@
 //! PostgreSQL (data-modifying CTEs); on SQLite a writer task groups
 //! concurrent ones into one transaction that reads the rows under SQLite's
 //! write lock, checks and computes in Rust and writes them back with a few
-//! multi-row statements (see [`group`]). A
+//! multi-row statements (see `sqlite.rs`). A
 //! change that touches several rows takes the user's row first (a no-op
 //! `UPDATE`), then leases, then accounts; single-row changes (lease grants)
 //! never wait for a second lock, so no cycle can form. On SQLite every write
@@ -55,6 +62,25 @@
 //! The HTTP handlers are thin: the operations are plain functions on a
 //! [`Db`] ([`grant_lease`], [`return_lease`], [`request_tokens`], ...) that
 //! benchmarks and the sweep call directly.
+//!
+//! # Files
+//! - `model`: errors and the public types (leases, requests, views);
+//! - `store`: what every write shares: write transactions (and SQLite's
+//!   turns), `budget_entries` rows, user and account rows, users;
+//! - `accounts`: opening, allocating and closing agents' accounts;
+//! - `leases`: grant, return and expiry, routed to `postgres` (one
+//!   statement per operation) or `sqlite` (the grouping writer);
+//! - `requests`, `rollover`: token requests and the month's turn;
+//! - `views`: read views and the handlers' authorization helpers;
+//! - `handlers` (the user API) and `node_api` (what nodes call).
+//!
+//! SQL goes through sqlx's `Any` driver with `$n` placeholders, which both
+//! SQLite and PostgreSQL accept, so each statement is written once; the
+//! only dialect split is the lease hot path (`postgres` vs `sqlite`), whose
+//! two forms differ in how they batch, not in what they compute (both end
+//! in `delta_budget_rules::{grant_lease, return_lease}`). The sibling files
+//! import each other's items by glob: they are one module cut by concern,
+//! and their items are `pub(super)`.
 
 mod accounts;
 mod handlers;

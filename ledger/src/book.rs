@@ -7,9 +7,15 @@
 //! Mutations are recorded in [`Effects`], which the writer persists in one
 //! transaction per batch (see `store.rs`); if that transaction fails, the
 //! writer reloads the book from the database.
+//!
+//! The arithmetic (what covers what, what a settle charges, what a request
+//! or a roll-over does) is [`delta_budget_rules`]'s, shared with the
+//! control plane and the node; this file applies it to the book and records
+//! the entries.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use delta_budget_rules as rules;
 use delta_host_api::LedgerError;
 use delta_host_api::budget::{BudgetError, RequestStatus, TokenRequest};
 
@@ -44,7 +50,7 @@ pub(crate) struct Account {
 
 impl Account {
     pub fn available(&self) -> i64 {
-        self.allocated - self.spent - self.reserved
+        rules::available(self.allocated, self.spent, self.reserved)
     }
 
     fn bal(&self) -> Bal {
@@ -335,12 +341,10 @@ impl Book {
             .get_mut(user_id)
             .ok_or_else(|| Error::UnknownUser(user_id.to_owned()))?;
         let pool = user.monthly_allocation - user.carved;
-        if amount > pool {
-            return Err(Error::InsufficientReserve {
-                needed: budget,
-                available: to_u64(pool),
-            });
-        }
+        rules::carve(pool, amount).map_err(|s| Error::InsufficientReserve {
+            needed: budget,
+            available: s.available,
+        })?;
         user.carved += amount;
         let acc = Account {
             kind: AccountKind::Main,
@@ -383,12 +387,10 @@ impl Book {
         if p.kind != AccountKind::Main {
             return Err(Error::NotAMainAgent(parent.to_owned()));
         }
-        if amount > p.available() {
-            return Err(Error::Insufficient {
-                needed: budget,
-                available: to_u64(p.available()),
-            });
-        }
+        rules::carve(p.available(), amount).map_err(|s| Error::Insufficient {
+            needed: budget,
+            available: s.available,
+        })?;
         fx.touch(parent, p);
         p.allocated -= amount;
         let bot = Account {
@@ -451,13 +453,10 @@ impl Book {
             .accounts
             .get_mut(agent)
             .ok_or_else(|| LedgerError::UnknownAccount(agent.to_owned()))?;
-        let avail = acc.available();
-        let Some(a) = i64::try_from(amount).ok().filter(|a| *a <= avail) else {
-            return Err(LedgerError::Insufficient {
-                needed: amount,
-                available: to_u64(avail),
-            });
-        };
+        let a = rules::hold(acc.available(), amount).map_err(|s| LedgerError::Insufficient {
+            needed: s.needed,
+            available: s.available,
+        })?;
         fx.touch(agent, acc);
         acc.reserved += a;
         let id = self.next_res;
@@ -522,12 +521,10 @@ impl Book {
             .get_mut(agent)
             .ok_or_else(|| LedgerError::UnknownReservation(shown.to_owned()))?;
         fx.touch(agent, acc);
-        acc.reserved -= held;
         // Charge what was used, but never past the budget: the excess is
         // recorded as uncovered instead of driving the balance negative.
-        let avail = to_u64(acc.available());
-        let charged = used.min(avail);
-        let uncovered = used - charged;
+        let rules::Settled { charged, uncovered } = rules::settle(acc.available(), held, used);
+        acc.reserved -= held;
         let c = i64::try_from(charged).unwrap_or(i64::MAX);
         acc.spent += c;
         let mut e = Entry::account(now, agent, acc, "settle", c);
@@ -592,12 +589,10 @@ impl Book {
             .accounts
             .get(parent)
             .ok_or_else(|| Error::UnknownAccount(parent.to_owned()))?;
-        if amount > p.available() {
-            return Err(Error::Insufficient {
-                needed: to_u64(amount),
-                available: to_u64(p.available()),
-            });
-        }
+        rules::carve(p.available(), amount).map_err(|s| Error::Insufficient {
+            needed: s.needed,
+            available: s.available,
+        })?;
         if !self.accounts.contains_key(bot) {
             return Err(Error::UnknownAccount(bot.to_owned()));
         }
@@ -644,13 +639,10 @@ impl Book {
             tracing::error!(agent = bot, parent, "bot's parent account is missing");
             return Err(BudgetError::NotConfigured);
         };
-        let limit = to_u64(p.max_request);
-        if amount == 0 || amount > limit {
-            return Err(BudgetError::InvalidAmount(limit));
-        }
-        // amount <= max_request <= i64::MAX, so this cannot fail.
-        let a = i64::try_from(amount).map_err(|_| BudgetError::InvalidAmount(limit))?;
-        let auto = a <= p.auto_approve_limit && a <= p.available();
+        let (a, outcome) =
+            rules::request_outcome(amount, p.max_request, p.auto_approve_limit, p.available())
+                .map_err(|e| BudgetError::InvalidAmount(e.limit))?;
+        let auto = outcome == rules::RequestOutcome::Approved;
         let id = self.next_req;
         self.next_req += 1;
         let mut row = ReqRow {
@@ -791,31 +783,36 @@ impl Book {
             .values()
             .map(|u| u.period.as_str())
             .max()
-            .filter(|cur| *cur >= period)
+            .filter(|cur| !rules::rolls_over(cur, period))
         {
             return Err(Error::PeriodNotAfter {
                 current: cur.to_owned(),
                 requested: period.to_owned(),
             });
         }
-        // Compute every new allocation before changing anything.
-        let mut bot_grants: HashMap<&str, i64> = HashMap::new();
+        // Compute every new allocation before changing anything. Holds go
+        // back at a roll-over (they stay open, detached), so nothing stays
+        // held over.
+        let mut to_bots: HashMap<&str, i64> = HashMap::new();
         for a in self.accounts.values() {
             if let Some(p) = &a.parent {
-                *bot_grants.entry(p.as_str()).or_default() += a.grant;
+                let e = to_bots.entry(p.as_str()).or_default();
+                *e = e.saturating_add(rules::rollover_bot(a.grant, 0));
             }
         }
         let mut plan: Vec<(String, i64)> = Vec::with_capacity(self.accounts.len());
         for (id, a) in &self.accounts {
             let new_alloc = match a.kind {
-                AccountKind::Bot => a.grant,
-                AccountKind::Main => a.grant - bot_grants.get(id.as_str()).copied().unwrap_or(0),
+                AccountKind::Bot => rules::rollover_bot(a.grant, 0),
+                AccountKind::Main => {
+                    rules::rollover_main(a.grant, to_bots.get(id.as_str()).copied().unwrap_or(0))
+                        .map_err(|_| {
+                            Error::Storage(format!(
+                                "roll-over: bots of {id} hold more than its grant"
+                            ))
+                        })?
+                }
             };
-            if new_alloc < 0 {
-                return Err(Error::Storage(format!(
-                    "roll-over: bots of {id} hold more than its grant"
-                )));
-            }
             plan.push((id.clone(), new_alloc));
         }
         plan.sort();

@@ -6,8 +6,17 @@
 //! reservations, token requests, ledger entries) and [`SqliteLedger`], which
 //! implements [`delta_host_api::BudgetLedger`] for the `delta:agent/budget`
 //! capability (and the reservations the LLM and messaging capabilities make),
-//! plus the administrative operations the CLI's config loader and the control
-//! plane use.
+//! plus the administrative operations the CLI's config loader (`src/config.rs`)
+//! and a node without a control plane (`node/src/capabilities.rs`, through
+//! [`seed`]) use to set budgets up.
+//!
+//! The control plane does **not** use this ledger: it keeps its own budget
+//! tables over SQLite or PostgreSQL (`control/src/budgets/`), and a node
+//! with a control plane spends against leases from it
+//! (`node/src/leases/`). What all three share is the arithmetic, in
+//! [`rules`] (the `delta-budget-rules` crate, re-exported here; a crate of
+//! its own with no dependencies so that the control plane can use it
+//! without linking this crate's Wasmtime-based host API).
 //!
 //! # Model
 //! - A **user** has a tier with a monthly allocation for a period (`YYYY-MM`).
@@ -59,6 +68,7 @@
 
 mod book;
 mod model;
+pub use delta_budget_rules as rules;
 pub mod seed;
 mod store;
 

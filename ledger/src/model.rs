@@ -252,25 +252,12 @@ pub(crate) fn to_i64(amount: u64) -> Result<i64, Error> {
 
 /// Stored amounts are never negative (CHECK constraints); clamp defensively.
 pub(crate) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+    delta_budget_rules::shown(v)
 }
 
-/// `YYYY-MM` with a month between 01 and 12.
+/// `YYYY-MM` with a month between 01 and 12 ([`delta_budget_rules::check_period`]).
 pub(crate) fn check_period(p: &str) -> Result<(), Error> {
-    let b = p.as_bytes();
-    let ok = b.len() == 7
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[5..].iter().all(u8::is_ascii_digit)
-        && matches!(
-            &p[5..],
-            "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12"
-        );
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidPeriod(p.to_owned()))
-    }
+    delta_budget_rules::check_period(p).map_err(|e| Error::InvalidPeriod(e.0))
 }
 
 pub(crate) fn status_str(s: RequestStatus) -> &'static str {

@@ -332,25 +332,85 @@ fn default_heartbeat_secs() -> u64 {
     5
 }
 
+// ---- lease defaults ---------------------------------------------------------
+// How a node leases from the control plane: the defaults of
+// `[control_plane]`'s lease keys and the settings `leases` runs with. They
+// live here, not in `leases`, so that the configuration does not depend on
+// the lease client (which depends on it).
+
+/// Default [`LeaseSettings::chunk`].
+pub const DEFAULT_LEASE_CHUNK: u64 = 1_000;
+/// Default [`LeaseSettings::idle_return`].
+pub const DEFAULT_IDLE_RETURN: Duration = Duration::from_secs(5);
+/// Default [`LeaseSettings::expiry_margin`].
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// Default [`LeaseSettings::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`LeaseSettings::open_grace`].
+pub const DEFAULT_OPEN_GRACE: Duration = Duration::from_secs(30);
+
+/// How a node leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Tokens asked for per lease (more when one reservation needs more).
+    pub chunk: u64,
+    /// A lease without open reservations is returned after this long unused.
+    pub idle_return: Duration,
+    /// No reservation is taken from a lease this close to its expiry (capped
+    /// at half the lease's lifetime).
+    pub expiry_margin: Duration,
+    /// Timeout of every call to the control plane, connect to end of body.
+    pub timeout: Duration,
+    /// A lease whose reservations are still open this long after its expiry
+    /// is returned anyway, with what was spent on it so far.
+    pub open_grace: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            chunk: DEFAULT_LEASE_CHUNK,
+            idle_return: DEFAULT_IDLE_RETURN,
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
+            timeout: DEFAULT_TIMEOUT,
+            open_grace: DEFAULT_OPEN_GRACE,
+        }
+    }
+}
+
+impl LeaseSettings {
+    /// The settings of `[control_plane]`.
+    pub fn from_config(cp: &ControlPlaneConfig) -> Self {
+        Self {
+            chunk: cp.lease_chunk.max(1),
+            idle_return: Duration::from_secs(cp.lease_idle_secs),
+            expiry_margin: Duration::from_secs(cp.lease_margin_secs),
+            timeout: Duration::from_secs(cp.budget_timeout_secs.max(1)),
+            open_grace: Duration::from_secs(cp.lease_grace_secs),
+        }
+    }
+}
+
 fn default_lease_chunk() -> u64 {
-    crate::leases::DEFAULT_LEASE_CHUNK
+    DEFAULT_LEASE_CHUNK
 }
 
 fn default_lease_idle_secs() -> u64 {
-    crate::leases::DEFAULT_IDLE_RETURN.as_secs()
+    DEFAULT_IDLE_RETURN.as_secs()
 }
 
 fn default_lease_margin_secs() -> u64 {
-    crate::leases::DEFAULT_EXPIRY_MARGIN.as_secs()
+    DEFAULT_EXPIRY_MARGIN.as_secs()
 }
 
 fn default_lease_grace_secs() -> u64 {
-    crate::leases::DEFAULT_OPEN_GRACE.as_secs()
+    DEFAULT_OPEN_GRACE.as_secs()
 }
 
 fn default_budget_timeout_secs() -> u64 {
-    crate::leases::DEFAULT_TIMEOUT.as_secs()
+    DEFAULT_TIMEOUT.as_secs()
 }
+// ---- end of lease defaults ---------------------------------------------------
 
 /// `[messaging]`: the backends and templates, plus where the audit goes.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,9 +6,9 @@ use sqlx::AnyConnection;
 use sqlx::Row as _;
 
 use crate::agents::{Agent, Kind};
-use crate::app::AppState;
 use crate::config::ControlConfig;
 use crate::db::{now_ms, utc_month};
+use crate::state::AppState;
 
 use super::model::*;
 use super::store::*;

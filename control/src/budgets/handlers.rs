@@ -12,11 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::agents::Kind;
-use crate::app::AppState;
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
 use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
 
 use super::accounts::*;
 use super::model::*;

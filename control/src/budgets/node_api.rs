@@ -10,9 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::db::{now_ms, utc_month};
 use crate::nodes::NodeAuth;
+use crate::state::AppState;
 
 use super::accounts::*;
 use super::leases::*;

@@ -3,9 +3,9 @@
 use delta_http::ApiError;
 
 use crate::agents::Agent;
-use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::db::{Db, now_ms};
+use crate::state::AppState;
 
 use super::accounts::*;
 use super::model::*;

@@ -4,8 +4,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use delta_templates::{ChannelId, TemplateConfig};
 use delta_templates::fuzzing::{check_rendered, render};
+use delta_templates::{ChannelId, TemplateConfig};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -97,8 +97,13 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     std::fs::create_dir_all(&examples).expect("examples");
     std::os::unix::fs::symlink(guests::HELLO_AGENT, examples.join("hello-agent.wasm"))
         .expect("link");
-    // Hostile guests in the folder are not deployed.
+    // Hostile guests and verifiers in the folder are not deployed as agents
+    // (a verifier once stopped `delta up --examples target/guests`).
     std::os::unix::fs::symlink(guests::HOSTILE_LOOP, examples.join("hostile-loop.wasm"))
+        .expect("link");
+    std::os::unix::fs::symlink(guests::JSON_VERIFIER, examples.join("json-verifier.wasm"))
+        .expect("link");
+    std::os::unix::fs::symlink(guests::JS_VERIFIER, examples.join("js-verifier.wasm"))
         .expect("link");
     let state = dir.path().join("state");
 

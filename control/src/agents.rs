@@ -178,7 +178,13 @@ pub struct Agent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
-    /// Unique in the tenant (409 `name_taken`).
+    /// Unique in the tenant (409 `name_taken`): 1-128 characters, no
+    /// control characters, no surrounding spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
     /// `main` or `bot`.
     pub kind: Kind,
@@ -186,6 +192,7 @@ pub struct CreateAgent {
     /// agent.
     pub parent_agent_id: Option<String>,
     /// sha256 of a component this tenant uploaded.
+    #[schema(pattern = r"^[0-9a-f]{64}$")]
     pub component: String,
     /// Per-run limits (default: the node's).
     pub limits: Option<Limits>,
@@ -203,6 +210,7 @@ pub struct CreateAgent {
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
     /// Another component of this tenant.
+    #[schema(pattern = r"^[0-9a-f]{64}$")]
     pub component: Option<String>,
     /// New limits (all three fields; unset ones take the node's default).
     pub limits: Option<Limits>,
@@ -776,13 +784,14 @@ async fn push_component(
 // ---- agents: handlers ------------------------------------------------------
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
+    // Characters, not bytes: the document's maxLength counts characters.
     if name.is_empty()
-        || name.len() > MAX_NAME
+        || name.chars().count() > MAX_NAME
         || name.trim() != name
         || name.chars().any(char::is_control)
     {
         return Err(ApiError::invalid(format!(
-            "name must be 1-{MAX_NAME} bytes without control characters or surrounding spaces"
+            "name must be 1-{MAX_NAME} characters without control characters or surrounding spaces"
         )));
     }
     Ok(())

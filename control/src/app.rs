@@ -71,6 +71,10 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, mut openapi) = api_routes().split_for_parts();
     crate::idempotency::document(&mut openapi);
+    crate::contract::document(&mut openapi);
+    let tiers: Vec<&str> = state.config.tiers.keys().map(String::as_str).collect();
+    crate::contract::constrain(&mut openapi, &tiers, crate::auth::SCOPES);
+    let served = crate::idempotency::Served::from_openapi(&openapi);
     let openapi = Arc::new(openapi);
     let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
     let http_metrics = HttpMetrics {
@@ -96,7 +100,7 @@ pub fn router(state: AppState) -> Router {
         // Inside request_context, so that its refusals (400, 409, 422) get
         // the request id and the JSON error shape like any other.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), served),
             crate::idempotency::middleware,
         ))
         // Component uploads set their own, larger limit on their route.

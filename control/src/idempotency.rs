@@ -80,7 +80,9 @@
 //! are credentials, and a replayed refresh would bypass the rotation's
 //! reuse detection.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
@@ -145,8 +147,43 @@ const STORED_HEADERS: [HeaderName; 3] =
 const SEAL_PURPOSE: &str = "idempotency-response-seal-v1";
 const HASH_PURPOSE: &str = "idempotency-request-hash-v1";
 
+/// The `(method, route template)` pairs the API serves, read from its
+/// OpenAPI document. A key sent with a method its route does not serve is
+/// neither checked nor claimed: the router answers 405, as for any
+/// undeclared method.
+#[derive(Clone, Default)]
+pub struct Served(Arc<HashSet<(Method, String)>>);
+
+impl Served {
+    /// Every operation of `openapi`.
+    pub fn from_openapi(openapi: &utoipa::openapi::OpenApi) -> Self {
+        let mut served = HashSet::new();
+        for (path, item) in &openapi.paths.paths {
+            for (method, op) in [
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                if op.is_some() {
+                    served.insert((method, path.clone()));
+                }
+            }
+        }
+        Self(Arc::new(served))
+    }
+
+    fn serves(&self, method: &Method, route: &str) -> bool {
+        self.0.contains(&(method.clone(), route.to_owned()))
+    }
+}
+
 /// Middleware (`from_fn_with_state`, inside `request_context`).
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn middleware(
+    State((state, served)): State<(AppState, Served)>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -162,7 +199,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         // No route (the fallback's 404): nothing would execute.
         return next.run(req).await;
     };
-    if NEVER_STORED.contains(&route.as_str()) {
+    if NEVER_STORED.contains(&route.as_str()) || !served.serves(req.method(), &route) {
         return next.run(req).await;
     }
     match parse_key(req.headers()) {
@@ -171,7 +208,15 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
             Ok(response) => response,
             Err(e) => e.into_response(),
         },
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // A missing or refused credential is answered before a bad key,
+            // as the handler would: 401 says more than 400 about what to fix.
+            let (mut parts, _) = req.into_parts();
+            match authenticate(&state, &route, &mut parts).await {
+                Ok(()) => e.into_response(),
+                Err(auth) => auth.into_response(),
+            }
+        }
     }
 }
 
@@ -896,7 +941,8 @@ pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
                         ObjectBuilder::new()
                             .schema_type(Type::String)
                             .min_length(Some(1))
-                            .max_length(Some(MAX_KEY_LEN)),
+                            .max_length(Some(MAX_KEY_LEN))
+                            .pattern(Some("^[ -~]+$")),
                     ))
                     .build(),
             );

@@ -91,10 +91,20 @@ pub struct TenantRef {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Email (trimmed and lowercased).
+    #[schema(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )]
     pub email: String,
-    /// At least 12 characters.
+    /// 12-1024 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
     /// Name of the personal tenant (default: derived from the email).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub tenant_name: Option<String>,
 }
 
@@ -165,11 +175,18 @@ pub struct MeResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// A label (1-100 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// Subset of the known scopes (default: all of them). A key may only be
     /// made with scopes the calling credential has.
+    #[schema(min_items = 1)]
     pub scopes: Option<Vec<String>>,
     /// Days until the key expires (1-3650; default: never).
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 pub mod budgets;
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod guard;
 pub mod idempotency;

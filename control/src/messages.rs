@@ -74,8 +74,10 @@ pub struct MessageFilter {
     /// Only this agent's attempts.
     pub agent_id: Option<String>,
     /// `email` or `sms`.
+    #[param(pattern = "^(email|sms)$")]
     pub channel: Option<String>,
     /// `sent`, `refused` or `failed`.
+    #[param(pattern = "^(sent|refused|failed)$")]
     pub status: Option<String>,
     /// At or after this time (ms since the epoch).
     pub since_ms: Option<i64>,

@@ -131,6 +131,9 @@ pub struct Node {
 
 /// Body of `POST /v1/nodes/usage` (the node's `UsageBatch`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+// Named apart from usage.rs's `UsageReport`: utoipa keeps one schema per
+// name, and the collision once documented this body as GET /v1/usage's answer.
+#[schema(as = NodeUsageReport)]
 pub struct UsageReport {
     /// Stable for the same records (also the `Idempotency-Key`).
     pub batch_id: String,

@@ -2,11 +2,14 @@
 //! `{ "items": [...], "next_cursor": C? }`.
 //!
 //! Lists are ordered by `(created_at_ms, id)`; the cursor is that pair of the
-//! last item, opaque to clients (base64url of JSON). Keyset pagination stays
+//! last item, `<t>.<id>`, opaque to clients. Keyset pagination stays
 //! correct while rows are inserted and costs one index range scan per page.
+//!
+//! Every string the cursor's documented pattern admits is a position in the
+//! list (ids are `[A-Za-z0-9_.:-]`), so a cursor is either well-formed or
+//! refused by its pattern: the OpenAPI document states exactly what is
+//! accepted (contract testers generate cursors from it).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use delta_http::ApiError;
@@ -20,10 +23,26 @@ pub const MAX_LIMIT: u32 = 200;
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Items per page (1-200, default 50).
+    /// Items per page (1-200, default 50); outside that range is a 400.
+    #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "page_limit")]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, as given.
+    #[param(pattern = r"^[0-9]{1,18}\.[A-Za-z0-9_.:-]{1,200}$")]
     pub cursor: Option<String>,
+}
+
+/// A limit outside 1..=MAX_LIMIT is refused rather than clamped, so that a
+/// client learns its page is not the size it asked for (and the document's
+/// range is the truth).
+fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let limit = Option::<u32>::deserialize(d)?;
+    match limit {
+        Some(n) if !(1..=MAX_LIMIT).contains(&n) => Err(serde::de::Error::custom(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        ))),
+        _ => Ok(limit),
+    }
 }
 
 /// Where a page starts: after this `(created_at_ms, id)`.
@@ -35,23 +54,43 @@ pub struct Cursor {
     pub id: String,
 }
 
+impl Cursor {
+    /// `<t>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.t, self.id)
+    }
+
+    /// The inverse of [`Cursor::encode`], for exactly the strings the
+    /// documented pattern admits.
+    pub fn decode(raw: &str) -> Result<Self, ApiError> {
+        let malformed = || ApiError::bad_request("malformed cursor (pass next_cursor as given)");
+        let (t, id) = raw.split_once('.').ok_or_else(malformed)?;
+        let digits = !t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit());
+        let id_ok = !id.is_empty()
+            && id.len() <= 200
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        if !digits || !id_ok {
+            return Err(malformed());
+        }
+        Ok(Self {
+            t: t.parse().map_err(|_| malformed())?,
+            id: id.to_owned(),
+        })
+    }
+}
+
 impl PageQuery {
-    /// The page size, clamped.
+    /// The page size (a value outside the range never gets past
+    /// deserialization; clamped all the same for pages built in code).
     pub fn limit(&self) -> u32 {
         self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
     }
 
     /// The decoded cursor; a malformed one is a 400.
     pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
-        let Some(raw) = &self.cursor else {
-            return Ok(None);
-        };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(raw)
-            .map_err(|_| ApiError::bad_request("malformed cursor"))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|_| ApiError::bad_request("malformed cursor"))
+        self.cursor.as_deref().map(Cursor::decode).transpose()
     }
 
     /// `(after_t, after_id)` for `WHERE (created_at_ms, id) > ($t, $id)`;
@@ -83,8 +122,7 @@ impl<T> Page<T> {
             rows.truncate(limit);
             rows.last().map(|last| {
                 let (t, id) = key(last);
-                let json = serde_json::to_vec(&Cursor { t, id }).unwrap_or_default();
-                URL_SAFE_NO_PAD.encode(json)
+                Cursor { t, id }.encode()
             })
         } else {
             None
@@ -169,19 +207,40 @@ mod tests {
         assert_eq!(q.after().expect("cursor"), (2, "id2".to_owned()));
         let last = Page::from_rows(vec![(1, "a".to_owned())], 3, |r| r.clone());
         assert!(last.next_cursor.is_none());
-        let bad = PageQuery {
+        for garbage in [
+            "!!",
+            "",
+            "1",
+            ".x",
+            "x.y",
+            "1.",
+            "1.a b",
+            "-1.x",
+            "1234567890123456789.x",
+        ] {
+            let bad = PageQuery {
+                limit: None,
+                cursor: Some(garbage.into()),
+            };
+            assert!(bad.after().is_err(), "{garbage:?} accepted");
+        }
+        // Any cursor of the documented shape is a position.
+        let anywhere = PageQuery {
             limit: None,
-            cursor: Some("!!".into()),
+            cursor: Some("0.a.b:c-d_e".into()),
         };
-        assert!(bad.after().is_err());
-        assert_eq!(PageQuery::default().limit(), DEFAULT_LIMIT);
         assert_eq!(
-            PageQuery {
-                limit: Some(10_000),
-                cursor: None
-            }
-            .limit(),
-            MAX_LIMIT
+            anywhere.after().expect("a position"),
+            (0, "a.b:c-d_e".into())
         );
+        assert_eq!(PageQuery::default().limit(), DEFAULT_LIMIT);
+        let query = |q: &str| {
+            let uri: axum::http::Uri = format!("/v1/agents?{q}").parse().expect("uri");
+            axum::extract::Query::<PageQuery>::try_from_uri(&uri).map(|q| q.0)
+        };
+        for bad in ["limit=0", "limit=201", "limit=-1", "limit=x"] {
+            assert!(query(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(query("limit=200").expect("in range").limit(), MAX_LIMIT);
     }
 }

@@ -102,7 +102,6 @@ pub struct RunAccepted {
 pub struct CreateRun {
     /// The task input: any JSON value (default `{}`).
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
     pub input: Value,
 }
 
@@ -535,6 +534,18 @@ async fn get_run(
     Ok(Json(run))
 }
 
+/// One server-sent event of a run's log stream, as the node sends it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only its schema is used: the node writes the stream.
+struct LogEvent {
+    /// `log` for a line, `end` for the outcome (the last event).
+    event: Option<String>,
+    /// The event's JSON.
+    data: String,
+    /// The line's position in the run's log, to resume from.
+    id: Option<String>,
+}
+
 /// A run's log as server-sent events, relayed from its node: `log` events
 /// (one line each, JSON), live while it runs, then one `end` event.
 #[utoipa::path(
@@ -543,7 +554,7 @@ async fn get_run(
     tag = "runs",
     params(("id" = String, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = LogEvent),
         (status = 404, description = "No such run in this tenant, or its node no longer has it"),
         (status = 503, description = "`node_unavailable`"),
     ),

@@ -239,6 +239,7 @@ impl Template {
 pub struct CreateTemplate {
     /// What guests send as the template id: 1-64 of letters, digits, `_`,
     /// `-`, `.`, starting with a letter or digit, not `tpl_...`.
+    #[schema(pattern = r"^(?!tpl_)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     pub name: String,
     /// `email` or `sms`.
     pub channel: Channel,
@@ -261,6 +262,7 @@ pub struct CreateTemplate {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
     /// New name.
+    #[schema(pattern = r"^(?!tpl_)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     pub name: Option<String>,
     /// New channel.
     pub channel: Option<Channel>,
@@ -305,8 +307,10 @@ pub struct Reject {
 #[into_params(parameter_in = Query)]
 pub struct TemplateFilter {
     /// `draft`, `approved` or `rejected`.
+    #[param(pattern = "^(draft|approved|rejected)$")]
     pub status: Option<String>,
     /// `email` or `sms`.
+    #[param(pattern = "^(email|sms)$")]
     pub channel: Option<String>,
 }
 
@@ -558,7 +562,9 @@ fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
+    // `null` is no body too (the body is optional).
+    delta_http::from_json_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
 }
 
@@ -846,7 +852,7 @@ async fn delete_template(
     path = "/v1/templates/{id}/approve",
     tag = "templates",
     params(("id" = String, Path, description = "Template id")),
-    request_body(content = Approve, description = "Optional: the version being approved"),
+    request_body(content = Option<Approve>, description = "Optional: the version being approved"),
     responses(
         (status = 200, description = "Approved", body = Template),
         (status = 403, description = "Not an admin"),
@@ -907,7 +913,7 @@ async fn approve_template(
     path = "/v1/templates/{id}/reject",
     tag = "templates",
     params(("id" = String, Path, description = "Template id")),
-    request_body(content = Reject, description = "Optional: version and reason"),
+    request_body(content = Option<Reject>, description = "Optional: version and reason"),
     responses(
         (status = 200, description = "Rejected", body = Template),
         (status = 403, description = "Not an admin"),

@@ -65,6 +65,11 @@ pub struct TenantView {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
     /// Display name (1-100 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 
@@ -86,6 +91,10 @@ pub struct MemberView {
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
     /// Email of an existing user.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )]
     pub email: String,
     /// Their role.
     pub role: Role,

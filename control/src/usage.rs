@@ -357,8 +357,11 @@ async fn unfinished_runs(
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD` (UTC; default: the first of this month).
+    /// At most 366 days before `to`, and not after it (422 otherwise).
+    #[param(format = Date)]
     pub from: Option<String>,
     /// Last day, inclusive (default: today).
+    #[param(format = Date)]
     pub to: Option<String>,
     /// Only this agent.
     pub agent_id: Option<String>,
@@ -367,9 +370,13 @@ pub struct UsageQuery {
     /// Only this kind (`runs`, `fuel`, `wall_time_us`, `llm_calls`,
     /// `llm_input_tokens`, `llm_output_tokens`, `messages_sent`,
     /// `messages_refused`, `message_tokens`).
+    #[param(
+        pattern = "^(runs|fuel|wall_time_us|llm_calls|llm_input_tokens|llm_output_tokens|messages_sent|messages_refused|message_tokens)$"
+    )]
     pub kind: Option<String>,
     /// Comma-separated subset of `day`, `agent`, `user` to group by (default:
     /// none: totals per kind and detail over the range).
+    #[param(pattern = "^((day|agent|user)(,(day|agent|user))*)?$")]
     pub group_by: Option<String>,
 }
 
@@ -470,9 +477,10 @@ async fn query_usage(
         ));
     }
     let mut group_by: Vec<&'static str> = Vec::new();
-    for part in q.group_by.as_deref().unwrap_or("").split(',') {
-        let column = match part.trim() {
-            "" => continue,
+    // Exactly the document's pattern: empty, or names joined by commas.
+    let parts = q.group_by.as_deref().filter(|s| !s.is_empty());
+    for part in parts.into_iter().flat_map(|s| s.split(',')) {
+        let column = match part {
             "day" => "day",
             "agent" => "agent_id",
             "user" => "user_id",

@@ -130,3 +130,96 @@ async fn conventions_hold_on_every_answer() {
         "{text}"
     );
 }
+
+/// What the contract test (schemathesis) found, each pinned here: limits
+/// outside the documented range are refused (not clamped), any cursor of
+/// the documented shape is a position, a key on an undeclared method is the
+/// router's 405, a missing credential is 401 before a malformed key's 400,
+/// whole-number floats are integers (JSON Schema says they are), and the
+/// document states the shared answers with the error envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_holds_to_what_its_document_states() {
+    let ctl = Control::start(Dialect::Sqlite).await;
+    let admin = ctl.register("contract").await;
+    let token = Some(admin.access.as_str());
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=-3",
+        "cursor=x.y",
+        "cursor=12",
+        "cursor=",
+    ] {
+        let (status, body) = ctl
+            .call(Method::GET, &format!("/v1/agents?{bad}"), token, None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, body) = ctl
+        .call(
+            Method::GET,
+            "/v1/agents?limit=200&cursor=0.a:b-c_d.e",
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let client = reqwest::Client::new();
+    let answer = client
+        .put(ctl.url("/v1/components"))
+        .bearer_auth(&admin.access)
+        .header("Idempotency-Key", "k-1")
+        .body("x")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let answer = client
+        .post(ctl.url("/v1/tenants"))
+        .header("Idempotency-Key", "")
+        .json(&serde_json::json!({ "name": "t" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+
+    let (status, body) = ctl
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            token,
+            Some(serde_json::json!({ "name": "floats", "expires_in_days": 3.0 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = ctl
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            token,
+            Some(serde_json::json!({ "name": "floats", "expires_in_days": 3.5 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let (_, doc) = ctl.call(Method::GET, "/v1/openapi.json", None, None).await;
+    let get_agent = &doc["paths"]["/v1/agents/{id}"]["get"]["responses"];
+    for status in ["401", "403", "404", "429"] {
+        assert_eq!(
+            get_agent[status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error",
+            "{status}: {get_agent}"
+        );
+    }
+    let limit = &doc["paths"]["/v1/agents"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .expect("limit")["schema"];
+    assert_eq!(
+        (limit["minimum"].as_u64(), limit["maximum"].as_u64()),
+        (Some(1), Some(200))
+    );
+}

@@ -167,12 +167,51 @@ where
         // decoded again by axum only to word the error precisely.
         match serde_json::from_slice(&bytes) {
             Ok(value) => Ok(Self(value)),
-            Err(_) => match axum::Json::<T>::from_bytes(&bytes) {
-                Ok(axum::Json(value)) => Ok(Self(value)),
-                Err(rejection) => Err(rejected(rejection)),
-            },
+            Err(_) => {
+                if let Some(value) = with_integral_numbers(&bytes) {
+                    return Ok(Self(value));
+                }
+                match axum::Json::<T>::from_bytes(&bytes) {
+                    Ok(axum::Json(value)) => Ok(Self(value)),
+                    Err(rejection) => Err(rejected(rejection)),
+                }
+            }
         }
     }
+}
+
+/// `serde_json::from_slice`, with whole floats taken as integers (see
+/// [`JsonBody`]): for handlers that read their body themselves.
+pub fn from_json_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    serde_json::from_slice(bytes).or_else(|e| with_integral_numbers(bytes).ok_or(e))
+}
+
+/// JSON Schema (and JavaScript) count `3.0` as an integer; serde does not.
+/// A body refused by serde is tried once more with every float that is a
+/// whole number in range written as an integer, so a client whose JSON
+/// encoder writes `3.0` is not refused for it. Only refused bodies pay.
+fn with_integral_numbers<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    fn integral(value: &mut Value) -> bool {
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // 2^63: beyond it an f64 no longer says which integer.
+                let whole = f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18;
+                if whole {
+                    *value = Value::from(f as i64);
+                }
+                whole
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |c, v| integral(v) | c),
+            Value::Object(map) => map.values_mut().fold(false, |c, v| integral(v) | c),
+            _ => false,
+        }
+    }
+    let mut value: Value = serde_json::from_slice(bytes).ok()?;
+    if !integral(&mut value) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
 }
 
 /// Whether the request says its body is JSON (`application/json` or
@@ -402,6 +441,32 @@ pub async fn add_security_headers(req: Request, next: Next) -> Response {
 mod tests {
     use super::*;
     use axum::http::HeaderMap;
+
+    #[test]
+    fn whole_floats_are_integers_and_nothing_else_changes() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Ask {
+            amount: u64,
+            ratio: f64,
+        }
+        let ok: Option<Ask> = with_integral_numbers(br#"{"amount": 3.0, "ratio": 2.0}"#);
+        assert_eq!(
+            ok,
+            Some(Ask {
+                amount: 3,
+                ratio: 2.0
+            })
+        );
+        for refused in [
+            &br#"{"amount": 3.5, "ratio": 1.0}"#[..],
+            br#"{"amount": -1.0, "ratio": 1.0}"#,
+            br#"{"amount": 1e300, "ratio": 1.0}"#,
+            br#"{"amount": 3, "ratio": 1}"#, // nothing to change: not retried
+            b"not json",
+        ] {
+            assert_eq!(with_integral_numbers::<Ask>(refused), None);
+        }
+    }
 
     #[test]
     fn an_empty_bearer_is_no_bearer() {

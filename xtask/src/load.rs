@@ -45,14 +45,14 @@ const CONTROL_TARGET_RATIO: f64 = 1.0 / 3.0;
 /// ... with p99 at most this, in microseconds.
 const CONTROL_TARGET_P99_US: f64 = 10_000.0;
 /// `delta up` prints this on stdout once it serves, hello-agent deployed.
-const UP_READY_LINE: &str = "Stop with Ctrl-C.";
+pub(crate) const UP_READY_LINE: &str = "Stop with Ctrl-C.";
 /// How long `delta up` may take to print [`UP_READY_LINE`]: it creates the
 /// admin user (argon2id), compiles hello-agent, waits for its node's first
 /// heartbeat and runs the agent once.
-const UP_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const UP_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long `delta up` may take to stop after SIGTERM (its node drains for
 /// up to 10 s).
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to answer its readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of each set-up request (the first run compiles the component).
@@ -486,14 +486,14 @@ fn wrk_with_rss(server: &Server, options: &Options, url: &str, script: &Path) ->
 }
 
 /// A child server, killed when dropped (also on every error path).
-struct Server {
+pub(crate) struct Server {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl Server {
-    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Result<Self> {
+    pub(crate) fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Result<Self> {
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log file")?;
@@ -540,7 +540,7 @@ impl Server {
     /// Poll the log until a line reads `line` (trailing blanks aside), and
     /// return the log. stdout and stderr share the log: the servers here
     /// print `line` on stdout only, and nothing on stderr looks like it.
-    fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<String> {
+    pub(crate) fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let log = std::fs::read(&self.log)
@@ -570,7 +570,7 @@ impl Server {
     /// Stop the server the way an operator or systemd would, SIGTERM, and
     /// wait for it: a hang or a failure on the way down is a finding too.
     /// (Past the timeout, `Drop` kills it.)
-    fn terminate(&mut self, timeout: Duration) -> Result<()> {
+    pub(crate) fn terminate(&mut self, timeout: Duration) -> Result<()> {
         let pid = self.child.id().to_string();
         // procps' `kill` rather than a libc dependency for xtask. The pid is
         // still ours: the child is not reaped before `try_wait` sees it exit.
@@ -604,7 +604,7 @@ impl Server {
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
@@ -621,7 +621,7 @@ impl Drop for Server {
 
 /// A port the kernel just handed out, released for the server to take. Racy
 /// in principle, fine on a loopback benchmark machine.
-fn free_loopback_addr() -> Result<SocketAddr> {
+pub(crate) fn free_loopback_addr() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     listener
         .local_addr()
@@ -795,7 +795,7 @@ fn wrk_script(method: &str, json_body: Option<&str>, token: &str) -> String {
 
 /// The address in `delta up`'s `  API       http://127.0.0.1:PORT   (OpenAPI:
 /// ...)` line.
-fn parse_api_addr(log: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_api_addr(log: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         if words.next()? != "API" {

@@ -12,6 +12,8 @@
 //! - `tidy`: check the rules about the source tree no compiler checks (WIT
 //!   interfaces and host-api modules, guests and tests, file length, the
 //!   control plane's dependencies; see `tidy.rs`).
+//! - `contract`: run schemathesis (every check and phase) against `delta
+//!   up`'s OpenAPI document; any finding fails (see `contract.rs`).
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
@@ -20,6 +22,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod contract;
 mod load;
 mod tidy;
 
@@ -120,12 +123,20 @@ fn main() -> Result<()> {
         }
         "fuzz" => fuzz(&root, std::env::args().skip(2)),
         "tidy" => tidy::run(&root, &cargo_path()),
+        "contract" => {
+            xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
+            build_guests(&root)?;
+            contract::run(&root, &cargo_path())
+        }
         "load" => {
             let options = load::Options::parse(std::env::args().skip(2))?;
             load::run(&root, &options)
         }
         other => {
-            bail!("unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load")
+            bail!(
+                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, contract"
+            )
         }
     }
 }

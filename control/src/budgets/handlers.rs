@@ -381,6 +381,7 @@ pub(super) async fn create_token_request(
 #[into_params(parameter_in = Query)]
 pub struct RequestFilter {
     /// `pending`, `approved`, `denied` or `expired`.
+    #[param(pattern = "^(pending|approved|denied|expired)$")]
     pub status: Option<String>,
     /// Requests of this bot, or to this main agent.
     pub agent_id: Option<String>,

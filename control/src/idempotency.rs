@@ -104,7 +104,7 @@ use delta_http::{ApiError, RequestId};
 use crate::app::AppState;
 use crate::auth::{API_KEY_PREFIX, JwtKeys, Principal, hmac_sha256};
 use crate::db::{Db, now_ms};
-use crate::nodes::NodeAuth;
+use crate::nodeauth::NodeAuth;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -136,7 +136,7 @@ pub const PUBLIC_ROUTES: [&str; 4] = [
 /// detection; both are safe to retry without a key (a retried login is
 /// another session, a retried refresh is reuse, as it should be).
 pub const NEVER_STORED: [&str; 2] = ["/v1/auth/login", "/v1/auth/refresh"];
-/// Routes under this prefix are the nodes': the fleet token.
+/// Routes under this prefix are the nodes': a node credential.
 const NODE_ROUTES: &str = "/v1/nodes/";
 /// Response headers stored and replayed.
 const STORED_HEADERS: [HeaderName; 3] =

@@ -197,7 +197,7 @@ struct Items<T> {
     items: Vec<T>,
 }
 
-/// Calls to nodes, over the state's HTTP client and node token.
+/// Calls to nodes, over the state's HTTP client and `node_api_token_file`.
 pub struct NodeClient<'a> {
     state: &'a AppState,
 }
@@ -211,10 +211,10 @@ impl<'a> NodeClient<'a> {
     fn request(&self, method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let req = self.state.http.request(method, url);
-        match &self.state.node_token {
+        match &self.state.node_api_token {
             Some(token) => req.bearer_auth(token),
-            // Without a fleet token no node registers, so there is nobody
-            // to call; the node answers 401 if one is called anyway.
+            // Without `node_api_token_file` the control plane has nothing
+            // to present; the node answers 401 and the call fails loudly.
             None => req,
         }
     }

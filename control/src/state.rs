@@ -27,8 +27,9 @@ pub struct AppState {
     pub config: Arc<ControlConfig>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The fleet's node token (none: no node may register).
-    pub node_token: Option<Arc<str>>,
+    /// What the control plane presents to nodes (`node_api_token_file`;
+    /// nodes authenticate to it with their own credentials instead).
+    pub node_api_token: Option<Arc<str>>,
     /// HTTP client for calls to nodes.
     pub http: reqwest::Client,
     /// Where uploaded components are kept (by sha256).
@@ -75,9 +76,9 @@ impl AppState {
         }
         let keys = JwtKeys::load_or_create(&secret_file)
             .with_context(|| format!("access-token secret {}", secret_file.display()))?;
-        let node_token = match &config.node_token_file {
+        let node_api_token = match &config.node_api_token_file {
             Some(path) => {
-                if let Some(problem) = loose_permissions(path, "the fleet's node token", "600") {
+                if let Some(problem) = loose_permissions(path, "the node API token", "600") {
                     tracing::warn!("{problem}");
                 }
                 let token = std::fs::read_to_string(path)
@@ -85,7 +86,7 @@ impl AppState {
                 let token = token.trim();
                 if token.len() < 16 {
                     anyhow::bail!(
-                        "{} holds fewer than 16 characters: the fleet token must be a real secret",
+                        "{} holds fewer than 16 characters: the node API token must be a real secret",
                         path.display()
                     );
                 }
@@ -96,7 +97,7 @@ impl AppState {
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
         // No redirects: a node's answer must come from the node, never
-        // send the control plane (and its node token) somewhere else.
+        // send the control plane (and its node API token) somewhere else.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -115,7 +116,7 @@ impl AppState {
             keys: Arc::new(keys),
             config: Arc::new(config),
             metrics: Arc::new(metrics),
-            node_token,
+            node_api_token,
             http,
             components_dir,
             limiter: Arc::new(limiter),
@@ -181,13 +182,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_short_fleet_token_is_refused_at_start() {
+    async fn a_short_node_api_token_is_refused_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("node-token");
         std::fs::write(&token, "short\n").expect("token");
         let config = ControlConfig {
             state_dir: dir.path().join("state"),
-            node_token_file: Some(token.clone()),
+            node_api_token_file: Some(token.clone()),
             ..ControlConfig::default()
         };
         let refused = AppState::open(config.clone()).await;
@@ -196,7 +197,7 @@ mod tests {
         std::fs::write(&token, "a-real-fleet-secret-0123456789").expect("token");
         let state = AppState::open(config).await.expect("opens");
         assert_eq!(
-            state.node_token.as_deref(),
+            state.node_api_token.as_deref(),
             Some("a-real-fleet-secret-0123456789")
         );
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::StatusCode as AxumStatus;
-use common::{Control, NODE_TOKEN, Session};
+use common::{Control, Session};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -240,11 +240,12 @@ both!(the_default_cap_is_five_tenants, |ctl: Control| async move {
 
 both!(the_fleet_is_for_operators_only, |ctl: Control| async move {
     let beat = json!({ "node_id": "n-1", "url": "http://127.0.0.1:9", "capacity": 4, "load": 0 });
+    let cred = ctl.node_credential("n-1").await;
     let (status, _) = ctl
         .call(
             Method::POST,
             "/v1/nodes/heartbeat",
-            Some(NODE_TOKEN),
+            Some(&cred),
             Some(beat),
         )
         .await;
@@ -357,7 +358,7 @@ both!(
             .call(
                 Method::POST,
                 "/v1/nodes/heartbeat",
-                Some(NODE_TOKEN),
+                Some(&ctl.node_credential("redirector").await),
                 Some(json!({ "node_id": "redirector", "url": node_url, "capacity": 4, "load": 0 })),
             )
             .await;
@@ -645,15 +646,11 @@ both!(
     |ctl: Control| async move {
         let beat = |id: &str, url: &str| {
             let body = json!({ "node_id": id, "url": url, "capacity": 4, "load": 0 });
-            let ctl = &ctl;
+            let (ctl, id) = (&ctl, id.to_owned());
             async move {
-                ctl.call(
-                    Method::POST,
-                    "/v1/nodes/heartbeat",
-                    Some(NODE_TOKEN),
-                    Some(body),
-                )
-                .await
+                let cred = ctl.node_credential(&id).await;
+                ctl.call(Method::POST, "/v1/nodes/heartbeat", Some(&cred), Some(body))
+                    .await
             }
         };
         let url_of = |id: &'static str| {
@@ -667,7 +664,7 @@ both!(
             }
         };
         assert_eq!(beat("n-1", "http://127.0.0.1:9").await.0, StatusCode::OK);
-        // Someone with the fleet token points n-1 at themselves.
+        // Someone with n-1's credential points it at themselves.
         let (status, answer) = beat("n-1", "http://127.0.0.1:10").await;
         assert_eq!(status, StatusCode::CONFLICT, "{answer}");
         assert_eq!(answer["code"], "node_url_conflict");
@@ -679,7 +676,7 @@ both!(
             .expect("down");
         assert_eq!(beat("n-1", "http://127.0.0.1:10").await.0, StatusCode::OK);
         assert_eq!(url_of("n-1").await, "http://127.0.0.1:10");
-        // Plain http off loopback would carry the node token in clear.
+        // Plain http off loopback would carry the node API token in clear.
         for url in ["http://10.0.0.5:7421", "http://node.example.com"] {
             let (status, answer) = beat("n-2", url).await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");

@@ -189,7 +189,8 @@ fn ingestion(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             || {
                 let (id, records) = batch();
-                let body = serde_json::json!({ "batch_id": id, "node_id": NODE, "records": records });
+                let body =
+                    serde_json::json!({ "batch_id": id, "node_id": NODE, "records": records });
                 serde_json::to_vec(&body).expect("json")
             },
             |body| {

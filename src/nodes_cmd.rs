@@ -190,7 +190,9 @@ fn hand_over(issued: &Value, out: Option<&Path>) -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            eprintln!("the credential is shown once: put it in the node's [control_plane] token_file");
+            eprintln!(
+                "the credential is shown once: put it in the node's [control_plane] token_file"
+            );
             print(issued)
         }
     }

@@ -162,7 +162,11 @@ const NODE_ID: &str = "local";
 /// The file holding the embedded node's credential: enrolled through the
 /// API (as an operator would with `delta nodes enroll`) on first start,
 /// read after.
-async fn node_credential(control_url: &str, key: &str, state_dir: &Path) -> anyhow::Result<PathBuf> {
+async fn node_credential(
+    control_url: &str,
+    key: &str,
+    state_dir: &Path,
+) -> anyhow::Result<PathBuf> {
     let file = state_dir.join("node-credential");
     if file.exists() {
         return Ok(file);

@@ -61,7 +61,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::agents::routes())
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())
-        .merge(crate::nodeauth::routes())
+        .merge(crate::node_enrolment::routes())
         .merge(crate::budgets::routes())
         .merge(crate::templates::routes())
         .merge(crate::messages::routes())

@@ -397,7 +397,11 @@ mod tests {
             .expect_err("the shared fleet token is gone");
         let message = err.to_string();
         assert!(matches!(err, ConfigError::Invalid(_)), "{message}");
-        for hint in ["node_token_file", "delta nodes enroll", "node_api_token_file"] {
+        for hint in [
+            "node_token_file",
+            "delta nodes enroll",
+            "node_api_token_file",
+        ] {
             assert!(message.contains(hint), "{hint} missing from: {message}");
         }
         let dir = tempfile::tempdir().expect("tempdir");

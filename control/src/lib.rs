@@ -26,6 +26,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod messages;
 pub mod metrics;
+pub mod node_enrolment;
 pub mod nodeauth;
 pub mod nodeclient;
 pub mod nodes;

@@ -64,7 +64,9 @@ use crate::app::AppState;
 use crate::audit;
 use crate::auth::Principal;
 use crate::db::now_ms;
-use crate::nodeauth::{NodeAuth, require_self, require_usage_here};
+use crate::nodeauth::{
+    NodeAuth, check_node_url, require_self, require_usage_here, valid_node_id, valid_node_url,
+};
 use crate::nodeclient::NodeClient;
 use crate::pagination::{Page, PageQuery};
 
@@ -173,60 +175,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat))
         .routes(routes!(ingest_usage))
         .routes(routes!(list_nodes))
-}
-
-/// Whether `url` is https, or plain http to a loopback host (a node on
-/// the same machine, as `delta up` runs it).
-fn secure_or_loopback(url: &str) -> bool {
-    let Ok(u) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    if u.scheme() == "https" {
-        return true;
-    }
-    let Some(host) = u.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
-/// Whether `id` is a well-formed node id.
-pub(crate) fn valid_node_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
-/// A node URL the control plane will call: well-formed, and https unless
-/// loopback or allowed in the configuration.
-pub(crate) fn check_node_url(state: &AppState, url: &str) -> Result<(), ApiError> {
-    if !valid_node_url(url) {
-        return Err(ApiError::invalid(
-            "url must be an http(s) URL with a host and no credentials",
-        ));
-    }
-    if !state.config.allow_plain_http_nodes && !secure_or_loopback(url) {
-        return Err(ApiError::invalid(
-            "a node's url must be https (plain http only on loopback, or with \
-             allow_plain_http_nodes in control.toml)",
-        ));
-    }
-    Ok(())
-}
-
-fn valid_node_url(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https")
-            && u.host().is_some()
-            && u.username().is_empty()
-            && u.password().is_none()
-    }) && url.len() <= 2048
 }
 
 fn validate_node(hb: &Heartbeat) -> Result<(), ApiError> {
@@ -832,27 +780,5 @@ mod tests {
         assert!(validate_node(&hb("a/b", "http://x")).is_err());
         assert!(validate_node(&hb("n", "file:///etc")).is_err());
         assert!(validate_node(&hb("n", "http://u:p@x")).is_err());
-    }
-
-    #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://node.example.com:7421",
-            "http://127.0.0.1:7421",
-            "http://127.9.0.1",
-            "http://[::1]:7421",
-            "http://localhost:7421",
-        ] {
-            assert!(secure_or_loopback(ok), "{ok}");
-        }
-        for bad in [
-            "http://node.example.com:7421",
-            "http://10.0.0.5:7421",
-            "http://169.254.169.254/latest",
-            "http://127.0.0.1.example.com",
-            "not a url",
-        ] {
-            assert!(!secure_or_loopback(bad), "{bad}");
-        }
     }
 }

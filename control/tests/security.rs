@@ -242,12 +242,7 @@ both!(the_fleet_is_for_operators_only, |ctl: Control| async move {
     let beat = json!({ "node_id": "n-1", "url": "http://127.0.0.1:9", "capacity": 4, "load": 0 });
     let cred = ctl.node_credential("n-1").await;
     let (status, _) = ctl
-        .call(
-            Method::POST,
-            "/v1/nodes/heartbeat",
-            Some(&cred),
-            Some(beat),
-        )
+        .call(Method::POST, "/v1/nodes/heartbeat", Some(&cred), Some(beat))
         .await;
     assert_eq!(status, StatusCode::OK);
     let stranger = ctl.register("stranger").await;

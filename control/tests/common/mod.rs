@@ -463,10 +463,7 @@ pub async fn start_node_in_process(
     let dir = ctl.dir.path().join("node");
     std::fs::create_dir_all(&dir).expect("node dir");
     write_secret(&dir.join("token"), NODE_API_TOKEN);
-    write_secret(
-        &dir.join("credential"),
-        &ctl.node_credential(node_id).await,
-    );
+    write_secret(&dir.join("credential"), &ctl.node_credential(node_id).await);
     let config: delta_node::config::NodeConfig = toml::from_str(&format!(
         r#"
 node_id = "{node_id}"

@@ -92,7 +92,13 @@ impl AppState {
                 }
                 Some(Arc::from(token))
             }
-            None => None,
+            None => {
+                tracing::warn!(
+                    "no node_api_token_file in control.toml: nodes will refuse the control \
+                     plane's calls (set it to the file their token_file names)"
+                );
+                None
+            }
         };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;

@@ -4,6 +4,7 @@
 //! listen = "127.0.0.1:7420"
 //! state_dir = "/var/lib/delta-control"
 //! database_url = "postgres://delta@localhost/delta"   # default: SQLite in state_dir
+//! # jwt_previous_secret_file = "/etc/delta/jwt-previous"  # during a key rotation only
 //! node_api_token_file = "/etc/delta/node-api-token"   # the control plane presents it to nodes (their token_file)
 //! allow_registration = true                          # default false (`delta up`: true)
 //! operators = ["ops@example.com"]                    # platform operators, by account email
@@ -78,6 +79,11 @@ pub struct ControlConfig {
     /// File with the HMAC secret for access tokens (default: generated once
     /// into `<state_dir>/jwt-secret`, mode 0600).
     pub jwt_secret_file: Option<PathBuf>,
+    /// During a rotation of that secret: the file with the previous one.
+    /// Access tokens it signed (they name its key id) keep verifying until
+    /// they expire (30 minutes); new ones are signed with the current
+    /// secret. Remove it after that.
+    pub jwt_previous_secret_file: Option<PathBuf>,
     /// File with the token the control plane presents when it calls nodes
     /// (each node's own `token_file` holds the same value). Nodes do not
     /// present it: each has its own credential (`delta nodes enroll`).
@@ -204,6 +210,7 @@ impl Default for ControlConfig {
             state_dir: PathBuf::from(".delta/control"),
             database_url: None,
             jwt_secret_file: None,
+            jwt_previous_secret_file: None,
             node_api_token_file: None,
             allow_registration: false,
             operators: Vec::new(),
@@ -269,6 +276,7 @@ impl ControlConfig {
         for p in [
             Some(&mut config.state_dir),
             config.jwt_secret_file.as_mut(),
+            config.jwt_previous_secret_file.as_mut(),
             config.node_api_token_file.as_mut(),
         ]
         .into_iter()

@@ -74,8 +74,21 @@ impl AppState {
         if let Some(problem) = loose_permissions(&secret_file, "the access-token secret", "600") {
             anyhow::bail!("{problem}");
         }
-        let keys = JwtKeys::load_or_create(&secret_file)
+        let mut keys = JwtKeys::load_or_create(&secret_file)
             .with_context(|| format!("access-token secret {}", secret_file.display()))?;
+        if let Some(previous) = &config.jwt_previous_secret_file {
+            if let Some(problem) =
+                loose_permissions(previous, "the previous access-token secret", "600")
+            {
+                anyhow::bail!("{problem}");
+            }
+            let secret = std::fs::read(previous)
+                .with_context(|| format!("reading {}", previous.display()))?;
+            if secret.len() < 32 {
+                anyhow::bail!("{} holds fewer than 32 bytes", previous.display());
+            }
+            keys = keys.with_previous(&secret);
+        }
         let node_api_token = match &config.node_api_token_file {
             Some(path) => {
                 if let Some(problem) = loose_permissions(path, "the node API token", "600") {
@@ -185,6 +198,41 @@ mod tests {
             message.contains("jwt-secret") && message.contains("chmod 600"),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_previous_jwt_secret_keeps_its_tokens_valid_during_a_rotation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ControlConfig {
+            state_dir: dir.path().join("state"),
+            ..ControlConfig::default()
+        };
+        let before = AppState::open(config.clone()).await.expect("opens");
+        let (token, _) = before.keys.issue("u1", "t1", "f1").expect("issue");
+        drop(before);
+        // The operator moves the secret aside and makes a new one.
+        let old = config.state_dir.join("jwt-secret");
+        let previous = dir.path().join("jwt-previous");
+        std::fs::rename(&old, &previous).expect("move");
+        let rotated = ControlConfig {
+            jwt_previous_secret_file: Some(previous.clone()),
+            ..config.clone()
+        };
+        let state = AppState::open(rotated.clone()).await.expect("opens");
+        assert_eq!(state.keys.verify(&token).expect("still valid").sub, "u1");
+        let (fresh, _) = state.keys.issue("u2", "t1", "f2").expect("issue");
+        assert!(state.keys.verify(&fresh).is_ok());
+        drop(state);
+        // Without it, the old token is refused; an open previous secret is
+        // refused at start like the current one.
+        let state = AppState::open(config).await.expect("opens");
+        assert!(state.keys.verify(&token).is_err());
+        drop(state);
+        std::fs::set_permissions(&previous, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = AppState::open(rotated).await;
+        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(message.contains("jwt-previous"), "{message}");
     }
 
     #[tokio::test]

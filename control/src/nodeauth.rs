@@ -334,6 +334,7 @@ pub fn check_node_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether `url` is an http(s) URL with a host and no credentials in it.
 pub fn valid_node_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|u| {
         matches!(u.scheme(), "http" | "https")

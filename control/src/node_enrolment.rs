@@ -175,11 +175,11 @@ async fn enrol(
             .await
             .map_err(ApiError::internal)?;
     }
-    let (id, credential) = insert_credential(&mut *tx, &body.node_id, now)
+    let (id, credential) = insert_credential(&mut tx, &body.node_id, now)
         .await
         .map_err(ApiError::internal)?;
     audit::record_in(
-        &mut *tx,
+        &mut tx,
         None,
         Some(&principal.user_id),
         "node_enrolled",
@@ -233,7 +233,7 @@ async fn rotate(
         now.saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
     });
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
-    let (id, credential) = insert_credential(&mut *tx, &node_id, now)
+    let (id, credential) = insert_credential(&mut tx, &node_id, now)
         .await
         .map_err(ApiError::internal)?;
     if let Some(at) = retire_at {
@@ -251,7 +251,7 @@ async fn rotate(
         .map_err(ApiError::internal)?;
     }
     audit::record_in(
-        &mut *tx,
+        &mut tx,
         None,
         Some(&principal.user_id),
         "node_credential_issued",

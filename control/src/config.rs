@@ -105,7 +105,7 @@ pub struct ControlConfig {
     /// days), so a stolen refresh token kept alive by its thief dies too.
     pub session_max_secs: u64,
     /// Accept nodes at plain `http://` URLs off loopback (default false:
-    /// the control plane carries the node token to them, so https).
+    /// the control plane carries the node API token to them, so https).
     pub allow_plain_http_nodes: bool,
     /// A node without a heartbeat for this long is marked down.
     pub node_heartbeat_timeout_secs: u64,

@@ -1,6 +1,6 @@
 //! A typed client for the node API (`delta node`, see `node/src/api.rs`).
 //!
-//! Every call presents the fleet's node token, has its own timeout, and is
+//! Every call presents the node API token (`node_api_token_file`), has its own timeout, and is
 //! counted in `delta_control_node_calls_total{op, result}` with `result` one
 //! of `ok`, `refused` (a 4xx), `error` (a 5xx or an answer that is not the
 //! node API's) and `unreachable` (connecting, sending or the timeout).

@@ -73,13 +73,8 @@ async fn isolation(ctl: Control) {
     let run_id = run["id"].as_str().expect("run id").to_owned();
     let key = create(&ctl, &alice.access, "/v1/api-keys", json!({ "name": "k" })).await;
     let key_id = key["id"].as_str().expect("key id").to_owned();
-    create(
-        &ctl,
-        &alice.access,
-        "/v1/tenants/current/members",
-        json!({ "email": carol.email, "role": "member" }),
-    )
-    .await;
+    let (status, joined) = ctl.invite_and_accept(&alice.access, &carol, "member").await;
+    assert!(status.is_success(), "{joined}");
 
     let template = create(
         &ctl,

@@ -58,6 +58,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::identity::routes())
         .merge(crate::tenants::routes())
+        .merge(crate::invitations::routes())
         .merge(crate::agents::routes())
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())

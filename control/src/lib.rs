@@ -24,6 +24,7 @@ pub mod db;
 pub mod guard;
 pub mod idempotency;
 pub mod identity;
+pub mod invitations;
 pub mod messages;
 pub mod metrics;
 pub mod node_enrolment;

@@ -260,6 +260,113 @@ both!(the_fleet_is_for_operators_only, |ctl: Control| async move {
     assert_eq!(page["items"][0]["id"], "n-1");
 });
 
+// ---- invitations ----------------------------------------------------------------
+
+both!(
+    adding_a_member_is_an_invitation_that_does_not_tell_known_emails_apart,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let bob = ctl.register("bob").await;
+        let carol = ctl.register("carol").await;
+        let invite = |email: &str| {
+            let (ctl, token) = (&ctl, alice.access.clone());
+            let body = json!({ "email": email, "role": "member" });
+            async move {
+                ctl.call(
+                    Method::POST,
+                    "/v1/tenants/current/members",
+                    Some(&token),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        // Known and unknown: the same status and the same fields.
+        let (known, to_bob) = invite(&bob.email).await;
+        let (unknown, to_ghost) = invite("ghost@example.com").await;
+        assert_eq!(
+            (known, unknown),
+            (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+        );
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&to_bob), keys(&to_ghost));
+        assert_eq!(to_bob["status"], to_ghost["status"]);
+        // Not a member until Bob accepts.
+        let members = || {
+            let (ctl, token) = (&ctl, alice.access.clone());
+            async move {
+                let (_, page) = ctl
+                    .call(
+                        Method::GET,
+                        "/v1/tenants/current/members",
+                        Some(&token),
+                        None,
+                    )
+                    .await;
+                page["items"].as_array().expect("items").len()
+            }
+        };
+        assert_eq!(members().await, 1);
+        let (_, mine) = ctl
+            .call(Method::GET, "/v1/invitations", Some(&bob.access), None)
+            .await;
+        let id = mine["items"][0]["id"]
+            .as_str()
+            .expect("invitation")
+            .to_owned();
+        assert_eq!(mine["items"][0]["tenant_id"], alice.tenant_id.as_str());
+        // Carol cannot see, accept or decline it.
+        let (_, hers) = ctl
+            .call(Method::GET, "/v1/invitations", Some(&carol.access), None)
+            .await;
+        assert_eq!(hers["items"].as_array().expect("items").len(), 0);
+        for action in ["accept", "decline"] {
+            let (status, _) = ctl
+                .call(
+                    Method::POST,
+                    &format!("/v1/invitations/{id}/{action}"),
+                    Some(&carol.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{action}");
+        }
+        assert_eq!(members().await, 1);
+        // Declined, it cannot be accepted; a new invitation can.
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/invitations/{id}/decline"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/invitations/{id}/accept"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, joined) = ctl.invite_and_accept(&alice.access, &bob, "member").await;
+        assert_eq!(status, StatusCode::OK, "{joined}");
+        assert_eq!(members().await, 2);
+        // The unknown address registers later and finds its invitation.
+        let ghost = ctl.register("ghost").await;
+        let (_, waiting) = ctl
+            .call(Method::GET, "/v1/invitations", Some(&ghost.access), None)
+            .await;
+        assert_eq!(waiting["items"][0]["tenant_id"], alice.tenant_id.as_str());
+    }
+);
+
 // ---- registration ----------------------------------------------------------------
 
 both!(

@@ -56,14 +56,7 @@ fn s(v: &Value) -> String {
 
 /// `who` joins `owner`'s tenant with `role`; answers their token there.
 async fn join(ctl: &Control, owner: &Session, who: &Session, role: &str) -> String {
-    let (status, body) = call(
-        ctl,
-        Method::POST,
-        "/v1/tenants/current/members",
-        &owner.access,
-        Some(json!({ "email": who.email, "role": role })),
-    )
-    .await;
+    let (status, body) = ctl.invite_and_accept(&owner.access, who, role).await;
     assert!(status.is_success(), "{body}");
     let (status, login) = ctl
         .call(

@@ -320,14 +320,7 @@ both!(
     |ctl: Control| async move {
         let alice = ctl.register("alice").await;
         let carol = ctl.register("carol").await;
-        let (status, body) = ctl
-            .call(
-                Method::POST,
-                "/v1/tenants/current/members",
-                Some(&alice.access),
-                Some(json!({ "email": carol.email, "role": "member" })),
-            )
-            .await;
+        let (status, body) = ctl.invite_and_accept(&alice.access, &carol, "member").await;
         assert!(status.is_success(), "{body}");
         let (status, login) = ctl
             .call(

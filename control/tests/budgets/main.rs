@@ -310,13 +310,10 @@ impl World {
     async fn member(&self, name: &str, role: &str) -> Session {
         let mut other = self.ctl.register(name).await;
         let (status, body) = self
-            .call(
-                Method::POST,
-                "/v1/tenants/current/members",
-                Some(json!({ "email": other.email, "role": role })),
-            )
+            .ctl
+            .invite_and_accept(&self.alice.access, &other, role)
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(status, StatusCode::OK, "{body}");
         let (status, login) = self
             .ctl
             .call(

@@ -386,6 +386,48 @@ impl Control {
         }
     }
 
+    /// `who` joins the current tenant of `inviter_token` with `role`: the
+    /// invitation, then `who` accepts it. Answers the invitation's refusal,
+    /// or the acceptance (200 and the membership).
+    pub async fn invite_and_accept(
+        &self,
+        inviter_token: &str,
+        who: &Session,
+        role: &str,
+    ) -> (StatusCode, Value) {
+        let (status, invited) = self
+            .call(
+                Method::POST,
+                "/v1/tenants/current/members",
+                Some(inviter_token),
+                Some(json!({ "email": who.email, "role": role })),
+            )
+            .await;
+        if status != StatusCode::ACCEPTED {
+            return (status, invited);
+        }
+        let (_, me) = self
+            .call(Method::GET, "/v1/me", Some(inviter_token), None)
+            .await;
+        let (status, page) = self
+            .call(Method::GET, "/v1/invitations", Some(&who.access), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let id = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["tenant_id"] == me["tenant_id"]))
+            .and_then(|i| i["id"].as_str())
+            .unwrap_or_else(|| panic!("no invitation for {} in {page}", who.email))
+            .to_owned();
+        self.call(
+            Method::POST,
+            &format!("/v1/invitations/{id}/accept"),
+            Some(&who.access),
+            None,
+        )
+        .await
+    }
+
     /// The operator's access token (one login per control plane).
     pub async fn operator_token(&self) -> String {
         self.operator_access

@@ -138,22 +138,6 @@ async fn enrol(
     };
     let now = now_ms();
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM node_credentials WHERE node_id = $1 AND revoked_at_ms IS NULL \
-         AND (expires_at_ms IS NULL OR expires_at_ms > $2)",
-    )
-    .bind(&body.node_id)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
-    if active > 0 {
-        return Err(ApiError::conflict(
-            "node_enrolled",
-            "this node has a working credential: rotate it with \
-             POST /v1/operator/nodes/{id}/credentials (delta nodes credentials ID --rotate)",
-        ));
-    }
     // Down until its first heartbeat; an empty URL is filled in by it.
     sqlx::query(
         "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, last_heartbeat_ms) \
@@ -165,15 +149,31 @@ async fn enrol(
     .execute(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
-    if !url.is_empty() {
-        // A node known from before (the shared-token days): the operator
-        // may set where it is.
-        sqlx::query("UPDATE nodes SET url = $1 WHERE id = $2")
-            .bind(&url)
-            .bind(&body.node_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(ApiError::internal)?;
+    // A write to the row, always: it serialises two enrolments of one node
+    // id (the second then sees the first's credential). A node known from
+    // before (the shared-token days) gets the URL the operator gives.
+    sqlx::query("UPDATE nodes SET url = CASE WHEN $1 = '' THEN url ELSE $1 END WHERE id = $2")
+        .bind(&url)
+        .bind(&body.node_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM node_credentials WHERE node_id = $1 AND revoked_at_ms IS NULL \
+         AND (expires_at_ms IS NULL OR expires_at_ms > $2)",
+    )
+    .bind(&body.node_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    if active > 0 {
+        // Dropping the transaction undoes the writes above.
+        return Err(ApiError::conflict(
+            "node_enrolled",
+            "this node has a working credential: rotate it with \
+             POST /v1/operator/nodes/{id}/credentials (delta nodes credentials ID --rotate)",
+        ));
     }
     let (id, credential) = insert_credential(&mut tx, &body.node_id, now)
         .await

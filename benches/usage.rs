@@ -22,7 +22,8 @@ use delta_node::model::{LlmTokens, MessageCounts, RunUsage};
 
 const BATCH: usize = 1_000;
 const AGENTS: usize = 10;
-const NODE_TOKEN: &str = "bench-fleet-node-token-0123456789";
+/// The reporting node (the agents are placed on it).
+const NODE: &str = "node-bench";
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -74,10 +75,11 @@ async fn seed(db: &Db) {
         sqlx::query(
             "INSERT INTO agents (id, tenant_id, name, kind, parent_agent_id, component, limits, \
                  grants, paused, node_id, created_at_ms, updated_at_ms, owner_user_id) \
-             VALUES ($1, 'ten_bench', $2, 'main', NULL, 'c', '{}', '{}', 0, NULL, 0, 0, 'usr_b')",
+             VALUES ($1, 'ten_bench', $2, 'main', NULL, 'c', '{}', '{}', 0, $3, 0, 0, 'usr_b')",
         )
         .bind(format!("agt_bench_{i}"))
         .bind(format!("a{i}"))
+        .bind(NODE)
         .execute(db.pool())
         .await
         .expect("agent");
@@ -121,7 +123,7 @@ fn ingestion(c: &mut Criterion) {
             |(id, records)| {
                 let db = &db;
                 async move {
-                    let done = delta_control::usage::ingest(db, "node-bench", &id, &records, 0)
+                    let done = delta_control::usage::ingest(db, NODE, &id, &records, 0)
                         .await
                         .expect("ingest");
                     assert_eq!(done.accepted, BATCH as u64);
@@ -145,7 +147,7 @@ fn ingestion(c: &mut Criterion) {
                 |(id, records)| {
                     let db = &db;
                     async move {
-                        let done = delta_control::usage::ingest(db, "node-bench", &id, &records, 0)
+                        let done = delta_control::usage::ingest(db, NODE, &id, &records, 0)
                             .await
                             .expect("ingest");
                         assert_eq!(done.accepted, BATCH as u64);
@@ -157,23 +159,28 @@ fn ingestion(c: &mut Criterion) {
     }
 
     // Over HTTP, on a control plane of its own.
-    let url = rt.block_on(async {
-        std::fs::write(dir.path().join("node-token"), NODE_TOKEN).expect("token");
+    let (url, credential) = rt.block_on(async {
         let config = ControlConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.path().join("http"),
-            node_token_file: Some(dir.path().join("node-token")),
             ..ControlConfig::default()
         };
         let state = AppState::open(config.clone()).await.expect("state");
         seed(&state.db).await;
+        // The node's credential, issued in process (enrolment is an
+        // operator's API call; what is measured here is ingestion).
+        let mut conn = state.db.pool().acquire().await.expect("connection");
+        let (_, credential) = delta_control::nodeauth::insert_credential(&mut conn, NODE, 0)
+            .await
+            .expect("credential");
+        drop(conn);
         let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
         tokio::spawn(delta_control::app::serve(
             state,
             listener,
             std::future::pending(),
         ));
-        format!("http://{addr}/v1/nodes/usage")
+        (format!("http://{addr}/v1/nodes/usage"), credential)
     });
     let client = reqwest::Client::new();
     // The body is encoded outside the measurement; sending it, the
@@ -182,15 +189,16 @@ fn ingestion(c: &mut Criterion) {
         b.to_async(&rt).iter_batched(
             || {
                 let (id, records) = batch();
-                let body = serde_json::json!({ "batch_id": id, "node_id": "node-bench", "records": records });
+                let body =
+                    serde_json::json!({ "batch_id": id, "node_id": NODE, "records": records });
                 serde_json::to_vec(&body).expect("json")
             },
             |body| {
-                let (client, url) = (&client, &url);
+                let (client, url, credential) = (&client, &url, &credential);
                 async move {
                     let resp = client
                         .post(url)
-                        .bearer_auth(NODE_TOKEN)
+                        .bearer_auth(credential)
                         .header("content-type", "application/json")
                         .body(body)
                         .send()

@@ -93,14 +93,32 @@ pub enum RunsCommand {
     },
 }
 
-struct Api {
+/// A refusal from the API: its status, code and message (callers that
+/// handle a particular code find it with `downcast_ref`).
+#[derive(Debug)]
+pub(crate) struct ApiFailure {
+    pub(crate) status: StatusCode,
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// A client of the control plane's API.
+pub(crate) struct Api {
     url: String,
     key: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<Self> {
         let key = match &args.api_key {
             Some(k) => k.clone(),
             None => {
@@ -123,7 +141,12 @@ impl Api {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Body>) -> anyhow::Result<Value> {
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -141,9 +164,12 @@ impl Api {
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
-            let message = value["message"].as_str().unwrap_or("");
-            let code = value["code"].as_str().unwrap_or("");
-            bail!("{status}: {code}: {message}");
+            return Err(ApiFailure {
+                status,
+                code: value["code"].as_str().unwrap_or("").to_owned(),
+                message: value["message"].as_str().unwrap_or("").to_owned(),
+            }
+            .into());
         }
         if status == StatusCode::NO_CONTENT {
             return Ok(Value::Null);
@@ -152,7 +178,7 @@ impl Api {
     }
 
     /// Every item of a paginated list.
-    async fn list(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+    pub(crate) async fn list(&self, path: &str) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -185,12 +211,13 @@ impl Api {
     }
 }
 
-enum Body {
+/// A request body.
+pub(crate) enum Body {
     Json(Value),
     Bytes(Vec<u8>),
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! - `delta control`: the control plane (`delta-control`).
 //! - `delta up`: control plane and one node in one process, on loopback.
 //! - `delta agents ...`, `delta runs ...`: a client of the control plane.
+//! - `delta nodes ...`: the operator enrols nodes and manages their
+//!   credentials (`nodes_cmd`).
 //!
 //! Exit codes (stable, for scripts):
 //! `0` success, `1` host error, `2` bad input (arguments, configuration,
@@ -24,6 +26,7 @@ mod config;
 mod daemon;
 mod js;
 mod local;
+mod nodes_cmd;
 mod scripts;
 mod up;
 
@@ -79,6 +82,13 @@ enum Command {
         #[command(subcommand)]
         command: client::RunsCommand,
     },
+    /// Enrol nodes and manage their credentials (platform operators).
+    Nodes {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: nodes_cmd::NodesCommand,
+    },
     /// Internal: compile a component under rlimits (used by the runtime).
     #[command(hide = true, disable_help_flag = true)]
     CompileWorker {
@@ -111,6 +121,9 @@ fn main() -> ExitCode {
         }
         Command::Runs { api, command } => {
             interactive(async { client::runs(api, command).await.map(|()| exit::SUCCESS) })
+        }
+        Command::Nodes { api, command } => {
+            interactive(async { nodes_cmd::nodes(api, command).await.map(|()| exit::SUCCESS) })
         }
     }
 }

@@ -43,14 +43,16 @@ fn is_example_agent(name: &str) -> bool {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = absolute(&args.state_dir)?;
     private_dir(&state_dir)?;
-    let fleet_token_file = state_dir.join("node-token");
-    ensure_secret(&fleet_token_file)?;
+    // What the control plane presents to the node (the node's token_file);
+    // the node presents its own credential, enrolled below through the API.
+    let node_api_token_file = state_dir.join("node-api-token");
+    ensure_secret(&node_api_token_file)?;
 
     step("starting the control plane");
     let control_config = delta_control::config::ControlConfig {
         listen: args.listen,
         state_dir: state_dir.join("control"),
-        node_token_file: Some(fleet_token_file.clone()),
+        node_api_token_file: Some(node_api_token_file.clone()),
         // A development stack: anyone on loopback may register, and the
         // admin `delta up` makes is the platform's operator.
         allow_registration: true,
@@ -82,20 +84,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
     ));
 
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    wait_ready(&http, &control_url).await?;
+    let key = admin_key(&admin_state, &http, &control_url, &state_dir).await?;
+
     step("starting the node");
-    let node_config = node_config(&state_dir, &control_url, &fleet_token_file)?;
+    let credential_file = node_credential(&control_url, &key, &state_dir).await?;
+    let node_config = node_config(
+        &state_dir,
+        &control_url,
+        &node_api_token_file,
+        &credential_file,
+    )?;
     let options = delta_node::server::ServeOptions {
         compile: Some(crate::daemon::compile_worker()?),
         config_path: None,
         overrides: Default::default(),
     };
     let node = delta_node::server::start(node_config, &options).await?;
-
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()?;
-    wait_ready(&http, &control_url).await?;
-    let key = admin_key(&admin_state, &http, &control_url, &state_dir).await?;
     if let Some(dir) = &args.examples {
         deploy_examples(&http, &control_url, &key, dir).await?;
     }
@@ -148,29 +156,43 @@ fn ensure_secret(path: &Path) -> anyhow::Result<()> {
     write_private(path, &delta_control::auth::random_token())
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
+use crate::nodes_cmd::write_private;
+
+/// The embedded node's id.
+const NODE_ID: &str = "local";
+
+/// The file holding the embedded node's credential: enrolled through the
+/// API (as an operator would with `delta nodes enroll`) on first start,
+/// read after.
+async fn node_credential(
+    control_url: &str,
+    key: &str,
+    state_dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let file = state_dir.join("node-credential");
+    if file.exists() {
+        return Ok(file);
+    }
+    step("enrolling the node");
+    let api = crate::client::Api::new(&crate::client::ApiArgs {
+        api_url: control_url.to_owned(),
+        api_key: Some(key.to_owned()),
+    })?;
+    let credential = crate::nodes_cmd::enrol_or_rotate(&api, NODE_ID).await?;
+    write_private(&file, &credential)?;
+    Ok(file)
 }
 
 fn node_config(
     state_dir: &Path,
     control_url: &str,
     token_file: &Path,
+    credential_file: &Path,
 ) -> anyhow::Result<delta_node::config::NodeConfig> {
     let outbox = state_dir.join("outbox");
     let text = format!(
         r#"
-node_id = "local"
+node_id = "{NODE_ID}"
 listen = "127.0.0.1:0"
 state_dir = "{node_dir}"
 token_file = "{token}"
@@ -178,7 +200,7 @@ drain_grace_secs = 10
 
 [control_plane]
 url = "{control_url}"
-token_file = "{token}"
+token_file = "{credential}"
 heartbeat_secs = 2
 
 [messaging]
@@ -192,6 +214,7 @@ backend = {{ kind = "outbox", dir = "{sms}" }}
 "#,
         node_dir = state_dir.join("node").display(),
         token = token_file.display(),
+        credential = credential_file.display(),
         audit = state_dir.join("messages.jsonl").display(),
         email = outbox.join("email").display(),
         sms = outbox.join("sms").display(),

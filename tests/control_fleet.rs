@@ -23,7 +23,7 @@ use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const FLEET_TOKEN: &str = "fleet-token-for-control-tests-0123456789";
+use common::NODE_API_TOKEN;
 
 // ---- the control plane -------------------------------------------------------
 
@@ -56,6 +56,8 @@ struct Control {
     client: reqwest::Client,
     /// The platform operator's access token (the fleet is theirs to see).
     operator: String,
+    /// The control plane's database (for rows a test sets up directly).
+    db: delta_control::db::Db,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// Declared last so that it drops after the server is told to stop.
     _database: Option<common::TestDatabase>,
@@ -71,7 +73,7 @@ impl Control {
 
     async fn start_with(dir: &Path, db: Db, tweak: impl FnOnce(&mut ControlConfig)) -> Self {
         std::fs::create_dir_all(dir).expect("dir");
-        std::fs::write(dir.join("fleet-token"), FLEET_TOKEN).expect("token");
+        common::write_secret(&dir.join("node-api-token"), NODE_API_TOKEN);
         let database = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(common::fresh_postgres_database().await),
@@ -79,7 +81,7 @@ impl Control {
         let mut config = ControlConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.join("control"),
-            node_token_file: Some(dir.join("fleet-token")),
+            node_api_token_file: Some(dir.join("node-api-token")),
             database_url: database.as_ref().map(|d| d.url.clone()),
             // Usage records below carry fixed, old finish times.
             record_retention_secs: common::TEST_RETENTION_SECS,
@@ -106,6 +108,7 @@ impl Control {
         .unwrap_or_else(|e| panic!("operator account: {}", e.message));
         let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let db = state.db.clone();
         tokio::spawn(async move {
             let _ = delta_control::app::serve(state, listener, async move {
                 let _ = rx.await;
@@ -119,6 +122,7 @@ impl Control {
                 .build()
                 .expect("client"),
             operator: String::new(),
+            db,
             shutdown: Some(tx),
             _database: database,
         };
@@ -140,6 +144,12 @@ impl Control {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// Enrol `node_id` as the operator: its credential.
+    async fn credential(&self, node_id: &str) -> String {
+        let body = common::enrol_node(&self.client, &self.url, &self.operator, node_id).await;
+        body["credential"].as_str().expect("credential").to_owned()
     }
 
     async fn call(
@@ -292,20 +302,23 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(dir: &Path, id: &str, control_url: &str) -> Self {
-        Self::start_with(dir, id, control_url, "")
+    /// Start node `id` with `credential` (from its enrolment).
+    fn start(dir: &Path, id: &str, control_url: &str, credential: &str) -> Self {
+        Self::start_with(dir, id, control_url, credential, "")
     }
 
     /// `extra`: more of `node.toml` (tables only).
-    fn start_with(dir: &Path, id: &str, control_url: &str, extra: &str) -> Self {
+    fn start_with(dir: &Path, id: &str, control_url: &str, credential: &str, extra: &str) -> Self {
         std::fs::create_dir_all(dir.join("state")).expect("state dir");
-        std::fs::write(dir.join("token"), FLEET_TOKEN).expect("token");
+        common::write_secret(&dir.join("token"), NODE_API_TOKEN);
+        common::write_secret(&dir.join("credential"), credential);
         let config = format!(
             "node_id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\
              token_file = \"{token}\"\ndrain_grace_secs = 1\n\n\
-             [control_plane]\nurl = \"{control_url}\"\ntoken_file = \"{token}\"\nheartbeat_secs = 1\n\n{extra}\n",
+             [control_plane]\nurl = \"{control_url}\"\ntoken_file = \"{credential}\"\nheartbeat_secs = 1\n\n{extra}\n",
             state = dir.join("state").display(),
             token = dir.join("token").display(),
+            credential = dir.join("credential").display(),
         );
         std::fs::write(dir.join("node.toml"), config).expect("config");
         Self {
@@ -327,12 +340,12 @@ impl NodeProcess {
         self.process.restart();
     }
 
-    /// Ask the node itself (with the fleet token).
+    /// Ask the node itself (with the node API token, as the control plane).
     async fn call(&self, method: Method, path: &str) -> (StatusCode, Value) {
         let resp = self
             .client
             .request(method, format!("{}{path}", self.process.addr))
-            .bearer_auth(FLEET_TOKEN)
+            .bearer_auth(NODE_API_TOKEN)
             .send()
             .await
             .expect("node request");
@@ -376,8 +389,18 @@ async fn fleet(
 ) -> (Control, String, NodeProcess, NodeProcess) {
     let ctl = Control::start(dir, db, timeout_secs).await;
     let admin = ctl.register("alice").await;
-    let a = NodeProcess::start(&dir.join("node-a"), "node-a", &ctl.url);
-    let b = NodeProcess::start(&dir.join("node-b"), "node-b", &ctl.url);
+    let a = NodeProcess::start(
+        &dir.join("node-a"),
+        "node-a",
+        &ctl.url,
+        &ctl.credential("node-a").await,
+    );
+    let b = NodeProcess::start(
+        &dir.join("node-b"),
+        "node-b",
+        &ctl.url,
+        &ctl.credential("node-b").await,
+    );
     eventually("both nodes up", Duration::from_secs(30), || async {
         let nodes = ctl.nodes().await;
         (nodes.get("node-a").map(String::as_str) == Some("up")
@@ -982,12 +1005,13 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
     assert!(!node_a.log().is_empty());
 }
 
-scenario!(heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once);
+scenario!(heartbeats_and_usage_need_a_node_credential_and_usage_counts_once);
 
-async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db) {
+async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: Db) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctl = Control::start(dir.path(), db, 2).await;
     let admin = ctl.register("ops").await;
+    let fake = ctl.credential("fake-1").await;
     let beat =
         json!({ "node_id": "fake-1", "url": "http://127.0.0.1:9", "capacity": 4, "load": 1 });
     for token in [None, Some("wrong"), Some(admin.as_str())] {
@@ -1005,7 +1029,7 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
         .call(
             Method::POST,
             "/v1/nodes/heartbeat",
-            Some(FLEET_TOKEN),
+            Some(&fake),
             Some(beat.clone()),
         )
         .await;
@@ -1014,7 +1038,7 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
         .call(
             Method::POST,
             "/v1/nodes/heartbeat",
-            Some(FLEET_TOKEN),
+            Some(&fake),
             Some(json!({ "node_id": "bad/id", "url": "http://x", "capacity": 1, "load": 0 })),
         )
         .await;
@@ -1054,21 +1078,29 @@ async fn heartbeats_and_usage_need_the_fleet_token_and_usage_counts_once(db: Db)
     // Usage: a batch, the same batch again (replayed under its key, counted
     // as duplicates without one), then an overlapping batch sent eight times
     // at once. Every run counts once.
+    // The records' agent is placed on fake-1 (a node reports usage for its
+    // own agents only).
+    let (_, me) = ctl.call(Method::GET, "/v1/me", Some(&admin), None).await;
+    let (tenant, user) = (
+        me["tenant_id"].as_str().expect("tenant").to_owned(),
+        me["user"]["id"].as_str().expect("user").to_owned(),
+    );
+    let agent = common::insert_agent_row(&ctl.db, &tenant, &user, "x", Some("fake-1")).await;
     let record = |run: &str| {
         json!({
-            "run_id": run, "agent_id": "agt_x", "tenant_id": "t", "outcome": "completed",
+            "run_id": run, "agent_id": agent, "tenant_id": tenant, "outcome": "completed",
             "fuel_used": 10, "wall_time_us": 5, "peak_memory_bytes": 65536,
             "llm": {}, "messages": {}, "finished_at_ms": 1,
         })
     };
     // (status, replayed, accepted, duplicates)
     let post = |batch: Value, key: Option<String>| {
-        let ctl = &ctl;
+        let (ctl, fake) = (&ctl, &fake);
         async move {
             let mut req = ctl
                 .client
                 .post(ctl.url("/v1/nodes/usage"))
-                .bearer_auth(FLEET_TOKEN)
+                .bearer_auth(fake)
                 .json(&batch);
             if let Some(key) = key {
                 req = req.header("idempotency-key", key);
@@ -1153,6 +1185,7 @@ async fn node_refusals_pass_through_and_uploads_are_bounded(db: Db) {
         &dir.path().join("node"),
         "node-q",
         &ctl.url,
+        &ctl.credential("node-q").await,
         "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\nqueue_per_tenant = 1\nqueue_total = 8\n",
     );
     eventually("the node up", Duration::from_secs(30), || async {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Control, Dialect, NODE_TOKEN, eventually};
+use common::{Control, Dialect, NODE_API_TOKEN, eventually};
 use delta_guest_artifacts as guests;
 use delta_test_servers::llm::{Reply, ScriptedLlm};
 use reqwest::{Method, StatusCode};
@@ -65,9 +65,12 @@ macro_rules! scenario {
 }
 
 /// A `delta node` process leasing from the control plane.
-fn start_node(dir: &Path, id: &str, control_url: &str, llm_url: &str) -> NodeProcess {
+/// Enrolled through the API first: it presents its own credential.
+async fn start_node(ctl: &Control, dir: &Path, id: &str, llm_url: &str) -> NodeProcess {
+    let control_url = &ctl.url;
     std::fs::create_dir_all(dir.join("state")).expect("state dir");
-    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
+    common::write_secret(&dir.join("token"), NODE_API_TOKEN);
+    common::write_secret(&dir.join("credential"), &ctl.node_credential(id).await);
     std::fs::write(dir.join("llm-key"), "sk-economics").expect("llm key");
     let config = format!(
         r#"
@@ -83,7 +86,7 @@ per_tenant_concurrency = 8
 
 [control_plane]
 url = "{control_url}"
-token_file = "{token}"
+token_file = "{credential}"
 heartbeat_secs = 1
 lease_chunk = 100
 lease_idle_secs = 1
@@ -102,6 +105,7 @@ max_retries = 0
 "#,
         state = dir.join("state").display(),
         token = dir.join("token").display(),
+        credential = dir.join("credential").display(),
         key = dir.join("llm-key").display(),
     );
     std::fs::write(dir.join("node.toml"), config).expect("config");
@@ -230,8 +234,8 @@ async fn no_interleaving_of_nodes_runs_and_a_crash_overspends(dialect: Dialect) 
         llm.set_fallback(Reply::ok("an answer", USAGE.0, USAGE.1));
     }
     let dir = ctl.dir.path().to_owned();
-    let mut node_a = start_node(&dir.join("node-a"), "node-a", &ctl.url, &llm_a.base_url());
-    let mut node_b = start_node(&dir.join("node-b"), "node-b", &ctl.url, &llm_b.base_url());
+    let mut node_a = start_node(&ctl, &dir.join("node-a"), "node-a", &llm_a.base_url()).await;
+    let mut node_b = start_node(&ctl, &dir.join("node-b"), "node-b", &llm_b.base_url()).await;
     eventually("both nodes up", Duration::from_secs(30), || async {
         let nodes = node_status(&ctl, &operator.access).await;
         (nodes.get("node-a").map(String::as_str) == Some("up")

@@ -123,6 +123,55 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     assert!(out.contains("hello-agent"), "{out}");
     assert!(!out.contains("hostile-loop"), "{out}");
 
+    // The embedded node was enrolled through the API: its own credential,
+    // private, listed without its secret.
+    let credential_file = state.join("node-credential");
+    let credential = std::fs::read_to_string(&credential_file).expect("node credential");
+    let mode = |p: &Path| std::fs::metadata(p).expect("file").permissions().mode() & 0o777;
+    assert_eq!(mode(&credential_file), 0o600);
+    let (id, secret) = credential
+        .trim()
+        .split_once('.')
+        .expect("ncr_<id>.<secret>");
+    assert!(id.starts_with("ncr_"), "{credential}");
+    let (code, out, err) = up.cli(&state, &["nodes", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("local") && out.contains("up"), "{out}");
+    let (code, out, err) = up.cli(&state, &["nodes", "credentials", "local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(id) && !out.contains(secret), "{out}");
+    // Enrol, rotate and revoke another node from the CLI.
+    let first = dir.path().join("n2.credential");
+    let second = dir.path().join("n2.rotated");
+    let arg = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let (code, _, err) = up.cli(&state, &["nodes", "enroll", "n2", "--out", &arg(&first)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode(&first), 0o600);
+    let (code, _, err) = up.cli(
+        &state,
+        &[
+            "nodes",
+            "credentials",
+            "n2",
+            "--rotate",
+            "--retire-others-after",
+            "0",
+            "--out",
+            &arg(&second),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let old_id = std::fs::read_to_string(&first).expect("first");
+    let old_id = old_id.split('.').next().expect("id");
+    let (code, out, err) = up.cli(&state, &["nodes", "credentials", "n2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (code, _, err) = up.cli(&state, &["nodes", "revoke", "n2", old_id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = up.cli(&state, &["nodes", "enroll", "n2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("node_enrolled"), "{err}");
+
     let (code, out, err) = up.cli(
         &state,
         &[
@@ -157,6 +206,26 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     assert_eq!(code, 0);
     assert_eq!(out.matches("hello-agent").count(), 1, "{out}");
     assert!(up.stop().success());
+}
+
+#[test]
+fn a_control_config_naming_the_old_fleet_token_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("control.toml");
+    std::fs::write(&config, "node_token_file = \"node-token\"\n").expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_delta"))
+        .args(["control", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("control"))
+        .output()
+        .expect("delta control");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node_token_file") && err.contains("node_api_token_file"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Credentials: passwords (argon2id), access tokens (JWT, HS256, 30 min),
+//! Credentials: passwords (argon2id), access tokens (JWT, HS256, 30 min,
+//! a `kid` naming their key so that two keys verify during a rotation),
 //! refresh tokens (random, stored hashed), API keys (shown once, stored
 //! hashed, found by a visible prefix), and the [`Principal`] every
 //! authenticated handler takes.
@@ -170,9 +171,19 @@ pub struct Claims {
 }
 
 /// The HMAC key of access tokens and how they are checked.
+///
+/// Tokens carry the key id (`kid`) of the secret that signed them. During
+/// a rotation the previous secret (`jwt_previous_secret_file`) still
+/// verifies the tokens it signed, for their short life, while new tokens
+/// are signed with the current one; a token naming neither key (or no key:
+/// tokens from before key ids) is checked against the current secret only.
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The current secret's key id.
+    kid: String,
+    /// The previous secret, during a rotation: its key id and key.
+    previous: Option<(String, DecodingKey)>,
     validation: Validation,
     /// HMAC-SHA256(secret, "delta-control subkeys v1"): the root of
     /// [`JwtKeys::derive_key`], so the raw secret is kept by the JWT keys
@@ -199,9 +210,27 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            kid: key_id(secret),
+            previous: None,
             validation,
             subkey_root: hmac_sha256(secret, b"delta-control subkeys v1"),
         }
+    }
+
+    /// Also verify tokens signed with `previous` (a rotation: the secret
+    /// tokens were signed with until now). Keys derived for other purposes
+    /// ([`JwtKeys::derive_key`]) come from the current secret only.
+    pub fn with_previous(mut self, previous: &[u8]) -> Self {
+        let kid = key_id(previous);
+        if kid != self.kid {
+            self.previous = Some((kid, DecodingKey::from_secret(previous)));
+        }
+        self
+    }
+
+    /// The current secret's key id (the `kid` of new tokens).
+    pub fn key_id(&self) -> &str {
+        &self.kid
     }
 
     /// A 256-bit key for `purpose`, derived from the access-token secret:
@@ -260,15 +289,30 @@ impl JwtKeys {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             fam: Some(family.to_owned()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map(|t| (t, ACCESS_TTL))
             .map_err(ApiError::internal)
     }
 
-    /// Check a token's signature, algorithm, audience, issuer and expiry.
+    /// Check a token's signature (with the key its `kid` names: the
+    /// current one, or the previous one during a rotation), algorithm,
+    /// audience, issuer and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims)
+        let kid = jsonwebtoken::decode_header(token)?.kid;
+        let key = match (&self.previous, kid) {
+            (Some((previous, key)), Some(kid)) if *previous == kid => key,
+            _ => &self.decoding,
+        };
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation).map(|d| d.claims)
     }
+}
+
+/// A key id for `secret`: the start of a hash of it, which names the key
+/// without revealing it.
+fn key_id(secret: &[u8]) -> String {
+    hex::encode(&hmac_sha256(secret, b"delta-control key id v1")[..8])
 }
 
 /// HMAC-SHA256 of `data` under `key`.
@@ -591,6 +635,34 @@ mod tests {
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let unsigned = format!("{none_header}.{}.", token.split('.').nth(1).unwrap_or(""));
         assert!(keys.verify(&unsigned).is_err());
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_verify_their_own_tokens_only() {
+        let old = JwtKeys::new(&[1u8; 32]);
+        let (old_token, _) = old.issue("u1", "t1", "f1").expect("issue");
+        let header = jsonwebtoken::decode_header(&old_token).expect("header");
+        assert_eq!(header.kid.as_deref(), Some(old.key_id()));
+        let rotated = JwtKeys::new(&[2u8; 32]).with_previous(&[1u8; 32]);
+        assert_ne!(rotated.key_id(), old.key_id());
+        // The old token still verifies (by its kid), a new one too.
+        assert_eq!(rotated.verify(&old_token).expect("old token").sub, "u1");
+        let (new_token, _) = rotated.issue("u2", "t1", "f2").expect("issue");
+        assert_eq!(rotated.verify(&new_token).expect("new token").sub, "u2");
+        // Without the previous secret the old token is refused; a token
+        // signed with a third key but naming the previous kid is refused.
+        assert!(JwtKeys::new(&[2u8; 32]).verify(&old_token).is_err());
+        let forger = JwtKeys::new(&[3u8; 32]);
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(old.key_id().to_owned());
+        let claims = rotated.verify(&new_token).expect("claims");
+        let forged = jsonwebtoken::encode(&header, &claims, &forger.encoding).expect("encode");
+        assert!(rotated.verify(&forged).is_err());
+        // Derived keys follow the current secret only.
+        assert_eq!(
+            rotated.derive_key("p"),
+            JwtKeys::new(&[2u8; 32]).derive_key("p")
+        );
     }
 
     #[test]

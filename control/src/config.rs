@@ -4,7 +4,8 @@
 //! listen = "127.0.0.1:7420"
 //! state_dir = "/var/lib/delta-control"
 //! database_url = "postgres://delta@localhost/delta"   # default: SQLite in state_dir
-//! node_token_file = "/etc/delta/node-token"           # nodes present it; the control plane uses it to call them
+//! # jwt_previous_secret_file = "/etc/delta/jwt-previous"  # during a key rotation only
+//! node_api_token_file = "/etc/delta/node-api-token"   # the control plane presents it to nodes (their token_file)
 //! allow_registration = true                          # default false (`delta up`: true)
 //! operators = ["ops@example.com"]                    # platform operators, by account email
 //! max_tenants_per_user = 5
@@ -78,9 +79,15 @@ pub struct ControlConfig {
     /// File with the HMAC secret for access tokens (default: generated once
     /// into `<state_dir>/jwt-secret`, mode 0600).
     pub jwt_secret_file: Option<PathBuf>,
-    /// File with the fleet's node token: nodes present it to register,
-    /// heartbeat and report usage; the control plane presents it to nodes.
-    pub node_token_file: Option<PathBuf>,
+    /// During a rotation of that secret: the file with the previous one.
+    /// Access tokens it signed (they name its key id) keep verifying until
+    /// they expire (30 minutes); new ones are signed with the current
+    /// secret. Remove it after that.
+    pub jwt_previous_secret_file: Option<PathBuf>,
+    /// File with the token the control plane presents when it calls nodes
+    /// (each node's own `token_file` holds the same value). Nodes do not
+    /// present it: each has its own credential (`delta nodes enroll`).
+    pub node_api_token_file: Option<PathBuf>,
     /// Whether anyone may register (default false: accounts come from
     /// `delta control --create-account`; `delta up` turns it on).
     pub allow_registration: bool,
@@ -98,7 +105,7 @@ pub struct ControlConfig {
     /// days), so a stolen refresh token kept alive by its thief dies too.
     pub session_max_secs: u64,
     /// Accept nodes at plain `http://` URLs off loopback (default false:
-    /// the control plane carries the node token to them, so https).
+    /// the control plane carries the node API token to them, so https).
     pub allow_plain_http_nodes: bool,
     /// A node without a heartbeat for this long is marked down.
     pub node_heartbeat_timeout_secs: u64,
@@ -203,7 +210,8 @@ impl Default for ControlConfig {
             state_dir: PathBuf::from(".delta/control"),
             database_url: None,
             jwt_secret_file: None,
-            node_token_file: None,
+            jwt_previous_secret_file: None,
+            node_api_token_file: None,
             allow_registration: false,
             operators: Vec::new(),
             max_tenants_per_user: 5,
@@ -263,15 +271,13 @@ impl ControlConfig {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let mut config = Self::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             Some(&mut config.state_dir),
             config.jwt_secret_file.as_mut(),
-            config.node_token_file.as_mut(),
+            config.jwt_previous_secret_file.as_mut(),
+            config.node_api_token_file.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -282,6 +288,28 @@ impl ControlConfig {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parse the text of `path` (nothing resolved or validated yet). A
+    /// setting that was removed is refused with what replaces it, rather
+    /// than as an unknown field.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        if table.contains_key("node_token_file") {
+            return Err(ConfigError::Invalid(format!(
+                "{}: node_token_file is no longer supported: one token shared by every node let \
+                 any node act as any other. Enrol each node with `delta nodes enroll <node-id>` \
+                 (its [control_plane] token_file then holds its own credential), and set \
+                 node_api_token_file to the token the control plane presents to nodes (the \
+                 nodes' own token_file)",
+                path.display()
+            )));
+        }
+        toml::from_str(text).map_err(|e| parse_error(e.to_string()))
     }
 
     /// Values out of range. Retention shorter than a day would delete
@@ -368,6 +396,32 @@ mod tests {
         };
         let err = bad.validate().expect_err("not an email");
         assert!(err.to_string().contains("operators"), "{err}");
+    }
+
+    #[test]
+    fn a_config_naming_node_token_file_is_refused_with_what_to_use() {
+        let path = Path::new("/etc/delta/control.toml");
+        let err = ControlConfig::parse(path, "node_token_file = \"/etc/delta/node-token\"\n")
+            .expect_err("the shared fleet token is gone");
+        let message = err.to_string();
+        assert!(matches!(err, ConfigError::Invalid(_)), "{message}");
+        for hint in [
+            "node_token_file",
+            "delta nodes enroll",
+            "node_api_token_file",
+        ] {
+            assert!(message.contains(hint), "{hint} missing from: {message}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("control.toml");
+        std::fs::write(&file, "node_token_file = \"node-token\"\n").expect("write");
+        assert!(ControlConfig::load(&file).is_err());
+        std::fs::write(&file, "node_api_token_file = \"node-api-token\"\n").expect("write");
+        let config = ControlConfig::load(&file).expect("the replacement parses");
+        assert_eq!(
+            config.node_api_token_file,
+            Some(dir.path().join("node-api-token"))
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! The caller is authenticated and rate limited before its key is read,
 //! claimed or replayed, exactly as the route's handler will (the handler
 //! then reuses that result: one request counts once against the limits):
-//! the fleet token on the node routes (`/v1/nodes/...`), a session or an
+//! a node's credential on the node routes (`/v1/nodes/...`), a session or an
 //! API key on every other route but [`PUBLIC_ROUTES`] (registration, login,
 //! refresh, logout: no credentials). A refused credential, or a 429, is
 //! answered at once: the body is not read and the table is not touched. So
@@ -44,9 +44,9 @@
 //! Keys are scoped by the caller so that nobody can replay (or block)
 //! another's request: a valid session is scoped by its user and tenant (so
 //! a refreshed access token keeps its keys); any other credential by an HMAC
-//! of the `Authorization` header (an API key, the fleet's node token: every
-//! node shares it, and the node reporter's keys are batch ids, unique per
-//! node). Anonymous requests (registration, login) cannot be told apart by
+//! of the `Authorization` header (an API key, a node's credential: one
+//! node's, whose reporter's keys are batch ids; after a rotation a resent
+//! batch is not replayed but deduplicated by run id). Anonymous requests (registration, login) cannot be told apart by
 //! caller, so their scope includes the request hash: an identical request
 //! replays, a different one is simply another request (never 422).
 //!
@@ -106,7 +106,7 @@ use delta_http::{ApiError, RequestId};
 use crate::app::AppState;
 use crate::auth::{API_KEY_PREFIX, JwtKeys, Principal, hmac_sha256};
 use crate::db::{Db, now_ms};
-use crate::nodes::NodeAuth;
+use crate::nodeauth::NodeAuth;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -138,7 +138,7 @@ pub const PUBLIC_ROUTES: [&str; 4] = [
 /// detection; both are safe to retry without a key (a retried login is
 /// another session, a retried refresh is reuse, as it should be).
 pub const NEVER_STORED: [&str; 2] = ["/v1/auth/login", "/v1/auth/refresh"];
-/// Routes under this prefix are the nodes': the fleet token.
+/// Routes under this prefix are the nodes': a node credential.
 const NODE_ROUTES: &str = "/v1/nodes/";
 /// Response headers stored and replayed.
 const STORED_HEADERS: [HeaderName; 3] =

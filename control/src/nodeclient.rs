@@ -1,6 +1,6 @@
 //! A typed client for the node API (`delta node`, see `node/src/api.rs`).
 //!
-//! Every call presents the fleet's node token, has its own timeout, and is
+//! Every call presents the node API token (`node_api_token_file`), has its own timeout, and is
 //! counted in `delta_control_node_calls_total{op, result}` with `result` one
 //! of `ok`, `refused` (a 4xx), `error` (a 5xx or an answer that is not the
 //! node API's) and `unreachable` (connecting, sending or the timeout).
@@ -197,7 +197,7 @@ struct Items<T> {
     items: Vec<T>,
 }
 
-/// Calls to nodes, over the state's HTTP client and node token.
+/// Calls to nodes, over the state's HTTP client and `node_api_token_file`.
 pub struct NodeClient<'a> {
     state: &'a AppState,
 }
@@ -211,10 +211,10 @@ impl<'a> NodeClient<'a> {
     fn request(&self, method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let req = self.state.http.request(method, url);
-        match &self.state.node_token {
+        match &self.state.node_api_token {
             Some(token) => req.bearer_auth(token),
-            // Without a fleet token no node registers, so there is nobody
-            // to call; the node answers 401 if one is called anyway.
+            // Without `node_api_token_file` the control plane has nothing
+            // to present; the node answers 401 and the call fails loudly.
             None => req,
         }
     }

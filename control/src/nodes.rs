@@ -1,8 +1,8 @@
 //! The fleet: node registration by heartbeat, usage ingestion, placement,
 //! and the monitor that marks silent nodes down and moves their agents.
 //!
-//! Nodes authenticate with the fleet's node token (`node_token_file`; none
-//! configured: every node call is 401). A heartbeat registers the node or
+//! Nodes authenticate with their own credential ([`crate::nodeauth`]): a
+//! node is enrolled by an operator, and its heartbeat (for its own id only)
 //! updates it (`url`, `capacity`, `load`) and marks it up.
 //!
 //! # Placement
@@ -47,9 +47,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use delta_http::{ApiError, JsonBody};
 use delta_node_api::RunUsage;
 use serde::{Deserialize, Serialize};
@@ -65,6 +64,9 @@ use crate::app::AppState;
 use crate::audit;
 use crate::auth::Principal;
 use crate::db::now_ms;
+use crate::nodeauth::{
+    NodeAuth, check_node_url, require_self, require_usage_here, valid_node_id, valid_node_url,
+};
 use crate::nodeclient::NodeClient;
 use crate::pagination::{Page, PageQuery};
 
@@ -178,67 +180,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_nodes))
 }
 
-/// Extractor: the request carries the fleet's node token (401 otherwise).
-/// An extractor rather than a check in the handler, so that it runs before
-/// the body is parsed.
-pub struct NodeAuth;
-
-impl FromRequestParts<AppState> for NodeAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ok = match (&state.node_token, delta_http::bearer(&parts.headers)) {
-            (Some(expected), Some(presented)) => delta_http::secret_matches(presented, expected),
-            _ => false,
-        };
-        let label = if ok { "node_ok" } else { "node_unauthorized" };
-        state.metrics.auth.with_label_values(&[label]).inc();
-        if ok {
-            Ok(Self)
-        } else {
-            Err(ApiError::unauthorized())
-        }
-    }
-}
-
-/// Whether `url` is https, or plain http to a loopback host (a node on
-/// the same machine, as `delta up` runs it).
-fn secure_or_loopback(url: &str) -> bool {
-    let Ok(u) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    if u.scheme() == "https" {
-        return true;
-    }
-    let Some(host) = u.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
 fn validate_node(hb: &Heartbeat) -> Result<(), ApiError> {
-    let id_ok = !hb.node_id.is_empty()
-        && hb.node_id.len() <= 128
-        && hb
-            .node_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if !id_ok {
+    if !valid_node_id(&hb.node_id) {
         return Err(ApiError::invalid(
             "node_id must be 1-128 characters of letters, digits, '-', '_', '.', ':'",
         ));
     }
-    let url_ok = reqwest::Url::parse(&hb.url).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https")
-            && u.host().is_some()
-            && u.username().is_empty()
-            && u.password().is_none()
-    }) && hb.url.len() <= 2048;
-    if !url_ok {
+    if !valid_node_url(&hb.url) {
         return Err(ApiError::invalid(
             "url must be an http(s) URL with a host and no credentials",
         ));
@@ -254,29 +202,27 @@ fn validate_node(hb: &Heartbeat) -> Result<(), ApiError> {
     request_body = Heartbeat,
     responses(
         (status = 200, description = "Recorded", body = HeartbeatAck),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`: the credential is another node's"),
         (status = 422, description = "Malformed node id or URL"),
     ),
     security(("bearer" = []))
 )]
 async fn heartbeat(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     JsonBody(hb): JsonBody<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     validate_node(&hb)?;
-    if !state.config.allow_plain_http_nodes && !secure_or_loopback(&hb.url) {
-        return Err(ApiError::invalid(
-            "a node's url must be https (plain http only on loopback, or with \
-             allow_plain_http_nodes in control.toml)",
-        ));
-    }
+    require_self(&node, &hb.node_id)?;
+    check_node_url(&state, &hb.url)?;
     let now = now_ms();
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    // A live node's URL does not move by heartbeat: whoever holds the
-    // fleet token could otherwise point another node's id (and the
-    // deployments, runs and log reads of every tenant on it) at itself.
-    // A node that was marked down may come back elsewhere (a restart).
+    // A live node's URL does not move by heartbeat (a stolen credential
+    // could otherwise point the node's agents, runs and log reads at its
+    // thief while the node still runs); a node that was marked down, or
+    // enrolled without a URL, may come back elsewhere (a restart). The row
+    // exists from enrolment: the credential proves it was enrolled.
     let changed = sqlx::query(
         "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, last_heartbeat_ms) \
          VALUES ($1, $2, $3, $4, 'up', $5, $5) \
@@ -320,15 +266,18 @@ async fn heartbeat(
     params(("Idempotency-Key" = Option<String>, Header, description = "The batch id")),
     responses(
         (status = 200, description = "Stored", body = UsageAck),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`, `agent_not_here` (details.agent_id): nothing stored"),
+        (status = 422, description = "`unknown_agent` (details.agent_id): nothing stored"),
     ),
     security(("bearer" = []))
 )]
 async fn ingest_usage(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     JsonBody(batch): JsonBody<UsageReport>,
 ) -> Result<Json<UsageAck>, ApiError> {
+    require_self(&node, &batch.node_id)?;
     if batch.records.len() > MAX_USAGE_RECORDS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -336,6 +285,7 @@ async fn ingest_usage(
             format!("at most {MAX_USAGE_RECORDS} records per batch"),
         ));
     }
+    require_usage_here(&state, &node, &batch.records).await?;
     let retention_ms =
         i64::try_from(state.config.record_retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let oldest = crate::db::now_ms().saturating_sub(retention_ms);
@@ -833,27 +783,5 @@ mod tests {
         assert!(validate_node(&hb("a/b", "http://x")).is_err());
         assert!(validate_node(&hb("n", "file:///etc")).is_err());
         assert!(validate_node(&hb("n", "http://u:p@x")).is_err());
-    }
-
-    #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://node.example.com:7421",
-            "http://127.0.0.1:7421",
-            "http://127.9.0.1",
-            "http://[::1]:7421",
-            "http://localhost:7421",
-        ] {
-            assert!(secure_or_loopback(ok), "{ok}");
-        }
-        for bad in [
-            "http://node.example.com:7421",
-            "http://10.0.0.5:7421",
-            "http://169.254.169.254/latest",
-            "http://127.0.0.1.example.com",
-            "not a url",
-        ] {
-            assert!(!secure_or_loopback(bad), "{bad}");
-        }
     }
 }

@@ -6,7 +6,7 @@
 //! rate with a burst (`[rate_limit]` in the configuration; a rate of 0 turns
 //! that limit off). A refused request answers 429 `rate_limited` with
 //! `Retry-After` (whole seconds, at least 1) and `details.limit` naming the
-//! limit (`key` or `tenant`). Node calls (fleet token) and anonymous routes
+//! limit (`key` or `tenant`). Node calls (node credentials) and anonymous routes
 //! (login, registration) are not subject to these limits.
 //!
 //! # Where the state lives

@@ -27,8 +27,9 @@ pub struct AppState {
     pub config: Arc<ControlConfig>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// The fleet's node token (none: no node may register).
-    pub node_token: Option<Arc<str>>,
+    /// What the control plane presents to nodes (`node_api_token_file`;
+    /// nodes authenticate to it with their own credentials instead).
+    pub node_api_token: Option<Arc<str>>,
     /// HTTP client for calls to nodes.
     pub http: reqwest::Client,
     /// Where uploaded components are kept (by sha256).
@@ -73,11 +74,24 @@ impl AppState {
         if let Some(problem) = loose_permissions(&secret_file, "the access-token secret", "600") {
             anyhow::bail!("{problem}");
         }
-        let keys = JwtKeys::load_or_create(&secret_file)
+        let mut keys = JwtKeys::load_or_create(&secret_file)
             .with_context(|| format!("access-token secret {}", secret_file.display()))?;
-        let node_token = match &config.node_token_file {
+        if let Some(previous) = &config.jwt_previous_secret_file {
+            if let Some(problem) =
+                loose_permissions(previous, "the previous access-token secret", "600")
+            {
+                anyhow::bail!("{problem}");
+            }
+            let secret = std::fs::read(previous)
+                .with_context(|| format!("reading {}", previous.display()))?;
+            if secret.len() < 32 {
+                anyhow::bail!("{} holds fewer than 32 bytes", previous.display());
+            }
+            keys = keys.with_previous(&secret);
+        }
+        let node_api_token = match &config.node_api_token_file {
             Some(path) => {
-                if let Some(problem) = loose_permissions(path, "the fleet's node token", "600") {
+                if let Some(problem) = loose_permissions(path, "the node API token", "600") {
                     tracing::warn!("{problem}");
                 }
                 let token = std::fs::read_to_string(path)
@@ -85,18 +99,24 @@ impl AppState {
                 let token = token.trim();
                 if token.len() < 16 {
                     anyhow::bail!(
-                        "{} holds fewer than 16 characters: the fleet token must be a real secret",
+                        "{} holds fewer than 16 characters: the node API token must be a real secret",
                         path.display()
                     );
                 }
                 Some(Arc::from(token))
             }
-            None => None,
+            None => {
+                tracing::warn!(
+                    "no node_api_token_file in control.toml: nodes will refuse the control \
+                     plane's calls (set it to the file their token_file names)"
+                );
+                None
+            }
         };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
         // No redirects: a node's answer must come from the node, never
-        // send the control plane (and its node token) somewhere else.
+        // send the control plane (and its node API token) somewhere else.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -115,7 +135,7 @@ impl AppState {
             keys: Arc::new(keys),
             config: Arc::new(config),
             metrics: Arc::new(metrics),
-            node_token,
+            node_api_token,
             http,
             components_dir,
             limiter: Arc::new(limiter),
@@ -181,13 +201,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_short_fleet_token_is_refused_at_start() {
+    async fn a_previous_jwt_secret_keeps_its_tokens_valid_during_a_rotation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ControlConfig {
+            state_dir: dir.path().join("state"),
+            ..ControlConfig::default()
+        };
+        let before = AppState::open(config.clone()).await.expect("opens");
+        let (token, _) = before.keys.issue("u1", "t1", "f1").expect("issue");
+        drop(before);
+        // The operator moves the secret aside and makes a new one.
+        let old = config.state_dir.join("jwt-secret");
+        let previous = dir.path().join("jwt-previous");
+        std::fs::rename(&old, &previous).expect("move");
+        let rotated = ControlConfig {
+            jwt_previous_secret_file: Some(previous.clone()),
+            ..config.clone()
+        };
+        let state = AppState::open(rotated.clone()).await.expect("opens");
+        assert_eq!(state.keys.verify(&token).expect("still valid").sub, "u1");
+        let (fresh, _) = state.keys.issue("u2", "t1", "f2").expect("issue");
+        assert!(state.keys.verify(&fresh).is_ok());
+        drop(state);
+        // Without it, the old token is refused; an open previous secret is
+        // refused at start like the current one.
+        let state = AppState::open(config).await.expect("opens");
+        assert!(state.keys.verify(&token).is_err());
+        drop(state);
+        std::fs::set_permissions(&previous, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = AppState::open(rotated).await;
+        let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(message.contains("jwt-previous"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_short_node_api_token_is_refused_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("node-token");
         std::fs::write(&token, "short\n").expect("token");
         let config = ControlConfig {
             state_dir: dir.path().join("state"),
-            node_token_file: Some(token.clone()),
+            node_api_token_file: Some(token.clone()),
             ..ControlConfig::default()
         };
         let refused = AppState::open(config.clone()).await;
@@ -196,7 +251,7 @@ mod tests {
         std::fs::write(&token, "a-real-fleet-secret-0123456789").expect("token");
         let state = AppState::open(config).await.expect("opens");
         assert_eq!(
-            state.node_token.as_deref(),
+            state.node_api_token.as_deref(),
             Some("a-real-fleet-secret-0123456789")
         );
     }

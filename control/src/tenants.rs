@@ -5,8 +5,9 @@
 //! the one the caller's credential is for. A user id that is not a member of
 //! it answers 404, whichever other tenant it may belong to.
 //!
-//! Who may change a membership (see [`may_change`]): admins and owners add
-//! members and move non-owners between member and admin; only owners grant
+//! Adding a member is an invitation the invitee accepts
+//! ([`crate::invitations`]). Who may change a membership (see
+//! [`may_change`]): admins and owners invite members and move non-owners between member and admin; only owners grant
 //! admin when adding someone, grant owner, or change or remove an owner; any
 //! member may remove themselves. A tenant always keeps an owner: demoting or
 //! removing the last one is 409 `last_owner`. Membership changes of one
@@ -90,7 +91,7 @@ pub struct MemberView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
-    /// Email of an existing user.
+    /// Email to invite (with or without an account).
     #[schema(
         max_length = 254,
         pattern = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
@@ -171,7 +172,10 @@ fn role_of(row: &sqlx::any::AnyRow) -> Result<Role, ApiError> {
 
 /// Take the tenant's row lock (PostgreSQL) or the write lock (SQLite) so
 /// that membership changes of one tenant happen one at a time.
-async fn lock_tenant(conn: &mut sqlx::AnyConnection, tenant: &str) -> Result<(), ApiError> {
+pub(crate) async fn lock_tenant(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+) -> Result<(), ApiError> {
     let locked = sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
         .bind(tenant)
         .execute(conn)
@@ -447,17 +451,37 @@ async fn list_members(
     })))
 }
 
-/// Add an existing user (by email) to the current tenant. Admins add
-/// members; only owners add admins or owners.
+/// How long an invitation waits for its invitee.
+pub const INVITATION_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
+
+/// Answer to an invitation: the same whether or not the email has an
+/// account (no enumeration).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InvitedView {
+    /// The invited email (normalised).
+    pub email: String,
+    /// The role they get on accepting.
+    pub role: Role,
+    /// `invited`.
+    pub status: String,
+    /// The invitation lapses then, ms.
+    pub expires_at_ms: i64,
+}
+
+/// Invite someone (by email) to the current tenant: they become a member
+/// when they accept (`POST /v1/invitations/{id}/accept`). Admins invite
+/// members; only owners invite admins or owners. The answer is the same
+/// for an email with an account and one without (an invitation waits for
+/// the account), so this route does not tell which addresses are
+/// registered; inviting again refreshes the pending invitation.
 #[utoipa::path(
     post,
     path = "/v1/tenants/current/members",
     tag = "tenants",
     request_body = AddMemberRequest,
     responses(
-        (status = 201, description = "Added", body = MemberView),
+        (status = 202, description = "Invited", body = InvitedView),
         (status = 403, description = "The caller's role (or key scope) does not allow it"),
-        (status = 404, description = "No user with this email"),
         (status = 409, description = "Already a member (`already_member`)"),
     ),
     security(("bearer" = []))
@@ -467,57 +491,82 @@ async fn add_member(
     principal: Principal,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<AddMemberRequest>,
-) -> Result<(StatusCode, Json<MemberView>), ApiError> {
+) -> Result<(StatusCode, Json<InvitedView>), ApiError> {
     principal.require_role(Role::Admin)?;
     principal.require_scope(ADMIN_SCOPE)?;
     let email = normalise_email(&req.email)?;
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
     lock_tenant(&mut tx, &principal.tenant_id).await?;
     may_change(actor_role(&mut tx, &principal).await?, None, Some(req.role))?;
-    let user_id: String = sqlx::query("SELECT id FROM users WHERE email = $1")
-        .bind(&email)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?
-        .map(|r| r.try_get("id"))
-        .transpose()
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    let added = MemberView {
-        user_id,
-        email,
-        role: req.role,
-        created_at_ms: now_ms(),
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO memberships (tenant_id, user_id, role, created_at_ms) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id) DO NOTHING",
+    // Members are the admin's to see anyway: saying so tells nothing new.
+    let member: Option<String> = sqlx::query_scalar(
+        "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.tenant_id = $1 AND u.email = $2",
     )
     .bind(&principal.tenant_id)
-    .bind(&added.user_id)
-    .bind(added.role.as_str())
-    .bind(added.created_at_ms)
-    .execute(&mut *tx)
+    .bind(&email)
+    .fetch_optional(&mut *tx)
     .await
-    .map_err(ApiError::internal)?
-    .rows_affected();
-    if inserted == 0 {
+    .map_err(ApiError::internal)?;
+    if member.is_some() {
         return Err(ApiError::conflict(
             "already_member",
             "this user is a member already; change their role with PATCH",
         ));
     }
+    let now = now_ms();
+    let expires_at_ms = now.saturating_add(INVITATION_TTL_MS);
+    let refreshed = sqlx::query(
+        "UPDATE invitations SET role = $1, invited_by = $2, created_at_ms = $3, \
+             expires_at_ms = $4 \
+         WHERE tenant_id = $5 AND email = $6 AND status = 'pending'",
+    )
+    .bind(req.role.as_str())
+    .bind(&principal.user_id)
+    .bind(now)
+    .bind(expires_at_ms)
+    .bind(&principal.tenant_id)
+    .bind(&email)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?
+    .rows_affected();
+    if refreshed == 0 {
+        sqlx::query(
+            "INSERT INTO invitations (id, tenant_id, email, role, invited_by, status, \
+                 created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+        )
+        .bind(new_id("inv"))
+        .bind(&principal.tenant_id)
+        .bind(&email)
+        .bind(req.role.as_str())
+        .bind(&principal.user_id)
+        .bind(now)
+        .bind(expires_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    }
     audit::record_in(
         &mut tx,
         Some(&principal.tenant_id),
         Some(&principal.user_id),
-        "member_added",
-        json!({ "member": added.user_id, "email": added.email, "role": added.role }),
+        "member_invited",
+        json!({ "email": email, "role": req.role }),
         Some(&rid.0),
     )
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(added)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(InvitedView {
+            email,
+            role: req.role,
+            status: "invited".to_owned(),
+            expires_at_ms,
+        }),
+    ))
 }
 
 /// Change a member's role. Admins move non-owners between member and

@@ -65,7 +65,8 @@ fn actions(entries: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-async fn add_member(ctl: &Control, token: &str, email: &str, role: &str) -> (StatusCode, Value) {
+/// Invite `email` to `token`'s tenant (the invitee has to accept).
+async fn invite(ctl: &Control, token: &str, email: &str, role: &str) -> (StatusCode, Value) {
     ctl.call(
         Method::POST,
         "/v1/tenants/current/members",
@@ -73,6 +74,11 @@ async fn add_member(ctl: &Control, token: &str, email: &str, role: &str) -> (Sta
         Some(json!({ "email": email, "role": role })),
     )
     .await
+}
+
+/// `who` joins `token`'s tenant: invited, then accepting.
+async fn add_member(ctl: &Control, token: &str, who: &Session, role: &str) -> (StatusCode, Value) {
+    ctl.invite_and_accept(token, who, role).await
 }
 
 async fn set_role(ctl: &Control, token: &str, user: &str, role: &str) -> (StatusCode, Value) {
@@ -556,7 +562,7 @@ both!(
         // Without tenant:admin it manages nothing.
         let (status, body) = create_key(&ctl, &reader_key, json!({ "name": "x" })).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-        let (status, _) = add_member(&ctl, &reader_key, "x@example.com", "member").await;
+        let (status, _) = invite(&ctl, &reader_key, "x@example.com", "member").await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = ctl
             .call(Method::GET, "/v1/audit", Some(&reader_key), None)
@@ -721,8 +727,8 @@ both!(
     |ctl: Control| async move {
         let alice = ctl.register("alice").await;
         let bob = ctl.register("bob").await;
-        let (status, _) = add_member(&ctl, &alice.access, &bob.email, "member").await;
-        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = add_member(&ctl, &alice.access, &bob, "member").await;
+        assert_eq!(status, StatusCode::OK);
         let bob_in_a = access_in(&ctl, &bob, &alice.tenant_id).await;
         let (_, alices) = create_key(&ctl, &alice.access, json!({ "name": "alice's" })).await;
         let (status, bobs) = create_key(&ctl, &bob_in_a, json!({ "name": "bob's" })).await;
@@ -778,8 +784,8 @@ both!(roles_are_enforced, |ctl: Control| async move {
     let bob = ctl.register("bob").await;
     let carol = ctl.register("carol").await;
     let dave = ctl.register("dave").await;
-    let (status, added) = add_member(&ctl, &alice.access, &bob.email, "member").await;
-    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let (status, added) = add_member(&ctl, &alice.access, &bob, "member").await;
+    assert_eq!(status, StatusCode::OK, "{added}");
     assert_eq!(
         (&added["user_id"], &added["role"]),
         (&json!(bob.user_id), &json!("member"))
@@ -797,7 +803,7 @@ both!(roles_are_enforced, |ctl: Control| async move {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["items"].as_array().expect("items").len(), 2);
-    let (status, body) = add_member(&ctl, &bob_in_a, &carol.email, "member").await;
+    let (status, body) = invite(&ctl, &bob_in_a, &carol.email, "member").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _) = set_role(&ctl, &bob_in_a, &bob.user_id, "admin").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -811,12 +817,12 @@ both!(roles_are_enforced, |ctl: Control| async move {
     // Promoted, Bob's same token carries the new role at once.
     let (status, body) = set_role(&ctl, &alice.access, &bob.user_id, "admin").await;
     assert_eq!((status, &body["role"]), (StatusCode::OK, &json!("admin")));
-    let (status, _) = add_member(&ctl, &bob_in_a, &carol.email, "member").await;
-    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = add_member(&ctl, &bob_in_a, &carol, "member").await;
+    assert_eq!(status, StatusCode::OK);
     // An admin grants neither owner nor admin and does not touch owners.
-    let (status, _) = add_member(&ctl, &bob_in_a, &dave.email, "owner").await;
+    let (status, _) = invite(&ctl, &bob_in_a, &dave.email, "owner").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = add_member(&ctl, &bob_in_a, &dave.email, "admin").await;
+    let (status, _) = invite(&ctl, &bob_in_a, &dave.email, "admin").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = set_role(&ctl, &bob_in_a, &carol.user_id, "owner").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -833,13 +839,14 @@ both!(roles_are_enforced, |ctl: Control| async move {
     assert_eq!(status, StatusCode::OK);
 
     // Adding twice, unknown emails, unknown roles.
-    let (status, body) = add_member(&ctl, &alice.access, &bob.email, "member").await;
+    let (status, body) = invite(&ctl, &alice.access, &bob.email, "member").await;
     assert_eq!(
         (status, &body["code"]),
         (StatusCode::CONFLICT, &json!("already_member"))
     );
-    let (status, _) = add_member(&ctl, &alice.access, "ghost@example.com", "member").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    // An email without an account is invited like any other.
+    let (status, _) = invite(&ctl, &alice.access, "ghost@example.com", "member").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = set_role(&ctl, &alice.access, &bob.user_id, "god").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
@@ -1053,8 +1060,8 @@ both!(tenants_and_lists_paginate, |ctl: Control| async move {
     // Members page too.
     for name in ["m1", "m2"] {
         let s = ctl.register(name).await;
-        let (status, _) = add_member(&ctl, &alice.access, &s.email, "member").await;
-        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = add_member(&ctl, &alice.access, &s, "member").await;
+        assert_eq!(status, StatusCode::OK);
     }
     let (_, first) = ctl
         .call(
@@ -1124,8 +1131,8 @@ both!(
     |ctl: Control| async move {
         let alice = ctl.register("alice").await;
         let bob = ctl.register("bob").await;
-        let (status, _) = add_member(&ctl, &alice.access, &bob.email, "owner").await;
-        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = add_member(&ctl, &alice.access, &bob, "owner").await;
+        assert_eq!(status, StatusCode::OK);
         let bob_in_a = access_in(&ctl, &bob, &alice.tenant_id).await;
         let (a, b) = tokio::join!(
             set_role(&ctl, &alice.access, &bob.user_id, "member"),

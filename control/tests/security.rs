@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::StatusCode as AxumStatus;
-use common::{Control, NODE_TOKEN, Session};
+use common::{Control, Session};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -240,13 +240,9 @@ both!(the_default_cap_is_five_tenants, |ctl: Control| async move {
 
 both!(the_fleet_is_for_operators_only, |ctl: Control| async move {
     let beat = json!({ "node_id": "n-1", "url": "http://127.0.0.1:9", "capacity": 4, "load": 0 });
+    let cred = ctl.node_credential("n-1").await;
     let (status, _) = ctl
-        .call(
-            Method::POST,
-            "/v1/nodes/heartbeat",
-            Some(NODE_TOKEN),
-            Some(beat),
-        )
+        .call(Method::POST, "/v1/nodes/heartbeat", Some(&cred), Some(beat))
         .await;
     assert_eq!(status, StatusCode::OK);
     let stranger = ctl.register("stranger").await;
@@ -263,6 +259,113 @@ both!(the_fleet_is_for_operators_only, |ctl: Control| async move {
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["items"][0]["id"], "n-1");
 });
+
+// ---- invitations ----------------------------------------------------------------
+
+both!(
+    adding_a_member_is_an_invitation_that_does_not_tell_known_emails_apart,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let bob = ctl.register("bob").await;
+        let carol = ctl.register("carol").await;
+        let invite = |email: &str| {
+            let (ctl, token) = (&ctl, alice.access.clone());
+            let body = json!({ "email": email, "role": "member" });
+            async move {
+                ctl.call(
+                    Method::POST,
+                    "/v1/tenants/current/members",
+                    Some(&token),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        // Known and unknown: the same status and the same fields.
+        let (known, to_bob) = invite(&bob.email).await;
+        let (unknown, to_ghost) = invite("ghost@example.com").await;
+        assert_eq!(
+            (known, unknown),
+            (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+        );
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&to_bob), keys(&to_ghost));
+        assert_eq!(to_bob["status"], to_ghost["status"]);
+        // Not a member until Bob accepts.
+        let members = || {
+            let (ctl, token) = (&ctl, alice.access.clone());
+            async move {
+                let (_, page) = ctl
+                    .call(
+                        Method::GET,
+                        "/v1/tenants/current/members",
+                        Some(&token),
+                        None,
+                    )
+                    .await;
+                page["items"].as_array().expect("items").len()
+            }
+        };
+        assert_eq!(members().await, 1);
+        let (_, mine) = ctl
+            .call(Method::GET, "/v1/invitations", Some(&bob.access), None)
+            .await;
+        let id = mine["items"][0]["id"]
+            .as_str()
+            .expect("invitation")
+            .to_owned();
+        assert_eq!(mine["items"][0]["tenant_id"], alice.tenant_id.as_str());
+        // Carol cannot see, accept or decline it.
+        let (_, hers) = ctl
+            .call(Method::GET, "/v1/invitations", Some(&carol.access), None)
+            .await;
+        assert_eq!(hers["items"].as_array().expect("items").len(), 0);
+        for action in ["accept", "decline"] {
+            let (status, _) = ctl
+                .call(
+                    Method::POST,
+                    &format!("/v1/invitations/{id}/{action}"),
+                    Some(&carol.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{action}");
+        }
+        assert_eq!(members().await, 1);
+        // Declined, it cannot be accepted; a new invitation can.
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/invitations/{id}/decline"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/invitations/{id}/accept"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, joined) = ctl.invite_and_accept(&alice.access, &bob, "member").await;
+        assert_eq!(status, StatusCode::OK, "{joined}");
+        assert_eq!(members().await, 2);
+        // The unknown address registers later and finds its invitation.
+        let ghost = ctl.register("ghost").await;
+        let (_, waiting) = ctl
+            .call(Method::GET, "/v1/invitations", Some(&ghost.access), None)
+            .await;
+        assert_eq!(waiting["items"][0]["tenant_id"], alice.tenant_id.as_str());
+    }
+);
 
 // ---- registration ----------------------------------------------------------------
 
@@ -357,7 +460,7 @@ both!(
             .call(
                 Method::POST,
                 "/v1/nodes/heartbeat",
-                Some(NODE_TOKEN),
+                Some(&ctl.node_credential("redirector").await),
                 Some(json!({ "node_id": "redirector", "url": node_url, "capacity": 4, "load": 0 })),
             )
             .await;
@@ -645,15 +748,11 @@ both!(
     |ctl: Control| async move {
         let beat = |id: &str, url: &str| {
             let body = json!({ "node_id": id, "url": url, "capacity": 4, "load": 0 });
-            let ctl = &ctl;
+            let (ctl, id) = (&ctl, id.to_owned());
             async move {
-                ctl.call(
-                    Method::POST,
-                    "/v1/nodes/heartbeat",
-                    Some(NODE_TOKEN),
-                    Some(body),
-                )
-                .await
+                let cred = ctl.node_credential(&id).await;
+                ctl.call(Method::POST, "/v1/nodes/heartbeat", Some(&cred), Some(body))
+                    .await
             }
         };
         let url_of = |id: &'static str| {
@@ -667,7 +766,7 @@ both!(
             }
         };
         assert_eq!(beat("n-1", "http://127.0.0.1:9").await.0, StatusCode::OK);
-        // Someone with the fleet token points n-1 at themselves.
+        // Someone with n-1's credential points it at themselves.
         let (status, answer) = beat("n-1", "http://127.0.0.1:10").await;
         assert_eq!(status, StatusCode::CONFLICT, "{answer}");
         assert_eq!(answer["code"], "node_url_conflict");
@@ -679,7 +778,7 @@ both!(
             .expect("down");
         assert_eq!(beat("n-1", "http://127.0.0.1:10").await.0, StatusCode::OK);
         assert_eq!(url_of("n-1").await, "http://127.0.0.1:10");
-        // Plain http off loopback would carry the node token in clear.
+        // Plain http off loopback would carry the node API token in clear.
         for url in ["http://10.0.0.5:7421", "http://node.example.com"] {
             let (status, answer) = beat("n-2", url).await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");

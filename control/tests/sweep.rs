@@ -305,10 +305,13 @@ async fn records_older_than_the_retention_are_refused() {
         c.record_retention_secs = 90 * 24 * 3600;
     })
     .await;
+    let alice = ctl.register("alice").await;
+    let agent = common::insert_agent(&ctl, &alice, "x", Some("node-a")).await;
+    let cred = ctl.node_credential("node-a").await;
     let now = now_ms();
     let record = |run: &str, at: i64| {
         serde_json::json!({
-            "run_id": run, "agent_id": "agt_x", "tenant_id": "t", "outcome": "completed",
+            "run_id": run, "agent_id": agent, "tenant_id": alice.tenant_id, "outcome": "completed",
             "fuel_used": 1, "wall_time_us": 1, "peak_memory_bytes": 0,
             "llm": {}, "messages": {}, "finished_at_ms": at,
         })
@@ -316,7 +319,7 @@ async fn records_older_than_the_retention_are_refused() {
     let resp = ctl
         .client
         .post(ctl.url("/v1/nodes/usage"))
-        .bearer_auth(common::NODE_TOKEN)
+        .bearer_auth(&cred)
         .json(&serde_json::json!({
             "batch_id": "b1", "node_id": "node-a",
             "records": [record("stale", now - 91 * DAY_MS), record("current", now)],

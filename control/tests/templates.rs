@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Control, Dialect, NODE_TOKEN, Session, eventually, start_node_in_process};
+use common::{Control, Dialect, NODE_API_TOKEN, Session, eventually, start_node_in_process};
 use delta_guest_artifacts as guests;
 use delta_node::model::{MessageAttempt, RunUsage};
 use reqwest::{Method, StatusCode};
@@ -56,14 +56,7 @@ fn s(v: &Value) -> String {
 
 /// `who` joins `owner`'s tenant with `role`; answers their token there.
 async fn join(ctl: &Control, owner: &Session, who: &Session, role: &str) -> String {
-    let (status, body) = call(
-        ctl,
-        Method::POST,
-        "/v1/tenants/current/members",
-        &owner.access,
-        Some(json!({ "email": who.email, "role": role })),
-    )
-    .await;
+    let (status, body) = ctl.invite_and_accept(&owner.access, who, role).await;
     assert!(status.is_success(), "{body}");
     let (status, login) = ctl
         .call(
@@ -189,7 +182,7 @@ async fn deployment(ctl: &Control, node: &delta_node::server::RunningNode, agent
     let resp = ctl
         .client
         .get(format!("{}/v1/agents/{agent}", node.url()))
-        .bearer_auth(NODE_TOKEN)
+        .bearer_auth(NODE_API_TOKEN)
         .send()
         .await
         .expect("node");
@@ -751,6 +744,8 @@ both!(
     message_log_arrives_with_usage_batches,
     |ctl: Control| async move {
         let alice = ctl.register("alice").await;
+        let agent = common::insert_agent(&ctl, &alice, "z", Some("node-x")).await;
+        let cred = ctl.node_credential("node-x").await;
         let log = vec![
             attempt("welcome", "email", "sent", None, 5_000),
             attempt("welcome", "email", "refused", Some("rate-limited"), 6_000),
@@ -758,13 +753,13 @@ both!(
         let batch = json!({
             "batch_id": "batch-1",
             "node_id": "node-x",
-            "records": [usage("run_9", "agt_z", &alice.tenant_id, log)],
+            "records": [usage("run_9", &agent, &alice.tenant_id, log)],
         });
         for _ in 0..2 {
             let resp = ctl
                 .client
                 .post(ctl.url("/v1/nodes/usage"))
-                .bearer_auth(NODE_TOKEN)
+                .bearer_auth(&cred)
                 .header("Idempotency-Key", "batch-1")
                 .json(&batch)
                 .send()

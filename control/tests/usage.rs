@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{Control, NODE_TOKEN, Session};
-use delta_control::db::now_ms;
+use common::{Control, Session};
 use delta_node::model::{LlmTokens, MessageCounts, RunUsage};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -13,24 +12,13 @@ use serde_json::{Value, json};
 const DAY1: i64 = 1_795_435_200_000;
 const DAY2: i64 = DAY1 + 86_400_000;
 
-/// An agent row owned by `s` (no node needed for usage).
+/// An agent row owned by `s`, placed on node-a (the reporting node).
 async fn agent(ctl: &Control, s: &Session, name: &str) -> String {
-    let id = format!("agt_{name}_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(
-        "INSERT INTO agents (id, tenant_id, name, kind, parent_agent_id, component, limits, \
-             grants, paused, node_id, created_at_ms, updated_at_ms, owner_user_id) \
-         VALUES ($1, $2, $3, 'main', NULL, 'c', '{}', '{}', 0, NULL, $4, $4, $5)",
-    )
-    .bind(&id)
-    .bind(&s.tenant_id)
-    .bind(name)
-    .bind(now_ms())
-    .bind(&s.user_id)
-    .execute(ctl.state.db.pool())
-    .await
-    .expect("agent row");
-    id
+    common::insert_agent(ctl, s, name, Some(NODE)).await
 }
+
+/// The node whose usage these tests send.
+const NODE: &str = "node-a";
 
 fn record(run: &str, s: &Session, agent: &str, at: i64) -> RunUsage {
     let mut r = RunUsage {
@@ -72,7 +60,7 @@ async fn send(
         .client
         .post(ctl.url("/v1/nodes/usage"))
         .bearer_auth(token)
-        .json(&json!({ "batch_id": batch, "node_id": "node-a", "records": records }))
+        .json(&json!({ "batch_id": batch, "node_id": NODE, "records": records }))
         .send()
         .await
         .expect("send");
@@ -107,6 +95,7 @@ async fn usage(ctl: &Control, s: &Session, query: &str) -> Value {
 both!(
     batches_count_once_even_resent_or_concurrent,
     |ctl: Control| async move {
+        let cred = ctl.node_credential(NODE).await;
         let alice = ctl.register("alice").await;
         let a = agent(&ctl, &alice, "a").await;
         let records: Vec<RunUsage> = (0..50)
@@ -121,15 +110,15 @@ both!(
 
         // The same batch twice at once, then once more.
         let (one, two) = tokio::join!(
-            send(&ctl, "b1", &records, NODE_TOKEN),
-            send(&ctl, "b1", &records, NODE_TOKEN)
+            send(&ctl, "b1", &records, &cred),
+            send(&ctl, "b1", &records, &cred)
         );
         assert_eq!(one.0, StatusCode::OK, "{}", one.1);
         assert_eq!(two.0, StatusCode::OK, "{}", two.1);
         let accepted = one.1["accepted"].as_u64().expect("accepted")
             + two.1["accepted"].as_u64().expect("accepted");
         assert_eq!(accepted, 50, "{} / {}", one.1, two.1);
-        let (status, again) = send(&ctl, "b1", &records, NODE_TOKEN).await;
+        let (status, again) = send(&ctl, "b1", &records, &cred).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(again["accepted"], 0, "{again}");
         assert_eq!(again["duplicates"], 50, "{again}");
@@ -137,7 +126,7 @@ both!(
         // Another batch overlapping it counts only its new runs.
         let mut overlap: Vec<RunUsage> = records[40..].to_vec();
         overlap.push(record("run-new", &alice, &a, DAY2));
-        let (_, ack) = send(&ctl, "b2", &overlap, NODE_TOKEN).await;
+        let (_, ack) = send(&ctl, "b2", &overlap, &cred).await;
         assert_eq!(
             (ack["accepted"].as_u64(), ack["duplicates"].as_u64()),
             (Some(1), Some(10)),
@@ -157,6 +146,7 @@ both!(
 both!(
     queries_group_filter_and_stay_in_the_tenant,
     |ctl: Control| async move {
+        let cred = ctl.node_credential(NODE).await;
         let alice = ctl.register("alice").await;
         let bob = ctl.register("bob").await;
         let a1 = agent(&ctl, &alice, "a1").await;
@@ -173,7 +163,7 @@ both!(
         let mut forged = record("r5", &alice, &b1, DAY1);
         forged.fuel_used = 999_999;
         records.push(forged);
-        let (status, ack) = send(&ctl, "b1", &records, NODE_TOKEN).await;
+        let (status, ack) = send(&ctl, "b1", &records, &cred).await;
         assert_eq!(status, StatusCode::OK, "{ack}");
         assert_eq!(
             (ack["accepted"].as_u64(), ack["rejected"].as_u64()),
@@ -288,6 +278,7 @@ both!(
 both!(
     hostile_names_and_huge_numbers_do_not_fail_a_batch,
     |ctl: Control| async move {
+        let cred = ctl.node_credential(NODE).await;
         let alice = ctl.register("alice").await;
         let a = agent(&ctl, &alice, "a").await;
         let mut records = Vec::new();
@@ -304,7 +295,7 @@ both!(
             );
             records.push(r);
         }
-        let (status, ack) = send(&ctl, "h1", &records, NODE_TOKEN).await;
+        let (status, ack) = send(&ctl, "h1", &records, &cred).await;
         assert_eq!(status, StatusCode::OK, "{ack}");
         assert_eq!(ack["accepted"], 2, "{ack}");
         let all = usage(&ctl, &alice, "from=2026-11-01&to=2026-11-30&kind=fuel").await;
@@ -329,14 +320,7 @@ both!(
     |ctl: Control| async move {
         let alice = ctl.register("alice").await;
         let carol = ctl.register("carol").await;
-        let (status, body) = ctl
-            .call(
-                Method::POST,
-                "/v1/tenants/current/members",
-                Some(&alice.access),
-                Some(json!({ "email": carol.email, "role": "member" })),
-            )
-            .await;
+        let (status, body) = ctl.invite_and_accept(&alice.access, &carol, "member").await;
         assert!(status.is_success(), "{body}");
         let (status, login) = ctl
             .call(
@@ -389,10 +373,11 @@ both!(
 both!(
     malformed_batches_are_refused_whole,
     |ctl: Control| async move {
+        let cred = ctl.node_credential(NODE).await;
         let resp = ctl
             .client
             .post(ctl.url("/v1/nodes/usage"))
-            .bearer_auth(NODE_TOKEN)
+            .bearer_auth(&cred)
             .header("content-type", "application/json")
             .body("{\"batch_id\": \"x\", \"node_id\": \"n\", \"records\": [{\"run_id\": 5}]}")
             .send()

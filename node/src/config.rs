@@ -537,7 +537,8 @@ impl NodeConfig {
                 return invalid(
                     "the control plane needs this node's credential: set [control_plane] \
                      token_file, DELTA_CONTROL_PLANE_TOKEN_FILE or --control-plane-token-file \
-                     (a file holding the token in the control plane's node_token_file)",
+                     (a file holding this node's credential, ncr_..., from \
+                     `delta nodes enroll <node-id>`)",
                 );
             }
         }

@@ -342,7 +342,8 @@ impl Heartbeat {
                 anyhow::bail!(
                     "the control plane at {} refused this node's credential ({}): set \
                      [control_plane] token_file (or --control-plane-token-file) to a file \
-                     holding the control plane's node token",
+                     holding this node's own credential (ncr_..., from `delta nodes enroll \
+                     <node-id>`; a 403 means it is another node id's)",
                     self.endpoint,
                     resp.status()
                 )

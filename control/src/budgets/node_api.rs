@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::db::{now_ms, utc_month};
-use crate::nodes::NodeAuth;
+use crate::nodeauth::{NodeAuth, require_agent_here, require_self};
 use crate::state::AppState;
 
 use super::accounts::*;
@@ -63,7 +63,8 @@ pub struct LeaseAsk {
     request_body = LeaseAsk,
     responses(
         (status = 201, description = "Granted", body = Lease),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`, `agent_not_here`"),
         (status = 404, description = "Unknown agent"),
         (status = 409, description = "`budget_exhausted` (details.available)"),
         (status = 422, description = "`invalid`"),
@@ -72,11 +73,12 @@ pub struct LeaseAsk {
 )]
 pub(super) async fn node_grant_lease(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     JsonBody(ask): JsonBody<LeaseAsk>,
 ) -> Result<Response, ApiError> {
     check_node_id(&ask.node_id)?;
     record_ids(None, Some(&ask.agent_id), None);
+    require_agent_here(&state, &node, Some(&ask.node_id), &ask.agent_id).await?;
     let ttl_ms =
         i64::try_from(state.config.lease_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let lease = grant_lease(
@@ -112,18 +114,20 @@ pub struct LeaseGiveBack {
     request_body = LeaseGiveBack,
     responses(
         (status = 200, description = "Returned", body = LeaseReturn),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`, `agent_not_here`"),
         (status = 404, description = "Unknown lease"),
     ),
     security(("bearer" = []))
 )]
 pub(super) async fn node_return_lease(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     Path(lease_id): Path<String>,
     JsonBody(back): JsonBody<LeaseGiveBack>,
 ) -> Result<Json<LeaseReturn>, ApiError> {
     check_node_id(&back.node_id)?;
+    require_self(&node, &back.node_id)?;
     // Only the node that took a lease returns it: another node returning it
     // with `spent: 0` would refund tokens the holder is still spending. A
     // lease's node never changes, so checking before the return is enough.
@@ -133,7 +137,7 @@ pub(super) async fn node_return_lease(
             .fetch_optional(state.db.pool())
             .await
             .map_err(ApiError::internal)?;
-    if holder.is_some_and(|(node,)| node != back.node_id) {
+    if holder.is_some_and(|(holder,)| holder != node.node_id) {
         return Err(ApiError::not_found("lease"));
     }
     Ok(Json(
@@ -149,17 +153,19 @@ pub(super) async fn node_return_lease(
     params(("agent_id" = String, Path, description = "Agent id")),
     responses(
         (status = 200, description = "Its balance", body = NodeBudget),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`, `agent_not_here`"),
         (status = 404, description = "Unknown agent"),
     ),
     security(("bearer" = []))
 )]
 pub(super) async fn node_budget(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     Path(agent_id): Path<String>,
 ) -> Result<Json<NodeBudget>, ApiError> {
     record_ids(None, Some(&agent_id), None);
+    require_agent_here(&state, &node, None, &agent_id).await?;
     let acct = load_account(&state.db, &agent_id)
         .await
         .map_err(ApiError::internal)?;
@@ -245,7 +251,8 @@ impl From<TokenRequest> for NodeTokenRequest {
     request_body = NodeTokenAsk,
     responses(
         (status = 201, description = "Made (approved or pending)", body = NodeTokenRequest),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`, `agent_not_here`"),
         (status = 404, description = "Unknown agent"),
         (status = 409, description = "`no_parent`: a main agent asked"),
         (status = 422, description = "`invalid_amount` (details.limit), `invalid`"),
@@ -254,12 +261,13 @@ impl From<TokenRequest> for NodeTokenRequest {
 )]
 pub(super) async fn node_create_token_request(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     Extension(rid): Extension<RequestId>,
     JsonBody(ask): JsonBody<NodeTokenAsk>,
 ) -> Result<Response, ApiError> {
     check_node_id(&ask.node_id)?;
     record_ids(None, Some(&ask.agent_id), None);
+    require_agent_here(&state, &node, Some(&ask.node_id), &ask.agent_id).await?;
     let by = Requester {
         tenant: None,
         user: None,
@@ -293,18 +301,20 @@ pub struct PollQuery {
     params(("id" = String, Path, description = "Request id"), PollQuery),
     responses(
         (status = 200, description = "The request", body = NodeTokenRequest),
-        (status = 401, description = "Not the fleet's node token"),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`, `agent_not_here`"),
         (status = 404, description = "Not that agent's request"),
     ),
     security(("bearer" = []))
 )]
 pub(super) async fn node_get_token_request(
     State(state): State<AppState>,
-    _node: NodeAuth,
+    node: NodeAuth,
     Path(id): Path<String>,
     Query(poll): Query<PollQuery>,
 ) -> Result<Json<NodeTokenRequest>, ApiError> {
     record_ids(None, Some(&poll.agent_id), None);
+    require_agent_here(&state, &node, None, &poll.agent_id).await?;
     get_request(&state.db, None, &id)
         .await
         .map_err(ApiError::internal)?

@@ -19,7 +19,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode as AxumStatus;
 use axum::routing::{get, post, put};
-use common::{Control, NODE_TOKEN, Session};
+use common::{Control, Session};
 use delta_control::budgets;
 use delta_control::db::now_ms;
 use reqwest::{Method, StatusCode};
@@ -105,6 +105,9 @@ async fn put_component(Path(sha): Path<String>) -> Json<Value> {
     Json(json!({ "sha256": sha, "size": 8, "world": "agent", "created_at_ms": now_ms() }))
 }
 
+/// The fake node's id.
+const FAKE_NODE: &str = "n1";
+
 async fn start_node(ctl: &Control) -> FakeNode {
     let deployed: Deployments = Arc::default();
     let app = axum::Router::new()
@@ -122,14 +125,17 @@ async fn start_node(ctl: &Control) -> FakeNode {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let id = format!("fake-{}", uuid::Uuid::new_v4().simple());
+    // The node the tests' leases and token requests name (`n1`): agents
+    // are placed on it, the only node up.
+    let id = FAKE_NODE;
+    let credential = ctl.node_credential(id).await;
     let beat = {
         let (client, hb) = (ctl.client.clone(), ctl.url("/v1/nodes/heartbeat"));
         let body = json!({ "node_id": id, "url": url, "capacity": 64, "load": 0 });
         move || {
             client
                 .post(hb.clone())
-                .bearer_auth(NODE_TOKEN)
+                .bearer_auth(&credential)
                 .json(&body)
                 .send()
         }
@@ -201,7 +207,19 @@ impl World {
     }
 
     async fn node(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.ctl.call(method, path, Some(NODE_TOKEN), body).await
+        self.node_as(FAKE_NODE, method, path, body).await
+    }
+
+    /// A node call with `node_id`'s credential (enrolled on first use).
+    async fn node_as(
+        &self,
+        node_id: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let credential = self.ctl.node_credential(node_id).await;
+        self.ctl.call(method, path, Some(&credential), body).await
     }
 
     /// Create an agent as `token`; answers the status and body.
@@ -292,13 +310,10 @@ impl World {
     async fn member(&self, name: &str, role: &str) -> Session {
         let mut other = self.ctl.register(name).await;
         let (status, body) = self
-            .call(
-                Method::POST,
-                "/v1/tenants/current/members",
-                Some(json!({ "email": other.email, "role": role })),
-            )
+            .ctl
+            .invite_and_accept(&self.alice.access, &other, role)
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(status, StatusCode::OK, "{body}");
         let (status, login) = self
             .ctl
             .call(
@@ -715,9 +730,21 @@ both!(
         );
         assert_eq!(body["period"], delta_control::db::utc_month(now_ms()));
 
-        // Another node cannot return it.
+        // Another node cannot return it: naming itself, the lease is not
+        // its own; naming the holder, the credential is not the holder's.
         let (status, body) = w
-            .node(
+            .node_as(
+                "n2",
+                Method::POST,
+                &format!("/v1/nodes/leases/{}/return", s(&a["lease_id"])),
+                Some(json!({ "node_id": "n1", "spent": 0 })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["code"], "wrong_node");
+        let (status, body) = w
+            .node_as(
+                "n2",
                 Method::POST,
                 &format!("/v1/nodes/leases/{}/return", s(&a["lease_id"])),
                 Some(json!({ "node_id": "n2", "spent": 0 })),
@@ -1377,7 +1404,7 @@ both!(
 );
 
 both!(
-    node_routes_need_the_fleet_token,
+    node_routes_need_a_node_credential,
     |ctl: Control| async move {
         let w = world(ctl).await;
         let main = w.agent("main", None, 1_000).await;
@@ -1409,7 +1436,7 @@ both!(
         for (method, path, body) in routes {
             for token in [
                 None,
-                Some("wrong-fleet-token-0123456789"),
+                Some("ncr_0123456789abcdef.not-the-secret"),
                 Some(w.alice.access.as_str()),
             ] {
                 let (status, answer) = w.ctl.call(method.clone(), &path, token, body.clone()).await;

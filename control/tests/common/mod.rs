@@ -72,6 +72,10 @@ pub struct Control {
     /// State directory (kept for the test's lifetime).
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The operator's access token, for enrolments (made on first use).
+    operator_access: tokio::sync::OnceCell<String>,
+    /// Credentials issued by [`Control::node_credential`], by node id.
+    credentials: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Declared last so that it drops after the server is told to stop.
     _database: Option<TestDatabase>,
 }
@@ -97,7 +101,93 @@ pub struct Session {
 /// with fixed dates are never too old.
 pub const TEST_RETENTION_SECS: u64 = 100 * 365 * 24 * 3600;
 
-pub const NODE_TOKEN: &str = "test-fleet-node-token-0123456789";
+/// What test control planes present to nodes (`node_api_token_file`; the
+/// nodes' own `token_file`). Nodes present their own credentials
+/// ([`Control::node_credential`]).
+pub const NODE_API_TOKEN: &str = "test-node-api-token-0123456789";
+
+/// Write `value` to `path`, mode 0600 (secret files are checked for group
+/// and world access).
+pub fn write_secret(path: &std::path::Path, value: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    file.write_all(value.as_bytes()).expect("write secret");
+}
+
+/// An agent row of `s`'s tenant (owned by them) placed on `node_id`,
+/// without deploying anything: for suites that only need the control
+/// plane to know the agent (usage, budgets as a node sees them).
+pub async fn insert_agent(ctl: &Control, s: &Session, name: &str, node_id: Option<&str>) -> String {
+    insert_agent_row(&ctl.state.db, &s.tenant_id, &s.user_id, name, node_id).await
+}
+
+/// [`insert_agent`] on any control plane's database.
+pub async fn insert_agent_row(
+    db: &delta_control::db::Db,
+    tenant_id: &str,
+    user_id: &str,
+    name: &str,
+    node_id: Option<&str>,
+) -> String {
+    let id = format!("agt_{name}_{}", uuid::Uuid::new_v4().simple());
+    let now = delta_control::db::now_ms();
+    sqlx::query(
+        "INSERT INTO agents (id, tenant_id, name, kind, parent_agent_id, component, limits, \
+             grants, paused, node_id, created_at_ms, updated_at_ms, owner_user_id) \
+         VALUES ($1, $2, $3, 'main', NULL, 'c', '{}', '{}', 0, $4, $5, $5, $6)",
+    )
+    .bind(&id)
+    .bind(tenant_id)
+    .bind(name)
+    .bind(node_id)
+    .bind(now)
+    .bind(user_id)
+    .execute(db.pool())
+    .await
+    .expect("agent row");
+    id
+}
+
+/// Enrol `node_id` with the control plane at `base` as the operator
+/// whose access token is `operator`: the answer's body (`{node_id,
+/// credential_id, credential}`).
+pub async fn enrol_node(
+    client: &reqwest::Client,
+    base: &str,
+    operator: &str,
+    node_id: &str,
+) -> Value {
+    let resp = client
+        .post(format!("{base}/v1/operator/nodes"))
+        .bearer_auth(operator)
+        .json(&json!({ "node_id": node_id }))
+        .send()
+        .await
+        .expect("enrol");
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::CREATED, "enrolling {node_id}: {body}");
+    body
+}
+
+/// Put agent `agent_id` on `node_id` (as placement would), so that the
+/// node's credential may act for it.
+pub async fn place_agent(ctl: &Control, agent_id: &str, node_id: &str) {
+    let placed = sqlx::query("UPDATE agents SET node_id = $1 WHERE id = $2")
+        .bind(node_id)
+        .bind(agent_id)
+        .execute(ctl.state.db.pool())
+        .await
+        .expect("placing the agent");
+    assert_eq!(placed.rows_affected(), 1, "no agent {agent_id}");
+}
 
 /// The platform operator of test control planes (`operators` in their
 /// configuration); [`Control::operator`] makes the account.
@@ -126,11 +216,11 @@ impl Control {
         scripts: bool,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("node-token"), NODE_TOKEN).expect("token");
+        write_secret(&dir.path().join("node-api-token"), NODE_API_TOKEN);
         let mut config = ControlConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.path().join("state"),
-            node_token_file: Some(dir.path().join("node-token")),
+            node_api_token_file: Some(dir.path().join("node-api-token")),
             // Generous: a loaded machine must not lose a test's only node.
             node_heartbeat_timeout_secs: 15,
             // Suites call many routes quickly with one credential; the
@@ -184,6 +274,8 @@ impl Control {
             state,
             dir,
             shutdown: Some(tx),
+            operator_access: tokio::sync::OnceCell::new(),
+            credentials: Default::default(),
             _database: database,
         }
     }
@@ -294,6 +386,76 @@ impl Control {
         }
     }
 
+    /// `who` joins the current tenant of `inviter_token` with `role`: the
+    /// invitation, then `who` accepts it. Answers the invitation's refusal,
+    /// or the acceptance (200 and the membership).
+    pub async fn invite_and_accept(
+        &self,
+        inviter_token: &str,
+        who: &Session,
+        role: &str,
+    ) -> (StatusCode, Value) {
+        let (status, invited) = self
+            .call(
+                Method::POST,
+                "/v1/tenants/current/members",
+                Some(inviter_token),
+                Some(json!({ "email": who.email, "role": role })),
+            )
+            .await;
+        if status != StatusCode::ACCEPTED {
+            return (status, invited);
+        }
+        let (_, me) = self
+            .call(Method::GET, "/v1/me", Some(inviter_token), None)
+            .await;
+        let (status, page) = self
+            .call(Method::GET, "/v1/invitations", Some(&who.access), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let id = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["tenant_id"] == me["tenant_id"]))
+            .and_then(|i| i["id"].as_str())
+            .unwrap_or_else(|| panic!("no invitation for {} in {page}", who.email))
+            .to_owned();
+        self.call(
+            Method::POST,
+            &format!("/v1/invitations/{id}/accept"),
+            Some(&who.access),
+            None,
+        )
+        .await
+    }
+
+    /// The operator's access token (one login per control plane).
+    pub async fn operator_token(&self) -> String {
+        self.operator_access
+            .get_or_init(|| async { self.operator().await.access })
+            .await
+            .clone()
+    }
+
+    /// Enrol `node_id` through the API as the operator: the answer's body
+    /// (`{node_id, credential_id, credential}`).
+    pub async fn enrol(&self, node_id: &str) -> Value {
+        let token = self.operator_token().await;
+        enrol_node(&self.client, &self.url, &token, node_id).await
+    }
+
+    /// The credential of `node_id`, enrolled on first use (the same one
+    /// after: a node presents one credential).
+    pub async fn node_credential(&self, node_id: &str) -> String {
+        let mut issued = self.credentials.lock().await;
+        if let Some(c) = issued.get(node_id) {
+            return c.clone();
+        }
+        let body = self.enrol(node_id).await;
+        let credential = body["credential"].as_str().expect("credential").to_owned();
+        issued.insert(node_id.to_owned(), credential.clone());
+        credential
+    }
+
     /// The database this control plane runs on.
     pub fn dialect(&self) -> Dialect {
         match self.state.db.backend() {
@@ -342,7 +504,8 @@ pub async fn start_node_in_process(
 ) -> delta_node::server::RunningNode {
     let dir = ctl.dir.path().join("node");
     std::fs::create_dir_all(&dir).expect("node dir");
-    std::fs::write(dir.join("token"), NODE_TOKEN).expect("token");
+    write_secret(&dir.join("token"), NODE_API_TOKEN);
+    write_secret(&dir.join("credential"), &ctl.node_credential(node_id).await);
     let config: delta_node::config::NodeConfig = toml::from_str(&format!(
         r#"
 node_id = "{node_id}"
@@ -351,11 +514,12 @@ state_dir = "{state}"
 token_file = "{token}"
 [control_plane]
 url = "{url}"
-token_file = "{token}"
+token_file = "{credential}"
 heartbeat_secs = 1
 {extra}"#,
         state = dir.join("state").display(),
         token = dir.join("token").display(),
+        credential = dir.join("credential").display(),
         url = ctl.url,
     ))
     .expect("node config");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Control, Dialect, NODE_TOKEN, Session};
+use common::{Control, Dialect, Session};
 use delta_control::db::{Backend, now_ms};
 use delta_control::idempotency::{self, Claim};
 use reqwest::header::HeaderMap;
@@ -467,12 +467,13 @@ both!(
 both!(
     node_usage_batches_replay_their_ack,
     |ctl: Control| async move {
+        let cred = ctl.node_credential("node-a").await;
         let batch = json!({ "batch_id": "b-1", "node_id": "node-a", "records": [] });
         let first = send(
             &ctl,
             Method::POST,
             "/v1/nodes/usage",
-            Some(NODE_TOKEN),
+            Some(&cred),
             Some("b-1"),
             Some(batch.clone()),
         )
@@ -483,7 +484,7 @@ both!(
             &ctl,
             Method::POST,
             "/v1/nodes/usage",
-            Some(NODE_TOKEN),
+            Some(&cred),
             Some("b-1"),
             Some(batch),
         )
@@ -491,7 +492,7 @@ both!(
         assert_eq!(again.status, StatusCode::OK);
         assert!(again.replayed());
         assert_eq!(again.text, first.text);
-        // A wrong fleet token is another scope, and refused (not stored).
+        // A wrong node credential is another scope, and refused (not stored).
         let wrong = send(
             &ctl,
             Method::POST,
@@ -577,7 +578,7 @@ async fn deployable(ctl: &Control, node: &SlowNode) -> (Session, Value) {
         .call(
             Method::POST,
             "/v1/nodes/heartbeat",
-            Some(NODE_TOKEN),
+            Some(&ctl.node_credential("slow").await),
             Some(json!({ "node_id": "slow", "url": node.url, "capacity": 4, "load": 0 })),
         )
         .await;
@@ -874,7 +875,7 @@ both!(
             .await
             .expect("request");
         assert_eq!(huge.status(), StatusCode::UNAUTHORIZED);
-        // A wrong fleet token on a node route likewise.
+        // A session on a node route likewise.
         let node = send(
             &ctl,
             Method::POST,

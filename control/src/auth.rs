@@ -52,6 +52,8 @@ pub const SCOPES: &[&str] = &[
     "templates:read",
     "templates:write",
     "usage:read",
+    "bounties:read",
+    "bounties:write",
     "tenant:admin",
 ];
 

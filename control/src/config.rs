@@ -138,6 +138,12 @@ pub struct ControlConfig {
     pub rate_limit: RateLimitConfig,
     /// Limits of the anonymous routes (see `guard`).
     pub auth_limits: AuthLimitsConfig,
+    /// The platform's fee on a bounty's payout, in basis points of the
+    /// reward (default 1500: 15 %), booked to the currency's `platform`
+    /// account; at most 10,000.
+    pub bounty_fee_bps: u32,
+    /// Largest bounty submission payload, bytes of its JSON (default 64 KiB).
+    pub max_submission_bytes: u64,
 }
 
 /// Limits of login, registration and refresh, checked before any password
@@ -227,6 +233,8 @@ impl Default for ControlConfig {
             redis_url: None,
             rate_limit: RateLimitConfig::default(),
             auth_limits: AuthLimitsConfig::default(),
+            bounty_fee_bps: 1_500,
+            max_submission_bytes: 64 << 10,
         }
     }
 }
@@ -309,6 +317,12 @@ impl ControlConfig {
             return Err(ConfigError::Invalid(
                 "session_max_secs must be at least 1".to_owned(),
             ));
+        }
+        if self.bounty_fee_bps > 10_000 {
+            return Err(ConfigError::Invalid(format!(
+                "bounty_fee_bps must be at most 10000 (100 %), not {}",
+                self.bounty_fee_bps
+            )));
         }
         if self.max_tenants_per_user == 0 {
             return Err(ConfigError::Invalid(

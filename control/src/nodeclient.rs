@@ -427,8 +427,12 @@ impl<'a> NodeClient<'a> {
         let http = self
             .request(reqwest::Method::POST, node, "/v1/verifications")
             .json(req);
-        self.json("verify", http, Some(run_timeout.saturating_add(WAIT_MARGIN)))
-            .await
+        self.json(
+            "verify",
+            http,
+            Some(run_timeout.saturating_add(WAIT_MARGIN)),
+        )
+        .await
     }
 
     /// `GET /v1/runs/{id}`.

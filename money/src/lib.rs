@@ -433,7 +433,9 @@ pub fn apply(
         }
         TransferKind::PostPending { pending_id } | TransferKind::VoidPending { pending_id } => {
             let p = pending
-                .filter(|p| p.transfer.kind == TransferKind::Pending && &p.transfer.id == pending_id)
+                .filter(|p| {
+                    p.transfer.kind == TransferKind::Pending && &p.transfer.id == pending_id
+                })
                 .ok_or_else(|| TransferError::PendingNotFound(pending_id.clone()))?;
             match p.state {
                 PendingState::Pending => {}
@@ -463,8 +465,14 @@ pub fn apply(
                 });
             }
             let reserved = p.transfer.amount;
-            d.debits_pending = d.debits_pending.checked_sub(reserved).ok_or_else(overflow)?;
-            c.credits_pending = c.credits_pending.checked_sub(reserved).ok_or_else(overflow)?;
+            d.debits_pending = d
+                .debits_pending
+                .checked_sub(reserved)
+                .ok_or_else(overflow)?;
+            c.credits_pending = c
+                .credits_pending
+                .checked_sub(reserved)
+                .ok_or_else(overflow)?;
             if posting {
                 d.debits_posted = add(d.debits_posted, t.amount).ok_or_else(overflow)?;
                 c.credits_posted = add(c.credits_posted, t.amount).ok_or_else(overflow)?;

@@ -70,8 +70,14 @@ fn top_up_then_spend_and_the_sum_stays_zero() {
 #[test]
 fn an_overdraft_is_refused_and_changes_nothing() {
     let mut l = ledger();
-    l.transfer(&t("top", "external", "alice", 100, TransferKind::SinglePhase))
-        .expect("top-up");
+    l.transfer(&t(
+        "top",
+        "external",
+        "alice",
+        100,
+        TransferKind::SinglePhase,
+    ))
+    .expect("top-up");
     let before = l.clone().accounts().cloned().collect::<Vec<_>>();
     let err = l.transfer(&t("big", "alice", "bob", 101, TransferKind::SinglePhase));
     assert_eq!(
@@ -114,8 +120,14 @@ fn same_id_same_fields_is_a_retry_different_fields_an_error() {
 #[test]
 fn a_pending_transfer_is_posted_or_voided_exactly_once() {
     let mut l = ledger();
-    l.transfer(&t("top", "external", "alice", 100, TransferKind::SinglePhase))
-        .expect("top-up");
+    l.transfer(&t(
+        "top",
+        "external",
+        "alice",
+        100,
+        TransferKind::SinglePhase,
+    ))
+    .expect("top-up");
     l.transfer(&t("hold", "alice", "escrow", 80, TransferKind::Pending))
         .expect("hold");
     assert_eq!(bal(&l, "escrow"), 0, "reserved, not moved");
@@ -209,8 +221,14 @@ fn malformed_transfers_are_refused() {
         )),
         Err(TransferError::Overflow)
     );
-    l.transfer(&t("a", "external", "alice", MAX_STORED, TransferKind::SinglePhase))
-        .expect("the largest amount");
+    l.transfer(&t(
+        "a",
+        "external",
+        "alice",
+        MAX_STORED,
+        TransferKind::SinglePhase,
+    ))
+    .expect("the largest amount");
     assert_eq!(
         l.transfer(&t("b", "external", "alice", 1, TransferKind::SinglePhase)),
         Err(TransferError::Overflow)
@@ -310,7 +328,13 @@ fn random_operation_sequences_keep_the_invariants() {
             let amount = 1 + rng.below(if rng.below(4) == 0 { 10_000 } else { 200 });
             let id = format!("t{step}");
             let transfer = match choice {
-                0 | 1 => t(&id, "external", rng.pick(&names[1..]), amount, TransferKind::SinglePhase),
+                0 | 1 => t(
+                    &id,
+                    "external",
+                    rng.pick(&names[1..]),
+                    amount,
+                    TransferKind::SinglePhase,
+                ),
                 2 | 3 => {
                     let d = *rng.pick(&names);
                     let c = *rng.pick(&names);
@@ -328,9 +352,13 @@ fn random_operation_sequences_keep_the_invariants() {
                         p.amount
                     };
                     let kind = if choice == 6 {
-                        TransferKind::PostPending { pending_id: p.id.clone() }
+                        TransferKind::PostPending {
+                            pending_id: p.id.clone(),
+                        }
                     } else {
-                        TransferKind::VoidPending { pending_id: p.id.clone() }
+                        TransferKind::VoidPending {
+                            pending_id: p.id.clone(),
+                        }
                     };
                     t(&id, &p.debit_account_id, &p.credit_account_id, amt, kind)
                 }
@@ -361,7 +389,10 @@ fn random_operation_sequences_keep_the_invariants() {
                     issued.push(transfer.clone());
                 }
                 Ok(Applied::Existing) => {
-                    assert!(known, "seed {seed} step {step}: unknown id answered as existing");
+                    assert!(
+                        known,
+                        "seed {seed} step {step}: unknown id answered as existing"
+                    );
                     assert_eq!(l.accounts().cloned().collect::<Vec<_>>(), before);
                 }
                 Err(e) => {
@@ -390,7 +421,11 @@ fn random_operation_sequences_keep_the_invariants() {
                 .accounts()
                 .map(|a| i128::from(a.credits_pending) - i128::from(a.debits_pending))
                 .sum();
-            assert_eq!((posted, pending), (0, 0), "seed {seed} step {step}: not conserved");
+            assert_eq!(
+                (posted, pending),
+                (0, 0),
+                "seed {seed} step {step}: not conserved"
+            );
             for a in l.accounts() {
                 if a.flags.debits_must_not_exceed_credits {
                     assert!(

@@ -175,7 +175,10 @@ async fn verify(
     JsonBody(req): JsonBody<delta_node_api::VerificationRequest>,
 ) -> Result<Json<delta_node_api::VerificationResult>, ApiError> {
     record_ids(None, Some(&req.tenant_id), None);
-    crate::verify::verify(&state.node, req).await.api().map(Json)
+    crate::verify::verify(&state.node, req)
+        .await
+        .api()
+        .map(Json)
 }
 
 pub use delta_node_api::TENANT_HEADER;

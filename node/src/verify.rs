@@ -16,7 +16,10 @@ use delta_runtime::{Digest, RunError, World};
 use crate::node::{Node, NodeError, validate_id};
 
 /// Run `req`'s verifier once.
-pub async fn verify(node: &Node, req: VerificationRequest) -> Result<VerificationResult, NodeError> {
+pub async fn verify(
+    node: &Node,
+    req: VerificationRequest,
+) -> Result<VerificationResult, NodeError> {
     if node.is_draining() {
         return Err(NodeError::Draining);
     }

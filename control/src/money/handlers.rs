@@ -246,9 +246,7 @@ pub(super) async fn totals_handler(
     Query(q): Query<TotalsQuery>,
 ) -> Result<Json<Totals>, ApiError> {
     principal.require_operator()?;
-    let (posted, pending) = totals(&state.db, &q.currency)
-        .await
-        .map_err(money_error)?;
+    let (posted, pending) = totals(&state.db, &q.currency).await.map_err(money_error)?;
     Ok(Json(Totals {
         currency: q.currency,
         posted_minor: posted,

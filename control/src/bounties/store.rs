@@ -474,7 +474,12 @@ async fn close(
         let b = get_in(c, id).await?;
         let tenant = actor.map(|a| a.tenant_id).unwrap_or_default();
         if claimed != 1 {
-            return Err(wrong_state(b.as_ref(), tenant, "not_cancellable", "a draft or open"));
+            return Err(wrong_state(
+                b.as_ref(),
+                tenant,
+                "not_cancellable",
+                "a draft or open",
+            ));
         }
         let b = b.ok_or_else(|| ApiError::internal("claimed bounty vanished"))?;
         let funded: Option<String> =
@@ -484,7 +489,9 @@ async fn close(
                 .await
                 .map_err(db_err)?;
         if funded.is_some() {
-            apply_transfers(c, &[settle(&b, false)], now).await.map_err(money)?;
+            apply_transfers(c, &[settle(&b, false)], now)
+                .await
+                .map_err(money)?;
         }
         sqlx::query(
             "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $2 \
@@ -496,8 +503,19 @@ async fn close(
         .execute(&mut *c)
         .await
         .map_err(db_err)?;
-        audit_in(c, &b.tenant_id, actor, if to == "expired" { "bounty_expired" } else { "bounty_cancelled" },
-            json!({ "bounty_id": b.id, "refunded_minor": if funded.is_some() { b.reward_minor } else { 0 } }))
+        let action = if to == "expired" {
+            "bounty_expired"
+        } else {
+            "bounty_cancelled"
+        };
+        let refunded = if funded.is_some() { b.reward_minor } else { 0 };
+        audit_in(
+            c,
+            &b.tenant_id,
+            actor,
+            action,
+            json!({ "bounty_id": b.id, "refunded_minor": refunded }),
+        )
         .await?;
         Ok(b)
     })

@@ -325,13 +325,14 @@ fn random_operation_sequences_keep_the_invariants() {
         let mut settled: BTreeMap<String, PendingState> = BTreeMap::new();
         for step in 0..200 {
             let choice = rng.below(10);
-            let amount = 1 + rng.below(if rng.below(4) == 0 { 10_000 } else { 200 });
+            let span = if rng.below(4) == 0 { 10_000 } else { 200 };
+            let amount = 1 + rng.below(span);
             let id = format!("t{step}");
             let transfer = match choice {
                 0 | 1 => t(
                     &id,
                     "external",
-                    rng.pick(&names[1..]),
+                    *rng.pick(&names[1..]),
                     amount,
                     TransferKind::SinglePhase,
                 ),

@@ -133,12 +133,12 @@ pub(super) fn bounty_from_row(row: &AnyRow) -> Result<Bounty, ApiError> {
         tenant_id: row.try_get("tenant_id").map_err(e)?,
         title: row.try_get("title").map_err(e)?,
         description: row.try_get("description").map_err(e)?,
-        spec: serde_json::from_str(&spec).map_err(e)?,
+        spec: serde_json::from_str(&spec).map_err(ApiError::internal)?,
         reward_minor: row.try_get("reward_minor").map_err(e)?,
         currency: row.try_get("currency").map_err(e)?,
         deadline_ms: row.try_get("deadline_ms").map_err(e)?,
         verifier: row.try_get("verifier").map_err(e)?,
-        verifier_limits: serde_json::from_str(&limits).map_err(e)?,
+        verifier_limits: serde_json::from_str(&limits).map_err(ApiError::internal)?,
         policy: if policy == "auto" {
             Policy::Auto
         } else {
@@ -213,14 +213,14 @@ pub(super) fn submission_from_row(row: &AnyRow) -> Result<Submission, ApiError> 
         tenant_id: row.try_get("tenant_id").map_err(e)?,
         agent_id: row.try_get("agent_id").map_err(e)?,
         sha256: row.try_get("sha256").map_err(e)?,
-        payload: serde_json::from_str(&payload).map_err(e)?,
+        payload: serde_json::from_str(&payload).map_err(ApiError::internal)?,
         status: row.try_get("status").map_err(e)?,
         passed: passed.map(|p| p != 0),
         score_milli: row.try_get("score_milli").map_err(e)?,
         report: report
             .map(|r| serde_json::from_str(&r))
             .transpose()
-            .map_err(e)?,
+            .map_err(ApiError::internal)?,
         attempts: row.try_get("attempts").map_err(e)?,
         created_at_ms: row.try_get("created_at_ms").map_err(e)?,
         updated_at_ms: row.try_get("updated_at_ms").map_err(e)?,

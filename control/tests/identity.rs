@@ -600,6 +600,8 @@ both!(
                 "templates:read",
                 "templates:write",
                 "usage:read",
+                "bounties:read",
+                "bounties:write",
                 "tenant:admin"
             ])
         );

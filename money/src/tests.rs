@@ -329,13 +329,10 @@ fn random_operation_sequences_keep_the_invariants() {
             let amount = 1 + rng.below(span);
             let id = format!("t{step}");
             let transfer = match choice {
-                0 | 1 => t(
-                    &id,
-                    "external",
-                    *rng.pick(&names[1..]),
-                    amount,
-                    TransferKind::SinglePhase,
-                ),
+                0 | 1 => {
+                    let to = *rng.pick(&names[1..]);
+                    t(&id, "external", to, amount, TransferKind::SinglePhase)
+                }
                 2 | 3 => {
                     let d = *rng.pick(&names);
                     let c = *rng.pick(&names);

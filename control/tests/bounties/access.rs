@@ -331,55 +331,83 @@ both!(bad_input_is_refused_with_codes, |ctl: Control| async move {
     m.conserved("the refusals").await;
 });
 
-both!(lists_page_and_mutations_replay_with_an_idempotency_key, |ctl: Control| async move {
-    let m = market(ctl).await;
-    let mut ids = Vec::new();
-    for reward in [100, 200, 300] {
-        ids.push(s(&m.draft(reward, 60_000, json!({})).await["id"]));
-    }
-    // Pages of one, in creation order.
-    let mut seen = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let path = if cursor.is_empty() {
-            "/v1/bounties?limit=1".to_owned()
-        } else {
-            format!("/v1/bounties?limit=1&cursor={cursor}")
-        };
-        let (status, page) = m.call(&m.alice, Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["items"].as_array().expect("items").iter().map(|b| s(&b["id"])));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = c.to_owned(),
-            None => break,
+both!(
+    lists_page_and_mutations_replay_with_an_idempotency_key,
+    |ctl: Control| async move {
+        let m = market(ctl).await;
+        let mut ids = Vec::new();
+        for reward in [100, 200, 300] {
+            ids.push(s(&m.draft(reward, 60_000, json!({})).await["id"]));
         }
-    }
-    assert_eq!(seen, ids);
-    let (status, _) = m.call(&m.alice, Method::GET, "/v1/bounties?status=funded", None).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (_, drafts) = m.call(&m.alice, Method::GET, "/v1/bounties?status=draft&min_reward=200", None).await;
-    assert_eq!(drafts["items"].as_array().map(Vec::len), Some(2), "{drafts}");
+        // Pages of one, in creation order.
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let path = if cursor.is_empty() {
+                "/v1/bounties?limit=1".to_owned()
+            } else {
+                format!("/v1/bounties?limit=1&cursor={cursor}")
+            };
+            let (status, page) = m.call(&m.alice, Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seen.extend(
+                page["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .map(|b| s(&b["id"])),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids);
+        let (status, _) = m
+            .call(&m.alice, Method::GET, "/v1/bounties?status=funded", None)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let (_, drafts) = m
+            .call(
+                &m.alice,
+                Method::GET,
+                "/v1/bounties?status=draft&min_reward=200",
+                None,
+            )
+            .await;
+        assert_eq!(
+            drafts["items"].as_array().map(Vec::len),
+            Some(2),
+            "{drafts}"
+        );
 
-    // A funding retried with its Idempotency-Key is replayed, not refused
-    // (and not escrowed twice).
-    let fund = |key: &'static str| {
-        m.ctl
-            .client
-            .post(m.ctl.url(&format!("/v1/bounties/{}/fund", ids[2])))
-            .bearer_auth(&m.alice.access)
-            .header("idempotency-key", key)
-            .send()
-    };
-    let first = fund("fund-once").await.expect("fund");
-    assert_eq!(first.status(), StatusCode::OK);
-    let again = fund("fund-once").await.expect("fund again");
-    assert_eq!(again.status(), StatusCode::OK);
-    assert_eq!(
-        again.headers().get("idempotency-replayed").and_then(|v| v.to_str().ok()),
-        Some("true")
-    );
-    assert_eq!(account(&m.ctl, &m.alice, "tenant", EUR).await, (FUNDS, FUNDS - 300, 300));
-    let other = fund("another-key").await.expect("fund with another key");
-    assert_eq!(other.status(), StatusCode::CONFLICT);
-    m.conserved("replayed fundings").await;
-});
+        // A funding retried with its Idempotency-Key is replayed, not refused
+        // (and not escrowed twice).
+        let fund = |key: &'static str| {
+            m.ctl
+                .client
+                .post(m.ctl.url(&format!("/v1/bounties/{}/fund", ids[2])))
+                .bearer_auth(&m.alice.access)
+                .header("idempotency-key", key)
+                .send()
+        };
+        let first = fund("fund-once").await.expect("fund");
+        assert_eq!(first.status(), StatusCode::OK);
+        let again = fund("fund-once").await.expect("fund again");
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(
+            again
+                .headers()
+                .get("idempotency-replayed")
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+        assert_eq!(
+            account(&m.ctl, &m.alice, "tenant", EUR).await,
+            (FUNDS, FUNDS - 300, 300)
+        );
+        let other = fund("another-key").await.expect("fund with another key");
+        assert_eq!(other.status(), StatusCode::CONFLICT);
+        m.conserved("replayed fundings").await;
+    }
+);

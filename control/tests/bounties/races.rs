@@ -94,20 +94,30 @@ both!(
     }
 );
 
-both!(concurrent_top_ups_with_one_id_apply_once, |ctl: Control| async move {
-    let op = ctl.operator().await;
-    let dave = ctl.register("dave").await;
-    let body = json!({ "tenant_id": dave.tenant_id, "amount_minor": 700, "currency": "USD",
+both!(
+    concurrent_top_ups_with_one_id_apply_once,
+    |ctl: Control| async move {
+        let op = ctl.operator().await;
+        let dave = ctl.register("dave").await;
+        let body = json!({ "tenant_id": dave.tenant_id, "amount_minor": 700, "currency": "USD",
                        "transfer_id": "wire-2026-001" });
-    let calls = (0..8).map(|_| {
-        ctl.call(Method::POST, "/v1/operator/ledger/topups", Some(&op.access), Some(body.clone()))
-    });
-    let answers = futures_util::future::join_all(calls).await;
-    let created = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
-    let retried = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-    assert_eq!((created, retried), (1, 7), "{answers:?}");
-    // And distinct ids, concurrently, all apply.
-    let calls = (0..8).map(|i| {
+        let calls = (0..8).map(|_| {
+            ctl.call(
+                Method::POST,
+                "/v1/operator/ledger/topups",
+                Some(&op.access),
+                Some(body.clone()),
+            )
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let created = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count();
+        let retried = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+        assert_eq!((created, retried), (1, 7), "{answers:?}");
+        // And distinct ids, concurrently, all apply.
+        let calls = (0..8).map(|i| {
         ctl.call(
             Method::POST,
             "/v1/operator/ledger/topups",
@@ -115,9 +125,13 @@ both!(concurrent_top_ups_with_one_id_apply_once, |ctl: Control| async move {
             Some(json!({ "tenant_id": dave.tenant_id, "amount_minor": 100 + i, "currency": "USD" })),
         )
     });
-    for (status, body) in futures_util::future::join_all(calls).await {
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for (status, body) in futures_util::future::join_all(calls).await {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        assert_eq!(
+            account(&ctl, &dave, "tenant", "USD").await.0,
+            700 + 800 + 28
+        );
+        assert_conserved(&ctl, &op, "USD", "concurrent top-ups").await;
     }
-    assert_eq!(account(&ctl, &dave, "tenant", "USD").await.0, 700 + 800 + 28);
-    assert_conserved(&ctl, &op, "USD", "concurrent top-ups").await;
-});
+);

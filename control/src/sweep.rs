@@ -89,7 +89,7 @@ pub struct SweepReport {
     pub retention_deleted: u64,
     /// Open bounties past their deadline refunded.
     pub bounties_expired: u64,
-    /// Bounty submissions verified after waiting for a node.
+    /// Bounty submissions waiting for a node handed to a retry pass.
     pub verifications_retried: u64,
 }
 

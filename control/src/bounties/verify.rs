@@ -176,19 +176,33 @@ pub async fn verify_submission(
     Ok(found)
 }
 
-/// The sweep's step: retry submissions no node could verify yet; how many
-/// got a result.
+/// One retry pass at a time in this process: a pass calls nodes and may
+/// wait for a verifier's deadline, so it runs beside the sweep rather than
+/// in it (lease expiry must not wait for a slow verifier).
+static RETRYING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The sweep's step: start retrying the submissions no node could verify
+/// yet, unless a pass is still running; how many were handed to it. A
+/// verification stores its result only on a submission still pending, so
+/// passes on two replicas at once cost work, never correctness.
 pub async fn retry_pending(state: &AppState, now: i64) -> Result<u64, sqlx::Error> {
+    let Ok(turn) = RETRYING.try_lock() else {
+        return Ok(0);
+    };
     let ids = super::store::pending_verifications(&state.db, now, RETRY_MS).await?;
-    let mut done = 0;
-    for id in ids {
-        match verify_submission(state, &id).await {
-            Ok(Verification::Unavailable(_)) => {}
-            Ok(_) => done += 1,
-            Err(e) => tracing::warn!(submission = %id, code = e.code, "retrying a verification"),
-        }
+    let handed = ids.len() as u64;
+    if handed > 0 {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _turn = turn;
+            for id in ids {
+                if let Err(e) = verify_submission(&state, &id).await {
+                    tracing::warn!(submission = %id, code = e.code, "retrying a verification");
+                }
+            }
+        });
     }
-    Ok(done)
+    Ok(handed)
 }
 
 #[cfg(test)]

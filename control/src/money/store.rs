@@ -244,6 +244,9 @@ pub async fn apply_transfers(
     transfers: &[Transfer],
     now: i64,
 ) -> Result<Vec<Applied>, MoneyError> {
+    if transfers.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<&str> = transfers
         .iter()
         .flat_map(|t| [t.debit_account_id.as_str(), t.credit_account_id.as_str()])

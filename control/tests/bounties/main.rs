@@ -416,5 +416,25 @@ both!(
         assert!(again["attempts"].as_i64() >= Some(2), "{again}");
         assert_eq!(m.bounty(&pending).await["status"], "open");
         m.conserved("waiting for a node").await;
+
+        // A node again: the sweep verifies the waiting submission, and
+        // `auto` approves it.
+        let node = start_node_in_process(&m.ctl, "bounty-node", "").await;
+        let done = eventually("the sweep's retry", Duration::from_secs(30), || async {
+            let (_, sub) = m
+                .call(
+                    &m.bob,
+                    Method::GET,
+                    &format!("/v1/submissions/{}", s(&waiting["id"])),
+                    None,
+                )
+                .await;
+            (sub["status"] != "pending_verification").then_some(sub)
+        })
+        .await;
+        assert_eq!(done["status"], "approved", "{done}");
+        assert_eq!(m.bounty(&pending).await["status"], "completed");
+        m.conserved("a retried verification").await;
+        node.shutdown().await;
     }
 );

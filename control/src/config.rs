@@ -15,6 +15,8 @@
 //! record_retention_secs = 7776000                    # leases, token requests, usage records: 90 days
 //! audit_retention_secs = 31536000                    # message attempts: 365 days
 //! drain_grace_secs = 30                              # SIGTERM: requests in flight get this long
+//! bounty_fee_bps = 1500                              # the platform's fee on bounty payouts: 15 %
+//! max_submission_bytes = 65536                       # largest bounty submission (JSON)
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -382,6 +384,17 @@ mod tests {
         };
         let err = bad.validate().expect_err("not an email");
         assert!(err.to_string().contains("operators"), "{err}");
+    }
+
+    #[test]
+    fn a_bounty_fee_over_100_percent_is_refused() {
+        assert_eq!(ControlConfig::default().bounty_fee_bps, 1_500);
+        let config = ControlConfig {
+            bounty_fee_bps: 10_001,
+            ..ControlConfig::default()
+        };
+        let err = config.validate().expect_err("over 100 %");
+        assert!(err.to_string().contains("bounty_fee_bps"), "{err}");
     }
 
     #[test]

@@ -461,6 +461,75 @@ async fn components_agents_and_runs() {
     }
 }
 
+/// `POST /v1/verifications` runs a `verifier` component once, with the
+/// limits asked (clamped), and answers the runtime's outcome; an agent
+/// component, an unknown one or a document that is not JSON is refused.
+#[tokio::test]
+async fn verifications_run_verifier_components_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(dir.path(), &Setup::default());
+    let verifier = node.upload(guests::JSON_VERIFIER).await;
+    let agent = node.upload(guests::HELLO_AGENT).await;
+    let ask = |component: &str, submission: &str, limits: Value| {
+        json!({ "tenant_id": "t1", "component": component,
+                "spec": r#"{"expected": {"answer": 42}}"#, "submission": submission,
+                "limits": limits })
+    };
+    let (status, pass) = node
+        .json(
+            reqwest::Method::POST,
+            "/v1/verifications",
+            Some(ask(&verifier, r#"{"answer": 42}"#, json!({}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{pass}");
+    assert_eq!(pass["outcome"]["status"], "completed", "{pass}");
+    let verdict: Value =
+        serde_json::from_str(pass["outcome"]["output"].as_str().expect("output")).expect("json");
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert!(pass["fuel_used"].as_u64() > Some(0), "{pass}");
+    let (_, fail) = node
+        .json(
+            reqwest::Method::POST,
+            "/v1/verifications",
+            Some(ask(&verifier, r#"{"answer": 41}"#, json!({}))),
+        )
+        .await;
+    assert!(
+        fail["outcome"]["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("\"passed\":false")),
+        "{fail}"
+    );
+    let (_, starved) = node
+        .json(
+            reqwest::Method::POST,
+            "/v1/verifications",
+            Some(ask(&verifier, r#"{"answer": 42}"#, json!({ "fuel": 1 }))),
+        )
+        .await;
+    assert_eq!(starved["outcome"]["status"], "out-of-fuel", "{starved}");
+    for (body, code) in [
+        (ask(&agent, "{}", json!({})), "invalid_component"),
+        (ask(&"0".repeat(64), "{}", json!({})), "invalid"),
+        (ask(&verifier, "not json", json!({})), "invalid"),
+    ] {
+        let (status, answer) = node
+            .json(reqwest::Method::POST, "/v1/verifications", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["code"], code, "{answer}");
+    }
+    let resp = node
+        .client
+        .post(node.url("/v1/verifications"))
+        .json(&ask(&verifier, "{}", json!({})))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn deployments_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -67,6 +67,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::templates::routes())
         .merge(crate::messages::routes())
         .merge(crate::usage::routes())
+        .merge(crate::money::routes())
+        .merge(crate::bounties::routes())
 }
 
 /// The whole router: API, OpenAPI document, health, metrics, conventions.

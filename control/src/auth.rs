@@ -53,6 +53,8 @@ pub const SCOPES: &[&str] = &[
     "templates:read",
     "templates:write",
     "usage:read",
+    "bounties:read",
+    "bounties:write",
     "tenant:admin",
 ];
 

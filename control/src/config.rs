@@ -16,6 +16,8 @@
 //! record_retention_secs = 7776000                    # leases, token requests, usage records: 90 days
 //! audit_retention_secs = 31536000                    # message attempts: 365 days
 //! drain_grace_secs = 30                              # SIGTERM: requests in flight get this long
+//! bounty_fee_bps = 1500                              # the platform's fee on bounty payouts: 15 %
+//! max_submission_bytes = 65536                       # largest bounty submission (JSON)
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -145,6 +147,12 @@ pub struct ControlConfig {
     pub rate_limit: RateLimitConfig,
     /// Limits of the anonymous routes (see `guard`).
     pub auth_limits: AuthLimitsConfig,
+    /// The platform's fee on a bounty's payout, in basis points of the
+    /// reward (default 1500: 15 %), booked to the currency's `platform`
+    /// account; at most 10,000.
+    pub bounty_fee_bps: u32,
+    /// Largest bounty submission payload, bytes of its JSON (default 64 KiB).
+    pub max_submission_bytes: u64,
 }
 
 /// Limits of login, registration and refresh, checked before any password
@@ -235,6 +243,8 @@ impl Default for ControlConfig {
             redis_url: None,
             rate_limit: RateLimitConfig::default(),
             auth_limits: AuthLimitsConfig::default(),
+            bounty_fee_bps: 1_500,
+            max_submission_bytes: 64 << 10,
         }
     }
 }
@@ -338,6 +348,12 @@ impl ControlConfig {
                 "session_max_secs must be at least 1".to_owned(),
             ));
         }
+        if self.bounty_fee_bps > 10_000 {
+            return Err(ConfigError::Invalid(format!(
+                "bounty_fee_bps must be at most 10000 (100 %), not {}",
+                self.bounty_fee_bps
+            )));
+        }
         if self.max_tenants_per_user == 0 {
             return Err(ConfigError::Invalid(
                 "max_tenants_per_user must be at least 1 (registration makes one)".to_owned(),
@@ -422,6 +438,17 @@ mod tests {
             config.node_api_token_file,
             Some(dir.path().join("node-api-token"))
         );
+    }
+
+    #[test]
+    fn a_bounty_fee_over_100_percent_is_refused() {
+        assert_eq!(ControlConfig::default().bounty_fee_bps, 1_500);
+        let config = ControlConfig {
+            bounty_fee_bps: 10_001,
+            ..ControlConfig::default()
+        };
+        let err = config.validate().expect_err("over 100 %");
+        assert!(err.to_string().contains("bounty_fee_bps"), "{err}");
     }
 
     #[test]

@@ -416,6 +416,25 @@ impl<'a> NodeClient<'a> {
         }
     }
 
+    /// `POST /v1/verifications`: run a verifier once; `run_timeout` is its
+    /// deadline (the call allows it plus [`WAIT_MARGIN`]).
+    pub async fn verify(
+        &self,
+        node: &str,
+        req: &delta_node_api::VerificationRequest,
+        run_timeout: Duration,
+    ) -> Result<delta_node_api::VerificationResult, NodeCallError> {
+        let http = self
+            .request(reqwest::Method::POST, node, "/v1/verifications")
+            .json(req);
+        self.json(
+            "verify",
+            http,
+            Some(run_timeout.saturating_add(WAIT_MARGIN)),
+        )
+        .await
+    }
+
     /// `GET /v1/runs/{id}`.
     pub async fn get_run(&self, node: &str, id: &str) -> Result<RunRecord, NodeCallError> {
         let req = self.request(reqwest::Method::GET, node, &format!("/v1/runs/{id}"));

@@ -12,6 +12,8 @@
 //!   database runs with `secure_delete`, so deleted rows are overwritten in
 //!   the file, not only unlinked, and the WAL is checkpointed and truncated
 //!   after a pass that deleted some;
+//! - open bounties past their deadline are refunded (their escrow voided)
+//!   and submissions no node could verify yet are retried (`bounties`);
 //! - retention: leases that ended, decided token requests, usage records
 //!   and usage batches are deleted after `record_retention_secs`, message
 //!   attempts (recipients included) after `audit_retention_secs`, at most
@@ -85,6 +87,10 @@ pub struct SweepReport {
     pub idempotency_deleted: u64,
     /// Rows past their retention deleted (all tables).
     pub retention_deleted: u64,
+    /// Open bounties past their deadline refunded.
+    pub bounties_expired: u64,
+    /// Bounty submissions waiting for a node handed to a retry pass.
+    pub verifications_retried: u64,
 }
 
 static LOCAL: Mutex<()> = Mutex::const_new(());
@@ -146,6 +152,11 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
         crate::budgets::expire_requests(db, now, secs_ms(config.token_request_ttl_secs)).await,
     );
     let accounts_rolled_over = keep("roll-over", crate::budgets::roll_over_due(db, now).await);
+    let bounties_expired = keep("bounties", crate::bounties::expire_due(db, now).await);
+    let verifications_retried = keep(
+        "verifications",
+        crate::bounties::retry_pending(state, now).await,
+    );
     let retention = config.idempotency_ttl_secs.min(config.run_output_ttl_secs);
     let idempotency_deleted = keep(
         "idempotency",
@@ -188,6 +199,8 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
             accounts_rolled_over,
             idempotency_deleted,
             retention_deleted,
+            bounties_expired,
+            verifications_retried,
         }),
     }
 }

@@ -606,6 +606,8 @@ both!(
                 "templates:read",
                 "templates:write",
                 "usage:read",
+                "bounties:read",
+                "bounties:write",
                 "tenant:admin"
             ])
         );

@@ -345,3 +345,36 @@ mod tests {
         assert!(grants.get("message_templates").is_none(), "{grants}");
     }
 }
+
+/// Body of `POST /v1/verifications`: run a bounty's verifier component
+/// (world `verifier`, uploaded before with `PUT /v1/components/{sha256}`)
+/// once on a submission. The run gets no capability beyond `log`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRequest {
+    /// The tenant the run is charged to (the bounty's owner).
+    pub tenant_id: String,
+    /// The verifier component's sha256 (hex).
+    pub component: String,
+    /// The bounty's specification, a JSON document.
+    pub spec: String,
+    /// The submission, a JSON document.
+    pub submission: String,
+    /// Fuel, memory and deadline; each clamped by the node's maximums.
+    #[serde(default)]
+    pub limits: AgentLimits,
+}
+
+/// Answer of `POST /v1/verifications`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationResult {
+    /// How the run ended, the runtime's outcome (`{"status": "completed",
+    /// "output": "<verdict JSON>"}`, `{"status": "out-of-fuel"}`, ...). The
+    /// caller judges it: anything but a well-formed verdict is a failed
+    /// verification.
+    pub outcome: serde_json::Value,
+    /// Fuel burnt.
+    pub fuel_used: u64,
+    /// Wall time, microseconds.
+    pub wall_time_us: u64,
+}

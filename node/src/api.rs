@@ -97,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agents/{id}/runs", post(create_run))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/logs", get(run_logs))
+        .route("/v1/verifications", post(verify))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(input_limit))
         .layer(RequestBodyLimitLayer::new(input_limit))
@@ -166,6 +167,18 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         state.node.metrics().render(),
     )
         .into_response()
+}
+
+/// Run a bounty's verifier once (see [`crate::verify`]).
+async fn verify(
+    State(state): State<ApiState>,
+    JsonBody(req): JsonBody<delta_node_api::VerificationRequest>,
+) -> Result<Json<delta_node_api::VerificationResult>, ApiError> {
+    record_ids(None, Some(&req.tenant_id), None);
+    crate::verify::verify(&state.node, req)
+        .await
+        .api()
+        .map(Json)
 }
 
 pub use delta_node_api::TENANT_HEADER;

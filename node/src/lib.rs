@@ -23,3 +23,4 @@ pub mod reporter;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod verify;

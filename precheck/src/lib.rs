@@ -166,6 +166,9 @@ pub struct Shape {
     pub largest_function: u64,
     /// Deepest block nesting.
     pub max_nesting: u32,
+    /// The Delta world, once the checks passed (`None` only in a shape
+    /// built before them).
+    pub world: Option<World>,
 }
 
 fn over(what: &'static str, value: u64, limit: u64) -> Result<(), PrecheckError> {
@@ -419,7 +422,7 @@ pub fn precheck(
     }
     // Defined tables and memories are bounded per component by the pool;
     // imported ones are counted in the instance estimate above.
-    check_world(&world_imports, &world_exports)?;
+    shape.world = Some(check_world(&world_imports, &world_exports)?);
     Ok(shape)
 }
 
@@ -453,11 +456,12 @@ pub fn check_import(world: World, name: &str) -> Result<(), PrecheckError> {
     )))
 }
 
-fn check_world(imports: &[String], exports: &[String]) -> Result<(), PrecheckError> {
+fn check_world(imports: &[String], exports: &[String]) -> Result<World, PrecheckError> {
     let world = world_of(exports)?;
     imports
         .iter()
-        .try_for_each(|import| check_import(world, import))
+        .try_for_each(|import| check_import(world, import))?;
+    Ok(world)
 }
 
 fn import_allowed(world: World, name: &str) -> bool {

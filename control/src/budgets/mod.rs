@@ -104,3 +104,6 @@ pub use node_api::{LeaseAsk, LeaseGiveBack, NodeTokenAsk, NodeTokenRequest, Poll
 pub use requests::{decide_request, expire_requests, get_request, request_tokens};
 pub use rollover::roll_over_due;
 pub use views::{agent_budget, user_budget};
+// The money ledger's writers take the same turns as the budgets' (one SQLite
+// writer at a time in this process).
+pub(crate) use store::sqlite_turn;

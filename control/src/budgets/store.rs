@@ -26,7 +26,7 @@ pub(super) fn db_key(db: &Db) -> String {
     db.pool().connect_options().database_url.to_string()
 }
 
-pub(super) fn sqlite_turn(db: &Db) -> Arc<tokio::sync::Mutex<()>> {
+pub(crate) fn sqlite_turn(db: &Db) -> Arc<tokio::sync::Mutex<()>> {
     let key = db_key(db);
     let mut turns = SQLITE_TURNS
         .lock()

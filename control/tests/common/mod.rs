@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use delta_control::app::AppState;
 use delta_control::config::ControlConfig;
 
+pub mod bounties;
+
 /// The binary's script preparer (`delta control` installs the same one).
 #[path = "../../../src/scripts.rs"]
 pub mod scripts;

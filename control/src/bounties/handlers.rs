@@ -1,0 +1,378 @@
+//! The bounties' HTTP API. Business operations (create, fund, cancel,
+//! approve, reject) need the admin role in the bounty's tenant; reading and
+//! submitting, membership. Every route is tenant-scoped: another tenant's
+//! drafts and submissions answer 404.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use delta_http::{ApiError, JsonBody, RequestId};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Principal, Role};
+use crate::db::now_ms;
+use crate::pagination::{Page, PageQuery};
+use crate::state::AppState;
+
+use super::model::*;
+use super::store::{self, Actor, ListFilter};
+use super::verify::verify_submission;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_bounty, list_bounties))
+        .routes(routes!(get_bounty))
+        .routes(routes!(fund_bounty))
+        .routes(routes!(cancel_bounty))
+        .routes(routes!(create_submission, list_submissions))
+        .routes(routes!(get_submission))
+        .routes(routes!(verify_again))
+        .routes(routes!(approve_submission))
+        .routes(routes!(reject_submission))
+}
+
+fn actor<'a>(p: &'a Principal, rid: &'a RequestId) -> Actor<'a> {
+    Actor {
+        tenant_id: &p.tenant_id,
+        user_id: &p.user_id,
+        request_id: &rid.0,
+    }
+}
+
+fn business(p: &Principal) -> Result<(), ApiError> {
+    p.require_role(Role::Admin)?;
+    p.require_scope("bounties:write")
+}
+
+fn reader(p: &Principal) -> Result<(), ApiError> {
+    p.require_role(Role::Member)?;
+    p.require_scope("bounties:read")
+}
+
+/// Create a draft bounty (nothing is escrowed until it is funded).
+#[utoipa::path(
+    post,
+    path = "/v1/bounties",
+    tag = "bounties",
+    request_body = NewBounty,
+    responses(
+        (status = 201, description = "The draft", body = Bounty),
+        (status = 422, description = "`invalid_title`, `invalid_reward`, `invalid_currency`, \
+            `invalid_deadline`, `invalid_spec`, `unknown_verifier` (not an upload of this tenant), \
+            `invalid_verifier` (not a `verifier` component)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_bounty(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    JsonBody(body): JsonBody<NewBounty>,
+) -> Result<Response, ApiError> {
+    business(&principal)?;
+    let b = store::create(&state, actor(&principal, &rid), body, now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(b)).into_response())
+}
+
+/// Filters of `GET /v1/bounties`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BountyQuery {
+    /// Only this status (`draft`, `open`, `completed`, `cancelled`, `expired`).
+    pub status: Option<String>,
+    /// Only rewards of at least this many minor units.
+    pub min_reward: Option<i64>,
+    /// Items per page (1-200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The tenant's own bounties and every funded one, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/bounties",
+    tag = "bounties",
+    params(BountyQuery),
+    responses((status = 200, description = "A page", body = Page<Bounty>)),
+    security(("bearer" = []))
+)]
+async fn list_bounties(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<BountyQuery>,
+) -> Result<Json<Page<Bounty>>, ApiError> {
+    reader(&principal)?;
+    if let Some(s) = &q.status
+        && !["draft", "open", "completed", "cancelled", "expired"].contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status must be draft, open, completed, cancelled or expired",
+        ));
+    }
+    let filter = ListFilter {
+        status: q.status,
+        min_reward: q.min_reward,
+    };
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    store::list(&state.db, &principal.tenant_id, &filter, &page)
+        .await
+        .map(Json)
+}
+
+/// One bounty (another tenant's draft is 404).
+#[utoipa::path(
+    get,
+    path = "/v1/bounties/{id}",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The bounty")),
+    responses(
+        (status = 200, description = "The bounty", body = Bounty),
+        (status = 404, description = "No such bounty visible to this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_bounty(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Bounty>, ApiError> {
+    reader(&principal)?;
+    store::get_visible(&state.db, &principal.tenant_id, &id)
+        .await
+        .map(Json)
+}
+
+/// Fund a draft: the reward moves into escrow (a pending transfer) and the
+/// bounty opens.
+#[utoipa::path(
+    post,
+    path = "/v1/bounties/{id}/fund",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The bounty")),
+    responses(
+        (status = 200, description = "Open", body = Bounty),
+        (status = 404, description = "No such bounty of this tenant"),
+        (status = 409, description = "`insufficient_funds` (nothing changed), `not_draft`, `deadline_passed`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn fund_bounty(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Json<Bounty>, ApiError> {
+    business(&principal)?;
+    store::fund(&state, actor(&principal, &rid), &id, now_ms())
+        .await
+        .map(Json)
+}
+
+/// Cancel before approval: an open bounty's escrow is voided (a full
+/// refund); its submissions are rejected.
+#[utoipa::path(
+    post,
+    path = "/v1/bounties/{id}/cancel",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The bounty")),
+    responses(
+        (status = 200, description = "Cancelled", body = Bounty),
+        (status = 404, description = "No such bounty of this tenant"),
+        (status = 409, description = "`not_cancellable`: completed, cancelled or expired"),
+    ),
+    security(("bearer" = []))
+)]
+async fn cancel_bounty(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Json<Bounty>, ApiError> {
+    business(&principal)?;
+    store::cancel(&state.db, actor(&principal, &rid), &id, now_ms())
+        .await
+        .map(Json)
+}
+
+/// Submit work to another tenant's open bounty with one of the caller's
+/// tenant's agents; it is verified on a node before the answer (if no node
+/// is available it stays `pending_verification`).
+#[utoipa::path(
+    post,
+    path = "/v1/bounties/{id}/submissions",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The bounty")),
+    request_body = NewSubmission,
+    responses(
+        (status = 201, description = "Recorded (and verified, unless pending)", body = Submission),
+        (status = 403, description = "`own_bounty`"),
+        (status = 404, description = "No such bounty visible to this tenant"),
+        (status = 409, description = "`not_open`"),
+        (status = 413, description = "`submission_too_large`"),
+        (status = 422, description = "`unknown_agent`"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_submission(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<NewSubmission>,
+) -> Result<Response, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("bounties:write")?;
+    let s = store::submit(&state, actor(&principal, &rid), &id, &body, now_ms()).await?;
+    verify_submission(&state, &s.id).await?;
+    let s = store::get_submission(&state.db, &principal.tenant_id, &s.id).await?;
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+/// A bounty's submissions: all of them for its business, the caller's
+/// tenant's own for anyone else.
+#[utoipa::path(
+    get,
+    path = "/v1/bounties/{id}/submissions",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The bounty"), PageQuery),
+    responses(
+        (status = 200, description = "A page", body = Page<Submission>),
+        (status = 404, description = "No such bounty visible to this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_submissions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<Submission>>, ApiError> {
+    reader(&principal)?;
+    let b = store::get_visible(&state.db, &principal.tenant_id, &id).await?;
+    store::list_submissions(&state.db, &principal.tenant_id, &b, &page)
+        .await
+        .map(Json)
+}
+
+/// One submission (its submitter's tenant or the bounty's business).
+#[utoipa::path(
+    get,
+    path = "/v1/submissions/{id}",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The submission")),
+    responses(
+        (status = 200, description = "The submission", body = Submission),
+        (status = 404, description = "No such submission visible to this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_submission(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Submission>, ApiError> {
+    reader(&principal)?;
+    store::get_submission(&state.db, &principal.tenant_id, &id)
+        .await
+        .map(Json)
+}
+
+/// Verify a `pending_verification` submission now (no node was available
+/// before); any other submission is answered as it is.
+#[utoipa::path(
+    post,
+    path = "/v1/submissions/{id}/verify",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The submission")),
+    responses(
+        (status = 200, description = "The submission after the attempt", body = Submission),
+        (status = 404, description = "No such submission visible to this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn verify_again(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Submission>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("bounties:write")?;
+    store::get_submission(&state.db, &principal.tenant_id, &id).await?;
+    verify_submission(&state, &id).await?;
+    store::get_submission(&state.db, &principal.tenant_id, &id)
+        .await
+        .map(Json)
+}
+
+/// Approve a verified, passing submission: the escrow is posted, the
+/// submitter's tenant paid the reward minus the platform fee
+/// (`bounty_fee_bps`), the fee booked, the bounty completed and the other
+/// submissions rejected. Exactly once: a second approval, or one racing a
+/// cancellation or the deadline, is refused.
+#[utoipa::path(
+    post,
+    path = "/v1/submissions/{id}/approve",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The submission")),
+    responses(
+        (status = 200, description = "The completed bounty", body = Bounty),
+        (status = 403, description = "The submitter cannot approve"),
+        (status = 404, description = "No such submission visible to this tenant"),
+        (status = 409, description = "`not_open` (completed, cancelled, expired), `deadline_passed`, \
+            `not_approvable` (not verified or its verdict failed)"),
+    ),
+    security(("bearer" = []))
+)]
+async fn approve_submission(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Json<Bounty>, ApiError> {
+    business(&principal)?;
+    store::approve(
+        &state.db,
+        Some(actor(&principal, &rid)),
+        &id,
+        state.config.bounty_fee_bps,
+        now_ms(),
+    )
+    .await
+    .map(Json)
+}
+
+/// Reject a submission; the bounty stays open.
+#[utoipa::path(
+    post,
+    path = "/v1/submissions/{id}/reject",
+    tag = "bounties",
+    params(("id" = String, Path, description = "The submission")),
+    responses(
+        (status = 200, description = "Rejected", body = Submission),
+        (status = 403, description = "The submitter cannot reject"),
+        (status = 404, description = "No such submission visible to this tenant"),
+        (status = 409, description = "`not_rejectable`: approved or rejected already"),
+    ),
+    security(("bearer" = []))
+)]
+async fn reject_submission(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Json<Submission>, ApiError> {
+    business(&principal)?;
+    store::reject(&state.db, actor(&principal, &rid), &id, now_ms()).await?;
+    store::get_submission(&state.db, &principal.tenant_id, &id)
+        .await
+        .map(Json)
+}

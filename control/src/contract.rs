@@ -124,11 +124,12 @@ fn complete(op: &mut Operation, mutating: bool, has_path_params: bool) {
             "The body's Content-Type is not one this operation takes (`unsupported_media_type`)",
         ));
     }
-    if json_body || mutating {
+    if json_body || mutating || has_query {
         shared.push((
             "422",
-            "The body is JSON of the wrong shape or values (`invalid`), or an \
-             Idempotency-Key reused for another request (`idempotency_key_reused`)",
+            "The body is JSON of the wrong shape or values, or a query value outside \
+             its documented range or pattern (`invalid`), or an Idempotency-Key \
+             reused for another request (`idempotency_key_reused`)",
         ));
     }
     if mutating {
@@ -197,6 +198,13 @@ mod tests {
         constrain(&mut openapi, &["free", "team"], crate::auth::SCOPES);
         let json = serde_json::to_value(&openapi).expect("json");
         let schemas = &json["components"]["schemas"];
+        for schema in ["RegisterRequest", "AddMemberRequest"] {
+            assert_eq!(
+                schemas[schema]["properties"]["email"]["pattern"],
+                crate::identity::EMAIL_PATTERN,
+                "{schema}'s email pattern is not the one normalise_email follows"
+            );
+        }
         assert_eq!(
             schemas["SetTier"]["properties"]["tier"]["enum"],
             serde_json::json!(["free", "team"])

@@ -36,10 +36,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct Enrolment {
     /// The node's id (`node_id` in its configuration).
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub node_id: String,
     /// Where the control plane reaches it (default: what its first
-    /// heartbeat says).
+    /// heartbeat says): http(s), a host name or IPv4 address, no
+    /// credentials; plain http only to loopback unless the operator allows it.
     #[serde(default)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[0-9]{1,4})?(/[!-~]*)?$"
+    )]
     pub url: Option<String>,
 }
 
@@ -81,7 +87,9 @@ pub struct CredentialInfo {
 pub struct Rotation {
     /// Retire the node's other credentials this many seconds from now (0:
     /// at once; absent: they keep working until revoked).
+    /// At most 10 years.
     #[serde(default)]
+    #[schema(maximum = 315_360_000)]
     pub retire_others_after_secs: Option<u64>,
 }
 
@@ -200,6 +208,10 @@ async fn enrol(
         .into_response())
 }
 
+/// Longest delay before the other credentials retire (10 years): longer is
+/// a mistake, and never retiring is saying nothing.
+const MAX_RETIRE_SECS: u64 = 315_360_000;
+
 /// Issue another credential for an enrolled node (rotation without
 /// downtime: the others keep working until `retire_others_after_secs`, if
 /// given, or until revoked).
@@ -227,6 +239,14 @@ async fn rotate(
     principal.require_scope("agents:write")?;
     if !node_exists(&state.db, &node_id).await? {
         return Err(ApiError::not_found("node"));
+    }
+    if rotation
+        .retire_others_after_secs
+        .is_some_and(|secs| secs > MAX_RETIRE_SECS)
+    {
+        return Err(ApiError::invalid(format!(
+            "retire_others_after_secs must be at most {MAX_RETIRE_SECS} (10 years)"
+        )));
     }
     let now = now_ms();
     let retire_at = rotation.retire_others_after_secs.map(|secs| {

@@ -35,7 +35,7 @@ pub struct PageQuery {
 /// A limit outside 1..=MAX_LIMIT is refused rather than clamped, so that a
 /// client learns its page is not the size it asked for (and the document's
 /// range is the truth).
-fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+pub fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let limit = Option::<u32>::deserialize(d)?;
     match limit {
         Some(n) if !(1..=MAX_LIMIT).contains(&n) => Err(serde::de::Error::custom(format!(

@@ -84,12 +84,16 @@ async fn create_bounty(
 #[into_params(parameter_in = Query)]
 pub struct BountyQuery {
     /// Only this status (`draft`, `open`, `completed`, `cancelled`, `expired`).
+    #[param(pattern = "^(draft|open|completed|cancelled|expired)$")]
     pub status: Option<String>,
     /// Only rewards of at least this many minor units.
     pub min_reward: Option<i64>,
-    /// Items per page (1-200, default 50).
+    /// Items per page (1-200, default 50); outside that range is a 400.
+    #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "crate::pagination::page_limit")]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, as given.
+    #[param(pattern = r"^[0-9]{1,18}\.[A-Za-z0-9_.:-]{1,200}$")]
     pub cursor: Option<String>,
 }
 

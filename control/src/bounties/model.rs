@@ -66,14 +66,17 @@ pub struct NewBounty {
     #[schema(value_type = Object)]
     pub spec: Value,
     /// The reward in minor units (> 0).
+    #[schema(minimum = 1)]
     pub reward_minor: i64,
     /// ISO 4217 code, e.g. `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// Milliseconds since the epoch, in the future: unapproved at this
     /// time, the escrow is refunded.
     pub deadline_ms: i64,
     /// sha256 of an uploaded component of the tenant whose world is
     /// `verifier`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub verifier: String,
     /// The verifier's limits.
     #[serde(default)]

@@ -332,8 +332,9 @@ pub(super) async fn set_agent_budget(
 pub struct NewTokenRequest {
     /// Tokens asked for (1 to the main agent's `max_request`).
     pub amount: u64,
-    /// Why (at most 1,000 bytes).
+    /// Why (at most 1,000 characters; no control characters but newlines).
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$")]
     pub reason: String,
 }
 

@@ -43,9 +43,10 @@ pub async fn request_tokens(
     reason: &str,
     now: i64,
 ) -> Result<TokenRequest, BudgetError> {
-    if reason.len() > MAX_REASON || reason.chars().any(|c| c.is_control() && c != '\n') {
+    // Characters, not bytes: the document's maxLength counts characters.
+    if reason.chars().count() > MAX_REASON || reason.chars().any(|c| c.is_control() && c != '\n') {
         return Err(BudgetError::Invalid(format!(
-            "reason must be at most {MAX_REASON} bytes without control characters"
+            "reason must be at most {MAX_REASON} characters without control characters"
         )));
     }
     let bot = load_account(db, agent_id)

@@ -54,8 +54,10 @@ pub struct TopUp {
     /// The tenant credited.
     pub tenant_id: String,
     /// Minor units (> 0).
+    #[schema(minimum = 1)]
     pub amount_minor: i64,
     /// ISO 4217 code, e.g. `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// The transfer's id, chosen by the caller: a retry with the same id
     /// and fields is answered as the first; default: a new id.

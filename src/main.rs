@@ -89,6 +89,10 @@ enum Command {
         #[command(subcommand)]
         command: nodes_cmd::NodesCommand,
     },
+    /// Print the control plane's OpenAPI document, as `/v1/openapi.json`
+    /// serves it with the default configuration (the clients in clients/
+    /// are generated from it).
+    Openapi,
     /// Internal: compile a component under rlimits (used by the runtime).
     #[command(hide = true, disable_help_flag = true)]
     CompileWorker {
@@ -125,6 +129,12 @@ fn main() -> ExitCode {
         Command::Nodes { api, command } => {
             interactive(async { nodes_cmd::nodes(api, command).await.map(|()| exit::SUCCESS) })
         }
+        Command::Openapi => interactive(async {
+            let document =
+                delta_control::app::openapi(&delta_control::config::ControlConfig::default());
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(exit::SUCCESS)
+        }),
     }
 }
 

@@ -20,6 +20,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::config::ControlConfig;
+
 pub use crate::state::AppState;
 
 /// The OpenAPI document's frame; paths come from the routers.
@@ -71,13 +73,26 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::bounties::routes())
 }
 
-/// The whole router: API, OpenAPI document, health, metrics, conventions.
-pub fn router(state: AppState) -> Router {
+/// The API's routes and their finished OpenAPI document under `config`
+/// (its tiers are part of the document).
+fn api_and_document(config: &ControlConfig) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (api, mut openapi) = api_routes().split_for_parts();
     crate::idempotency::document(&mut openapi);
     crate::contract::document(&mut openapi);
-    let tiers: Vec<&str> = state.config.tiers.keys().map(String::as_str).collect();
+    let tiers: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
     crate::contract::constrain(&mut openapi, &tiers, crate::auth::SCOPES);
+    (api, openapi)
+}
+
+/// The OpenAPI document `/v1/openapi.json` serves under `config` (`delta
+/// openapi` prints it; the clients are generated from it).
+pub fn openapi(config: &ControlConfig) -> utoipa::openapi::OpenApi {
+    api_and_document(config).1
+}
+
+/// The whole router: API, OpenAPI document, health, metrics, conventions.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_and_document(&state.config);
     let served = crate::idempotency::Served::from_openapi(&openapi);
     let openapi = Arc::new(openapi);
     let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);

@@ -1,0 +1,251 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ...client import AuthenticatedClient, Client
+from ...types import Response, UNSET
+from ... import errors
+
+from ...models.error import Error
+from ...models.set_tier import SetTier
+from ...models.user_budget import UserBudget
+from ...types import Unset
+
+
+def _get_kwargs(
+    user_id: str,
+    *,
+    body: SetTier,
+    idempotency_key: str | Unset = UNSET,
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(idempotency_key, Unset):
+        headers["Idempotency-Key"] = idempotency_key
+
+    _kwargs: dict[str, Any] = {
+        "method": "put",
+        "url": "/v1/budget/users/{user_id}".format(
+            user_id=quote(str(user_id), safe=""),
+        ),
+    }
+
+    _kwargs["json"] = body.to_dict()
+
+    headers["Content-Type"] = "application/json"
+
+    _kwargs["headers"] = headers
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Error | UserBudget | None:
+    if response.status_code == 200:
+        response_200 = UserBudget.from_dict(response.json())
+
+        return response_200
+
+    if response.status_code == 400:
+        response_400 = Error.from_dict(response.json())
+
+        return response_400
+
+    if response.status_code == 401:
+        response_401 = Error.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 403:
+        response_403 = Error.from_dict(response.json())
+
+        return response_403
+
+    if response.status_code == 404:
+        response_404 = Error.from_dict(response.json())
+
+        return response_404
+
+    if response.status_code == 409:
+        response_409 = Error.from_dict(response.json())
+
+        return response_409
+
+    if response.status_code == 413:
+        response_413 = Error.from_dict(response.json())
+
+        return response_413
+
+    if response.status_code == 415:
+        response_415 = Error.from_dict(response.json())
+
+        return response_415
+
+    if response.status_code == 422:
+        response_422 = Error.from_dict(response.json())
+
+        return response_422
+
+    if response.status_code == 429:
+        response_429 = Error.from_dict(response.json())
+
+        return response_429
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Error | UserBudget]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    user_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: SetTier,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | UserBudget]:
+    """Change a user's tier in a tenant (platform operators only: a tenant
+    admin could otherwise grant themselves any allocation): the pool grows
+    or shrinks by the difference; refused (409 `below_allocated`) below
+    what is allocated.
+
+    Args:
+        user_id (str):
+        idempotency_key (str | Unset):
+        body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | UserBudget]
+    """
+
+    kwargs = _get_kwargs(
+        user_id=user_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    user_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: SetTier,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | UserBudget | None:
+    """Change a user's tier in a tenant (platform operators only: a tenant
+    admin could otherwise grant themselves any allocation): the pool grows
+    or shrinks by the difference; refused (409 `below_allocated`) below
+    what is allocated.
+
+    Args:
+        user_id (str):
+        idempotency_key (str | Unset):
+        body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | UserBudget
+    """
+
+    return sync_detailed(
+        user_id=user_id,
+        client=client,
+        body=body,
+        idempotency_key=idempotency_key,
+    ).parsed
+
+
+async def asyncio_detailed(
+    user_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: SetTier,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | UserBudget]:
+    """Change a user's tier in a tenant (platform operators only: a tenant
+    admin could otherwise grant themselves any allocation): the pool grows
+    or shrinks by the difference; refused (409 `below_allocated`) below
+    what is allocated.
+
+    Args:
+        user_id (str):
+        idempotency_key (str | Unset):
+        body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | UserBudget]
+    """
+
+    kwargs = _get_kwargs(
+        user_id=user_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    user_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: SetTier,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | UserBudget | None:
+    """Change a user's tier in a tenant (platform operators only: a tenant
+    admin could otherwise grant themselves any allocation): the pool grows
+    or shrinks by the difference; refused (409 `below_allocated`) below
+    what is allocated.
+
+    Args:
+        user_id (str):
+        idempotency_key (str | Unset):
+        body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | UserBudget
+    """
+
+    return (
+        await asyncio_detailed(
+            user_id=user_id,
+            client=client,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+    ).parsed

@@ -1,0 +1,247 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ...client import AuthenticatedClient, Client
+from ...types import Response, UNSET
+from ... import errors
+
+from ...models.error import Error
+from ...models.issued_credential import IssuedCredential
+from ...models.rotation import Rotation
+from ...types import Unset
+
+
+def _get_kwargs(
+    node_id: str,
+    *,
+    body: Rotation,
+    idempotency_key: str | Unset = UNSET,
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(idempotency_key, Unset):
+        headers["Idempotency-Key"] = idempotency_key
+
+    _kwargs: dict[str, Any] = {
+        "method": "post",
+        "url": "/v1/operator/nodes/{node_id}/credentials".format(
+            node_id=quote(str(node_id), safe=""),
+        ),
+    }
+
+    _kwargs["json"] = body.to_dict()
+
+    headers["Content-Type"] = "application/json"
+
+    _kwargs["headers"] = headers
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Error | IssuedCredential | None:
+    if response.status_code == 201:
+        response_201 = IssuedCredential.from_dict(response.json())
+
+        return response_201
+
+    if response.status_code == 400:
+        response_400 = Error.from_dict(response.json())
+
+        return response_400
+
+    if response.status_code == 401:
+        response_401 = Error.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 403:
+        response_403 = Error.from_dict(response.json())
+
+        return response_403
+
+    if response.status_code == 404:
+        response_404 = Error.from_dict(response.json())
+
+        return response_404
+
+    if response.status_code == 409:
+        response_409 = Error.from_dict(response.json())
+
+        return response_409
+
+    if response.status_code == 413:
+        response_413 = Error.from_dict(response.json())
+
+        return response_413
+
+    if response.status_code == 415:
+        response_415 = Error.from_dict(response.json())
+
+        return response_415
+
+    if response.status_code == 422:
+        response_422 = Error.from_dict(response.json())
+
+        return response_422
+
+    if response.status_code == 429:
+        response_429 = Error.from_dict(response.json())
+
+        return response_429
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Error | IssuedCredential]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    node_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: Rotation,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | IssuedCredential]:
+    """Issue another credential for an enrolled node (rotation without
+    downtime: the others keep working until `retire_others_after_secs`, if
+    given, or until revoked).
+
+    Args:
+        node_id (str):
+        idempotency_key (str | Unset):
+        body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | IssuedCredential]
+    """
+
+    kwargs = _get_kwargs(
+        node_id=node_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    node_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: Rotation,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | IssuedCredential | None:
+    """Issue another credential for an enrolled node (rotation without
+    downtime: the others keep working until `retire_others_after_secs`, if
+    given, or until revoked).
+
+    Args:
+        node_id (str):
+        idempotency_key (str | Unset):
+        body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | IssuedCredential
+    """
+
+    return sync_detailed(
+        node_id=node_id,
+        client=client,
+        body=body,
+        idempotency_key=idempotency_key,
+    ).parsed
+
+
+async def asyncio_detailed(
+    node_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: Rotation,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | IssuedCredential]:
+    """Issue another credential for an enrolled node (rotation without
+    downtime: the others keep working until `retire_others_after_secs`, if
+    given, or until revoked).
+
+    Args:
+        node_id (str):
+        idempotency_key (str | Unset):
+        body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | IssuedCredential]
+    """
+
+    kwargs = _get_kwargs(
+        node_id=node_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    node_id: str,
+    *,
+    client: AuthenticatedClient,
+    body: Rotation,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | IssuedCredential | None:
+    """Issue another credential for an enrolled node (rotation without
+    downtime: the others keep working until `retire_others_after_secs`, if
+    given, or until revoked).
+
+    Args:
+        node_id (str):
+        idempotency_key (str | Unset):
+        body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | IssuedCredential
+    """
+
+    return (
+        await asyncio_detailed(
+            node_id=node_id,
+            client=client,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+    ).parsed

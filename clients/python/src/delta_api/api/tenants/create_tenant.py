@@ -1,0 +1,238 @@
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from ...client import AuthenticatedClient, Client
+from ...types import Response, UNSET
+from ... import errors
+
+from ...models.create_tenant_request import CreateTenantRequest
+from ...models.error import Error
+from ...models.tenant_view import TenantView
+from ...types import Unset
+
+
+def _get_kwargs(
+    *,
+    body: CreateTenantRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(idempotency_key, Unset):
+        headers["Idempotency-Key"] = idempotency_key
+
+    _kwargs: dict[str, Any] = {
+        "method": "post",
+        "url": "/v1/tenants",
+    }
+
+    _kwargs["json"] = body.to_dict()
+
+    headers["Content-Type"] = "application/json"
+
+    _kwargs["headers"] = headers
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Error | TenantView | None:
+    if response.status_code == 201:
+        response_201 = TenantView.from_dict(response.json())
+
+        return response_201
+
+    if response.status_code == 400:
+        response_400 = Error.from_dict(response.json())
+
+        return response_400
+
+    if response.status_code == 401:
+        response_401 = Error.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 403:
+        response_403 = Error.from_dict(response.json())
+
+        return response_403
+
+    if response.status_code == 409:
+        response_409 = Error.from_dict(response.json())
+
+        return response_409
+
+    if response.status_code == 413:
+        response_413 = Error.from_dict(response.json())
+
+        return response_413
+
+    if response.status_code == 415:
+        response_415 = Error.from_dict(response.json())
+
+        return response_415
+
+    if response.status_code == 422:
+        response_422 = Error.from_dict(response.json())
+
+        return response_422
+
+    if response.status_code == 429:
+        response_429 = Error.from_dict(response.json())
+
+        return response_429
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Error | TenantView]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    *,
+    client: AuthenticatedClient,
+    body: CreateTenantRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | TenantView]:
+    """Create a tenant; the caller becomes its owner. A user owns at most
+    `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
+    their budget there comes out of their one tier (see `budgets`).
+
+     The caller's credential stays in its tenant: log in with `tenant_id` to
+    work in the new one.
+
+    Args:
+        idempotency_key (str | Unset):
+        body (CreateTenantRequest): `POST /v1/tenants`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | TenantView]
+    """
+
+    kwargs = _get_kwargs(
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    *,
+    client: AuthenticatedClient,
+    body: CreateTenantRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | TenantView | None:
+    """Create a tenant; the caller becomes its owner. A user owns at most
+    `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
+    their budget there comes out of their one tier (see `budgets`).
+
+     The caller's credential stays in its tenant: log in with `tenant_id` to
+    work in the new one.
+
+    Args:
+        idempotency_key (str | Unset):
+        body (CreateTenantRequest): `POST /v1/tenants`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | TenantView
+    """
+
+    return sync_detailed(
+        client=client,
+        body=body,
+        idempotency_key=idempotency_key,
+    ).parsed
+
+
+async def asyncio_detailed(
+    *,
+    client: AuthenticatedClient,
+    body: CreateTenantRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Response[Error | TenantView]:
+    """Create a tenant; the caller becomes its owner. A user owns at most
+    `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
+    their budget there comes out of their one tier (see `budgets`).
+
+     The caller's credential stays in its tenant: log in with `tenant_id` to
+    work in the new one.
+
+    Args:
+        idempotency_key (str | Unset):
+        body (CreateTenantRequest): `POST /v1/tenants`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | TenantView]
+    """
+
+    kwargs = _get_kwargs(
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    *,
+    client: AuthenticatedClient,
+    body: CreateTenantRequest,
+    idempotency_key: str | Unset = UNSET,
+) -> Error | TenantView | None:
+    """Create a tenant; the caller becomes its owner. A user owns at most
+    `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
+    their budget there comes out of their one tier (see `budgets`).
+
+     The caller's credential stays in its tenant: log in with `tenant_id` to
+    work in the new one.
+
+    Args:
+        idempotency_key (str | Unset):
+        body (CreateTenantRequest): `POST /v1/tenants`.
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | TenantView
+    """
+
+    return (
+        await asyncio_detailed(
+            client=client,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+    ).parsed

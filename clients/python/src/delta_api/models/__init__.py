@@ -1,0 +1,267 @@
+"""Contains all the data models used in inputs/outputs"""
+
+from .account_view import AccountView
+from .accounts import Accounts
+from .add_member_request import AddMemberRequest
+from .agent import Agent
+from .agent_budget import AgentBudget
+from .agent_grants import AgentGrants
+from .api_key_view import ApiKeyView
+from .approve import Approve
+from .audit_entry import AuditEntry
+from .audit_entry_detail import AuditEntryDetail
+from .bounty import Bounty
+from .bounty_spec import BountySpec
+from .channel import Channel
+from .component import Component
+from .create_agent import CreateAgent
+from .create_api_key_request import CreateApiKeyRequest
+from .create_api_key_request_scopes_type_0_item import (
+    CreateApiKeyRequestScopesType0Item,
+)
+from .create_run import CreateRun
+from .create_template import CreateTemplate
+from .create_template_variables import CreateTemplateVariables
+from .create_tenant_request import CreateTenantRequest
+from .created_api_key import CreatedApiKey
+from .credential_info import CredentialInfo
+from .enrolment import Enrolment
+from .error import Error
+from .heartbeat import Heartbeat
+from .heartbeat_ack import HeartbeatAck
+from .invitation_view import InvitationView
+from .invited_view import InvitedView
+from .issued_credential import IssuedCredential
+from .kind import Kind
+from .lease import Lease
+from .lease_ask import LeaseAsk
+from .lease_give_back import LeaseGiveBack
+from .lease_return import LeaseReturn
+from .limits import Limits
+from .log_event import LogEvent
+from .login_request import LoginRequest
+from .me_response import MeResponse
+from .member_view import MemberView
+from .message_record import MessageRecord
+from .new_bounty import NewBounty
+from .new_bounty_spec import NewBountySpec
+from .new_submission import NewSubmission
+from .new_submission_payload import NewSubmissionPayload
+from .new_token_request import NewTokenRequest
+from .node import Node
+from .node_budget import NodeBudget
+from .node_token_ask import NodeTokenAsk
+from .node_token_request import NodeTokenRequest
+from .node_usage_report import NodeUsageReport
+from .node_usage_report_records_item import NodeUsageReportRecordsItem
+from .page_agent import PageAgent
+from .page_agent_items_item import PageAgentItemsItem
+from .page_api_key_view import PageApiKeyView
+from .page_api_key_view_items_item import PageApiKeyViewItemsItem
+from .page_audit_entry import PageAuditEntry
+from .page_audit_entry_items_item import PageAuditEntryItemsItem
+from .page_audit_entry_items_item_detail import PageAuditEntryItemsItemDetail
+from .page_bounty import PageBounty
+from .page_bounty_items_item import PageBountyItemsItem
+from .page_bounty_items_item_spec import PageBountyItemsItemSpec
+from .page_component import PageComponent
+from .page_component_items_item import PageComponentItemsItem
+from .page_credential_info import PageCredentialInfo
+from .page_credential_info_items_item import PageCredentialInfoItemsItem
+from .page_invitation_view import PageInvitationView
+from .page_invitation_view_items_item import PageInvitationViewItemsItem
+from .page_member_view import PageMemberView
+from .page_member_view_items_item import PageMemberViewItemsItem
+from .page_message_record import PageMessageRecord
+from .page_message_record_items_item import PageMessageRecordItemsItem
+from .page_node import PageNode
+from .page_node_items_item import PageNodeItemsItem
+from .page_run import PageRun
+from .page_run_items_item import PageRunItemsItem
+from .page_run_items_item_logs_type_0_item import PageRunItemsItemLogsType0Item
+from .page_run_items_item_outcome_type_0 import PageRunItemsItemOutcomeType0
+from .page_run_items_item_usage_type_0 import PageRunItemsItemUsageType0
+from .page_submission import PageSubmission
+from .page_submission_items_item import PageSubmissionItemsItem
+from .page_submission_items_item_payload import PageSubmissionItemsItemPayload
+from .page_submission_items_item_report import PageSubmissionItemsItemReport
+from .page_template import PageTemplate
+from .page_template_items_item import PageTemplateItemsItem
+from .page_template_items_item_variables import PageTemplateItemsItemVariables
+from .page_tenant_view import PageTenantView
+from .page_tenant_view_items_item import PageTenantViewItemsItem
+from .page_token_request import PageTokenRequest
+from .page_token_request_items_item import PageTokenRequestItemsItem
+from .policy import Policy
+from .recipients import Recipients
+from .refresh_request import RefreshRequest
+from .register_request import RegisterRequest
+from .register_response import RegisterResponse
+from .reject import Reject
+from .role import Role
+from .role_request import RoleRequest
+from .rotation import Rotation
+from .run import Run
+from .run_accepted import RunAccepted
+from .run_logs_type_0_item import RunLogsType0Item
+from .run_outcome_type_0 import RunOutcomeType0
+from .run_usage_type_0 import RunUsageType0
+from .set_agent_budget import SetAgentBudget
+from .set_recipients import SetRecipients
+from .set_tier import SetTier
+from .set_tier_tier import SetTierTier
+from .submission import Submission
+from .submission_payload import SubmissionPayload
+from .submission_report import SubmissionReport
+from .template import Template
+from .template_status import TemplateStatus
+from .template_variables import TemplateVariables
+from .tenant_ref import TenantRef
+from .tenant_view import TenantView
+from .token_request import TokenRequest
+from .token_response import TokenResponse
+from .top_up import TopUp
+from .totals import Totals
+from .update_agent import UpdateAgent
+from .update_template import UpdateTemplate
+from .update_template_variables_type_0 import UpdateTemplateVariablesType0
+from .usage_ack import UsageAck
+from .usage_report import UsageReport
+from .usage_report_budget_type_0 import UsageReportBudgetType0
+from .usage_row import UsageRow
+from .user_budget import UserBudget
+from .user_view import UserView
+from .verifier_limits import VerifierLimits
+
+__all__ = (
+    "Accounts",
+    "AccountView",
+    "AddMemberRequest",
+    "Agent",
+    "AgentBudget",
+    "AgentGrants",
+    "ApiKeyView",
+    "Approve",
+    "AuditEntry",
+    "AuditEntryDetail",
+    "Bounty",
+    "BountySpec",
+    "Channel",
+    "Component",
+    "CreateAgent",
+    "CreateApiKeyRequest",
+    "CreateApiKeyRequestScopesType0Item",
+    "CreatedApiKey",
+    "CreateRun",
+    "CreateTemplate",
+    "CreateTemplateVariables",
+    "CreateTenantRequest",
+    "CredentialInfo",
+    "Enrolment",
+    "Error",
+    "Heartbeat",
+    "HeartbeatAck",
+    "InvitationView",
+    "InvitedView",
+    "IssuedCredential",
+    "Kind",
+    "Lease",
+    "LeaseAsk",
+    "LeaseGiveBack",
+    "LeaseReturn",
+    "Limits",
+    "LogEvent",
+    "LoginRequest",
+    "MemberView",
+    "MeResponse",
+    "MessageRecord",
+    "NewBounty",
+    "NewBountySpec",
+    "NewSubmission",
+    "NewSubmissionPayload",
+    "NewTokenRequest",
+    "Node",
+    "NodeBudget",
+    "NodeTokenAsk",
+    "NodeTokenRequest",
+    "NodeUsageReport",
+    "NodeUsageReportRecordsItem",
+    "PageAgent",
+    "PageAgentItemsItem",
+    "PageApiKeyView",
+    "PageApiKeyViewItemsItem",
+    "PageAuditEntry",
+    "PageAuditEntryItemsItem",
+    "PageAuditEntryItemsItemDetail",
+    "PageBounty",
+    "PageBountyItemsItem",
+    "PageBountyItemsItemSpec",
+    "PageComponent",
+    "PageComponentItemsItem",
+    "PageCredentialInfo",
+    "PageCredentialInfoItemsItem",
+    "PageInvitationView",
+    "PageInvitationViewItemsItem",
+    "PageMemberView",
+    "PageMemberViewItemsItem",
+    "PageMessageRecord",
+    "PageMessageRecordItemsItem",
+    "PageNode",
+    "PageNodeItemsItem",
+    "PageRun",
+    "PageRunItemsItem",
+    "PageRunItemsItemLogsType0Item",
+    "PageRunItemsItemOutcomeType0",
+    "PageRunItemsItemUsageType0",
+    "PageSubmission",
+    "PageSubmissionItemsItem",
+    "PageSubmissionItemsItemPayload",
+    "PageSubmissionItemsItemReport",
+    "PageTemplate",
+    "PageTemplateItemsItem",
+    "PageTemplateItemsItemVariables",
+    "PageTenantView",
+    "PageTenantViewItemsItem",
+    "PageTokenRequest",
+    "PageTokenRequestItemsItem",
+    "Policy",
+    "Recipients",
+    "RefreshRequest",
+    "RegisterRequest",
+    "RegisterResponse",
+    "Reject",
+    "Role",
+    "RoleRequest",
+    "Rotation",
+    "Run",
+    "RunAccepted",
+    "RunLogsType0Item",
+    "RunOutcomeType0",
+    "RunUsageType0",
+    "SetAgentBudget",
+    "SetRecipients",
+    "SetTier",
+    "SetTierTier",
+    "Submission",
+    "SubmissionPayload",
+    "SubmissionReport",
+    "Template",
+    "TemplateStatus",
+    "TemplateVariables",
+    "TenantRef",
+    "TenantView",
+    "TokenRequest",
+    "TokenResponse",
+    "TopUp",
+    "Totals",
+    "UpdateAgent",
+    "UpdateTemplate",
+    "UpdateTemplateVariablesType0",
+    "UsageAck",
+    "UsageReport",
+    "UsageReportBudgetType0",
+    "UsageRow",
+    "UserBudget",
+    "UserView",
+    "VerifierLimits",
+)

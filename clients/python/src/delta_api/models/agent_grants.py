@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from attrs import define as _attrs_define
+
+from ..types import UNSET, Unset
+
+from ..models.channel import Channel
+from ..models.channel import check_channel
+from typing import cast
+
+
+T = TypeVar("T", bound="AgentGrants")
+
+
+@_attrs_define
+class AgentGrants:
+    """What an agent may reach; everything defaults to nothing.
+
+    Attributes:
+        channels (list[Channel] | Unset): Messaging channels it may use.
+        models (list[str] | Unset): LLM models or aliases it may call.
+        recipients (list[str] | Unset): Recipients it may reach (addresses, `*@domain`, E.164 numbers).
+        templates (list[str] | Unset): Message templates (ids) it may use.
+    """
+
+    channels: list[Channel] | Unset = UNSET
+    models: list[str] | Unset = UNSET
+    recipients: list[str] | Unset = UNSET
+    templates: list[str] | Unset = UNSET
+
+    def to_dict(self) -> dict[str, Any]:
+        channels: list[str] | Unset = UNSET
+        if not isinstance(self.channels, Unset):
+            channels = []
+            for channels_item_data in self.channels:
+                channels_item: str = channels_item_data
+                channels.append(channels_item)
+
+        models: list[str] | Unset = UNSET
+        if not isinstance(self.models, Unset):
+            models = self.models
+
+        recipients: list[str] | Unset = UNSET
+        if not isinstance(self.recipients, Unset):
+            recipients = self.recipients
+
+        templates: list[str] | Unset = UNSET
+        if not isinstance(self.templates, Unset):
+            templates = self.templates
+
+        field_dict: dict[str, Any] = {}
+
+        field_dict.update({})
+        if channels is not UNSET:
+            field_dict["channels"] = channels
+        if models is not UNSET:
+            field_dict["models"] = models
+        if recipients is not UNSET:
+            field_dict["recipients"] = recipients
+        if templates is not UNSET:
+            field_dict["templates"] = templates
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        d = dict(src_dict)
+        _channels = d.pop("channels", UNSET)
+        channels: list[Channel] | Unset = UNSET
+        if _channels is not UNSET:
+            channels = []
+            for channels_item_data in _channels:
+                channels_item = check_channel(channels_item_data)
+
+                channels.append(channels_item)
+
+        models = cast(list[str], d.pop("models", UNSET))
+
+        recipients = cast(list[str], d.pop("recipients", UNSET))
+
+        templates = cast(list[str], d.pop("templates", UNSET))
+
+        agent_grants = cls(
+            channels=channels,
+            models=models,
+            recipients=recipients,
+            templates=templates,
+        )
+
+        return agent_grants

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from attrs import define as _attrs_define
+from attrs import field as _attrs_field
+
+
+from ..models.role import check_role
+from ..models.role import Role
+
+
+T = TypeVar("T", bound="MemberView")
+
+
+@_attrs_define
+class MemberView:
+    """A member of the current tenant.
+
+    Attributes:
+        created_at_ms (int): When they joined, ms.
+        email (str): Their email.
+        role (Role): A member's role in a tenant, weakest first.
+        user_id (str): User id.
+    """
+
+    created_at_ms: int
+    email: str
+    role: Role
+    user_id: str
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        created_at_ms = self.created_at_ms
+
+        email = self.email
+
+        role: str = self.role
+
+        user_id = self.user_id
+
+        field_dict: dict[str, Any] = {}
+        field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "created_at_ms": created_at_ms,
+                "email": email,
+                "role": role,
+                "user_id": user_id,
+            }
+        )
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        d = dict(src_dict)
+        created_at_ms = d.pop("created_at_ms")
+
+        email = d.pop("email")
+
+        role = check_role(d.pop("role"))
+
+        user_id = d.pop("user_id")
+
+        member_view = cls(
+            created_at_ms=created_at_ms,
+            email=email,
+            role=role,
+            user_id=user_id,
+        )
+
+        member_view.additional_properties = d
+        return member_view
+
+    @property
+    def additional_keys(self) -> list[str]:
+        return list(self.additional_properties.keys())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.additional_properties[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.additional_properties[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.additional_properties[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.additional_properties

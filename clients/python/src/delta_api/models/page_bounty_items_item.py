@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar, TYPE_CHECKING
+
+from attrs import define as _attrs_define
+from attrs import field as _attrs_field
+
+from ..types import UNSET, Unset
+
+from ..models.policy import check_policy
+from ..models.policy import Policy
+from typing import cast
+
+if TYPE_CHECKING:
+    from ..models.page_bounty_items_item_spec import PageBountyItemsItemSpec
+    from ..models.verifier_limits import VerifierLimits
+
+
+T = TypeVar("T", bound="PageBountyItemsItem")
+
+
+@_attrs_define
+class PageBountyItemsItem:
+    """A bounty.
+
+    Attributes:
+        created_at_ms (int): Created.
+        currency (str): ISO 4217 code.
+        deadline_ms (int): Milliseconds since the epoch.
+        description (str): Description.
+        id (str): `bty_...`.
+        policy (Policy): How submissions are approved.
+        reward_minor (int): Minor units.
+        spec (PageBountyItemsItemSpec): The specification.
+        status (str): `draft`, `open` (funded), `completed`, `cancelled` or `expired`.
+        tenant_id (str): The business's tenant.
+        title (str): Title.
+        updated_at_ms (int): Last changed.
+        verifier (str): The verifier component's sha256.
+        verifier_limits (VerifierLimits): The verifier's limits (each clamped by the node's maximums).
+        approved_submission_id (None | str | Unset): The approved submission, once completed.
+    """
+
+    created_at_ms: int
+    currency: str
+    deadline_ms: int
+    description: str
+    id: str
+    policy: Policy
+    reward_minor: int
+    spec: PageBountyItemsItemSpec
+    status: str
+    tenant_id: str
+    title: str
+    updated_at_ms: int
+    verifier: str
+    verifier_limits: VerifierLimits
+    approved_submission_id: None | str | Unset = UNSET
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        created_at_ms = self.created_at_ms
+
+        currency = self.currency
+
+        deadline_ms = self.deadline_ms
+
+        description = self.description
+
+        id = self.id
+
+        policy: str = self.policy
+
+        reward_minor = self.reward_minor
+
+        spec = self.spec.to_dict()
+
+        status = self.status
+
+        tenant_id = self.tenant_id
+
+        title = self.title
+
+        updated_at_ms = self.updated_at_ms
+
+        verifier = self.verifier
+
+        verifier_limits = self.verifier_limits.to_dict()
+
+        approved_submission_id: None | str | Unset
+        if isinstance(self.approved_submission_id, Unset):
+            approved_submission_id = UNSET
+        else:
+            approved_submission_id = self.approved_submission_id
+
+        field_dict: dict[str, Any] = {}
+        field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "created_at_ms": created_at_ms,
+                "currency": currency,
+                "deadline_ms": deadline_ms,
+                "description": description,
+                "id": id,
+                "policy": policy,
+                "reward_minor": reward_minor,
+                "spec": spec,
+                "status": status,
+                "tenant_id": tenant_id,
+                "title": title,
+                "updated_at_ms": updated_at_ms,
+                "verifier": verifier,
+                "verifier_limits": verifier_limits,
+            }
+        )
+        if approved_submission_id is not UNSET:
+            field_dict["approved_submission_id"] = approved_submission_id
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.page_bounty_items_item_spec import PageBountyItemsItemSpec  # noqa: PLC0415
+        from ..models.verifier_limits import VerifierLimits  # noqa: PLC0415
+
+        d = dict(src_dict)
+        created_at_ms = d.pop("created_at_ms")
+
+        currency = d.pop("currency")
+
+        deadline_ms = d.pop("deadline_ms")
+
+        description = d.pop("description")
+
+        id = d.pop("id")
+
+        policy = check_policy(d.pop("policy"))
+
+        reward_minor = d.pop("reward_minor")
+
+        spec = PageBountyItemsItemSpec.from_dict(d.pop("spec"))
+
+        status = d.pop("status")
+
+        tenant_id = d.pop("tenant_id")
+
+        title = d.pop("title")
+
+        updated_at_ms = d.pop("updated_at_ms")
+
+        verifier = d.pop("verifier")
+
+        verifier_limits = VerifierLimits.from_dict(d.pop("verifier_limits"))
+
+        def _parse_approved_submission_id(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        approved_submission_id = _parse_approved_submission_id(
+            d.pop("approved_submission_id", UNSET)
+        )
+
+        page_bounty_items_item = cls(
+            created_at_ms=created_at_ms,
+            currency=currency,
+            deadline_ms=deadline_ms,
+            description=description,
+            id=id,
+            policy=policy,
+            reward_minor=reward_minor,
+            spec=spec,
+            status=status,
+            tenant_id=tenant_id,
+            title=title,
+            updated_at_ms=updated_at_ms,
+            verifier=verifier,
+            verifier_limits=verifier_limits,
+            approved_submission_id=approved_submission_id,
+        )
+
+        page_bounty_items_item.additional_properties = d
+        return page_bounty_items_item
+
+    @property
+    def additional_keys(self) -> list[str]:
+        return list(self.additional_properties.keys())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.additional_properties[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.additional_properties[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.additional_properties[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.additional_properties

@@ -31,34 +31,7 @@ const SEED: &str = "20261205";
 pub fn run(root: &Path, cargo: &std::ffi::OsStr) -> Result<()> {
     let venv = root.join("target/contract-venv");
     let st = venv.join("bin/st");
-    let requirements = root.join("tests/contract/requirements.txt");
-    // A changed requirements file reinstalls (the stamp holds the one used).
-    let stamp = venv.join("requirements.txt");
-    let wanted = std::fs::read(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    if !st.exists() || std::fs::read(&stamp).ok().as_deref() != Some(&wanted[..]) {
-        crate::step("installing schemathesis into target/contract-venv (PyPI)");
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .context("running python3 -m venv (is python3 installed?)")?;
-        if !status.success() {
-            bail!("python3 -m venv {} failed ({status})", venv.display());
-        }
-        let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements)
-            .status()
-            .context("running pip")?;
-        if !status.success() {
-            bail!(
-                "pip install -r {} failed ({status})",
-                requirements.display()
-            );
-        }
-        std::fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
-    }
+    crate::python::venv(&venv, &root.join("tests/contract/requirements.txt"))?;
 
     crate::step("ruff and mypy --strict on tests/contract");
     let python = root.join("tests/contract");

@@ -14,6 +14,9 @@
 //!   control plane's dependencies; see `tidy.rs`).
 //! - `contract`: run schemathesis (every check and phase) against `delta
 //!   up`'s OpenAPI document; any finding fails (see `contract.rs`).
+//! - `clients [--update]`: check that the clients in clients/ are what the
+//!   OpenAPI document generates, lint them and test them against `delta up`
+//!   (see `clients.rs`).
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
@@ -22,8 +25,10 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod clients;
 mod contract;
 mod load;
+mod python;
 mod tidy;
 
 use xtask::services;
@@ -129,13 +134,24 @@ fn main() -> Result<()> {
             build_guests(&root)?;
             contract::run(&root, &cargo_path())
         }
+        "clients" => {
+            let update = match std::env::args().nth(2).as_deref() {
+                None => false,
+                Some("--update") => true,
+                Some(other) => bail!("usage: cargo xtask clients [--update] (not {other:?})"),
+            };
+            xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
+            build_guests(&root)?;
+            clients::run(&root, &cargo_path(), update)
+        }
         "load" => {
             let options = load::Options::parse(std::env::args().skip(2))?;
             load::run(&root, &options)
         }
         other => {
             bail!(
-                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, contract"
+                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, contract, clients"
             )
         }
     }

@@ -10,6 +10,9 @@
 //!    `clients/python/src/delta_api`.
 //! 3. ruff and mypy --strict check the hand-written code; pytest runs the
 //!    client against a real `delta up`.
+//! 4. The TypeScript client: `src/schema.d.ts` must be what openapi-typescript
+//!    (pinned in package-lock.json) generates; tsc --strict, and node's test
+//!    runner against a real `delta up`.
 //!
 //! With `--update`, steps 1 and 2 write what they generate instead of
 //! comparing (then commit it). Tools come from PyPI into
@@ -114,6 +117,8 @@ pub fn run(root: &Path, cargo: &std::ffi::OsStr, update: bool) -> Result<()> {
         }
     }
 
+    typescript(root, &delta, &document, update)?;
+
     crate::step("pytest: the Python client against delta up");
     let status = Command::new(venv.join("bin/python"))
         .args(["-m", "pytest", "-q"])
@@ -126,6 +131,47 @@ pub fn run(root: &Path, cargo: &std::ffi::OsStr, update: bool) -> Result<()> {
         bail!("the Python client's tests failed ({status})");
     }
     Ok(())
+}
+
+/// The TypeScript client: `npm ci` (package-lock.json pins everything),
+/// `schema.d.ts` must be what openapi-typescript makes of the document,
+/// then `tsc` (strict) and node's test runner against `delta up`.
+fn typescript(root: &Path, delta: &Path, document: &Path, update: bool) -> Result<()> {
+    let dir = root.join("clients/typescript");
+    let npm = |args: &[&str], what: &str| -> Result<()> {
+        let status = Command::new("npm")
+            .args(args)
+            .env("DELTA_BIN", delta)
+            .env("DELTA_GUESTS", root.join("target/guests"))
+            .current_dir(&dir)
+            .status()
+            .with_context(|| {
+                format!("running npm {} (is Node.js 20 installed?)", args.join(" "))
+            })?;
+        if !status.success() {
+            bail!("{what} failed ({status})");
+        }
+        Ok(())
+    };
+    crate::step("npm ci in clients/typescript (npm registry)");
+    npm(&["ci", "--no-audit", "--no-fund"], "npm ci")?;
+    crate::step("generating schema.d.ts with openapi-typescript");
+    let generated = root.join("target/clients-generated/schema.d.ts");
+    let status = Command::new(dir.join("node_modules/.bin/openapi-typescript"))
+        .arg(document)
+        .arg("-o")
+        .arg(&generated)
+        .current_dir(&dir)
+        .status()
+        .context("running openapi-typescript")?;
+    if !status.success() {
+        bail!("openapi-typescript failed ({status})");
+    }
+    let bytes =
+        std::fs::read(&generated).with_context(|| format!("reading {}", generated.display()))?;
+    settle(&dir.join("src/schema.d.ts"), &bytes, update)?;
+    crate::step("tsc (strict) and node --test: the TypeScript client against delta up");
+    npm(&["test"], "the TypeScript client's tests")
 }
 
 /// Compare `path` with `generated` (or write it, with `update`).

@@ -22,6 +22,7 @@ pub mod bounties;
 pub mod budgets;
 pub mod config;
 pub mod contract;
+pub mod dashboard;
 pub mod db;
 pub mod guard;
 pub mod idempotency;

@@ -223,3 +223,51 @@ async fn the_server_holds_to_what_its_document_states() {
         (Some(1), Some(200))
     );
 }
+
+/// The dashboard is served at `/` with a Content-Security-Policy of its own
+/// (this origin's scripts, styles and requests only), its assets under
+/// `/dashboard/`, and nothing else there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_with_its_own_policy() {
+    let ctl = Control::start(Dialect::Sqlite).await;
+    let client = reqwest::Client::new();
+    let page = client.get(ctl.url("/")).send().await.expect("request");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("text/html")),
+    );
+    let html = page.text().await.expect("html");
+    assert!(html.contains("/dashboard/app.js"), "{html}");
+    for asset in [
+        "app.js",
+        "style.css",
+        "uPlot.iife.min.js",
+        "uPlot.min.css",
+        "favicon.svg",
+    ] {
+        let answer = client
+            .get(ctl.url(&format!("/dashboard/{asset}")))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(answer.status(), StatusCode::OK, "{asset}");
+    }
+    let (status, body) = ctl
+        .call(Method::GET, "/dashboard/../Cargo.toml", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = ctl
+        .call(Method::GET, "/dashboard/secrets.txt", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

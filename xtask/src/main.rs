@@ -17,6 +17,8 @@
 //! - `clients [--update]`: check that the clients in clients/ are what the
 //!   OpenAPI document generates, lint them and test them against `delta up`
 //!   (see `clients.rs`).
+//! - `dashboard`: the web dashboard type-checked and driven in Chromium
+//!   against `delta up` (see `dashboard.rs`).
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
@@ -27,6 +29,7 @@ use anyhow::{Context, Result, bail};
 
 mod clients;
 mod contract;
+mod dashboard;
 mod load;
 mod python;
 mod tidy;
@@ -134,6 +137,12 @@ fn main() -> Result<()> {
             build_guests(&root)?;
             contract::run(&root, &cargo_path())
         }
+        "dashboard" => {
+            xtask::ensure_target()?;
+            services::ensure_c_for_wasm()?;
+            build_guests(&root)?;
+            dashboard::run(&root, &cargo_path())
+        }
         "clients" => {
             let update = match std::env::args().nth(2).as_deref() {
                 None => false,
@@ -151,7 +160,7 @@ fn main() -> Result<()> {
         }
         other => {
             bail!(
-                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, contract, clients"
+                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, contract, clients, dashboard"
             )
         }
     }

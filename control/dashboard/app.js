@@ -16,6 +16,8 @@ const signoutButton = /** @type {HTMLButtonElement} */ (document.getElementById(
 
 /** @type {Session | null} */
 let session = null;
+/** The tenant acted in (`X-App-ID`); empty: the session's own. */
+let app = "";
 /** Cancels the live log of the view being left. */
 let leaving = new AbortController();
 
@@ -41,6 +43,7 @@ async function api(method, path, body) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET") headers["Idempotency-Key"] = crypto.randomUUID();
+  if (app) headers["X-App-ID"] = app;
   for (let attempt = 0; attempt < 2; attempt++) {
     if (session) headers["Authorization"] = `Bearer ${session.access}`;
     const response = await fetch(path, {
@@ -82,6 +85,7 @@ function keep(next) {
 function signOut(message) {
   const ending = session;
   session = null;
+  app = "";
   sessionStorage.removeItem("delta.refresh");
   if (ending) {
     fetch("/v1/auth/logout", {
@@ -189,11 +193,33 @@ function showSignIn() {
 
 async function signedIn() {
   const me = await api("GET", "/v1/me");
-  who.textContent = `${me.user.email} · ${me.role} of ${me.tenant_id}`;
+  const tenants = await all("/v1/tenants");
+  who.replaceChildren(`${me.user.email} · ${me.role} in `, tenantSwitcher(tenants, me.tenant_id));
   nav.hidden = false;
   signoutButton.hidden = false;
   if (!location.hash || location.hash === "#/") location.hash = "#/agents";
   else await route();
+}
+
+/**
+ * The tenants the user belongs to; choosing one makes every request act in
+ * it (`X-App-ID`), without signing in again.
+ * @param {any[]} tenants @param {string} current
+ */
+function tenantSwitcher(tenants, current) {
+  const select = /** @type {HTMLSelectElement} */ (
+    h("select", { id: "tenant", "aria-label": "Tenant" },
+      tenants.map((t) => h("option", { value: t.id }, [t.name])))
+  );
+  select.value = current;
+  select.addEventListener("change", async () => {
+    app = select.value;
+    const me = await api("GET", "/v1/me");
+    await route();
+    // After the view: a route clears the status line.
+    say(`Now acting in ${select.selectedOptions[0]?.textContent ?? app} as ${me.role}.`);
+  });
+  return select;
 }
 
 async function agentsView() {

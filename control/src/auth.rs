@@ -441,6 +441,36 @@ pub fn new_api_key() -> NewApiKey {
     }
 }
 
+/// The request header that selects the tenant ("app", seed 004) a request
+/// acts in: a session acts in any tenant its user is a member of (the one
+/// named at login when absent); an API key only in its own. Anything else is
+/// 403 `app_not_allowed`, the same for a tenant that does not exist, so the
+/// answer tells nothing about other tenants.
+pub const APP_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-app-id");
+
+/// The request's `X-App-ID`: absent, or a well-formed tenant id (400
+/// `invalid_app_id` otherwise).
+pub fn app_id(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(&APP_ID).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let well_formed = values.next().is_none()
+        && (1..=128).contains(&value.len())
+        && value
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    match value.to_str() {
+        Ok(app) if well_formed => Ok(Some(app)),
+        _ => Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_app_id",
+            "X-App-ID must be one tenant id (1-128 letters, digits, '_' or '-')",
+        )),
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -452,17 +482,28 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(principal.clone());
         }
         let token = delta_http::bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let app = app_id(&parts.headers)?;
         let result = if let Some(rest) = token.strip_prefix(API_KEY_PREFIX) {
-            api_key_principal(state, rest).await
+            api_key_principal(state, rest, app).await
         } else {
-            session_principal(state, token).await
+            session_principal(state, token, app).await
         };
         let label = match &result {
             Ok(_) => "ok",
             Err(reason) => reason,
         };
         state.metrics.auth.with_label_values(&[label]).inc();
-        let principal = result.map_err(|_| ApiError::unauthorized())?;
+        let principal = result.map_err(|reason| {
+            if reason == APP_NOT_ALLOWED {
+                ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    APP_NOT_ALLOWED,
+                    "X-App-ID names no tenant this credential may act in",
+                )
+            } else {
+                ApiError::unauthorized()
+            }
+        })?;
         delta_http::record_ids(Some(&principal.tenant_id), None, None);
         // After authentication, so that limits are per real credential and
         // a flood of bad credentials cannot use up a tenant's budget.
@@ -471,7 +512,14 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &'static str> {
+/// The refusal (and metrics label) of an `X-App-ID` the credential may not use.
+const APP_NOT_ALLOWED: &str = "app_not_allowed";
+
+async fn session_principal(
+    state: &AppState,
+    token: &str,
+    app: Option<&str>,
+) -> Result<Principal, &'static str> {
     let claims = state.keys.verify(token).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;
         match e.kind() {
@@ -481,16 +529,19 @@ async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &
             _ => "invalid_token",
         }
     })?;
+    let tenant = app.unwrap_or(&claims.tid).to_owned();
     let (role, email, revoked) =
-        membership_role(state, &claims.tid, &claims.sub, claims.fam.as_deref())
-            .await?
-            .ok_or("not_a_member")?;
+        match membership_role(state, &tenant, &claims.sub, claims.fam.as_deref()).await? {
+            Some(found) => found,
+            None if app.is_some() => return Err(APP_NOT_ALLOWED),
+            None => return Err("not_a_member"),
+        };
     if revoked {
         return Err("session_ended");
     }
     Ok(Principal {
         user_id: claims.sub,
-        tenant_id: claims.tid,
+        tenant_id: tenant,
         role,
         scopes: None,
         api_key_id: None,
@@ -498,7 +549,11 @@ async fn session_principal(state: &AppState, token: &str) -> Result<Principal, &
     })
 }
 
-async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'static str> {
+async fn api_key_principal(
+    state: &AppState,
+    rest: &str,
+    app: Option<&str>,
+) -> Result<Principal, &'static str> {
     let (prefix, secret) = rest.split_once('_').ok_or("malformed_key")?;
     let row = sqlx::query(
         "SELECT k.id, k.tenant_id, k.user_id, k.secret_hash, k.scopes, k.expires_at_ms, \
@@ -528,6 +583,10 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     if expires.is_some_and(|t| t <= now_ms()) {
         return Err("expired_key");
     }
+    let tenant: String = row.try_get("tenant_id").map_err(|_| "storage")?;
+    if app.is_some_and(|app| app != tenant) {
+        return Err(APP_NOT_ALLOWED);
+    }
     let role: String = row.try_get("role").map_err(|_| "storage")?;
     let email: String = row.try_get("email").map_err(|_| "storage")?;
     let scopes: String = row.try_get("scopes").map_err(|_| "storage")?;
@@ -556,7 +615,7 @@ async fn api_key_principal(state: &AppState, rest: &str) -> Result<Principal, &'
     }
     Ok(Principal {
         user_id: row.try_get("user_id").map_err(|_| "storage")?,
-        tenant_id: row.try_get("tenant_id").map_err(|_| "storage")?,
+        tenant_id: tenant,
         role: Role::parse(&role).ok_or("storage")?,
         scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
         api_key_id: Some(id),

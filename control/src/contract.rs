@@ -84,18 +84,23 @@ pub fn constrain(openapi: &mut OpenApi, tiers: &[&str], scopes: &[&str]) {
 
 fn complete(op: &mut Operation, mutating: bool, has_path_params: bool) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    // Before X-App-ID joins the parameters: only the operation's own count.
     let has_query = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    if secured {
+        add_app_id(op);
+    }
     let json_body = op
         .request_body
         .as_ref()
         .is_some_and(|b| b.content.keys().any(|k| k.contains("json")));
     let any_body = op.request_body.is_some();
     let mut shared: Vec<(&str, &str)> = Vec::new();
-    if mutating || has_query || has_path_params || any_body {
+    if mutating || has_query || has_path_params || any_body || secured {
         shared.push((
             "400",
             "Malformed request: a query, path or header value that does not parse \
-             (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON",
+             (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body \
+             that is not JSON",
         ));
     }
     if secured {
@@ -105,7 +110,8 @@ fn complete(op: &mut Operation, mutating: bool, has_path_params: bool) {
         ));
         shared.push((
             "403",
-            "The credential's role or scope does not allow this (`forbidden`)",
+            "The credential's role or scope does not allow this (`forbidden`), or \
+             X-App-ID names a tenant it may not act in (`app_not_allowed`)",
         ));
     }
     if has_path_params {
@@ -159,6 +165,37 @@ fn complete(op: &mut Operation, mutating: bool, has_path_params: bool) {
             );
         }
     }
+}
+
+/// `X-App-ID` (seed 004) on every authenticated operation.
+fn add_app_id(op: &mut Operation) {
+    use utoipa::openapi::Required;
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let params = op.parameters.get_or_insert_with(Vec::new);
+    if params
+        .iter()
+        .any(|p| p.name.eq_ignore_ascii_case("x-app-id"))
+    {
+        return;
+    }
+    params.push(
+        ParameterBuilder::new()
+            .name("X-App-ID")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "The tenant (app) to act in: a session may name any tenant its user is a \
+                 member of (default: the one of its login), an API key only its own; any \
+                 other is 403 `app_not_allowed`, malformed 400 `invalid_app_id`",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[A-Za-z0-9_-]{1,128}$")),
+            ))
+            .build(),
+    );
 }
 
 #[cfg(test)]

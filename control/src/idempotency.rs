@@ -502,7 +502,13 @@ impl Crypto {
             && !token.starts_with(API_KEY_PREFIX)
             && let Ok(claims) = keys.verify(token)
         {
-            return format!("user:{}:{}", claims.tid, claims.sub);
+            // The tenant acted in: X-App-ID's when given (a key is the
+            // caller's in one tenant, not across them).
+            let tenant = crate::auth::app_id(headers)
+                .ok()
+                .flatten()
+                .unwrap_or(&claims.tid);
+            return format!("user:{tenant}:{}", claims.sub);
         }
         let mut data = b"credential\0".to_vec();
         data.extend_from_slice(auth.as_bytes());

@@ -121,3 +121,15 @@ async def test_the_async_client_does_the_same(server: Server) -> None:
         assert caught.value.code == "not_found"
     finally:
         await delta.aclose()
+
+
+def test_x_app_id_names_the_tenant_to_act_in(server: Server) -> None:
+    with Delta(server.url, api_key=server.api_key) as delta:
+        me = delta._http.get("/v1/me").json()
+        delta.use_app(me["tenant_id"])
+        assert delta._http.get("/v1/me").json()["tenant_id"] == me["tenant_id"]
+        delta.use_app("ten_somebody_else")
+        with pytest.raises(DeltaError) as caught:
+            delta.call(list_agents.sync_detailed)
+        assert caught.value.status == 403
+        assert caught.value.code == "app_not_allowed"

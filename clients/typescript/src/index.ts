@@ -71,6 +71,8 @@ export interface DeltaOptions {
   retries?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof globalThis.fetch;
+  /** The tenant to act in (`X-App-ID`; default: the credential's own). */
+  appId?: string;
 }
 
 interface Session {
@@ -85,6 +87,8 @@ export class Delta {
   readonly baseUrl: string;
   private apiKey: string | undefined;
   private session: Session | undefined;
+  /** `X-App-ID` of every request (see `useApp`). */
+  appId: string | undefined;
   private readonly retries: number;
   private readonly fetchImpl: typeof globalThis.fetch;
 
@@ -92,6 +96,7 @@ export class Delta {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
     this.apiKey = options.apiKey;
     this.retries = options.retries ?? 3;
+    this.appId = options.appId;
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.api = createClient<paths>({
       baseUrl: this.baseUrl,
@@ -210,6 +215,9 @@ export class Delta {
       const attemptRequest = request.clone();
       const bearer = this.apiKey ?? this.session?.access;
       if (bearer) attemptRequest.headers.set("Authorization", `Bearer ${bearer}`);
+      if (this.appId !== undefined && !attemptRequest.headers.has("X-App-ID")) {
+        attemptRequest.headers.set("X-App-ID", this.appId);
+      }
       let response: Response;
       try {
         response = await this.fetchImpl(attemptRequest);

@@ -3184,7 +3184,10 @@ export interface operations {
                 /** @description Only main agents or only bots. */
                 kind?: components["schemas"]["Kind"];
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3199,7 +3202,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Agent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3217,7 +3220,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3252,6 +3255,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -3271,7 +3276,7 @@ export interface operations {
                     "application/json": components["schemas"]["Agent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3289,7 +3294,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3357,7 +3362,10 @@ export interface operations {
     get_agent: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Agent id */
                 id: string;
@@ -3375,7 +3383,7 @@ export interface operations {
                     "application/json": components["schemas"]["Agent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3393,7 +3401,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3437,6 +3445,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -3453,7 +3463,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3471,7 +3481,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3524,6 +3534,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -3546,7 +3558,7 @@ export interface operations {
                     "application/json": components["schemas"]["Agent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3564,7 +3576,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3641,7 +3653,10 @@ export interface operations {
     get_agent_budget: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Agent id */
                 id: string;
@@ -3659,7 +3674,7 @@ export interface operations {
                     "application/json": components["schemas"]["AgentBudget"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3677,7 +3692,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3721,6 +3736,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -3743,7 +3760,7 @@ export interface operations {
                     "application/json": components["schemas"]["AgentBudget"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3761,7 +3778,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3832,6 +3849,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -3850,7 +3869,7 @@ export interface operations {
                     "application/json": components["schemas"]["Agent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3868,7 +3887,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3927,7 +3946,10 @@ export interface operations {
     get_recipients: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Agent id */
                 id: string;
@@ -3945,7 +3967,7 @@ export interface operations {
                     "application/json": components["schemas"]["Recipients"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3963,7 +3985,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4007,6 +4029,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -4029,7 +4053,7 @@ export interface operations {
                     "application/json": components["schemas"]["Recipients"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4047,7 +4071,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4118,6 +4142,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -4136,7 +4162,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4154,7 +4180,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4207,6 +4233,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -4225,7 +4253,7 @@ export interface operations {
                     "application/json": components["schemas"]["Agent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4243,7 +4271,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4308,6 +4336,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Agent id */
@@ -4339,7 +4369,7 @@ export interface operations {
                     "application/json": components["schemas"]["RunAccepted"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4357,7 +4387,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4437,6 +4467,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The bot's id */
@@ -4459,7 +4491,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4477,7 +4509,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4550,7 +4582,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4565,7 +4600,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_ApiKeyView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4583,7 +4618,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4618,6 +4653,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -4637,7 +4674,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4717,6 +4754,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Key id */
@@ -4733,7 +4772,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4806,7 +4845,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4821,7 +4863,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AuditEntry"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4893,7 +4935,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4981,7 +5023,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5062,7 +5104,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5152,7 +5194,7 @@ export interface operations {
                     "application/json": components["schemas"]["RegisterResponse"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5229,7 +5271,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5244,7 +5289,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Bounty"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5262,7 +5307,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5297,6 +5342,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -5316,7 +5363,7 @@ export interface operations {
                     "application/json": components["schemas"]["Bounty"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5334,7 +5381,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5393,7 +5440,10 @@ export interface operations {
     get_bounty: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description The bounty */
                 id: string;
@@ -5411,7 +5461,7 @@ export interface operations {
                     "application/json": components["schemas"]["Bounty"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5429,7 +5479,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5473,6 +5523,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The bounty */
@@ -5491,7 +5543,7 @@ export interface operations {
                     "application/json": components["schemas"]["Bounty"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5509,7 +5561,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5562,6 +5614,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The bounty */
@@ -5580,7 +5634,7 @@ export interface operations {
                     "application/json": components["schemas"]["Bounty"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5598,7 +5652,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5653,7 +5707,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description The bounty */
                 id: string;
@@ -5671,7 +5728,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Submission"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5689,7 +5746,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5733,6 +5790,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The bounty */
@@ -5755,7 +5814,7 @@ export interface operations {
                     "application/json": components["schemas"]["Submission"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5841,7 +5900,10 @@ export interface operations {
     my_budget: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5856,6 +5918,15 @@ export interface operations {
                     "application/json": components["schemas"]["UserBudget"];
                 };
             };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
             401: {
                 headers: {
@@ -5865,7 +5936,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5888,7 +5959,10 @@ export interface operations {
     get_user_budget: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description A member of the tenant */
                 user_id: string;
@@ -5906,7 +5980,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserBudget"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5924,7 +5998,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5968,6 +6042,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description A member of the tenant */
@@ -5990,7 +6066,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserBudget"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6081,7 +6157,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6096,7 +6175,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Component"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6114,7 +6193,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6149,6 +6228,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -6178,7 +6259,7 @@ export interface operations {
                     "application/json": components["schemas"]["Component"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6196,7 +6277,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6269,7 +6350,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6284,7 +6368,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_InvitationView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6302,7 +6386,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6337,6 +6421,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Invitation id */
@@ -6355,7 +6441,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6373,7 +6459,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6426,6 +6512,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Invitation id */
@@ -6442,7 +6530,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6460,7 +6548,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6510,7 +6598,10 @@ export interface operations {
     my_accounts: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6525,6 +6616,15 @@ export interface operations {
                     "application/json": components["schemas"]["Accounts"];
                 };
             };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
             401: {
                 headers: {
@@ -6534,7 +6634,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6557,7 +6657,10 @@ export interface operations {
     me: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6572,6 +6675,15 @@ export interface operations {
                     "application/json": components["schemas"]["MeResponse"];
                 };
             };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description No valid credential */
             401: {
                 headers: {
@@ -6581,7 +6693,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6619,7 +6731,10 @@ export interface operations {
                 /** @description Before this time (ms since the epoch). */
                 until_ms?: number;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6634,7 +6749,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_MessageRecord"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6652,7 +6767,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6689,7 +6804,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6704,7 +6822,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Node"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6754,7 +6872,10 @@ export interface operations {
     node_budget: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Agent id */
                 agent_id: string;
@@ -6772,7 +6893,7 @@ export interface operations {
                     "application/json": components["schemas"]["NodeBudget"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6834,6 +6955,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -6853,7 +6976,7 @@ export interface operations {
                     "application/json": components["schemas"]["HeartbeatAck"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6933,6 +7056,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -6952,7 +7077,7 @@ export interface operations {
                     "application/json": components["schemas"]["Lease"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7041,6 +7166,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Lease id */
@@ -7063,7 +7190,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeaseReturn"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7152,6 +7279,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -7171,7 +7300,7 @@ export interface operations {
                     "application/json": components["schemas"]["NodeTokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7260,7 +7389,10 @@ export interface operations {
                 /** @description The bot that made the request. */
                 agent_id: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Request id */
                 id: string;
@@ -7278,7 +7410,7 @@ export interface operations {
                     "application/json": components["schemas"]["NodeTokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7340,6 +7472,8 @@ export interface operations {
             header?: {
                 /** @description The batch id */
                 "Idempotency-Key"?: string | null;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -7359,7 +7493,7 @@ export interface operations {
                     "application/json": components["schemas"]["UsageAck"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7439,6 +7573,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -7467,7 +7603,7 @@ export interface operations {
                     "application/json": components["schemas"]["AccountView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7556,7 +7692,10 @@ export interface operations {
                 /** @description ISO 4217 code. */
                 currency: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -7571,7 +7710,7 @@ export interface operations {
                     "application/json": components["schemas"]["Totals"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7624,6 +7763,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -7643,7 +7784,7 @@ export interface operations {
                     "application/json": components["schemas"]["IssuedCredential"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7725,7 +7866,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Node id */
                 node_id: string;
@@ -7743,7 +7887,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_CredentialInfo"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7805,6 +7949,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Node id */
@@ -7827,7 +7973,7 @@ export interface operations {
                     "application/json": components["schemas"]["IssuedCredential"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7916,6 +8062,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Node id */
@@ -7934,7 +8082,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8009,7 +8157,10 @@ export interface operations {
                 /** @description Only this agent's runs. */
                 agent_id?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -8024,7 +8175,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Run"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8042,7 +8193,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8074,7 +8225,10 @@ export interface operations {
     get_run: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Run id */
                 id: string;
@@ -8092,7 +8246,7 @@ export interface operations {
                     "application/json": components["schemas"]["Run"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8110,7 +8264,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8151,7 +8305,10 @@ export interface operations {
     run_logs: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Run id */
                 id: string;
@@ -8169,7 +8326,7 @@ export interface operations {
                     "text/event-stream": components["schemas"]["LogEvent"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8187,7 +8344,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8237,7 +8394,10 @@ export interface operations {
     get_submission: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description The submission */
                 id: string;
@@ -8255,7 +8415,7 @@ export interface operations {
                     "application/json": components["schemas"]["Submission"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8273,7 +8433,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8317,6 +8477,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The submission */
@@ -8335,7 +8497,7 @@ export interface operations {
                     "application/json": components["schemas"]["Bounty"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8406,6 +8568,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The submission */
@@ -8424,7 +8588,7 @@ export interface operations {
                     "application/json": components["schemas"]["Submission"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8495,6 +8659,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description The submission */
@@ -8513,7 +8679,7 @@ export interface operations {
                     "application/json": components["schemas"]["Submission"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8531,7 +8697,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8590,7 +8756,10 @@ export interface operations {
                 /** @description `email` or `sms`. */
                 channel?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -8605,7 +8774,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Template"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8623,7 +8792,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8658,6 +8827,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -8677,7 +8848,7 @@ export interface operations {
                     "application/json": components["schemas"]["Template"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8695,7 +8866,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8754,7 +8925,10 @@ export interface operations {
     get_template: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Template id */
                 id: string;
@@ -8772,7 +8946,7 @@ export interface operations {
                     "application/json": components["schemas"]["Template"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8790,7 +8964,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8834,6 +9008,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Template id */
@@ -8850,7 +9026,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8868,7 +9044,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8921,6 +9097,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Template id */
@@ -8943,7 +9121,7 @@ export interface operations {
                     "application/json": components["schemas"]["Template"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8961,7 +9139,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9032,6 +9210,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Template id */
@@ -9055,7 +9235,7 @@ export interface operations {
                     "application/json": components["schemas"]["Template"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9144,6 +9324,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Template id */
@@ -9167,7 +9349,7 @@ export interface operations {
                     "application/json": components["schemas"]["Template"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9258,7 +9440,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -9273,7 +9458,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_TenantView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9291,7 +9476,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9326,6 +9511,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -9345,7 +9532,7 @@ export interface operations {
                     "application/json": components["schemas"]["TenantView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9422,7 +9609,10 @@ export interface operations {
     current_tenant: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -9437,6 +9627,15 @@ export interface operations {
                     "application/json": components["schemas"]["TenantView"];
                 };
             };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
             401: {
                 headers: {
@@ -9446,7 +9645,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9474,7 +9673,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page, as given. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -9489,7 +9691,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_MemberView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9507,7 +9709,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9542,6 +9744,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path?: never;
             cookie?: never;
@@ -9561,7 +9765,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvitedView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9641,6 +9845,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description A member's user id */
@@ -9657,7 +9863,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9728,6 +9934,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description A member's user id */
@@ -9750,7 +9958,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberView"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9845,7 +10053,10 @@ export interface operations {
                 /** @description Requests of this bot, or to this main agent. */
                 agent_id?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -9860,7 +10071,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_TokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9878,7 +10089,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9910,7 +10121,10 @@ export interface operations {
     get_token_request: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path: {
                 /** @description Request id */
                 id: string;
@@ -9928,7 +10142,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9946,7 +10160,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9990,6 +10204,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Request id */
@@ -10008,7 +10224,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10026,7 +10242,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -10079,6 +10295,8 @@ export interface operations {
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
             };
             path: {
                 /** @description Request id */
@@ -10097,7 +10315,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenRequest"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10115,7 +10333,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -10188,7 +10406,10 @@ export interface operations {
                  */
                 group_by?: string;
             };
-            header?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -10203,7 +10424,7 @@ export interface operations {
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`), or a body that is not JSON */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10221,7 +10442,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`) */
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -161,3 +161,12 @@ test("a run's log streams to its end", async () => {
   assert.ok(events.length > 0, "no events");
   assert.equal(events.at(-1)?.event, "end", JSON.stringify(events));
 });
+
+test("X-App-ID names the tenant to act in", async () => {
+  const delta = new Delta({ baseUrl: url, apiKey, appId: "ten_somebody_else" });
+  await assert.rejects(
+    delta.unwrap(delta.api.GET("/v1/agents")),
+    (error: unknown) =>
+      error instanceof DeltaError && error.status === 403 && error.code === "app_not_allowed",
+  );
+});

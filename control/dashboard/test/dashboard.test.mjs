@@ -210,6 +210,20 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
   assert.equal(overflow, false, "the page scrolls sideways at a phone's width");
 
+  // The tenant switcher: a second tenant of the admin's, then back.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  const second = await call("POST", "/v1/tenants", { name: "Second shop" });
+  // A reload keeps the session (its refresh token is in sessionStorage).
+  await page.reload();
+  await page.getByRole("link", { name: "Agents" }).click();
+  await page.getByRole("heading", { name: "Agents and bots" }).waitFor();
+  await page.getByLabel("Tenant").selectOption({ label: "Second shop" });
+  await page.getByRole("status").filter({ hasText: "Now acting in Second shop" }).waitFor();
+  await page.getByText("No agents yet").waitFor();
+  await page.getByLabel("Tenant").selectOption({ label: "default" });
+  await page.getByRole("link", { name: "helper-bot" }).waitFor();
+  assert.ok(second.id);
+
   // Nothing of the session in the URL or in localStorage.
   assert.doesNotMatch(page.url(), /token|eyJ/);
   assert.equal(await page.evaluate(() => localStorage.length), 0);

@@ -1142,4 +1142,5 @@ both!(
 );
 
 // After the macros above: `macro_rules!` are in scope textually.
+mod apps;
 mod ratelimits;

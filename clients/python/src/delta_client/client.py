@@ -122,6 +122,11 @@ class _Credentials(httpx.Auth):
                 yield request
 
 
+def _app_headers(app_id: str | None) -> dict[str, str]:
+    """`X-App-ID` (seed 004): the tenant to act in, for a user in several."""
+    return {} if app_id is None else {"X-App-ID": app_id}
+
+
 def _with_key(endpoint: Callable[..., T], kwargs: dict[str, Any]) -> dict[str, Any]:
     """A mutation gets a fresh Idempotency-Key unless the caller chose one,
     so that its retries execute at most once."""
@@ -168,6 +173,7 @@ class Delta:
         base_url: str,
         *,
         api_key: str | None = None,
+        app_id: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
@@ -176,10 +182,19 @@ class Delta:
         self.retries = retries
         self._auth = _Credentials(self.base_url, api_key)
         self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, auth=self._auth, transport=transport
+            base_url=self.base_url,
+            timeout=timeout,
+            auth=self._auth,
+            transport=transport,
+            headers=_app_headers(app_id),
         )
         self.client = AuthenticatedClient(base_url=self.base_url, token="")
         self.client.set_httpx_client(self._http)
+
+    def use_app(self, app_id: str | None) -> None:
+        """Act in this tenant from now on (`X-App-ID`; None: the credential's own)."""
+        self._http.headers.pop("X-App-ID", None)
+        self._http.headers.update(_app_headers(app_id))
 
     def login(self, email: str, password: str, tenant_id: str | None = None) -> None:
         """Start a session (access and refresh tokens, refreshed as needed)."""
@@ -258,13 +273,16 @@ class AsyncDelta:
         base_url: str,
         *,
         api_key: str | None = None,
+        app_id: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self._auth = _Credentials(self.base_url, api_key)
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, auth=self._auth)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, auth=self._auth, headers=_app_headers(app_id)
+        )
         self.client = AuthenticatedClient(base_url=self.base_url, token="")
         self.client.set_async_httpx_client(self._http)
 

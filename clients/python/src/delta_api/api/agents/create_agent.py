@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: CreateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -110,6 +114,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: CreateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Agent | Error]:
     """Create an agent and deploy it.
 
@@ -119,6 +124,7 @@ def sync_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateAgent): Body of `POST /v1/agents`.
 
     Raises:
@@ -132,6 +138,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -146,6 +153,7 @@ def sync(
     client: AuthenticatedClient,
     body: CreateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Agent | Error | None:
     """Create an agent and deploy it.
 
@@ -155,6 +163,7 @@ def sync(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateAgent): Body of `POST /v1/agents`.
 
     Raises:
@@ -169,6 +178,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -177,6 +187,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: CreateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Agent | Error]:
     """Create an agent and deploy it.
 
@@ -186,6 +197,7 @@ async def asyncio_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateAgent): Body of `POST /v1/agents`.
 
     Raises:
@@ -199,6 +211,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -211,6 +224,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: CreateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Agent | Error | None:
     """Create an agent and deploy it.
 
@@ -220,6 +234,7 @@ async def asyncio(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateAgent): Body of `POST /v1/agents`.
 
     Raises:
@@ -235,5 +250,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

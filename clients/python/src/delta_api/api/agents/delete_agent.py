@@ -16,10 +16,14 @@ def _get_kwargs(
     id: str,
     *,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "delete",
@@ -96,6 +100,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Any | Error]:
     """Delete an agent: 409 `has_bots` while bots name it as parent. Its
     unspent tokens go back to its parent's budget. Its deployment is removed from its node, which
@@ -106,6 +111,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -118,6 +124,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         id=id,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -132,6 +139,7 @@ def sync(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Any | Error | None:
     """Delete an agent: 409 `has_bots` while bots name it as parent. Its
     unspent tokens go back to its parent's budget. Its deployment is removed from its node, which
@@ -142,6 +150,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -155,6 +164,7 @@ def sync(
         id=id,
         client=client,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -163,6 +173,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Any | Error]:
     """Delete an agent: 409 `has_bots` while bots name it as parent. Its
     unspent tokens go back to its parent's budget. Its deployment is removed from its node, which
@@ -173,6 +184,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -185,6 +197,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         id=id,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -197,6 +210,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Any | Error | None:
     """Delete an agent: 409 `has_bots` while bots name it as parent. Its
     unspent tokens go back to its parent's budget. Its deployment is removed from its node, which
@@ -207,6 +221,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -221,5 +236,6 @@ async def asyncio(
             id=id,
             client=client,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

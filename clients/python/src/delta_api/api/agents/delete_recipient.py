@@ -17,10 +17,14 @@ def _get_kwargs(
     recipient: str,
     *,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "delete",
@@ -99,6 +103,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Any | Error]:
     """Remove one entry from an agent's allowed recipients (compared
     case-insensitively); its node is updated.
@@ -107,6 +112,7 @@ def sync_detailed(
         id (str):
         recipient (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -120,6 +126,7 @@ def sync_detailed(
         id=id,
         recipient=recipient,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -135,6 +142,7 @@ def sync(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Any | Error | None:
     """Remove one entry from an agent's allowed recipients (compared
     case-insensitively); its node is updated.
@@ -143,6 +151,7 @@ def sync(
         id (str):
         recipient (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -157,6 +166,7 @@ def sync(
         recipient=recipient,
         client=client,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -166,6 +176,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Any | Error]:
     """Remove one entry from an agent's allowed recipients (compared
     case-insensitively); its node is updated.
@@ -174,6 +185,7 @@ async def asyncio_detailed(
         id (str):
         recipient (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -187,6 +199,7 @@ async def asyncio_detailed(
         id=id,
         recipient=recipient,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -200,6 +213,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Any | Error | None:
     """Remove one entry from an agent's allowed recipients (compared
     case-insensitively); its node is updated.
@@ -208,6 +222,7 @@ async def asyncio(
         id (str):
         recipient (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -223,5 +238,6 @@ async def asyncio(
             recipient=recipient,
             client=client,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -5,16 +5,23 @@ from urllib.parse import quote
 import httpx
 
 from ...client import AuthenticatedClient, Client
-from ...types import Response
+from ...types import Response, UNSET
 from ... import errors
 
 from ...models.agent import Agent
 from ...models.error import Error
+from ...types import Unset
 
 
 def _get_kwargs(
     id: str,
+    *,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/agents/{id}".format(
@@ -22,6 +29,7 @@ def _get_kwargs(
         ),
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -84,11 +92,13 @@ def sync_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Agent | Error]:
     """One agent.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -100,6 +110,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         id=id,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -113,11 +124,13 @@ def sync(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Agent | Error | None:
     """One agent.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -130,6 +143,7 @@ def sync(
     return sync_detailed(
         id=id,
         client=client,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -137,11 +151,13 @@ async def asyncio_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Agent | Error]:
     """One agent.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -153,6 +169,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         id=id,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -164,11 +181,13 @@ async def asyncio(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Agent | Error | None:
     """One agent.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -182,5 +201,6 @@ async def asyncio(
         await asyncio_detailed(
             id=id,
             client=client,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -18,7 +18,12 @@ def _get_kwargs(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     kind: Kind | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -39,6 +44,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -98,6 +104,7 @@ def sync_detailed(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     kind: Kind | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageAgent]:
     """List this tenant's agents, oldest first.
 
@@ -105,6 +112,7 @@ def sync_detailed(
         limit (int | Unset):
         cursor (str | Unset):
         kind (Kind | Unset): Main agent or bot (seed 000: a bot acts for a main agent).
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -118,6 +126,7 @@ def sync_detailed(
         limit=limit,
         cursor=cursor,
         kind=kind,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -133,6 +142,7 @@ def sync(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     kind: Kind | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageAgent | None:
     """List this tenant's agents, oldest first.
 
@@ -140,6 +150,7 @@ def sync(
         limit (int | Unset):
         cursor (str | Unset):
         kind (Kind | Unset): Main agent or bot (seed 000: a bot acts for a main agent).
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -154,6 +165,7 @@ def sync(
         limit=limit,
         cursor=cursor,
         kind=kind,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -163,6 +175,7 @@ async def asyncio_detailed(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     kind: Kind | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageAgent]:
     """List this tenant's agents, oldest first.
 
@@ -170,6 +183,7 @@ async def asyncio_detailed(
         limit (int | Unset):
         cursor (str | Unset):
         kind (Kind | Unset): Main agent or bot (seed 000: a bot acts for a main agent).
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -183,6 +197,7 @@ async def asyncio_detailed(
         limit=limit,
         cursor=cursor,
         kind=kind,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -196,6 +211,7 @@ async def asyncio(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     kind: Kind | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageAgent | None:
     """List this tenant's agents, oldest first.
 
@@ -203,6 +219,7 @@ async def asyncio(
         limit (int | Unset):
         cursor (str | Unset):
         kind (Kind | Unset): Main agent or bot (seed 000: a bot acts for a main agent).
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -218,5 +235,6 @@ async def asyncio(
             limit=limit,
             cursor=cursor,
             kind=kind,
+            x_app_id=x_app_id,
         )
     ).parsed

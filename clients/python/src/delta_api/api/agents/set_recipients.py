@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: SetRecipients,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "put",
@@ -115,12 +119,14 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: SetRecipients,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Recipients]:
     """Replace an agent's allowed recipients; its node is updated.
 
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetRecipients): Body of `PUT /v1/agents/{id}/recipients`.
 
     Raises:
@@ -135,6 +141,7 @@ def sync_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -150,12 +157,14 @@ def sync(
     client: AuthenticatedClient,
     body: SetRecipients,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Recipients | None:
     """Replace an agent's allowed recipients; its node is updated.
 
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetRecipients): Body of `PUT /v1/agents/{id}/recipients`.
 
     Raises:
@@ -171,6 +180,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -180,12 +190,14 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: SetRecipients,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Recipients]:
     """Replace an agent's allowed recipients; its node is updated.
 
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetRecipients): Body of `PUT /v1/agents/{id}/recipients`.
 
     Raises:
@@ -200,6 +212,7 @@ async def asyncio_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -213,12 +226,14 @@ async def asyncio(
     client: AuthenticatedClient,
     body: SetRecipients,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Recipients | None:
     """Replace an agent's allowed recipients; its node is updated.
 
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetRecipients): Body of `PUT /v1/agents/{id}/recipients`.
 
     Raises:
@@ -235,5 +250,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: UpdateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "patch",
@@ -120,6 +124,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: UpdateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Agent | Error]:
     """Change an agent's component, limits or grants; it is redeployed on its
     node (which must accept the change before it is stored).
@@ -127,6 +132,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateAgent): Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the
             agent
             is redeployed on its node.
@@ -143,6 +149,7 @@ def sync_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -158,6 +165,7 @@ def sync(
     client: AuthenticatedClient,
     body: UpdateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Agent | Error | None:
     """Change an agent's component, limits or grants; it is redeployed on its
     node (which must accept the change before it is stored).
@@ -165,6 +173,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateAgent): Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the
             agent
             is redeployed on its node.
@@ -182,6 +191,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -191,6 +201,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: UpdateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Agent | Error]:
     """Change an agent's component, limits or grants; it is redeployed on its
     node (which must accept the change before it is stored).
@@ -198,6 +209,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateAgent): Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the
             agent
             is redeployed on its node.
@@ -214,6 +226,7 @@ async def asyncio_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -227,6 +240,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: UpdateAgent,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Agent | Error | None:
     """Change an agent's component, limits or grants; it is redeployed on its
     node (which must accept the change before it is stored).
@@ -234,6 +248,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateAgent): Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the
             agent
             is redeployed on its node.
@@ -252,5 +267,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -17,10 +17,14 @@ def _get_kwargs(
     id: str,
     *,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -98,6 +102,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Bounty | Error]:
     """Approve a verified, passing submission: the escrow is posted, the
     submitter's tenant paid the reward minus the platform fee
@@ -108,6 +113,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -120,6 +126,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         id=id,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -134,6 +141,7 @@ def sync(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Bounty | Error | None:
     """Approve a verified, passing submission: the escrow is posted, the
     submitter's tenant paid the reward minus the platform fee
@@ -144,6 +152,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -157,6 +166,7 @@ def sync(
         id=id,
         client=client,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -165,6 +175,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Bounty | Error]:
     """Approve a verified, passing submission: the escrow is posted, the
     submitter's tenant paid the reward minus the platform fee
@@ -175,6 +186,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -187,6 +199,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         id=id,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -199,6 +212,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Bounty | Error | None:
     """Approve a verified, passing submission: the escrow is posted, the
     submitter's tenant paid the reward minus the platform fee
@@ -209,6 +223,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -223,5 +238,6 @@ async def asyncio(
             id=id,
             client=client,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

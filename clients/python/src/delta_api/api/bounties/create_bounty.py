@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: NewBounty,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -105,11 +109,13 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: NewBounty,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Bounty | Error]:
     """Create a draft bounty (nothing is escrowed until it is funded).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewBounty): Body of `POST /v1/bounties`: a draft.
 
     Raises:
@@ -123,6 +129,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -137,11 +144,13 @@ def sync(
     client: AuthenticatedClient,
     body: NewBounty,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Bounty | Error | None:
     """Create a draft bounty (nothing is escrowed until it is funded).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewBounty): Body of `POST /v1/bounties`: a draft.
 
     Raises:
@@ -156,6 +165,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -164,11 +174,13 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: NewBounty,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Bounty | Error]:
     """Create a draft bounty (nothing is escrowed until it is funded).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewBounty): Body of `POST /v1/bounties`: a draft.
 
     Raises:
@@ -182,6 +194,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -194,11 +207,13 @@ async def asyncio(
     client: AuthenticatedClient,
     body: NewBounty,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Bounty | Error | None:
     """Create a draft bounty (nothing is escrowed until it is funded).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewBounty): Body of `POST /v1/bounties`: a draft.
 
     Raises:
@@ -214,5 +229,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: NewSubmission,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -115,6 +119,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: NewSubmission,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Submission]:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
@@ -123,6 +128,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
 
     Raises:
@@ -137,6 +143,7 @@ def sync_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -152,6 +159,7 @@ def sync(
     client: AuthenticatedClient,
     body: NewSubmission,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Submission | None:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
@@ -160,6 +168,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
 
     Raises:
@@ -175,6 +184,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -184,6 +194,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: NewSubmission,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Submission]:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
@@ -192,6 +203,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
 
     Raises:
@@ -206,6 +218,7 @@ async def asyncio_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -219,6 +232,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: NewSubmission,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Submission | None:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
@@ -227,6 +241,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
 
     Raises:
@@ -243,5 +258,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -18,7 +18,12 @@ def _get_kwargs(
     min_reward: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["status"] = status
@@ -37,6 +42,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -97,6 +103,7 @@ def sync_detailed(
     min_reward: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageBounty]:
     """The tenant's own bounties and every funded one, oldest first.
 
@@ -105,6 +112,7 @@ def sync_detailed(
         min_reward (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -119,6 +127,7 @@ def sync_detailed(
         min_reward=min_reward,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -135,6 +144,7 @@ def sync(
     min_reward: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageBounty | None:
     """The tenant's own bounties and every funded one, oldest first.
 
@@ -143,6 +153,7 @@ def sync(
         min_reward (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -158,6 +169,7 @@ def sync(
         min_reward=min_reward,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -168,6 +180,7 @@ async def asyncio_detailed(
     min_reward: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageBounty]:
     """The tenant's own bounties and every funded one, oldest first.
 
@@ -176,6 +189,7 @@ async def asyncio_detailed(
         min_reward (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -190,6 +204,7 @@ async def asyncio_detailed(
         min_reward=min_reward,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -204,6 +219,7 @@ async def asyncio(
     min_reward: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageBounty | None:
     """The tenant's own bounties and every funded one, oldest first.
 
@@ -212,6 +228,7 @@ async def asyncio(
         min_reward (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -228,5 +245,6 @@ async def asyncio(
             min_reward=min_reward,
             limit=limit,
             cursor=cursor,
+            x_app_id=x_app_id,
         )
     ).parsed

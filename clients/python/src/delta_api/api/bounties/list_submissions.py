@@ -18,7 +18,12 @@ def _get_kwargs(
     *,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -35,6 +40,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -99,6 +105,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageSubmission]:
     """A bounty's submissions: all of them for its business, the caller's
     tenant's own for anyone else.
@@ -107,6 +114,7 @@ def sync_detailed(
         id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -120,6 +128,7 @@ def sync_detailed(
         id=id,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -135,6 +144,7 @@ def sync(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageSubmission | None:
     """A bounty's submissions: all of them for its business, the caller's
     tenant's own for anyone else.
@@ -143,6 +153,7 @@ def sync(
         id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -157,6 +168,7 @@ def sync(
         client=client,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -166,6 +178,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageSubmission]:
     """A bounty's submissions: all of them for its business, the caller's
     tenant's own for anyone else.
@@ -174,6 +187,7 @@ async def asyncio_detailed(
         id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -187,6 +201,7 @@ async def asyncio_detailed(
         id=id,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -200,6 +215,7 @@ async def asyncio(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageSubmission | None:
     """A bounty's submissions: all of them for its business, the caller's
     tenant's own for anyone else.
@@ -208,6 +224,7 @@ async def asyncio(
         id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -223,5 +240,6 @@ async def asyncio(
             client=client,
             limit=limit,
             cursor=cursor,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -18,7 +18,12 @@ def _get_kwargs(
     cursor: str | Unset = UNSET,
     status: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -37,6 +42,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -97,6 +103,7 @@ def sync_detailed(
     cursor: str | Unset = UNSET,
     status: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageTokenRequest]:
     """This tenant's token requests, oldest first.
 
@@ -105,6 +112,7 @@ def sync_detailed(
         cursor (str | Unset):
         status (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -119,6 +127,7 @@ def sync_detailed(
         cursor=cursor,
         status=status,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -135,6 +144,7 @@ def sync(
     cursor: str | Unset = UNSET,
     status: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageTokenRequest | None:
     """This tenant's token requests, oldest first.
 
@@ -143,6 +153,7 @@ def sync(
         cursor (str | Unset):
         status (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -158,6 +169,7 @@ def sync(
         cursor=cursor,
         status=status,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -168,6 +180,7 @@ async def asyncio_detailed(
     cursor: str | Unset = UNSET,
     status: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageTokenRequest]:
     """This tenant's token requests, oldest first.
 
@@ -176,6 +189,7 @@ async def asyncio_detailed(
         cursor (str | Unset):
         status (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -190,6 +204,7 @@ async def asyncio_detailed(
         cursor=cursor,
         status=status,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -204,6 +219,7 @@ async def asyncio(
     cursor: str | Unset = UNSET,
     status: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageTokenRequest | None:
     """This tenant's token requests, oldest first.
 
@@ -212,6 +228,7 @@ async def asyncio(
         cursor (str | Unset):
         status (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -228,5 +245,6 @@ async def asyncio(
             cursor=cursor,
             status=status,
             agent_id=agent_id,
+            x_app_id=x_app_id,
         )
     ).parsed

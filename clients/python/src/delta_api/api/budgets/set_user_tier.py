@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: SetTier,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "put",
@@ -115,6 +119,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: SetTier,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | UserBudget]:
     """Change a user's tier in a tenant (platform operators only: a tenant
     admin could otherwise grant themselves any allocation): the pool grows
@@ -124,6 +129,7 @@ def sync_detailed(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
 
     Raises:
@@ -138,6 +144,7 @@ def sync_detailed(
         user_id=user_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -153,6 +160,7 @@ def sync(
     client: AuthenticatedClient,
     body: SetTier,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | UserBudget | None:
     """Change a user's tier in a tenant (platform operators only: a tenant
     admin could otherwise grant themselves any allocation): the pool grows
@@ -162,6 +170,7 @@ def sync(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
 
     Raises:
@@ -177,6 +186,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -186,6 +196,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: SetTier,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | UserBudget]:
     """Change a user's tier in a tenant (platform operators only: a tenant
     admin could otherwise grant themselves any allocation): the pool grows
@@ -195,6 +206,7 @@ async def asyncio_detailed(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
 
     Raises:
@@ -209,6 +221,7 @@ async def asyncio_detailed(
         user_id=user_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -222,6 +235,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: SetTier,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | UserBudget | None:
     """Change a user's tier in a tenant (platform operators only: a tenant
     admin could otherwise grant themselves any allocation): the pool grows
@@ -231,6 +245,7 @@ async def asyncio(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (SetTier): Body of `PUT /v1/budget/users/{user_id}`.
 
     Raises:
@@ -247,5 +262,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

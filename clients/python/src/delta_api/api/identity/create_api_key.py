@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: CreateApiKeyRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -105,6 +109,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: CreateApiKeyRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[CreatedApiKey | Error]:
     """Create an API key acting as the caller in the current tenant.
 
@@ -114,6 +119,7 @@ def sync_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateApiKeyRequest): `POST /v1/api-keys`.
 
     Raises:
@@ -127,6 +133,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -141,6 +148,7 @@ def sync(
     client: AuthenticatedClient,
     body: CreateApiKeyRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> CreatedApiKey | Error | None:
     """Create an API key acting as the caller in the current tenant.
 
@@ -150,6 +158,7 @@ def sync(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateApiKeyRequest): `POST /v1/api-keys`.
 
     Raises:
@@ -164,6 +173,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -172,6 +182,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: CreateApiKeyRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[CreatedApiKey | Error]:
     """Create an API key acting as the caller in the current tenant.
 
@@ -181,6 +192,7 @@ async def asyncio_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateApiKeyRequest): `POST /v1/api-keys`.
 
     Raises:
@@ -194,6 +206,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -206,6 +219,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: CreateApiKeyRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> CreatedApiKey | Error | None:
     """Create an API key acting as the caller in the current tenant.
 
@@ -215,6 +229,7 @@ async def asyncio(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateApiKeyRequest): `POST /v1/api-keys`.
 
     Raises:
@@ -230,5 +245,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

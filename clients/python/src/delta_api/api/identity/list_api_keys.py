@@ -16,7 +16,12 @@ def _get_kwargs(
     *,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -31,6 +36,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -89,6 +95,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageApiKeyView]:
     """List API keys of the current tenant: all of them for admins, the
     caller's own for members. Revoked keys are listed with `revoked_at_ms`.
@@ -96,6 +103,7 @@ def sync_detailed(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -108,6 +116,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -122,6 +131,7 @@ def sync(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageApiKeyView | None:
     """List API keys of the current tenant: all of them for admins, the
     caller's own for members. Revoked keys are listed with `revoked_at_ms`.
@@ -129,6 +139,7 @@ def sync(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -142,6 +153,7 @@ def sync(
         client=client,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -150,6 +162,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageApiKeyView]:
     """List API keys of the current tenant: all of them for admins, the
     caller's own for members. Revoked keys are listed with `revoked_at_ms`.
@@ -157,6 +170,7 @@ async def asyncio_detailed(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -169,6 +183,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -181,6 +196,7 @@ async def asyncio(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageApiKeyView | None:
     """List API keys of the current tenant: all of them for admins, the
     caller's own for members. Revoked keys are listed with `revoked_at_ms`.
@@ -188,6 +204,7 @@ async def asyncio(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -202,5 +219,6 @@ async def asyncio(
             client=client,
             limit=limit,
             cursor=cursor,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -4,19 +4,28 @@ from typing import Any
 import httpx
 
 from ...client import AuthenticatedClient, Client
-from ...types import Response
+from ...types import Response, UNSET
 from ... import errors
 
 from ...models.accounts import Accounts
 from ...models.error import Error
+from ...types import Unset
 
 
-def _get_kwargs() -> dict[str, Any]:
+def _get_kwargs(
+    *,
+    x_app_id: str | Unset = UNSET,
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/ledger/accounts",
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -27,6 +36,11 @@ def _parse_response(
         response_200 = Accounts.from_dict(response.json())
 
         return response_200
+
+    if response.status_code == 400:
+        response_400 = Error.from_dict(response.json())
+
+        return response_400
 
     if response.status_code == 401:
         response_401 = Error.from_dict(response.json())
@@ -63,8 +77,12 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Accounts | Error]:
     """The caller's tenant's balances.
+
+    Args:
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -74,7 +92,9 @@ def sync_detailed(
         Response[Accounts | Error]
     """
 
-    kwargs = _get_kwargs()
+    kwargs = _get_kwargs(
+        x_app_id=x_app_id,
+    )
 
     response = client.get_httpx_client().request(
         **kwargs,
@@ -86,8 +106,12 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Accounts | Error | None:
     """The caller's tenant's balances.
+
+    Args:
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -99,14 +123,19 @@ def sync(
 
     return sync_detailed(
         client=client,
+        x_app_id=x_app_id,
     ).parsed
 
 
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Accounts | Error]:
     """The caller's tenant's balances.
+
+    Args:
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -116,7 +145,9 @@ async def asyncio_detailed(
         Response[Accounts | Error]
     """
 
-    kwargs = _get_kwargs()
+    kwargs = _get_kwargs(
+        x_app_id=x_app_id,
+    )
 
     response = await client.get_async_httpx_client().request(**kwargs)
 
@@ -126,8 +157,12 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Accounts | Error | None:
     """The caller's tenant's balances.
+
+    Args:
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -140,5 +175,6 @@ async def asyncio(
     return (
         await asyncio_detailed(
             client=client,
+            x_app_id=x_app_id,
         )
     ).parsed

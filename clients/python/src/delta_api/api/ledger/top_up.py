@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: TopUp,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -115,12 +119,14 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: TopUp,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[AccountView | Error]:
     """Credit a tenant's balance from the currency's `external` account
     (platform operators only: this is money entering the system).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (TopUp): Body of `POST /v1/operator/ledger/topups`.
 
     Raises:
@@ -134,6 +140,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -148,12 +155,14 @@ def sync(
     client: AuthenticatedClient,
     body: TopUp,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> AccountView | Error | None:
     """Credit a tenant's balance from the currency's `external` account
     (platform operators only: this is money entering the system).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (TopUp): Body of `POST /v1/operator/ledger/topups`.
 
     Raises:
@@ -168,6 +177,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -176,12 +186,14 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: TopUp,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[AccountView | Error]:
     """Credit a tenant's balance from the currency's `external` account
     (platform operators only: this is money entering the system).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (TopUp): Body of `POST /v1/operator/ledger/topups`.
 
     Raises:
@@ -195,6 +207,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -207,12 +220,14 @@ async def asyncio(
     client: AuthenticatedClient,
     body: TopUp,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> AccountView | Error | None:
     """Credit a tenant's balance from the currency's `external` account
     (platform operators only: this is money entering the system).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (TopUp): Body of `POST /v1/operator/ledger/topups`.
 
     Raises:
@@ -228,5 +243,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

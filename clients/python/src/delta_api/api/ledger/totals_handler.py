@@ -9,12 +9,18 @@ from ... import errors
 
 from ...models.error import Error
 from ...models.totals import Totals
+from ...types import Unset
 
 
 def _get_kwargs(
     *,
     currency: str,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["currency"] = currency
@@ -27,6 +33,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -84,11 +91,13 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     currency: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Totals]:
     """The conservation check: Σ balances and Σ pending amounts of a currency.
 
     Args:
         currency (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -100,6 +109,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         currency=currency,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -113,11 +123,13 @@ def sync(
     *,
     client: AuthenticatedClient,
     currency: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Totals | None:
     """The conservation check: Σ balances and Σ pending amounts of a currency.
 
     Args:
         currency (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -130,6 +142,7 @@ def sync(
     return sync_detailed(
         client=client,
         currency=currency,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -137,11 +150,13 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     currency: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Totals]:
     """The conservation check: Σ balances and Σ pending amounts of a currency.
 
     Args:
         currency (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -153,6 +168,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         currency=currency,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -164,11 +180,13 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     currency: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Totals | None:
     """The conservation check: Σ balances and Σ pending amounts of a currency.
 
     Args:
         currency (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -182,5 +200,6 @@ async def asyncio(
         await asyncio_detailed(
             client=client,
             currency=currency,
+            x_app_id=x_app_id,
         )
     ).parsed

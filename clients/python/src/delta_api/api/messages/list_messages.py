@@ -21,7 +21,12 @@ def _get_kwargs(
     status: str | Unset = UNSET,
     since_ms: int | Unset = UNSET,
     until_ms: int | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -46,6 +51,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -109,6 +115,7 @@ def sync_detailed(
     status: str | Unset = UNSET,
     since_ms: int | Unset = UNSET,
     until_ms: int | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageMessageRecord]:
     """The tenant's message attempts, newest first.
 
@@ -120,6 +127,7 @@ def sync_detailed(
         status (str | Unset):
         since_ms (int | Unset):
         until_ms (int | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -137,6 +145,7 @@ def sync_detailed(
         status=status,
         since_ms=since_ms,
         until_ms=until_ms,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -156,6 +165,7 @@ def sync(
     status: str | Unset = UNSET,
     since_ms: int | Unset = UNSET,
     until_ms: int | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageMessageRecord | None:
     """The tenant's message attempts, newest first.
 
@@ -167,6 +177,7 @@ def sync(
         status (str | Unset):
         since_ms (int | Unset):
         until_ms (int | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -185,6 +196,7 @@ def sync(
         status=status,
         since_ms=since_ms,
         until_ms=until_ms,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -198,6 +210,7 @@ async def asyncio_detailed(
     status: str | Unset = UNSET,
     since_ms: int | Unset = UNSET,
     until_ms: int | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageMessageRecord]:
     """The tenant's message attempts, newest first.
 
@@ -209,6 +222,7 @@ async def asyncio_detailed(
         status (str | Unset):
         since_ms (int | Unset):
         until_ms (int | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -226,6 +240,7 @@ async def asyncio_detailed(
         status=status,
         since_ms=since_ms,
         until_ms=until_ms,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -243,6 +258,7 @@ async def asyncio(
     status: str | Unset = UNSET,
     since_ms: int | Unset = UNSET,
     until_ms: int | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageMessageRecord | None:
     """The tenant's message attempts, newest first.
 
@@ -254,6 +270,7 @@ async def asyncio(
         status (str | Unset):
         since_ms (int | Unset):
         until_ms (int | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -273,5 +290,6 @@ async def asyncio(
             status=status,
             since_ms=since_ms,
             until_ms=until_ms,
+            x_app_id=x_app_id,
         )
     ).parsed

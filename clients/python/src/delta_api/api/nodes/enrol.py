@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: Enrolment,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -105,6 +109,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: Enrolment,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | IssuedCredential]:
     """Enrol a node: record it and issue its first credential (operators
     only). The node then starts with the credential in its `[control_plane]
@@ -112,6 +117,7 @@ def sync_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Enrolment): Body of `POST /v1/operator/nodes`.
 
     Raises:
@@ -125,6 +131,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -139,6 +146,7 @@ def sync(
     client: AuthenticatedClient,
     body: Enrolment,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | IssuedCredential | None:
     """Enrol a node: record it and issue its first credential (operators
     only). The node then starts with the credential in its `[control_plane]
@@ -146,6 +154,7 @@ def sync(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Enrolment): Body of `POST /v1/operator/nodes`.
 
     Raises:
@@ -160,6 +169,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -168,6 +178,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: Enrolment,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | IssuedCredential]:
     """Enrol a node: record it and issue its first credential (operators
     only). The node then starts with the credential in its `[control_plane]
@@ -175,6 +186,7 @@ async def asyncio_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Enrolment): Body of `POST /v1/operator/nodes`.
 
     Raises:
@@ -188,6 +200,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -200,6 +213,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: Enrolment,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | IssuedCredential | None:
     """Enrol a node: record it and issue its first credential (operators
     only). The node then starts with the credential in its `[control_plane]
@@ -207,6 +221,7 @@ async def asyncio(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Enrolment): Body of `POST /v1/operator/nodes`.
 
     Raises:
@@ -222,5 +237,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

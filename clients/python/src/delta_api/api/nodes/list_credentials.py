@@ -18,7 +18,12 @@ def _get_kwargs(
     *,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -35,6 +40,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -99,6 +105,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageCredentialInfo]:
     """A node's credentials, oldest first (never their secrets).
 
@@ -106,6 +113,7 @@ def sync_detailed(
         node_id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -119,6 +127,7 @@ def sync_detailed(
         node_id=node_id,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -134,6 +143,7 @@ def sync(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageCredentialInfo | None:
     """A node's credentials, oldest first (never their secrets).
 
@@ -141,6 +151,7 @@ def sync(
         node_id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -155,6 +166,7 @@ def sync(
         client=client,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -164,6 +176,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageCredentialInfo]:
     """A node's credentials, oldest first (never their secrets).
 
@@ -171,6 +184,7 @@ async def asyncio_detailed(
         node_id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -184,6 +198,7 @@ async def asyncio_detailed(
         node_id=node_id,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -197,6 +212,7 @@ async def asyncio(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageCredentialInfo | None:
     """A node's credentials, oldest first (never their secrets).
 
@@ -204,6 +220,7 @@ async def asyncio(
         node_id (str):
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -219,5 +236,6 @@ async def asyncio(
             client=client,
             limit=limit,
             cursor=cursor,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: NodeTokenAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -110,11 +114,13 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: NodeTokenAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | NodeTokenRequest]:
     """A bot's token request from its guest (`budget.request`).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NodeTokenAsk): Body of `POST /v1/nodes/token-requests`.
 
     Raises:
@@ -128,6 +134,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -142,11 +149,13 @@ def sync(
     client: AuthenticatedClient,
     body: NodeTokenAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | NodeTokenRequest | None:
     """A bot's token request from its guest (`budget.request`).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NodeTokenAsk): Body of `POST /v1/nodes/token-requests`.
 
     Raises:
@@ -161,6 +170,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -169,11 +179,13 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: NodeTokenAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | NodeTokenRequest]:
     """A bot's token request from its guest (`budget.request`).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NodeTokenAsk): Body of `POST /v1/nodes/token-requests`.
 
     Raises:
@@ -187,6 +199,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -199,11 +212,13 @@ async def asyncio(
     client: AuthenticatedClient,
     body: NodeTokenAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | NodeTokenRequest | None:
     """A bot's token request from its guest (`budget.request`).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (NodeTokenAsk): Body of `POST /v1/nodes/token-requests`.
 
     Raises:
@@ -219,5 +234,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

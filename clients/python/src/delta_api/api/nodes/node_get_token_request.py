@@ -10,13 +10,19 @@ from ... import errors
 
 from ...models.error import Error
 from ...models.node_token_request import NodeTokenRequest
+from ...types import Unset
 
 
 def _get_kwargs(
     id: str,
     *,
     agent_id: str,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["agent_id"] = agent_id
@@ -31,6 +37,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -94,12 +101,14 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     agent_id: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | NodeTokenRequest]:
     """A guest polls its request.
 
     Args:
         id (str):
         agent_id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -112,6 +121,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         id=id,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -126,12 +136,14 @@ def sync(
     *,
     client: AuthenticatedClient,
     agent_id: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | NodeTokenRequest | None:
     """A guest polls its request.
 
     Args:
         id (str):
         agent_id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -145,6 +157,7 @@ def sync(
         id=id,
         client=client,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -153,12 +166,14 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     agent_id: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | NodeTokenRequest]:
     """A guest polls its request.
 
     Args:
         id (str):
         agent_id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -171,6 +186,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         id=id,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -183,12 +199,14 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     agent_id: str,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | NodeTokenRequest | None:
     """A guest polls its request.
 
     Args:
         id (str):
         agent_id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -203,5 +221,6 @@ async def asyncio(
             id=id,
             client=client,
             agent_id=agent_id,
+            x_app_id=x_app_id,
         )
     ).parsed

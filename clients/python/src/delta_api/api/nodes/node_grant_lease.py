@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: LeaseAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -110,12 +114,14 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: LeaseAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Lease]:
     """A node leases part of an agent's budget: granted = min(amount,
     available) if that is at least min_amount.
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseAsk): Body of `POST /v1/nodes/leases`.
 
     Raises:
@@ -129,6 +135,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -143,12 +150,14 @@ def sync(
     client: AuthenticatedClient,
     body: LeaseAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Lease | None:
     """A node leases part of an agent's budget: granted = min(amount,
     available) if that is at least min_amount.
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseAsk): Body of `POST /v1/nodes/leases`.
 
     Raises:
@@ -163,6 +172,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -171,12 +181,14 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: LeaseAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Lease]:
     """A node leases part of an agent's budget: granted = min(amount,
     available) if that is at least min_amount.
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseAsk): Body of `POST /v1/nodes/leases`.
 
     Raises:
@@ -190,6 +202,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -202,12 +215,14 @@ async def asyncio(
     client: AuthenticatedClient,
     body: LeaseAsk,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Lease | None:
     """A node leases part of an agent's budget: granted = min(amount,
     available) if that is at least min_amount.
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseAsk): Body of `POST /v1/nodes/leases`.
 
     Raises:
@@ -223,5 +238,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: LeaseGiveBack,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -115,6 +119,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: LeaseGiveBack,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | LeaseReturn]:
     """A node returns a lease with what it spent. Idempotent: a second return
     answers the first one's result.
@@ -122,6 +127,7 @@ def sync_detailed(
     Args:
         lease_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseGiveBack): Body of `POST /v1/nodes/leases/{lease_id}/return`.
 
     Raises:
@@ -136,6 +142,7 @@ def sync_detailed(
         lease_id=lease_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -151,6 +158,7 @@ def sync(
     client: AuthenticatedClient,
     body: LeaseGiveBack,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | LeaseReturn | None:
     """A node returns a lease with what it spent. Idempotent: a second return
     answers the first one's result.
@@ -158,6 +166,7 @@ def sync(
     Args:
         lease_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseGiveBack): Body of `POST /v1/nodes/leases/{lease_id}/return`.
 
     Raises:
@@ -173,6 +182,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -182,6 +192,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: LeaseGiveBack,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | LeaseReturn]:
     """A node returns a lease with what it spent. Idempotent: a second return
     answers the first one's result.
@@ -189,6 +200,7 @@ async def asyncio_detailed(
     Args:
         lease_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseGiveBack): Body of `POST /v1/nodes/leases/{lease_id}/return`.
 
     Raises:
@@ -203,6 +215,7 @@ async def asyncio_detailed(
         lease_id=lease_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -216,6 +229,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: LeaseGiveBack,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | LeaseReturn | None:
     """A node returns a lease with what it spent. Idempotent: a second return
     answers the first one's result.
@@ -223,6 +237,7 @@ async def asyncio(
     Args:
         lease_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (LeaseGiveBack): Body of `POST /v1/nodes/leases/{lease_id}/return`.
 
     Raises:
@@ -239,5 +254,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: Rotation,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -115,6 +119,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: Rotation,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | IssuedCredential]:
     """Issue another credential for an enrolled node (rotation without
     downtime: the others keep working until `retire_others_after_secs`, if
@@ -123,6 +128,7 @@ def sync_detailed(
     Args:
         node_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
 
     Raises:
@@ -137,6 +143,7 @@ def sync_detailed(
         node_id=node_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -152,6 +159,7 @@ def sync(
     client: AuthenticatedClient,
     body: Rotation,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | IssuedCredential | None:
     """Issue another credential for an enrolled node (rotation without
     downtime: the others keep working until `retire_others_after_secs`, if
@@ -160,6 +168,7 @@ def sync(
     Args:
         node_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
 
     Raises:
@@ -175,6 +184,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -184,6 +194,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: Rotation,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | IssuedCredential]:
     """Issue another credential for an enrolled node (rotation without
     downtime: the others keep working until `retire_others_after_secs`, if
@@ -192,6 +203,7 @@ async def asyncio_detailed(
     Args:
         node_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
 
     Raises:
@@ -206,6 +218,7 @@ async def asyncio_detailed(
         node_id=node_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -219,6 +232,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: Rotation,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | IssuedCredential | None:
     """Issue another credential for an enrolled node (rotation without
     downtime: the others keep working until `retire_others_after_secs`, if
@@ -227,6 +241,7 @@ async def asyncio(
     Args:
         node_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (Rotation): Body of `POST /v1/operator/nodes/{node_id}/credentials`.
 
     Raises:
@@ -243,5 +258,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

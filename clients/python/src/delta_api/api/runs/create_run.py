@@ -21,10 +21,14 @@ def _get_kwargs(
     body: CreateRun,
     wait: bool | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     params: dict[str, Any] = {}
 
@@ -135,6 +139,7 @@ def sync_detailed(
     body: CreateRun,
     wait: bool | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Run | RunAccepted]:
     """Submit a run of an agent to its node.
 
@@ -142,6 +147,7 @@ def sync_detailed(
         id (str):
         wait (bool | Unset):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateRun): Body of `POST /v1/agents/{id}/runs`.
 
     Raises:
@@ -157,6 +163,7 @@ def sync_detailed(
         body=body,
         wait=wait,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -173,6 +180,7 @@ def sync(
     body: CreateRun,
     wait: bool | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Run | RunAccepted | None:
     """Submit a run of an agent to its node.
 
@@ -180,6 +188,7 @@ def sync(
         id (str):
         wait (bool | Unset):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateRun): Body of `POST /v1/agents/{id}/runs`.
 
     Raises:
@@ -196,6 +205,7 @@ def sync(
         body=body,
         wait=wait,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -206,6 +216,7 @@ async def asyncio_detailed(
     body: CreateRun,
     wait: bool | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Run | RunAccepted]:
     """Submit a run of an agent to its node.
 
@@ -213,6 +224,7 @@ async def asyncio_detailed(
         id (str):
         wait (bool | Unset):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateRun): Body of `POST /v1/agents/{id}/runs`.
 
     Raises:
@@ -228,6 +240,7 @@ async def asyncio_detailed(
         body=body,
         wait=wait,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -242,6 +255,7 @@ async def asyncio(
     body: CreateRun,
     wait: bool | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Run | RunAccepted | None:
     """Submit a run of an agent to its node.
 
@@ -249,6 +263,7 @@ async def asyncio(
         id (str):
         wait (bool | Unset):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateRun): Body of `POST /v1/agents/{id}/runs`.
 
     Raises:
@@ -266,5 +281,6 @@ async def asyncio(
             body=body,
             wait=wait,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -5,16 +5,23 @@ from urllib.parse import quote
 import httpx
 
 from ...client import AuthenticatedClient, Client
-from ...types import Response
+from ...types import Response, UNSET
 from ... import errors
 
 from ...models.error import Error
 from ...models.run import Run
+from ...types import Unset
 
 
 def _get_kwargs(
     id: str,
+    *,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/runs/{id}".format(
@@ -22,6 +29,7 @@ def _get_kwargs(
         ),
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -84,12 +92,14 @@ def sync_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Run]:
     """One run, from its node while the node has it (with the output and the
     logs; the stored status is brought up to date), else as stored.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -101,6 +111,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         id=id,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -114,12 +125,14 @@ def sync(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Run | None:
     """One run, from its node while the node has it (with the output and the
     logs; the stored status is brought up to date), else as stored.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -132,6 +145,7 @@ def sync(
     return sync_detailed(
         id=id,
         client=client,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -139,12 +153,14 @@ async def asyncio_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Run]:
     """One run, from its node while the node has it (with the output and the
     logs; the stored status is brought up to date), else as stored.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -156,6 +172,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         id=id,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -167,12 +184,14 @@ async def asyncio(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Run | None:
     """One run, from its node while the node has it (with the output and the
     logs; the stored status is brought up to date), else as stored.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -186,5 +205,6 @@ async def asyncio(
         await asyncio_detailed(
             id=id,
             client=client,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -17,7 +17,12 @@ def _get_kwargs(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -34,6 +39,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -93,6 +99,7 @@ def sync_detailed(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageRun]:
     """List this tenant's runs, oldest first.
 
@@ -100,6 +107,7 @@ def sync_detailed(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -113,6 +121,7 @@ def sync_detailed(
         limit=limit,
         cursor=cursor,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -128,6 +137,7 @@ def sync(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageRun | None:
     """List this tenant's runs, oldest first.
 
@@ -135,6 +145,7 @@ def sync(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -149,6 +160,7 @@ def sync(
         limit=limit,
         cursor=cursor,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -158,6 +170,7 @@ async def asyncio_detailed(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageRun]:
     """List this tenant's runs, oldest first.
 
@@ -165,6 +178,7 @@ async def asyncio_detailed(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -178,6 +192,7 @@ async def asyncio_detailed(
         limit=limit,
         cursor=cursor,
         agent_id=agent_id,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -191,6 +206,7 @@ async def asyncio(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageRun | None:
     """List this tenant's runs, oldest first.
 
@@ -198,6 +214,7 @@ async def asyncio(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -213,5 +230,6 @@ async def asyncio(
             limit=limit,
             cursor=cursor,
             agent_id=agent_id,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -5,16 +5,23 @@ from urllib.parse import quote
 import httpx
 
 from ...client import AuthenticatedClient, Client
-from ...types import Response
+from ...types import Response, UNSET
 from ... import errors
 
 from ...models.error import Error
 from ...models.log_event import LogEvent
+from ...types import Unset
 
 
 def _get_kwargs(
     id: str,
+    *,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/runs/{id}/logs".format(
@@ -22,6 +29,7 @@ def _get_kwargs(
         ),
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -89,12 +97,14 @@ def sync_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | LogEvent]:
     """A run's log as server-sent events, relayed from its node: `log` events
     (one line each, JSON), live while it runs, then one `end` event.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -106,6 +116,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         id=id,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -119,12 +130,14 @@ def sync(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | LogEvent | None:
     """A run's log as server-sent events, relayed from its node: `log` events
     (one line each, JSON), live while it runs, then one `end` event.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -137,6 +150,7 @@ def sync(
     return sync_detailed(
         id=id,
         client=client,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -144,12 +158,14 @@ async def asyncio_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | LogEvent]:
     """A run's log as server-sent events, relayed from its node: `log` events
     (one line each, JSON), live while it runs, then one `end` event.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -161,6 +177,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         id=id,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -172,12 +189,14 @@ async def asyncio(
     id: str,
     *,
     client: AuthenticatedClient,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | LogEvent | None:
     """A run's log as server-sent events, relayed from its node: `log` events
     (one line each, JSON), live while it runs, then one `end` event.
 
     Args:
         id (str):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -191,5 +210,6 @@ async def asyncio(
         await asyncio_detailed(
             id=id,
             client=client,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: CreateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -105,11 +109,13 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: CreateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Create a template (as a draft).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTemplate): Body of `POST /v1/templates`.
 
     Raises:
@@ -123,6 +129,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -137,11 +144,13 @@ def sync(
     client: AuthenticatedClient,
     body: CreateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Create a template (as a draft).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTemplate): Body of `POST /v1/templates`.
 
     Raises:
@@ -156,6 +165,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -164,11 +174,13 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: CreateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Create a template (as a draft).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTemplate): Body of `POST /v1/templates`.
 
     Raises:
@@ -182,6 +194,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -194,11 +207,13 @@ async def asyncio(
     client: AuthenticatedClient,
     body: CreateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Create a template (as a draft).
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTemplate): Body of `POST /v1/templates`.
 
     Raises:
@@ -214,5 +229,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

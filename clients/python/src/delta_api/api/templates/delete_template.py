@@ -16,10 +16,14 @@ def _get_kwargs(
     id: str,
     *,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "delete",
@@ -96,6 +100,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Any | Error]:
     """Delete a template. Agents granted it can no longer send it
     (`template-not-found`); their grants keep the id until changed.
@@ -103,6 +108,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -115,6 +121,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         id=id,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -129,6 +136,7 @@ def sync(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Any | Error | None:
     """Delete a template. Agents granted it can no longer send it
     (`template-not-found`); their grants keep the id until changed.
@@ -136,6 +144,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -149,6 +158,7 @@ def sync(
         id=id,
         client=client,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -157,6 +167,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Any | Error]:
     """Delete a template. Agents granted it can no longer send it
     (`template-not-found`); their grants keep the id until changed.
@@ -164,6 +175,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -176,6 +188,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         id=id,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -188,6 +201,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Any | Error | None:
     """Delete a template. Agents granted it can no longer send it
     (`template-not-found`); their grants keep the id until changed.
@@ -195,6 +209,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -209,5 +224,6 @@ async def asyncio(
             id=id,
             client=client,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

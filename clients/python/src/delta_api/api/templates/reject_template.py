@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: None | Reject | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -118,6 +122,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: None | Reject | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Reject a template (its current version), with an optional reason; an
     approved one stops being usable. Admins only.
@@ -125,6 +130,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (None | Reject | Unset):
 
     Raises:
@@ -139,6 +145,7 @@ def sync_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -154,6 +161,7 @@ def sync(
     client: AuthenticatedClient,
     body: None | Reject | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Reject a template (its current version), with an optional reason; an
     approved one stops being usable. Admins only.
@@ -161,6 +169,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (None | Reject | Unset):
 
     Raises:
@@ -176,6 +185,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -185,6 +195,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: None | Reject | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Reject a template (its current version), with an optional reason; an
     approved one stops being usable. Admins only.
@@ -192,6 +203,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (None | Reject | Unset):
 
     Raises:
@@ -206,6 +218,7 @@ async def asyncio_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -219,6 +232,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: None | Reject | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Reject a template (its current version), with an optional reason; an
     approved one stops being usable. Admins only.
@@ -226,6 +240,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (None | Reject | Unset):
 
     Raises:
@@ -242,5 +257,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

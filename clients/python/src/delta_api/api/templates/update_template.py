@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: UpdateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "patch",
@@ -115,6 +119,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: UpdateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Change a template. Any change of content returns it to `draft` (an
     approved template stops being usable until an admin approves the new
@@ -123,6 +128,7 @@ def sync_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateTemplate): Body of `PATCH /v1/templates/{id}`: what is given is replaced. A
             change
             returns the template to `draft`.
@@ -139,6 +145,7 @@ def sync_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -154,6 +161,7 @@ def sync(
     client: AuthenticatedClient,
     body: UpdateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Change a template. Any change of content returns it to `draft` (an
     approved template stops being usable until an admin approves the new
@@ -162,6 +170,7 @@ def sync(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateTemplate): Body of `PATCH /v1/templates/{id}`: what is given is replaced. A
             change
             returns the template to `draft`.
@@ -179,6 +188,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -188,6 +198,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: UpdateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Change a template. Any change of content returns it to `draft` (an
     approved template stops being usable until an admin approves the new
@@ -196,6 +207,7 @@ async def asyncio_detailed(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateTemplate): Body of `PATCH /v1/templates/{id}`: what is given is replaced. A
             change
             returns the template to `draft`.
@@ -212,6 +224,7 @@ async def asyncio_detailed(
         id=id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -225,6 +238,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: UpdateTemplate,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Change a template. Any change of content returns it to `draft` (an
     approved template stops being usable until an admin approves the new
@@ -233,6 +247,7 @@ async def asyncio(
     Args:
         id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (UpdateTemplate): Body of `PATCH /v1/templates/{id}`: what is given is replaced. A
             change
             returns the template to `draft`.
@@ -251,5 +266,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -19,10 +19,14 @@ def _get_kwargs(
     *,
     body: RoleRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "patch",
@@ -115,6 +119,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: RoleRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | MemberView]:
     """Change a member's role. Admins move non-owners between member and
     admin; only owners change an owner or grant owner; the last owner
@@ -123,6 +128,7 @@ def sync_detailed(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (RoleRequest): `PATCH /v1/tenants/current/members/{user_id}`.
 
     Raises:
@@ -137,6 +143,7 @@ def sync_detailed(
         user_id=user_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -152,6 +159,7 @@ def sync(
     client: AuthenticatedClient,
     body: RoleRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | MemberView | None:
     """Change a member's role. Admins move non-owners between member and
     admin; only owners change an owner or grant owner; the last owner
@@ -160,6 +168,7 @@ def sync(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (RoleRequest): `PATCH /v1/tenants/current/members/{user_id}`.
 
     Raises:
@@ -175,6 +184,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -184,6 +194,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: RoleRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | MemberView]:
     """Change a member's role. Admins move non-owners between member and
     admin; only owners change an owner or grant owner; the last owner
@@ -192,6 +203,7 @@ async def asyncio_detailed(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (RoleRequest): `PATCH /v1/tenants/current/members/{user_id}`.
 
     Raises:
@@ -206,6 +218,7 @@ async def asyncio_detailed(
         user_id=user_id,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -219,6 +232,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: RoleRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | MemberView | None:
     """Change a member's role. Admins move non-owners between member and
     admin; only owners change an owner or grant owner; the last owner
@@ -227,6 +241,7 @@ async def asyncio(
     Args:
         user_id (str):
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (RoleRequest): `PATCH /v1/tenants/current/members/{user_id}`.
 
     Raises:
@@ -243,5 +258,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -17,10 +17,14 @@ def _get_kwargs(
     *,
     body: CreateTenantRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -105,6 +109,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     body: CreateTenantRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | TenantView]:
     """Create a tenant; the caller becomes its owner. A user owns at most
     `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
@@ -115,6 +120,7 @@ def sync_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTenantRequest): `POST /v1/tenants`.
 
     Raises:
@@ -128,6 +134,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -142,6 +149,7 @@ def sync(
     client: AuthenticatedClient,
     body: CreateTenantRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | TenantView | None:
     """Create a tenant; the caller becomes its owner. A user owns at most
     `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
@@ -152,6 +160,7 @@ def sync(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTenantRequest): `POST /v1/tenants`.
 
     Raises:
@@ -166,6 +175,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -174,6 +184,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     body: CreateTenantRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | TenantView]:
     """Create a tenant; the caller becomes its owner. A user owns at most
     `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
@@ -184,6 +195,7 @@ async def asyncio_detailed(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTenantRequest): `POST /v1/tenants`.
 
     Raises:
@@ -197,6 +209,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -209,6 +222,7 @@ async def asyncio(
     client: AuthenticatedClient,
     body: CreateTenantRequest,
     idempotency_key: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | TenantView | None:
     """Create a tenant; the caller becomes its owner. A user owns at most
     `max_tenants_per_user` (403 `tenant_limit`; operators: no limit), and
@@ -219,6 +233,7 @@ async def asyncio(
 
     Args:
         idempotency_key (str | Unset):
+        x_app_id (str | Unset):
         body (CreateTenantRequest): `POST /v1/tenants`.
 
     Raises:
@@ -234,5 +249,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            x_app_id=x_app_id,
         )
     ).parsed

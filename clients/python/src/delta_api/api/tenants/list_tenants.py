@@ -16,7 +16,12 @@ def _get_kwargs(
     *,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     params["limit"] = limit
@@ -31,6 +36,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -89,6 +95,7 @@ def sync_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageTenantView]:
     """The caller's tenants with their role, oldest first. With an API key:
     only the key's tenant (a key is not a way into the user's other
@@ -97,6 +104,7 @@ def sync_detailed(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -109,6 +117,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -123,6 +132,7 @@ def sync(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageTenantView | None:
     """The caller's tenants with their role, oldest first. With an API key:
     only the key's tenant (a key is not a way into the user's other
@@ -131,6 +141,7 @@ def sync(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -144,6 +155,7 @@ def sync(
         client=client,
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -152,6 +164,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageTenantView]:
     """The caller's tenants with their role, oldest first. With an API key:
     only the key's tenant (a key is not a way into the user's other
@@ -160,6 +173,7 @@ async def asyncio_detailed(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -172,6 +186,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         limit=limit,
         cursor=cursor,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -184,6 +199,7 @@ async def asyncio(
     client: AuthenticatedClient,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | PageTenantView | None:
     """The caller's tenants with their role, oldest first. With an API key:
     only the key's tenant (a key is not a way into the user's other
@@ -192,6 +208,7 @@ async def asyncio(
     Args:
         limit (int | Unset):
         cursor (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -206,5 +223,6 @@ async def asyncio(
             client=client,
             limit=limit,
             cursor=cursor,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -21,7 +21,12 @@ def _get_kwargs(
     user_id: str | Unset = UNSET,
     kind: str | Unset = UNSET,
     group_by: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
     params: dict[str, Any] = {}
 
     json_from_: str | Unset = UNSET
@@ -50,6 +55,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -117,6 +123,7 @@ def sync_detailed(
     user_id: str | Unset = UNSET,
     kind: str | Unset = UNSET,
     group_by: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | UsageReport]:
     """Usage of the caller's tenant, summed over days and grouped as asked.
 
@@ -127,6 +134,7 @@ def sync_detailed(
         user_id (str | Unset):
         kind (str | Unset):
         group_by (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -143,6 +151,7 @@ def sync_detailed(
         user_id=user_id,
         kind=kind,
         group_by=group_by,
+        x_app_id=x_app_id,
     )
 
     response = client.get_httpx_client().request(
@@ -161,6 +170,7 @@ def sync(
     user_id: str | Unset = UNSET,
     kind: str | Unset = UNSET,
     group_by: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | UsageReport | None:
     """Usage of the caller's tenant, summed over days and grouped as asked.
 
@@ -171,6 +181,7 @@ def sync(
         user_id (str | Unset):
         kind (str | Unset):
         group_by (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -188,6 +199,7 @@ def sync(
         user_id=user_id,
         kind=kind,
         group_by=group_by,
+        x_app_id=x_app_id,
     ).parsed
 
 
@@ -200,6 +212,7 @@ async def asyncio_detailed(
     user_id: str | Unset = UNSET,
     kind: str | Unset = UNSET,
     group_by: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Response[Error | UsageReport]:
     """Usage of the caller's tenant, summed over days and grouped as asked.
 
@@ -210,6 +223,7 @@ async def asyncio_detailed(
         user_id (str | Unset):
         kind (str | Unset):
         group_by (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -226,6 +240,7 @@ async def asyncio_detailed(
         user_id=user_id,
         kind=kind,
         group_by=group_by,
+        x_app_id=x_app_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -242,6 +257,7 @@ async def asyncio(
     user_id: str | Unset = UNSET,
     kind: str | Unset = UNSET,
     group_by: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
 ) -> Error | UsageReport | None:
     """Usage of the caller's tenant, summed over days and grouped as asked.
 
@@ -252,6 +268,7 @@ async def asyncio(
         user_id (str | Unset):
         kind (str | Unset):
         group_by (str | Unset):
+        x_app_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -270,5 +287,6 @@ async def asyncio(
             user_id=user_id,
             kind=kind,
             group_by=group_by,
+            x_app_id=x_app_id,
         )
     ).parsed

@@ -9,15 +9,25 @@ use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Where the API is and how to authenticate.
+/// Where the API is and how to authenticate. Global: accepted anywhere on
+/// the command line (`delta agents create --api-url ...` as well as
+/// `delta agents --api-url ... create`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiArgs {
     /// Control plane URL.
-    #[arg(long, env = "DELTA_API_URL", default_value = "http://127.0.0.1:7420")]
+    #[arg(
+        long,
+        global = true,
+        env = "DELTA_API_URL",
+        default_value = "http://127.0.0.1:7420"
+    )]
     pub api_url: String,
     /// API key (default: the key `delta up` wrote to ./.delta/admin-api-key).
-    #[arg(long, env = "DELTA_API_KEY", hide_env_values = true)]
+    #[arg(long, global = true, env = "DELTA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The tenant to act in (`X-App-ID`; default: the API key's own).
+    #[arg(long, global = true, env = "DELTA_APP_ID")]
+    pub app_id: Option<String>,
 }
 
 /// `delta agents ...`.
@@ -114,6 +124,7 @@ impl std::error::Error for ApiFailure {}
 pub(crate) struct Api {
     url: String,
     key: String,
+    app_id: Option<String>,
     http: reqwest::Client,
 }
 
@@ -137,6 +148,7 @@ impl Api {
         Ok(Self {
             url: args.api_url.trim_end_matches('/').to_owned(),
             key,
+            app_id: args.app_id.clone(),
             http: reqwest::Client::new(),
         })
     }
@@ -151,6 +163,9 @@ impl Api {
             .http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.key);
+        if let Some(app) = &self.app_id {
+            req = req.header("x-app-id", app);
+        }
         match body {
             Some(Body::Json(v)) => req = req.json(&v),
             Some(Body::Bytes(b)) => req = req.header("content-type", "application/wasm").body(b),

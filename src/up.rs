@@ -177,6 +177,7 @@ async fn node_credential(
     let api = crate::client::Api::new(&crate::client::ApiArgs {
         api_url: control_url.to_owned(),
         api_key: Some(key.to_owned()),
+        app_id: None,
     })?;
     let credential = crate::nodes_cmd::enrol_or_rotate(&api, NODE_ID).await?;
     write_private(&file, &credential)?;

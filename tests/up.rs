@@ -123,6 +123,14 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     assert!(out.contains("hello-agent"), "{out}");
     assert!(!out.contains("hostile-loop"), "{out}");
 
+    // Connection options anywhere on the line; --app-id is X-App-ID.
+    let (code, out, err) = up.cli(&state, &["agents", "list", "--api-url", &up.api]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello-agent"), "{out}");
+    let (code, _, err) = up.cli(&state, &["agents", "list", "--app-id", "ten_somebody_else"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("app_not_allowed"), "{err}");
+
     // The embedded node was enrolled through the API: its own credential,
     // private, listed without its secret.
     let credential_file = state.join("node-credential");

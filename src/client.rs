@@ -14,15 +14,11 @@ use serde_json::{Value, json};
 /// `delta agents --api-url ... create`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiArgs {
-    /// Control plane URL.
-    #[arg(
-        long,
-        global = true,
-        env = "DELTA_API_URL",
-        default_value = "http://127.0.0.1:7420"
-    )]
-    pub api_url: String,
-    /// API key (default: the key `delta up` wrote to ./.delta/admin-api-key).
+    /// Control plane URL (default: the profile's, then http://127.0.0.1:7420).
+    #[arg(long, global = true, env = "DELTA_API_URL")]
+    pub api_url: Option<String>,
+    /// API key (default: the profile's (`delta login`), then the key `delta
+    /// up` wrote to ./.delta/admin-api-key).
     #[arg(long, global = true, env = "DELTA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// The tenant to act in (`X-App-ID`; default: the API key's own).
@@ -120,6 +116,43 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+/// `delta login`: check the key (`GET /v1/me`), then save the profile.
+pub async fn login(mut args: ApiArgs) -> anyhow::Result<()> {
+    if args.api_key.is_none() {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the API key from standard input")?;
+        let key = line.trim();
+        if key.is_empty() {
+            anyhow::bail!(
+                "no API key: pass --api-key, set DELTA_API_KEY or give it on standard input"
+            );
+        }
+        args.api_key = Some(key.to_owned());
+    }
+    let url = args
+        .api_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:7420".to_owned());
+    args.api_url = Some(url.clone());
+    let api = Api::new(&args)?;
+    let me = api.send(Method::GET, "/v1/me", None).await?;
+    let path = crate::profile::save(&crate::profile::Profile {
+        api_url: url,
+        api_key: args.api_key.clone().unwrap_or_default(),
+        app_id: args.app_id.clone(),
+    })?;
+    println!(
+        "signed in as {} ({} of {}); profile saved to {}",
+        me["user"]["email"].as_str().unwrap_or("?"),
+        me["role"].as_str().unwrap_or("?"),
+        me["tenant_id"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
+}
+
 /// A client of the control plane's API.
 pub(crate) struct Api {
     url: String,
@@ -130,25 +163,44 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(args: &ApiArgs) -> anyhow::Result<Self> {
-        let key = match &args.api_key {
-            Some(k) => k.clone(),
+        // Flags and environment first, then the profile (see profile.rs).
+        let profile = if args.api_key.is_some() && args.api_url.is_some() {
+            None
+        } else {
+            crate::profile::load()?
+        };
+        let url = args
+            .api_url
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.api_url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:7420".to_owned());
+        let app_id = args
+            .app_id
+            .clone()
+            .or_else(|| profile.as_ref().and_then(|p| p.app_id.clone()));
+        let key = match args
+            .api_key
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.api_key.clone()))
+        {
+            Some(k) => k,
             None => {
                 let path = Path::new(".delta/admin-api-key");
                 std::fs::read_to_string(path)
                     .map(|s| s.trim().to_owned())
                     .with_context(|| {
                         format!(
-                            "no API key: pass --api-key, set DELTA_API_KEY, or run `delta up` here \
-                             (it writes {})",
+                            "no API key: pass --api-key, set DELTA_API_KEY, run `delta login`, \
+                             or run `delta up` here (it writes {})",
                             path.display()
                         )
                     })?
             }
         };
         Ok(Self {
-            url: args.api_url.trim_end_matches('/').to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
             key,
-            app_id: args.app_id.clone(),
+            app_id,
             http: reqwest::Client::new(),
         })
     }

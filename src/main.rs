@@ -27,6 +27,7 @@ mod daemon;
 mod js;
 mod local;
 mod nodes_cmd;
+mod profile;
 mod scripts;
 mod up;
 
@@ -89,6 +90,16 @@ enum Command {
         #[command(subcommand)]
         command: nodes_cmd::NodesCommand,
     },
+    /// Save a profile (API URL, API key, tenant) for later commands: checks
+    /// the key against the API, then writes ~/.config/delta/profile.json
+    /// (0600). The key comes from --api-key, DELTA_API_KEY or, when neither
+    /// is set, the first line of standard input.
+    Login {
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
+    /// Forget the saved profile.
+    Logout,
     /// Print the control plane's OpenAPI document, as `/v1/openapi.json`
     /// serves it with the default configuration (the clients in clients/
     /// are generated from it).
@@ -129,6 +140,16 @@ fn main() -> ExitCode {
         Command::Nodes { api, command } => {
             interactive(async { nodes_cmd::nodes(api, command).await.map(|()| exit::SUCCESS) })
         }
+        Command::Login { api } => {
+            interactive(async { client::login(api).await.map(|()| exit::SUCCESS) })
+        }
+        Command::Logout => interactive(async {
+            match profile::remove()? {
+                Some(path) => println!("removed {}", path.display()),
+                None => println!("no profile to remove"),
+            }
+            Ok(exit::SUCCESS)
+        }),
         Command::Openapi => interactive(async {
             let document =
                 delta_control::app::openapi(&delta_control::config::ControlConfig::default());

@@ -175,7 +175,7 @@ async fn node_credential(
     }
     step("enrolling the node");
     let api = crate::client::Api::new(&crate::client::ApiArgs {
-        api_url: control_url.to_owned(),
+        api_url: Some(control_url.to_owned()),
         api_key: Some(key.to_owned()),
         app_id: None,
     })?;

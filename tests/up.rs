@@ -131,6 +131,65 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     assert_ne!(code, 0);
     assert!(err.contains("app_not_allowed"), "{err}");
 
+    // `delta login` keeps a 0600 profile; later commands need no flags
+    // (from another folder, without the environment), `delta logout`
+    // forgets it.
+    let config = dir.path().join("config");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("folder");
+    let key = std::fs::read_to_string(state.join("admin-api-key")).expect("key");
+    let delta = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
+            .args(args)
+            .current_dir(&elsewhere)
+            .env_remove("DELTA_API_URL")
+            .env_remove("DELTA_API_KEY")
+            .env("XDG_CONFIG_HOME", &config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("delta");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = delta(&["agents", "list"], "");
+    assert_ne!(code, 0, "no profile, no key: refused");
+    assert!(err.contains("delta login"), "{err}");
+    let (code, _, err) = delta(&["login", "--api-url", &up.api], "dk_wrong_key\n");
+    assert_ne!(code, 0, "a wrong key is not saved");
+    assert!(err.contains("401"), "{err}");
+    let (code, out, err) = delta(
+        &["login", "--api-url", &up.api],
+        &format!("{}\n", key.trim()),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("admin@delta.local"), "{out}");
+    let profile = config.join("delta/profile.json");
+    let mode = std::fs::metadata(&profile)
+        .expect("profile")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the profile is private");
+    let (code, out, err) = delta(&["agents", "list"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello-agent"), "{out}");
+    let (code, out, _) = delta(&["logout"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("removed"), "{out}");
+    assert!(!profile.exists());
+
     // The embedded node was enrolled through the API: its own credential,
     // private, listed without its secret.
     let credential_file = state.join("node-credential");

@@ -197,17 +197,7 @@ async fn attempt(state: &AppState, id: &str, lease: i64) -> Result<(), sqlx::Err
     let endpoint_id: String = row.try_get("endpoint_id")?;
     let url: String = row.try_get("url")?;
     let sealed: String = row.try_get("secret_sealed")?;
-    let outcome = match crypto::open(&state.keys, &endpoint_id, &sealed) {
-        Some(secret) => send(state, &url, &secret, &message_id, payload).await,
-        None => Outcome {
-            delivered: false,
-            status: None,
-            error: Some(
-                "the endpoint's secret does not open (was the access-token secret replaced?)"
-                    .into(),
-            ),
-        },
-    };
+    let outcome = send(state, &url, &endpoint_id, &sealed, &message_id, payload).await;
     let now = now_ms();
     let made = attempts + 1;
     let (status, next) = if outcome.delivered {
@@ -241,9 +231,16 @@ async fn attempt(state: &AppState, id: &str, lease: i64) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// POST `payload`, signed, to `url`, connecting only to the addresses the
-/// check allowed.
-async fn send(state: &AppState, url: &str, secret: &str, msg_id: &str, payload: String) -> Outcome {
+/// POST `payload`, signed with endpoint `endpoint_id`'s secret (`sealed`),
+/// to `url`, connecting only to the addresses the check allowed.
+async fn send(
+    state: &AppState,
+    url: &str,
+    endpoint_id: &str,
+    sealed: &str,
+    msg_id: &str,
+    payload: String,
+) -> Outcome {
     let failed = |error: String| Outcome {
         delivered: false,
         status: None,
@@ -268,8 +265,13 @@ async fn send(state: &AppState, url: &str, secret: &str, msg_id: &str, payload: 
         Ok(c) => c,
         Err(e) => return failed(format!("building the client: {e}")),
     };
+    let Some(secret) = crypto::open(&state.keys, endpoint_id, sealed) else {
+        return failed(
+            "the endpoint's secret does not open (was the access-token secret replaced?)".into(),
+        );
+    };
     let timestamp = now_ms() / 1000;
-    let Some(signature) = crypto::signature_header(secret, msg_id, timestamp, payload.as_bytes())
+    let Some(signature) = crypto::signature_header(&secret, msg_id, timestamp, payload.as_bytes())
     else {
         return failed("the endpoint's secret is malformed".into());
     };

@@ -11,6 +11,8 @@ mod common;
 
 mod access;
 mod races;
+mod reputation;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -120,16 +120,61 @@ pub(super) async fn check_host(
     Ok(addrs)
 }
 
-/// Start this replica's worker: every [`TICK`], [`deliver_due`].
+/// How often the worker deletes rows past their retention.
+const RETENTION_EVERY_MS: i64 = 60_000;
+/// Most rows deleted from one table in one pass: a backlog never makes one
+/// long transaction.
+const RETENTION_CHUNK: i64 = 5_000;
+
+/// Start this replica's worker: every [`TICK`], [`deliver_due`]; every
+/// minute, [`delete_expired`] with `record_retention_secs`.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut last_retention = 0;
         loop {
-            if let Err(e) = deliver_due(&state, now_ms()).await {
+            let now = now_ms();
+            if let Err(e) = deliver_due(&state, now).await {
                 tracing::warn!(error = %e, "webhook deliveries");
+            }
+            if now - last_retention >= RETENTION_EVERY_MS {
+                last_retention = now;
+                let keep_ms = i64::try_from(state.config.record_retention_secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000);
+                if let Err(e) = delete_expired(&state.db, now.saturating_sub(keep_ms)).await {
+                    tracing::warn!(error = %e, "webhook retention");
+                }
             }
             tokio::time::sleep(TICK).await;
         }
     })
+}
+
+/// Delete deliveries that finished (delivered or dead) before `cutoff_ms`,
+/// then messages older than it that no delivery refers to, at most
+/// [`RETENTION_CHUNK`] of each; how many rows. A dead letter can be
+/// replayed until then. Safe on every replica at once (plain deletes).
+pub async fn delete_expired(db: &crate::db::Db, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+    let deliveries = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+         WHERE status IN ('delivered', 'dead') AND updated_at_ms < $1 LIMIT $2)",
+    )
+    .bind(cutoff_ms)
+    .bind(RETENTION_CHUNK)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    let messages = sqlx::query(
+        "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m \
+         WHERE m.created_at_ms < $1 AND NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = m.id) LIMIT $2)",
+    )
+    .bind(cutoff_ms)
+    .bind(RETENTION_CHUNK)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(deliveries + messages)
 }
 
 /// Claim up to [`BATCH`] due deliveries (a conditional `UPDATE` that takes a

@@ -23,6 +23,11 @@
 //!    puts a dead (or delivered) one back, with five fresh tries and the
 //!    same `webhook-id`, so receivers can deduplicate.
 //!
+//! # Retention
+//! Deliveries that finished (delivered or dead) are deleted
+//! `record_retention_secs` after they finished, and then their messages;
+//! the worker does it once a minute (see [`delete_expired`]).
+//!
 //! # Addresses
 //! A URL's host is resolved and every address checked, at registration and
 //! again at every attempt (DNS can change in between); the attempt then
@@ -48,7 +53,7 @@ mod outbox;
 mod store;
 
 pub use crypto::{sign, signature_header};
-pub use deliver::{MAX_ATTEMPTS, deliver_due, retry_delay_ms, spawn};
+pub use deliver::{MAX_ATTEMPTS, delete_expired, deliver_due, retry_delay_ms, spawn};
 pub use handlers::routes;
 pub use model::{Delivery, Endpoint, EventType, NewEndpoint};
 pub use outbox::enqueue;

@@ -369,6 +369,29 @@ both_with!(
             m.deliveries(&m.alice, "?status=dead").await["items"],
             json!([])
         );
+
+        // Retention: finished deliveries and then their messages go once
+        // past the cutoff; nothing newer does.
+        let db = &m.ctl.state.db;
+        let old = now_ms() - 3_600_000;
+        assert_eq!(
+            delta_control::webhooks::delete_expired(db, old)
+                .await
+                .expect("sweep"),
+            0
+        );
+        assert_eq!(
+            delta_control::webhooks::delete_expired(db, now_ms() + 1)
+                .await
+                .expect("sweep"),
+            2
+        );
+        assert_eq!(m.deliveries(&m.alice, "").await["items"], json!([]));
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_messages")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+        assert_eq!(left, 0);
     }
 );
 

@@ -28,6 +28,7 @@ CREATE TABLE webhook_messages (
     payload TEXT NOT NULL,
     created_at_ms BIGINT NOT NULL
 );
+CREATE INDEX webhook_messages_created ON webhook_messages (created_at_ms);
 
 CREATE TABLE webhook_deliveries (
     id TEXT PRIMARY KEY,
@@ -48,3 +49,6 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at_ms);
 CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant_id, created_at_ms, id);
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id);
+CREATE INDEX webhook_deliveries_message ON webhook_deliveries (message_id);
+-- Retention: finished deliveries by when they finished.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (status, updated_at_ms);

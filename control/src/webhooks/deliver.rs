@@ -126,15 +126,27 @@ const RETENTION_EVERY_MS: i64 = 60_000;
 /// long transaction.
 const RETENTION_CHUNK: i64 = 5_000;
 
-/// Start this replica's worker: every [`TICK`], [`deliver_due`]; every
-/// minute, [`delete_expired`] with `record_retention_secs`.
+/// Passes of [`deliver_due`] one replica runs at once: a slow endpoint
+/// holds up only the pass it is in, not every delivery behind it.
+const CONCURRENT_PASSES: usize = 4;
+
+/// Start this replica's worker: every [`TICK`], a pass of [`deliver_due`]
+/// (up to [`CONCURRENT_PASSES`] at once); every minute, [`delete_expired`]
+/// with `record_retention_secs`.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let passes = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSES));
         let mut last_retention = 0;
         loop {
             let now = now_ms();
-            if let Err(e) = deliver_due(&state, now).await {
-                tracing::warn!(error = %e, "webhook deliveries");
+            if let Ok(permit) = std::sync::Arc::clone(&passes).try_acquire_owned() {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = deliver_due(&state, now).await {
+                        tracing::warn!(error = %e, "webhook deliveries");
+                    }
+                    drop(permit);
+                });
             }
             if now - last_retention >= RETENTION_EVERY_MS {
                 last_retention = now;

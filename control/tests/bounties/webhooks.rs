@@ -4,7 +4,9 @@
 //! control plane's code); a failing receiver gets five tries with growing
 //! gaps, then a dead letter that a replay delivers; a private address is
 //! refused without `allow_private_webhook_urls`, at registration and at
-//! delivery; another tenant neither sees nor replays deliveries.
+//! delivery; another tenant neither sees nor replays deliveries; workers
+//! racing for one delivery (as replicas would) send it once; finished rows
+//! go after their retention.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -480,5 +482,97 @@ both!(
             "{retried}"
         );
         assert!(hits(&got).is_empty());
+    }
+);
+
+/// A receiver on loopback that answers 200 after `delay`; its URL and
+/// what it got.
+async fn slow_receiver(delay: Duration) -> (String, Arc<Mutex<Vec<Hit>>>) {
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let seen = Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().expect("lock").push(Hit {
+                    at: Instant::now(),
+                    headers,
+                    body,
+                });
+                tokio::time::sleep(delay).await;
+                AxumStatus::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), hits)
+}
+
+both_with!(
+    racing_workers_deliver_a_message_once,
+    allow_loopback,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let (url, got) = slow_receiver(Duration::from_millis(500)).await;
+        let (status, ep) = ctl
+            .call(
+                Method::POST,
+                "/v1/webhook-endpoints",
+                Some(&alice.access),
+                Some(json!({ "url": url, "event_types": ["bounty.funded"] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{ep}");
+        let state = ctl.state.clone();
+        {
+            let mut conn = state.db.pool().acquire().await.expect("conn");
+            delta_control::webhooks::enqueue(
+                &mut conn,
+                &alice.tenant_id,
+                delta_control::webhooks::EventType::BountyFunded,
+                json!({ "bounty_id": "bty_race" }),
+                now_ms(),
+            )
+            .await
+            .expect("enqueue");
+        }
+        // Four passes at once (as four replicas would), beside the
+        // server's own worker: one claim wins.
+        let passes = (0..4).map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                delta_control::webhooks::deliver_due(&state, now_ms())
+                    .await
+                    .expect("pass")
+            })
+        });
+        let tried: usize = futures_util::future::join_all(passes)
+            .await
+            .into_iter()
+            .map(|r| r.expect("joined"))
+            .sum();
+        assert!(tried <= 1, "{tried} passes tried it");
+        let page = eventually("the delivery", Duration::from_secs(10), || async {
+            let (_, page) = ctl
+                .call(
+                    Method::GET,
+                    "/v1/webhook-deliveries?status=delivered",
+                    Some(&alice.access),
+                    None,
+                )
+                .await;
+            (page["items"].as_array().map(Vec::len) == Some(1)).then_some(page)
+        })
+        .await;
+        assert_eq!(page["items"][0]["attempts"], 1, "{page}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(hits(&got).len(), 1);
     }
 );

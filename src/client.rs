@@ -264,7 +264,7 @@ impl Api {
     }
 
     /// An agent id from an id or a name.
-    async fn agent_id(&self, agent: &str) -> anyhow::Result<String> {
+    pub(crate) async fn agent_id(&self, agent: &str) -> anyhow::Result<String> {
         if agent.starts_with("agt_") {
             return Ok(agent.to_owned());
         }

@@ -11,6 +11,8 @@
 //! - `delta agents ...`, `delta runs ...`: a client of the control plane.
 //! - `delta nodes ...`: the operator enrols nodes and manages their
 //!   credentials (`nodes_cmd`).
+//! - `delta bounties ...`, `delta ledger balance`: the bounty marketplace
+//!   (`bounties_cmd`).
 //!
 //! Exit codes (stable, for scripts):
 //! `0` success, `1` host error, `2` bad input (arguments, configuration,
@@ -21,6 +23,7 @@
 //! This file only dispatches: local runs are in `local`, the daemons in
 //! `daemon`, the API client in `client`.
 
+mod bounties_cmd;
 mod client;
 mod config;
 mod daemon;
@@ -104,6 +107,24 @@ enum Command {
     /// serves it with the default configuration (the clients in clients/
     /// are generated from it).
     Openapi,
+    /// Post, fund and review bounties, or submit to them.
+    Bounties {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(flatten)]
+        out: bounties_cmd::Output,
+        #[command(subcommand)]
+        command: bounties_cmd::BountiesCommand,
+    },
+    /// This tenant's money accounts.
+    Ledger {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(flatten)]
+        out: bounties_cmd::Output,
+        #[command(subcommand)]
+        command: bounties_cmd::LedgerCommand,
+    },
     /// Internal: compile a component under rlimits (used by the runtime).
     #[command(hide = true, disable_help_flag = true)]
     CompileWorker {
@@ -155,6 +176,16 @@ fn main() -> ExitCode {
                 delta_control::app::openapi(&delta_control::config::ControlConfig::default());
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(exit::SUCCESS)
+        }),
+        Command::Bounties { api, out, command } => interactive(async {
+            bounties_cmd::bounties(api, out, command)
+                .await
+                .map(|()| exit::SUCCESS)
+        }),
+        Command::Ledger { api, out, command } => interactive(async {
+            bounties_cmd::ledger(api, out, command)
+                .await
+                .map(|()| exit::SUCCESS)
         }),
     }
 }

@@ -71,6 +71,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::usage::routes())
         .merge(crate::money::routes())
         .merge(crate::bounties::routes())
+        .merge(crate::webhooks::routes())
+        .merge(crate::reputation::routes())
 }
 
 /// The API's routes and their finished OpenAPI document under `config`
@@ -178,6 +180,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let monitor = crate::nodes::spawn_monitor(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
+    let webhooks = crate::webhooks::spawn(state.clone());
     let grace = std::time::Duration::from_secs(state.config.drain_grace_secs);
     let app = router(state);
     // Graceful shutdown waits for every connection, and a client following
@@ -205,6 +208,7 @@ pub async fn serve(
     };
     monitor.abort();
     sweep.abort();
+    webhooks.abort();
     result
 }
 

@@ -18,6 +18,8 @@
 //! drain_grace_secs = 30                              # SIGTERM: requests in flight get this long
 //! bounty_fee_bps = 1500                              # the platform's fee on bounty payouts: 15 %
 //! max_submission_bytes = 65536                       # largest bounty submission (JSON)
+//! allow_private_webhook_urls = false                 # webhooks to loopback/private addresses (tests)
+//! webhook_retry_base_ms = 1000                       # webhook retries wait 1, 2, 4, 8 x this
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -153,6 +155,16 @@ pub struct ControlConfig {
     pub bounty_fee_bps: u32,
     /// Largest bounty submission payload, bytes of its JSON (default 64 KiB).
     pub max_submission_bytes: u64,
+    /// Deliver outbound webhooks to URLs that resolve to loopback, private,
+    /// link-local or otherwise non-public addresses (default false: such
+    /// URLs are refused at registration and at every delivery, so a tenant
+    /// cannot make the control plane call into its own network). Tests and
+    /// single-machine setups turn it on.
+    pub allow_private_webhook_urls: bool,
+    /// The first retry delay of an outbound webhook (default 1000 ms); the
+    /// next ones double it (1, 2, 4, 8 s), and the fifth failed try
+    /// dead-letters the delivery. Tests shorten it; at least 10.
+    pub webhook_retry_base_ms: u64,
 }
 
 /// Limits of login, registration and refresh, checked before any password
@@ -245,6 +257,8 @@ impl Default for ControlConfig {
             auth_limits: AuthLimitsConfig::default(),
             bounty_fee_bps: 1_500,
             max_submission_bytes: 64 << 10,
+            allow_private_webhook_urls: false,
+            webhook_retry_base_ms: 1_000,
         }
     }
 }
@@ -352,6 +366,12 @@ impl ControlConfig {
             return Err(ConfigError::Invalid(format!(
                 "bounty_fee_bps must be at most 10000 (100 %), not {}",
                 self.bounty_fee_bps
+            )));
+        }
+        if !(10..=3_600_000).contains(&self.webhook_retry_base_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "webhook_retry_base_ms must be between 10 and 3600000, not {}",
+                self.webhook_retry_base_ms
             )));
         }
         if self.max_tenants_per_user == 0 {

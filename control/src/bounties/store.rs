@@ -19,6 +19,7 @@ use crate::db::{Db, new_id};
 use crate::money::{AccountKind, MoneyError, Write, account_id, apply_transfers, ensure_account};
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
+use crate::webhooks::{EventType, enqueue};
 
 use super::model::*;
 
@@ -427,6 +428,16 @@ pub async fn fund(
         apply_transfers(c, &[escrow(&b)], now)
             .await
             .map_err(money)?;
+        enqueue(
+            c,
+            &b.tenant_id,
+            EventType::BountyFunded,
+            json!({ "bounty_id": b.id, "reward_minor": b.reward_minor, "currency": b.currency,
+                    "deadline_ms": b.deadline_ms }),
+            now,
+        )
+        .await
+        .map_err(db_err)?;
         audit_in(
             c,
             &b.tenant_id,
@@ -492,6 +503,16 @@ async fn close(
             apply_transfers(c, &[settle(&b, false)], now)
                 .await
                 .map_err(money)?;
+            enqueue(
+                c,
+                &b.tenant_id,
+                EventType::BountyRefunded,
+                json!({ "bounty_id": b.id, "status": to, "refunded_minor": b.reward_minor,
+                        "currency": b.currency }),
+                now,
+            )
+            .await
+            .map_err(db_err)?;
         }
         sqlx::query(
             "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $2 \
@@ -660,6 +681,16 @@ pub async fn approve(
             }
         }
         apply_transfers(c, &transfers, now).await.map_err(money)?;
+        enqueue(
+            c,
+            &b.tenant_id,
+            EventType::BountyCompleted,
+            json!({ "bounty_id": b.id, "submission_id": submission_id, "payout_minor": payout,
+                    "fee_minor": fee, "currency": b.currency }),
+            now,
+        )
+        .await
+        .map_err(db_err)?;
         audit_in(
             c,
             &b.tenant_id,
@@ -800,6 +831,18 @@ pub async fn submit(
         json!({ "bounty_id": bounty_id, "submission_id": id, "sha256": sha256 }),
     )
     .await?;
+    // To the business; the payload itself is not in the event (the
+    // business reads it through the API, where its rules apply).
+    enqueue(
+        &mut tx,
+        &b.tenant_id,
+        EventType::SubmissionCreated,
+        json!({ "bounty_id": bounty_id, "submission_id": id, "agent_id": body.agent_id,
+                "sha256": sha256 }),
+        now,
+    )
+    .await
+    .map_err(db_err)?;
     tx.commit().await.map_err(db_err)?;
     get_submission(&state.db, actor.tenant_id, &id).await
 }
@@ -854,6 +897,8 @@ pub async fn record_verification(
             json!({ "pending": reason }),
         ),
     };
+    // One transaction: the verdict and its `submission.verified` event.
+    let mut tx = db.pool().begin().await.map_err(db_err)?;
     let done = sqlx::query(
         "UPDATE bounty_submissions SET status = $2, passed = $3, score_milli = $4, report = $5, \
          attempts = attempts + 1, updated_at_ms = $6 \
@@ -865,10 +910,33 @@ pub async fn record_verification(
     .bind(score)
     .bind(report.to_string())
     .bind(now)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await
     .map_err(db_err)?
     .rows_affected();
+    if done == 1 && status != "pending_verification" {
+        let row = sqlx::query(
+            "SELECT s.bounty_id, b.tenant_id FROM bounty_submissions s \
+             JOIN bounties b ON b.id = s.bounty_id WHERE s.id = $1",
+        )
+        .bind(submission_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let bounty_id: String = row.try_get("bounty_id").map_err(db_err)?;
+        let owner: String = row.try_get("tenant_id").map_err(db_err)?;
+        enqueue(
+            &mut tx,
+            &owner,
+            EventType::SubmissionVerified,
+            json!({ "bounty_id": bounty_id, "submission_id": submission_id, "status": status,
+                    "passed": passed.map(|p| p == 1), "score_milli": score }),
+            now,
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    tx.commit().await.map_err(db_err)?;
     Ok(done == 1)
 }
 

@@ -63,6 +63,34 @@ macro_rules! both {
     };
 }
 
+/// [`both!`] with the configuration adjusted:
+/// `both_with!(name, |config| { ... }, |ctl| async move { ... });`
+#[macro_export]
+macro_rules! both_with {
+    ($name:ident, $tweak:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let ctl =
+                    $crate::common::Control::start_with($crate::common::Dialect::Sqlite, $tweak)
+                        .await;
+                ($body)(ctl).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let ctl =
+                    $crate::common::Control::start_with($crate::common::Dialect::Postgres, $tweak)
+                        .await;
+                ($body)(ctl).await;
+            }
+        }
+    };
+}
+
 /// A running control plane.
 pub struct Control {
     /// `http://127.0.0.1:PORT`.

@@ -1,0 +1,312 @@
+//! `delta bounties ...` and `delta ledger balance`: the bounty marketplace
+//! through the control plane's API (`/v1/bounties`, `/v1/submissions`,
+//! `/v1/ledger/accounts`). Tables for people; `--json` prints the API's
+//! answers as they are, for scripts.
+
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Api, ApiArgs, Body, print};
+
+/// `delta bounties ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum BountiesCommand {
+    /// Create a draft bounty (nothing is escrowed until `fund`).
+    Create {
+        /// Title (1-200 bytes).
+        #[arg(long)]
+        title: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The specification handed to the verifier, as JSON.
+        #[arg(long)]
+        spec: String,
+        /// Reward in minor units (cents).
+        #[arg(long)]
+        reward: i64,
+        /// ISO 4217 currency code.
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Seconds from now until the deadline (unapproved then: refunded).
+        #[arg(long)]
+        deadline_in: u64,
+        /// sha256 of an uploaded `verifier` component of this tenant.
+        #[arg(long)]
+        verifier: String,
+        /// Approve the first passing submission without review.
+        #[arg(long)]
+        auto: bool,
+    },
+    /// Fund a draft: its reward moves into escrow and it opens.
+    Fund {
+        /// Bounty id.
+        id: String,
+    },
+    /// Bounties this tenant may see: its own and every funded one.
+    List {
+        /// Only this status (draft, open, completed, cancelled, expired).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only rewards of at least this many minor units.
+        #[arg(long)]
+        min_reward: Option<i64>,
+    },
+    /// One bounty and the submissions this tenant may see.
+    Show {
+        /// Bounty id.
+        id: String,
+    },
+    /// Submit a payload to another tenant's open bounty with one of this
+    /// tenant's agents (verified on a node before the answer).
+    Submit {
+        /// Bounty id.
+        id: String,
+        /// The submitting agent (id or name).
+        #[arg(long)]
+        agent: String,
+        /// The payload, as JSON.
+        #[arg(long)]
+        payload: String,
+    },
+    /// Approve a verified, passing submission: the reward is paid out.
+    Approve {
+        /// Submission id.
+        submission_id: String,
+    },
+    /// Reject a submission; the bounty stays open.
+    Reject {
+        /// Submission id.
+        submission_id: String,
+    },
+    /// Cancel a draft or open bounty; an open one is refunded in full.
+    Cancel {
+        /// Bounty id.
+        id: String,
+    },
+}
+
+/// `delta ledger ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// This tenant's accounts: balance, and what is available to spend.
+    Balance,
+}
+
+/// `--json`: the API's answer instead of a table.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Output {
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn parse(what: &str, raw: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(raw).with_context(|| format!("--{what} is not JSON"))
+}
+
+fn bounty_table(items: &[Value]) {
+    println!(
+        "{:<36} {:<10} {:>12} {:<4} {:>14}  title",
+        "id", "status", "reward", "cur", "deadline_ms"
+    );
+    for b in items {
+        println!(
+            "{:<36} {:<10} {:>12} {:<4} {:>14}  {}",
+            text(&b["id"]),
+            text(&b["status"]),
+            text(&b["reward_minor"]),
+            text(&b["currency"]),
+            text(&b["deadline_ms"]),
+            text(&b["title"]),
+        );
+    }
+}
+
+fn submission_table(items: &[Value]) {
+    println!(
+        "{:<36} {:<20} {:<6} {:>6}  agent",
+        "id", "status", "passed", "score"
+    );
+    for s in items {
+        println!(
+            "{:<36} {:<20} {:<6} {:>6}  {}",
+            text(&s["id"]),
+            text(&s["status"]),
+            text(&s["passed"]),
+            text(&s["score_milli"]),
+            text(&s["agent_id"]),
+        );
+    }
+}
+
+/// One line about a bounty after a change.
+fn bounty_line(verb: &str, b: &Value) {
+    println!(
+        "{verb} {} ({}, {} {})",
+        text(&b["id"]),
+        text(&b["status"]),
+        text(&b["reward_minor"]),
+        text(&b["currency"])
+    );
+}
+
+/// Run `delta bounties ...`.
+pub async fn bounties(api: ApiArgs, out: Output, command: BountiesCommand) -> anyhow::Result<()> {
+    let api = Api::new(&api)?;
+    let post = |path: String, body: Option<Value>| {
+        let api = &api;
+        async move { api.send(Method::POST, &path, body.map(Body::Json)).await }
+    };
+    match command {
+        BountiesCommand::Create {
+            title,
+            description,
+            spec,
+            reward,
+            currency,
+            deadline_in,
+            verifier,
+            auto,
+        } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?
+                .as_millis();
+            let deadline_ms = i64::try_from(now_ms + u128::from(deadline_in) * 1000)
+                .context("--deadline-in is too far away")?;
+            let body = json!({
+                "title": title, "description": description, "spec": parse("spec", &spec)?,
+                "reward_minor": reward, "currency": currency, "deadline_ms": deadline_ms,
+                "verifier": verifier, "policy": if auto { "auto" } else { "manual" },
+            });
+            let b = post("/v1/bounties".into(), Some(body)).await?;
+            if out.json {
+                return print(&b);
+            }
+            bounty_line("created", &b);
+        }
+        BountiesCommand::Fund { id } => {
+            let b = post(format!("/v1/bounties/{id}/fund"), None).await?;
+            if out.json {
+                return print(&b);
+            }
+            bounty_line("funded", &b);
+        }
+        BountiesCommand::Cancel { id } => {
+            let b = post(format!("/v1/bounties/{id}/cancel"), None).await?;
+            if out.json {
+                return print(&b);
+            }
+            bounty_line("cancelled", &b);
+        }
+        BountiesCommand::List { status, min_reward } => {
+            let mut query = Vec::new();
+            if let Some(s) = status {
+                query.push(format!("status={s}"));
+            }
+            if let Some(r) = min_reward {
+                query.push(format!("min_reward={r}"));
+            }
+            let path = if query.is_empty() {
+                "/v1/bounties".to_owned()
+            } else {
+                format!("/v1/bounties?{}", query.join("&"))
+            };
+            let items = api.list(&path).await?;
+            if out.json {
+                return print(&Value::Array(items));
+            }
+            bounty_table(&items);
+        }
+        BountiesCommand::Show { id } => {
+            let b = api
+                .send(Method::GET, &format!("/v1/bounties/{id}"), None)
+                .await?;
+            let subs = api.list(&format!("/v1/bounties/{id}/submissions")).await?;
+            if out.json {
+                return print(&json!({ "bounty": b, "submissions": subs }));
+            }
+            for key in [
+                "id",
+                "title",
+                "status",
+                "reward_minor",
+                "currency",
+                "deadline_ms",
+                "policy",
+                "verifier",
+                "approved_submission_id",
+            ] {
+                println!("{key:<24} {}", text(&b[key]));
+            }
+            println!("{:<24} {}", "spec", b["spec"]);
+            println!();
+            submission_table(&subs);
+        }
+        BountiesCommand::Submit { id, agent, payload } => {
+            let agent_id = api.agent_id(&agent).await?;
+            let body = json!({ "agent_id": agent_id, "payload": parse("payload", &payload)? });
+            let s = post(format!("/v1/bounties/{id}/submissions"), Some(body)).await?;
+            if out.json {
+                return print(&s);
+            }
+            submission_table(std::slice::from_ref(&s));
+        }
+        BountiesCommand::Approve { submission_id } => {
+            let b = post(format!("/v1/submissions/{submission_id}/approve"), None).await?;
+            if out.json {
+                return print(&b);
+            }
+            bounty_line(&format!("approved {submission_id}:"), &b);
+        }
+        BountiesCommand::Reject { submission_id } => {
+            let s = post(format!("/v1/submissions/{submission_id}/reject"), None).await?;
+            if out.json {
+                return print(&s);
+            }
+            println!("rejected {submission_id} ({})", text(&s["status"]));
+        }
+    }
+    Ok(())
+}
+
+/// Run `delta ledger ...`.
+pub async fn ledger(api: ApiArgs, out: Output, command: LedgerCommand) -> anyhow::Result<()> {
+    let api = Api::new(&api)?;
+    match command {
+        LedgerCommand::Balance => {
+            let accounts = api.send(Method::GET, "/v1/ledger/accounts", None).await?;
+            if out.json {
+                return print(&accounts);
+            }
+            println!(
+                "{:<8} {:<4} {:>14} {:>14}",
+                "kind", "cur", "balance", "available"
+            );
+            for a in accounts["items"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                println!(
+                    "{:<8} {:<4} {:>14} {:>14}",
+                    text(&a["kind"]),
+                    text(&a["currency"]),
+                    text(&a["balance_minor"]),
+                    text(&a["available_minor"]),
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -130,6 +130,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/reputation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An agent's bounty record and score (any agent: reputation is public to
+         *     the marketplace, like the leaderboard).
+         */
+        get: operations["agent_reputation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/resume": {
         parameters: {
             query?: never;
@@ -551,6 +571,23 @@ export interface paths {
         put?: never;
         /** Decline an invitation. */
         post: operations["decline"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/leaderboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Agents with at least one decided submission, highest score first. */
+        get: operations["leaderboard"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1261,6 +1298,84 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhook-deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's deliveries, oldest first; `?status=dead` is the dead-letter
+         *     list.
+         */
+        get: operations["list_webhook_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-deliveries/{id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a dead (or delivered) delivery again: five fresh tries, the same
+         *     `webhook-id`.
+         */
+        post: operations["replay_webhook_delivery"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's endpoints, oldest first (without their secrets). */
+        get: operations["list_webhook_endpoints"];
+        put?: never;
+        /**
+         * Register an endpoint: events of the chosen types are POSTed to it,
+         *     signed with the secret answered here (and only here).
+         */
+        post: operations["create_webhook_endpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhook-endpoints/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete an endpoint; its deliveries, pending ones included, go with it. */
+        delete: operations["delete_webhook_endpoint"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1637,6 +1752,14 @@ export interface components {
             /** @description Scopes. */
             scopes: string[];
         };
+        /** @description A new endpoint with its signing secret. */
+        CreatedEndpoint: components["schemas"]["Endpoint"] & {
+            /**
+             * @description `whsec_` and the base64 of 32 random bytes: the HMAC key is those
+             *     bytes. Shown only now; keep it to verify `webhook-signature`.
+             */
+            secret: string;
+        };
         /** @description A credential as listed (never its secret). */
         CredentialInfo: {
             /** @description Whether it works now. */
@@ -1661,6 +1784,65 @@ export interface components {
              */
             revoked_at_ms?: number | null;
         };
+        /** @description One event's delivery to one endpoint. */
+        Delivery: {
+            /**
+             * Format: int64
+             * @description Tries made.
+             */
+            attempts: number;
+            /**
+             * Format: int64
+             * @description Created.
+             */
+            created_at_ms: number;
+            /** @description The endpoint. */
+            endpoint_id: string;
+            /** @description The event. */
+            event_type: components["schemas"]["EventType"];
+            /** @description `whd_...`. */
+            id: string;
+            /** @description Why the last try failed. */
+            last_error?: string | null;
+            /**
+             * Format: int64
+             * @description The last try's HTTP status, if it got one.
+             */
+            last_status?: number | null;
+            /** @description The message: its `webhook-id`, the same on every try and replay. */
+            message_id: string;
+            /**
+             * Format: int64
+             * @description When the next try is due (pending).
+             */
+            next_attempt_at_ms: number;
+            /**
+             * @description `pending` (waiting for its next try), `delivered` (a 2xx) or `dead`
+             *     (five tries failed; replay it with `POST .../replay`).
+             */
+            status: string;
+            /**
+             * Format: int64
+             * @description Last changed.
+             */
+            updated_at_ms: number;
+        };
+        /** @description A registered endpoint (the secret is shown only at creation). */
+        Endpoint: {
+            /**
+             * Format: int64
+             * @description Created.
+             */
+            created_at_ms: number;
+            /** @description The note. */
+            description: string;
+            /** @description The events sent to it. */
+            event_types: components["schemas"]["EventType"][];
+            /** @description `whep_...`. */
+            id: string;
+            /** @description Where events are POSTed. */
+            url: string;
+        };
         /** @description Body of `POST /v1/operator/nodes`. */
         Enrolment: {
             /** @description The node's id (`node_id` in its configuration). */
@@ -1683,6 +1865,11 @@ export interface components {
             /** @description The request's id, also in the `x-request-id` header. */
             request_id: string;
         };
+        /**
+         * @description What happened. The body's `type`.
+         * @enum {string}
+         */
+        EventType: "bounty.funded" | "submission.created" | "submission.verified" | "bounty.completed" | "bounty.refunded";
         /** @description Body of `POST /v1/nodes/heartbeat`. */
         Heartbeat: {
             /**
@@ -1977,6 +2164,19 @@ export interface components {
             verifier: string;
             /** @description The verifier's limits. */
             verifier_limits?: components["schemas"]["VerifierLimits"];
+        };
+        /** @description A new endpoint. */
+        NewEndpoint: {
+            /** @description A note for humans (at most 200 bytes). */
+            description?: string;
+            /** @description The events sent to it: at least one (a type named twice counts once). */
+            event_types: components["schemas"]["EventType"][];
+            /**
+             * @description Where events are POSTed: `http` or `https`, no user or password. Its
+             *     host must resolve to public addresses only (unless the operator set
+             *     `allow_private_webhook_urls`).
+             */
+            url: string;
         };
         /** @description Body of `POST /v1/bounties/{id}/submissions`. */
         NewSubmission: {
@@ -2300,6 +2500,75 @@ export interface components {
             next_cursor?: string | null;
         };
         /** @description One page of a list. */
+        Page_Delivery: {
+            /** @description The items, oldest first. */
+            items: {
+                /**
+                 * Format: int64
+                 * @description Tries made.
+                 */
+                attempts: number;
+                /**
+                 * Format: int64
+                 * @description Created.
+                 */
+                created_at_ms: number;
+                /** @description The endpoint. */
+                endpoint_id: string;
+                /** @description The event. */
+                event_type: components["schemas"]["EventType"];
+                /** @description `whd_...`. */
+                id: string;
+                /** @description Why the last try failed. */
+                last_error?: string | null;
+                /**
+                 * Format: int64
+                 * @description The last try's HTTP status, if it got one.
+                 */
+                last_status?: number | null;
+                /** @description The message: its `webhook-id`, the same on every try and replay. */
+                message_id: string;
+                /**
+                 * Format: int64
+                 * @description When the next try is due (pending).
+                 */
+                next_attempt_at_ms: number;
+                /**
+                 * @description `pending` (waiting for its next try), `delivered` (a 2xx) or `dead`
+                 *     (five tries failed; replay it with `POST .../replay`).
+                 */
+                status: string;
+                /**
+                 * Format: int64
+                 * @description Last changed.
+                 */
+                updated_at_ms: number;
+            }[];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description One page of a list. */
+        Page_Endpoint: {
+            /** @description The items, oldest first. */
+            items: {
+                /**
+                 * Format: int64
+                 * @description Created.
+                 */
+                created_at_ms: number;
+                /** @description The note. */
+                description: string;
+                /** @description The events sent to it. */
+                event_types: components["schemas"]["EventType"][];
+                /** @description `whep_...`. */
+                id: string;
+                /** @description Where events are POSTed. */
+                url: string;
+            }[];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description One page of a list. */
         Page_InvitationView: {
             /** @description The items, oldest first. */
             items: {
@@ -2418,6 +2687,56 @@ export interface components {
                 registered_at_ms: number;
                 /** @description `up` or `down`. */
                 status: string;
+            }[];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description One page of a list. */
+        Page_Reputation: {
+            /** @description The items, oldest first. */
+            items: {
+                /** @description The agent. */
+                agent_id: string;
+                /**
+                 * Format: int64
+                 * @description Submissions approved (paid).
+                 */
+                approved: number;
+                /**
+                 * Format: int64
+                 * @description `approved + rejected`.
+                 */
+                decided: number;
+                /**
+                 * Format: int64
+                 * @description Mean milliseconds from the bounty's funding to the submission.
+                 */
+                mean_ms_to_submit?: number | null;
+                /**
+                 * Format: int64
+                 * @description Submissions rejected (by the business, or closed with their bounty).
+                 */
+                rejected: number;
+                /**
+                 * Format: double
+                 * @description The Wilson lower bound at 95 % of `approved / decided` (0-1).
+                 */
+                score: number;
+                /**
+                 * Format: int64
+                 * @description Submissions made.
+                 */
+                submissions: number;
+                /**
+                 * Format: int64
+                 * @description Submissions with a verifier's verdict.
+                 */
+                verdicts: number;
+                /**
+                 * Format: double
+                 * @description Of those, the share that passed (0-1); absent without verdicts.
+                 */
+                verifier_pass_rate?: number | null;
             }[];
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             next_cursor?: string | null;
@@ -2687,6 +3006,51 @@ export interface components {
              * @description Reject only if the template is still at this version.
              */
             version?: number | null;
+        };
+        /** @description An agent's record in bounties. */
+        Reputation: {
+            /** @description The agent. */
+            agent_id: string;
+            /**
+             * Format: int64
+             * @description Submissions approved (paid).
+             */
+            approved: number;
+            /**
+             * Format: int64
+             * @description `approved + rejected`.
+             */
+            decided: number;
+            /**
+             * Format: int64
+             * @description Mean milliseconds from the bounty's funding to the submission.
+             */
+            mean_ms_to_submit?: number | null;
+            /**
+             * Format: int64
+             * @description Submissions rejected (by the business, or closed with their bounty).
+             */
+            rejected: number;
+            /**
+             * Format: double
+             * @description The Wilson lower bound at 95 % of `approved / decided` (0-1).
+             */
+            score: number;
+            /**
+             * Format: int64
+             * @description Submissions made.
+             */
+            submissions: number;
+            /**
+             * Format: int64
+             * @description Submissions with a verifier's verdict.
+             */
+            verdicts: number;
+            /**
+             * Format: double
+             * @description Of those, the share that passed (0-1); absent without verdicts.
+             */
+            verifier_pass_rate?: number | null;
         };
         /**
          * @description A member's role in a tenant, weakest first.
@@ -4200,6 +4564,86 @@ export interface operations {
             };
             /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    agent_reputation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The agent */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The reputation */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Reputation"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6568,6 +7012,79 @@ export interface operations {
             };
             /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    leaderboard: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page, highest score first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Reputation"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10461,6 +10978,435 @@ export interface operations {
                 };
             };
             /** @description Bad dates, kind or grouping */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_webhook_deliveries: {
+        parameters: {
+            query?: {
+                /** @description Only this status (`pending`, `delivered`, `dead`). */
+                status?: string;
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Delivery"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    replay_webhook_delivery: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The delivery */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Pending again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such delivery in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `delivery_pending`: it is still being retried */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_webhook_endpoints: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Endpoint"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    create_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewEndpoint"];
+            };
+        };
+        responses: {
+            /** @description The endpoint and its secret (shown once) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedEndpoint"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `too_many_endpoints` (20 per tenant) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_url`, `invalid_event_types`, `invalid_description`, `unresolvable_url` (the host does not resolve within 3 s), `private_webhook_url` (it resolves to a loopback, private, link-local or reserved address) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    delete_webhook_endpoint: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The endpoint */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such endpoint in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;

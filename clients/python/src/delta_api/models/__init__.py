@@ -24,9 +24,13 @@ from .create_template import CreateTemplate
 from .create_template_variables import CreateTemplateVariables
 from .create_tenant_request import CreateTenantRequest
 from .created_api_key import CreatedApiKey
+from .created_endpoint import CreatedEndpoint
 from .credential_info import CredentialInfo
+from .delivery import Delivery
+from .endpoint import Endpoint
 from .enrolment import Enrolment
 from .error import Error
+from .event_type import EventType
 from .heartbeat import Heartbeat
 from .heartbeat_ack import HeartbeatAck
 from .invitation_view import InvitationView
@@ -45,6 +49,7 @@ from .member_view import MemberView
 from .message_record import MessageRecord
 from .new_bounty import NewBounty
 from .new_bounty_spec import NewBountySpec
+from .new_endpoint import NewEndpoint
 from .new_submission import NewSubmission
 from .new_submission_payload import NewSubmissionPayload
 from .new_token_request import NewTokenRequest
@@ -68,6 +73,10 @@ from .page_component import PageComponent
 from .page_component_items_item import PageComponentItemsItem
 from .page_credential_info import PageCredentialInfo
 from .page_credential_info_items_item import PageCredentialInfoItemsItem
+from .page_delivery import PageDelivery
+from .page_delivery_items_item import PageDeliveryItemsItem
+from .page_endpoint import PageEndpoint
+from .page_endpoint_items_item import PageEndpointItemsItem
 from .page_invitation_view import PageInvitationView
 from .page_invitation_view_items_item import PageInvitationViewItemsItem
 from .page_member_view import PageMemberView
@@ -76,6 +85,8 @@ from .page_message_record import PageMessageRecord
 from .page_message_record_items_item import PageMessageRecordItemsItem
 from .page_node import PageNode
 from .page_node_items_item import PageNodeItemsItem
+from .page_reputation import PageReputation
+from .page_reputation_items_item import PageReputationItemsItem
 from .page_run import PageRun
 from .page_run_items_item import PageRunItemsItem
 from .page_run_items_item_logs_type_0_item import PageRunItemsItemLogsType0Item
@@ -98,6 +109,7 @@ from .refresh_request import RefreshRequest
 from .register_request import RegisterRequest
 from .register_response import RegisterResponse
 from .reject import Reject
+from .reputation import Reputation
 from .role import Role
 from .role_request import RoleRequest
 from .rotation import Rotation
@@ -152,13 +164,17 @@ __all__ = (
     "CreateApiKeyRequest",
     "CreateApiKeyRequestScopesType0Item",
     "CreatedApiKey",
+    "CreatedEndpoint",
     "CreateRun",
     "CreateTemplate",
     "CreateTemplateVariables",
     "CreateTenantRequest",
     "CredentialInfo",
+    "Delivery",
+    "Endpoint",
     "Enrolment",
     "Error",
+    "EventType",
     "Heartbeat",
     "HeartbeatAck",
     "InvitationView",
@@ -177,6 +193,7 @@ __all__ = (
     "MessageRecord",
     "NewBounty",
     "NewBountySpec",
+    "NewEndpoint",
     "NewSubmission",
     "NewSubmissionPayload",
     "NewTokenRequest",
@@ -200,6 +217,10 @@ __all__ = (
     "PageComponentItemsItem",
     "PageCredentialInfo",
     "PageCredentialInfoItemsItem",
+    "PageDelivery",
+    "PageDeliveryItemsItem",
+    "PageEndpoint",
+    "PageEndpointItemsItem",
     "PageInvitationView",
     "PageInvitationViewItemsItem",
     "PageMemberView",
@@ -208,6 +229,8 @@ __all__ = (
     "PageMessageRecordItemsItem",
     "PageNode",
     "PageNodeItemsItem",
+    "PageReputation",
+    "PageReputationItemsItem",
     "PageRun",
     "PageRunItemsItem",
     "PageRunItemsItemLogsType0Item",
@@ -230,6 +253,7 @@ __all__ = (
     "RegisterRequest",
     "RegisterResponse",
     "Reject",
+    "Reputation",
     "Role",
     "RoleRequest",
     "Rotation",

@@ -1,0 +1,25 @@
+from typing import Literal
+
+EventType = Literal[
+    "bounty.completed",
+    "bounty.funded",
+    "bounty.refunded",
+    "submission.created",
+    "submission.verified",
+]
+
+EVENT_TYPE_VALUES: set[EventType] = {
+    "bounty.completed",
+    "bounty.funded",
+    "bounty.refunded",
+    "submission.created",
+    "submission.verified",
+}
+
+
+def check_event_type(value: str) -> EventType:
+    if value in EVENT_TYPE_VALUES:
+        return value
+    raise TypeError(
+        f"Unexpected value {value!r}. Expected one of {EVENT_TYPE_VALUES!r}"
+    )

@@ -129,15 +129,21 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Reputation, sqlx::Error> {
 
 /// Agent `agent_id`'s reputation (zeros when it never submitted); 404 for
 /// no such agent.
-pub async fn reputation(db: &Db, agent_id: &str) -> Result<Reputation, ApiError> {
-    let known: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE id = $1")
+///
+/// An agent is in the marketplace once it has submitted: from then on its
+/// reputation is public (businesses judge whom to trust by it, as the
+/// leaderboard shows). Before that, only its own tenant (`viewer`) sees it:
+/// to anyone else such an agent answers 404 like one that does not exist,
+/// so an id tells nothing about another tenant.
+pub async fn reputation(db: &Db, agent_id: &str, viewer: &str) -> Result<Reputation, ApiError> {
+    let owner: Option<String> = sqlx::query_scalar("SELECT tenant_id FROM agents WHERE id = $1")
         .bind(agent_id)
         .fetch_optional(db.pool())
         .await
         .map_err(ApiError::internal)?;
-    if known.is_none() {
+    let Some(owner) = owner else {
         return Err(ApiError::not_found("agent"));
-    }
+    };
     let row = sqlx::query(&format!(
         "{AGGREGATE} WHERE s.agent_id = $1 GROUP BY s.agent_id"
     ))
@@ -147,6 +153,7 @@ pub async fn reputation(db: &Db, agent_id: &str) -> Result<Reputation, ApiError>
     .map_err(ApiError::internal)?;
     match row {
         Some(r) => from_row(&r).map_err(ApiError::internal),
+        None if owner != viewer => Err(ApiError::not_found("agent")),
         None => Ok(Reputation {
             agent_id: agent_id.to_owned(),
             submissions: 0,
@@ -216,7 +223,9 @@ async fn agent_reputation(
     Path(id): Path<String>,
 ) -> Result<Json<Reputation>, ApiError> {
     reader(&principal)?;
-    reputation(&state.db, &id).await.map(Json)
+    reputation(&state.db, &id, &principal.tenant_id)
+        .await
+        .map(Json)
 }
 
 /// Paging of `GET /v1/leaderboard`.

@@ -24,6 +24,7 @@
 //! `daemon`, the API client in `client`.
 
 mod bounties_cmd;
+mod budget_cmd;
 mod client;
 mod config;
 mod daemon;
@@ -93,6 +94,24 @@ enum Command {
         #[command(subcommand)]
         command: nodes_cmd::NodesCommand,
     },
+    /// Bots' token requests: list, approve, deny (seed 000's approvals).
+    TokenRequests {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(flatten)]
+        out: budget_cmd::Json,
+        #[command(subcommand)]
+        command: budget_cmd::TokenRequestsCommand,
+    },
+    /// Usage (runs, fuel, tokens, messages) by day, agent or user.
+    Usage {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(flatten)]
+        out: budget_cmd::Json,
+        #[command(flatten)]
+        args: budget_cmd::UsageArgs,
+    },
     /// Save a profile (API URL, API key, tenant) for later commands: checks
     /// the key against the API, then writes ~/.config/delta/profile.json
     /// (0600). The key comes from --api-key, DELTA_API_KEY or, when neither
@@ -161,6 +180,16 @@ fn main() -> ExitCode {
         Command::Nodes { api, command } => {
             interactive(async { nodes_cmd::nodes(api, command).await.map(|()| exit::SUCCESS) })
         }
+        Command::TokenRequests { api, out, command } => interactive(async {
+            budget_cmd::token_requests(api, out, command)
+                .await
+                .map(|()| exit::SUCCESS)
+        }),
+        Command::Usage { api, out, args } => interactive(async {
+            budget_cmd::usage(api, out, args)
+                .await
+                .map(|()| exit::SUCCESS)
+        }),
         Command::Login { api } => {
             interactive(async { client::login(api).await.map(|()| exit::SUCCESS) })
         }

@@ -131,6 +131,20 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     assert_ne!(code, 0);
     assert!(err.contains("app_not_allowed"), "{err}");
 
+    // Usage and token requests from the command line.
+    let (code, out, err) = up.cli(&state, &["usage", "--group-by", "day", "--kind", "runs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("runs"), "{out}");
+    let (code, out, err) = up.cli(&state, &["usage", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"rows\""), "{out}");
+    let (code, out, err) = up.cli(&state, &["token-requests", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no pending token requests"), "{out}");
+    let (code, _, err) = up.cli(&state, &["token-requests", "approve", "tkr_nosuchrequest"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("404"), "{err}");
+
     // `delta login` keeps a 0600 profile; later commands need no flags
     // (from another folder, without the environment), `delta logout`
     // forgets it.

@@ -69,6 +69,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::usage::routes())
         .merge(crate::money::routes())
         .merge(crate::bounties::routes())
+        .merge(crate::triggers::routes())
 }
 
 /// The whole router: API, OpenAPI document, health, metrics, conventions.
@@ -154,7 +155,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Serve on `listener` until `shutdown` resolves; background tasks (node
-/// monitor) run meanwhile.
+/// monitor, sweep, schedules' fire loop) run meanwhile.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
@@ -162,6 +163,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let monitor = crate::nodes::spawn_monitor(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
+    let schedules = crate::triggers::fire::spawn(state.clone());
     let grace = std::time::Duration::from_secs(state.config.drain_grace_secs);
     let app = router(state);
     // Graceful shutdown waits for every connection, and a client following
@@ -189,6 +191,7 @@ pub async fn serve(
     };
     monitor.abort();
     sweep.abort();
+    schedules.abort();
     result
 }
 

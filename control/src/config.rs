@@ -18,6 +18,7 @@
 //! drain_grace_secs = 30                              # SIGTERM: requests in flight get this long
 //! bounty_fee_bps = 1500                              # the platform's fee on bounty payouts: 15 %
 //! max_submission_bytes = 65536                       # largest bounty submission (JSON)
+//! max_webhook_body_bytes = 262144                     # largest inbound webhook delivery
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -153,6 +154,9 @@ pub struct ControlConfig {
     pub bounty_fee_bps: u32,
     /// Largest bounty submission payload, bytes of its JSON (default 64 KiB).
     pub max_submission_bytes: u64,
+    /// Largest inbound webhook delivery (`POST /v1/hooks/{id}`), bytes
+    /// (default 256 KiB); larger ones answer 413 and start nothing.
+    pub max_webhook_body_bytes: u64,
 }
 
 /// Limits of login, registration and refresh, checked before any password
@@ -245,6 +249,7 @@ impl Default for ControlConfig {
             auth_limits: AuthLimitsConfig::default(),
             bounty_fee_bps: 1_500,
             max_submission_bytes: 64 << 10,
+            max_webhook_body_bytes: 256 << 10,
         }
     }
 }

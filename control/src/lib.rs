@@ -42,4 +42,5 @@ pub mod state;
 pub mod sweep;
 pub mod templates;
 pub mod tenants;
+pub mod triggers;
 pub mod usage;

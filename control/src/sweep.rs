@@ -14,6 +14,8 @@
 //!   after a pass that deleted some;
 //! - open bounties past their deadline are refunded (their escrow voided)
 //!   and submissions no node could verify yet are retried (`bounties`);
+//! - inbound webhook signatures past their replay window are forgotten
+//!   (`triggers`);
 //! - retention: leases that ended, decided token requests, usage records
 //!   and usage batches are deleted after `record_retention_secs`, message
 //!   attempts (recipients included) after `audit_retention_secs`, at most
@@ -161,6 +163,10 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
     let idempotency_deleted = keep(
         "idempotency",
         crate::idempotency::sweep_expired(db, now, secs_ms(retention)).await,
+    );
+    keep(
+        "webhook signatures",
+        crate::triggers::sweep(state, now).await,
     );
     // Ended sessions whose access tokens have all expired.
     keep(

@@ -57,7 +57,6 @@ pub struct Schedule {
     /// IANA time zone the expression is read in.
     pub time_zone: String,
     /// Each run's input.
-    #[schema(value_type = Object)]
     pub input: Value,
     /// After downtime.
     pub catch_up: CatchUpName,
@@ -97,9 +96,8 @@ pub struct CreateSchedule {
         default = "UTC"
     )]
     pub time_zone: String,
-    /// Each run's input (default `{}`).
+    /// Each run's input: any JSON value (default `{}`).
     #[serde(default = "empty_object")]
-    #[schema(value_type = Object)]
     pub input: Value,
     /// After downtime (default `skip`).
     #[serde(default)]
@@ -126,8 +124,7 @@ pub struct PatchSchedule {
     /// As in creation.
     #[schema(pattern = r"^[A-Za-z0-9_+/-]+$", min_length = 1, max_length = 64)]
     pub time_zone: Option<String>,
-    /// As in creation.
-    #[schema(value_type = Option<Object>)]
+    /// As in creation (`null` or absent: unchanged).
     pub input: Option<Value>,
     /// As in creation.
     pub catch_up: Option<CatchUpName>,

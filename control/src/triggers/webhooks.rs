@@ -216,9 +216,15 @@ async fn rotate_webhook_secret(
                         each signature accepted once"),
         HookQuery,
     ),
-    request_body(content = String, content_type = "*/*",
-                 description = "Any body (JSON is passed as JSON, anything else as text), \
-                                at most `max_webhook_body_bytes` (default 256 KiB)"),
+    request_body(
+        description = "Any body, at most `max_webhook_body_bytes` (default 256 KiB): a JSON \
+                       content type whose body parses is passed to the run as JSON, anything \
+                       else as text",
+        content(
+            (serde_json::Value = "application/json"),
+            (String = "text/plain"),
+        )
+    ),
     responses(
         (status = 202, description = "A run started", body = HookAccepted),
         (status = 200, description = "Finished (`?wait=true`)", body = crate::runs::Run),

@@ -96,6 +96,25 @@ both!(
         assert_eq!(after["last_fire_at_ms"], at);
         let next = after["next_fire_at_ms"].as_i64().expect("next fire");
         assert!(next > due && next % 60_000 == 0, "{after}");
+        // The claim itself, with the race made certain: both replicas have
+        // read the same due row; of their two claims exactly one wins.
+        let (_, second) = create(&e.ctl, &e.alice, &e.agent, json!({ "cron": "0 0 1 1 *" })).await;
+        let second = s(&second["id"]);
+        // An hour ahead, so that the fire loops leave it to the claims below
+        // (a claim does not look at the clock, only at the value read).
+        let seen = now_ms() + 3_600_000;
+        set_next_tick(&e.ctl, &second, seen).await;
+        let claim = |state: &delta_control::app::AppState| {
+            let (db, id) = (state.db.clone(), second.clone());
+            async move {
+                delta_control::triggers::store::claim(&db, &id, seen, Some(1), Some(1), Some(seen))
+                    .await
+                    .expect("claim")
+            }
+        };
+        let (a, b) = tokio::join!(claim(&e.ctl.state), claim(&other.state));
+        assert!(a ^ b, "exactly one claim wins: {a} {b}");
+
         // Both loops keep running: nothing more fires before that tick.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         if now_ms() < next {

@@ -255,7 +255,9 @@ mod tests {
         assert!(!tz_shape_ok("Europe Paris"));
         assert!(!tz_shape_ok(""));
         assert_eq!(
-            timing("* * * * *", "Nowhere/Land", 0).unwrap_err().code,
+            timing("* * * * *", "Nowhere/Land", 0)
+                .expect_err("refused")
+                .code,
             "invalid_time_zone"
         );
     }

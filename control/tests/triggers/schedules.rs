@@ -310,3 +310,69 @@ both!(
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 );
+
+both!(
+    fires_and_seen_signatures_are_swept_when_their_time_is_up,
+    |ctl: Control| async move {
+        let ctl = Control::start_with(ctl.dialect(), |c| c.record_retention_secs = 3600).await;
+        let alice = ctl.register("alice").await;
+        let agent = common::insert_agent(&ctl, &alice, "quiet", None).await;
+        let (status, schedule) = create(&ctl, &alice, &agent, json!({ "cron": "0 0 * * *" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{schedule}");
+        let id = s(&schedule["id"]);
+        let now = now_ms();
+        for (fire, at) in [("fire_old", now - 7_200_000), ("fire_new", now - 60_000)] {
+            sqlx::query(
+                "INSERT INTO schedule_fires (id, schedule_id, tenant_id, tick_ms, fired_at_ms, \
+                 run_id, error) VALUES ($1, $2, $3, $4, $4, NULL, 'node_unavailable')",
+            )
+            .bind(fire)
+            .bind(&id)
+            .bind(&alice.tenant_id)
+            .bind(at)
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("fire row");
+        }
+        let (status, hook) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/webhooks"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{hook}");
+        let hook = s(&hook["id"]);
+        for (sig, expires) in [("old", now - 1), ("new", now + 300_000)] {
+            sqlx::query(
+                "INSERT INTO webhook_signatures (webhook_id, signature, expires_at_ms) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(&hook)
+            .bind(sig)
+            .bind(expires)
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("signature row");
+        }
+        // On PostgreSQL a pass is skipped while the background one runs.
+        eventually("a sweep pass", Duration::from_secs(10), || async {
+            delta_control::sweep::sweep_once(&ctl.state, now)
+                .await
+                .expect("sweep")
+        })
+        .await;
+        let fires: Vec<String> = sqlx::query_scalar("SELECT id FROM schedule_fires ORDER BY id")
+            .fetch_all(ctl.state.db.pool())
+            .await
+            .expect("fires");
+        assert_eq!(fires, vec!["fire_new".to_owned()]);
+        let sigs: Vec<String> =
+            sqlx::query_scalar("SELECT signature FROM webhook_signatures ORDER BY signature")
+                .fetch_all(ctl.state.db.pool())
+                .await
+                .expect("signatures");
+        assert_eq!(sigs, vec!["new".to_owned()]);
+    }
+);

@@ -37,6 +37,8 @@ CREATE TABLE schedule_fires (
     error TEXT,
     UNIQUE (schedule_id, tick_ms)
 );
+-- The sweep deletes fires after record_retention_secs.
+CREATE INDEX schedule_fires_retention ON schedule_fires (fired_at_ms);
 
 -- The secret is sealed (AES-256-GCM, key derived from the access-token
 -- secret): verification needs it in the clear, so it cannot be hashed.

@@ -314,14 +314,17 @@ both!(
 both!(
     fires_and_seen_signatures_are_swept_when_their_time_is_up,
     |ctl: Control| async move {
-        let ctl = Control::start_with(ctl.dialect(), |c| c.record_retention_secs = 3600).await;
+        let ctl = Control::start_with(ctl.dialect(), |c| c.record_retention_secs = 86_400).await;
         let alice = ctl.register("alice").await;
         let agent = common::insert_agent(&ctl, &alice, "quiet", None).await;
         let (status, schedule) = create(&ctl, &alice, &agent, json!({ "cron": "0 0 * * *" })).await;
         assert_eq!(status, StatusCode::CREATED, "{schedule}");
         let id = s(&schedule["id"]);
         let now = now_ms();
-        for (fire, at) in [("fire_old", now - 7_200_000), ("fire_new", now - 60_000)] {
+        for (fire, at) in [
+            ("fire_old", now - 2 * 86_400_000),
+            ("fire_new", now - 60_000),
+        ] {
             sqlx::query(
                 "INSERT INTO schedule_fires (id, schedule_id, tenant_id, tick_ms, fired_at_ms, \
                  run_id, error) VALUES ($1, $2, $3, $4, $4, NULL, 'node_unavailable')",

@@ -195,6 +195,27 @@ mod tests {
     }
 
     #[test]
+    fn ticks_go_on_across_daylight_saving_changes() {
+        // Paris springs forward on 2026-03-29 at 02:00 local (01:00 UTC):
+        // 02:30 does not exist that day, and the schedule must not stop.
+        let before = 1_774_738_800_000; // 2026-03-28 23:00 UTC
+        let at_230 = Timing::parse("30 2 * * *", "Europe/Paris").expect("valid");
+        let mut t = before;
+        for _ in 0..3 {
+            let next = at_230.next_after(t).expect("keeps firing");
+            assert!(next > t);
+            t = next;
+        }
+        assert!(t - before < 4 * 24 * 3_600_000, "about daily: {t}");
+        // And back on 2026-10-25 (01:30 local happens twice).
+        let autumn = 1_792_882_800_000; // 2026-10-24 23:00 UTC
+        let at_130 = Timing::parse("30 1 * * *", "Europe/Paris").expect("valid");
+        let first = at_130.next_after(autumn).expect("fires");
+        let second = at_130.next_after(first).expect("fires again");
+        assert!(second > first);
+    }
+
+    #[test]
     fn downtime_skips_or_fires_once() {
         let every_minute = Timing::parse("* * * * *", "UTC").expect("valid");
         let tick = 1_768_435_200_000;

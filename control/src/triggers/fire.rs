@@ -91,6 +91,9 @@ pub async fn fire_due(state: &AppState, now_ms: i64) -> Result<usize, sqlx::Erro
         if !claimed {
             continue;
         }
+        if decision.next_tick_ms.is_none() {
+            tracing::warn!(schedule = %schedule.schedule.id, "schedule has no further tick: it stops");
+        }
         if !decision.fire {
             tracing::info!(schedule = %schedule.schedule.id, tick_ms = tick, "schedule: missed ticks skipped (catch_up = skip)");
             continue;

@@ -75,7 +75,7 @@ const RECORDS: [(&str, &str, &str); 5] = [
     ),
     ("usage_records", "run_id", "received_at_ms < $1"),
     ("usage_batches", "batch_id", "received_at_ms < $1"),
-    ("schedule_fires", "id", "fired_at_ms < $1"),
+    ("schedule_fires", "id", "created_at_ms < $1"),
 ];
 const AUDIT: (&str, &str, &str) = ("message_log", "id", "at_ms < $1");
 

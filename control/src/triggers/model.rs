@@ -75,6 +75,21 @@ pub struct Schedule {
     pub updated_at_ms: i64,
 }
 
+/// One fire of a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Fire {
+    /// `fire_...`.
+    pub id: String,
+    /// The cron tick it was for.
+    pub tick_ms: i64,
+    /// When it fired (the tick plus jitter, or later after downtime).
+    pub fired_at_ms: i64,
+    /// The run it started.
+    pub run_id: Option<String>,
+    /// Why no run started (`agent_paused: ...`, `node_unavailable: ...`).
+    pub error: Option<String>,
+}
+
 /// Body of `POST /v1/agents/{id}/schedules`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

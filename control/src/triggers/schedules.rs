@@ -1,5 +1,5 @@
 //! The schedule routes: `POST/GET /v1/agents/{id}/schedules`,
-//! `GET/PATCH/DELETE /v1/schedules/{id}`.
+//! `GET/PATCH/DELETE /v1/schedules/{id}`, `GET /v1/schedules/{id}/fires`.
 //!
 //! Roles as for the agent itself: reading needs `member` and `agents:read`;
 //! creating, changing and deleting need `admin` and `agents:write` (a
@@ -13,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::cron::{Timing, jitter_ms};
-use super::model::{self, CreateSchedule, PatchSchedule, Schedule};
-use super::store::{self, SCHEDULE_COLUMNS, StoredSchedule};
+use super::model::{self, CreateSchedule, Fire, PatchSchedule, Schedule};
+use super::store::{self, FIRE_COLUMNS, SCHEDULE_COLUMNS, StoredSchedule};
 use crate::agents::load_agent;
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_schedule, list_schedules))
         .routes(routes!(get_schedule, patch_schedule, delete_schedule))
+        .routes(routes!(list_fires))
 }
 
 /// Set the next tick and fire from `now_ms` (none when disabled).
@@ -235,4 +236,43 @@ async fn delete_schedule(
     } else {
         Err(ApiError::not_found("schedule"))
     }
+}
+
+/// A schedule's fires, oldest first: the run each started, or why none
+/// did. Kept for `record_retention_secs`.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/{id}/fires",
+    operation_id = "list_schedule_fires",
+    tag = "triggers",
+    params(("id" = String, Path, description = "Schedule id"), PageQuery),
+    responses(
+        (status = 200, description = "A page", body = Page<Fire>),
+        (status = 404, description = "No such schedule in this tenant"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_fires(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<Fire>>, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("agents:read")?;
+    let schedule = store::load_schedule(&state.db, &principal.tenant_id, &id).await?;
+    tenant_page(
+        &state.db,
+        Listing {
+            columns: FIRE_COLUMNS,
+            table: "schedule_fires",
+            filter: Some(("schedule_id", &schedule.schedule.id)),
+        },
+        &principal.tenant_id,
+        &page,
+        store::fire_from_row,
+        |f: &Fire| (f.fired_at_ms, f.id.clone()),
+    )
+    .await
+    .map(Json)
 }

@@ -9,7 +9,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::cron::CatchUp;
-use super::model::{Schedule, Webhook};
+use super::model::{Fire, Schedule, Webhook};
 use crate::db::Db;
 
 /// Columns of `schedules` as [`schedule_from_row`] reads them.
@@ -194,7 +194,7 @@ pub async fn record_fire(
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO schedule_fires (id, schedule_id, tenant_id, tick_ms, fired_at_ms, run_id, \
+        "INSERT INTO schedule_fires (id, schedule_id, tenant_id, tick_ms, created_at_ms, run_id, \
          error) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (schedule_id, tick_ms) DO NOTHING",
     )
     .bind(format!("fire_{}", uuid::Uuid::now_v7().simple()))
@@ -207,6 +207,20 @@ pub async fn record_fire(
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+/// Columns of `schedule_fires` as [`fire_from_row`] reads them.
+pub const FIRE_COLUMNS: &str = "id, tick_ms, created_at_ms, run_id, error";
+
+/// Read a `schedule_fires` row.
+pub fn fire_from_row(row: &AnyRow) -> Result<Fire, sqlx::Error> {
+    Ok(Fire {
+        id: row.try_get("id")?,
+        tick_ms: row.try_get("tick_ms")?,
+        fired_at_ms: row.try_get("created_at_ms")?,
+        run_id: row.try_get("run_id")?,
+        error: row.try_get("error")?,
+    })
 }
 
 /// Columns of `webhooks` as [`webhook_from_row`] reads them.

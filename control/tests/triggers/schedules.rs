@@ -20,7 +20,7 @@ async fn set_next_tick(ctl: &Control, schedule: &str, tick_ms: i64) {
 /// The recorded fires of `schedule`: (tick, fired at, run id, error).
 async fn fires(ctl: &Control, schedule: &str) -> Vec<(i64, i64, Option<String>, Option<String>)> {
     sqlx::query_as(
-        "SELECT tick_ms, fired_at_ms, run_id, error FROM schedule_fires \
+        "SELECT tick_ms, created_at_ms, run_id, error FROM schedule_fires \
          WHERE schedule_id = $1 ORDER BY tick_ms",
     )
     .bind(schedule)
@@ -156,6 +156,17 @@ both!(
         assert_eq!(fires(&e.ctl, run_once).await.len(), 1, "{fired:?}");
         let run = finished_run(&e.ctl, &e.alice, fired[0].2.as_deref().expect("run")).await;
         assert_eq!(echoed(&run), json!({ "c": "run_once" }));
+        let (_, listed) = e
+            .ctl
+            .call(
+                Method::GET,
+                &format!("/v1/schedules/{run_once}/fires"),
+                Some(&e.alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(listed["items"][0]["run_id"], run["id"], "{listed}");
+        assert_eq!(listed["items"][0]["tick_ms"], missed, "{listed}");
         assert!(fires(&e.ctl, &ids[0]).await.is_empty(), "skip fired");
         assert_eq!(runs_of(&e.ctl, &e.agent).await, 1);
         let now = now_ms();
@@ -261,6 +272,43 @@ both!(
         assert_eq!(status, StatusCode::OK, "{off}");
         assert!(off["next_fire_at_ms"].is_null(), "{off}");
 
+        // A tick the node cannot take (the agent has none) is a fire
+        // with its error and no run, listed with the schedule's fires.
+        let (status, every) = create(&ctl, &alice, &agent, json!({ "cron": "* * * * *" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{every}");
+        let every = s(&every["id"]);
+        set_next_tick(&ctl, &every, now_ms() - 10).await;
+        let page = eventually("the refused fire", Duration::from_secs(10), || async {
+            let (status, page) = ctl
+                .call(
+                    Method::GET,
+                    &format!("/v1/schedules/{every}/fires"),
+                    Some(&alice.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            (page["items"].as_array().map(Vec::len) == Some(1)).then_some(page)
+        })
+        .await;
+        let fire = &page["items"][0];
+        assert!(fire["run_id"].is_null(), "{fire}");
+        assert!(
+            fire["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("node_unavailable")),
+            "{fire}"
+        );
+        let (status, _) = ctl
+            .call(
+                Method::GET,
+                &format!("/v1/schedules/{every}/fires"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
         // Bob's tenant sees none of it.
         let (status, _) = create(&ctl, &bob, &agent, json!({ "cron": "* * * * *" })).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -289,7 +337,7 @@ both!(
                 None,
             )
             .await;
-        assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
         let (status, _) = ctl
             .call(
                 Method::DELETE,
@@ -326,7 +374,7 @@ both!(
             ("fire_new", now - 60_000),
         ] {
             sqlx::query(
-                "INSERT INTO schedule_fires (id, schedule_id, tenant_id, tick_ms, fired_at_ms, \
+                "INSERT INTO schedule_fires (id, schedule_id, tenant_id, tick_ms, created_at_ms, \
                  run_id, error) VALUES ($1, $2, $3, $4, $4, NULL, 'node_unavailable')",
             )
             .bind(fire)

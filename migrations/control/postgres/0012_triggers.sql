@@ -25,20 +25,23 @@ CREATE INDEX schedules_due ON schedules (enabled, next_fire_at_ms);
 CREATE INDEX schedules_tenant ON schedules (tenant_id, agent_id, created_at_ms, id);
 CREATE INDEX schedules_list ON schedules (tenant_id, created_at_ms, id);
 
--- One row per fire: the run it started, or why none (the node refused).
--- The unique tick is a second guard against a double fire.
+-- One row per fire (created_at_ms: when it fired): the run it started, or
+-- why none (the node refused). The unique tick is a second guard against
+-- a double fire.
 CREATE TABLE schedule_fires (
     id TEXT PRIMARY KEY,
     schedule_id TEXT NOT NULL REFERENCES schedules(id) ON DELETE CASCADE,
     tenant_id TEXT NOT NULL,
     tick_ms BIGINT NOT NULL,
-    fired_at_ms BIGINT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
     run_id TEXT,
     error TEXT,
     UNIQUE (schedule_id, tick_ms)
 );
--- The sweep deletes fires after record_retention_secs.
-CREATE INDEX schedule_fires_retention ON schedule_fires (fired_at_ms);
+-- The sweep deletes fires after record_retention_secs; lists page by
+-- (tenant, schedule, time).
+CREATE INDEX schedule_fires_retention ON schedule_fires (created_at_ms);
+CREATE INDEX schedule_fires_list ON schedule_fires (tenant_id, schedule_id, created_at_ms, id);
 
 -- The secret is sealed (AES-256-GCM, key derived from the access-token
 -- secret): verification needs it in the clear, so it cannot be hashed.

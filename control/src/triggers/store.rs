@@ -351,6 +351,17 @@ pub async fn first_sight(
     Ok(done.rows_affected() == 1)
 }
 
+/// Forget one seen signature: its delivery started nothing, so the sender
+/// may send it again.
+pub async fn forget_signature(db: &Db, id: &str, sig: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM webhook_signatures WHERE webhook_id = $1 AND signature = $2")
+        .bind(id)
+        .bind(sig)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// Forget signatures whose replay window has passed; rows deleted.
 pub async fn forget_signatures(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM webhook_signatures WHERE expires_at_ms < $1")

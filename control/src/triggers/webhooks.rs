@@ -10,7 +10,8 @@
 //! `max_webhook_body_bytes`), the signature (400 malformed, 401 wrong or
 //! outside the ±300 s window), and that the signature was not seen before
 //! (401 `signature_replayed`; remembered in the database until the window
-//! passes, so every replica knows). Then the run starts through
+//! passes, so every replica knows; forgotten again when the run is refused
+//! before it started, so the sender can retry). Then the run starts through
 //! [`crate::runs::start_run`] with the input
 //! `{"webhook": {"headers": {...}, "body": <JSON, or the text>}}`.
 //!
@@ -301,9 +302,31 @@ async fn deliver(
             "this signature was already delivered; sign each delivery anew",
         ));
     }
-    let agent = load_agent(&state, &hook.tenant_id, &hook.webhook.agent_id).await?;
     let input = json!({ "webhook": { "headers": passed_headers(&headers), "body": body_value(&headers, &bytes) } });
-    match crate::runs::start_run(&state, &agent, &input, query.wait).await? {
+    let started = match load_agent(&state, &hook.tenant_id, &hook.webhook.agent_id).await {
+        Ok(agent) => crate::runs::start_run(&state, &agent, &input, query.wait).await,
+        Err(e) => Err(e),
+    };
+    let started = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // Refused before anything ran (paused, queue full, no node):
+            // the same signed delivery may be retried. A time-out keeps
+            // the signature, since the run may have started.
+            if matches!(
+                e.status,
+                StatusCode::NOT_FOUND
+                    | StatusCode::CONFLICT
+                    | StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::SERVICE_UNAVAILABLE
+            ) && let Err(forget) = store::forget_signature(&state.db, &id, &verified.v1).await
+            {
+                tracing::warn!(webhook = %id, error = %forget, "forgetting a refused delivery's signature");
+            }
+            return Err(e);
+        }
+    };
+    match started {
         Started::Accepted(accepted) => Ok((
             StatusCode::ACCEPTED,
             Json(HookAccepted {

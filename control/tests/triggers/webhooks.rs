@@ -186,6 +186,18 @@ both!(
         assert_eq!(err["code"], "signature_replayed");
         assert_eq!(runs_of(&e.ctl, &e.agent).await, 1);
 
+        // A delivery the node cannot take (no node for the agent) started
+        // nothing: the same signed request may be sent again.
+        let stranded = common::insert_agent(&e.ctl, &e.alice, "stranded", None).await;
+        let (stranded_hook, stranded_secret) = webhook(&e.ctl, &e.alice, &stranded).await;
+        let sig = signed(&stranded_secret, now, body);
+        for _ in 0..2 {
+            let (status, err) =
+                deliver(&e.ctl, &stranded_hook, "", json, body, Some(sig.clone())).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+            assert_eq!(err["code"], "node_unavailable", "{err}");
+        }
+
         // Rotation: the old secret stops, the new one works; only alice's
         // tenant may rotate, list or delete.
         for (method, path) in [

@@ -73,6 +73,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::bounties::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::reputation::routes())
+        .merge(crate::triggers::routes())
 }
 
 /// The API's routes and their finished OpenAPI document under `config`
@@ -172,7 +173,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Serve on `listener` until `shutdown` resolves; background tasks (node
-/// monitor) run meanwhile.
+/// monitor, sweep, schedules' fire loop) run meanwhile.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
@@ -181,6 +182,7 @@ pub async fn serve(
     let monitor = crate::nodes::spawn_monitor(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
     let webhooks = crate::webhooks::spawn(state.clone());
+    let schedules = crate::triggers::fire::spawn(state.clone());
     let grace = std::time::Duration::from_secs(state.config.drain_grace_secs);
     let app = router(state);
     // Graceful shutdown waits for every connection, and a client following
@@ -209,6 +211,7 @@ pub async fn serve(
     monitor.abort();
     sweep.abort();
     webhooks.abort();
+    schedules.abort();
     result
 }
 

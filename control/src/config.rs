@@ -20,6 +20,7 @@
 //! max_submission_bytes = 65536                       # largest bounty submission (JSON)
 //! allow_private_webhook_urls = false                 # webhooks to loopback/private addresses (tests)
 //! webhook_retry_base_ms = 1000                       # webhook retries wait 1, 2, 4, 8 x this
+//! max_webhook_body_bytes = 262144                     # largest inbound webhook delivery
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -165,6 +166,9 @@ pub struct ControlConfig {
     /// next ones double it (1, 2, 4, 8 s), and the fifth failed try
     /// dead-letters the delivery. Tests shorten it; at least 10.
     pub webhook_retry_base_ms: u64,
+    /// Largest inbound webhook delivery (`POST /v1/hooks/{id}`), bytes
+    /// (default 256 KiB); larger ones answer 413 and start nothing.
+    pub max_webhook_body_bytes: u64,
 }
 
 /// Limits of login, registration and refresh, checked before any password
@@ -259,6 +263,7 @@ impl Default for ControlConfig {
             max_submission_bytes: 64 << 10,
             allow_private_webhook_urls: false,
             webhook_retry_base_ms: 1_000,
+            max_webhook_body_bytes: 256 << 10,
         }
     }
 }

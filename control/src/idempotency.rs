@@ -125,11 +125,14 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 const UPLOAD_ROUTE: &str = "/v1/components";
 /// Mutating routes whose handlers take no credentials: not authenticated
 /// here. Every other route is (see the module's documentation).
-pub const PUBLIC_ROUTES: [&str; 4] = [
+pub const PUBLIC_ROUTES: [&str; 5] = [
     "/v1/auth/register",
     "/v1/auth/login",
     "/v1/auth/refresh",
     "/v1/auth/logout",
+    // Inbound webhooks: signed with the webhook's secret, checked by the
+    // handler (crate::triggers::webhooks).
+    "/v1/hooks/{id}",
 ];
 /// Routes that issue credentials: `Idempotency-Key` is ignored there (not
 /// stored, not replayed). A stored login or refresh answer would hand out

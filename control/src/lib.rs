@@ -44,5 +44,6 @@ pub mod state;
 pub mod sweep;
 pub mod templates;
 pub mod tenants;
+pub mod triggers;
 pub mod usage;
 pub mod webhooks;

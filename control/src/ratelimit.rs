@@ -380,7 +380,8 @@ impl RateLimiter {
         }
     }
 
-    fn refuse(&self, refusal: Refusal) -> ApiError {
+    /// The 429 of `refusal` (counted in the metrics).
+    pub fn refuse(&self, refusal: Refusal) -> ApiError {
         let limit = refusal.limit;
         self.limited.with_label_values(&[limit.as_str()]).inc();
         let rule = self

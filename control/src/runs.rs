@@ -40,7 +40,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::agents::{hosting_node, load_agent, redeploy_current};
+use crate::agents::{Agent, hosting_node, load_agent, redeploy_current};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
@@ -225,7 +225,57 @@ async fn create_run(
     principal.require_scope("runs:write")?;
     record_ids(None, Some(&agent_id), None);
     let agent = load_agent(&state, &principal.tenant_id, &agent_id).await?;
-    let node = hosting_node(&state, &agent).await?;
+    Ok(start_run(&state, &agent, &body.input, query.wait)
+        .await?
+        .into_response())
+}
+
+/// What [`start_run`] got from the node.
+#[derive(Debug)]
+pub(crate) enum Started {
+    /// Queued: 202 with the run id (and `Location`).
+    Accepted(RunAccepted),
+    /// Finished within the wait: 200 with the run.
+    Finished(Box<Run>),
+}
+
+impl Started {
+    /// The run's id.
+    pub(crate) fn run_id(&self) -> &str {
+        match self {
+            Self::Accepted(a) => &a.id,
+            Self::Finished(run) => &run.id,
+        }
+    }
+}
+
+impl IntoResponse for Started {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Accepted(accepted) => {
+                let location = HeaderValue::from_str(&format!("/v1/runs/{}", accepted.id)).ok();
+                let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+                if let Some(v) = location {
+                    response.headers_mut().insert(header::LOCATION, v);
+                }
+                response
+            }
+            Self::Finished(run) => Json(*run).into_response(),
+        }
+    }
+}
+
+/// Start a run of `agent` (already loaded for the caller's tenant) with
+/// `input` on the node hosting it, waiting for its end when `wait`. The one
+/// path every run takes: `POST /v1/agents/{id}/runs`, schedules and inbound
+/// webhooks (`crate::triggers`).
+pub(crate) async fn start_run(
+    state: &AppState,
+    agent: &Agent,
+    input: &Value,
+    wait: bool,
+) -> Result<Started, ApiError> {
+    let node = hosting_node(state, agent).await?;
     let timeout = agent
         .limits
         .timeout_ms
@@ -250,25 +300,16 @@ async fn create_run(
         finished_at_ms: None,
         expires_at_ms: None,
     };
-    insert_run(&state, &pending).await?;
-    let client = NodeClient::new(&state);
-    let submit = || {
-        client.create_run(
-            &node.url,
-            &agent.id,
-            &run_id,
-            &body.input,
-            query.wait,
-            timeout,
-        )
-    };
+    insert_run(state, &pending).await?;
+    let client = NodeClient::new(state);
+    let submit = || client.create_run(&node.url, &agent.id, &run_id, input, wait, timeout);
     let submitted = match submit().await {
         // The node lost the deployment (its state was reset): restore it
         // and try once more.
         Err(e) if e.is_not_found() => {
             tracing::warn!(node = %node.id, agent = %agent.id, "node lacks the agent: redeploying");
-            if let Err(e) = redeploy_current(&state, &node, &agent.id).await {
-                forget_run(&state, &pending).await;
+            if let Err(e) = redeploy_current(state, &node, &agent.id).await {
+                forget_run(state, &pending).await;
                 return Err(e.to_api());
             }
             submit().await
@@ -284,7 +325,7 @@ async fn create_run(
                 e,
                 NodeCallError::Refused { .. } | NodeCallError::Unreachable(_)
             ) {
-                forget_run(&state, &pending).await;
+                forget_run(state, &pending).await;
             }
             return Err(e.to_api());
         }
@@ -293,44 +334,36 @@ async fn create_run(
         Submitted::Queued { id, status } => {
             if id != run_id {
                 // A node that names its own runs (an older version).
-                forget_run(&state, &pending).await;
+                forget_run(state, &pending).await;
                 record_ids(None, None, Some(&id));
                 let run = Run {
                     id: id.clone(),
                     status: status.as_str().to_owned(),
                     ..pending
                 };
-                insert_run(&state, &run).await?;
+                insert_run(state, &run).await?;
             }
-            let mut response = (
-                StatusCode::ACCEPTED,
-                Json(RunAccepted {
-                    id: id.clone(),
-                    status: status.as_str().to_owned(),
-                }),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("/v1/runs/{id}")) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            Ok(response)
+            Ok(Started::Accepted(RunAccepted {
+                id,
+                status: status.as_str().to_owned(),
+            }))
         }
         Submitted::Finished(record) => {
             let run = run_from_record(*record, &node.id, pending.created_at_ms);
             if run.tenant_id != agent.tenant_id || run.agent_id != agent.id {
-                forget_run(&state, &pending).await;
+                forget_run(state, &pending).await;
                 return Err(ApiError::internal(format!(
                     "node {} answered a run of another agent",
                     node.id
                 )));
             }
             if run.id == run_id {
-                store_status(&state, &run).await?;
+                store_status(state, &run).await?;
             } else {
-                forget_run(&state, &pending).await;
-                insert_run(&state, &run).await?;
+                forget_run(state, &pending).await;
+                insert_run(state, &run).await?;
             }
-            Ok(Json(run).into_response())
+            Ok(Started::Finished(Box::new(run)))
         }
     }
 }

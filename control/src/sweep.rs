@@ -14,8 +14,11 @@
 //!   after a pass that deleted some;
 //! - open bounties past their deadline are refunded (their escrow voided)
 //!   and submissions no node could verify yet are retried (`bounties`);
-//! - retention: leases that ended, decided token requests, usage records
-//!   and usage batches are deleted after `record_retention_secs`, message
+//! - inbound webhook signatures past their replay window are forgotten
+//!   (`triggers`);
+//! - retention: leases that ended, decided token requests, usage records,
+//!   usage batches and schedule fires are deleted after
+//!   `record_retention_secs`, message
 //!   attempts (recipients included) after `audit_retention_secs`, at most
 //!   [`RETENTION_CHUNK`] rows per table per pass so that a backlog never
 //!   makes one long transaction. Daily usage aggregates and budget entries
@@ -57,8 +60,9 @@ pub const SWEEP_LOCK_KEY: i64 = 0x6465_6c74_6153_5750;
 pub const RETENTION_CHUNK: i64 = 5_000;
 
 /// Tables with a retention: (table, primary key, condition on the cutoff
-/// `$1`). Each condition matches an index of migration 0007.
-const RECORDS: [(&str, &str, &str); 4] = [
+/// `$1`). Each condition matches an index of migration 0007 (0012 for
+/// schedule fires).
+const RECORDS: [(&str, &str, &str); 5] = [
     (
         "budget_leases",
         "id",
@@ -71,6 +75,7 @@ const RECORDS: [(&str, &str, &str); 4] = [
     ),
     ("usage_records", "run_id", "received_at_ms < $1"),
     ("usage_batches", "batch_id", "received_at_ms < $1"),
+    ("schedule_fires", "id", "created_at_ms < $1"),
 ];
 const AUDIT: (&str, &str, &str) = ("message_log", "id", "at_ms < $1");
 
@@ -161,6 +166,10 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
     let idempotency_deleted = keep(
         "idempotency",
         crate::idempotency::sweep_expired(db, now, secs_ms(retention)).await,
+    );
+    keep(
+        "webhook signatures",
+        crate::triggers::sweep(state, now).await,
     );
     // Ended sessions whose access tokens have all expired.
     keep(

@@ -498,6 +498,42 @@ impl Control {
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
+
+    /// A second control-plane replica: its own server and state directory,
+    /// on this one's database and access-token secret (as replicas behind
+    /// one load balancer run).
+    pub async fn replica(&self) -> Control {
+        let database_url = self.state.config.database_url();
+        let secret = self
+            .state
+            .config
+            .jwt_secret_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("jwt-secret"));
+        // Started as SQLite so that no fresh PostgreSQL database is made,
+        // then pointed at this one's database, whichever it is.
+        Self::start_with(Dialect::Sqlite, move |c| {
+            c.database_url = Some(database_url);
+            c.jwt_secret_file = Some(secret);
+        })
+        .await
+    }
+}
+
+/// Upload the JavaScript module `source` as a component of `token`'s
+/// tenant: the answer's status and body.
+pub async fn upload_script(ctl: &Control, token: &str, source: &str) -> (StatusCode, Value) {
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(token)
+        .header("content-type", "text/javascript; charset=utf-8")
+        .body(source.to_owned())
+        .send()
+        .await
+        .expect("upload");
+    let status = resp.status();
+    (status, resp.json().await.expect("json"))
 }
 
 impl Drop for Control {

@@ -12,6 +12,7 @@ from .audit_entry import AuditEntry
 from .audit_entry_detail import AuditEntryDetail
 from .bounty import Bounty
 from .bounty_spec import BountySpec
+from .catch_up_name import CatchUpName
 from .channel import Channel
 from .component import Component
 from .create_agent import CreateAgent
@@ -20,6 +21,7 @@ from .create_api_key_request_scopes_type_0_item import (
     CreateApiKeyRequestScopesType0Item,
 )
 from .create_run import CreateRun
+from .create_schedule import CreateSchedule
 from .create_template import CreateTemplate
 from .create_template_variables import CreateTemplateVariables
 from .create_tenant_request import CreateTenantRequest
@@ -31,8 +33,10 @@ from .endpoint import Endpoint
 from .enrolment import Enrolment
 from .error import Error
 from .event_type import EventType
+from .fire import Fire
 from .heartbeat import Heartbeat
 from .heartbeat_ack import HeartbeatAck
+from .hook_accepted import HookAccepted
 from .invitation_view import InvitationView
 from .invited_view import InvitedView
 from .issued_credential import IssuedCredential
@@ -77,6 +81,8 @@ from .page_delivery import PageDelivery
 from .page_delivery_items_item import PageDeliveryItemsItem
 from .page_endpoint import PageEndpoint
 from .page_endpoint_items_item import PageEndpointItemsItem
+from .page_fire import PageFire
+from .page_fire_items_item import PageFireItemsItem
 from .page_invitation_view import PageInvitationView
 from .page_invitation_view_items_item import PageInvitationViewItemsItem
 from .page_member_view import PageMemberView
@@ -92,6 +98,8 @@ from .page_run_items_item import PageRunItemsItem
 from .page_run_items_item_logs_type_0_item import PageRunItemsItemLogsType0Item
 from .page_run_items_item_outcome_type_0 import PageRunItemsItemOutcomeType0
 from .page_run_items_item_usage_type_0 import PageRunItemsItemUsageType0
+from .page_schedule import PageSchedule
+from .page_schedule_items_item import PageScheduleItemsItem
 from .page_submission import PageSubmission
 from .page_submission_items_item import PageSubmissionItemsItem
 from .page_submission_items_item_payload import PageSubmissionItemsItemPayload
@@ -103,6 +111,9 @@ from .page_tenant_view import PageTenantView
 from .page_tenant_view_items_item import PageTenantViewItemsItem
 from .page_token_request import PageTokenRequest
 from .page_token_request_items_item import PageTokenRequestItemsItem
+from .page_webhook import PageWebhook
+from .page_webhook_items_item import PageWebhookItemsItem
+from .patch_schedule import PatchSchedule
 from .policy import Policy
 from .recipients import Recipients
 from .refresh_request import RefreshRequest
@@ -118,6 +129,7 @@ from .run_accepted import RunAccepted
 from .run_logs_type_0_item import RunLogsType0Item
 from .run_outcome_type_0 import RunOutcomeType0
 from .run_usage_type_0 import RunUsageType0
+from .schedule import Schedule
 from .set_agent_budget import SetAgentBudget
 from .set_recipients import SetRecipients
 from .set_tier import SetTier
@@ -144,6 +156,8 @@ from .usage_row import UsageRow
 from .user_budget import UserBudget
 from .user_view import UserView
 from .verifier_limits import VerifierLimits
+from .webhook import Webhook
+from .webhook_with_secret import WebhookWithSecret
 
 __all__ = (
     "Accounts",
@@ -158,6 +172,7 @@ __all__ = (
     "AuditEntryDetail",
     "Bounty",
     "BountySpec",
+    "CatchUpName",
     "Channel",
     "Component",
     "CreateAgent",
@@ -166,6 +181,7 @@ __all__ = (
     "CreatedApiKey",
     "CreatedEndpoint",
     "CreateRun",
+    "CreateSchedule",
     "CreateTemplate",
     "CreateTemplateVariables",
     "CreateTenantRequest",
@@ -175,8 +191,10 @@ __all__ = (
     "Enrolment",
     "Error",
     "EventType",
+    "Fire",
     "Heartbeat",
     "HeartbeatAck",
+    "HookAccepted",
     "InvitationView",
     "InvitedView",
     "IssuedCredential",
@@ -221,6 +239,8 @@ __all__ = (
     "PageDeliveryItemsItem",
     "PageEndpoint",
     "PageEndpointItemsItem",
+    "PageFire",
+    "PageFireItemsItem",
     "PageInvitationView",
     "PageInvitationViewItemsItem",
     "PageMemberView",
@@ -236,6 +256,8 @@ __all__ = (
     "PageRunItemsItemLogsType0Item",
     "PageRunItemsItemOutcomeType0",
     "PageRunItemsItemUsageType0",
+    "PageSchedule",
+    "PageScheduleItemsItem",
     "PageSubmission",
     "PageSubmissionItemsItem",
     "PageSubmissionItemsItemPayload",
@@ -247,6 +269,9 @@ __all__ = (
     "PageTenantViewItemsItem",
     "PageTokenRequest",
     "PageTokenRequestItemsItem",
+    "PageWebhook",
+    "PageWebhookItemsItem",
+    "PatchSchedule",
     "Policy",
     "Recipients",
     "RefreshRequest",
@@ -262,6 +287,7 @@ __all__ = (
     "RunLogsType0Item",
     "RunOutcomeType0",
     "RunUsageType0",
+    "Schedule",
     "SetAgentBudget",
     "SetRecipients",
     "SetTier",
@@ -288,4 +314,6 @@ __all__ = (
     "UserBudget",
     "UserView",
     "VerifierLimits",
+    "Webhook",
+    "WebhookWithSecret",
 )

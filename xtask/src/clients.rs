@@ -137,6 +137,7 @@ pub fn run(root: &Path, cargo: &std::ffi::OsStr, update: bool) -> Result<()> {
 /// `schema.d.ts` must be what openapi-typescript makes of the document,
 /// then `tsc` (strict) and node's test runner against `delta up`.
 fn typescript(root: &Path, delta: &Path, document: &Path, update: bool) -> Result<()> {
+    crate::python::ensure_node_20()?;
     let dir = root.join("clients/typescript");
     let npm = |args: &[&str], what: &str| -> Result<()> {
         let status = Command::new("npm")

@@ -15,6 +15,7 @@ pub fn run(root: &Path, cargo: &std::ffi::OsStr) -> Result<()> {
         &[("chromium", "chromium")],
         "the dashboard's tests drive it",
     )?;
+    crate::python::ensure_node_20()?;
     crate::step("building the delta CLI");
     let status = Command::new(cargo)
         .args(["build", "--workspace", "--bin", "delta"])

@@ -1,5 +1,6 @@
-//! Python tools for xtask commands: a virtual environment under target/
-//! with pinned requirements, recreated when the requirements file changes.
+//! The other toolchains xtask commands use: a Python virtual environment
+//! under target/ with pinned requirements (recreated when the requirements
+//! file changes), and a check for Node.js 20.
 
 use std::path::Path;
 use std::process::Command;
@@ -42,4 +43,28 @@ pub fn venv(venv: &Path, requirements: &Path) -> Result<()> {
         );
     }
     std::fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// Node.js 20 or newer on PATH (the clients' and dashboard's tests use its
+/// test runner and `import.meta.dirname`); a clear error otherwise.
+pub fn ensure_node_20() -> Result<()> {
+    let output = Command::new("node")
+        .arg("--version")
+        .output()
+        .context("running node --version: Node.js 20 or newer is needed (https://nodejs.org)")?;
+    let version = String::from_utf8_lossy(&output.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        bail!(
+            "Node.js {} is too old: 20 or newer is needed",
+            version.trim()
+        );
+    }
+    Ok(())
 }

@@ -339,6 +339,53 @@ async function usageView() {
   );
 }
 
+async function keysView() {
+  const keys = await all("/v1/api-keys");
+  const name = /** @type {HTMLInputElement} */ (
+    h("input", { id: "key-name", name: "name", required: "", maxlength: "100", autocomplete: "off" })
+  );
+  const shown = h("div", { id: "new-key", "aria-live": "polite" });
+  const form = h("form", { id: "key-form" }, [
+    h("label", { for: "key-name" }, ["Name of a new key"]),
+    name,
+    h("button", { type: "submit" }, ["Create key"]),
+  ]);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const created = await api("POST", "/v1/api-keys", { name: name.value });
+      await keysView();
+      // Shown here once: the API never shows a key's secret again.
+      const again = /** @type {HTMLElement} */ (document.getElementById("new-key"));
+      again.replaceChildren(
+        h("p", {}, [`Copy the key "${created.name}" now: it will not be shown again.`]),
+        h("code", { id: "new-key-secret" }, [created.key]),
+      );
+    } catch (error) {
+      say(error instanceof Error ? error.message : String(error));
+    }
+  });
+  const rows = keys.map((key) => [
+    key.name,
+    h("code", {}, [key.prefix]),
+    (key.scopes ?? []).join(", "),
+    key.last_used_at_ms ? new Date(key.last_used_at_ms).toLocaleString() : "never",
+    key.revoked_at_ms
+      ? h("span", { class: "badge warn" }, ["revoked"])
+      : button(`Revoke ${key.name}`, async () => {
+          await api("DELETE", `/v1/api-keys/${key.id}`);
+          say(`Revoked ${key.name}.`);
+          await keysView();
+        }, "danger"),
+  ]);
+  main.replaceChildren(
+    h("section", { class: "card" }, [h("h1", {}, ["API keys"]), form, shown]),
+    h("section", { class: "card" }, [
+      table(["Name", "Prefix", "Scopes", "Last used", ""], rows, "No API keys."),
+    ]),
+  );
+}
+
 /** @param {string} agentId */
 async function agentView(agentId) {
   const agent = await api("GET", `/v1/agents/${agentId}`);
@@ -453,6 +500,7 @@ async function route() {
     const [, view, id] = hash.split("/");
     if (view === "requests") await requestsView();
     else if (view === "usage") await usageView();
+    else if (view === "keys") await keysView();
     else if (view === "runs" && id) await runView(id);
     else if (view === "agents" && id) await agentView(id);
     else await agentsView();

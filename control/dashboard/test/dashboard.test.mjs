@@ -203,6 +203,22 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   assert.match((await page.locator("#run-log").textContent()) ?? "", /Hello, browser!/);
   await page.screenshot({ path: join(shots, "run-log.png"), fullPage: true });
 
+  // API keys: a new key's secret is shown once, and it works; revoked, it
+  // does not.
+  await page.getByRole("link", { name: "API keys" }).click();
+  await page.getByLabel("Name of a new key").fill("from-the-browser");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = (await page.locator("#new-key-secret").textContent()) ?? "";
+  assert.match(secret, /^dk_/);
+  const works = await fetch(`${url}/v1/me`, { headers: { Authorization: `Bearer ${secret}` } });
+  assert.equal(works.status, 200);
+  await page.getByRole("button", { name: "Revoke from-the-browser" }).click();
+  await page.getByRole("status").filter({ hasText: "Revoked from-the-browser." }).waitFor();
+  await page.getByRole("row").filter({ hasText: "from-the-browser" }).getByText("revoked").waitFor();
+  const revoked = await fetch(`${url}/v1/me`, { headers: { Authorization: `Bearer ${secret}` } });
+  assert.equal(revoked.status, 401);
+  await page.screenshot({ path: join(shots, "api-keys.png"), fullPage: true });
+
   // A phone's width: the same pages, no horizontal scrolling of the page.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByRole("link", { name: "Token requests" }).click();

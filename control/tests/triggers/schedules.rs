@@ -48,13 +48,16 @@ both!(
             &e.ctl,
             &e.alice,
             &e.agent,
-            json!({ "cron": "* * * * *", "time_zone": "Europe/Paris", "input": { "tick": 1 } }),
+            json!({ "cron": "0 0 1 1 *", "time_zone": "Europe/Paris", "input": { "tick": 1 } }),
         )
         .await;
         assert_eq!(status, StatusCode::CREATED, "{schedule}");
         let id = s(&schedule["id"]);
         let next = schedule["next_fire_at_ms"].as_i64().expect("next fire");
-        assert_eq!(next % 60_000, 0, "every minute, no jitter: {schedule}");
+        // Yearly (1 January, Paris time): no tick of its own comes during
+        // the test (an every-minute cron fired again whenever the window
+        // crossed a minute), only the one set below.
+        assert_eq!(next % 60_000, 0, "on a minute, no jitter: {schedule}");
         assert!(schedule["last_fire_at_ms"].is_null());
         // Due two seconds from now rather than at the next minute.
         let due = now_ms() + 2_000;
@@ -133,15 +136,17 @@ both!(
                 &e.ctl,
                 &e.alice,
                 &e.agent,
-                json!({ "cron": "*/5 * * * *", "catch_up": catch_up, "input": { "c": catch_up } }),
+                // Daily: no tick of its own comes during the test (a
+                // five-minute cron fired again whenever the test crossed one).
+                json!({ "cron": "0 0 * * *", "catch_up": catch_up, "input": { "c": catch_up } }),
             )
             .await;
             assert_eq!(status, StatusCode::CREATED, "{schedule}");
             assert_eq!(schedule["catch_up"], catch_up);
             ids.push(s(&schedule["id"]));
         }
-        // Down for three hours: 36 ticks missed.
-        let missed = now_ms() - 3 * 3_600_000;
+        // Down for three days: three ticks missed.
+        let missed = now_ms() - 3 * 86_400_000;
         for id in &ids {
             set_next_tick(&e.ctl, id, missed).await;
         }

@@ -71,6 +71,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::usage::routes())
         .merge(crate::money::routes())
         .merge(crate::bounties::routes())
+        .merge(crate::payments::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::reputation::routes())
         .merge(crate::triggers::routes())

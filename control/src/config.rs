@@ -34,6 +34,9 @@
 //! lockout_base_secs = 1   # then locked 1 s, 2 s, 4 s, ...
 //! lockout_max_secs = 900
 //!
+//! [payments]            # where bounty escrow is held; see `crate::payments`
+//! backend = "ledger"     # or "stripe", with [payments.stripe]
+//!
 //! [rate_limit]
 //! per_key_per_sec = 50
 //! per_key_burst = 100
@@ -154,6 +157,8 @@ pub struct ControlConfig {
     /// reward (default 1500: 15 %), booked to the currency's `platform`
     /// account; at most 10,000.
     pub bounty_fee_bps: u32,
+    /// Where bounty escrow is held (`[payments]`: the ledger, or Stripe).
+    pub payments: crate::payments::PaymentsConfig,
     /// Largest bounty submission payload, bytes of its JSON (default 64 KiB).
     pub max_submission_bytes: u64,
     /// Deliver outbound webhooks to URLs that resolve to loopback, private,
@@ -260,6 +265,7 @@ impl Default for ControlConfig {
             rate_limit: RateLimitConfig::default(),
             auth_limits: AuthLimitsConfig::default(),
             bounty_fee_bps: 1_500,
+            payments: crate::payments::PaymentsConfig::default(),
             max_submission_bytes: 64 << 10,
             allow_private_webhook_urls: false,
             webhook_retry_base_ms: 1_000,
@@ -302,6 +308,11 @@ impl ControlConfig {
         })?;
         let mut config = Self::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let stripe_files = config
+            .payments
+            .stripe
+            .as_mut()
+            .map(|s| [&mut s.secret_key_file, &mut s.webhook_secret_file]);
         for p in [
             Some(&mut config.state_dir),
             config.jwt_secret_file.as_mut(),
@@ -310,6 +321,7 @@ impl ControlConfig {
         ]
         .into_iter()
         .flatten()
+        .chain(stripe_files.into_iter().flatten())
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -372,6 +384,9 @@ impl ControlConfig {
                 "bounty_fee_bps must be at most 10000 (100 %), not {}",
                 self.bounty_fee_bps
             )));
+        }
+        if let Some(problem) = self.payments.problem() {
+            return Err(ConfigError::Invalid(problem));
         }
         if !(10..=3_600_000).contains(&self.webhook_retry_base_ms) {
             return Err(ConfigError::Invalid(format!(

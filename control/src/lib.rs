@@ -36,6 +36,7 @@ pub mod nodeauth;
 pub mod nodeclient;
 pub mod nodes;
 pub mod pagination;
+pub mod payments;
 pub mod ratelimit;
 pub mod reputation;
 pub mod runs;

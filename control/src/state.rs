@@ -41,6 +41,8 @@ pub struct AppState {
     /// Turns JavaScript uploads into components (none: such uploads
     /// answer 501 `not_configured`; see [`crate::scripts`]).
     pub scripts: Option<Arc<dyn ScriptPreparer>>,
+    /// Stripe, when `[payments.stripe]` is configured.
+    pub stripe: Option<Arc<crate::payments::Stripe>>,
     /// Serialises deployments of one agent within this process (see
     /// [`AppState::lock_deploys`]).
     deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -113,6 +115,20 @@ impl AppState {
                 None
             }
         };
+        let stripe = match &config.payments.stripe {
+            Some(s) => {
+                for (file, what) in [
+                    (&s.secret_key_file, "the Stripe secret key"),
+                    (&s.webhook_secret_file, "the Stripe webhook secret"),
+                ] {
+                    if let Some(problem) = loose_permissions(file, what, "600") {
+                        tracing::warn!("{problem}");
+                    }
+                }
+                Some(crate::payments::Stripe::open(s).context("[payments.stripe]")?)
+            }
+            None => None,
+        };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
         // No redirects: a node's answer must come from the node, never
@@ -141,6 +157,7 @@ impl AppState {
             limiter: Arc::new(limiter),
             guard,
             scripts: None,
+            stripe,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

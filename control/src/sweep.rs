@@ -62,7 +62,7 @@ pub const RETENTION_CHUNK: i64 = 5_000;
 /// Tables with a retention: (table, primary key, condition on the cutoff
 /// `$1`). Each condition matches an index of migration 0007 (0012 for
 /// schedule fires).
-const RECORDS: [(&str, &str, &str); 5] = [
+const RECORDS: [(&str, &str, &str); 6] = [
     (
         "budget_leases",
         "id",
@@ -76,6 +76,7 @@ const RECORDS: [(&str, &str, &str); 5] = [
     ("usage_records", "run_id", "received_at_ms < $1"),
     ("usage_batches", "batch_id", "received_at_ms < $1"),
     ("schedule_fires", "id", "created_at_ms < $1"),
+    ("stripe_events", "id", "received_at_ms < $1"),
 ];
 const AUDIT: (&str, &str, &str) = ("message_log", "id", "at_ms < $1");
 
@@ -161,6 +162,10 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
     let verifications_retried = keep(
         "verifications",
         crate::bounties::retry_pending(state, now).await,
+    );
+    keep(
+        "payment calls",
+        crate::payments::ops::run_due(state, now).await,
     );
     let retention = config.idempotency_ttl_secs.min(config.run_output_ttl_secs);
     let idempotency_deleted = keep(

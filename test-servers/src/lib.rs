@@ -1,8 +1,10 @@
 //! Loopback servers that speak real protocols, for tests only: scripted LLM
 //! providers (Anthropic Messages, OpenAI-compatible chat completions), an
-//! SMTP server that records what it receives, and a Twilio-compatible SMS
-//! API. Each binds `127.0.0.1:0` and reports its address.
+//! SMTP server that records what it receives, a Twilio-compatible SMS
+//! API, and a Stripe-compatible PaymentIntents API with signed webhooks.
+//! Each binds `127.0.0.1:0` and reports its address.
 
 pub mod llm;
 pub mod sms;
 pub mod smtp;
+pub mod stripe;

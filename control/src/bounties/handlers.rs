@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
 use crate::pagination::{Page, PageQuery};
+use crate::payments::PaymentsBackend;
 use crate::state::AppState;
 
 use super::model::*;
@@ -155,17 +156,23 @@ async fn get_bounty(
         .map(Json)
 }
 
-/// Fund a draft: the reward moves into escrow (a pending transfer) and the
-/// bounty opens.
+/// Fund a draft. With the `ledger` payments backend the reward moves from
+/// the business's balance into escrow (a pending transfer) and the bounty
+/// opens. With `stripe` the answer is still a draft whose `payment` holds a
+/// PaymentIntent and its `client_secret`: the business confirms the card
+/// payment with Stripe, and the bounty opens when Stripe reports the card
+/// authorized (calling this again answers the same PaymentIntent).
 #[utoipa::path(
     post,
     path = "/v1/bounties/{id}/fund",
     tag = "bounties",
     params(("id" = String, Path, description = "The bounty")),
     responses(
-        (status = 200, description = "Open", body = Bounty),
+        (status = 200, description = "Open (ledger), or a draft awaiting its card payment (stripe)", body = Bounty),
         (status = 404, description = "No such bounty of this tenant"),
-        (status = 409, description = "`insufficient_funds` (nothing changed), `not_draft`, `deadline_passed`"),
+        (status = 409, description = "`insufficient_funds` (nothing changed), `not_draft`, `deadline_passed`, `payment_in_progress`"),
+        (status = 422, description = "`deadline_beyond_authorization` or `payment_refused` (stripe)"),
+        (status = 503, description = "`payment_provider_unavailable` (stripe; retry)"),
     ),
     security(("bearer" = []))
 )]
@@ -176,9 +183,12 @@ async fn fund_bounty(
     Path(id): Path<String>,
 ) -> Result<Json<Bounty>, ApiError> {
     business(&principal)?;
-    store::fund(&state, actor(&principal, &rid), &id, now_ms())
-        .await
-        .map(Json)
+    let actor = actor(&principal, &rid);
+    match state.config.payments.backend {
+        PaymentsBackend::Ledger => store::fund(&state, actor, &id, now_ms()).await,
+        PaymentsBackend::Stripe => super::fund_with_stripe(&state, actor, &id, now_ms()).await,
+    }
+    .map(Json)
 }
 
 /// Cancel before approval: an open bounty's escrow is voided (a full

@@ -25,14 +25,17 @@
 //! - `store`: the operations (create, fund, submit, approve, reject,
 //!   cancel, expire), each one transaction;
 //! - `verify`: verification on a node and judging its outcome;
+//! - `payment`: bounties whose escrow is a card authorization at Stripe;
 //! - `handlers`: the HTTP API.
 
 mod handlers;
 mod model;
+mod payment;
 mod store;
 mod verify;
 
 pub use handlers::{BountyQuery, routes};
-pub use model::{Bounty, NewBounty, NewSubmission, Policy, Submission, VerifierLimits};
+pub use model::{Bounty, NewBounty, NewSubmission, Payment, Policy, Submission, VerifierLimits};
+pub use payment::{fund_with_stripe, stripe_event};
 pub use store::{Actor, ListFilter, Verification, approve, cancel, expire_due, fund};
 pub use verify::{judge, retry_pending, verify_submission};

@@ -116,15 +116,37 @@ pub struct Bounty {
     pub status: String,
     /// The approved submission, once completed.
     pub approved_submission_id: Option<String>,
+    /// Where the escrow is held, when a payments provider holds it (none:
+    /// the ledger alone).
+    pub payment: Option<Payment>,
     /// Created.
     pub created_at_ms: i64,
     /// Last changed.
     pub updated_at_ms: i64,
 }
 
+/// A bounty's payment at its provider.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Payment {
+    /// `stripe`.
+    pub provider: String,
+    /// The PaymentIntent (`pi_...`).
+    pub payment_intent_id: String,
+    /// `awaiting_payment` (the business confirms the payment with the
+    /// client secret; the bounty opens when Stripe reports the card
+    /// authorized), `authorized`, `capture_pending`, `captured`,
+    /// `cancel_pending`, `canceled` or `capture_failed` (the operator
+    /// must look: see the audit log).
+    pub status: String,
+    /// For Stripe.js to confirm the payment; only in the answer to
+    /// `POST /v1/bounties/{id}/fund`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
 pub(super) const BOUNTY_COLUMNS: &str = "id, tenant_id, title, description, spec, reward_minor, \
      currency, deadline_ms, verifier, verifier_limits, policy, status, approved_submission_id, \
-     created_at_ms, updated_at_ms";
+     payment_provider, payment_intent_id, payment_status, created_at_ms, updated_at_ms";
 
 pub(super) fn bounty_from_row(row: &AnyRow) -> Result<Bounty, ApiError> {
     let e = ApiError::internal;
@@ -149,8 +171,25 @@ pub(super) fn bounty_from_row(row: &AnyRow) -> Result<Bounty, ApiError> {
         },
         status: row.try_get("status").map_err(e)?,
         approved_submission_id: row.try_get("approved_submission_id").map_err(e)?,
+        payment: payment_from_row(row)?,
         created_at_ms: row.try_get("created_at_ms").map_err(e)?,
         updated_at_ms: row.try_get("updated_at_ms").map_err(e)?,
+    })
+}
+
+fn payment_from_row(row: &AnyRow) -> Result<Option<Payment>, ApiError> {
+    let e = ApiError::internal;
+    let provider: String = row.try_get("payment_provider").map_err(e)?;
+    let intent: Option<String> = row.try_get("payment_intent_id").map_err(e)?;
+    let status: Option<String> = row.try_get("payment_status").map_err(e)?;
+    Ok(match (intent, status) {
+        (Some(payment_intent_id), Some(status)) if provider != "ledger" => Some(Payment {
+            provider,
+            payment_intent_id,
+            status,
+            client_secret: None,
+        }),
+        _ => None,
     })
 }
 

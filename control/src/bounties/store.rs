@@ -34,23 +34,23 @@ pub struct Actor<'a> {
     pub request_id: &'a str,
 }
 
-fn db_err(e: sqlx::Error) -> ApiError {
+pub(super) fn db_err(e: sqlx::Error) -> ApiError {
     ApiError::internal(e)
 }
 
 /// The ledger's refusal as an answer (see `crate::money::money_error`).
-fn money(e: MoneyError) -> ApiError {
+pub(super) fn money(e: MoneyError) -> ApiError {
     crate::money::money_error(e)
 }
 
 /// Ids of a bounty's transfers: fixed per bounty, so a retried step is
 /// answered by the ledger as the same transfer.
-fn transfer_id(bounty: &str, step: &str) -> String {
+pub(super) fn transfer_id(bounty: &str, step: &str) -> String {
     format!("bounty:{bounty}:{step}")
 }
 
 /// The escrow: a pending transfer from the business's balance to its escrow.
-fn escrow(b: &Bounty) -> Transfer {
+pub(super) fn escrow(b: &Bounty) -> Transfer {
     Transfer {
         id: transfer_id(&b.id, "escrow"),
         debit_account_id: account_id(AccountKind::Tenant, Some(&b.tenant_id), &b.currency),
@@ -62,7 +62,7 @@ fn escrow(b: &Bounty) -> Transfer {
 }
 
 /// The escrow's settlement: `post` (approval) or void (refund).
-fn settle(b: &Bounty, post: bool) -> Transfer {
+pub(super) fn settle(b: &Bounty, post: bool) -> Transfer {
     let e = escrow(b);
     Transfer {
         id: transfer_id(&b.id, if post { "release" } else { "refund" }),
@@ -79,7 +79,7 @@ fn settle(b: &Bounty, post: bool) -> Transfer {
     }
 }
 
-async fn audit_in(
+pub(super) async fn audit_in(
     conn: &mut AnyConnection,
     tenant: &str,
     actor: Option<Actor<'_>>,
@@ -117,7 +117,7 @@ pub async fn get_visible(db: &Db, tenant: &str, id: &str) -> Result<Bounty, ApiE
         .ok_or_else(|| ApiError::not_found("bounty"))
 }
 
-async fn get_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Bounty>, ApiError> {
+pub(super) async fn get_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Bounty>, ApiError> {
     let row = sqlx::query(&format!(
         "SELECT {BOUNTY_COLUMNS} FROM bounties WHERE id = $1"
     ))
@@ -346,7 +346,12 @@ pub async fn create(
 
 /// Why a bounty was not in the state an operation needs: 404 for another
 /// tenant's (or no) bounty, 409 with the status otherwise.
-fn wrong_state(b: Option<&Bounty>, tenant: &str, code: &'static str, wanted: &str) -> ApiError {
+pub(super) fn wrong_state(
+    b: Option<&Bounty>,
+    tenant: &str,
+    code: &'static str,
+    wanted: &str,
+) -> ApiError {
     match b {
         Some(b) if b.tenant_id == tenant => ApiError::conflict(
             code,
@@ -359,7 +364,7 @@ fn wrong_state(b: Option<&Bounty>, tenant: &str, code: &'static str, wanted: &st
 
 /// Run `body` in a ledger write transaction: commit on success, roll back
 /// on error.
-async fn in_write<T>(
+pub(super) async fn in_write<T>(
     db: &Db,
     body: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
@@ -514,6 +519,7 @@ async fn close(
             .await
             .map_err(db_err)?;
         }
+        super::payment::after_close_in(c, &b, funded.is_some(), now).await?;
         sqlx::query(
             "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $2 \
              WHERE bounty_id = $1 AND status IN ('pending_verification', 'verified', \
@@ -681,6 +687,7 @@ pub async fn approve(
             }
         }
         apply_transfers(c, &transfers, now).await.map_err(money)?;
+        super::payment::after_approve_in(c, &b, now).await?;
         enqueue(
             c,
             &b.tenant_id,

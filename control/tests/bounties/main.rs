@@ -12,6 +12,7 @@ mod common;
 mod access;
 mod races;
 mod reputation;
+mod stripe;
 mod webhooks;
 
 use std::time::Duration;

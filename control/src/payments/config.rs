@@ -101,3 +101,60 @@ impl PaymentsConfig {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stripe(api_base: &str, window: u64) -> PaymentsConfig {
+        PaymentsConfig {
+            backend: PaymentsBackend::Stripe,
+            stripe: Some(StripeConfig {
+                api_base: api_base.to_owned(),
+                secret_key_file: "key".into(),
+                webhook_secret_file: "whsec".into(),
+                authorization_window_secs: window,
+            }),
+        }
+    }
+
+    #[test]
+    fn stripe_needs_its_section_https_and_a_sane_window() {
+        assert_eq!(PaymentsConfig::default().problem(), None);
+        let missing = PaymentsConfig {
+            backend: PaymentsBackend::Stripe,
+            stripe: None,
+        };
+        assert!(
+            missing
+                .problem()
+                .is_some_and(|p| p.contains("[payments.stripe]"))
+        );
+        assert_eq!(stripe("https://api.stripe.com", 604_800).problem(), None);
+        assert_eq!(stripe("http://127.0.0.1:9000", 604_800).problem(), None);
+        assert_eq!(stripe("http://[::1]:9000", 604_800).problem(), None);
+        assert!(
+            stripe("http://stripe.example.com", 604_800)
+                .problem()
+                .is_some_and(|p| p.contains("https"))
+        );
+        assert!(stripe("not a url", 604_800).problem().is_some());
+        assert!(
+            stripe("https://api.stripe.com", 60)
+                .problem()
+                .is_some_and(|p| p.contains("authorization_window_secs"))
+        );
+    }
+
+    #[test]
+    fn the_section_parses_with_defaults() {
+        let c: PaymentsConfig = toml::from_str(
+            "backend = \"stripe\"\n[stripe]\nsecret_key_file = \"k\"\nwebhook_secret_file = \"w\"\n",
+        )
+        .expect("parses");
+        let s = c.stripe.expect("stripe");
+        assert_eq!(s.api_base, "https://api.stripe.com");
+        assert_eq!(s.authorization_window_secs, 604_800);
+        assert!(toml::from_str::<PaymentsConfig>("backend = \"paypal\"").is_err());
+    }
+}

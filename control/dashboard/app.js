@@ -121,6 +121,11 @@ ctx.signedOut = (message) => {
   showSignIn();
 };
 window.addEventListener("hashchange", () => void route());
+// The skip link moves the focus; following "#main" would change the route.
+document.querySelector(".skip")?.addEventListener("click", (event) => {
+  event.preventDefault();
+  main().focus();
+});
 signoutButton.addEventListener("click", () => signOut("Signed out."));
 
 // A reload in the same tab keeps the session (the refresh token is in

@@ -354,9 +354,13 @@ test("templates are created, approved and rejected; the message log shows a run'
   const welcome = page.getByRole("row").filter({ hasText: "welcome" });
   await welcome.getByText("draft", { exact: true }).waitFor();
 
-  // A second one, rejected with a reason.
+  // A second one, rejected with a reason. Without a subject the API
+  // refuses it: the form says why, with the request's id.
   await page.getByLabel("Name", { exact: true }).fill("promo");
-  await page.getByLabel("Body").fill("Buy now, {{ name }}!");
+  await page.getByLabel("Body").fill("Buy now!");
+  await page.getByRole("button", { name: "Create template" }).click();
+  await page.getByRole("alert").filter({ hasText: /need a subject \(invalid_template, request [0-9a-f]{8,}\)/ }).waitFor();
+  await page.getByLabel("Subject (email)").fill("Offer");
   await page.getByRole("button", { name: "Create template" }).click();
   await page.getByRole("status").filter({ hasText: "Created promo (draft)" }).waitFor();
   await page.getByLabel("Reason for rejecting promo").fill("too pushy");
@@ -577,7 +581,7 @@ test("every page at a phone's width: no sideways scrolling, errors show their re
   }
   // A bounty that does not exist: the error and its request id.
   await page.goto(`${url}/#/bounties/bty_missing`);
-  await page.getByRole("alert").filter({ hasText: /request [0-9a-zA-Z_-]{6,}/ }).waitFor();
+  await page.getByRole("alert").filter({ hasText: /not_found, request [0-9a-f]{8,}/ }).waitFor();
   assert.deepEqual(problems, []);
   await page.close();
 });

@@ -51,7 +51,7 @@ export async function bountiesView() {
     completed.map((b) => [
       h("a", { href: `#/bounties/${b.id}` }, [b.title]),
       money(b.reward_minor, b.currency),
-      b.approved_submission_id ?? "—",
+      b.approved_submission_id ? h("code", { class: "clip" }, [b.approved_submission_id]) : "—",
       when(b.updated_at_ms),
     ]),
     "No payouts yet.",

@@ -222,7 +222,24 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   await page.getByRole("link", { name: "Usage" }).click();
   await page.locator("#usage-chart canvas").waitFor();
   await page.locator("#usage-chart .u-legend").getByText("runs").waitFor();
+  // Per agent, and one agent's remaining budget alongside its usage.
+  const usage = await call("GET", "/v1/usage?group_by=agent&kind=runs");
+  const mainRuns = usage.rows
+    .filter((/** @type {any} */ r) => r.agent_id === main.id)
+    .reduce((/** @type {number} */ sum, /** @type {any} */ r) => sum + r.quantity, 0);
+  assert.ok(mainRuns >= 2, JSON.stringify(usage));
+  const perAgent = page.locator("section", { has: page.getByRole("heading", { name: "Per agent" }) });
+  assert.equal(await perAgent.getByRole("row").filter({ hasText: "hello-agent" }).getByRole("cell").nth(1).textContent(), String(mainRuns));
   await page.screenshot({ path: join(shots, "usage.png"), fullPage: true });
+  await page.getByLabel("Agent", { exact: true }).selectOption({ label: "hello-agent" });
+  await page.getByRole("button", { name: "Show" }).click();
+  const mainNow = await call("GET", `/v1/agents/${main.id}/budget`);
+  await page.locator("#usage-budget").filter({
+    hasText: `hello-agent: ${mainNow.available.toLocaleString("en")} tokens remaining of ${mainNow.allocated.toLocaleString("en")}`,
+  }).waitFor();
+  assert.equal(await perAgent.getByRole("row").filter({ hasText: "helper-bot" }).count(), 0);
+  await page.getByLabel("Agent", { exact: true }).selectOption({ index: 0 });
+  await page.getByRole("button", { name: "Show" }).click();
 
   // A run started from the page, its log followed live to the end.
   await page.getByRole("link", { name: "Agents", exact: true }).click();
@@ -425,6 +442,15 @@ test("templates are created, approved and rejected; the message log shows a run'
   await page.getByLabel("Channel", { exact: true }).selectOption("sms");
   await page.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText("No messages match.").waitFor();
+
+  // Usage counts the send under its channel.
+  await page.getByRole("link", { name: "Usage" }).click();
+  const byChannel = page.locator("section", { has: page.getByRole("heading", { name: "Messages by channel" }) });
+  await eventually(
+    "the send in the usage by channel",
+    () => page.getByRole("button", { name: "Show" }).click(),
+    async () => (await byChannel.getByRole("row").filter({ hasText: "email" }).getByRole("cell").nth(1).textContent({ timeout: 1_000 }).catch(() => "")) === "1",
+  );
   assert.deepEqual(problems, []);
   await page.close();
 });

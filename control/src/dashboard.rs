@@ -116,3 +116,27 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ASSETS;
+
+    /// Every module a served script imports (`from "./x.js"`) is served too:
+    /// a module left out of `ASSETS` would break the page at load.
+    #[test]
+    fn every_imported_module_is_served() {
+        let served: Vec<&str> = ASSETS.iter().map(|(name, _, _)| *name).collect();
+        let mut imports = 0;
+        for (name, _, body) in ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js")) {
+            for part in body.split("from \"./").skip(1) {
+                let module = part.split('"').next().unwrap_or_default();
+                assert!(
+                    served.contains(&module),
+                    "{name} imports {module}, not served"
+                );
+                imports += 1;
+            }
+        }
+        assert!(imports >= 5, "app.js imports its page modules");
+    }
+}

@@ -92,25 +92,25 @@ export async function auditView() {
     (!auditFilter.user || e.user_id === auditFilter.user);
   /** @type {any[]} */
   const shown = [];
-  /** @type {string | null} */
+  /** Matches fetched, not shown yet (a page of the API holds up to 200). @type {any[]} */
+  const waiting = [];
+  /** @type {string | null} null: the log (or the period) has no more */
   let cursor = "";
   const box = h("div", { id: "audit", "aria-live": "polite" });
   const more = async () => {
-    let found = 0;
-    while (cursor !== null && found < 50) {
+    while (waiting.length < 50 && cursor !== null) {
       const page = await api("GET", withQuery("/v1/audit", { limit: 200, cursor }));
+      cursor = page.next_cursor ?? null;
       for (const entry of page.items) {
         if (entry.at_ms < since) {
+          // Newest first: the rest is older still.
           cursor = null;
           break;
         }
-        if (matches(entry)) {
-          shown.push(entry);
-          found++;
-        }
+        if (matches(entry)) waiting.push(entry);
       }
-      if (cursor !== null) cursor = page.next_cursor ?? null;
     }
+    shown.push(...waiting.splice(0, 50));
     draw();
   };
   const draw = () => {
@@ -123,7 +123,7 @@ export async function auditView() {
     ]);
     box.replaceChildren(
       table(["When", "Action", "By", "Detail", "Request"], rows, "No audit entries match."),
-      ...(cursor !== null ? [button("More", more, "secondary")] : []),
+      ...(waiting.length > 0 || cursor !== null ? [button("More", more, "secondary")] : []),
     );
   };
   try {

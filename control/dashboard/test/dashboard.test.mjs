@@ -204,6 +204,8 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   await page.getByRole("link", { name: "Token requests" }).click();
   const row = page.getByRole("row").filter({ hasText: "helper-bot" });
   await row.getByText("a bigger batch").waitFor();
+  // The requester's spend so far, next to its request.
+  await row.getByText(`${before.spent.toLocaleString("en")} spent of ${before.allocated.toLocaleString("en")}`).waitFor();
   await page.screenshot({ path: join(shots, "token-requests.png"), fullPage: true });
   await row.getByRole("button", { name: "Approve" }).click();
   const expected = (before.allocated + 900).toLocaleString("en");
@@ -515,6 +517,15 @@ test("a member is invited, accepts, gets another role; the audit log shows it", 
   await page.getByLabel("Action contains").fill("no_such_action");
   await page.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText("No audit entries match.").waitFor();
+
+  // Removing takes two clicks.
+  await page.getByRole("link", { name: "Members" }).click();
+  await page.getByRole("button", { name: `Remove ${bob.email}` }).click();
+  assert.equal((await call("GET", "/v1/tenants/current/members")).items.length, 2);
+  await page.getByRole("button", { name: `Confirm removing ${bob.email}` }).click();
+  await page.getByRole("status").filter({ hasText: `Removed ${bob.email}.` }).waitFor();
+  assert.equal(await page.getByRole("row").filter({ hasText: bob.email }).count(), 0);
+  assert.equal((await call("GET", "/v1/tenants/current/members")).items.length, 1);
   assert.deepEqual(problems, []);
   await page.close();
 });
@@ -559,6 +570,17 @@ test("a bounty is created and funded, a submission approved, the payout in the b
   assert.match((await tenantAccount.textContent()) ?? "", /€100\.00.*€90\.00.*€10\.00/);
 
   // The solver's agent submits a right answer (verified at once).
+  // A second draft, cancelled: nothing was held for it.
+  await page.getByLabel("Title").fill("Never mind");
+  await page.getByLabel(/^Reward/).fill("500");
+  await page.getByLabel("Verifier component").selectOption(verifier.sha256);
+  await page.getByRole("button", { name: "Create draft" }).click();
+  await page.getByRole("status").filter({ hasText: "Created the draft Never mind" }).waitFor();
+  await page.getByRole("button", { name: "Cancel Never mind" }).click();
+  await page.getByRole("status").filter({ hasText: "Cancelled Never mind." }).waitFor();
+  await page.getByRole("row").filter({ hasText: "Never mind" }).getByText("cancelled", { exact: true }).waitFor();
+  assert.match((await tenantAccount.textContent()) ?? "", /€100\.00.*€90\.00.*€10\.00/);
+
   const bounty = (await call("GET", "/v1/bounties?status=open")).items[0];
   const submission = await callAs(access, solvers.id, "POST", `/v1/bounties/${bounty.id}/submissions`, {
     agent_id: solver.id, payload: { answer: 42 },
@@ -592,6 +614,43 @@ test("a bounty is created and funded, a submission approved, the payout in the b
   await balances.getByRole("row").filter({ hasText: "tenant" }).getByText(new RegExp(
     `€${(credited.balance_minor / 100).toFixed(2).replace(".", "\\.")}`,
   )).first().waitFor();
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("long lists come a page at a time: More fetches the next", async () => {
+  // 51 drafts: one more than a page of the templates list; with welcome and
+  // promo, 53 template_created entries in the audit log.
+  for (let i = 0; i < 51; i++) {
+    await call("POST", "/v1/templates", { name: `bulk-${String(i).padStart(2, "0")}`, channel: "sms", body: `Note ${i}` });
+  }
+  const { page, problems } = await signedInPage();
+  await page.getByRole("link", { name: "Templates" }).click();
+  await page.getByLabel("Show").selectOption("draft");
+  const templateRows = page.locator("#templates tbody tr");
+  await page.locator("#templates").getByRole("button", { name: "More" }).waitFor();
+  assert.equal(await templateRows.count(), 50);
+  await page.locator("#templates").getByRole("button", { name: "More" }).click();
+  await page.getByRole("row").filter({ hasText: "bulk-50" }).waitFor();
+  assert.equal(await templateRows.count(), 51);
+  assert.equal(await page.locator("#templates").getByRole("button", { name: "More" }).count(), 0);
+
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.getByLabel("Action contains").fill("template_created");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  const auditRows = page.locator("#audit tbody tr");
+  await page.locator("#audit").getByRole("button", { name: "More" }).waitFor({ timeout: 5_000 }).catch(async (error) => {
+    throw new Error(`${error}\n${await auditRows.count()} rows; ${(await page.locator("main").textContent())?.slice(0, 600)}`);
+  });
+  assert.equal(await auditRows.count(), 50);
+  await page.locator("#audit").getByRole("button", { name: "More" }).click();
+  await page.getByRole("cell", { name: /"name":"welcome"/ }).waitFor();
+  assert.equal(await auditRows.count(), 53);
+  assert.equal(await page.locator("#audit").getByRole("button", { name: "More" }).count(), 0);
+  // A period that ended before today: nothing.
+  await page.getByLabel("To", { exact: true }).fill("2020-01-31");
+  await page.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText("No audit entries match.").waitFor();
   assert.deepEqual(problems, []);
   await page.close();
 });

@@ -98,6 +98,8 @@ const messageFilter = { channel: "", status: "", agent: "", from: "", to: "" };
 export async function messagesView() {
   const agents = await all("/v1/agents");
   const names = new Map(agents.map((a) => [a.id, a.name]));
+  // An agent of the tenant acted in before a switch is not one of these.
+  if (!names.has(messageFilter.agent)) messageFilter.agent = "";
   const channel = select("message-channel", [["", "Any channel"], ["email", "Email"], ["sms", "SMS"]]);
   const status = select("message-status", [["", "Any status"], ["sent", "Sent"], ["refused", "Refused"], ["failed", "Failed"]]);
   const agent = select("message-agent", [["", "All agents"], ...agents.map((a) => /** @type {[string, string]} */ ([a.id, a.name]))]);

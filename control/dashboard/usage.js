@@ -37,6 +37,8 @@ const total = (kinds, wanted) => wanted.reduce((sum, kind) => sum + (kinds?.get(
 export async function usageView() {
   const agents = await all("/v1/agents");
   const names = new Map(agents.map((a) => [a.id, a.name]));
+  // An agent of the tenant acted in before a switch is not one of these.
+  if (!names.has(filter.agent)) filter.agent = "";
   const query = { from: filter.from, to: filter.to, agent_id: filter.agent };
   const byDay = await api("GET", withQuery("/v1/usage", { ...query, group_by: "day" }));
   const byAgent = await api("GET", withQuery("/v1/usage", { ...query, group_by: "agent" }));

@@ -60,12 +60,16 @@ export async function agentsView() {
   if (mine && !byUser.has(mine.user_id)) users.unshift(mine.user_id);
   for (const user of users) {
     const budget = user === mine?.user_id ? mine : null;
+    // What the user's agents (mains and bots) spent, and agents since deleted.
+    const spent = [...budgets.values()]
+      .filter((b) => b && b.user_id === user)
+      .reduce((sum, b) => sum + b.spent, budget?.retired ?? 0);
     rows.push([
       h("strong", {}, [user === mine?.user_id ? "You" : user ? `User ${user}` : "No budget account"]),
-      budget ? `user, ${budget.tier}` : "user",
-      budget ? budget.period : "",
+      budget ? `user, ${budget.tier} tier` : "user",
+      budget ? `period ${budget.period}` : "",
       budget ? number(budget.monthly_allocation) : "—",
-      budget ? number(budget.allocated) : "—",
+      budget ? number(spent) : "—",
       budget ? h("span", { title: "Reserve pool: allocated to no agent yet" }, [`${number(budget.pool)} in reserve`]) : "—",
       "",
     ]);

@@ -197,7 +197,10 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   const mainRow = page.getByRole("row").filter({ has: page.getByRole("link", { name: "hello-agent", exact: true }) });
   const mainBefore = await call("GET", `/v1/agents/${main.id}/budget`);
   assert.equal(await allocatedCell(mainRow).textContent(), mainBefore.allocated.toLocaleString("en"));
-  await page.getByRole("row").filter({ hasText: "You" }).getByText(/in reserve/).waitFor();
+  const mine = await call("GET", "/v1/budget");
+  const you = page.getByRole("row").filter({ hasText: "You" });
+  assert.equal(await allocatedCell(you).textContent(), mine.monthly_allocation.toLocaleString("en"));
+  assert.equal(await you.getByRole("cell").nth(5).textContent(), `${mine.pool.toLocaleString("en")} in reserve`);
   await page.screenshot({ path: join(shots, "agents.png"), fullPage: true });
 
   // Approve the bot's request: the page says its budget grew by the amount.

@@ -292,8 +292,8 @@ export async function paged(load, columns, row, empty, id) {
 /** @param {number} n */
 export const number = (n) => n.toLocaleString("en");
 
-/** @param {number} ms */
-export const when = (ms) => new Date(ms).toLocaleString("en-GB", { timeZone: "UTC" }) + " UTC";
+/** A time as `YYYY-MM-DD HH:MM UTC`: the same for every reader, whatever their locale. @param {number} ms */
+export const when = (ms) => `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 
 /**
  * Minor units as money of `currency` (display only: amounts stay integers).

@@ -1,6 +1,7 @@
 //! The web dashboard, served at `/` for tenant members.
 //!
-//! Plain HTML, CSS and one ES module (`control/dashboard/`, typed with JSDoc
+//! Plain HTML, CSS and a few ES modules (`control/dashboard/`: `app.js`
+//! imports `core.js` and one module per group of pages; typed with JSDoc
 //! and checked by `tsc --checkJs --strict`), plus uPlot for charts, all
 //! embedded in the binary: nothing is fetched from elsewhere at run time,
 //! and the page talks to the same `/v1` API as every client, with the
@@ -27,11 +28,41 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    base-uri 'none'; frame-ancestors 'none'";
 
 /// (name, content type, bytes) of every asset under `/dashboard/`.
-const ASSETS: [(&str, &str, &str); 5] = [
+const ASSETS: [(&str, &str, &str); 11] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
         include_str!("../dashboard/app.js"),
+    ),
+    (
+        "core.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/core.js"),
+    ),
+    (
+        "agents.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/agents.js"),
+    ),
+    (
+        "usage.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/usage.js"),
+    ),
+    (
+        "messaging.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/messaging.js"),
+    ),
+    (
+        "team.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/team.js"),
+    ),
+    (
+        "bounties.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../dashboard/bounties.js"),
     ),
     (
         "style.css",
@@ -84,4 +115,28 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         HeaderValue::from_static(CSP),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ASSETS;
+
+    /// Every module a served script imports (`from "./x.js"`) is served too:
+    /// a module left out of `ASSETS` would break the page at load.
+    #[test]
+    fn every_imported_module_is_served() {
+        let served: Vec<&str> = ASSETS.iter().map(|(name, _, _)| *name).collect();
+        let mut imports = 0;
+        for (name, _, body) in ASSETS.iter().filter(|(name, _, _)| name.ends_with(".js")) {
+            for part in body.split("from \"./").skip(1) {
+                let module = part.split('"').next().unwrap_or_default();
+                assert!(
+                    served.contains(&module),
+                    "{name} imports {module}, not served"
+                );
+                imports += 1;
+            }
+        }
+        assert!(imports >= 5, "app.js imports its page modules");
+    }
 }

@@ -1,8 +1,12 @@
 //! `cargo xtask dashboard`: the web dashboard (control/dashboard) checked
 //! with `tsc --checkJs --strict` and driven in Debian's Chromium through
 //! playwright-core against a real `delta up`: sign in, approve a bot's token
-//! request, a usage chart, a run's live log, a phone's width. Screenshots of
-//! the main pages are left in target/dashboard-screenshots.
+//! request and see the budget tree change, usage per day and per agent, a
+//! run's live log, templates approved and rejected, a run's email in the
+//! message log, a member invited and given another role, the audit log,
+//! a bounty funded and its submission paid out, paging, every page at a
+//! phone's width. Screenshots of the main pages are left in
+//! target/dashboard-screenshots (copies of some are in docs/).
 
 use std::path::Path;
 use std::process::Command;

@@ -29,9 +29,11 @@ pub struct ApiArgs {
 /// `delta agents ...`.
 #[derive(clap::Subcommand, Debug)]
 pub enum AgentsCommand {
-    /// Upload a component and create an agent running it.
+    /// Upload a component (or a JavaScript module, compiled by the control
+    /// plane) and create an agent running it. Progress is shown on stderr
+    /// when it is a terminal.
     Create {
-        /// The agent component (.wasm).
+        /// The agent: a component (.wasm) or a JavaScript module (.js).
         #[arg(long)]
         component: PathBuf,
         /// Agent name, unique in the tenant (default: the file name).
@@ -220,7 +222,27 @@ impl Api {
         }
         match body {
             Some(Body::Json(v)) => req = req.json(&v),
-            Some(Body::Bytes(b)) => req = req.header("content-type", "application/wasm").body(b),
+            Some(Body::Upload {
+                bytes,
+                content_type,
+                progress,
+            }) => {
+                req = req
+                    .header("content-type", content_type)
+                    .header("content-length", bytes.len());
+                req = if crate::progress::enabled() {
+                    // In chunks, so that the bar moves as they are sent.
+                    let chunks: Vec<Vec<u8>> =
+                        bytes.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+                    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
+                        progress.sent(c.len() as u64);
+                        Ok::<_, std::io::Error>(c)
+                    }));
+                    req.body(reqwest::Body::wrap_stream(stream))
+                } else {
+                    req.body(bytes)
+                };
+            }
             None => {}
         }
         let resp = req
@@ -274,14 +296,19 @@ impl Api {
             .find(|a| a["name"] == agent)
             .and_then(|a| a["id"].as_str())
             .map(str::to_owned)
-            .with_context(|| format!("no agent named {agent}"))
+            .ok_or_else(|| crate::cmd::output::not_found(format!("no agent named {agent}")))
     }
 }
 
 /// A request body.
 pub(crate) enum Body {
     Json(Value),
-    Bytes(Vec<u8>),
+    /// A file upload with its content type, drawing `progress`.
+    Upload {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        progress: crate::progress::Upload,
+    },
 }
 
 pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
@@ -291,7 +318,7 @@ pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
 
 fn parse_json(what: &str, text: &Option<String>) -> anyhow::Result<Option<Value>> {
     text.as_ref()
-        .map(|t| serde_json::from_str(t).with_context(|| format!("--{what} is not JSON")))
+        .map(|t| crate::cmd::output::parse_json(what, t))
         .transpose()
 }
 
@@ -365,9 +392,35 @@ async fn create_agent(
 ) -> anyhow::Result<Value> {
     let bytes =
         std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let script = component
+        .extension()
+        .is_some_and(|e| e == "js" || e == "mjs");
+    let (content_type, after) = if script {
+        (
+            "text/javascript; charset=utf-8",
+            "the control plane is compiling the script",
+        )
+    } else {
+        (
+            "application/wasm",
+            "the control plane is checking the component",
+        )
+    };
+    let progress =
+        crate::progress::Upload::new(bytes.len() as u64, &component.display().to_string(), after);
     let uploaded = api
-        .send(Method::POST, "/v1/components", Some(Body::Bytes(bytes)))
-        .await?;
+        .send(
+            Method::POST,
+            "/v1/components",
+            Some(Body::Upload {
+                bytes,
+                content_type,
+                progress: progress.clone(),
+            }),
+        )
+        .await;
+    progress.finish();
+    let uploaded = uploaded?;
     let sha = uploaded["sha256"]
         .as_str()
         .context("the upload answer has no sha256")?;

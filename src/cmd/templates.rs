@@ -28,6 +28,10 @@ pub enum TemplatesCommand {
         /// The body is HTML (email only).
         #[arg(long)]
         html: bool,
+        /// A variable the subject or body uses and its longest value in
+        /// characters, `name=64` (repeat for each).
+        #[arg(long = "var")]
+        vars: Vec<String>,
     },
     /// The tenant's templates.
     List {
@@ -101,6 +105,7 @@ pub async fn run(api: &Api, out: Output, command: TemplatesCommand) -> anyhow::R
             subject,
             body,
             html,
+            vars,
         } => {
             let body = match body.strip_prefix('@') {
                 Some(file) => std::fs::read_to_string(file)
@@ -113,6 +118,21 @@ pub async fn run(api: &Api, out: Output, command: TemplatesCommand) -> anyhow::R
             }
             if html {
                 request["html"] = json!(true);
+            }
+            let mut variables = serde_json::Map::new();
+            for var in vars {
+                let (name, max) = var
+                    .split_once('=')
+                    .and_then(|(n, m)| Some((n, m.parse::<u32>().ok()?)))
+                    .ok_or_else(|| {
+                        bad_input(format!(
+                            "--var {var:?}: give name=longest-length, e.g. name=64"
+                        ))
+                    })?;
+                variables.insert(name.to_owned(), json!(max));
+            }
+            if !variables.is_empty() {
+                request["variables"] = Value::Object(variables);
             }
             let t = api
                 .send(Method::POST, "/v1/templates", Some(Body::Json(request)))

@@ -759,3 +759,151 @@ fn completions_name_every_command_group() {
         .expect("delta");
     assert_eq!(out.status.code(), Some(2), "an unknown shell is bad input");
 }
+
+both!(message_log_filters_and_pages, |ctl: Control| async move {
+    use delta_node::model::{MessageAttempt, RunUsage};
+    let alice = ctl.register("alice").await;
+    let agent = common::insert_agent(&ctl, &alice, "mailer", Some("node-m")).await;
+    let other = common::insert_agent(&ctl, &alice, "other", Some("node-m")).await;
+    let credential = ctl.node_credential("node-m").await;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let attempt = |channel: &str, status: &str, at_ms: i64| MessageAttempt {
+        channel: channel.into(),
+        template_id: "welcome".into(),
+        recipient: if channel == "sms" {
+            "+14155550100".into()
+        } else {
+            "ada@example.com".into()
+        },
+        status: status.into(),
+        reason: (status != "sent").then(|| "rate-limited".to_owned()),
+        tokens: if status == "sent" { 10 } else { 0 },
+        provider_id: (status == "sent").then(|| format!("p-{at_ms}")),
+        at_ms,
+    };
+    let run = |id: &str, agent: &str, log: Vec<MessageAttempt>| RunUsage {
+        run_id: id.into(),
+        agent_id: agent.into(),
+        tenant_id: alice.tenant_id.clone(),
+        outcome: "completed".into(),
+        finished_at_ms: now,
+        message_log: log,
+        ..RunUsage::default()
+    };
+    let batch = serde_json::json!({
+        "batch_id": "cli-batch",
+        "node_id": "node-m",
+        "records": [
+            run("run_a", &agent, vec![
+                attempt("email", "sent", now - 3_600_000),
+                attempt("sms", "refused", now - 1_800_000),
+                attempt("email", "failed", now - 10 * 86_400_000),
+            ]),
+            run("run_b", &other, vec![attempt("email", "sent", now - 60_000)]),
+        ],
+    });
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/nodes/usage"))
+        .bearer_auth(&credential)
+        .header("Idempotency-Key", "cli-batch")
+        .json(&batch)
+        .send()
+        .await
+        .expect("usage");
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    let all = ok_json(
+        delta(
+            &ctl,
+            &alice,
+            &["messages", "list", "--all", "--limit", "1", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(4), "{all}");
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .map(|a| a.iter().map(id_of).collect())
+            .unwrap_or_default()
+    };
+    let sent = ok_json(
+        delta(
+            &ctl,
+            &alice,
+            &[
+                "messages",
+                "list",
+                "--channel",
+                "email",
+                "--status",
+                "sent",
+                "--agent",
+                "mailer",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(ids(&sent), ["run_a:0"], "{sent}");
+    let recent = ok_json(
+        delta(
+            &ctl,
+            &alice,
+            &[
+                "messages", "list", "--since", "2h", "--agent", "mailer", "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(
+        ids(&recent).len(),
+        2,
+        "the ten-day-old one is left out: {recent}"
+    );
+    let old = ok_json(
+        delta(
+            &ctl,
+            &alice,
+            &["messages", "list", "--until", "1d", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(ids(&old), ["run_a:2"], "{old}");
+    let first = ok_json(
+        delta(
+            &ctl,
+            &alice,
+            &["messages", "list", "--limit", "2", "--json"],
+        )
+        .await,
+    );
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = ok_json(
+        delta(
+            &ctl,
+            &alice,
+            &[
+                "messages", "list", "--limit", "2", "--cursor", cursor, "--json",
+            ],
+        )
+        .await,
+    );
+    let mut paged = ids(&first);
+    paged.extend(ids(&second));
+    assert_eq!(paged, ids(&all), "two pages are the whole log");
+    let table = ok(delta(&ctl, &alice, &["messages", "list", "--status", "refused"]).await);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("sms") && l.contains("refused") && l.contains("+14155550100")),
+        "{table}"
+    );
+});

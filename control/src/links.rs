@@ -2,7 +2,7 @@
 //! the operations that read or act on it, so that a stateful tester
 //! (schemathesis' stateful phase) and generated clients can follow
 //! create → read/act chains. The created object's `id` fills the next
-//! operation's `{id}` path parameter.
+//! operation's `{id}` path parameter; from a list, the first item's.
 //!
 //! One table here rather than `links(...)` in each handler's
 //! `#[utoipa::path]`: a link names two operations, and the test below
@@ -14,11 +14,24 @@ use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::{OpenApi, RefOr};
 
-/// (creating operation, its success statuses, operations taking its `id`).
-const LINKS: &[(&str, &[&str], &[&str])] = &[
+/// Where the id is in a created object's answer, and in a page of a list.
+const CREATED: &str = "/id";
+const FIRST_ITEM: &str = "/items/0/id";
+
+/// (operation, its success statuses, where the id is in its answer,
+/// operations taking that id as `{id}`).
+type LinkRow = (
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static [&'static str],
+);
+
+const LINKS: &[LinkRow] = &[
     (
         "create_agent",
         &["201"],
+        CREATED,
         &[
             "get_agent",
             "update_agent",
@@ -34,12 +47,19 @@ const LINKS: &[(&str, &[&str], &[&str])] = &[
             "create_webhook",
             "get_recipients",
             "agent_reputation",
+            "create_token_request",
         ],
     ),
-    ("create_run", &["200", "202"], &["get_run", "run_logs"]),
+    (
+        "create_run",
+        &["200", "202"],
+        CREATED,
+        &["get_run", "run_logs"],
+    ),
     (
         "create_template",
         &["201"],
+        CREATED,
         &[
             "get_template",
             "update_template",
@@ -48,10 +68,11 @@ const LINKS: &[(&str, &[&str], &[&str])] = &[
             "delete_template",
         ],
     ),
-    ("create_api_key", &["201"], &["revoke_api_key"]),
+    ("create_api_key", &["201"], CREATED, &["revoke_api_key"]),
     (
         "create_bounty",
         &["201"],
+        CREATED,
         &[
             "get_bounty",
             "fund_bounty",
@@ -63,6 +84,7 @@ const LINKS: &[(&str, &[&str], &[&str])] = &[
     (
         "create_submission",
         &["201"],
+        CREATED,
         &[
             "get_submission",
             "approve_submission",
@@ -73,6 +95,7 @@ const LINKS: &[(&str, &[&str], &[&str])] = &[
     (
         "create_schedule",
         &["201"],
+        CREATED,
         &[
             "get_schedule",
             "patch_schedule",
@@ -83,16 +106,43 @@ const LINKS: &[(&str, &[&str], &[&str])] = &[
     (
         "create_webhook",
         &["201"],
-        &["rotate_webhook_secret", "delete_webhook"],
+        CREATED,
+        &["rotate_webhook_secret", "delete_webhook", "deliver_webhook"],
     ),
     (
         "create_webhook_endpoint",
         &["201"],
+        CREATED,
         &["delete_webhook_endpoint"],
     ),
     (
         "create_token_request",
         &["201"],
+        CREATED,
+        &[
+            "get_token_request",
+            "approve_token_request",
+            "deny_token_request",
+        ],
+    ),
+    // Lists: what was made elsewhere (an invitation from another tenant, a
+    // delivery of an event) is reached from its list.
+    (
+        "list_invitations",
+        &["200"],
+        FIRST_ITEM,
+        &["accept", "decline"],
+    ),
+    (
+        "list_webhook_deliveries",
+        &["200"],
+        FIRST_ITEM,
+        &["replay_webhook_delivery"],
+    ),
+    (
+        "list_token_requests",
+        &["200"],
+        FIRST_ITEM,
         &[
             "get_token_request",
             "approve_token_request",
@@ -117,7 +167,8 @@ pub fn document(openapi: &mut OpenApi) {
             let Some(id) = op.operation_id.as_deref() else {
                 continue;
             };
-            let Some((_, statuses, targets)) = LINKS.iter().find(|(source, ..)| *source == id)
+            let Some((_, statuses, pointer, targets)) =
+                LINKS.iter().find(|(source, ..)| *source == id)
             else {
                 continue;
             };
@@ -131,8 +182,10 @@ pub fn document(openapi: &mut OpenApi) {
                     // key OpenAPI tools ignore: `operationId` is written
                     // through the flattened extensions map instead.
                     let link = LinkBuilder::new()
-                        .parameter("id", "$response.body#/id")
-                        .description(format!("`{target}` of the `id` in this answer"))
+                        .parameter("id", format!("$response.body#{pointer}"))
+                        .description(format!(
+                            "`{target}` of the id at `{pointer}` in this answer"
+                        ))
                         .extensions(Some(Extensions::from_iter([("operationId", *target)])))
                         .build();
                     response.links.insert((*target).to_owned(), RefOr::T(link));
@@ -167,30 +220,57 @@ mod tests {
             }
         }
         let schemas = &doc["components"]["schemas"];
-        let has_id = |schema: &Value| -> bool {
-            let resolved = |s: &Value| -> Value {
-                match s["$ref"].as_str() {
-                    Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
-                    None => s.clone(),
-                }
+        let resolve = |s: &Value| -> Value {
+            let s = match s["$ref"].as_str() {
+                Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+                None => s.clone(),
             };
-            let s = resolved(schema);
-            s["properties"]["id"].is_object()
-                || s["allOf"].as_array().is_some_and(|parts| {
-                    parts
-                        .iter()
-                        .any(|p| resolved(p)["properties"]["id"].is_object())
-                })
+            // `allOf` (an object with its secret): the parts' properties.
+            match s["allOf"].as_array() {
+                Some(parts) => {
+                    let mut merged = serde_json::Map::new();
+                    for part in parts {
+                        let part = match part["$ref"].as_str() {
+                            Some(r) => {
+                                schemas[r.trim_start_matches("#/components/schemas/")].clone()
+                            }
+                            None => part.clone(),
+                        };
+                        if let Some(p) = part["properties"].as_object() {
+                            merged.extend(p.clone());
+                        }
+                    }
+                    serde_json::json!({ "properties": merged })
+                }
+                None => s,
+            }
+        };
+        // The schema at a JSON pointer into an answer, if the document has it.
+        let at = |schema: &Value, pointer: &str| -> Option<Value> {
+            let mut s = resolve(schema);
+            for segment in pointer.trim_start_matches('/').split('/') {
+                let next = if segment.parse::<usize>().is_ok() {
+                    s.get("items")?.clone()
+                } else {
+                    s.get("properties")?.get(segment)?.clone()
+                };
+                s = resolve(&next);
+            }
+            Some(s)
         };
         let mut links = 0;
-        for (source, statuses, targets) in LINKS {
+        for (source, statuses, pointer, targets) in LINKS {
             let op = ops
                 .get(*source)
                 .unwrap_or_else(|| panic!("no operation {source}"));
             for status in *statuses {
                 let response = &op["responses"][*status];
                 let schema = &response["content"]["application/json"]["schema"];
-                assert!(has_id(schema), "{source} {status} answers no id: {schema}");
+                let id = at(schema, pointer);
+                assert!(
+                    id.is_some_and(|id| id["type"] == "string"),
+                    "{source} {status} has no string at {pointer}: {schema}"
+                );
                 for target in *targets {
                     let t = ops
                         .get(*target)
@@ -204,11 +284,14 @@ mod tests {
                         link["operationId"], *target,
                         "{source} {status}: {response}"
                     );
-                    assert_eq!(link["parameters"]["id"], "$response.body#/id");
+                    assert_eq!(
+                        link["parameters"]["id"],
+                        format!("$response.body#{pointer}")
+                    );
                     links += 1;
                 }
             }
         }
-        assert!(links >= 40, "{links} links");
+        assert!(links >= 50, "{links} links");
     }
 }

@@ -5,6 +5,7 @@
 //! [`output`].
 
 pub mod access;
+pub mod agents;
 pub mod bounties;
 pub mod budgets;
 pub mod events;
@@ -15,7 +16,7 @@ pub mod templates;
 pub mod token_requests;
 pub mod triggers;
 
-use crate::client::{self, Api, ApiArgs};
+use crate::client::{Api, ApiArgs};
 use output::Output;
 
 /// The command groups that talk to the control plane.
@@ -26,14 +27,14 @@ pub enum ApiCommand {
         #[command(flatten)]
         api: ApiArgs,
         #[command(subcommand)]
-        command: client::AgentsCommand,
+        command: agents::AgentsCommand,
     },
     /// Start and inspect runs through the control plane.
     Runs {
         #[command(flatten)]
         api: ApiArgs,
         #[command(subcommand)]
-        command: client::RunsCommand,
+        command: agents::RunsCommand,
     },
     /// Token budgets: the tree, allocations, bots' auto-approval, tiers.
     Budgets {
@@ -182,8 +183,8 @@ pub enum ApiCommand {
 /// Run one API command.
 pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
     match command {
-        ApiCommand::Agents { api, command } => client::agents(api, command).await,
-        ApiCommand::Runs { api, command } => client::runs(api, command).await,
+        ApiCommand::Agents { api, command } => agents::agents(api, command).await,
+        ApiCommand::Runs { api, command } => agents::runs(api, command).await,
         ApiCommand::Nodes { api, command } => nodes::nodes(api, command).await,
         ApiCommand::TokenRequests { api, out, command } => {
             token_requests::token_requests(&Api::new(&api)?, out, command).await

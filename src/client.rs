@@ -1,13 +1,13 @@
-//! `delta agents ...` and `delta runs ...`: a thin client of the control
-//! plane's API. The API URL and key come from flags, `DELTA_API_URL` /
-//! `DELTA_API_KEY`, or, for the key, `./.delta/admin-api-key` written by
-//! `delta up`.
+//! The control plane's API client every command group uses, and `delta
+//! login`. The API URL and key come from flags, `DELTA_API_URL` /
+//! `DELTA_API_KEY`, the `delta login` profile, or, for the key,
+//! `./.delta/admin-api-key` written by `delta up`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Where the API is and how to authenticate. Global: accepted anywhere on
 /// the command line (`delta agents create --api-url ...` as well as
@@ -24,79 +24,6 @@ pub struct ApiArgs {
     /// The tenant to act in (`X-App-ID`; default: the API key's own).
     #[arg(long, global = true, env = "DELTA_APP_ID")]
     pub app_id: Option<String>,
-}
-
-/// `delta agents ...`.
-#[derive(clap::Subcommand, Debug)]
-pub enum AgentsCommand {
-    /// Upload a component and create an agent running it.
-    Create {
-        /// The agent component (.wasm).
-        #[arg(long)]
-        component: PathBuf,
-        /// Agent name, unique in the tenant (default: the file name).
-        #[arg(long)]
-        name: Option<String>,
-        /// `main` or `bot`.
-        #[arg(long, default_value = "main")]
-        kind: String,
-        /// Parent main agent (id or name), for a bot.
-        #[arg(long)]
-        parent: Option<String>,
-        /// Limits as JSON, e.g. `{"fuel": 1000000000, "timeout_ms": 5000}`.
-        #[arg(long)]
-        limits: Option<String>,
-        /// Grants as JSON, e.g. `{"channels": ["email"], "templates": ["welcome"]}`.
-        #[arg(long)]
-        grants: Option<String>,
-    },
-    /// List the tenant's agents.
-    List,
-    /// Show one agent (id or name).
-    Get {
-        /// Agent id or name.
-        agent: String,
-    },
-    /// Delete an agent (id or name).
-    Delete {
-        /// Agent id or name.
-        agent: String,
-    },
-}
-
-/// `delta runs ...`.
-#[derive(clap::Subcommand, Debug)]
-pub enum RunsCommand {
-    /// Start a run of an agent (id or name) and print the finished run.
-    Create {
-        /// Agent id or name.
-        agent: String,
-        /// Task input (JSON).
-        #[arg(long, default_value = "{}")]
-        input: String,
-        /// Return at once with the run id instead of waiting.
-        #[arg(long)]
-        no_wait: bool,
-    },
-    /// Show one run.
-    Get {
-        /// Run id.
-        run: String,
-    },
-    /// List runs, newest last (optionally of one agent).
-    List {
-        /// Agent id or name.
-        #[arg(long)]
-        agent: Option<String>,
-    },
-    /// Print a run's log lines; with `--follow`, as they are written.
-    Logs {
-        /// Run id.
-        run: String,
-        /// Stream until the run ends.
-        #[arg(long)]
-        follow: bool,
-    },
 }
 
 /// A refusal from the API: its status, code and message (callers that
@@ -220,7 +147,27 @@ impl Api {
         }
         match body {
             Some(Body::Json(v)) => req = req.json(&v),
-            Some(Body::Bytes(b)) => req = req.header("content-type", "application/wasm").body(b),
+            Some(Body::Upload {
+                bytes,
+                content_type,
+                progress,
+            }) => {
+                req = req
+                    .header("content-type", content_type)
+                    .header("content-length", bytes.len());
+                req = if crate::progress::enabled() {
+                    // In chunks, so that the bar moves as they are sent.
+                    let chunks: Vec<Vec<u8>> =
+                        bytes.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+                    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
+                        progress.sent(c.len() as u64);
+                        Ok::<_, std::io::Error>(c)
+                    }));
+                    req.body(reqwest::Body::wrap_stream(stream))
+                } else {
+                    req.body(bytes)
+                };
+            }
             None => {}
         }
         let resp = req
@@ -242,6 +189,33 @@ impl Api {
             return Ok(Value::Null);
         }
         Ok(value)
+    }
+
+    /// Open a streaming GET (server-sent events) with the same credentials
+    /// and tenant header as [`Api::send`]; a refusal is an [`ApiFailure`].
+    pub(crate) async fn open_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key);
+        if let Some(app) = &self.app_id {
+            req = req.header("x-app-id", app);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("opening {}{path}", self.url))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(ApiFailure {
+            status,
+            code: body["code"].as_str().unwrap_or("").to_owned(),
+            message: body["message"].as_str().unwrap_or("").to_owned(),
+        }
+        .into())
     }
 
     /// Every item of a paginated list.
@@ -274,232 +248,22 @@ impl Api {
             .find(|a| a["name"] == agent)
             .and_then(|a| a["id"].as_str())
             .map(str::to_owned)
-            .with_context(|| format!("no agent named {agent}"))
+            .ok_or_else(|| crate::cmd::output::not_found(format!("no agent named {agent}")))
     }
 }
 
 /// A request body.
 pub(crate) enum Body {
     Json(Value),
-    Bytes(Vec<u8>),
+    /// A file upload with its content type, drawing `progress`.
+    Upload {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        progress: crate::progress::Upload,
+    },
 }
 
 pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-fn parse_json(what: &str, text: &Option<String>) -> anyhow::Result<Option<Value>> {
-    text.as_ref()
-        .map(|t| serde_json::from_str(t).with_context(|| format!("--{what} is not JSON")))
-        .transpose()
-}
-
-/// `delta agents ...`.
-pub async fn agents(api: ApiArgs, command: AgentsCommand) -> anyhow::Result<()> {
-    let api = Api::new(&api)?;
-    match command {
-        AgentsCommand::Create {
-            component,
-            name,
-            kind,
-            parent,
-            limits,
-            grants,
-        } => {
-            let agent = create_agent(
-                &api,
-                &component,
-                name,
-                &kind,
-                parent,
-                parse_json("limits", &limits)?,
-                parse_json("grants", &grants)?,
-            )
-            .await?;
-            print(&agent)
-        }
-        AgentsCommand::List => {
-            let agents = api.list("/v1/agents").await?;
-            println!(
-                "{:<38} {:<20} {:<5} {:<7} node",
-                "id", "name", "kind", "paused"
-            );
-            for a in agents {
-                println!(
-                    "{:<38} {:<20} {:<5} {:<7} {}",
-                    a["id"].as_str().unwrap_or(""),
-                    a["name"].as_str().unwrap_or(""),
-                    a["kind"].as_str().unwrap_or(""),
-                    a["paused"].as_bool().unwrap_or(false),
-                    a["node_id"].as_str().unwrap_or("-"),
-                );
-            }
-            Ok(())
-        }
-        AgentsCommand::Get { agent } => {
-            let id = api.agent_id(&agent).await?;
-            print(
-                &api.send(Method::GET, &format!("/v1/agents/{id}"), None)
-                    .await?,
-            )
-        }
-        AgentsCommand::Delete { agent } => {
-            let id = api.agent_id(&agent).await?;
-            api.send(Method::DELETE, &format!("/v1/agents/{id}"), None)
-                .await?;
-            println!("deleted {id}");
-            Ok(())
-        }
-    }
-}
-
-async fn create_agent(
-    api: &Api,
-    component: &Path,
-    name: Option<String>,
-    kind: &str,
-    parent: Option<String>,
-    limits: Option<Value>,
-    grants: Option<Value>,
-) -> anyhow::Result<Value> {
-    let bytes =
-        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
-    let uploaded = api
-        .send(Method::POST, "/v1/components", Some(Body::Bytes(bytes)))
-        .await?;
-    let sha = uploaded["sha256"]
-        .as_str()
-        .context("the upload answer has no sha256")?;
-    let name = name.unwrap_or_else(|| {
-        component
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "agent".into())
-    });
-    let parent = match parent {
-        Some(p) => Some(api.agent_id(&p).await?),
-        None => None,
-    };
-    let mut body = json!({ "name": name, "kind": kind, "component": sha });
-    if let Some(p) = parent {
-        body["parent_agent_id"] = json!(p);
-    }
-    if let Some(l) = limits {
-        body["limits"] = l;
-    }
-    if let Some(g) = grants {
-        body["grants"] = g;
-    }
-    api.send(Method::POST, "/v1/agents", Some(Body::Json(body)))
-        .await
-}
-
-/// `delta runs ...`.
-pub async fn runs(api: ApiArgs, command: RunsCommand) -> anyhow::Result<()> {
-    let api = Api::new(&api)?;
-    match command {
-        RunsCommand::Create {
-            agent,
-            input,
-            no_wait,
-        } => {
-            let input: Value = serde_json::from_str(&input).context("--input is not JSON")?;
-            let id = api.agent_id(&agent).await?;
-            let wait = if no_wait { "" } else { "?wait=true" };
-            let run = api
-                .send(
-                    Method::POST,
-                    &format!("/v1/agents/{id}/runs{wait}"),
-                    Some(Body::Json(json!({ "input": input }))),
-                )
-                .await?;
-            print(&run)
-        }
-        RunsCommand::Get { run } => print(
-            &api.send(Method::GET, &format!("/v1/runs/{run}"), None)
-                .await?,
-        ),
-        RunsCommand::List { agent } => {
-            let path = match agent {
-                Some(a) => format!("/v1/runs?agent_id={}", api.agent_id(&a).await?),
-                None => "/v1/runs".to_owned(),
-            };
-            for run in api.list(&path).await? {
-                println!(
-                    "{:<38} {:<38} {:<9} {}",
-                    run["id"].as_str().unwrap_or(""),
-                    run["agent_id"].as_str().unwrap_or(""),
-                    run["status"].as_str().unwrap_or(""),
-                    run["outcome"]["status"].as_str().unwrap_or("-"),
-                );
-            }
-            Ok(())
-        }
-        RunsCommand::Logs { run, follow } => logs(&api, &run, follow).await,
-    }
-}
-
-fn print_line(line: &Value) {
-    println!(
-        "[{:>5} +{}ms] {}",
-        line["level"].as_str().unwrap_or(""),
-        line["at_ms"].as_u64().unwrap_or(0),
-        line["message"].as_str().unwrap_or("")
-    );
-}
-
-async fn logs(api: &Api, run: &str, follow: bool) -> anyhow::Result<()> {
-    if !follow {
-        let record = api
-            .send(Method::GET, &format!("/v1/runs/{run}"), None)
-            .await?;
-        for line in record["logs"].as_array().cloned().unwrap_or_default() {
-            print_line(&line);
-        }
-        return Ok(());
-    }
-    use futures_util::StreamExt;
-    let resp = api
-        .http
-        .get(format!("{}/v1/runs/{run}/logs", api.url))
-        .bearer_auth(&api.key)
-        .send()
-        .await
-        .context("opening the log stream")?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        bail!("{status}: {}", body["message"].as_str().unwrap_or(""));
-    }
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    while let Some(chunk) = stream.next().await {
-        buf.push_str(&String::from_utf8_lossy(
-            &chunk.context("reading the log stream")?,
-        ));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut event = "";
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event:") {
-                    event = if e.trim() == "end" { "end" } else { "log" };
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim());
-                }
-            }
-            let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-            if event == "end" {
-                println!(
-                    "-- {} ({})",
-                    value["status"].as_str().unwrap_or("ended"),
-                    value["outcome"]["status"].as_str().unwrap_or("-")
-                );
-                return Ok(());
-            }
-            print_line(&value);
-        }
-    }
     Ok(())
 }

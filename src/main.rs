@@ -8,36 +8,39 @@
 //! - `delta node`: the node daemon (`delta-node`).
 //! - `delta control`: the control plane (`delta-control`).
 //! - `delta up`: control plane and one node in one process, on loopback.
-//! - `delta agents ...`, `delta runs ...`: a client of the control plane.
-//! - `delta nodes ...`: the operator enrols nodes and manages their
-//!   credentials (`nodes_cmd`).
-//! - `delta bounties ...`, `delta ledger balance`: the bounty marketplace
-//!   (`bounties_cmd`).
+//! - `delta agents ...`, `delta runs ...`, `delta budgets ...`, `delta
+//!   templates ...` and the other API groups: a client of the control
+//!   plane, one file per group in `cmd/`.
+//! - `delta completions <shell>`: a completion script for the shell.
 //!
 //! Exit codes (stable, for scripts):
-//! `0` success, `1` host error, `2` bad input (arguments, configuration,
-//! component or task JSON), `3` the agent returned an error, `4` a limit
-//! stopped the guest (fuel, deadline, memory, stack, output size), `5` the
-//! guest crashed (panic, trap, invalid output), `6` cancelled.
+//! `0` success, `1` host error (I/O, the API unreachable or answering
+//! 5xx), `2` bad input (arguments, configuration, component or task JSON,
+//! and the API's 400/413/415/422 refusals), `3` the agent returned an
+//! error, `4` a limit stopped the guest (fuel, deadline, memory, stack,
+//! output size), `5` the guest crashed (panic, trap, invalid output), `6`
+//! cancelled, `7` the API refused the caller (401 not signed in, 403 not
+//! allowed), `8` not found (404, or a name no list holds), `9` conflict
+//! (409: the state does not allow it, e.g. a template already approved),
+//! `10` try again later (429, 503).
 //!
 //! This file only dispatches: local runs are in `local`, the daemons in
 //! `daemon`, the API client in `client`.
 
-mod bounties_cmd;
-mod budget_cmd;
 mod client;
+mod cmd;
 mod config;
 mod daemon;
 mod js;
 mod local;
-mod nodes_cmd;
 mod profile;
+mod progress;
 mod scripts;
 mod up;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Process exit codes.
 mod exit {
@@ -48,6 +51,10 @@ mod exit {
     pub const LIMIT_HIT: u8 = 4;
     pub const CRASH: u8 = 5;
     pub const CANCELLED: u8 = 6;
+    pub const API_DENIED: u8 = 7;
+    pub const NOT_FOUND: u8 = 8;
+    pub const CONFLICT: u8 = 9;
+    pub const TRY_LATER: u8 = 10;
 }
 
 #[derive(Parser)]
@@ -73,45 +80,8 @@ enum Command {
     Control(daemon::ControlArgs),
     /// The control plane and one node in one process, on loopback.
     Up(up::UpArgs),
-    /// Manage agents through the control plane.
-    Agents {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(subcommand)]
-        command: client::AgentsCommand,
-    },
-    /// Start and inspect runs through the control plane.
-    Runs {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(subcommand)]
-        command: client::RunsCommand,
-    },
-    /// Enrol nodes and manage their credentials (platform operators).
-    Nodes {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(subcommand)]
-        command: nodes_cmd::NodesCommand,
-    },
-    /// Bots' token requests: list, approve, deny (seed 000's approvals).
-    TokenRequests {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(flatten)]
-        out: budget_cmd::Json,
-        #[command(subcommand)]
-        command: budget_cmd::TokenRequestsCommand,
-    },
-    /// Usage (runs, fuel, tokens, messages) by day, agent or user.
-    Usage {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(flatten)]
-        out: budget_cmd::Json,
-        #[command(flatten)]
-        args: budget_cmd::UsageArgs,
-    },
+    #[command(flatten)]
+    Api(cmd::ApiCommand),
     /// Save a profile (API URL, API key, tenant) for later commands: checks
     /// the key against the API, then writes ~/.config/delta/profile.json
     /// (0600). The key comes from --api-key, DELTA_API_KEY or, when neither
@@ -126,23 +96,11 @@ enum Command {
     /// serves it with the default configuration (the clients in clients/
     /// are generated from it).
     Openapi,
-    /// Post, fund and review bounties, or submit to them.
-    Bounties {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(flatten)]
-        out: bounties_cmd::Output,
-        #[command(subcommand)]
-        command: bounties_cmd::BountiesCommand,
-    },
-    /// This tenant's money accounts.
-    Ledger {
-        #[command(flatten)]
-        api: client::ApiArgs,
-        #[command(flatten)]
-        out: bounties_cmd::Output,
-        #[command(subcommand)]
-        command: bounties_cmd::LedgerCommand,
+    /// Print a completion script for a shell, e.g.
+    /// `delta completions bash > /etc/bash_completion.d/delta`.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
     },
     /// Internal: compile a component under rlimits (used by the runtime).
     #[command(hide = true, disable_help_flag = true)]
@@ -171,25 +129,9 @@ fn main() -> ExitCode {
         Command::Run(args) => interactive(local::run(args)),
         Command::Inspect(args) => interactive(local::inspect(args)),
         Command::Up(args) => interactive(async { up::up(args).await.map(|()| exit::SUCCESS) }),
-        Command::Agents { api, command } => {
-            interactive(async { client::agents(api, command).await.map(|()| exit::SUCCESS) })
+        Command::Api(command) => {
+            interactive(async { cmd::run(command).await.map(|()| exit::SUCCESS) })
         }
-        Command::Runs { api, command } => {
-            interactive(async { client::runs(api, command).await.map(|()| exit::SUCCESS) })
-        }
-        Command::Nodes { api, command } => {
-            interactive(async { nodes_cmd::nodes(api, command).await.map(|()| exit::SUCCESS) })
-        }
-        Command::TokenRequests { api, out, command } => interactive(async {
-            budget_cmd::token_requests(api, out, command)
-                .await
-                .map(|()| exit::SUCCESS)
-        }),
-        Command::Usage { api, out, args } => interactive(async {
-            budget_cmd::usage(api, out, args)
-                .await
-                .map(|()| exit::SUCCESS)
-        }),
         Command::Login { api } => {
             interactive(async { client::login(api).await.map(|()| exit::SUCCESS) })
         }
@@ -206,16 +148,10 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(exit::SUCCESS)
         }),
-        Command::Bounties { api, out, command } => interactive(async {
-            bounties_cmd::bounties(api, out, command)
-                .await
-                .map(|()| exit::SUCCESS)
-        }),
-        Command::Ledger { api, out, command } => interactive(async {
-            bounties_cmd::ledger(api, out, command)
-                .await
-                .map(|()| exit::SUCCESS)
-        }),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "delta", &mut std::io::stdout());
+            ExitCode::from(exit::SUCCESS)
+        }
     }
 }
 
@@ -240,7 +176,27 @@ fn interactive(command: impl std::future::Future<Output = anyhow::Result<u8>>) -
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(exit::HOST_ERROR)
+            ExitCode::from(error_code(&e))
         }
+    }
+}
+
+/// The exit code of a failed command (the table at the top of this file).
+fn error_code(e: &anyhow::Error) -> u8 {
+    use reqwest::StatusCode as S;
+    if e.downcast_ref::<cmd::output::BadInput>().is_some() {
+        return exit::BAD_INPUT;
+    }
+    if e.downcast_ref::<cmd::output::NotFound>().is_some() {
+        return exit::NOT_FOUND;
+    }
+    match e.downcast_ref::<client::ApiFailure>().map(|f| f.status) {
+        Some(S::BAD_REQUEST | S::PAYLOAD_TOO_LARGE | S::UNSUPPORTED_MEDIA_TYPE)
+        | Some(S::UNPROCESSABLE_ENTITY) => exit::BAD_INPUT,
+        Some(S::UNAUTHORIZED | S::FORBIDDEN) => exit::API_DENIED,
+        Some(S::NOT_FOUND) => exit::NOT_FOUND,
+        Some(S::CONFLICT) => exit::CONFLICT,
+        Some(S::TOO_MANY_REQUESTS | S::SERVICE_UNAVAILABLE) => exit::TRY_LATER,
+        _ => exit::HOST_ERROR,
     }
 }

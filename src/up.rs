@@ -156,7 +156,7 @@ fn ensure_secret(path: &Path) -> anyhow::Result<()> {
     write_private(path, &delta_control::auth::random_token())
 }
 
-use crate::nodes_cmd::write_private;
+use crate::cmd::nodes::write_private;
 
 /// The embedded node's id.
 const NODE_ID: &str = "local";
@@ -179,7 +179,7 @@ async fn node_credential(
         api_key: Some(key.to_owned()),
         app_id: None,
     })?;
-    let credential = crate::nodes_cmd::enrol_or_rotate(&api, NODE_ID).await?;
+    let credential = crate::cmd::nodes::enrol_or_rotate(&api, NODE_ID).await?;
     write_private(&file, &credential)?;
     Ok(file)
 }

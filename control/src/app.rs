@@ -83,6 +83,7 @@ fn api_and_document(config: &ControlConfig) -> (Router<AppState>, utoipa::openap
     let (api, mut openapi) = api_routes().split_for_parts();
     crate::idempotency::document(&mut openapi);
     crate::contract::document(&mut openapi);
+    crate::links::document(&mut openapi);
     let tiers: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
     crate::contract::constrain(&mut openapi, &tiers, crate::auth::SCOPES);
     (api, openapi)

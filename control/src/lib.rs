@@ -28,6 +28,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod identity;
 pub mod invitations;
+pub mod links;
 pub mod messages;
 pub mod metrics;
 pub mod money;

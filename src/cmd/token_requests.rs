@@ -3,9 +3,10 @@
 //! `--json` prints the API's answers as they are, for scripts.
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::client::{Api, ApiArgs, Body, print};
+use super::output::{Column, Output, print_json as print, segment, table, text, with_query};
+use crate::client::{Api, Body};
 
 /// `delta token-requests ...`.
 #[derive(clap::Subcommand, Debug)]
@@ -40,9 +41,13 @@ pub struct UsageArgs {
     /// Last day, inclusive (default: today).
     #[arg(long)]
     to: Option<String>,
-    /// Comma-separated subset of day, agent, user.
-    #[arg(long)]
+    /// Comma-separated subset of day, agent, user (the API's `group_by`).
+    #[arg(long, conflicts_with = "by")]
     group_by: Option<String>,
+    /// One breakdown: per day, per agent, or per kind only (totals of the
+    /// period).
+    #[arg(long, value_parser = ["day", "agent", "kind"])]
+    by: Option<String>,
     /// Only this agent (id or name).
     #[arg(long)]
     agent: Option<String>,
@@ -51,20 +56,12 @@ pub struct UsageArgs {
     kind: Option<String>,
 }
 
-/// Print the API's JSON answer instead of a table.
-#[derive(clap::Args, Debug)]
-pub struct Json {
-    #[arg(long, global = true)]
-    json: bool,
-}
-
 /// `delta token-requests ...`.
 pub async fn token_requests(
-    api: ApiArgs,
-    out: Json,
+    api: &Api,
+    out: Output,
     command: TokenRequestsCommand,
 ) -> anyhow::Result<()> {
-    let api = Api::new(&api)?;
     match command {
         TokenRequestsCommand::List { status, agent } => {
             let mut params = vec![("status", status.clone())];
@@ -77,32 +74,25 @@ pub async fn token_requests(
             if out.json {
                 return print(&json!(items));
             }
-            if items.is_empty() {
-                println!("no {status} token requests");
-                return Ok(());
-            }
-            println!(
-                "{:<34} {:<34} {:>10} {:<9} reason",
-                "id", "bot", "amount", "status"
+            table(
+                &[
+                    ("id", "/id"),
+                    ("bot", "/agent_id"),
+                    ("amount", "/amount"),
+                    ("status", "/status"),
+                    ("reason", "/reason"),
+                ],
+                &items,
+                &format!("no {status} token requests"),
             );
-            for r in &items {
-                println!(
-                    "{:<34} {:<34} {:>10} {:<9} {}",
-                    text(&r["id"]),
-                    text(&r["agent_id"]),
-                    text(&r["amount"]),
-                    text(&r["status"]),
-                    text(&r["reason"])
-                );
-            }
             Ok(())
         }
-        TokenRequestsCommand::Approve { id } => decide(&api, &out, &id, "approve").await,
-        TokenRequestsCommand::Deny { id } => decide(&api, &out, &id, "deny").await,
+        TokenRequestsCommand::Approve { id } => decide(api, out, &id, "approve").await,
+        TokenRequestsCommand::Deny { id } => decide(api, out, &id, "deny").await,
     }
 }
 
-async fn decide(api: &Api, out: &Json, id: &str, verb: &str) -> anyhow::Result<()> {
+async fn decide(api: &Api, out: Output, id: &str, verb: &str) -> anyhow::Result<()> {
     let path = format!("/v1/token-requests/{}/{verb}", segment(id)?);
     let answer = api
         .send(Method::POST, &path, Some(Body::Json(json!({}))))
@@ -121,13 +111,18 @@ async fn decide(api: &Api, out: &Json, id: &str, verb: &str) -> anyhow::Result<(
 }
 
 /// `delta usage`.
-pub async fn usage(api: ApiArgs, out: Json, args: UsageArgs) -> anyhow::Result<()> {
-    let api = Api::new(&api)?;
+pub async fn usage(api: &Api, out: Output, args: UsageArgs) -> anyhow::Result<()> {
     let mut params = Vec::new();
+    // `--by kind` asks for no grouping: the API always breaks down by kind.
+    let group_by = match args.by.as_deref() {
+        Some("kind") => None,
+        Some(by) => Some(by.to_owned()),
+        None => args.group_by,
+    };
     for (name, value) in [
         ("from", args.from),
         ("to", args.to),
-        ("group_by", args.group_by),
+        ("group_by", group_by),
         ("kind", args.kind),
     ] {
         if let Some(value) = value {
@@ -145,52 +140,23 @@ pub async fn usage(api: ApiArgs, out: Json, args: UsageArgs) -> anyhow::Result<(
     }
     println!("usage {} to {}", text(&report["from"]), text(&report["to"]));
     let rows = report["rows"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
-        println!("nothing used in this period");
-        return Ok(());
-    }
-    println!(
-        "{:<10} {:<34} {:<20} {:<24} {:>14}",
-        "day", "agent", "kind", "detail", "quantity"
-    );
-    for row in &rows {
-        println!(
-            "{:<10} {:<34} {:<20} {:<24} {:>14}",
-            text(&row["day"]),
-            text(&row["agent_id"]),
-            text(&row["kind"]),
-            text(&row["detail"]),
-            text(&row["quantity"])
-        );
-    }
+    // The grouping columns the API filled in (day, agent, user), then kind.
+    let mut columns: Vec<Column<'_>> = [
+        ("day", "/day"),
+        ("agent", "/agent_id"),
+        ("user", "/user_id"),
+    ]
+    .into_iter()
+    .filter(|(_, p)| {
+        rows.iter()
+            .any(|r| r.pointer(p).is_some_and(|v| !v.is_null()))
+    })
+    .collect();
+    columns.extend([
+        ("kind", "/kind"),
+        ("detail", "/detail"),
+        ("quantity", "/quantity"),
+    ]);
+    table(&columns, &rows, "nothing used in this period");
     Ok(())
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// `path?name=value&...`, the values percent-encoded (by `url`, through
-/// reqwest's re-export).
-fn with_query(path: &str, params: &[(&str, String)]) -> anyhow::Result<String> {
-    if params.is_empty() {
-        return Ok(path.to_owned());
-    }
-    let mut url = reqwest::Url::parse("http://localhost/")?;
-    url.query_pairs_mut()
-        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
-    Ok(format!("{path}?{}", url.query().unwrap_or_default()))
-}
-
-/// One path segment, percent-encoded.
-fn segment(value: &str) -> anyhow::Result<String> {
-    let mut url = reqwest::Url::parse("http://localhost/")?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("no path segments"))?
-        .push(value);
-    Ok(url.path().trim_start_matches('/').to_owned())
 }

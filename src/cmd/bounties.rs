@@ -7,7 +7,8 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Api, ApiArgs, Body, print};
+use super::output::{Output, parse_json as parse, print_json as print, text};
+use crate::client::{Api, Body};
 
 /// `delta bounties ...`.
 #[derive(clap::Subcommand, Debug)]
@@ -94,26 +95,6 @@ pub enum LedgerCommand {
     Balance,
 }
 
-/// `--json`: the API's answer instead of a table.
-#[derive(clap::Args, Debug, Clone, Copy)]
-pub struct Output {
-    /// Print the API's JSON answer instead of a table.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn parse(what: &str, raw: &str) -> anyhow::Result<Value> {
-    serde_json::from_str(raw).with_context(|| format!("--{what} is not JSON"))
-}
-
 fn bounty_table(items: &[Value]) {
     println!(
         "{:<36} {:<10} {:>12} {:<4} {:>14}  title",
@@ -161,11 +142,9 @@ fn bounty_line(verb: &str, b: &Value) {
 }
 
 /// Run `delta bounties ...`.
-pub async fn bounties(api: ApiArgs, out: Output, command: BountiesCommand) -> anyhow::Result<()> {
-    let api = Api::new(&api)?;
-    let post = |path: String, body: Option<Value>| {
-        let api = &api;
-        async move { api.send(Method::POST, &path, body.map(Body::Json)).await }
+pub async fn bounties(api: &Api, out: Output, command: BountiesCommand) -> anyhow::Result<()> {
+    let post = |path: String, body: Option<Value>| async move {
+        api.send(Method::POST, &path, body.map(Body::Json)).await
     };
     match command {
         BountiesCommand::Create {
@@ -281,8 +260,7 @@ pub async fn bounties(api: ApiArgs, out: Output, command: BountiesCommand) -> an
 }
 
 /// Run `delta ledger ...`.
-pub async fn ledger(api: ApiArgs, out: Output, command: LedgerCommand) -> anyhow::Result<()> {
-    let api = Api::new(&api)?;
+pub async fn ledger(api: &Api, out: Output, command: LedgerCommand) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Balance => {
             let accounts = api.send(Method::GET, "/v1/ledger/accounts", None).await?;

@@ -459,8 +459,12 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Fund a draft: the reward moves into escrow (a pending transfer) and the
-         *     bounty opens.
+         * Fund a draft. With the `ledger` payments backend the reward moves from
+         *     the business's balance into escrow (a pending transfer) and the bounty
+         *     opens. With `stripe` the answer is still a draft whose `payment` holds a
+         *     PaymentIntent and its `client_secret`: the business confirms the card
+         *     payment with Stripe, and the bounty opens when Stripe reports the card
+         *     authorized (calling this again answers the same PaymentIntent).
          */
         post: operations["fund_bounty"];
         delete?: never;
@@ -950,6 +954,26 @@ export interface paths {
         post?: never;
         /** Revoke one of a node's credentials: refused from the next request on. */
         delete: operations["revoke"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/payments/stripe/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Receive a Stripe event (configured as the endpoint of the Stripe
+         *     account whose key is `payments.stripe.secret_key_file`).
+         */
+        post: operations["stripe_webhook"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1742,6 +1766,7 @@ export interface components {
             description: string;
             /** @description `bty_...`. */
             id: string;
+            payment?: null | components["schemas"]["Payment"];
             /** @description `manual` or `auto`. */
             policy: components["schemas"]["Policy"];
             /**
@@ -2031,6 +2056,16 @@ export interface components {
             message: string;
             /** @description The request's id, also in the `x-request-id` header. */
             request_id: string;
+        };
+        /** @description What became of an event. */
+        EventReceipt: {
+            /**
+             * @description `acted`, `duplicate` (seen before: nothing changed) or `ignored`
+             *     (not about a bounty's PaymentIntent).
+             */
+            outcome: string;
+            /** @description Always true: Stripe needs a 2xx to stop redelivering. */
+            received: boolean;
         };
         /**
          * @description What happened. The body's `type`.
@@ -2608,6 +2643,7 @@ export interface components {
                 description: string;
                 /** @description `bty_...`. */
                 id: string;
+                payment?: null | components["schemas"]["Payment"];
                 /** @description `manual` or `auto`. */
                 policy: components["schemas"]["Policy"];
                 /**
@@ -3267,6 +3303,26 @@ export interface components {
             jitter_secs?: number | null;
             /** @description As in creation. */
             time_zone?: string | null;
+        };
+        /** @description A bounty's payment at its provider. */
+        Payment: {
+            /**
+             * @description For Stripe.js to confirm the payment; only in the answer to
+             *     `POST /v1/bounties/{id}/fund`.
+             */
+            client_secret?: string | null;
+            /** @description The PaymentIntent (`pi_...`). */
+            payment_intent_id: string;
+            /** @description `stripe`. */
+            provider: string;
+            /**
+             * @description `awaiting_payment` (the business confirms the payment with the
+             *     client secret; the bounty opens when Stripe reports the card
+             *     authorized), `authorized`, `capture_pending`, `captured`,
+             *     `cancel_pending`, `canceled` or `capture_failed` (the operator
+             *     must look: see the audit log).
+             */
+            status: string;
         };
         /**
          * @description How submissions are approved.
@@ -6817,7 +6873,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Open */
+            /** @description Open (ledger), or a draft awaiting its card payment (stripe) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -6862,7 +6918,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `insufficient_funds` (nothing changed), `not_draft`, `deadline_passed` */
+            /** @description `insufficient_funds` (nothing changed), `not_draft`, `deadline_passed`, `payment_in_progress` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6871,7 +6927,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            /** @description `deadline_beyond_authorization` or `payment_refused` (stripe) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6882,6 +6938,15 @@ export interface operations {
             };
             /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `payment_provider_unavailable` (stripe; retry) */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9512,6 +9577,99 @@ export interface operations {
             };
             /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    stripe_webhook: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description `t=<unix secs>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the endpoint's whsec_ secret>`, within ±300 s */
+                "Stripe-Signature": string;
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description A Stripe event */
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description Received */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventReceipt"];
+                };
+            };
+            /** @description `signature_malformed`, `signature_invalid`, `signature_expired` or `invalid_event` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_configured`: the control plane has no [payments.stripe] */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -32,6 +32,7 @@ from .delivery import Delivery
 from .endpoint import Endpoint
 from .enrolment import Enrolment
 from .error import Error
+from .event_receipt import EventReceipt
 from .event_type import EventType
 from .fire import Fire
 from .heartbeat import Heartbeat
@@ -114,6 +115,7 @@ from .page_token_request_items_item import PageTokenRequestItemsItem
 from .page_webhook import PageWebhook
 from .page_webhook_items_item import PageWebhookItemsItem
 from .patch_schedule import PatchSchedule
+from .payment import Payment
 from .policy import Policy
 from .recipients import Recipients
 from .refresh_request import RefreshRequest
@@ -134,6 +136,7 @@ from .set_agent_budget import SetAgentBudget
 from .set_recipients import SetRecipients
 from .set_tier import SetTier
 from .set_tier_tier import SetTierTier
+from .stripe_webhook_body import StripeWebhookBody
 from .submission import Submission
 from .submission_payload import SubmissionPayload
 from .submission_report import SubmissionReport
@@ -190,6 +193,7 @@ __all__ = (
     "Endpoint",
     "Enrolment",
     "Error",
+    "EventReceipt",
     "EventType",
     "Fire",
     "Heartbeat",
@@ -272,6 +276,7 @@ __all__ = (
     "PageWebhook",
     "PageWebhookItemsItem",
     "PatchSchedule",
+    "Payment",
     "Policy",
     "Recipients",
     "RefreshRequest",
@@ -292,6 +297,7 @@ __all__ = (
     "SetRecipients",
     "SetTier",
     "SetTierTier",
+    "StripeWebhookBody",
     "Submission",
     "SubmissionPayload",
     "SubmissionReport",

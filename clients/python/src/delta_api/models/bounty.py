@@ -14,6 +14,7 @@ from typing import cast
 
 if TYPE_CHECKING:
     from ..models.bounty_spec import BountySpec
+    from ..models.payment import Payment
     from ..models.verifier_limits import VerifierLimits
 
 
@@ -40,6 +41,7 @@ class Bounty:
         verifier (str): The verifier component's sha256.
         verifier_limits (VerifierLimits): The verifier's limits (each clamped by the node's maximums).
         approved_submission_id (None | str | Unset): The approved submission, once completed.
+        payment (None | Payment | Unset):
     """
 
     created_at_ms: int
@@ -57,9 +59,12 @@ class Bounty:
     verifier: str
     verifier_limits: VerifierLimits
     approved_submission_id: None | str | Unset = UNSET
+    payment: None | Payment | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.payment import Payment  # noqa: PLC0415
+
         created_at_ms = self.created_at_ms
 
         currency = self.currency
@@ -94,6 +99,14 @@ class Bounty:
         else:
             approved_submission_id = self.approved_submission_id
 
+        payment: dict[str, Any] | None | Unset
+        if isinstance(self.payment, Unset):
+            payment = UNSET
+        elif isinstance(self.payment, Payment):
+            payment = self.payment.to_dict()
+        else:
+            payment = self.payment
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -116,12 +129,15 @@ class Bounty:
         )
         if approved_submission_id is not UNSET:
             field_dict["approved_submission_id"] = approved_submission_id
+        if payment is not UNSET:
+            field_dict["payment"] = payment
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         from ..models.bounty_spec import BountySpec  # noqa: PLC0415
+        from ..models.payment import Payment  # noqa: PLC0415
         from ..models.verifier_limits import VerifierLimits  # noqa: PLC0415
 
         d = dict(src_dict)
@@ -164,6 +180,23 @@ class Bounty:
             d.pop("approved_submission_id", UNSET)
         )
 
+        def _parse_payment(data: object) -> None | Payment | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                payment_type_1 = Payment.from_dict(data)
+
+                return payment_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | Payment | Unset, data)
+
+        payment = _parse_payment(d.pop("payment", UNSET))
+
         bounty = cls(
             created_at_ms=created_at_ms,
             currency=currency,
@@ -180,6 +213,7 @@ class Bounty:
             verifier=verifier,
             verifier_limits=verifier_limits,
             approved_submission_id=approved_submission_id,
+            payment=payment,
         )
 
         bounty.additional_properties = d

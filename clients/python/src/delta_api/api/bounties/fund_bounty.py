@@ -80,6 +80,11 @@ def _parse_response(
 
         return response_429
 
+    if response.status_code == 503:
+        response_503 = Error.from_dict(response.json())
+
+        return response_503
+
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
     else:
@@ -104,8 +109,12 @@ def sync_detailed(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Bounty | Error]:
-    """Fund a draft: the reward moves into escrow (a pending transfer) and the
-    bounty opens.
+    """Fund a draft. With the `ledger` payments backend the reward moves from
+    the business's balance into escrow (a pending transfer) and the bounty
+    opens. With `stripe` the answer is still a draft whose `payment` holds a
+    PaymentIntent and its `client_secret`: the business confirms the card
+    payment with Stripe, and the bounty opens when Stripe reports the card
+    authorized (calling this again answers the same PaymentIntent).
 
     Args:
         id (str):
@@ -140,8 +149,12 @@ def sync(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Bounty | Error | None:
-    """Fund a draft: the reward moves into escrow (a pending transfer) and the
-    bounty opens.
+    """Fund a draft. With the `ledger` payments backend the reward moves from
+    the business's balance into escrow (a pending transfer) and the bounty
+    opens. With `stripe` the answer is still a draft whose `payment` holds a
+    PaymentIntent and its `client_secret`: the business confirms the card
+    payment with Stripe, and the bounty opens when Stripe reports the card
+    authorized (calling this again answers the same PaymentIntent).
 
     Args:
         id (str):
@@ -171,8 +184,12 @@ async def asyncio_detailed(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Bounty | Error]:
-    """Fund a draft: the reward moves into escrow (a pending transfer) and the
-    bounty opens.
+    """Fund a draft. With the `ledger` payments backend the reward moves from
+    the business's balance into escrow (a pending transfer) and the bounty
+    opens. With `stripe` the answer is still a draft whose `payment` holds a
+    PaymentIntent and its `client_secret`: the business confirms the card
+    payment with Stripe, and the bounty opens when Stripe reports the card
+    authorized (calling this again answers the same PaymentIntent).
 
     Args:
         id (str):
@@ -205,8 +222,12 @@ async def asyncio(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Bounty | Error | None:
-    """Fund a draft: the reward moves into escrow (a pending transfer) and the
-    bounty opens.
+    """Fund a draft. With the `ledger` payments backend the reward moves from
+    the business's balance into escrow (a pending transfer) and the bounty
+    opens. With `stripe` the answer is still a draft whose `payment` holds a
+    PaymentIntent and its `client_secret`: the business confirms the card
+    payment with Stripe, and the bounty opens when Stripe reports the card
+    authorized (calling this again answers the same PaymentIntent).
 
     Args:
         id (str):

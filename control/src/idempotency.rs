@@ -125,7 +125,7 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 const UPLOAD_ROUTE: &str = "/v1/components";
 /// Mutating routes whose handlers take no credentials: not authenticated
 /// here. Every other route is (see the module's documentation).
-pub const PUBLIC_ROUTES: [&str; 5] = [
+pub const PUBLIC_ROUTES: [&str; 6] = [
     "/v1/auth/register",
     "/v1/auth/login",
     "/v1/auth/refresh",
@@ -133,6 +133,9 @@ pub const PUBLIC_ROUTES: [&str; 5] = [
     // Inbound webhooks: signed with the webhook's secret, checked by the
     // handler (crate::triggers::webhooks).
     "/v1/hooks/{id}",
+    // Stripe's events: signed with the endpoint's secret, checked by the
+    // handler (crate::payments).
+    "/v1/payments/stripe/webhook",
 ];
 /// Routes that issue credentials: `Idempotency-Key` is ignored there (not
 /// stored, not replayed). A stored login or refresh answer would hand out
@@ -140,7 +143,12 @@ pub const PUBLIC_ROUTES: [&str; 5] = [
 /// would answer the new pair for a rotated token without tripping reuse
 /// detection; both are safe to retry without a key (a retried login is
 /// another session, a retried refresh is reuse, as it should be).
-pub const NEVER_STORED: [&str; 2] = ["/v1/auth/login", "/v1/auth/refresh"];
+pub const NEVER_STORED: [&str; 3] = [
+    "/v1/auth/login",
+    "/v1/auth/refresh",
+    // Stripe sends no key; each event is acted on once by its id instead.
+    "/v1/payments/stripe/webhook",
+];
 /// Routes under this prefix are the nodes': a node credential.
 const NODE_ROUTES: &str = "/v1/nodes/";
 /// Response headers stored and replayed.

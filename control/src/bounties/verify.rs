@@ -102,13 +102,13 @@ async fn run_on_node(state: &AppState, bounty: &Bounty, payload: String) -> Veri
         let answer = async {
             client
                 .put_component(
-                    &node.url,
+                    node,
                     &bounty.verifier,
                     &bounty.tenant_id,
                     bytes.clone(),
                 )
                 .await?;
-            client.verify(&node.url, &req, timeout).await
+            client.verify(node, &req, timeout).await
         }
         .await;
         match answer {

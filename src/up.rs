@@ -106,6 +106,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         overrides: Default::default(),
     };
     let node = delta_node::server::start(node_config, &options).await?;
+    // It listens on a new port at every start, and a heartbeat cannot move
+    // a node's URL: as the operator, give the control plane the new one.
+    crate::client::Api::new(&crate::client::ApiArgs {
+        api_url: Some(control_url.clone()),
+        api_key: Some(key.clone()),
+        app_id: None,
+    })?
+    .send(
+        reqwest::Method::PATCH,
+        &format!("/v1/operator/nodes/{NODE_ID}"),
+        Some(crate::client::Body::Json(json!({ "url": node.url() }))),
+    )
+    .await
+    .context("giving the control plane the node's URL")?;
     if let Some(dir) = &args.examples {
         deploy_examples(&http, &control_url, &key, dir).await?;
     }

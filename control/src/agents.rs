@@ -291,7 +291,12 @@ async fn upload_component(
     if !had {
         // Before the file is written: a tenant over its quota must not fill
         // the disk with files no row names. Checked again under the lock.
-        let mut conn = state.db.pool().acquire().await.map_err(ApiError::internal)?;
+        let mut conn = state
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
         crate::quotas::check_component_bytes(
             &mut conn,
             &state,
@@ -778,9 +783,7 @@ pub(crate) async fn deploy(
         Err(e) => return Err(e.into()),
     };
     if record.paused != agent.paused {
-        return Ok(client
-            .set_paused(&node, &agent.id, agent.paused)
-            .await?);
+        return Ok(client.set_paused(&node, &agent.id, agent.paused).await?);
     }
     Ok(record)
 }
@@ -923,7 +926,12 @@ async fn create_agent(
     {
         // Before anything is deployed; checked again where the row is
         // written.
-        let mut conn = state.db.pool().acquire().await.map_err(ApiError::internal)?;
+        let mut conn = state
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
         crate::quotas::check_agents(&mut conn, &state, tenant).await?;
     }
     let budget = body.budget.unwrap_or(0);
@@ -990,10 +998,7 @@ async fn create_agent(
     if let Err(e) = insert_agent(&state, &agent, budget, &principal, &rid).await {
         // Not stored: take the deployment back (the monitor would remove
         // it later otherwise).
-        if let Err(undo) = NodeClient::new(&state)
-            .delete_agent(&node, &agent.id)
-            .await
-        {
+        if let Err(undo) = NodeClient::new(&state).delete_agent(&node, &agent.id).await {
             tracing::warn!(error = %undo, "removing the deployment of an agent that was not stored");
         }
         return Err(e);
@@ -1352,10 +1357,7 @@ async fn set_paused(
     let mut agent = load_agent(&state, &principal.tenant_id, &id).await?;
     agent.paused = paused;
     let node = hosting_node(&state, &agent).await?;
-    match NodeClient::new(&state)
-        .set_paused(&node, &id, paused)
-        .await
-    {
+    match NodeClient::new(&state).set_paused(&node, &id, paused).await {
         Ok(_) => {}
         // The node lost the deployment: put it back, in the new state.
         Err(e) if e.is_not_found() => {

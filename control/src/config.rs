@@ -543,7 +543,11 @@ mod tests {
         let err = ControlConfig::parse(path, "node_api_token_file = \"/etc/delta/t\"\n")
             .expect_err("the shared node API token is gone");
         let message = err.to_string();
-        for hint in ["node_api_token_file", "node_api_secret_file", "--node-token-out"] {
+        for hint in [
+            "node_api_token_file",
+            "node_api_secret_file",
+            "--node-token-out",
+        ] {
             assert!(message.contains(hint), "{hint} missing from: {message}");
         }
         let dir = tempfile::tempdir().expect("tempdir");

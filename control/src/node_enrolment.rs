@@ -222,7 +222,10 @@ async fn enrol(
 pub struct NodeChange {
     /// Where the control plane reaches the node from now on (as in
     /// [`Enrolment::url`]).
-    #[schema(max_length = 2048)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[0-9]{1,4})?(/[!-~]*)?$"
+    )]
     pub url: String,
 }
 

@@ -460,7 +460,11 @@ impl<'a> NodeClient<'a> {
 
     /// `GET /v1/runs/{id}/logs`: the server-sent event stream, unread (no
     /// overall timeout: it lasts as long as the run).
-    pub async fn run_logs(&self, node: &Target, id: &str) -> Result<reqwest::Response, NodeCallError> {
+    pub async fn run_logs(
+        &self,
+        node: &Target,
+        id: &str,
+    ) -> Result<reqwest::Response, NodeCallError> {
         let req = self
             .request(reqwest::Method::GET, node, &format!("/v1/runs/{id}/logs"))
             .header(reqwest::header::ACCEPT, "text/event-stream");

@@ -663,10 +663,7 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
     // The node first, the database second: an agent deleted in between is
     // then already gone from the database (deletion removes the row before
     // the deployment), so it is never redeployed.
-    let deployed = client
-        .list_agents(&node)
-        .await
-        .map_err(|e| e.to_string())?;
+    let deployed = client.list_agents(&node).await.map_err(|e| e.to_string())?;
     let rows = sqlx::query(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE node_id = $1"
     ))

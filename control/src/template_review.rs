@@ -55,11 +55,12 @@ pub async fn needs_operator(state: &AppState, tenant_id: &str) -> Result<bool, A
 
 /// A pending template of any tenant, or 404.
 async fn load_any(state: &AppState, id: &str) -> Result<Template, ApiError> {
-    let tenant: Option<String> = sqlx::query_scalar("SELECT tenant_id FROM templates WHERE id = $1")
-        .bind(id)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
+    let tenant: Option<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM templates WHERE id = $1")
+            .bind(id)
+            .fetch_optional(state.db.pool())
+            .await
+            .map_err(ApiError::internal)?;
     let tenant = tenant.ok_or_else(|| ApiError::not_found("template"))?;
     load_template(&state.db, &tenant, id).await
 }

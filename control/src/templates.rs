@@ -565,7 +565,9 @@ fn validate_template(t: &Template) -> Result<(), ApiError> {
 }
 
 /// A JSON body that may be empty (approve, reject).
-pub(crate) fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn optional_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

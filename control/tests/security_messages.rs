@@ -108,7 +108,9 @@ both_with!(
         assert_eq!(t["status"], "pending_operator");
         let refused = run().await;
         assert!(
-            refused["outcome"].to_string().contains("template-not-approved"),
+            refused["outcome"]
+                .to_string()
+                .contains("template-not-approved"),
             "{refused}"
         );
         assert_eq!(outbox_files(&ctl), 0);
@@ -165,7 +167,10 @@ both_with!(
         .await;
         let (status, second) = call(
             Method::POST,
-            format!("/v1/templates/{}/approve", second["id"].as_str().expect("id")),
+            format!(
+                "/v1/templates/{}/approve",
+                second["id"].as_str().expect("id")
+            ),
             alice.access.clone(),
             None,
         )

@@ -52,28 +52,28 @@ fn assert_exceeded(answer: &Value, quota: &str, limit: u64, used: u64) {
 
 both_with!(
     component_storage_is_capped_per_tenant_and_an_operator_raises_it,
-    |c: &mut delta_control::config::ControlConfig| c.quotas.component_bytes = 150,
+    |c: &mut delta_control::config::ControlConfig| c.quotas.component_bytes = 100,
     |ctl: Control| async move {
         let alice = ctl.register("alice").await;
         let bob = ctl.register("bob").await;
-        let first = fake_component("first");
+        let first = fake_component("one");
         let size = first.len() as u64;
-        assert!(size <= 150 && 2 * size > 150, "the fixture's size ({size}) fits the test");
+        assert!(
+            size <= 100 && 2 * size > 100,
+            "the fixture's size ({size}) fits the test"
+        );
         let (status, answer) = upload(&ctl, &alice, first.clone()).await;
         assert_eq!(status, StatusCode::CREATED, "{answer}");
         // The same bytes again cost nothing.
         assert_eq!(upload(&ctl, &alice, first).await.0, StatusCode::OK);
-        let second = fake_component("second");
+        let second = fake_component("two");
         let sha_second = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&second));
         let (status, answer) = upload(&ctl, &alice, second.clone()).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
-        assert_exceeded(&answer, "component_bytes", 150, size);
+        assert_exceeded(&answer, "component_bytes", 100, size);
         assert_eq!(component_rows(&ctl, &alice.tenant_id).await, 1);
         // Nothing of it was kept on disk either.
-        let file = ctl
-            .state
-            .components_dir
-            .join(format!("{sha_second}.wasm"));
+        let file = ctl.state.components_dir.join(format!("{sha_second}.wasm"));
         assert!(!file.exists(), "a refused upload left its file");
         // Another tenant has its own room.
         assert_eq!(
@@ -103,10 +103,7 @@ both_with!(
         assert_eq!(answer["limits"]["component_bytes"], 1_000_000);
         assert_eq!(answer["overridden"], json!(["component_bytes"]));
         assert_eq!(answer["used"]["component_bytes"], size);
-        assert_eq!(
-            upload(&ctl, &alice, second).await.0,
-            StatusCode::CREATED
-        );
+        assert_eq!(upload(&ctl, &alice, second).await.0, StatusCode::CREATED);
         // Back to the default: nothing is deleted, the next upload is refused.
         let (status, answer) = set_quotas(
             &ctl,
@@ -116,11 +113,11 @@ both_with!(
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
-        assert_eq!(answer["limits"]["component_bytes"], 150);
+        assert_eq!(answer["limits"]["component_bytes"], 100);
         assert_eq!(answer["overridden"], json!([]));
-        let (status, answer) = upload(&ctl, &alice, fake_component("third")).await;
+        let (status, answer) = upload(&ctl, &alice, fake_component("six")).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
-        assert_exceeded(&answer, "component_bytes", 150, 2 * size);
+        assert_exceeded(&answer, "component_bytes", 100, 2 * size);
         assert_eq!(
             set_quotas(&ctl, &operator, "no-such-tenant", json!({ "agents": 1 }))
                 .await

@@ -1227,7 +1227,8 @@ async fn a_node_that_missed_an_approval_catches_up(dialect: Dialect) {
     .await;
     assert_eq!(status, StatusCode::OK);
 
-    // Back, with its stored deployment (the draft).
+    // Back, with its stored deployment (the draft), on a new port (which
+    // the harness, as the operator, gives the control plane).
     let node = start_node(&ctl).await;
     eventually(
         "the approval on the node",

@@ -101,12 +101,7 @@ async fn run_on_node(state: &AppState, bounty: &Bounty, payload: String) -> Veri
     for node in nodes.iter().take(ATTEMPTS) {
         let answer = async {
             client
-                .put_component(
-                    node,
-                    &bounty.verifier,
-                    &bounty.tenant_id,
-                    bytes.clone(),
-                )
+                .put_component(node, &bounty.verifier, &bounty.tenant_id, bytes.clone())
                 .await?;
             client.verify(node, &req, timeout).await
         }

@@ -649,9 +649,22 @@ heartbeat_secs = 1
         config_path: None,
         overrides: Default::default(),
     };
-    delta_node::server::start(config, &options)
+    let node = delta_node::server::start(config, &options)
         .await
-        .expect("node")
+        .expect("node");
+    // A node started again listens on a new port, and a heartbeat cannot
+    // move a node's URL: the harness, as the operator, gives it (as
+    // `delta nodes set-url` would).
+    let (status, answer) = ctl
+        .call(
+            Method::PATCH,
+            &format!("/v1/operator/nodes/{node_id}"),
+            Some(&ctl.operator_token().await),
+            Some(json!({ "url": node.url() })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "setting {node_id}'s URL: {answer}");
+    node
 }
 
 /// A database on the test PostgreSQL server that lives as long as this

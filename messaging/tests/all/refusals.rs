@@ -825,7 +825,11 @@ async fn a_quota_refusal_is_rate_limited_and_sends_and_charges_nothing() {
     let rec = h.last_audit();
     assert_eq!(rec.status, AuditStatus::Refused);
     assert_eq!(rec.reason.as_deref(), Some("rate-limited"));
-    assert_eq!(h.outbox_files().len(), 1, "the refused message was delivered");
+    assert_eq!(
+        h.outbox_files().len(),
+        1,
+        "the refused message was delivered"
+    );
     assert_eq!(
         h.ledger.account("agent-1").spent,
         EMAIL_COST,

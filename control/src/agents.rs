@@ -309,6 +309,9 @@ async fn upload_component(
     let existed = path.exists();
     store_component_file(path, bytes).await?;
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    if !had {
+        crate::quotas::lock_tenant(&mut tx, &principal.tenant_id).await?;
+    }
     if !had
         && let Err(e) = crate::quotas::check_component_bytes(
             &mut tx,
@@ -1017,6 +1020,7 @@ async fn insert_agent(
     rid: &RequestId,
 ) -> Result<(), ApiError> {
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    crate::quotas::lock_tenant(&mut tx, &agent.tenant_id).await?;
     crate::quotas::check_agents(&mut tx, state, &agent.tenant_id).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO agents ({AGENT_COLUMNS}, owner_user_id) \

@@ -19,8 +19,9 @@
 //! a row for those bytes any more.
 //!
 //! Between two concurrent uploads (or agent creations) of one tenant the
-//! check and the insert are one transaction; on PostgreSQL the tenant's row
-//! is locked first so the two cannot both pass, SQLite has one writer.
+//! check and the insert are one transaction that first writes the tenant's
+//! row ([`lock_tenant`]), so the two cannot both pass; a message is
+//! counted by one conditional upsert.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,7 +36,7 @@ use utoipa_axum::routes;
 
 use crate::audit;
 use crate::auth::Principal;
-use crate::db::{Backend, now_ms};
+use crate::db::now_ms;
 use crate::state::AppState;
 
 /// Routes of this module (operators only).
@@ -211,19 +212,17 @@ pub async fn limits(
     Ok((limits, overridden))
 }
 
-/// Serialise quota checks of one tenant (PostgreSQL: lock its row until
-/// the transaction ends; SQLite: the transaction's write lock does).
-pub async fn lock_tenant(
-    conn: &mut sqlx::AnyConnection,
-    state: &AppState,
-    tenant_id: &str,
-) -> Result<(), sqlx::Error> {
-    if state.db.backend() == Backend::Postgres {
-        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(tenant_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    }
+/// At the start of a transaction that checks a quota and then writes:
+/// serialise it with the tenant's other such transactions by writing the
+/// tenant's row first (PostgreSQL: a row lock; SQLite: the database's
+/// write lock, taken before any read, so the transaction cannot fail on a
+/// stale read snapshot when it writes).
+pub async fn lock_tenant(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<(), ApiError> {
+    sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(())
 }
 
@@ -241,18 +240,16 @@ async fn component_bytes_used(
     Ok(used.map_or(0, to_u64))
 }
 
-/// In the upload's transaction: 413 `quota_exceeded` unless `size` more
-/// bytes fit `tenant_id`'s component quota. Bytes the tenant already has
-/// (the same component again) cost nothing: the caller skips the check.
+/// 413 `quota_exceeded` unless `size` more bytes fit `tenant_id`'s
+/// component quota (in the upload's transaction, after [`lock_tenant`]).
+/// Bytes the tenant already has (the same component again) cost nothing:
+/// the caller skips the check.
 pub async fn check_component_bytes(
     conn: &mut sqlx::AnyConnection,
     state: &AppState,
     tenant_id: &str,
     size: u64,
 ) -> Result<(), ApiError> {
-    lock_tenant(conn, state, tenant_id)
-        .await
-        .map_err(ApiError::internal)?;
     let (limits, _) = limits(conn, state, tenant_id)
         .await
         .map_err(ApiError::internal)?;
@@ -278,16 +275,13 @@ async fn agents_used(conn: &mut sqlx::AnyConnection, tenant_id: &str) -> Result<
     Ok(to_u64(n))
 }
 
-/// In the agent's transaction: 403 `quota_exceeded` unless one more agent
-/// fits `tenant_id`'s quota.
+/// 403 `quota_exceeded` unless one more agent fits `tenant_id`'s quota
+/// (in the agent's transaction, after [`lock_tenant`]).
 pub async fn check_agents(
     conn: &mut sqlx::AnyConnection,
     state: &AppState,
     tenant_id: &str,
 ) -> Result<(), ApiError> {
-    lock_tenant(conn, state, tenant_id)
-        .await
-        .map_err(ApiError::internal)?;
     let (limits, _) = limits(conn, state, tenant_id)
         .await
         .map_err(ApiError::internal)?;
@@ -327,44 +321,50 @@ async fn messages_today(
 /// delivered still counts: the count is of attempts let through).
 pub async fn admit_message(state: &AppState, tenant_id: &str, now: i64) -> Result<(), ApiError> {
     let day = now.div_euclid(DAY_MS);
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
-    lock_tenant(&mut tx, state, tenant_id)
+    let mut conn = state
+        .db
+        .pool()
+        .acquire()
         .await
         .map_err(ApiError::internal)?;
-    let (limits, _) = limits(&mut tx, state, tenant_id)
+    let (limits, _) = limits(&mut conn, state, tenant_id)
         .await
         .map_err(ApiError::internal)?;
-    let used = messages_today(&mut tx, tenant_id, day)
-        .await
-        .map_err(ApiError::internal)?;
-    if used >= limits.messages_per_day {
-        let wait_ms = u64::try_from((day + 1) * DAY_MS - now)
-            .unwrap_or(1000)
-            .max(1);
-        let mut refused = exceeded(
-            StatusCode::TOO_MANY_REQUESTS,
-            "messages_per_day",
-            limits.messages_per_day,
-            used,
-        )
-        .retry_after(std::time::Duration::from_millis(wait_ms.max(1000)));
-        // The node hands the wait to the guest (`rate-limited(ms)`).
-        if let Some(details) = refused.details.as_mut() {
-            details["retry_after_ms"] = json!(wait_ms);
-        }
-        return Err(refused);
-    }
-    sqlx::query(
-        "INSERT INTO message_days (tenant_id, day, admitted) VALUES ($1, $2, 1) \
-         ON CONFLICT (tenant_id, day) DO UPDATE SET admitted = message_days.admitted + 1",
+    // One statement that counts only under the limit: concurrent sends of
+    // a tenant (from several nodes) cannot both take the last one.
+    let admitted = sqlx::query(
+        "INSERT INTO message_days (tenant_id, day, admitted) SELECT $1, $2, 1 WHERE $3 > 0 \
+         ON CONFLICT (tenant_id, day) DO UPDATE SET admitted = message_days.admitted + 1 \
+         WHERE message_days.admitted < $3",
     )
     .bind(tenant_id)
     .bind(day)
-    .execute(&mut *tx)
+    .bind(to_i64(limits.messages_per_day))
+    .execute(&mut *conn)
     .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
-    Ok(())
+    .map_err(ApiError::internal)?
+    .rows_affected();
+    if admitted == 1 {
+        return Ok(());
+    }
+    let used = messages_today(&mut conn, tenant_id, day)
+        .await
+        .map_err(ApiError::internal)?;
+    let wait_ms = u64::try_from((day + 1) * DAY_MS - now)
+        .unwrap_or(1000)
+        .max(1);
+    let mut refused = exceeded(
+        StatusCode::TOO_MANY_REQUESTS,
+        "messages_per_day",
+        limits.messages_per_day,
+        used,
+    )
+    .retry_after(std::time::Duration::from_millis(wait_ms.max(1000)));
+    // The node hands the wait to the guest (`rate-limited(ms)`).
+    if let Some(details) = refused.details.as_mut() {
+        details["retry_after_ms"] = json!(wait_ms);
+    }
+    Err(refused)
 }
 
 async fn load(state: &AppState, tenant_id: &str) -> Result<TenantQuotas, ApiError> {

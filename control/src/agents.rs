@@ -775,18 +775,18 @@ pub(crate) async fn deploy(
         limits: &limits,
         grants: &grants,
     };
-    let record = match client.put_agent(&node, &agent.id, &spec).await {
+    let record = match client.put_agent(node, &agent.id, &spec).await {
         Ok(record) => record,
         Err(e) if e.is_unprocessable() => {
             // Most likely the node does not hold the component yet; if the
             // 422 was about something else, the second attempt says so.
             push_component(state, node, &agent.component, &agent.tenant_id).await?;
-            client.put_agent(&node, &agent.id, &spec).await?
+            client.put_agent(node, &agent.id, &spec).await?
         }
         Err(e) => return Err(e.into()),
     };
     if record.paused != agent.paused {
-        return Ok(client.set_paused(&node, &agent.id, agent.paused).await?);
+        return Ok(client.set_paused(node, &agent.id, agent.paused).await?);
     }
     Ok(record)
 }
@@ -806,7 +806,7 @@ async fn push_component(
             source,
         })?;
     let record = NodeClient::new(state)
-        .put_component(&node, sha256, tenant, Bytes::from(bytes))
+        .put_component(node, sha256, tenant, Bytes::from(bytes))
         .await?;
     // Derived from the bytes alone, so every tenant's row may learn it.
     if let Err(e) = sqlx::query("UPDATE components SET world = $1 WHERE sha256 = $2 AND world = $3")
@@ -1001,7 +1001,7 @@ async fn create_agent(
     if let Err(e) = insert_agent(&state, &agent, budget, &principal, &rid).await {
         // Not stored: take the deployment back (the monitor would remove
         // it later otherwise).
-        if let Err(undo) = NodeClient::new(&state).delete_agent(&node, &agent.id).await {
+        if let Err(undo) = NodeClient::new(&state).delete_agent(node, &agent.id).await {
             tracing::warn!(error = %undo, "removing the deployment of an agent that was not stored");
         }
         return Err(e);

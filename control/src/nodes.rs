@@ -625,9 +625,7 @@ async fn replace(state: &AppState, agent: &Agent, targets: &[Target]) -> Result<
                 if moved.rows_affected() == 0 {
                     // Deleted or changed meanwhile: take the copy back; if
                     // it still needs a node, the next tick redoes it.
-                    let _ = NodeClient::new(state)
-                        .delete_agent(&target, &agent.id)
-                        .await;
+                    let _ = NodeClient::new(state).delete_agent(target, &agent.id).await;
                     return Ok(());
                 }
                 tracing::info!(
@@ -663,7 +661,7 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
     // The node first, the database second: an agent deleted in between is
     // then already gone from the database (deletion removes the row before
     // the deployment), so it is never redeployed.
-    let deployed = client.list_agents(&node).await.map_err(|e| e.to_string())?;
+    let deployed = client.list_agents(node).await.map_err(|e| e.to_string())?;
     let rows = sqlx::query(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE node_id = $1"
     ))
@@ -693,7 +691,7 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
         if !stale {
             continue;
         }
-        match client.delete_agent(&node, &d.id).await {
+        match client.delete_agent(node, &d.id).await {
             Ok(()) => tracing::info!(node = %node.id, agent = %d.id, "stale deployment deleted"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.to_string()),

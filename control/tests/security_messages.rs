@@ -201,3 +201,91 @@ both_with!(
         node.shutdown().await;
     }
 );
+
+both_with!(
+    with_review_of_all_templates_every_approval_waits_and_an_operator_may_reject,
+    |c: &mut delta_control::config::ControlConfig| {
+        c.templates.operator_review = delta_control::config::OperatorReview::All;
+    },
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let operator = ctl.operator_token().await;
+        let mut ids = Vec::new();
+        for name in ["first", "second"] {
+            let (status, t) = ctl
+                .call(
+                    Method::POST,
+                    "/v1/templates",
+                    Some(&alice.access),
+                    Some(welcome(name)),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{t}");
+            let id = t["id"].as_str().expect("id").to_owned();
+            let (status, t) = ctl
+                .call(
+                    Method::POST,
+                    &format!("/v1/templates/{id}/approve"),
+                    Some(&alice.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{t}");
+            assert_eq!(t["status"], "pending_operator", "{name}: {t}");
+            ids.push(id);
+        }
+        // The operator approves the first: the second still waits ("all").
+        let (status, t) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/operator/templates/{}/approve", ids[0]),
+                Some(&operator),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+        assert_eq!(t["status"], "approved");
+        let (_, page) = ctl
+            .call(Method::GET, "/v1/operator/templates", Some(&operator), None)
+            .await;
+        let pending: Vec<&str> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|t| t["id"].as_str())
+            .collect();
+        assert_eq!(pending, vec![ids[1].as_str()], "{page}");
+        // Rejected by the operator; an approved one is not theirs to reject.
+        let (status, t) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/operator/templates/{}/reject", ids[1]),
+                Some(&operator),
+                Some(json!({ "reason": "phishing" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+        assert_eq!(t["status"], "rejected");
+        assert_eq!(t["rejection_reason"], "phishing");
+        let (status, answer) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/operator/templates/{}/reject", ids[0]),
+                Some(&operator),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["code"], "not_pending_operator");
+        // The tenant sees both decisions.
+        let (_, listed) = ctl
+            .call(
+                Method::GET,
+                "/v1/templates?status=pending_operator",
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(listed["items"], json!([]), "{listed}");
+    }
+);

@@ -104,7 +104,7 @@ async fn node_admit_message(
 
 /// A tenant's limits in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Limits {
+pub struct QuotaLimits {
     /// Bytes of components the tenant may keep.
     pub component_bytes: u64,
     /// Messages per UTC day.
@@ -118,13 +118,13 @@ pub struct Limits {
 pub struct TenantQuotas {
     /// The tenant.
     pub tenant_id: String,
-    /// Limits in force (the operator's overrides, else the defaults).
-    pub limits: Limits,
+    /// QuotaLimits in force (the operator's overrides, else the defaults).
+    pub limits: QuotaLimits,
     /// Which limits the operator set for this tenant (the others are the
     /// configured defaults).
     pub overridden: Vec<String>,
     /// Use now: component bytes, messages today, agents.
-    pub used: Limits,
+    pub used: QuotaLimits,
 }
 
 /// Body of `PUT /v1/operator/tenants/{id}/quotas`: each field given sets
@@ -183,9 +183,9 @@ pub async fn limits(
     conn: &mut sqlx::AnyConnection,
     state: &AppState,
     tenant_id: &str,
-) -> Result<(Limits, Vec<String>), sqlx::Error> {
+) -> Result<(QuotaLimits, Vec<String>), sqlx::Error> {
     let defaults = &state.config.quotas;
-    let mut limits = Limits {
+    let mut limits = QuotaLimits {
         component_bytes: defaults.component_bytes,
         messages_per_day: defaults.messages_per_day,
         agents: defaults.agents,
@@ -385,7 +385,7 @@ async fn load(state: &AppState, tenant_id: &str) -> Result<TenantQuotas, ApiErro
     let (limits, overridden) = limits(&mut conn, state, tenant_id)
         .await
         .map_err(ApiError::internal)?;
-    let used = Limits {
+    let used = QuotaLimits {
         component_bytes: component_bytes_used(&mut conn, tenant_id)
             .await
             .map_err(ApiError::internal)?,
@@ -411,7 +411,7 @@ async fn load(state: &AppState, tenant_id: &str) -> Result<TenantQuotas, ApiErro
     tag = "tenants",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     responses(
-        (status = 200, description = "Limits and use", body = TenantQuotas),
+        (status = 200, description = "QuotaLimits and use", body = TenantQuotas),
         (status = 403, description = "`operator_only`"),
         (status = 404, description = "No such tenant"),
     ),
@@ -436,7 +436,7 @@ async fn get_quotas(
     params(("tenant_id" = String, Path, description = "Tenant id")),
     request_body = QuotaChange,
     responses(
-        (status = 200, description = "Limits in force and use", body = TenantQuotas),
+        (status = 200, description = "QuotaLimits in force and use", body = TenantQuotas),
         (status = 403, description = "`operator_only`"),
         (status = 404, description = "No such tenant"),
     ),

@@ -118,7 +118,7 @@ pub struct QuotaLimits {
 pub struct TenantQuotas {
     /// The tenant.
     pub tenant_id: String,
-    /// QuotaLimits in force (the operator's overrides, else the defaults).
+    /// Limits in force (the operator's overrides, else the defaults).
     pub limits: QuotaLimits,
     /// Which limits the operator set for this tenant (the others are the
     /// configured defaults).
@@ -411,7 +411,7 @@ async fn load(state: &AppState, tenant_id: &str) -> Result<TenantQuotas, ApiErro
     tag = "tenants",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     responses(
-        (status = 200, description = "QuotaLimits and use", body = TenantQuotas),
+        (status = 200, description = "Limits and use", body = TenantQuotas),
         (status = 403, description = "`operator_only`"),
         (status = 404, description = "No such tenant"),
     ),
@@ -436,7 +436,7 @@ async fn get_quotas(
     params(("tenant_id" = String, Path, description = "Tenant id")),
     request_body = QuotaChange,
     responses(
-        (status = 200, description = "QuotaLimits in force and use", body = TenantQuotas),
+        (status = 200, description = "Limits in force and use", body = TenantQuotas),
         (status = 403, description = "`operator_only`"),
         (status = 404, description = "No such tenant"),
     ),

@@ -158,7 +158,17 @@ pub fn control(args: ControlArgs) -> ExitCode {
             let (listener, local) = delta_control::app::bind(listen).await?;
             println!("listening on http://{local}");
             tracing::info!(address = %local, "control plane serving");
-            delta_control::app::serve(state, listener, shutdown_signal()).await?;
+            // systemd/delta-control.service is Type=notify: ready once it
+            // listens (outside systemd NOTIFY_SOCKET is unset: a no-op).
+            let ready = sd_notify::NotifyState::Ready;
+            if let Err(e) = sd_notify::notify(&[ready]) {
+                tracing::debug!(error = %e, "sd_notify");
+            }
+            delta_control::app::serve(state, listener, async {
+                shutdown_signal().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            })
+            .await?;
             Ok(())
         })
     })();

@@ -43,16 +43,17 @@ fn is_example_agent(name: &str) -> bool {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = absolute(&args.state_dir)?;
     private_dir(&state_dir)?;
-    // What the control plane presents to the node (the node's token_file);
-    // the node presents its own credential, enrolled below through the API.
-    let node_api_token_file = state_dir.join("node-api-token");
-    ensure_secret(&node_api_token_file)?;
+    // What the control plane derives the node's API token from (the
+    // node's token_file holds that token); the node presents its own
+    // credential, enrolled below through the API.
+    let node_api_secret_file = state_dir.join("node-api-secret");
+    ensure_secret(&node_api_secret_file)?;
 
     step("starting the control plane");
     let control_config = delta_control::config::ControlConfig {
         listen: args.listen,
         state_dir: state_dir.join("control"),
-        node_api_token_file: Some(node_api_token_file.clone()),
+        node_api_secret_file: Some(node_api_secret_file.clone()),
         // A development stack: anyone on loopback may register, and the
         // admin `delta up` makes is the platform's operator.
         allow_registration: true,
@@ -92,18 +93,33 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     step("starting the node");
     let credential_file = node_credential(&control_url, &key, &state_dir).await?;
-    let node_config = node_config(
-        &state_dir,
-        &control_url,
-        &node_api_token_file,
-        &credential_file,
-    )?;
+    // Derived, so written afresh on every start (the secret may be new).
+    let node_token_file = state_dir.join("node-token");
+    let node_token = admin_state
+        .node_api_token(NODE_ID)
+        .context("the control plane has no node API secret")?;
+    write_private(&node_token_file, &node_token)?;
+    let node_config = node_config(&state_dir, &control_url, &node_token_file, &credential_file)?;
     let options = delta_node::server::ServeOptions {
         compile: Some(crate::daemon::compile_worker()?),
         config_path: None,
         overrides: Default::default(),
     };
     let node = delta_node::server::start(node_config, &options).await?;
+    // It listens on a new port at every start, and a heartbeat cannot move
+    // a node's URL: as the operator, give the control plane the new one.
+    crate::client::Api::new(&crate::client::ApiArgs {
+        api_url: Some(control_url.clone()),
+        api_key: Some(key.clone()),
+        app_id: None,
+    })?
+    .send(
+        reqwest::Method::PATCH,
+        &format!("/v1/operator/nodes/{NODE_ID}"),
+        Some(crate::client::Body::Json(json!({ "url": node.url() }))),
+    )
+    .await
+    .context("giving the control plane the node's URL")?;
     if let Some(dir) = &args.examples {
         deploy_examples(&http, &control_url, &key, dir).await?;
     }

@@ -23,7 +23,7 @@ use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use common::NODE_API_TOKEN;
+use common::{NODE_API_SECRET, node_api_token};
 
 // ---- the control plane -------------------------------------------------------
 
@@ -73,7 +73,7 @@ impl Control {
 
     async fn start_with(dir: &Path, db: Db, tweak: impl FnOnce(&mut ControlConfig)) -> Self {
         std::fs::create_dir_all(dir).expect("dir");
-        common::write_secret(&dir.join("node-api-token"), NODE_API_TOKEN);
+        common::write_secret(&dir.join("node-api-secret"), NODE_API_SECRET);
         let database = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(common::fresh_postgres_database().await),
@@ -81,7 +81,7 @@ impl Control {
         let mut config = ControlConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.join("control"),
-            node_api_token_file: Some(dir.join("node-api-token")),
+            node_api_secret_file: Some(dir.join("node-api-secret")),
             database_url: database.as_ref().map(|d| d.url.clone()),
             // Usage records below carry fixed, old finish times.
             record_retention_secs: common::TEST_RETENTION_SECS,
@@ -299,6 +299,8 @@ impl Drop for Control {
 struct NodeProcess {
     process: support::NodeProcess,
     client: reqwest::Client,
+    /// What the control plane presents to this node.
+    token: String,
 }
 
 impl NodeProcess {
@@ -310,7 +312,8 @@ impl NodeProcess {
     /// `extra`: more of `node.toml` (tables only).
     fn start_with(dir: &Path, id: &str, control_url: &str, credential: &str, extra: &str) -> Self {
         std::fs::create_dir_all(dir.join("state")).expect("state dir");
-        common::write_secret(&dir.join("token"), NODE_API_TOKEN);
+        let token = node_api_token(id);
+        common::write_secret(&dir.join("token"), &token);
         common::write_secret(&dir.join("credential"), credential);
         let config = format!(
             "node_id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\
@@ -327,6 +330,7 @@ impl NodeProcess {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .expect("client"),
+            token,
         }
     }
 
@@ -345,7 +349,7 @@ impl NodeProcess {
         let resp = self
             .client
             .request(method, format!("{}{path}", self.process.addr))
-            .bearer_auth(NODE_API_TOKEN)
+            .bearer_auth(&self.token)
             .send()
             .await
             .expect("node request");
@@ -979,9 +983,19 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
         .await;
     assert_eq!(late["node_id"], "node-b");
 
-    // node-a comes back (same id, same state, new port): it is up again and
-    // its copies of the moved agents are removed.
+    // node-a comes back (same id, same state, new port): the operator
+    // gives the control plane its new URL (a heartbeat cannot move it), it
+    // is up again and its copies of the moved agents are removed.
     node_a.restart();
+    let (status, answer) = ctl
+        .call(
+            Method::PATCH,
+            "/v1/operator/nodes/node-a",
+            Some(&ctl.operator),
+            Some(json!({ "url": node_a.process.addr })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     eventually("node-a up again", Duration::from_secs(30), || async {
         (ctl.nodes().await.get("node-a").map(String::as_str) == Some("up")).then_some(())
     })

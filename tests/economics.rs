@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Control, Dialect, NODE_API_TOKEN, eventually};
+use common::{Control, Dialect, eventually, node_api_token};
 use delta_guest_artifacts as guests;
 use delta_test_servers::llm::{Reply, ScriptedLlm};
 use reqwest::{Method, StatusCode};
@@ -69,7 +69,7 @@ macro_rules! scenario {
 async fn start_node(ctl: &Control, dir: &Path, id: &str, llm_url: &str) -> NodeProcess {
     let control_url = &ctl.url;
     std::fs::create_dir_all(dir.join("state")).expect("state dir");
-    common::write_secret(&dir.join("token"), NODE_API_TOKEN);
+    common::write_secret(&dir.join("token"), &node_api_token(id));
     common::write_secret(&dir.join("credential"), &ctl.node_credential(id).await);
     std::fs::write(dir.join("llm-key"), "sk-economics").expect("llm key");
     let config = format!(

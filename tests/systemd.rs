@@ -1,4 +1,6 @@
-//! `systemd/delta-node.service` is a valid unit and stays hardened.
+//! `systemd/delta-node.service` and `systemd/delta-control.service` are
+//! valid units and stay hardened (the control plane's at an exposure of
+//! 2.0 or less).
 //!
 //! Both tests need `systemd-analyze` (Debian package `systemd`, version 250
 //! or later for `--offline` and `--recursive-errors`) and FAIL without it:
@@ -15,19 +17,21 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const UNIT_NAME: &str = "delta-node.service";
+const NODE_UNIT: &str = "delta-node.service";
+const CONTROL_UNIT: &str = "delta-control.service";
 const INSTALLED_BINARY: &str = "/usr/local/bin/delta";
 
-fn unit_source() -> PathBuf {
+fn unit_source(unit_name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("systemd")
-        .join(UNIT_NAME)
+        .join(unit_name)
 }
 
 /// Copy the unit into `dir` (same file name: systemd derives the unit name
 /// from it) with `ExecStart=` pointing at the built binary.
-fn unit_with_built_binary(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(unit_source()).expect("read systemd/delta-node.service");
+fn unit_with_built_binary(dir: &Path, unit_name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(unit_source(unit_name))
+        .unwrap_or_else(|e| panic!("read systemd/{unit_name}: {e}"));
     // Quoted, with `%` escaped, so any target directory path is one word.
     let binary = env!("CARGO_BIN_EXE_delta")
         .replace('\\', "\\\\")
@@ -48,12 +52,16 @@ fn unit_with_built_binary(dir: &Path) -> PathBuf {
         })
         .collect();
     assert_eq!(rewritten, 1, "expected exactly one ExecStart= line");
-    let path = dir.join(UNIT_NAME);
+    let path = dir.join(unit_name);
     std::fs::write(&path, lines.join("\n") + "\n").expect("write the unit copy");
     path
 }
 
 fn systemd_analyze(args: &[&str], unit: &Path) -> Output {
+    let unit_name = unit
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match Command::new("systemd-analyze")
         .args(args)
         .arg(unit)
@@ -61,7 +69,7 @@ fn systemd_analyze(args: &[&str], unit: &Path) -> Output {
     {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "systemd-analyze is not installed, so systemd/{UNIT_NAME} cannot be checked.\n\
+            "systemd-analyze is not installed, so systemd/{unit_name} cannot be checked.\n\
              Install it (Debian/Ubuntu: apt-get install systemd); this test does not skip."
         ),
         Err(e) => panic!("running systemd-analyze: {e}"),
@@ -74,14 +82,37 @@ fn text(bytes: &[u8]) -> String {
 
 /// stderr lines about our unit (by file name or unit name); other units'
 /// complaints (e.g. a broken unit elsewhere on the host) are not ours.
-fn unit_warnings(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.contains(UNIT_NAME)).collect()
+fn unit_warnings<'a>(stderr: &'a str, unit_name: &str) -> Vec<&'a str> {
+    stderr.lines().filter(|l| l.contains(unit_name)).collect()
 }
 
 #[test]
 fn unit_passes_systemd_analyze_verify() {
+    verify(NODE_UNIT);
+}
+
+#[test]
+fn control_unit_passes_systemd_analyze_verify() {
+    verify(CONTROL_UNIT);
+}
+
+#[test]
+fn unit_exposure_level_is_ok_or_better() {
+    exposure(NODE_UNIT);
+}
+
+#[test]
+fn control_unit_exposure_is_at_most_2() {
+    let score = exposure(CONTROL_UNIT);
+    assert!(
+        score <= 2.0,
+        "exposure of {CONTROL_UNIT} is {score}, expected 2.0 or less"
+    );
+}
+
+fn verify(unit_name: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let unit = unit_with_built_binary(dir.path());
+    let unit = unit_with_built_binary(dir.path(), unit_name);
     // --man=no: CI containers have no man pages; --generators=no: generators
     // inspect the host, not the unit; --recursive-errors=no: only this unit's
     // errors set the exit code, not those of the targets it references.
@@ -100,18 +131,18 @@ fn unit_passes_systemd_analyze_verify() {
         "systemd-analyze verify failed ({}):\n{stderr}",
         out.status
     );
-    let warnings = unit_warnings(&stderr);
+    let warnings = unit_warnings(&stderr, unit_name);
     assert!(
         warnings.is_empty(),
-        "systemd-analyze verify warned about {UNIT_NAME}:\n{}\n\nfull stderr:\n{stderr}",
+        "systemd-analyze verify warned about {unit_name}:\n{}\n\nfull stderr:\n{stderr}",
         warnings.join("\n")
     );
 }
 
-#[test]
-fn unit_exposure_level_is_ok_or_better() {
+/// The overall exposure figure, asserted OK or better.
+fn exposure(unit_name: &str) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let unit = unit_with_built_binary(dir.path());
+    let unit = unit_with_built_binary(dir.path(), unit_name);
     let out = systemd_analyze(&["security", "--offline=yes", "--no-pager"], &unit);
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
@@ -120,10 +151,10 @@ fn unit_exposure_level_is_ok_or_better() {
         "systemd-analyze security failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    let warnings = unit_warnings(&stderr);
+    let warnings = unit_warnings(&stderr, unit_name);
     assert!(
         warnings.is_empty(),
-        "systemd-analyze security warned about {UNIT_NAME}:\n{stderr}"
+        "systemd-analyze security warned about {unit_name}:\n{stderr}"
     );
     // "→ Overall exposure level for delta-node.service: 1.2 OK 🙂"
     let line = stdout
@@ -137,11 +168,12 @@ fn unit_exposure_level_is_ok_or_better() {
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no exposure figure in {line:?}"));
     let level = words.next().unwrap_or_default();
-    println!("{UNIT_NAME}: overall exposure {score} {level}");
+    println!("{unit_name}: overall exposure {score} {level}");
     // systemd's scale, best first: PERFECT (0), SAFE (< 1), OK (< 5), then
     // MEDIUM, EXPOSED, UNSAFE, DANGEROUS.
     assert!(
         matches!(level, "PERFECT" | "SAFE" | "OK"),
-        "exposure level of {UNIT_NAME} is {score} {level}, expected OK or better:\n{stdout}"
+        "exposure level of {unit_name} is {score} {level}, expected OK or better:\n{stdout}"
     );
+    score
 }

@@ -225,9 +225,31 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     let first = dir.path().join("n2.credential");
     let second = dir.path().join("n2.rotated");
     let arg = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
-    let (code, _, err) = up.cli(&state, &["nodes", "enroll", "n2", "--out", &arg(&first)]);
+    let token_file = dir.path().join("n2.token");
+    let (code, _, err) = up.cli(
+        &state,
+        &[
+            "nodes",
+            "enroll",
+            "n2",
+            "--out",
+            &arg(&first),
+            "--node-token-out",
+            &arg(&token_file),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(mode(&first), 0o600);
+    // n2's own API token: not the embedded node's, which is derived alike.
+    assert_eq!(mode(&token_file), 0o600);
+    let n2_token = std::fs::read_to_string(&token_file).expect("n2 token");
+    let local_token = std::fs::read_to_string(state.join("node-token")).expect("local token");
+    assert!(n2_token.starts_with("nat_"), "{n2_token}");
+    assert_ne!(n2_token.trim(), local_token.trim());
+    // Only the operator moves a node's URL.
+    let (code, out, err) = up.cli(&state, &["nodes", "set-url", "n2", "http://127.0.0.1:9"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("http://127.0.0.1:9"), "{out}");
     let (code, _, err) = up.cli(
         &state,
         &[
@@ -304,7 +326,7 @@ fn a_control_config_naming_the_old_fleet_token_is_refused_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("node_token_file") && err.contains("node_api_token_file"),
+        err.contains("node_token_file") && err.contains("node_api_secret_file"),
         "{err}"
     );
 }

@@ -256,7 +256,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "Stored", body = Component),
         (status = 200, description = "This tenant had it already", body = Component),
-        (status = 413, description = "Larger than max_component_bytes"),
+        (status = 413, description = "Larger than max_component_bytes, or past the tenant's component storage quota (`quota_exceeded`, with `details {quota, limit, used}`)"),
         (status = 422, description = "Not a WebAssembly component, over a structural bound, or not a Delta world (`invalid_component`), or a script that does not parse, load or export `run`/`verify` (`invalid_script`)"),
         (status = 501, description = "A JavaScript upload to a control plane without a script preparer (`not_configured`)"),
     ),
@@ -285,8 +285,50 @@ async fn upload_component(
     precheck_component(bytes.clone()).await?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = i64::try_from(bytes.len()).map_err(ApiError::internal)?;
-    store_component_file(component_path(&state, &sha256), bytes).await?;
+    let had = get_component(&state, &principal.tenant_id, &sha256)
+        .await?
+        .is_some();
+    if !had {
+        // Before the file is written: a tenant over its quota must not fill
+        // the disk with files no row names. Checked again under the lock.
+        let mut conn = state
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        crate::quotas::check_component_bytes(
+            &mut conn,
+            &state,
+            &principal.tenant_id,
+            size.unsigned_abs(),
+        )
+        .await?;
+    }
+    let path = component_path(&state, &sha256);
+    let existed = path.exists();
+    store_component_file(path, bytes).await?;
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    if !had {
+        crate::quotas::lock_tenant(&mut tx, &principal.tenant_id).await?;
+    }
+    if !had
+        && let Err(e) = crate::quotas::check_component_bytes(
+            &mut tx,
+            &state,
+            &principal.tenant_id,
+            size.unsigned_abs(),
+        )
+        .await
+    {
+        // A concurrent upload took the room meanwhile: the file this one
+        // wrote goes (one that was there is some tenant's).
+        drop(tx);
+        if !existed {
+            let _ = tokio::fs::remove_file(component_path(&state, &sha256)).await;
+        }
+        return Err(e);
+    }
     // Another tenant's deployment may have validated the same bytes.
     let inserted = sqlx::query(
         "INSERT INTO components (tenant_id, sha256, size, world, created_at_ms) \
@@ -733,20 +775,18 @@ pub(crate) async fn deploy(
         limits: &limits,
         grants: &grants,
     };
-    let record = match client.put_agent(&node.url, &agent.id, &spec).await {
+    let record = match client.put_agent(node, &agent.id, &spec).await {
         Ok(record) => record,
         Err(e) if e.is_unprocessable() => {
             // Most likely the node does not hold the component yet; if the
             // 422 was about something else, the second attempt says so.
             push_component(state, node, &agent.component, &agent.tenant_id).await?;
-            client.put_agent(&node.url, &agent.id, &spec).await?
+            client.put_agent(node, &agent.id, &spec).await?
         }
         Err(e) => return Err(e.into()),
     };
     if record.paused != agent.paused {
-        return Ok(client
-            .set_paused(&node.url, &agent.id, agent.paused)
-            .await?);
+        return Ok(client.set_paused(node, &agent.id, agent.paused).await?);
     }
     Ok(record)
 }
@@ -766,7 +806,7 @@ async fn push_component(
             source,
         })?;
     let record = NodeClient::new(state)
-        .put_component(&node.url, sha256, tenant, Bytes::from(bytes))
+        .put_component(node, sha256, tenant, Bytes::from(bytes))
         .await?;
     // Derived from the bytes alone, so every tenant's row may learn it.
     if let Err(e) = sqlx::query("UPDATE components SET world = $1 WHERE sha256 = $2 AND world = $3")
@@ -830,6 +870,7 @@ fn is_sha256(s: &str) -> bool {
     request_body = CreateAgent,
     responses(
         (status = 201, description = "Deployed", body = Agent),
+        (status = 403, description = "`quota_exceeded`: the tenant has as many agents as its quota allows"),
         (status = 409, description = "`name_taken`, `budget_exhausted` (the parent's budget \
                                       cannot cover `budget`)"),
         (status = 422, description = "`invalid`, `invalid_parent`, `unknown_component`, \
@@ -885,6 +926,17 @@ async fn create_agent(
         ));
     }
     require_component(&state, tenant, &body.component).await?;
+    {
+        // Before anything is deployed; checked again where the row is
+        // written.
+        let mut conn = state
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        crate::quotas::check_agents(&mut conn, &state, tenant).await?;
+    }
     let budget = body.budget.unwrap_or(0);
     crate::budgets::check_creation(
         &state,
@@ -949,10 +1001,7 @@ async fn create_agent(
     if let Err(e) = insert_agent(&state, &agent, budget, &principal, &rid).await {
         // Not stored: take the deployment back (the monitor would remove
         // it later otherwise).
-        if let Err(undo) = NodeClient::new(&state)
-            .delete_agent(&node.url, &agent.id)
-            .await
-        {
+        if let Err(undo) = NodeClient::new(&state).delete_agent(node, &agent.id).await {
             tracing::warn!(error = %undo, "removing the deployment of an agent that was not stored");
         }
         return Err(e);
@@ -971,6 +1020,8 @@ async fn insert_agent(
     rid: &RequestId,
 ) -> Result<(), ApiError> {
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    crate::quotas::lock_tenant(&mut tx, &agent.tenant_id).await?;
+    crate::quotas::check_agents(&mut tx, state, &agent.tenant_id).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO agents ({AGENT_COLUMNS}, owner_user_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
@@ -1237,7 +1288,7 @@ async fn delete_agent(
     tx.commit().await.map_err(ApiError::internal)?;
     if let Some(node_id) = &agent.node_id {
         match nodes::up_node(&state, node_id).await {
-            Ok(Some(node)) => match NodeClient::new(&state).delete_agent(&node.url, &id).await {
+            Ok(Some(node)) => match NodeClient::new(&state).delete_agent(&node, &id).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
@@ -1310,10 +1361,7 @@ async fn set_paused(
     let mut agent = load_agent(&state, &principal.tenant_id, &id).await?;
     agent.paused = paused;
     let node = hosting_node(&state, &agent).await?;
-    match NodeClient::new(&state)
-        .set_paused(&node.url, &id, paused)
-        .await
-    {
+    match NodeClient::new(&state).set_paused(&node, &id, paused).await {
         Ok(_) => {}
         // The node lost the deployment: put it back, in the new state.
         Err(e) if e.is_not_found() => {

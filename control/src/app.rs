@@ -65,6 +65,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())
         .merge(crate::node_enrolment::routes())
+        .merge(crate::quotas::routes())
         .merge(crate::budgets::routes())
         .merge(crate::templates::routes())
         .merge(crate::messages::routes())

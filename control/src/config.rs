@@ -5,7 +5,7 @@
 //! state_dir = "/var/lib/delta-control"
 //! database_url = "postgres://delta@localhost/delta"   # default: SQLite in state_dir
 //! # jwt_previous_secret_file = "/etc/delta/jwt-previous"  # during a key rotation only
-//! node_api_token_file = "/etc/delta/node-api-token"   # the control plane presents it to nodes (their token_file)
+//! node_api_secret_file = "/etc/delta/node-api-secret" # each node's API token is derived from it (enrolment prints it)
 //! allow_registration = true                          # default false (`delta up`: true)
 //! operators = ["ops@example.com"]                    # platform operators, by account email
 //! max_tenants_per_user = 5
@@ -21,6 +21,15 @@
 //! allow_private_webhook_urls = false                 # webhooks to loopback/private addresses (tests)
 //! webhook_retry_base_ms = 1000                       # webhook retries wait 1, 2, 4, 8 x this
 //! max_webhook_body_bytes = 262144                     # largest inbound webhook delivery
+//!
+//! [templates]
+//! operator_review = "first"  # none (default) | first | all: operators approve templates too
+//!
+//! [quotas]                # per tenant; operators change them per tenant
+//! component_bytes = 1073741824
+//! messages_per_day = 1000
+//! agents = 100
+//! component_gc_grace_secs = 604800   # unused components deleted after 7 days
 //!
 //! [tiers]                 # monthly token allocation per tier (seed 000)
 //! free = 1000
@@ -92,10 +101,13 @@ pub struct ControlConfig {
     /// they expire (30 minutes); new ones are signed with the current
     /// secret. Remove it after that.
     pub jwt_previous_secret_file: Option<PathBuf>,
-    /// File with the token the control plane presents when it calls nodes
-    /// (each node's own `token_file` holds the same value). Nodes do not
-    /// present it: each has its own credential (`delta nodes enroll`).
-    pub node_api_token_file: Option<PathBuf>,
+    /// File with the secret the control plane derives each node's API
+    /// token from (at least 32 characters): it presents
+    /// `nat_<HMAC-SHA256(secret, node id)>` to a node, whose own
+    /// `token_file` holds that token (enrolment answers it). One node's
+    /// token cannot call another. Nodes do not present it: each has its
+    /// own credential (`delta nodes enroll`).
+    pub node_api_secret_file: Option<PathBuf>,
     /// Whether anyone may register (default false: accounts come from
     /// `delta control --create-account`; `delta up` turns it on).
     pub allow_registration: bool,
@@ -174,6 +186,69 @@ pub struct ControlConfig {
     /// Largest inbound webhook delivery (`POST /v1/hooks/{id}`), bytes
     /// (default 256 KiB); larger ones answer 413 and start nothing.
     pub max_webhook_body_bytes: u64,
+    /// Template review (`[templates]`).
+    pub templates: TemplatesConfig,
+    /// What each tenant may hold and send by default (an operator raises
+    /// or lowers them per tenant: `PUT /v1/operator/tenants/{id}/quotas`).
+    pub quotas: QuotaConfig,
+}
+
+/// `[templates]`: who approves message templates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplatesConfig {
+    /// Whether a template a tenant admin approved also needs a platform
+    /// operator's approval before it can be sent (it waits as
+    /// `pending_operator`): `none` (default, and `delta up`), `first` (until
+    /// an operator has approved one of the tenant's templates: a new
+    /// tenant's first ones), `all`. With open registration, `first` or
+    /// `all` keeps strangers from sending arbitrary mail through the
+    /// operator's SMTP or SMS account.
+    pub operator_review: OperatorReview,
+}
+
+/// `[templates] operator_review`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorReview {
+    /// Tenant admins approve alone.
+    #[default]
+    None,
+    /// Until an operator approved one of the tenant's templates.
+    First,
+    /// Every approval.
+    All,
+}
+
+/// `[quotas]`: per-tenant defaults. A stranger who registers gets these, so
+/// they bound what open registration can cost the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Bytes of components a tenant may keep (default 1 GiB); an upload
+    /// past it answers 413 `quota_exceeded`.
+    pub component_bytes: u64,
+    /// Messages (email and SMS) a tenant's agents may send per UTC day
+    /// (default 1,000); past it a send is refused before delivery and the
+    /// guest sees `rate-limited` until the next day.
+    pub messages_per_day: u64,
+    /// Agents (main and bots) a tenant may have at once (default 100).
+    pub agents: u64,
+    /// A component no agent or open bounty of its tenant uses is deleted
+    /// (its row, and its file once no tenant has it) this long after it was
+    /// uploaded (default 7 days), by the sweep.
+    pub component_gc_grace_secs: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            component_bytes: 1 << 30,
+            messages_per_day: 1_000,
+            agents: 100,
+            component_gc_grace_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 /// Limits of login, registration and refresh, checked before any password
@@ -240,7 +315,7 @@ impl Default for ControlConfig {
             database_url: None,
             jwt_secret_file: None,
             jwt_previous_secret_file: None,
-            node_api_token_file: None,
+            node_api_secret_file: None,
             allow_registration: false,
             operators: Vec::new(),
             max_tenants_per_user: 5,
@@ -270,6 +345,8 @@ impl Default for ControlConfig {
             allow_private_webhook_urls: false,
             webhook_retry_base_ms: 1_000,
             max_webhook_body_bytes: 256 << 10,
+            templates: TemplatesConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -317,7 +394,7 @@ impl ControlConfig {
             Some(&mut config.state_dir),
             config.jwt_secret_file.as_mut(),
             config.jwt_previous_secret_file.as_mut(),
-            config.node_api_token_file.as_mut(),
+            config.node_api_secret_file.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -345,8 +422,18 @@ impl ControlConfig {
                 "{}: node_token_file is no longer supported: one token shared by every node let \
                  any node act as any other. Enrol each node with `delta nodes enroll <node-id>` \
                  (its [control_plane] token_file then holds its own credential), and set \
-                 node_api_token_file to the token the control plane presents to nodes (the \
-                 nodes' own token_file)",
+                 node_api_secret_file to the secret each node's API token is derived from \
+                 (enrolment answers the node's token for its own token_file)",
+                path.display()
+            )));
+        }
+        if table.contains_key("node_api_token_file") {
+            return Err(ConfigError::Invalid(format!(
+                "{}: node_api_token_file is no longer supported: one token the control plane \
+                 presented to every node let any node call every other. Set \
+                 node_api_secret_file to a secret of 32 characters or more (e.g. \
+                 `openssl rand -base64 32`); each node's token_file then holds its own token, \
+                 which `delta nodes enroll <node-id> --node-token-out FILE` writes",
                 path.display()
             )));
         }
@@ -464,7 +551,17 @@ mod tests {
         for hint in [
             "node_token_file",
             "delta nodes enroll",
+            "node_api_secret_file",
+        ] {
+            assert!(message.contains(hint), "{hint} missing from: {message}");
+        }
+        let err = ControlConfig::parse(path, "node_api_token_file = \"/etc/delta/t\"\n")
+            .expect_err("the shared node API token is gone");
+        let message = err.to_string();
+        for hint in [
             "node_api_token_file",
+            "node_api_secret_file",
+            "--node-token-out",
         ] {
             assert!(message.contains(hint), "{hint} missing from: {message}");
         }
@@ -472,11 +569,11 @@ mod tests {
         let file = dir.path().join("control.toml");
         std::fs::write(&file, "node_token_file = \"node-token\"\n").expect("write");
         assert!(ControlConfig::load(&file).is_err());
-        std::fs::write(&file, "node_api_token_file = \"node-api-token\"\n").expect("write");
+        std::fs::write(&file, "node_api_secret_file = \"node-api-secret\"\n").expect("write");
         let config = ControlConfig::load(&file).expect("the replacement parses");
         assert_eq!(
-            config.node_api_token_file,
-            Some(dir.path().join("node-api-token"))
+            config.node_api_secret_file,
+            Some(dir.path().join("node-api-secret"))
         );
     }
 

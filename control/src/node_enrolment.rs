@@ -27,6 +27,7 @@ use crate::state::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(enrol))
+        .routes(routes!(set_url))
         .routes(routes!(rotate, list_credentials))
         .routes(routes!(revoke))
 }
@@ -58,6 +59,12 @@ pub struct IssuedCredential {
     pub credential_id: String,
     /// The credential: the node's `[control_plane] token_file` holds it.
     pub credential: String,
+    /// What the control plane presents to this node (and only to it): the
+    /// node's own `token_file` holds it. Derived from the control plane's
+    /// `node_api_secret_file` and the node id, so every issue answers the
+    /// same; absent when that secret is not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_api_token: Option<String>,
     /// When the other credentials of the node stop working, if this
     /// rotation retires them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +206,7 @@ async fn enrol(
     Ok((
         StatusCode::CREATED,
         Json(IssuedCredential {
+            node_api_token: state.node_api_token(&body.node_id),
             node_id: body.node_id,
             credential_id: id,
             credential,
@@ -206,6 +214,85 @@ async fn enrol(
         }),
     )
         .into_response())
+}
+
+/// Body of `PATCH /v1/operator/nodes/{node_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeChange {
+    /// Where the control plane reaches the node from now on (as in
+    /// [`Enrolment::url`]).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[0-9]{1,4})?(/[!-~]*)?$"
+    )]
+    pub url: String,
+}
+
+/// A node as the operator changed it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeUrl {
+    /// Node id.
+    pub node_id: String,
+    /// Its URL now.
+    pub url: String,
+}
+
+/// Change where the control plane reaches a node (operators only): the
+/// only way an enrolled node's URL moves, since heartbeats cannot (a
+/// stolen credential would otherwise redirect the node's agents and runs).
+/// The node's own heartbeats then have to name the new URL.
+#[utoipa::path(
+    patch,
+    path = "/v1/operator/nodes/{node_id}",
+    tag = "nodes",
+    params(("node_id" = String, Path, description = "Node id")),
+    request_body = NodeChange,
+    responses(
+        (status = 200, description = "Changed", body = NodeUrl),
+        (status = 403, description = "`operator_only`"),
+        (status = 404, description = "No such node"),
+        (status = 422, description = "Malformed URL"),
+    ),
+    security(("bearer" = []))
+)]
+async fn set_url(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(rid): Extension<RequestId>,
+    Path(node_id): Path<String>,
+    JsonBody(body): JsonBody<NodeChange>,
+) -> Result<Json<NodeUrl>, ApiError> {
+    principal.require_operator()?;
+    principal.require_scope("agents:write")?;
+    let url = body.url.trim_end_matches('/').to_owned();
+    check_node_url(&state, &url)?;
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let before: Option<String> = sqlx::query_scalar("SELECT url FROM nodes WHERE id = $1")
+        .bind(&node_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(before) = before else {
+        return Err(ApiError::not_found("node"));
+    };
+    sqlx::query("UPDATE nodes SET url = $1 WHERE id = $2")
+        .bind(&url)
+        .bind(&node_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    audit::record_in(
+        &mut tx,
+        None,
+        Some(&principal.user_id),
+        "node_url_changed",
+        json!({ "node_id": node_id, "from": before, "to": url }),
+        Some(&rid.0),
+    )
+    .await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(Json(NodeUrl { node_id, url }))
 }
 
 /// Longest delay before the other credentials retire (10 years): longer is
@@ -283,6 +370,7 @@ async fn rotate(
     Ok((
         StatusCode::CREATED,
         Json(IssuedCredential {
+            node_api_token: state.node_api_token(&node_id),
             node_id,
             credential_id: id,
             credential,

@@ -21,8 +21,11 @@
 //! stolen node credential therefore reaches that node's agents and runs,
 //! not the fleet's.
 //!
-//! Calls the other way (control plane to node) carry a separate secret,
-//! `node_api_token_file`: a node's credential cannot call other nodes.
+//! Calls the other way (control plane to node) carry a separate token, one
+//! per node ([`node_api_token`]): HMAC-SHA256 of the node id under the
+//! control plane's `node_api_secret_file`. A node holds only its own (its
+//! `token_file`), so neither its credential nor its token can call another
+//! node.
 //!
 //! The operator's routes that issue, list and revoke credentials are in
 //! [`crate::node_enrolment`]; this module is the layer below handlers
@@ -49,6 +52,24 @@ use crate::state::AppState;
 pub const CREDENTIAL_PREFIX: &str = "ncr_";
 /// Ids and hashes looked up per statement.
 const CHUNK: usize = 500;
+
+/// Prefix of the tokens the control plane presents to nodes.
+pub const NODE_API_TOKEN_PREFIX: &str = "nat_";
+
+/// The token the control plane presents to `node_id` (and so what that
+/// node's `token_file` must hold): `nat_` and the hex HMAC-SHA256 of the
+/// node id under the fleet secret. Derived rather than stored, so that the
+/// control plane keeps one secret for the whole fleet while each node can
+/// be called only with its own token: holding one node's token says
+/// nothing about another's.
+pub fn node_api_token(secret: &[u8], node_id: &str) -> String {
+    let mut data = b"delta node api token v1\0".to_vec();
+    data.extend_from_slice(node_id.as_bytes());
+    format!(
+        "{NODE_API_TOKEN_PREFIX}{}",
+        hex::encode(crate::auth::hmac_sha256(secret, &data))
+    )
+}
 
 /// Extractor: the request carries a valid node credential (401
 /// otherwise); yields the node it is bound to. An extractor rather than a

@@ -1,6 +1,7 @@
 //! A typed client for the node API (`delta node`, see `node/src/api.rs`).
 //!
-//! Every call presents the node API token (`node_api_token_file`), has its own timeout, and is
+//! Every call presents the called node's own token (derived from
+//! `node_api_secret_file`, see `nodeauth::node_api_token`), has its own timeout, and is
 //! counted in `delta_control_node_calls_total{op, result}` with `result` one
 //! of `ok`, `refused` (a 4xx), `error` (a 5xx or an answer that is not the
 //! node API's) and `unreachable` (connecting, sending or the timeout).
@@ -197,7 +198,17 @@ struct Items<T> {
     items: Vec<T>,
 }
 
-/// Calls to nodes, over the state's HTTP client and `node_api_token_file`.
+/// A node to call: its id (which picks the token presented) and URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Node id.
+    pub id: String,
+    /// Base URL.
+    pub url: String,
+}
+
+/// Calls to nodes, over the state's HTTP client, each with the node's own
+/// token ([`AppState::node_api_token`]).
 pub struct NodeClient<'a> {
     state: &'a AppState,
 }
@@ -208,12 +219,18 @@ impl<'a> NodeClient<'a> {
         Self { state }
     }
 
-    fn request(&self, method: reqwest::Method, base: &str, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{path}", base.trim_end_matches('/'));
+    fn request(
+        &self,
+        method: reqwest::Method,
+        node: &Target,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", node.url.trim_end_matches('/'));
         let req = self.state.http.request(method, url);
-        match &self.state.node_api_token {
+        // The node's own token: another node's would be refused.
+        match self.state.node_api_token(&node.id) {
             Some(token) => req.bearer_auth(token),
-            // Without `node_api_token_file` the control plane has nothing
+            // Without `node_api_secret_file` the control plane has nothing
             // to present; the node answers 401 and the call fails loudly.
             None => req,
         }
@@ -297,7 +314,7 @@ impl<'a> NodeClient<'a> {
     /// `PUT /v1/components/{sha256}`, compiled on behalf of `tenant`.
     pub async fn put_component(
         &self,
-        node: &str,
+        node: &Target,
         sha256: &str,
         tenant: &str,
         bytes: Bytes,
@@ -317,7 +334,7 @@ impl<'a> NodeClient<'a> {
     /// `PUT /v1/agents/{id}` (201 deployed, 200 updated; pause state kept).
     pub async fn put_agent(
         &self,
-        node: &str,
+        node: &Target,
         id: &str,
         spec: &DeploySpec<'_>,
     ) -> Result<AgentRecord, NodeCallError> {
@@ -328,20 +345,20 @@ impl<'a> NodeClient<'a> {
     }
 
     /// `GET /v1/agents/{id}`.
-    pub async fn get_agent(&self, node: &str, id: &str) -> Result<AgentRecord, NodeCallError> {
+    pub async fn get_agent(&self, node: &Target, id: &str) -> Result<AgentRecord, NodeCallError> {
         let req = self.request(reqwest::Method::GET, node, &format!("/v1/agents/{id}"));
         self.json("get_agent", req, Some(CALL_TIMEOUT)).await
     }
 
     /// `GET /v1/agents`: every deployment on the node.
-    pub async fn list_agents(&self, node: &str) -> Result<Vec<AgentRecord>, NodeCallError> {
+    pub async fn list_agents(&self, node: &Target) -> Result<Vec<AgentRecord>, NodeCallError> {
         let req = self.request(reqwest::Method::GET, node, "/v1/agents");
         let items: Items<AgentRecord> = self.json("list_agents", req, Some(CALL_TIMEOUT)).await?;
         Ok(items.items)
     }
 
     /// `DELETE /v1/agents/{id}` (cancels its runs).
-    pub async fn delete_agent(&self, node: &str, id: &str) -> Result<(), NodeCallError> {
+    pub async fn delete_agent(&self, node: &Target, id: &str) -> Result<(), NodeCallError> {
         let req = self.request(reqwest::Method::DELETE, node, &format!("/v1/agents/{id}"));
         self.send("delete_agent", req, Some(CALL_TIMEOUT))
             .await
@@ -351,7 +368,7 @@ impl<'a> NodeClient<'a> {
     /// `POST /v1/agents/{id}/pause` or `/resume`.
     pub async fn set_paused(
         &self,
-        node: &str,
+        node: &Target,
         id: &str,
         paused: bool,
     ) -> Result<AgentRecord, NodeCallError> {
@@ -373,7 +390,7 @@ impl<'a> NodeClient<'a> {
     /// [`WAIT_MARGIN`].
     pub async fn create_run(
         &self,
-        node: &str,
+        node: &Target,
         agent_id: &str,
         run_id: &str,
         input: &Value,
@@ -420,7 +437,7 @@ impl<'a> NodeClient<'a> {
     /// deadline (the call allows it plus [`WAIT_MARGIN`]).
     pub async fn verify(
         &self,
-        node: &str,
+        node: &Target,
         req: &delta_node_api::VerificationRequest,
         run_timeout: Duration,
     ) -> Result<delta_node_api::VerificationResult, NodeCallError> {
@@ -436,14 +453,18 @@ impl<'a> NodeClient<'a> {
     }
 
     /// `GET /v1/runs/{id}`.
-    pub async fn get_run(&self, node: &str, id: &str) -> Result<RunRecord, NodeCallError> {
+    pub async fn get_run(&self, node: &Target, id: &str) -> Result<RunRecord, NodeCallError> {
         let req = self.request(reqwest::Method::GET, node, &format!("/v1/runs/{id}"));
         self.json("get_run", req, Some(CALL_TIMEOUT)).await
     }
 
     /// `GET /v1/runs/{id}/logs`: the server-sent event stream, unread (no
     /// overall timeout: it lasts as long as the run).
-    pub async fn run_logs(&self, node: &str, id: &str) -> Result<reqwest::Response, NodeCallError> {
+    pub async fn run_logs(
+        &self,
+        node: &Target,
+        id: &str,
+    ) -> Result<reqwest::Response, NodeCallError> {
         let req = self
             .request(reqwest::Method::GET, node, &format!("/v1/runs/{id}/logs"))
             .header(reqwest::header::ACCEPT, "text/event-stream");

@@ -3,7 +3,9 @@
 //!
 //! Nodes authenticate with their own credential ([`crate::nodeauth`]): a
 //! node is enrolled by an operator, and its heartbeat (for its own id only)
-//! updates it (`url`, `capacity`, `load`) and marks it up.
+//! updates it (`capacity`, `load`) and marks it up. Its URL is the one given
+//! at enrolment or by its first heartbeat; only an operator changes it
+//! ([`crate::node_enrolment`]).
 //!
 //! # Placement
 //! An agent goes to the node that is up (and heard from within
@@ -161,14 +163,7 @@ pub struct UsageAck {
     pub rejected: u64,
 }
 
-/// A node to call: its id and URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Node id.
-    pub id: String,
-    /// Base URL.
-    pub url: String,
-}
+pub use crate::nodeclient::Target;
 
 // ---- routes ----------------------------------------------------------------
 
@@ -204,6 +199,7 @@ fn validate_node(hb: &Heartbeat) -> Result<(), ApiError> {
         (status = 200, description = "Recorded", body = HeartbeatAck),
         (status = 401, description = "No valid node credential"),
         (status = 403, description = "`wrong_node`: the credential is another node's"),
+        (status = 409, description = "`node_url_conflict`: the node is enrolled at another URL (an operator changes it)"),
         (status = 422, description = "Malformed node id or URL"),
     ),
     security(("bearer" = []))
@@ -218,17 +214,19 @@ async fn heartbeat(
     check_node_url(&state, &hb.url)?;
     let now = now_ms();
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    // A live node's URL does not move by heartbeat (a stolen credential
-    // could otherwise point the node's agents, runs and log reads at its
-    // thief while the node still runs); a node that was marked down, or
-    // enrolled without a URL, may come back elsewhere (a restart). The row
-    // exists from enrolment: the credential proves it was enrolled.
+    // A node's URL does not move by heartbeat, up or down (a stolen
+    // credential could otherwise point the node's agents, runs and log
+    // reads at its thief, at once or after the node's next restart): it is
+    // given at enrolment or by the first heartbeat of a node enrolled
+    // without one, and changed only by an operator
+    // (`PATCH /v1/operator/nodes/{id}`). The row exists from enrolment: the
+    // credential proves it was enrolled.
     let changed = sqlx::query(
         "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, last_heartbeat_ms) \
          VALUES ($1, $2, $3, $4, 'up', $5, $5) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, capacity = excluded.capacity, \
              load = excluded.load, status = 'up', last_heartbeat_ms = excluded.last_heartbeat_ms \
-         WHERE nodes.url = excluded.url OR nodes.status = 'down'",
+         WHERE nodes.url = excluded.url OR nodes.url = ''",
     )
     .bind(&hb.node_id)
     .bind(hb.url.trim_end_matches('/'))
@@ -242,7 +240,8 @@ async fn heartbeat(
     if changed == 0 {
         return Err(ApiError::conflict(
             "node_url_conflict",
-            "this node id is up at another URL; a live node's URL does not change by heartbeat",
+            "this node id is enrolled at another URL; only an operator changes it \
+             (PATCH /v1/operator/nodes/{id}, delta nodes set-url ID URL)",
         ));
     }
     Ok(Json(HeartbeatAck {
@@ -626,9 +625,7 @@ async fn replace(state: &AppState, agent: &Agent, targets: &[Target]) -> Result<
                 if moved.rows_affected() == 0 {
                     // Deleted or changed meanwhile: take the copy back; if
                     // it still needs a node, the next tick redoes it.
-                    let _ = NodeClient::new(state)
-                        .delete_agent(&target.url, &agent.id)
-                        .await;
+                    let _ = NodeClient::new(state).delete_agent(target, &agent.id).await;
                     return Ok(());
                 }
                 tracing::info!(
@@ -664,10 +661,7 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
     // The node first, the database second: an agent deleted in between is
     // then already gone from the database (deletion removes the row before
     // the deployment), so it is never redeployed.
-    let deployed = client
-        .list_agents(&node.url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let deployed = client.list_agents(node).await.map_err(|e| e.to_string())?;
     let rows = sqlx::query(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE node_id = $1"
     ))
@@ -697,7 +691,7 @@ async fn reconcile(state: &AppState, node: &Target) -> Result<(), String> {
         if !stale {
             continue;
         }
-        match client.delete_agent(&node.url, &d.id).await {
+        match client.delete_agent(node, &d.id).await {
             Ok(()) => tracing::info!(node = %node.id, agent = %d.id, "stale deployment deleted"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.to_string()),

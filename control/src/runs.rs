@@ -302,7 +302,7 @@ pub(crate) async fn start_run(
     };
     insert_run(state, &pending).await?;
     let client = NodeClient::new(state);
-    let submit = || client.create_run(&node.url, &agent.id, &run_id, input, wait, timeout);
+    let submit = || client.create_run(&node, &agent.id, &run_id, input, wait, timeout);
     let submitted = match submit().await {
         // The node lost the deployment (its state was reset): restore it
         // and try once more.
@@ -543,7 +543,7 @@ async fn get_run(
         Ok(None) => return Ok(Json(stored)),
         Err(e) => return Err(ApiError::internal(e)),
     };
-    let record = match NodeClient::new(&state).get_run(&node.url, &id).await {
+    let record = match NodeClient::new(&state).get_run(&node, &id).await {
         Ok(record)
             if record.tenant_id == stored.tenant_id && record.agent_id == stored.agent_id =>
         {
@@ -607,7 +607,7 @@ async fn run_logs(
         .map_err(ApiError::internal)?
         .ok_or_else(node_unavailable)?;
     let upstream = NodeClient::new(&state)
-        .run_logs(&node.url, &id)
+        .run_logs(&node, &id)
         .await
         .map_err(|e| {
             if e.is_not_found() {

@@ -27,9 +27,10 @@ pub struct AppState {
     pub config: Arc<ControlConfig>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// What the control plane presents to nodes (`node_api_token_file`;
-    /// nodes authenticate to it with their own credentials instead).
-    pub node_api_token: Option<Arc<str>>,
+    /// The secret each node's API token is derived from
+    /// (`node_api_secret_file`, see [`crate::nodeauth::node_api_token`];
+    /// nodes authenticate to the control plane with their own credentials).
+    node_api_secret: Option<Arc<[u8]>>,
     /// HTTP client for calls to nodes.
     pub http: reqwest::Client,
     /// Where uploaded components are kept (by sha256).
@@ -91,26 +92,28 @@ impl AppState {
             }
             keys = keys.with_previous(&secret);
         }
-        let node_api_token = match &config.node_api_token_file {
+        let node_api_secret = match &config.node_api_secret_file {
             Some(path) => {
-                if let Some(problem) = loose_permissions(path, "the node API token", "600") {
+                if let Some(problem) = loose_permissions(path, "the node API secret", "600") {
                     tracing::warn!("{problem}");
                 }
-                let token = std::fs::read_to_string(path)
+                let secret = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let token = token.trim();
-                if token.len() < 16 {
+                let secret = secret.trim();
+                if secret.len() < MIN_NODE_API_SECRET {
                     anyhow::bail!(
-                        "{} holds fewer than 16 characters: the node API token must be a real secret",
+                        "{} holds fewer than {MIN_NODE_API_SECRET} characters: the node API \
+                         secret must be a real secret (e.g. `openssl rand -base64 32`)",
                         path.display()
                     );
                 }
-                Some(Arc::from(token))
+                Some(Arc::from(secret.as_bytes()))
             }
             None => {
                 tracing::warn!(
-                    "no node_api_token_file in control.toml: nodes will refuse the control \
-                     plane's calls (set it to the file their token_file names)"
+                    "no node_api_secret_file in control.toml: nodes will refuse the control \
+                     plane's calls (set it; each node's token_file then holds the token \
+                     `delta nodes enroll` prints for it)"
                 );
                 None
             }
@@ -151,7 +154,7 @@ impl AppState {
             keys: Arc::new(keys),
             config: Arc::new(config),
             metrics: Arc::new(metrics),
-            node_api_token,
+            node_api_secret,
             http,
             components_dir,
             limiter: Arc::new(limiter),
@@ -162,6 +165,14 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
         })
+    }
+
+    /// The token the control plane presents to `node_id` (none without
+    /// `node_api_secret_file`: the node then answers 401).
+    pub fn node_api_token(&self, node_id: &str) -> Option<String> {
+        self.node_api_secret
+            .as_deref()
+            .map(|secret| crate::nodeauth::node_api_token(secret, node_id))
     }
 
     /// Prepare JavaScript uploads with `scripts`.
@@ -184,6 +195,10 @@ impl AppState {
         self.deploy_locks[stripe].lock().await
     }
 }
+
+/// Shortest node API secret accepted (characters): every node's token is
+/// derived from it.
+const MIN_NODE_API_SECRET: usize = 32;
 
 /// Locks shared by agents whose ids hash alike: enough that unrelated
 /// deployments rarely wait on each other.
@@ -253,23 +268,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_short_node_api_token_is_refused_at_start() {
+    async fn a_short_node_api_secret_is_refused_and_each_node_gets_its_own_token() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let token = dir.path().join("node-token");
-        std::fs::write(&token, "short\n").expect("token");
+        let secret = dir.path().join("node-secret");
+        std::fs::write(&secret, "short-0123456789\n").expect("secret");
         let config = ControlConfig {
             state_dir: dir.path().join("state"),
-            node_api_token_file: Some(token.clone()),
+            node_api_secret_file: Some(secret.clone()),
             ..ControlConfig::default()
         };
         let refused = AppState::open(config.clone()).await;
         let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        assert!(message.contains("fewer than 16"), "{message}");
-        std::fs::write(&token, "a-real-fleet-secret-0123456789").expect("token");
+        assert!(message.contains("fewer than 32"), "{message}");
+        std::fs::write(&secret, "a-real-fleet-secret-0123456789-abcdef").expect("secret");
         let state = AppState::open(config).await.expect("opens");
+        let a = state.node_api_token("node-a").expect("token");
+        let b = state.node_api_token("node-b").expect("token");
+        assert!(a.starts_with("nat_") && a.len() == 4 + 64, "{a}");
+        assert_ne!(a, b);
         assert_eq!(
-            state.node_api_token.as_deref(),
-            Some("a-real-fleet-secret-0123456789")
+            a,
+            crate::nodeauth::node_api_token(b"a-real-fleet-secret-0123456789-abcdef", "node-a")
         );
     }
 }

@@ -14,6 +14,9 @@
 //!   after a pass that deleted some;
 //! - open bounties past their deadline are refunded (their escrow voided)
 //!   and submissions no node could verify yet are retried (`bounties`);
+//! - components no agent or open bounty uses are deleted
+//!   `[quotas] component_gc_grace_secs` after their upload, row and file
+//!   (`quotas::collect_components`);
 //! - inbound webhook signatures past their replay window are forgotten
 //!   (`triggers`);
 //! - retention: leases that ended, decided token requests, usage records,
@@ -97,6 +100,8 @@ pub struct SweepReport {
     pub bounties_expired: u64,
     /// Bounty submissions waiting for a node handed to a retry pass.
     pub verifications_retried: u64,
+    /// Unused components deleted (`quotas::collect_components`).
+    pub components_collected: u64,
 }
 
 static LOCAL: Mutex<()> = Mutex::const_new(());
@@ -172,6 +177,10 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
         "idempotency",
         crate::idempotency::sweep_expired(db, now, secs_ms(retention)).await,
     );
+    let components_collected = keep(
+        "components",
+        crate::quotas::collect_components(state, now).await,
+    );
     keep(
         "webhook signatures",
         crate::triggers::sweep(state, now).await,
@@ -215,6 +224,7 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
             retention_deleted,
             bounties_expired,
             verifications_retried,
+            components_collected,
         }),
     }
 }

@@ -96,7 +96,7 @@ const REDEPLOY_CONCURRENCY: usize = 4;
 /// another change.
 const GRANT_WRITE_ATTEMPTS: usize = 5;
 
-const TEMPLATE_COLUMNS: &str = "id, tenant_id, name, channel, subject, body, html, variables, \
+pub(crate) const TEMPLATE_COLUMNS: &str = "id, tenant_id, name, channel, subject, body, html, variables, \
      status, version, created_by, created_at_ms, updated_by, updated_at_ms, approved_by, \
      approved_at_ms, rejected_by, rejected_at_ms, rejection_reason";
 
@@ -108,6 +108,10 @@ const TEMPLATE_COLUMNS: &str = "id, tenant_id, name, channel, subject, body, htm
 pub enum TemplateStatus {
     /// New or changed since its last review: not usable.
     Draft,
+    /// Approved by a tenant admin, waiting for a platform operator's
+    /// approval (`[templates] operator_review`): not usable.
+    #[serde(rename = "pending_operator")]
+    PendingOperator,
     /// Approved by an admin: usable by the agents granted it.
     Approved,
     /// Rejected by an admin: not usable.
@@ -115,9 +119,10 @@ pub enum TemplateStatus {
 }
 
 impl TemplateStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Draft => "draft",
+            Self::PendingOperator => "pending_operator",
             Self::Approved => "approved",
             Self::Rejected => "rejected",
         }
@@ -126,6 +131,7 @@ impl TemplateStatus {
     fn parse(s: &str) -> Option<Self> {
         match s {
             "draft" => Some(Self::Draft),
+            "pending_operator" => Some(Self::PendingOperator),
             "approved" => Some(Self::Approved),
             "rejected" => Some(Self::Rejected),
             _ => None,
@@ -342,11 +348,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reject_template))
         .routes(routes!(get_recipients, set_recipients))
         .routes(routes!(delete_recipient))
+        .merge(crate::template_review::routes())
 }
 
 // ---- storage ---------------------------------------------------------------
 
-fn template_from_row(row: &AnyRow) -> Result<Template, sqlx::Error> {
+pub(crate) fn template_from_row(row: &AnyRow) -> Result<Template, sqlx::Error> {
     let decode =
         |index: &str, source: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::ColumnDecode {
             index: index.to_owned(),
@@ -381,7 +388,7 @@ fn template_from_row(row: &AnyRow) -> Result<Template, sqlx::Error> {
 }
 
 /// The tenant's template `id`, or 404 (also for another tenant's id).
-async fn load_template(db: &Db, tenant: &str, id: &str) -> Result<Template, ApiError> {
+pub(crate) async fn load_template(db: &Db, tenant: &str, id: &str) -> Result<Template, ApiError> {
     let row = sqlx::query(&format!(
         "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id = $1 AND tenant_id = $2"
     ))
@@ -404,7 +411,7 @@ fn name_taken(name: &str) -> ApiError {
 /// Store `t` as a whole with its audit row, in one transaction: an insert,
 /// or with `expected` an update of the row still at that version and status
 /// (409 `conflict` when another change came first).
-async fn write_template(
+pub(crate) async fn write_template(
     state: &AppState,
     t: &Template,
     expected: Option<(i64, TemplateStatus)>,
@@ -558,7 +565,9 @@ fn validate_template(t: &Template) -> Result<(), ApiError> {
 }
 
 /// A JSON body that may be empty (approve, reject).
-fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn optional_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &Bytes,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -654,7 +663,9 @@ async fn list_templates(
     let status = match filter.status.as_deref() {
         None => "",
         Some(s) => TemplateStatus::parse(s)
-            .ok_or_else(|| ApiError::invalid("status must be draft, approved or rejected"))?
+            .ok_or_else(|| {
+                ApiError::invalid("status must be draft, pending_operator, approved or rejected")
+            })?
             .as_str(),
     };
     let channel = match filter.channel.as_deref() {
@@ -846,7 +857,9 @@ async fn delete_template(
 }
 
 /// Approve a template (its current version): agents granted it may send
-/// it. Admins only.
+/// it. Admins only. With `[templates] operator_review` set and the tenant
+/// not yet trusted, it becomes `pending_operator` instead, usable once a
+/// platform operator approves it (`/v1/operator/templates`).
 #[utoipa::path(
     post,
     path = "/v1/templates/{id}/approve",
@@ -854,10 +867,10 @@ async fn delete_template(
     params(("id" = String, Path, description = "Template id")),
     request_body(content = Option<Approve>, description = "Optional: the version being approved"),
     responses(
-        (status = 200, description = "Approved", body = Template),
+        (status = 200, description = "Approved (or `pending_operator`)", body = Template),
         (status = 403, description = "Not an admin"),
         (status = 404, description = "No such template in this tenant"),
-        (status = 409, description = "`already_approved`, `version_mismatch` or `conflict`"),
+        (status = 409, description = "`already_approved`, `pending_operator`, `version_mismatch` or `conflict`"),
     ),
     security(("bearer" = []))
 )]
@@ -879,9 +892,22 @@ async fn approve_template(
             "this version is approved already",
         ));
     }
+    if current.status == TemplateStatus::PendingOperator {
+        return Err(ApiError::conflict(
+            "pending_operator",
+            "this version is approved here and waits for a platform operator",
+        ));
+    }
+    // The platform's operators may want to see it first (a stranger's
+    // template goes out through the operator's own mail and SMS accounts).
+    let status = if crate::template_review::needs_operator(&state, &principal.tenant_id).await? {
+        TemplateStatus::PendingOperator
+    } else {
+        TemplateStatus::Approved
+    };
     let now = now_ms().max(current.updated_at_ms + 1);
     let next = Template {
-        status: TemplateStatus::Approved,
+        status,
         updated_by: Some(principal.user_id.clone()),
         updated_at_ms: now,
         approved_by: Some(principal.user_id.clone()),
@@ -977,7 +1003,7 @@ async fn reject_template(
     Ok(Json(next))
 }
 
-fn check_version(current: &Template, expected: Option<i64>) -> Result<(), ApiError> {
+pub(crate) fn check_version(current: &Template, expected: Option<i64>) -> Result<(), ApiError> {
     match expected {
         Some(v) if v != current.version => Err(ApiError::conflict(
             "version_mismatch",
@@ -1194,7 +1220,7 @@ async fn delete_recipient(
 // ---- what nodes get --------------------------------------------------------
 
 /// Grant entries that name `t`: its id and name (and a previous name).
-fn template_keys(t: &Template, previous_name: Option<&str>) -> Vec<String> {
+pub(crate) fn template_keys(t: &Template, previous_name: Option<&str>) -> Vec<String> {
     let mut keys = vec![t.id.clone(), t.name.clone()];
     if let Some(name) = previous_name
         && name != t.name
@@ -1294,7 +1320,7 @@ async fn redeploy(state: &AppState, agent: &Agent) -> bool {
 }
 
 /// Redeploy the tenant's agents whose grants name any of `keys`.
-async fn redeploy_granted(state: &AppState, tenant: &str, keys: &[String]) {
+pub(crate) async fn redeploy_granted(state: &AppState, tenant: &str, keys: &[String]) {
     let rows = match sqlx::query(&format!(
         "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND node_id IS NOT NULL"
     ))

@@ -744,7 +744,7 @@ both!(
 // ---- node URLs ------------------------------------------------------------------------------
 
 both!(
-    a_live_node_s_url_does_not_move_and_nodes_off_loopback_need_https,
+    a_node_s_url_moves_only_through_the_operator_and_nodes_off_loopback_need_https,
     |ctl: Control| async move {
         let beat = |id: &str, url: &str| {
             let body = json!({ "node_id": id, "url": url, "capacity": 4, "load": 0 });
@@ -771,13 +771,55 @@ both!(
         assert_eq!(status, StatusCode::CONFLICT, "{answer}");
         assert_eq!(answer["code"], "node_url_conflict");
         assert_eq!(url_of("n-1").await, "http://127.0.0.1:9");
-        // Once the node is down (its process gone), it may come back elsewhere.
+        // Nor once the node is down (a thief waits for a restart): still
+        // refused, and the node stays down.
         sqlx::query("UPDATE nodes SET status = 'down' WHERE id = 'n-1'")
             .execute(ctl.state.db.pool())
             .await
             .expect("down");
-        assert_eq!(beat("n-1", "http://127.0.0.1:10").await.0, StatusCode::OK);
+        let (status, answer) = beat("n-1", "http://127.0.0.1:10").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_eq!(answer["code"], "node_url_conflict");
+        assert_eq!(url_of("n-1").await, "http://127.0.0.1:9");
+        let status_of: String = sqlx::query_scalar("SELECT status FROM nodes WHERE id = 'n-1'")
+            .fetch_one(ctl.state.db.pool())
+            .await
+            .expect("status");
+        assert_eq!(status_of, "down");
+        // The operator moves it; a tenant admin cannot.
+        let patch = |token: String, url: &'static str| {
+            let ctl = &ctl;
+            async move {
+                ctl.call(
+                    Method::PATCH,
+                    "/v1/operator/nodes/n-1",
+                    Some(&token),
+                    Some(json!({ "url": url })),
+                )
+                .await
+            }
+        };
+        let alice = ctl.register("alice").await;
+        let (status, answer) = patch(alice.access.clone(), "http://127.0.0.1:11").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(answer["code"], "operator_only");
+        let operator = ctl.operator_token().await;
+        let (status, answer) = patch(operator.clone(), "http://10.0.0.5:7421").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        let (status, answer) = patch(operator.clone(), "http://127.0.0.1:10/").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["url"], "http://127.0.0.1:10");
         assert_eq!(url_of("n-1").await, "http://127.0.0.1:10");
+        assert_eq!(beat("n-1", "http://127.0.0.1:10").await.0, StatusCode::OK);
+        let (status, _) = ctl
+            .call(
+                Method::PATCH,
+                "/v1/operator/nodes/ghost",
+                Some(&operator),
+                Some(json!({ "url": "http://127.0.0.1:12" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         // Plain http off loopback would carry the node API token in clear.
         for url in ["http://10.0.0.5:7421", "http://node.example.com"] {
             let (status, answer) = beat("n-2", url).await;

@@ -64,7 +64,7 @@ both!(
         for token in [
             "ncr_0000000000000000.made-up-secret",
             &format!("{}x", a),
-            "test-node-api-token-0123456789",
+            &common::node_api_token("node-a"),
         ] {
             let (status, _) = heartbeat(&ctl, token, beat("ghost", "http://127.0.0.1:7003")).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{token}");
@@ -443,3 +443,72 @@ fn usage(run: &str, s: &Session, agent: &str) -> Value {
         "llm": {}, "messages": {}, "finished_at_ms": delta_control::db::now_ms(),
     })
 }
+
+both!(
+    each_node_accepts_only_its_own_token_and_the_control_plane_reaches_both,
+    |ctl: Control| async move {
+        use delta_control::nodeclient::{NodeClient, Target};
+        let a = common::start_node_in(&ctl, "node-a", "node-a", "").await;
+        let b = common::start_node_in(&ctl, "node-b", "node-b", "").await;
+        let ask = |url: String, token: String| {
+            let client = ctl.client.clone();
+            async move {
+                client
+                    .get(format!("{url}/v1/agents"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("node")
+                    .status()
+            }
+        };
+        // Whoever holds node-a's token (node-a itself, or its thief)
+        // cannot call node-b, and the other way round.
+        let (token_a, token_b) = (
+            common::node_api_token("node-a"),
+            common::node_api_token("node-b"),
+        );
+        assert_ne!(token_a, token_b);
+        assert_eq!(
+            ask(b.url().to_owned(), token_a.clone()).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ask(a.url().to_owned(), token_b.clone()).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(ask(a.url().to_owned(), token_a).await, StatusCode::OK);
+        assert_eq!(ask(b.url().to_owned(), token_b).await, StatusCode::OK);
+        // The control plane presents each node its own.
+        for (id, node) in [("node-a", &a), ("node-b", &b)] {
+            let target = Target {
+                id: id.to_owned(),
+                url: node.url().to_owned(),
+            };
+            let held = NodeClient::new(&ctl.state)
+                .list_agents(&target)
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert!(held.is_empty());
+            // Addressed as the other node, the call is refused.
+            let other = Target {
+                id: if id == "node-a" { "node-b" } else { "node-a" }.to_owned(),
+                url: node.url().to_owned(),
+            };
+            let refused = NodeClient::new(&ctl.state).list_agents(&other).await;
+            assert!(
+                matches!(&refused, Err(delta_control::nodeclient::NodeCallError::Refused { status, .. }) if *status == StatusCode::UNAUTHORIZED),
+                "{refused:?}"
+            );
+        }
+        // Enrolment hands the node its token.
+        let issued = ctl.enrol("node-c").await;
+        assert_eq!(
+            issued["node_api_token"],
+            common::node_api_token("node-c"),
+            "{issued}"
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+);

@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Control, Dialect, NODE_API_TOKEN, Session, eventually, start_node_in_process};
+use common::{
+    Control, Dialect, Session, create_agent, eventually, node_api_token, start_node_in_process,
+};
 use delta_guest_artifacts as guests;
 use delta_node::model::{MessageAttempt, RunUsage};
 use reqwest::{Method, StatusCode};
@@ -137,52 +139,18 @@ approved = true
 "#,
         outbox = outbox.display(),
     );
-    start_node_in_process(ctl, "templates-node", &extra).await
+    start_node_in_process(ctl, NODE_ID, &extra).await
 }
 
-/// Upload `bytes` and create a main agent with `grants` (retrying while the
-/// node has not registered yet).
-async fn create_agent(
-    ctl: &Control,
-    token: &str,
-    name: &str,
-    bytes: &[u8],
-    grants: Value,
-) -> Value {
-    let resp = ctl
-        .client
-        .post(ctl.url("/v1/components"))
-        .bearer_auth(token)
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("upload");
-    assert!(resp.status().is_success());
-    let component: Value = resp.json().await.expect("json");
-    let body = json!({ "name": name, "kind": "main", "component": component["sha256"],
-                       "grants": grants });
-    eventually(
-        "the node to take the agent",
-        Duration::from_secs(30),
-        || async {
-            let (status, agent) =
-                call(ctl, Method::POST, "/v1/agents", token, Some(body.clone())).await;
-            if status == StatusCode::CREATED {
-                return Some(agent);
-            }
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{agent}");
-            None
-        },
-    )
-    .await
-}
+/// The id of this suite's node.
+const NODE_ID: &str = "templates-node";
 
 /// The deployment as the node holds it.
 async fn deployment(ctl: &Control, node: &delta_node::server::RunningNode, agent: &str) -> Value {
     let resp = ctl
         .client
         .get(format!("{}/v1/agents/{agent}", node.url()))
-        .bearer_auth(NODE_API_TOKEN)
+        .bearer_auth(node_api_token(NODE_ID))
         .send()
         .await
         .expect("node");
@@ -1259,7 +1227,8 @@ async fn a_node_that_missed_an_approval_catches_up(dialect: Dialect) {
     .await;
     assert_eq!(status, StatusCode::OK);
 
-    // Back, with its stored deployment (the draft).
+    // Back, with its stored deployment (the draft), on a new port (which
+    // the harness, as the operator, gives the control plane).
     let node = start_node(&ctl).await;
     eventually(
         "the approval on the node",

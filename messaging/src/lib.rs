@@ -35,7 +35,9 @@
 //!    agent's list (`recipient-not-allowed`);
 //! 5. the agent may use the channel (`channel-not-allowed`);
 //! 6. the message renders (else `delivery-failed`, nothing charged);
-//! 7. the (agent, channel) rate limit (`rate-limited`);
+//! 7. the (agent, channel) rate limit, then the [`MessageQuota`] if one is
+//!    set (the tenant's messages per day, on a node with a control plane)
+//!    (`rate-limited`);
 //! 8. the channel's token cost is reserved through the ledger, if one is
 //!    configured and the cost is not zero (`budget-exceeded`);
 //! 9. delivery; the reservation is settled on success and released on
@@ -142,6 +144,15 @@ struct ChannelState {
     backend: Backend,
 }
 
+/// A quota outside the node (the control plane's per-tenant messages per
+/// day), asked after every local check and before the ledger and delivery.
+#[async_trait]
+pub trait MessageQuota: Send + Sync {
+    /// `Ok`: the message is counted, send it. `Err(ms)`: refused, nothing
+    /// is sent, and the guest gets `rate-limited(ms)`.
+    async fn admit(&self, ctx: &CallContext, channel: ChannelId) -> Result<(), u64>;
+}
+
 /// Distinct deployment template sets kept compiled at most; past this the
 /// cache starts over (sets are small and compile in microseconds).
 const DEPLOYED_SETS: usize = 256;
@@ -155,6 +166,8 @@ struct Shared {
     email: Option<ChannelState>,
     sms: Option<ChannelState>,
     ledger: Option<Arc<dyn BudgetLedger>>,
+    /// Asked before every delivery (the tenant's daily message quota).
+    quota: Option<Arc<dyn MessageQuota>>,
     audit: Arc<dyn AuditLog>,
     /// Sends since start, to prune idle rate-limiter keys now and then.
     sends: AtomicU64,
@@ -202,6 +215,16 @@ impl Messaging {
         audit: Arc<dyn AuditLog>,
         ledger: Option<Arc<dyn BudgetLedger>>,
     ) -> Result<Self, BuildError> {
+        Self::with_quota(config, audit, ledger, None)
+    }
+
+    /// [`Messaging::new`], asking `quota` (if any) before every delivery.
+    pub fn with_quota(
+        config: &MessagingConfig,
+        audit: Arc<dyn AuditLog>,
+        ledger: Option<Arc<dyn BudgetLedger>>,
+        quota: Option<Arc<dyn MessageQuota>>,
+    ) -> Result<Self, BuildError> {
         let templates = Templates::compile(&config.templates)?;
         let email = match &config.email {
             Some(c) => {
@@ -248,6 +271,7 @@ impl Messaging {
                 email,
                 sms,
                 ledger,
+                quota,
                 audit,
                 sends: AtomicU64::new(0),
             }),
@@ -565,6 +589,12 @@ impl Shared {
 
         self.check_rate(state, ctx)
             .map_err(|ms| refuse(SendError::RateLimited(ms)))?;
+        if let Some(quota) = &self.quota {
+            quota
+                .admit(ctx, channel)
+                .await
+                .map_err(|ms| refuse(SendError::RateLimited(ms.max(1))))?;
+        }
 
         let reservation = self.reserve(state, ctx, channel).await?;
 

@@ -97,11 +97,18 @@ impl Backends {
                 let audit = JsonlAuditLog::open(&path).await.map_err(|e| {
                     ConfigError::Invalid(format!("message audit log {}: {e}", path.display()))
                 })?;
+                // With a control plane, every message is counted against
+                // the tenant's daily quota there before it is sent.
+                let quota = leases.as_ref().map(|leases| {
+                    Arc::new(ControlPlaneQuota(Arc::clone(leases)))
+                        as Arc<dyn delta_messaging::MessageQuota>
+                });
                 Some(Arc::new(
-                    delta_messaging::Messaging::new(
+                    delta_messaging::Messaging::with_quota(
                         &section.config,
                         Arc::new(audit),
                         ledger.clone(),
+                        quota,
                     )
                     .map_err(|e| ConfigError::Invalid(format!("messaging: {e}")))?,
                 ))
@@ -160,6 +167,21 @@ impl Backends {
             budget: self.ledger.clone(),
             log_sink,
         }
+    }
+}
+
+/// The control plane's per-tenant daily message quota, asked through the
+/// lease client (same URL and credential).
+struct ControlPlaneQuota(Arc<crate::leases::LeaseLedger>);
+
+#[async_trait::async_trait]
+impl delta_messaging::MessageQuota for ControlPlaneQuota {
+    async fn admit(
+        &self,
+        ctx: &CallContext,
+        channel: delta_messaging::ChannelId,
+    ) -> Result<(), u64> {
+        self.0.admit_message(&ctx.agent_id, channel.as_str()).await
     }
 }
 

@@ -348,6 +348,16 @@ impl Heartbeat {
                     resp.status()
                 )
             }
+            Ok(resp) if resp.status() == reqwest::StatusCode::CONFLICT => {
+                // Not fatal: the operator can fix it while the node waits.
+                tracing::warn!(
+                    endpoint = %self.endpoint,
+                    "the control plane has this node at another URL and a heartbeat cannot \
+                     move it: an operator sets the new one (`delta nodes set-url <node-id> \
+                     <advertise_url>`); heartbeats retry"
+                );
+                Ok(())
+            }
             Ok(resp) if !resp.status().is_success() => {
                 tracing::warn!(status = %resp.status(), endpoint = %self.endpoint, "first heartbeat refused; retrying");
                 Ok(())

@@ -2,7 +2,8 @@
 //! control plane's API (`/v1/operator/nodes`, `/v1/nodes`). Each node has
 //! its own credential (`ncr_...`), shown once: `enroll` and `credentials
 //! --rotate` print it or write it to a file (mode 0600) for the node's
-//! `[control_plane] token_file`.
+//! `[control_plane] token_file`, and the node's API token (what the control
+//! plane presents to that node alone) for its `token_file`.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,10 @@ pub enum NodesCommand {
         /// Write the credential to this file (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write the node's API token (what the control plane presents to
+        /// it: the node's own `token_file`) to this file (mode 0600).
+        #[arg(long)]
+        node_token_out: Option<PathBuf>,
     },
     /// The fleet: each node's status, capacity, load and agents.
     List,
@@ -41,6 +46,16 @@ pub enum NodesCommand {
         /// With `--rotate`: write the new credential here (mode 0600).
         #[arg(long, requires = "rotate")]
         out: Option<PathBuf>,
+        /// With `--rotate`: write the node's API token here (mode 0600).
+        #[arg(long, requires = "rotate")]
+        node_token_out: Option<PathBuf>,
+    },
+    /// Change where the control plane reaches a node (its heartbeats cannot).
+    SetUrl {
+        /// Node id.
+        node_id: String,
+        /// The node's new URL (https, or http on loopback).
+        url: String,
     },
     /// Revoke one of a node's credentials (refused from the next request on).
     Revoke {
@@ -55,9 +70,14 @@ pub enum NodesCommand {
 pub async fn nodes(api: ApiArgs, command: NodesCommand) -> anyhow::Result<()> {
     let api = Api::new(&api)?;
     match command {
-        NodesCommand::Enroll { node_id, url, out } => {
+        NodesCommand::Enroll {
+            node_id,
+            url,
+            out,
+            node_token_out,
+        } => {
             let issued = enrol(&api, &node_id, url.as_deref()).await?;
-            hand_over(&issued, out.as_deref())
+            hand_over(&issued, out.as_deref(), node_token_out.as_deref())
         }
         NodesCommand::List => {
             let nodes = api.list("/v1/nodes").await?;
@@ -82,9 +102,10 @@ pub async fn nodes(api: ApiArgs, command: NodesCommand) -> anyhow::Result<()> {
             rotate: true,
             retire_others_after,
             out,
+            node_token_out,
         } => {
             let issued = rotate(&api, &node_id, retire_others_after).await?;
-            hand_over(&issued, out.as_deref())
+            hand_over(&issued, out.as_deref(), node_token_out.as_deref())
         }
         NodesCommand::Credentials { node_id, .. } => {
             let items = api
@@ -105,6 +126,17 @@ pub async fn nodes(api: ApiArgs, command: NodesCommand) -> anyhow::Result<()> {
                     ms(&c["revoked_at_ms"]),
                 );
             }
+            Ok(())
+        }
+        NodesCommand::SetUrl { node_id, url } => {
+            api.send(
+                Method::PATCH,
+                &format!("/v1/operator/nodes/{node_id}"),
+                Some(Body::Json(json!({ "url": url }))),
+            )
+            .await
+            .with_context(|| format!("changing the URL of {node_id}"))?;
+            println!("{node_id} is now reached at {url}");
             Ok(())
         }
         NodesCommand::Revoke {
@@ -173,11 +205,28 @@ pub(crate) async fn enrol_or_rotate(api: &Api, node_id: &str) -> anyhow::Result<
         .context("no credential in the answer")
 }
 
-/// Print the credential, or write it to `out` (0600) and say where.
-fn hand_over(issued: &Value, out: Option<&Path>) -> anyhow::Result<()> {
+/// Print the credential, or write it to `out` (0600) and say where; the
+/// node's API token likewise to `node_token_out`.
+fn hand_over(
+    issued: &Value,
+    out: Option<&Path>,
+    node_token_out: Option<&Path>,
+) -> anyhow::Result<()> {
     let credential = issued["credential"]
         .as_str()
         .context("no credential in the answer")?;
+    if let Some(path) = node_token_out {
+        let token = issued["node_api_token"].as_str().context(
+            "the control plane has no node_api_secret_file: it cannot call nodes (set it in \
+             control.toml)",
+        )?;
+        write_private(path, token)?;
+        println!(
+            "node {} API token written to {} (set it as the node's token_file)",
+            issued["node_id"].as_str().unwrap_or(""),
+            path.display()
+        );
+    }
     match out {
         Some(path) => {
             write_private(path, credential)?;
@@ -191,7 +240,8 @@ fn hand_over(issued: &Value, out: Option<&Path>) -> anyhow::Result<()> {
         }
         None => {
             eprintln!(
-                "the credential is shown once: put it in the node's [control_plane] token_file"
+                "the credential is shown once: put it in the node's [control_plane] token_file \
+                 (and node_api_token in its token_file)"
             );
             print(issued)
         }

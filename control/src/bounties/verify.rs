@@ -101,14 +101,9 @@ async fn run_on_node(state: &AppState, bounty: &Bounty, payload: String) -> Veri
     for node in nodes.iter().take(ATTEMPTS) {
         let answer = async {
             client
-                .put_component(
-                    &node.url,
-                    &bounty.verifier,
-                    &bounty.tenant_id,
-                    bytes.clone(),
-                )
+                .put_component(node, &bounty.verifier, &bounty.tenant_id, bytes.clone())
                 .await?;
-            client.verify(&node.url, &req, timeout).await
+            client.verify(node, &req, timeout).await
         }
         .await;
         match answer {

@@ -131,10 +131,16 @@ pub struct Session {
 /// with fixed dates are never too old.
 pub const TEST_RETENTION_SECS: u64 = 100 * 365 * 24 * 3600;
 
-/// What test control planes present to nodes (`node_api_token_file`; the
-/// nodes' own `token_file`). Nodes present their own credentials
+/// The secret test control planes derive each node's API token from
+/// (`node_api_secret_file`). Nodes present their own credentials
 /// ([`Control::node_credential`]).
-pub const NODE_API_TOKEN: &str = "test-node-api-token-0123456789";
+pub const NODE_API_SECRET: &str = "test-node-api-secret-0123456789-abcdef";
+
+/// What test control planes present to `node_id` (that node's own
+/// `token_file`).
+pub fn node_api_token(node_id: &str) -> String {
+    delta_control::nodeauth::node_api_token(NODE_API_SECRET.as_bytes(), node_id)
+}
 
 /// Write `value` to `path`, mode 0600 (secret files are checked for group
 /// and world access).
@@ -246,11 +252,11 @@ impl Control {
         scripts: bool,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        write_secret(&dir.path().join("node-api-token"), NODE_API_TOKEN);
+        write_secret(&dir.path().join("node-api-secret"), NODE_API_SECRET);
         let mut config = ControlConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: dir.path().join("state"),
-            node_api_token_file: Some(dir.path().join("node-api-token")),
+            node_api_secret_file: Some(dir.path().join("node-api-secret")),
             // Generous: a loaded machine must not lose a test's only node.
             node_heartbeat_timeout_secs: 15,
             // Suites call many routes quickly with one credential; the
@@ -560,6 +566,44 @@ where
     }
 }
 
+/// Upload `bytes` and create a main agent with `grants` (retrying while the
+/// node has not registered yet): the agent.
+pub async fn create_agent(
+    ctl: &Control,
+    token: &str,
+    name: &str,
+    bytes: &[u8],
+    grants: Value,
+) -> Value {
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success());
+    let component: Value = resp.json().await.expect("json");
+    let body = json!({ "name": name, "kind": "main", "component": component["sha256"],
+                       "grants": grants });
+    eventually(
+        "the node to take the agent",
+        Duration::from_secs(30),
+        || async {
+            let (status, agent) = ctl
+                .call(Method::POST, "/v1/agents", Some(token), Some(body.clone()))
+                .await;
+            if status == StatusCode::CREATED {
+                return Some(agent);
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{agent}");
+            None
+        },
+    )
+    .await
+}
+
 /// A node in this process, `node_id`, registered with `ctl`, its state
 /// under the test's directory in `node/`; `extra` is more of its config
 /// (tables only).
@@ -568,9 +612,20 @@ pub async fn start_node_in_process(
     node_id: &str,
     extra: &str,
 ) -> delta_node::server::RunningNode {
-    let dir = ctl.dir.path().join("node");
+    start_node_in(ctl, "node", node_id, extra).await
+}
+
+/// [`start_node_in_process`] with its state in `subdir` of the test's
+/// directory (for tests with more than one node).
+pub async fn start_node_in(
+    ctl: &Control,
+    subdir: &str,
+    node_id: &str,
+    extra: &str,
+) -> delta_node::server::RunningNode {
+    let dir = ctl.dir.path().join(subdir);
     std::fs::create_dir_all(&dir).expect("node dir");
-    write_secret(&dir.join("token"), NODE_API_TOKEN);
+    write_secret(&dir.join("token"), &node_api_token(node_id));
     write_secret(&dir.join("credential"), &ctl.node_credential(node_id).await);
     let config: delta_node::config::NodeConfig = toml::from_str(&format!(
         r#"
@@ -594,9 +649,22 @@ heartbeat_secs = 1
         config_path: None,
         overrides: Default::default(),
     };
-    delta_node::server::start(config, &options)
+    let node = delta_node::server::start(config, &options)
         .await
-        .expect("node")
+        .expect("node");
+    // A node started again listens on a new port, and a heartbeat cannot
+    // move a node's URL: the harness, as the operator, gives it (as
+    // `delta nodes set-url` would).
+    let (status, answer) = ctl
+        .call(
+            Method::PATCH,
+            &format!("/v1/operator/nodes/{node_id}"),
+            Some(&ctl.operator_token().await),
+            Some(json!({ "url": node.url() })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "setting {node_id}'s URL: {answer}");
+    node
 }
 
 /// A database on the test PostgreSQL server that lives as long as this

@@ -776,3 +776,63 @@ async fn an_interrupted_call_still_settles_and_records() {
     assert_eq!(h.ledger.open_reservations(), 0);
     assert_eq!(h.ledger.account("agent-1").spent, SMS_COST);
 }
+
+/// A quota that admits `left` messages, then refuses with a wait.
+struct CountingQuota(Mutex<u32>);
+
+#[async_trait]
+impl delta_messaging::MessageQuota for CountingQuota {
+    async fn admit(&self, _ctx: &CallContext, _channel: ChannelId) -> Result<(), u64> {
+        let mut left = self.0.lock().expect("lock");
+        if *left == 0 {
+            return Err(5_000);
+        }
+        *left -= 1;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_quota_refusal_is_rate_limited_and_sends_and_charges_nothing() {
+    let dir = TempDir::new().expect("tempdir");
+    let config = MessagingConfig {
+        email: Some(outbox_email(dir.path())),
+        sms: Some(outbox_sms(dir.path())),
+        templates: templates(),
+    };
+    let audit = Arc::new(MemoryAuditLog::new());
+    let ledger = TestLedger::with("agent-1", 1_000);
+    let messaging = Messaging::with_quota(
+        &config,
+        Arc::clone(&audit) as Arc<dyn AuditLog>,
+        Some(Arc::clone(&ledger) as Arc<dyn BudgetLedger>),
+        Some(Arc::new(CountingQuota(Mutex::new(1)))),
+    )
+    .expect("valid config");
+    let h = Harness {
+        messaging,
+        audit,
+        ledger,
+        smtp: None,
+        sms: None,
+        dir,
+    };
+    h.send(welcome("bob@example.com", "Bob"))
+        .await
+        .expect("the first is admitted");
+    let got = h.send(welcome("bob@example.com", "Bob")).await;
+    assert_eq!(got, Err(SendError::RateLimited(5_000)));
+    let rec = h.last_audit();
+    assert_eq!(rec.status, AuditStatus::Refused);
+    assert_eq!(rec.reason.as_deref(), Some("rate-limited"));
+    assert_eq!(
+        h.outbox_files().len(),
+        1,
+        "the refused message was delivered"
+    );
+    assert_eq!(
+        h.ledger.account("agent-1").spent,
+        EMAIL_COST,
+        "the refused one is free"
+    );
+}

@@ -286,6 +286,31 @@ impl LeaseLedger {
         out
     }
 
+    /// Ask the control plane to count one message of `agent_id` against
+    /// its tenant's daily quota (`POST /v1/nodes/messages/admit`). `Err`
+    /// is the wait in milliseconds a refused guest is told: the quota's
+    /// own until the next day, or a second when the control plane could
+    /// not answer (fail closed: a message not counted is not sent).
+    pub async fn admit_message(&self, agent_id: &str, channel: &str) -> Result<(), u64> {
+        let url = self.inner.url(&["v1", "nodes", "messages", "admit"]);
+        let body = serde_json::json!({ "agent_id": agent_id, "channel": channel });
+        match self
+            .inner
+            .call::<serde_json::Value>(reqwest::Method::POST, url, Some(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let wait = e.detail("retry_after_ms").unwrap_or(1_000).max(1);
+                if e.code() != "quota_exceeded" {
+                    tracing::warn!(agent = %agent_id, error = %e.reason(), code = e.code(),
+                        "asking the control plane to admit a message failed; not sent");
+                }
+                Err(wait)
+            }
+        }
+    }
+
     /// Returns that failed and wait for another attempt.
     pub fn pending_returns(&self) -> usize {
         lock(&self.inner.pending).len()

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use delta_control::db::Db;
-use delta_control::money::{AccountKind, Write, account_id, apply_transfers, ensure_account};
+use delta_control::money::{AccountKind, Write, apply_transfers, ensure_account};
 use delta_money::{Transfer, TransferKind};
 
 const ACCOUNTS: usize = 64;

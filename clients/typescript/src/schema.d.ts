@@ -805,6 +805,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/nodes/messages/admit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A node asks before sending a message for an agent placed on it: the
+         *     message is counted against the agent's tenant's `messages_per_day`, or
+         *     refused (429 `quota_exceeded`, `Retry-After` the next UTC day), in which
+         *     case the node sends nothing and the guest gets `rate-limited`.
+         */
+        post: operations["node_admit_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/nodes/token-requests": {
         parameters: {
             query?: never;
@@ -920,6 +942,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/operator/nodes/{node_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Change where the control plane reaches a node (operators only): the
+         *     only way an enrolled node's URL moves, since heartbeats cannot (a
+         *     stolen credential would otherwise redirect the node's agents and runs).
+         *     The node's own heartbeats then have to name the new URL.
+         */
+        patch: operations["set_url"];
+        trace?: never;
+    };
     "/v1/operator/nodes/{node_id}/credentials": {
         parameters: {
             query?: never;
@@ -954,6 +998,82 @@ export interface paths {
         post?: never;
         /** Revoke one of a node's credentials: refused from the next request on. */
         delete: operations["revoke"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/operator/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Templates waiting for an operator, across tenants, oldest first. */
+        get: operations["list_pending"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/operator/templates/{id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve a `pending_operator` template (its current version): usable
+         *     from now on; with `operator_review = "first"` its tenant is trusted.
+         */
+        post: operations["operator_approve"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/operator/templates/{id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Reject a `pending_operator` template, with an optional reason. */
+        post: operations["operator_reject"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/operator/tenants/{tenant_id}/quotas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A tenant's quotas and use (operators only). */
+        get: operations["get_quotas"];
+        /**
+         * Set a tenant's quotas (operators only): raise or lower them; `null`
+         *     returns one to the default. Lowering one below what is used refuses
+         *     what comes next and deletes nothing.
+         */
+        put: operations["set_quotas"];
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1207,7 +1327,9 @@ export interface paths {
         put?: never;
         /**
          * Approve a template (its current version): agents granted it may send
-         *     it. Admins only.
+         *     it. Admins only. With `[templates] operator_review` set and the tenant
+         *     not yet trusted, it becomes `pending_operator` instead, usable once a
+         *     platform operator approves it (`/v1/operator/templates`).
          */
         post: operations["approve_template"];
         delete?: never;
@@ -1591,6 +1713,11 @@ export interface components {
             email: string;
             /** @description Their role. */
             role: components["schemas"]["Role"];
+        };
+        /** @description What `POST /v1/nodes/messages/admit` answers when the message may go. */
+        Admitted: {
+            /** @description Always true (a refusal is an error answer). */
+            admitted: boolean;
         };
         /** @description An agent. */
         Agent: {
@@ -2169,6 +2296,13 @@ export interface components {
             credential: string;
             /** @description Its id (`ncr_...`, the part before the dot). */
             credential_id: string;
+            /**
+             * @description What the control plane presents to this node (and only to it): the
+             *     node's own `token_file` holds it. Derived from the control plane's
+             *     `node_api_secret_file` and the node id, so every issue answers the
+             *     same; absent when that secret is not configured.
+             */
+            node_api_token?: string | null;
             /** @description The node it is bound to. */
             node_id: string;
             /**
@@ -2320,6 +2454,13 @@ export interface components {
             role: components["schemas"]["Role"];
             /** @description User id. */
             user_id: string;
+        };
+        /** @description Body of `POST /v1/nodes/messages/admit`. */
+        MessageAdmission: {
+            /** @description The agent about to send (placed on the calling node). */
+            agent_id: string;
+            /** @description `email` or `sms`. */
+            channel: string;
         };
         /** @description One message attempt. */
         MessageRecord: {
@@ -2484,6 +2625,14 @@ export interface components {
              */
             spent: number;
         };
+        /** @description Body of `PATCH /v1/operator/nodes/{node_id}`. */
+        NodeChange: {
+            /**
+             * @description Where the control plane reaches the node from now on (as in
+             *     [`Enrolment::url`]).
+             */
+            url: string;
+        };
         /** @description Body of `POST /v1/nodes/token-requests`. */
         NodeTokenAsk: {
             /** @description The bot asking. */
@@ -2511,6 +2660,13 @@ export interface components {
             reason: string;
             /** @description `pending`, `approved`, `denied` or `expired`. */
             status: string;
+        };
+        /** @description A node as the operator changed it. */
+        NodeUrl: {
+            /** @description Node id. */
+            node_id: string;
+            /** @description Its URL now. */
+            url: string;
         };
         /** @description Body of `POST /v1/nodes/usage` (the node's `UsageBatch`). */
         NodeUsageReport: {
@@ -3329,6 +3485,47 @@ export interface components {
          * @enum {string}
          */
         Policy: "manual" | "auto";
+        /**
+         * @description Body of `PUT /v1/operator/tenants/{id}/quotas`: each field given sets
+         *     that limit for the tenant (values past 2^63 - 1 are kept as that, which
+         *     is no limit); `null` returns it to the default; an absent one is left as
+         *     it is.
+         */
+        QuotaChange: {
+            /**
+             * Format: int64
+             * @description Agents at once.
+             */
+            agents?: number | null;
+            /**
+             * Format: int64
+             * @description Component bytes.
+             */
+            component_bytes?: number | null;
+            /**
+             * Format: int64
+             * @description Messages per UTC day.
+             */
+            messages_per_day?: number | null;
+        };
+        /** @description A tenant's limits in force. */
+        QuotaLimits: {
+            /**
+             * Format: int64
+             * @description Agents at once.
+             */
+            agents: number;
+            /**
+             * Format: int64
+             * @description Bytes of components the tenant may keep.
+             */
+            component_bytes: number;
+            /**
+             * Format: int64
+             * @description Messages per UTC day.
+             */
+            messages_per_day: number;
+        };
         /** @description An agent's allowed recipients. */
         Recipients: {
             /** @description The agent. */
@@ -3674,7 +3871,21 @@ export interface components {
          * @description Where a template is in its review.
          * @enum {string}
          */
-        TemplateStatus: "draft" | "approved" | "rejected";
+        TemplateStatus: "draft" | "pending_operator" | "approved" | "rejected";
+        /** @description A tenant's quotas: what is in force and what is used. */
+        TenantQuotas: {
+            /** @description Limits in force (the operator's overrides, else the defaults). */
+            limits: components["schemas"]["QuotaLimits"];
+            /**
+             * @description Which limits the operator set for this tenant (the others are the
+             *     configured defaults).
+             */
+            overridden: string[];
+            /** @description The tenant. */
+            tenant_id: string;
+            /** @description Use now: component bytes, messages today, agents. */
+            used: components["schemas"]["QuotaLimits"];
+        };
         /** @description A tenant's id and name. */
         TenantRef: {
             /** @description Tenant id (`ten_...`). */
@@ -4088,7 +4299,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            /** @description `quota_exceeded`: the tenant has as many agents as its quota allows */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7552,7 +7763,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Larger than max_component_bytes */
+            /** @description Larger than max_component_bytes, or past the tenant's component storage quota (`quota_exceeded`, with `details {quota, limit, used}`) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8460,7 +8671,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            /** @description `node_url_conflict`: the node is enrolled at another URL (an operator changes it) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8720,6 +8931,116 @@ export interface operations {
                 };
             };
             /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_admit_message: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessageAdmission"];
+            };
+        };
+        responses: {
+            /** @description Counted: send it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Admitted"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown agent */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid` channel */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `quota_exceeded` (details: quota, limit, used) */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9315,6 +9636,119 @@ export interface operations {
             };
         };
     };
+    set_url: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Node id */
+                node_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NodeChange"];
+            };
+        };
+        responses: {
+            /** @description Changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeUrl"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `operator_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such node */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Malformed URL */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     list_credentials: {
         parameters: {
             query?: {
@@ -9577,6 +10011,500 @@ export interface operations {
             };
             /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_pending: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of `pending_operator` templates */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Template"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `operator_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    operator_approve: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Template id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional: the version being approved */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["Approve"];
+            };
+        };
+        responses: {
+            /** @description Approved */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Template"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `operator_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such template */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_pending_operator`, `version_mismatch` or `conflict` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    operator_reject: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Template id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional: version and reason */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["Reject"];
+            };
+        };
+        responses: {
+            /** @description Rejected */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Template"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `operator_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such template */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_pending_operator`, `version_mismatch` or `conflict` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid`: reason too long */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_quotas: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Tenant id */
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Limits and use */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantQuotas"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `operator_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    set_quotas: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Tenant id */
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["QuotaChange"];
+            };
+        };
+        responses: {
+            /** @description Limits in force and use */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantQuotas"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `operator_only` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11143,7 +12071,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Approved */
+            /** @description Approved (or `pending_operator`) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -11188,7 +12116,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `already_approved`, `version_mismatch` or `conflict` */
+            /** @description `already_approved`, `pending_operator`, `version_mismatch` or `conflict` */
             409: {
                 headers: {
                     [name: string]: unknown;

@@ -3,6 +3,7 @@
 from .account_view import AccountView
 from .accounts import Accounts
 from .add_member_request import AddMemberRequest
+from .admitted import Admitted
 from .agent import Agent
 from .agent_budget import AgentBudget
 from .agent_grants import AgentGrants
@@ -51,6 +52,7 @@ from .log_event import LogEvent
 from .login_request import LoginRequest
 from .me_response import MeResponse
 from .member_view import MemberView
+from .message_admission import MessageAdmission
 from .message_record import MessageRecord
 from .new_bounty import NewBounty
 from .new_bounty_spec import NewBountySpec
@@ -60,8 +62,10 @@ from .new_submission_payload import NewSubmissionPayload
 from .new_token_request import NewTokenRequest
 from .node import Node
 from .node_budget import NodeBudget
+from .node_change import NodeChange
 from .node_token_ask import NodeTokenAsk
 from .node_token_request import NodeTokenRequest
+from .node_url import NodeUrl
 from .node_usage_report import NodeUsageReport
 from .node_usage_report_records_item import NodeUsageReportRecordsItem
 from .page_agent import PageAgent
@@ -117,6 +121,8 @@ from .page_webhook_items_item import PageWebhookItemsItem
 from .patch_schedule import PatchSchedule
 from .payment import Payment
 from .policy import Policy
+from .quota_change import QuotaChange
+from .quota_limits import QuotaLimits
 from .recipients import Recipients
 from .refresh_request import RefreshRequest
 from .register_request import RegisterRequest
@@ -143,6 +149,7 @@ from .submission_report import SubmissionReport
 from .template import Template
 from .template_status import TemplateStatus
 from .template_variables import TemplateVariables
+from .tenant_quotas import TenantQuotas
 from .tenant_ref import TenantRef
 from .tenant_view import TenantView
 from .token_request import TokenRequest
@@ -166,6 +173,7 @@ __all__ = (
     "Accounts",
     "AccountView",
     "AddMemberRequest",
+    "Admitted",
     "Agent",
     "AgentBudget",
     "AgentGrants",
@@ -212,6 +220,7 @@ __all__ = (
     "LoginRequest",
     "MemberView",
     "MeResponse",
+    "MessageAdmission",
     "MessageRecord",
     "NewBounty",
     "NewBountySpec",
@@ -221,8 +230,10 @@ __all__ = (
     "NewTokenRequest",
     "Node",
     "NodeBudget",
+    "NodeChange",
     "NodeTokenAsk",
     "NodeTokenRequest",
+    "NodeUrl",
     "NodeUsageReport",
     "NodeUsageReportRecordsItem",
     "PageAgent",
@@ -278,6 +289,8 @@ __all__ = (
     "PatchSchedule",
     "Payment",
     "Policy",
+    "QuotaChange",
+    "QuotaLimits",
     "Recipients",
     "RefreshRequest",
     "RegisterRequest",
@@ -304,6 +317,7 @@ __all__ = (
     "Template",
     "TemplateStatus",
     "TemplateVariables",
+    "TenantQuotas",
     "TenantRef",
     "TenantView",
     "TokenRequest",

@@ -22,6 +22,10 @@ class IssuedCredential:
         credential (str): The credential: the node's `[control_plane] token_file` holds it.
         credential_id (str): Its id (`ncr_...`, the part before the dot).
         node_id (str): The node it is bound to.
+        node_api_token (None | str | Unset): What the control plane presents to this node (and only to it): the
+            node's own `token_file` holds it. Derived from the control plane's
+            `node_api_secret_file` and the node id, so every issue answers the
+            same; absent when that secret is not configured.
         others_expire_at_ms (int | None | Unset): When the other credentials of the node stop working, if this
             rotation retires them.
     """
@@ -29,6 +33,7 @@ class IssuedCredential:
     credential: str
     credential_id: str
     node_id: str
+    node_api_token: None | str | Unset = UNSET
     others_expire_at_ms: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
@@ -38,6 +43,12 @@ class IssuedCredential:
         credential_id = self.credential_id
 
         node_id = self.node_id
+
+        node_api_token: None | str | Unset
+        if isinstance(self.node_api_token, Unset):
+            node_api_token = UNSET
+        else:
+            node_api_token = self.node_api_token
 
         others_expire_at_ms: int | None | Unset
         if isinstance(self.others_expire_at_ms, Unset):
@@ -54,6 +65,8 @@ class IssuedCredential:
                 "node_id": node_id,
             }
         )
+        if node_api_token is not UNSET:
+            field_dict["node_api_token"] = node_api_token
         if others_expire_at_ms is not UNSET:
             field_dict["others_expire_at_ms"] = others_expire_at_ms
 
@@ -67,6 +80,15 @@ class IssuedCredential:
         credential_id = d.pop("credential_id")
 
         node_id = d.pop("node_id")
+
+        def _parse_node_api_token(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        node_api_token = _parse_node_api_token(d.pop("node_api_token", UNSET))
 
         def _parse_others_expire_at_ms(data: object) -> int | None | Unset:
             if data is None:
@@ -83,6 +105,7 @@ class IssuedCredential:
             credential=credential,
             credential_id=credential_id,
             node_id=node_id,
+            node_api_token=node_api_token,
             others_expire_at_ms=others_expire_at_ms,
         )
 

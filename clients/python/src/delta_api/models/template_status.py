@@ -1,10 +1,11 @@
 from typing import Literal
 
-TemplateStatus = Literal["approved", "draft", "rejected"]
+TemplateStatus = Literal["approved", "draft", "pending_operator", "rejected"]
 
 TEMPLATE_STATUS_VALUES: set[TemplateStatus] = {
     "approved",
     "draft",
+    "pending_operator",
     "rejected",
 }
 

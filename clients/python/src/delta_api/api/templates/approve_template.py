@@ -125,7 +125,9 @@ def sync_detailed(
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Approve a template (its current version): agents granted it may send
-    it. Admins only.
+    it. Admins only. With `[templates] operator_review` set and the tenant
+    not yet trusted, it becomes `pending_operator` instead, usable once a
+    platform operator approves it (`/v1/operator/templates`).
 
     Args:
         id (str):
@@ -164,7 +166,9 @@ def sync(
     x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Approve a template (its current version): agents granted it may send
-    it. Admins only.
+    it. Admins only. With `[templates] operator_review` set and the tenant
+    not yet trusted, it becomes `pending_operator` instead, usable once a
+    platform operator approves it (`/v1/operator/templates`).
 
     Args:
         id (str):
@@ -198,7 +202,9 @@ async def asyncio_detailed(
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Template]:
     """Approve a template (its current version): agents granted it may send
-    it. Admins only.
+    it. Admins only. With `[templates] operator_review` set and the tenant
+    not yet trusted, it becomes `pending_operator` instead, usable once a
+    platform operator approves it (`/v1/operator/templates`).
 
     Args:
         id (str):
@@ -235,7 +241,9 @@ async def asyncio(
     x_app_id: str | Unset = UNSET,
 ) -> Error | Template | None:
     """Approve a template (its current version): agents granted it may send
-    it. Admins only.
+    it. Admins only. With `[templates] operator_review` set and the tenant
+    not yet trusted, it becomes `pending_operator` instead, usable once a
+    platform operator approves it (`/v1/operator/templates`).
 
     Args:
         id (str):

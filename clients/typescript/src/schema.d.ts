@@ -10535,9 +10535,9 @@ export interface operations {
     stripe_webhook: {
         parameters: {
             query?: never;
-            header: {
-                /** @description `t=<unix secs>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the endpoint's whsec_ secret>`, within ±300 s */
-                "Stripe-Signature": string;
+            header?: {
+                /** @description `t=<unix secs>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the endpoint's whsec_ secret>`, within ±300 s; without it: 400 `signature_malformed` */
+                "Stripe-Signature"?: string | null;
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
             };

@@ -59,9 +59,10 @@ pub struct EventReceipt {
     post,
     path = "/v1/payments/stripe/webhook",
     tag = "bounties",
-    params(("Stripe-Signature" = String, Header,
+    params(("Stripe-Signature" = Option<String>, Header,
         description = "`t=<unix secs>,v1=<hex HMAC-SHA256 of \"<t>.<body>\" under the \
-                       endpoint's whsec_ secret>`, within ±300 s")),
+                       endpoint's whsec_ secret>`, within ±300 s; without it: 400 \
+                       `signature_malformed`")),
     request_body(content = Object, description = "A Stripe event", content_type = "application/json"),
     responses(
         (status = 200, description = "Received", body = EventReceipt),

@@ -16,11 +16,12 @@ from ...types import Unset
 def _get_kwargs(
     *,
     body: StripeWebhookBody,
-    stripe_signature: str,
+    stripe_signature: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
-    headers["Stripe-Signature"] = stripe_signature
+    if not isinstance(stripe_signature, Unset):
+        headers["Stripe-Signature"] = stripe_signature
 
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
@@ -102,14 +103,14 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: StripeWebhookBody,
-    stripe_signature: str,
+    stripe_signature: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
 ) -> Response[Error | EventReceipt]:
     """Receive a Stripe event (configured as the endpoint of the Stripe
     account whose key is `payments.stripe.secret_key_file`).
 
     Args:
-        stripe_signature (str):
+        stripe_signature (None | str | Unset):
         idempotency_key (str | Unset):
         body (StripeWebhookBody):
 
@@ -138,14 +139,14 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: StripeWebhookBody,
-    stripe_signature: str,
+    stripe_signature: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
 ) -> Error | EventReceipt | None:
     """Receive a Stripe event (configured as the endpoint of the Stripe
     account whose key is `payments.stripe.secret_key_file`).
 
     Args:
-        stripe_signature (str):
+        stripe_signature (None | str | Unset):
         idempotency_key (str | Unset):
         body (StripeWebhookBody):
 
@@ -169,14 +170,14 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: StripeWebhookBody,
-    stripe_signature: str,
+    stripe_signature: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
 ) -> Response[Error | EventReceipt]:
     """Receive a Stripe event (configured as the endpoint of the Stripe
     account whose key is `payments.stripe.secret_key_file`).
 
     Args:
-        stripe_signature (str):
+        stripe_signature (None | str | Unset):
         idempotency_key (str | Unset):
         body (StripeWebhookBody):
 
@@ -203,14 +204,14 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: StripeWebhookBody,
-    stripe_signature: str,
+    stripe_signature: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
 ) -> Error | EventReceipt | None:
     """Receive a Stripe event (configured as the endpoint of the Stripe
     account whose key is `payments.stripe.secret_key_file`).
 
     Args:
-        stripe_signature (str):
+        stripe_signature (None | str | Unset):
         idempotency_key (str | Unset):
         body (StripeWebhookBody):
 

@@ -167,6 +167,7 @@ async fn accept(
 ) -> Result<Json<MemberView>, ApiError> {
     let email = caller_email(&state, &principal).await?;
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    write_first(&mut tx, &id).await?;
     let (tenant, role) = pending(&mut tx, &id, &email).await?;
     // Serialised with the tenant's other membership changes.
     lock_tenant(&mut tx, &tenant).await?;
@@ -222,6 +223,7 @@ async fn decline(
 ) -> Result<StatusCode, ApiError> {
     let email = caller_email(&state, &principal).await?;
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    write_first(&mut tx, &id).await?;
     let (tenant, _) = pending(&mut tx, &id, &email).await?;
     decide(&mut tx, &id, "declined").await?;
     audit::record_in(
@@ -235,4 +237,16 @@ async fn decline(
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A write before any read: a SQLite transaction that reads first cannot
+/// take the write lock once another connection has committed (it fails at
+/// once with "database is locked" instead of waiting).
+async fn write_first(tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), ApiError> {
+    sqlx::query("UPDATE invitations SET status = status WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(())
 }

@@ -268,6 +268,14 @@ async fn set_url(
     let url = body.url.trim_end_matches('/').to_owned();
     check_node_url(&state, &url)?;
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    // A write first: a SQLite transaction that reads first cannot take the
+    // write lock once another connection (a heartbeat) has committed; it
+    // fails at once instead of waiting. (On PostgreSQL: the row lock.)
+    sqlx::query("UPDATE nodes SET url = url WHERE id = $1")
+        .bind(&node_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
     let before: Option<String> = sqlx::query_scalar("SELECT url FROM nodes WHERE id = $1")
         .bind(&node_id)
         .fetch_optional(&mut *tx)

@@ -62,6 +62,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::tenants::routes())
         .merge(crate::invitations::routes())
         .merge(crate::agents::routes())
+        .merge(crate::deployments::routes())
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())
         .merge(crate::node_enrolment::routes())

@@ -24,6 +24,7 @@ pub mod config;
 pub mod contract;
 pub mod dashboard;
 pub mod db;
+pub mod deployments;
 pub mod guard;
 pub mod idempotency;
 pub mod identity;

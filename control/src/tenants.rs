@@ -774,7 +774,9 @@ async fn list_audit(
     if q.user_id.as_ref().is_some_and(|u| {
         u.is_empty()
             || u.len() > 64
-            || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     }) {
         return bad("user_id must be 1-64 letters, digits, '_' or '-'");
     }

@@ -59,6 +59,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::identity::routes())
+        .merge(crate::verification::routes())
         .merge(crate::tenants::routes())
         .merge(crate::invitations::routes())
         .merge(crate::agents::routes())

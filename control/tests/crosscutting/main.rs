@@ -1145,3 +1145,4 @@ both!(
 mod apps;
 mod history;
 mod ratelimits;
+mod registration;

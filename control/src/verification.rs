@@ -173,14 +173,14 @@ async fn verify_email(
     if req.token.len() != 64 || !req.token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
     }
-    // Taken by deleting it: of two racing requests, one gets the row.
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    // Taken by deleting it, in one statement: of two racing requests, one
+    // gets the row.
     let row = sqlx::query(
-        "SELECT email, password_hash, tenant_name, expires_at_ms FROM pending_registrations \
-         WHERE token_hash = $1",
+        "DELETE FROM pending_registrations WHERE token_hash = $1 \
+         RETURNING email, password_hash, tenant_name, expires_at_ms",
     )
     .bind(token_hash(&req.token.to_ascii_lowercase()))
-    .fetch_optional(&mut *tx)
+    .fetch_optional(state.db.pool())
     .await
     .map_err(ApiError::internal)?;
     let Some(row) = row else {
@@ -189,14 +189,7 @@ async fn verify_email(
     let get = |c: &str| row.try_get::<String, _>(c).map_err(ApiError::internal);
     let (email, hash, tenant) = (get("email")?, get("password_hash")?, get("tenant_name")?);
     let expires: i64 = row.try_get("expires_at_ms").map_err(ApiError::internal)?;
-    let taken = sqlx::query("DELETE FROM pending_registrations WHERE token_hash = $1")
-        .bind(token_hash(&req.token.to_ascii_lowercase()))
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?
-        .rows_affected();
-    tx.commit().await.map_err(ApiError::internal)?;
-    if taken != 1 || expires <= now_ms() {
+    if expires <= now_ms() {
         return Err(invalid());
     }
     insert_account(&state, &email, &hash, &tenant, Some(&rid.0))

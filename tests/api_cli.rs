@@ -89,6 +89,15 @@ both!(budgets_agents_and_progress, |ctl: Control| async move {
         "no progress without a tty: {err}"
     );
     let main: Value = serde_json::from_str(&out).expect("agent JSON");
+    // Its deploy history: one creation, on the node.
+    let history = ok_json(delta(&ctl, &alice, &["agents", "history", "main-a", "--json"]).await);
+    assert_eq!(history["items"][0]["reason"], "created", "{history}");
+    assert_eq!(history["items"][0]["node_id"], "cli-node", "{history}");
+    let table = ok(delta(&ctl, &alice, &["agents", "history", "main-a"]).await);
+    assert!(
+        table.starts_with("at_ms") && table.contains("created"),
+        "{table}"
+    );
     ok(delta(
         &ctl,
         &alice,
@@ -500,6 +509,31 @@ both!(
         )
         .await);
         assert_eq!(table.lines().count(), 2, "heading and one entry: {table}");
+        // The server filters (one page of entries of that user and action).
+        let mine = ok_json(
+            delta(
+                &ctl,
+                &alice,
+                &[
+                    "audit",
+                    "list",
+                    "--action",
+                    "api_key_created",
+                    "--user",
+                    &alice.user_id,
+                    "--since",
+                    "1d",
+                    "--json",
+                ],
+            )
+            .await,
+        );
+        let items = mine["items"].as_array().expect("items");
+        assert!(!items.is_empty(), "{mine}");
+        assert!(
+            items.iter().all(|e| e["action"] == "api_key_created"),
+            "{mine}"
+        );
         let out = ok(delta(&ctl, &alice, &["audit", "list", "--limit", "1"]).await);
         assert!(out.contains("more: --cursor "), "{out}");
 

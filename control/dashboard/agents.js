@@ -91,6 +91,7 @@ export async function agentView(agentId) {
   const agent = await api("GET", `/v1/agents/${agentId}`);
   const runs = await api("GET", `/v1/runs?agent_id=${encodeURIComponent(agentId)}&limit=20`);
   const budget = await api("GET", `/v1/agents/${agentId}/budget`).catch(() => null);
+  const deployments = await api("GET", `/v1/agents/${agentId}/deployments?limit=20`);
   const input = /** @type {HTMLTextAreaElement} */ (
     h("textarea", { id: "run-input", name: "input", rows: "3", spellcheck: "false" }, ["{}"])
   );
@@ -137,6 +138,20 @@ export async function agentView(agentId) {
           when(run.created_at_ms),
         ]),
         "No runs yet.",
+      ),
+    ], "h2"),
+    card("Deploy history", [
+      table(
+        ["When", "Why", "Component", "Node", "Fuel"],
+        deployments.items.map((/** @type {any} */ d) => [
+          when(d.at_ms),
+          d.reason,
+          `${d.component.slice(0, 12)}…`,
+          d.node_id ?? "none",
+          d.limits?.fuel == null ? "default" : number(d.limits.fuel),
+        ]),
+        "No deployments recorded.",
+        "Deployments, newest first",
       ),
     ], "h2"),
   );

@@ -1063,6 +1063,14 @@ async fn insert_agent(
         Some(&rid.0),
     )
     .await?;
+    crate::deployments::record_in(
+        &mut tx,
+        agent,
+        crate::deployments::Reason::Created,
+        Some(&principal.user_id),
+        Some(&rid.0),
+    )
+    .await?;
     tx.commit().await.map_err(ApiError::internal)
 }
 
@@ -1222,6 +1230,14 @@ async fn update_agent(
         "agent_updated",
         json!({ "agent_id": agent.id, "component": agent.component,
                 "limits": agent.limits, "grants": agent.grants }),
+        Some(&rid.0),
+    )
+    .await?;
+    crate::deployments::record_in(
+        &mut tx,
+        &agent,
+        crate::deployments::Reason::Updated,
+        Some(&principal.user_id),
         Some(&rid.0),
     )
     .await?;

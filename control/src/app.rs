@@ -59,9 +59,11 @@ impl utoipa::Modify for BearerAuth {
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::identity::routes())
+        .merge(crate::verification::routes())
         .merge(crate::tenants::routes())
         .merge(crate::invitations::routes())
         .merge(crate::agents::routes())
+        .merge(crate::deployments::routes())
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())
         .merge(crate::node_enrolment::routes())

@@ -7,6 +7,7 @@
 //! # jwt_previous_secret_file = "/etc/delta/jwt-previous"  # during a key rotation only
 //! node_api_secret_file = "/etc/delta/node-api-secret" # each node's API token is derived from it (enrolment prints it)
 //! allow_registration = true                          # default false (`delta up`: true)
+//! require_email_verification = true                  # with [smtp]: registration reveals no account
 //! operators = ["ops@example.com"]                    # platform operators, by account email
 //! max_tenants_per_user = 5
 //! session_max_secs = 2592000                         # a login's refresh family: 30 days at most
@@ -111,6 +112,13 @@ pub struct ControlConfig {
     /// Whether anyone may register (default false: accounts come from
     /// `delta control --create-account`; `delta up` turns it on).
     pub allow_registration: bool,
+    /// Registration answers 202 for every address and the account exists
+    /// once the emailed token is presented (`crate::verification`), so
+    /// registration reveals no account. Needs `[smtp]`. Default false;
+    /// recommended whenever `allow_registration` is on in production.
+    pub require_email_verification: bool,
+    /// The relay for the control plane's own mail (`crate::mailer`).
+    pub smtp: Option<crate::mailer::SmtpConfig>,
     /// Platform operators, by the email of their account: they alone set
     /// tiers, see the node fleet and are exempt from the tenant cap. An
     /// address on this list cannot be registered through the API (create
@@ -317,6 +325,8 @@ impl Default for ControlConfig {
             jwt_previous_secret_file: None,
             node_api_secret_file: None,
             allow_registration: false,
+            require_email_verification: false,
+            smtp: None,
             operators: Vec::new(),
             max_tenants_per_user: 5,
             session_max_secs: 30 * 24 * 3600,
@@ -399,6 +409,7 @@ impl ControlConfig {
         .into_iter()
         .flatten()
         .chain(stripe_files.into_iter().flatten())
+        .chain(config.smtp.as_mut().and_then(|s| s.password_file.as_mut()))
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -471,6 +482,11 @@ impl ControlConfig {
                 "bounty_fee_bps must be at most 10000 (100 %), not {}",
                 self.bounty_fee_bps
             )));
+        }
+        if self.require_email_verification && self.smtp.is_none() {
+            return Err(ConfigError::Invalid(
+                "require_email_verification needs an [smtp] relay to send the tokens".to_owned(),
+            ));
         }
         if let Some(problem) = self.payments.problem() {
             return Err(ConfigError::Invalid(problem));

@@ -125,8 +125,9 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 const UPLOAD_ROUTE: &str = "/v1/components";
 /// Mutating routes whose handlers take no credentials: not authenticated
 /// here. Every other route is (see the module's documentation).
-pub const PUBLIC_ROUTES: [&str; 6] = [
+pub const PUBLIC_ROUTES: [&str; 7] = [
     "/v1/auth/register",
+    "/v1/auth/verify-email",
     "/v1/auth/login",
     "/v1/auth/refresh",
     "/v1/auth/logout",

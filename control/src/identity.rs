@@ -348,7 +348,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// Register a user with a personal tenant where they are owner.
+/// Register a user with a personal tenant where they are owner. With
+/// `require_email_verification` the answer is 202 for every address, known
+/// or not: the account exists once the emailed token is presented to
+/// `POST /v1/auth/verify-email` (so registration tells nobody which
+/// addresses have accounts).
 #[utoipa::path(
     post,
     path = "/v1/auth/register",
@@ -356,9 +360,14 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 202, description = "A verification email is on its way (with \
+                                      `require_email_verification`; the same answer \
+                                      whether or not the address has an account)",
+         body = crate::verification::VerificationSent),
         (status = 403, description = "Registration is closed, or the address is an \
                                       operator's (`registration_closed`)"),
-        (status = 409, description = "The email is taken (`email_taken`)"),
+        (status = 409, description = "The email is taken (`email_taken`; not with \
+                                      `require_email_verification`)"),
         (status = 422, description = "Bad email, short password or bad tenant name"),
     )
 )]
@@ -367,7 +376,8 @@ async fn register(
     ip: ClientIp,
     Extension(rid): Extension<RequestId>,
     JsonBody(req): JsonBody<RegisterRequest>,
-) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
     state.guard.check_ip(ip)?;
     if !state.config.allow_registration {
         return Err(ApiError::new(
@@ -386,6 +396,10 @@ async fn register(
             "this address cannot be registered through the API",
         ));
     }
+    if state.config.require_email_verification {
+        let sent = crate::verification::start(&state, req, Some(&rid.0)).await?;
+        return Ok((StatusCode::ACCEPTED, Json(sent)).into_response());
+    }
     create_account(
         &state,
         &email,
@@ -394,7 +408,7 @@ async fn register(
         Some(&rid.0),
     )
     .await
-    .map(|created| (StatusCode::CREATED, Json(created)))
+    .map(|created| (StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// Create an account and its personal tenant (which it owns): what
@@ -408,13 +422,21 @@ pub async fn create_account(
     tenant_name: Option<&str>,
     request_id: Option<&str>,
 ) -> Result<RegisterResponse, ApiError> {
+    let (email, tenant_name) = check_account_input(email, &password, tenant_name)?;
+    // Hash before opening the transaction: it is slow on purpose.
+    let password_hash = hash_password(password).await?;
+    insert_account(state, &email, &password_hash, &tenant_name, request_id).await
+}
+
+/// The normalised email and the tenant's name of a new account, or 422
+/// for a bad email, password or name.
+pub(crate) fn check_account_input(
+    email: &str,
+    password: &str,
+    tenant_name: Option<&str>,
+) -> Result<(String, String), ApiError> {
     let email = normalise_email(email)?;
-    let req = RegisterRequest {
-        email: email.clone(),
-        password,
-        tenant_name: tenant_name.map(str::to_owned),
-    };
-    let chars = req.password.chars().count();
+    let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::invalid(format!(
             "the password must have at least {MIN_PASSWORD_CHARS} characters"
@@ -425,20 +447,30 @@ pub async fn create_account(
             "the password must have at most {MAX_PASSWORD_CHARS} characters"
         )));
     }
-    let tenant_name = match &req.tenant_name {
+    let tenant_name = match tenant_name {
         Some(name) => clean_name(name, "tenant_name")?,
         None => email.split('@').next().unwrap_or("personal").to_owned(),
     };
-    // Hash before opening the transaction: it is slow on purpose.
-    let password_hash = hash_password(req.password).await?;
+    Ok((email, tenant_name))
+}
+
+/// Store an account whose input [`check_account_input`] passed and whose
+/// password is hashed already; 409 `email_taken`.
+pub(crate) async fn insert_account(
+    state: &AppState,
+    email: &str,
+    password_hash: &str,
+    tenant_name: &str,
+    request_id: Option<&str>,
+) -> Result<RegisterResponse, ApiError> {
     let user = UserView {
         id: new_id("usr"),
-        email,
+        email: email.to_owned(),
         created_at_ms: now_ms(),
     };
     let tenant = TenantRef {
         id: new_id("ten"),
-        name: tenant_name,
+        name: tenant_name.to_owned(),
     };
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
     let inserted = sqlx::query(
@@ -446,7 +478,7 @@ pub async fn create_account(
     )
     .bind(&user.id)
     .bind(&user.email)
-    .bind(&password_hash)
+    .bind(password_hash)
     .bind(user.created_at_ms)
     .execute(&mut *tx)
     .await;

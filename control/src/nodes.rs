@@ -645,6 +645,12 @@ async fn replace(state: &AppState, agent: &Agent, targets: &[Target]) -> Result<
                     None,
                 )
                 .await;
+                let moved = Agent {
+                    node_id: Some(target.id.clone()),
+                    ..agent.clone()
+                };
+                crate::deployments::record(&state.db, &moved, crate::deployments::Reason::Moved)
+                    .await;
                 return Ok(());
             }
             Err(e) if e.is_unreachable() => last_error = e.to_string(),

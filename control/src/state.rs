@@ -42,6 +42,8 @@ pub struct AppState {
     /// Turns JavaScript uploads into components (none: such uploads
     /// answer 501 `not_configured`; see [`crate::scripts`]).
     pub scripts: Option<Arc<dyn ScriptPreparer>>,
+    /// The relay for the control plane's own mail, when `[smtp]` is set.
+    pub mailer: Option<Arc<crate::mailer::Mailer>>,
     /// Stripe, when `[payments.stripe]` is configured.
     pub stripe: Option<Arc<crate::payments::Stripe>>,
     /// Serialises deployments of one agent within this process (see
@@ -132,6 +134,10 @@ impl AppState {
             }
             None => None,
         };
+        let mailer = match &config.smtp {
+            Some(smtp) => Some(Arc::new(crate::mailer::Mailer::new(smtp)?)),
+            None => None,
+        };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
         // No redirects: a node's answer must come from the node, never
@@ -161,6 +167,7 @@ impl AppState {
             guard,
             scripts: None,
             stripe,
+            mailer,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

@@ -185,6 +185,15 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
         "webhook signatures",
         crate::triggers::sweep(state, now).await,
     );
+    // Registrations whose emailed token expired unused.
+    keep(
+        "pending registrations",
+        sqlx::query("DELETE FROM pending_registrations WHERE expires_at_ms < $1")
+            .bind(now)
+            .execute(db.pool())
+            .await
+            .map(|r| r.rows_affected()),
+    );
     // Ended sessions whose access tokens have all expired.
     keep(
         "revoked sessions",

@@ -23,6 +23,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -717,15 +718,42 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Filters and page of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this action (`login`, `role_changed`, `agent_updated`, ...).
+    #[param(pattern = "^[a-z_]{1,64}$")]
+    pub action: Option<String>,
+    /// Only this user's entries.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub user_id: Option<String>,
+    /// Only entries at or after this time, ms since the epoch.
+    #[param(minimum = 0)]
+    pub since_ms: Option<i64>,
+    /// Only entries before this time, ms since the epoch.
+    #[param(minimum = 0)]
+    pub until_ms: Option<i64>,
+    /// Items per page (1-200, default 50); outside that range is a 400.
+    #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "crate::pagination::page_limit")]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page, as given.
+    #[param(pattern = r"^[0-9]{1,18}\.[A-Za-z0-9_.:-]{1,200}$")]
+    pub cursor: Option<String>,
+}
+
 /// The current tenant's audit log, **newest first** (the cursor walks back
-/// in time). Admins only.
+/// in time), optionally only one action, one user or a time range. Admins
+/// only.
 #[utoipa::path(
     get,
     path = "/v1/audit",
     tag = "tenants",
-    params(PageQuery),
+    params(AuditQuery),
     responses(
         (status = 200, description = "One page, newest first", body = Page<AuditEntry>),
+        (status = 400, description = "`invalid`: a filter out of its pattern or range"),
         (status = 403, description = "Not an admin (or the key lacks `tenant:admin`)"),
     ),
     security(("bearer" = []))
@@ -733,11 +761,39 @@ async fn remove_member(
 async fn list_audit(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageQuery>,
+    Query(q): Query<AuditQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
     principal.require_role(Role::Admin)?;
     principal.require_scope(ADMIN_SCOPE)?;
-    audit::list(&state.db, &principal.tenant_id, &page)
+    let bad = |m: &str| Err(ApiError::invalid(m));
+    if q.action.as_ref().is_some_and(|a| {
+        a.is_empty() || a.len() > 64 || !a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    }) {
+        return bad("action must be 1-64 lower-case letters and underscores");
+    }
+    if q.user_id.as_ref().is_some_and(|u| {
+        u.is_empty()
+            || u.len() > 64
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }) {
+        return bad("user_id must be 1-64 letters, digits, '_' or '-'");
+    }
+    if q.since_ms.is_some_and(|t| t < 0) || q.until_ms.is_some_and(|t| t < 0) {
+        return bad("since_ms and until_ms are milliseconds since the epoch (>= 0)");
+    }
+    let filter = audit::AuditFilter {
+        action: q.action,
+        user_id: q.user_id,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+    };
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    audit::list(&state.db, &principal.tenant_id, &filter, &page)
         .await
         .map(Json)
 }

@@ -49,6 +49,17 @@ pub enum AgentsCommand {
         /// Agent id or name.
         agent: String,
     },
+    /// An agent's deploy history, newest first: created, updated, moved
+    /// to another node.
+    History {
+        /// Agent id or name.
+        agent: String,
+        #[command(flatten)]
+        page: super::output::PageArgs,
+        /// Print JSON (one page: `{items, next_cursor}`; `--all`: an array).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `delta runs ...`.
@@ -133,6 +144,18 @@ pub async fn agents(api: ApiArgs, command: AgentsCommand) -> anyhow::Result<()> 
                 );
             }
             Ok(())
+        }
+        AgentsCommand::History { agent, page, json } => {
+            let id = api.agent_id(&agent).await?;
+            let path = format!("/v1/agents/{id}/deployments");
+            let (items, next) = super::output::fetch_page(&api, &path, &[], &page).await?;
+            super::output::emit_page(
+                super::output::Output { json },
+                items,
+                next,
+                DEPLOYMENT_COLUMNS,
+                "no deployments",
+            )
         }
         AgentsCommand::Get { agent } => {
             let id = api.agent_id(&agent).await?;
@@ -317,3 +340,12 @@ async fn logs(api: &Api, run: &str, follow: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+const DEPLOYMENT_COLUMNS: &[super::output::Column<'static>] = &[
+    ("at_ms", "/at_ms"),
+    ("reason", "/reason"),
+    ("component", "/component"),
+    ("node", "/node_id"),
+    ("user", "/user_id"),
+    ("limits", "/limits"),
+];

@@ -37,10 +37,19 @@ pub enum MessagesCommand {
 pub enum AuditCommand {
     /// The tenant's audit log (sign-ins, role changes, keys, approvals).
     List {
-        /// Only entries of this action (`login`, `role_changed`, ...). The
-        /// API has no such filter: entries are filtered here, page by page.
+        /// Only entries of this action (`login`, `role_changed`, ...).
         #[arg(long)]
         action: Option<String>,
+        /// Only this user's entries (user id).
+        #[arg(long)]
+        user: Option<String>,
+        /// From this time: ms since the epoch, YYYY-MM-DD (UTC) or a
+        /// duration ago (15m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -97,10 +106,27 @@ pub async fn messages(api: &Api, out: Output, command: MessagesCommand) -> anyho
 
 /// Run `delta audit ...`.
 pub async fn audit(api: &Api, out: Output, command: AuditCommand) -> anyhow::Result<()> {
-    let AuditCommand::List { action, page } = command;
-    let (mut items, next) = fetch_page(api, "/v1/audit", &[], &page).await?;
-    if let Some(action) = action {
-        items.retain(|e| e["action"] == action.as_str());
+    let AuditCommand::List {
+        action,
+        user,
+        since,
+        until,
+        page,
+    } = command;
+    let now = now_ms()?;
+    let mut params = Vec::new();
+    if let Some(a) = action {
+        params.push(("action", a));
     }
+    if let Some(u) = user {
+        params.push(("user_id", u));
+    }
+    if let Some(s) = since {
+        params.push(("since_ms", time_ms("since", &s, now)?.to_string()));
+    }
+    if let Some(u) = until {
+        params.push(("until_ms", time_ms("until", &u, now)?.to_string()));
+    }
+    let (items, next) = fetch_page(api, "/v1/audit", &params, &page).await?;
     emit_page(out, items, next, AUDIT_COLUMNS, "no audit entries")
 }

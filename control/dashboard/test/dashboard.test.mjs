@@ -249,6 +249,12 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   // A run started from the page, its log followed live to the end.
   await page.getByRole("link", { name: "Agents", exact: true }).click();
   await page.getByRole("link", { name: "hello-agent", exact: true }).click();
+  // Its deploy history: the creation, on delta up's node, as the API has it.
+  const history = await call("GET", `/v1/agents/${main.id}/deployments`);
+  assert.equal(history.items.at(-1).reason, "created", JSON.stringify(history));
+  const deploys = page.getByRole("table", { name: "Deployments, newest first" });
+  assert.equal(await deploys.getByRole("row").count(), history.items.length + 1);
+  assert.match(await deploys.getByRole("row").nth(history.items.length).textContent() ?? "", /created/);
   await page.getByLabel("Input (JSON)").fill("not json");
   await page.getByRole("button", { name: "Start run" }).click();
   await page.getByRole("alert").filter({ hasText: "The input is not JSON." }).waitFor();

@@ -1143,4 +1143,6 @@ both!(
 
 // After the macros above: `macro_rules!` are in scope textually.
 mod apps;
+mod history;
 mod ratelimits;
+mod registration;

@@ -13,7 +13,7 @@ use delta_http::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row as _;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 

@@ -753,7 +753,8 @@ pub struct AuditQuery {
     params(AuditQuery),
     responses(
         (status = 200, description = "One page, newest first", body = Page<AuditEntry>),
-        (status = 400, description = "`invalid`: a filter out of its pattern or range"),
+        (status = 400, description = "A filter that does not parse (e.g. `since_ms=soon`)"),
+        (status = 422, description = "`invalid`: a filter out of its pattern or range"),
         (status = 403, description = "Not an admin (or the key lacks `tenant:admin`)"),
     ),
     security(("bearer" = []))

@@ -72,6 +72,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/deployments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An agent's deployments, **newest first** (the cursor walks back in
+         *     time).
+         */
+        get: operations["list_deployments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/pause": {
         parameters: {
             query?: never;
@@ -301,7 +321,8 @@ export interface paths {
         };
         /**
          * The current tenant's audit log, **newest first** (the cursor walks back
-         *     in time). Admins only.
+         *     in time), optionally only one action, one user or a time range. Admins
+         *     only.
          */
         get: operations["list_audit"];
         put?: never;
@@ -386,8 +407,34 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Register a user with a personal tenant where they are owner. */
+        /**
+         * Register a user with a personal tenant where they are owner. With
+         *     `require_email_verification` the answer is 202 for every address, known
+         *     or not: the account exists once the emailed token is presented to
+         *     `POST /v1/auth/verify-email` (so registration tells nobody which
+         *     addresses have accounts).
+         */
         post: operations["register"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/verify-email": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Finish a registration with the token its mail carried: the account and
+         *     its personal tenant are created.
+         */
+        post: operations["verify_email"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2146,6 +2193,30 @@ export interface components {
              */
             updated_at_ms: number;
         };
+        /** @description One deployment. */
+        Deployment: {
+            /** @description The agent. */
+            agent_id: string;
+            /**
+             * Format: int64
+             * @description When, ms since the epoch.
+             */
+            at_ms: number;
+            /** @description sha256 of the component deployed. */
+            component: string;
+            /** @description `dep_...`. */
+            id: string;
+            /** @description The limits it was deployed with. */
+            limits: Record<string, never>;
+            /** @description The node it went to (none: no node was up to take it). */
+            node_id?: string | null;
+            /** @description `created`, `updated` or `moved`. */
+            reason: components["schemas"]["Reason"];
+            /** @description The request that did it. */
+            request_id?: string | null;
+            /** @description Who did it (none: the monitor). */
+            user_id?: string | null;
+        };
         /** @description A registered endpoint (the secret is shown only at creation). */
         Endpoint: {
             /**
@@ -2931,6 +3002,35 @@ export interface components {
             next_cursor?: string | null;
         };
         /** @description One page of a list. */
+        Page_Deployment: {
+            /** @description The items, oldest first. */
+            items: {
+                /** @description The agent. */
+                agent_id: string;
+                /**
+                 * Format: int64
+                 * @description When, ms since the epoch.
+                 */
+                at_ms: number;
+                /** @description sha256 of the component deployed. */
+                component: string;
+                /** @description `dep_...`. */
+                id: string;
+                /** @description The limits it was deployed with. */
+                limits: Record<string, never>;
+                /** @description The node it went to (none: no node was up to take it). */
+                node_id?: string | null;
+                /** @description `created`, `updated` or `moved`. */
+                reason: components["schemas"]["Reason"];
+                /** @description The request that did it. */
+                request_id?: string | null;
+                /** @description Who did it (none: the monitor). */
+                user_id?: string | null;
+            }[];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description One page of a list. */
         Page_Endpoint: {
             /** @description The items, oldest first. */
             items: {
@@ -3526,6 +3626,11 @@ export interface components {
              */
             messages_per_day: number;
         };
+        /**
+         * @description Why a deployment happened.
+         * @enum {string}
+         */
+        Reason: "created" | "updated" | "moved";
         /** @description An agent's allowed recipients. */
         Recipients: {
             /** @description The agent. */
@@ -4125,6 +4230,13 @@ export interface components {
             /** @description User id (`usr_...`). */
             id: string;
         };
+        /** @description The answer to a registration awaiting verification. */
+        VerificationSent: {
+            /** @description The address the mail went to (normalised). */
+            email: string;
+            /** @description `verification_sent`. */
+            status: string;
+        };
         /** @description The verifier's limits (each clamped by the node's maximums). */
         VerifierLimits: {
             /**
@@ -4142,6 +4254,11 @@ export interface components {
              * @description Wall-clock deadline, milliseconds.
              */
             timeout_ms?: number | null;
+        };
+        /** @description `POST /v1/auth/verify-email`. */
+        VerifyEmail: {
+            /** @description The token from the mail (64 hex digits). */
+            token: string;
         };
         /** @description A webhook: a public URL that starts runs of an agent. */
         Webhook: {
@@ -4829,6 +4946,91 @@ export interface operations {
                 };
             };
             /** @description `invalid`: limits on a bot, or a value too large */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_deployments: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Agent id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Deployment"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6299,6 +6501,14 @@ export interface operations {
     list_audit: {
         parameters: {
             query?: {
+                /** @description Only this action (`login`, `role_changed`, `agent_updated`, ...). */
+                action?: string;
+                /** @description Only this user's entries. */
+                user_id?: string;
+                /** @description Only entries at or after this time, ms since the epoch. */
+                since_ms?: number;
+                /** @description Only entries before this time, ms since the epoch. */
+                until_ms?: number;
                 /** @description Items per page (1-200, default 50); outside that range is a 400. */
                 limit?: number;
                 /** @description `next_cursor` of the previous page, as given. */
@@ -6322,7 +6532,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AuditEntry"];
                 };
             };
-            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            /** @description A filter that does not parse (e.g. `since_ms=soon`) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6349,7 +6559,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            /** @description `invalid`: a filter out of its pattern or range */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6653,6 +6863,15 @@ export interface operations {
                     "application/json": components["schemas"]["RegisterResponse"];
                 };
             };
+            /** @description A verification email is on its way (with `require_email_verification`; the same answer whether or not the address has an account) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VerificationSent"];
+                };
+            };
             /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
                 headers: {
@@ -6671,7 +6890,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The email is taken (`email_taken`) */
+            /** @description The email is taken (`email_taken`; not with `require_email_verification`) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6699,6 +6918,87 @@ export interface operations {
                 };
             };
             /** @description Bad email, short password or bad tenant name */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    verify_email: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["VerifyEmail"];
+            };
+        };
+        responses: {
+            /** @description Registered */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RegisterResponse"];
+                };
+            };
+            /** @description `invalid_token`: unknown, used or expired */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `email_taken`: the address got an account meanwhile */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -30,6 +30,8 @@ from .created_api_key import CreatedApiKey
 from .created_endpoint import CreatedEndpoint
 from .credential_info import CredentialInfo
 from .delivery import Delivery
+from .deployment import Deployment
+from .deployment_limits import DeploymentLimits
 from .endpoint import Endpoint
 from .enrolment import Enrolment
 from .error import Error
@@ -84,6 +86,9 @@ from .page_credential_info import PageCredentialInfo
 from .page_credential_info_items_item import PageCredentialInfoItemsItem
 from .page_delivery import PageDelivery
 from .page_delivery_items_item import PageDeliveryItemsItem
+from .page_deployment import PageDeployment
+from .page_deployment_items_item import PageDeploymentItemsItem
+from .page_deployment_items_item_limits import PageDeploymentItemsItemLimits
 from .page_endpoint import PageEndpoint
 from .page_endpoint_items_item import PageEndpointItemsItem
 from .page_fire import PageFire
@@ -123,6 +128,7 @@ from .payment import Payment
 from .policy import Policy
 from .quota_change import QuotaChange
 from .quota_limits import QuotaLimits
+from .reason import Reason
 from .recipients import Recipients
 from .refresh_request import RefreshRequest
 from .register_request import RegisterRequest
@@ -165,7 +171,9 @@ from .usage_report_budget_type_0 import UsageReportBudgetType0
 from .usage_row import UsageRow
 from .user_budget import UserBudget
 from .user_view import UserView
+from .verification_sent import VerificationSent
 from .verifier_limits import VerifierLimits
+from .verify_email import VerifyEmail
 from .webhook import Webhook
 from .webhook_with_secret import WebhookWithSecret
 
@@ -198,6 +206,8 @@ __all__ = (
     "CreateTenantRequest",
     "CredentialInfo",
     "Delivery",
+    "Deployment",
+    "DeploymentLimits",
     "Endpoint",
     "Enrolment",
     "Error",
@@ -252,6 +262,9 @@ __all__ = (
     "PageCredentialInfoItemsItem",
     "PageDelivery",
     "PageDeliveryItemsItem",
+    "PageDeployment",
+    "PageDeploymentItemsItem",
+    "PageDeploymentItemsItemLimits",
     "PageEndpoint",
     "PageEndpointItemsItem",
     "PageFire",
@@ -291,6 +304,7 @@ __all__ = (
     "Policy",
     "QuotaChange",
     "QuotaLimits",
+    "Reason",
     "Recipients",
     "RefreshRequest",
     "RegisterRequest",
@@ -333,7 +347,9 @@ __all__ = (
     "UsageRow",
     "UserBudget",
     "UserView",
+    "VerificationSent",
     "VerifierLimits",
+    "VerifyEmail",
     "Webhook",
     "WebhookWithSecret",
 )

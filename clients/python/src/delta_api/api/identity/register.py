@@ -10,6 +10,7 @@ from ... import errors
 from ...models.error import Error
 from ...models.register_request import RegisterRequest
 from ...models.register_response import RegisterResponse
+from ...models.verification_sent import VerificationSent
 from ...types import Unset
 
 
@@ -37,11 +38,16 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Error | RegisterResponse | None:
+) -> Error | RegisterResponse | VerificationSent | None:
     if response.status_code == 201:
         response_201 = RegisterResponse.from_dict(response.json())
 
         return response_201
+
+    if response.status_code == 202:
+        response_202 = VerificationSent.from_dict(response.json())
+
+        return response_202
 
     if response.status_code == 400:
         response_400 = Error.from_dict(response.json())
@@ -86,7 +92,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[Error | RegisterResponse]:
+) -> Response[Error | RegisterResponse | VerificationSent]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -100,8 +106,12 @@ def sync_detailed(
     client: AuthenticatedClient | Client,
     body: RegisterRequest,
     idempotency_key: str | Unset = UNSET,
-) -> Response[Error | RegisterResponse]:
-    """Register a user with a personal tenant where they are owner.
+) -> Response[Error | RegisterResponse | VerificationSent]:
+    """Register a user with a personal tenant where they are owner. With
+    `require_email_verification` the answer is 202 for every address, known
+    or not: the account exists once the emailed token is presented to
+    `POST /v1/auth/verify-email` (so registration tells nobody which
+    addresses have accounts).
 
     Args:
         idempotency_key (str | Unset):
@@ -112,7 +122,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | RegisterResponse]
+        Response[Error | RegisterResponse | VerificationSent]
     """
 
     kwargs = _get_kwargs(
@@ -132,8 +142,12 @@ def sync(
     client: AuthenticatedClient | Client,
     body: RegisterRequest,
     idempotency_key: str | Unset = UNSET,
-) -> Error | RegisterResponse | None:
-    """Register a user with a personal tenant where they are owner.
+) -> Error | RegisterResponse | VerificationSent | None:
+    """Register a user with a personal tenant where they are owner. With
+    `require_email_verification` the answer is 202 for every address, known
+    or not: the account exists once the emailed token is presented to
+    `POST /v1/auth/verify-email` (so registration tells nobody which
+    addresses have accounts).
 
     Args:
         idempotency_key (str | Unset):
@@ -144,7 +158,7 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | RegisterResponse
+        Error | RegisterResponse | VerificationSent
     """
 
     return sync_detailed(
@@ -159,8 +173,12 @@ async def asyncio_detailed(
     client: AuthenticatedClient | Client,
     body: RegisterRequest,
     idempotency_key: str | Unset = UNSET,
-) -> Response[Error | RegisterResponse]:
-    """Register a user with a personal tenant where they are owner.
+) -> Response[Error | RegisterResponse | VerificationSent]:
+    """Register a user with a personal tenant where they are owner. With
+    `require_email_verification` the answer is 202 for every address, known
+    or not: the account exists once the emailed token is presented to
+    `POST /v1/auth/verify-email` (so registration tells nobody which
+    addresses have accounts).
 
     Args:
         idempotency_key (str | Unset):
@@ -171,7 +189,7 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[Error | RegisterResponse]
+        Response[Error | RegisterResponse | VerificationSent]
     """
 
     kwargs = _get_kwargs(
@@ -189,8 +207,12 @@ async def asyncio(
     client: AuthenticatedClient | Client,
     body: RegisterRequest,
     idempotency_key: str | Unset = UNSET,
-) -> Error | RegisterResponse | None:
-    """Register a user with a personal tenant where they are owner.
+) -> Error | RegisterResponse | VerificationSent | None:
+    """Register a user with a personal tenant where they are owner. With
+    `require_email_verification` the answer is 202 for every address, known
+    or not: the account exists once the emailed token is presented to
+    `POST /v1/auth/verify-email` (so registration tells nobody which
+    addresses have accounts).
 
     Args:
         idempotency_key (str | Unset):
@@ -201,7 +223,7 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Error | RegisterResponse
+        Error | RegisterResponse | VerificationSent
     """
 
     return (

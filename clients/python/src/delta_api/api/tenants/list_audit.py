@@ -14,6 +14,10 @@ from ...types import Unset
 
 def _get_kwargs(
     *,
+    action: str | Unset = UNSET,
+    user_id: str | Unset = UNSET,
+    since_ms: int | Unset = UNSET,
+    until_ms: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
@@ -23,6 +27,14 @@ def _get_kwargs(
         headers["X-App-ID"] = x_app_id
 
     params: dict[str, Any] = {}
+
+    params["action"] = action
+
+    params["user_id"] = user_id
+
+    params["since_ms"] = since_ms
+
+    params["until_ms"] = until_ms
 
     params["limit"] = limit
 
@@ -93,14 +105,23 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient,
+    action: str | Unset = UNSET,
+    user_id: str | Unset = UNSET,
+    since_ms: int | Unset = UNSET,
+    until_ms: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageAuditEntry]:
     """The current tenant's audit log, **newest first** (the cursor walks back
-    in time). Admins only.
+    in time), optionally only one action, one user or a time range. Admins
+    only.
 
     Args:
+        action (str | Unset):
+        user_id (str | Unset):
+        since_ms (int | Unset):
+        until_ms (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
         x_app_id (str | Unset):
@@ -114,6 +135,10 @@ def sync_detailed(
     """
 
     kwargs = _get_kwargs(
+        action=action,
+        user_id=user_id,
+        since_ms=since_ms,
+        until_ms=until_ms,
         limit=limit,
         cursor=cursor,
         x_app_id=x_app_id,
@@ -129,14 +154,23 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient,
+    action: str | Unset = UNSET,
+    user_id: str | Unset = UNSET,
+    since_ms: int | Unset = UNSET,
+    until_ms: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | PageAuditEntry | None:
     """The current tenant's audit log, **newest first** (the cursor walks back
-    in time). Admins only.
+    in time), optionally only one action, one user or a time range. Admins
+    only.
 
     Args:
+        action (str | Unset):
+        user_id (str | Unset):
+        since_ms (int | Unset):
+        until_ms (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
         x_app_id (str | Unset):
@@ -151,6 +185,10 @@ def sync(
 
     return sync_detailed(
         client=client,
+        action=action,
+        user_id=user_id,
+        since_ms=since_ms,
+        until_ms=until_ms,
         limit=limit,
         cursor=cursor,
         x_app_id=x_app_id,
@@ -160,14 +198,23 @@ def sync(
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
+    action: str | Unset = UNSET,
+    user_id: str | Unset = UNSET,
+    since_ms: int | Unset = UNSET,
+    until_ms: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageAuditEntry]:
     """The current tenant's audit log, **newest first** (the cursor walks back
-    in time). Admins only.
+    in time), optionally only one action, one user or a time range. Admins
+    only.
 
     Args:
+        action (str | Unset):
+        user_id (str | Unset):
+        since_ms (int | Unset):
+        until_ms (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
         x_app_id (str | Unset):
@@ -181,6 +228,10 @@ async def asyncio_detailed(
     """
 
     kwargs = _get_kwargs(
+        action=action,
+        user_id=user_id,
+        since_ms=since_ms,
+        until_ms=until_ms,
         limit=limit,
         cursor=cursor,
         x_app_id=x_app_id,
@@ -194,14 +245,23 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient,
+    action: str | Unset = UNSET,
+    user_id: str | Unset = UNSET,
+    since_ms: int | Unset = UNSET,
+    until_ms: int | Unset = UNSET,
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | PageAuditEntry | None:
     """The current tenant's audit log, **newest first** (the cursor walks back
-    in time). Admins only.
+    in time), optionally only one action, one user or a time range. Admins
+    only.
 
     Args:
+        action (str | Unset):
+        user_id (str | Unset):
+        since_ms (int | Unset):
+        until_ms (int | Unset):
         limit (int | Unset):
         cursor (str | Unset):
         x_app_id (str | Unset):
@@ -217,6 +277,10 @@ async def asyncio(
     return (
         await asyncio_detailed(
             client=client,
+            action=action,
+            user_id=user_id,
+            since_ms=since_ms,
+            until_ms=until_ms,
             limit=limit,
             cursor=cursor,
             x_app_id=x_app_id,

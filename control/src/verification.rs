@@ -12,7 +12,7 @@
 //!   request path, so they take about the same time.
 //! - `POST /v1/auth/verify-email {token}` creates the account (201, as an
 //!   unverified registration answers) and forgets the token; a token that
-//!   is unknown, used or expired is 400 `invalid_token`. Until then the
+//!   is unknown, used or expired is 404 `invalid_token`. Until then the
 //!   address has no account: logging in is `invalid_credentials` like any
 //!   unknown address.
 
@@ -152,7 +152,8 @@ pub async fn start(
     request_body = VerifyEmail,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 400, description = "`invalid_token`: unknown, used or expired"),
+        (status = 404, description = "`invalid_token`: unknown, used or expired"),
+        (status = 422, description = "`invalid`: not 64 hex digits"),
         (status = 409, description = "`email_taken`: the address got an account meanwhile"),
     )
 )]
@@ -165,13 +166,13 @@ async fn verify_email(
     state.guard.check_ip(ip)?;
     let invalid = || {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "invalid_token",
             "this token is unknown, used or expired: register again for a new one",
         )
     };
     if req.token.len() != 64 || !req.token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid());
+        return Err(ApiError::invalid("token must be 64 hex digits"));
     }
     // Taken by deleting it, in one statement: of two racing requests, one
     // gets the row.

@@ -110,12 +110,12 @@ on_both!(
         let (status, e) = verify(token).await;
         assert_eq!(
             (status, e["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_token"))
+            (StatusCode::NOT_FOUND, Some("invalid_token"))
         );
         let (status, _) = verify("0".repeat(64)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = verify("not a token".into()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
         // The address has an account now: the same answer as for a new one,
         // the owner is told, no token is sent and nothing changes.
@@ -142,7 +142,7 @@ on_both!(
         register(&ctl, "dave@example.com").await;
         let new = token_of(&mail(&smtp, 3).await).expect("token");
         assert_ne!(old, new);
-        assert_eq!(verify(old).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(verify(old).await.0, StatusCode::NOT_FOUND);
         assert_eq!(verify(new).await.0, StatusCode::CREATED);
         // Bad input is still refused before anything is sent.
         let (status, _) = ctl

@@ -13,7 +13,8 @@
 //!   the file, not only unlinked, and the WAL is checkpointed and truncated
 //!   after a pass that deleted some;
 //! - open bounties past their deadline are refunded (their escrow voided)
-//!   and submissions no node could verify yet are retried (`bounties`);
+//!   and submissions no node could verify yet are retried; running bounty
+//!   attempts whose run finished become submissions (`bounties`);
 //! - inbound webhook signatures past their replay window are forgotten
 //!   (`triggers`);
 //! - retention: leases that ended, decided token requests, usage records,
@@ -162,6 +163,10 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
     let verifications_retried = keep(
         "verifications",
         crate::bounties::retry_pending(state, now).await,
+    );
+    keep(
+        "bounty attempts",
+        crate::bounties::advance_attempts(state).await,
     );
     keep(
         "payment calls",

@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(verify_again))
         .routes(routes!(approve_submission))
         .routes(routes!(reject_submission))
+        .merge(super::claim_handlers::routes())
 }
 
 fn actor<'a>(p: &'a Principal, rid: &'a RequestId) -> Actor<'a> {

@@ -28,14 +28,23 @@
 //! - `payment`: bounties whose escrow is a card authorization at Stripe;
 //! - `handlers`: the HTTP API.
 
+mod attempts;
+mod claim_handlers;
+mod claims;
+mod events;
 mod handlers;
 mod model;
 mod payment;
 mod store;
 mod verify;
 
+pub use attempts::{AttemptStarted, advance as advance_attempts};
+pub use events::Kind as EventKind;
 pub use handlers::{BountyQuery, routes};
-pub use model::{Bounty, NewBounty, NewSubmission, Payment, Policy, Submission, VerifierLimits};
+pub use model::{
+    Attempt, Bounty, Claim, ClaimRequest, NewBounty, NewSubmission, Payment, Policy, Submission,
+    VerifierLimits,
+};
 pub use payment::{fund_with_stripe, stripe_event};
 pub use store::{Actor, ListFilter, Verification, approve, cancel, expire_due, fund};
 pub use verify::{judge, retry_pending, verify_submission};

@@ -10,6 +10,7 @@
 mod common;
 
 mod access;
+mod claims;
 mod races;
 mod reputation;
 mod stripe;

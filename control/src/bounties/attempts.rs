@@ -280,8 +280,16 @@ mod tests {
         let text = json!({ "status": "completed", "output": "plain" });
         assert_eq!(output_of(&text), Ok(json!("plain")));
         let trap = json!({ "status": "trap", "message": "unreachable" });
-        assert!(output_of(&trap).unwrap_err().contains("trap: unreachable"));
+        assert!(
+            output_of(&trap)
+                .expect_err("a trap")
+                .contains("trap: unreachable")
+        );
         let none = json!({ "status": "completed" });
-        assert!(output_of(&none).unwrap_err().contains("without output"));
+        assert!(
+            output_of(&none)
+                .expect_err("no output")
+                .contains("without output")
+        );
     }
 }

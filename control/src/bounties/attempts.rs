@@ -21,10 +21,8 @@ use crate::state::AppState;
 
 use super::claims::hold_in;
 use super::model::*;
-use super::store::{
-    Actor, check_agent, check_open, check_size, db_err, get_in, get_visible, in_write,
-    insert_submission_in,
-};
+use super::store::{Actor, db_err, get_in, get_visible, in_write};
+use super::submit::{check_agent, check_open, check_size, insert_submission_in};
 use super::verify::verify_submission;
 
 /// Running attempts looked at per pass.

@@ -78,8 +78,8 @@ async fn create_claim(
     let now = now_ms();
     let a = actor(&principal, &rid);
     let b = store::get_visible(&state.db, a.tenant_id, &id).await?;
-    store::check_open(&b, a.tenant_id, now)?;
-    store::check_agent(&state.db, a.tenant_id, &body.agent_id).await?;
+    super::submit::check_open(&b, a.tenant_id, now)?;
+    super::submit::check_agent(&state.db, a.tenant_id, &body.agent_id).await?;
     let claim = in_write(&state.db, async |c: &mut sqlx::AnyConnection| {
         super::claims::claim_in(c, a, &id, &body.agent_id, now).await
     })

@@ -44,6 +44,7 @@
 //!   cancel, expire), each one transaction;
 //! - `verify`: verification on a node and judging its outcome;
 //! - `payment`: bounties whose escrow is a card authorization at Stripe;
+//! - `submit`: the checks of a submission and its insert under a claim;
 //! - `claims`, `attempts`, `events`: claims and their limit, agents
 //!   dispatched at bounties, the event log and its stream;
 //! - `handlers`, `claim_handlers`: the HTTP API.
@@ -56,6 +57,7 @@ mod handlers;
 mod model;
 mod payment;
 mod store;
+mod submit;
 mod verify;
 
 pub use attempts::{AttemptStarted, advance as advance_attempts};

@@ -13,7 +13,8 @@
 //!   the file, not only unlinked, and the WAL is checkpointed and truncated
 //!   after a pass that deleted some;
 //! - open bounties past their deadline are refunded (their escrow voided)
-//!   and submissions no node could verify yet are retried (`bounties`);
+//!   and submissions no node could verify yet are retried; running bounty
+//!   attempts whose run finished become submissions (`bounties`);
 //! - components no agent or open bounty uses are deleted
 //!   `[quotas] component_gc_grace_secs` after their upload, row and file
 //!   (`quotas::collect_components`);
@@ -167,6 +168,10 @@ async fn steps(state: &AppState, now: i64) -> Result<SweepReport, sqlx::Error> {
     let verifications_retried = keep(
         "verifications",
         crate::bounties::retry_pending(state, now).await,
+    );
+    keep(
+        "bounty attempts",
+        crate::bounties::advance_attempts(state).await,
     );
     keep(
         "payment calls",

@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(verify_again))
         .routes(routes!(approve_submission))
         .routes(routes!(reject_submission))
+        .merge(super::claim_handlers::routes())
 }
 
 fn actor<'a>(p: &'a Principal, rid: &'a RequestId) -> Actor<'a> {
@@ -245,7 +246,7 @@ async fn create_submission(
 ) -> Result<Response, ApiError> {
     principal.require_role(Role::Member)?;
     principal.require_scope("bounties:write")?;
-    let s = store::submit(&state, actor(&principal, &rid), &id, &body, now_ms()).await?;
+    let s = super::submit::submit(&state, actor(&principal, &rid), &id, &body, now_ms()).await?;
     verify_submission(&state, &s.id).await?;
     let s = store::get_submission(&state.db, &principal.tenant_id, &s.id).await?;
     Ok((StatusCode::CREATED, Json(s)).into_response())

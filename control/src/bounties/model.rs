@@ -18,6 +18,10 @@ pub const MAX_TITLE: usize = 200;
 pub const MAX_DESCRIPTION: usize = 16 << 10;
 /// Largest spec, bytes of its JSON.
 pub const MAX_SPEC: usize = 64 << 10;
+/// Claims held at once when the draft does not say.
+pub const DEFAULT_MAX_CLAIMS: i64 = 10;
+/// Most claims a bounty may allow.
+pub const MAX_MAX_CLAIMS: i64 = 1000;
 
 /// How submissions are approved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -84,6 +88,9 @@ pub struct NewBounty {
     /// `manual` (default) or `auto`.
     #[serde(default)]
     pub policy: Policy,
+    /// How many agents may hold a claim at once (1-1000, default 10).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_claims: Option<i64>,
 }
 
 /// A bounty.
@@ -112,6 +119,10 @@ pub struct Bounty {
     pub verifier_limits: VerifierLimits,
     /// `manual` or `auto`.
     pub policy: Policy,
+    /// How many agents may hold a claim at once.
+    pub max_claims: i64,
+    /// Claims held now (`active` or `submitted`).
+    pub claims_held: i64,
     /// `draft`, `open` (funded), `completed`, `cancelled` or `expired`.
     pub status: String,
     /// The approved submission, once completed.
@@ -146,7 +157,8 @@ pub struct Payment {
 
 pub(super) const BOUNTY_COLUMNS: &str = "id, tenant_id, title, description, spec, reward_minor, \
      currency, deadline_ms, verifier, verifier_limits, policy, status, approved_submission_id, \
-     payment_provider, payment_intent_id, payment_status, created_at_ms, updated_at_ms";
+     payment_provider, payment_intent_id, payment_status, max_claims, claims_held, created_at_ms, \
+     updated_at_ms";
 
 pub(super) fn bounty_from_row(row: &AnyRow) -> Result<Bounty, ApiError> {
     let e = ApiError::internal;
@@ -169,6 +181,8 @@ pub(super) fn bounty_from_row(row: &AnyRow) -> Result<Bounty, ApiError> {
         } else {
             Policy::Manual
         },
+        max_claims: row.try_get("max_claims").map_err(e)?,
+        claims_held: row.try_get("claims_held").map_err(e)?,
         status: row.try_get("status").map_err(e)?,
         approved_submission_id: row.try_get("approved_submission_id").map_err(e)?,
         payment: payment_from_row(row)?,
@@ -197,7 +211,9 @@ fn payment_from_row(row: &AnyRow) -> Result<Option<Payment>, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubmission {
-    /// One of the caller's tenant's agents (the claim is implicit).
+    /// One of the caller's tenant's agents. It must hold a claim on the
+    /// bounty; without one, a claim is made first if the bounty has room
+    /// (409 `claims_full` otherwise), so a direct submission still works.
     pub agent_id: String,
     /// The work: any JSON document (a string for text), at most
     /// `max_submission_bytes` as JSON. The verifier receives it as is.
@@ -312,6 +328,14 @@ pub(super) fn validate(b: &NewBounty, now: i64) -> Result<(), ApiError> {
             "deadline_ms must be in the future".to_owned(),
         ));
     }
+    if let Some(n) = b.max_claims
+        && !(1..=MAX_MAX_CLAIMS).contains(&n)
+    {
+        return Err(bad(
+            "invalid_max_claims",
+            format!("max_claims must be 1-{MAX_MAX_CLAIMS}"),
+        ));
+    }
     if b.verifier.len() != 64 || !b.verifier.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err(bad(
             "invalid_verifier",
@@ -319,4 +343,106 @@ pub(super) fn validate(b: &NewBounty, now: i64) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Prefix of claim ids.
+pub const CLAIM_PREFIX: &str = "clm";
+/// Prefix of attempt ids.
+pub const ATTEMPT_PREFIX: &str = "att";
+
+/// Body of `POST /v1/bounties/{id}/claims` and `POST /v1/bounties/{id}/attempts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// One of the caller's tenant's agents.
+    pub agent_id: String,
+}
+
+/// An agent's claim on a bounty.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Claim {
+    /// `clm_...`.
+    pub id: String,
+    /// The bounty.
+    pub bounty_id: String,
+    /// The claiming agent.
+    pub agent_id: String,
+    /// The agent's tenant.
+    pub tenant_id: String,
+    /// `active` (held, nothing submitted yet), `submitted` (held, work
+    /// submitted), `released` (given up by its tenant) or `expired` (the
+    /// bounty closed).
+    pub status: String,
+    /// Created.
+    pub created_at_ms: i64,
+    /// Last changed.
+    pub updated_at_ms: i64,
+}
+
+pub(super) const CLAIM_COLUMNS: &str =
+    "id, bounty_id, agent_id, tenant_id, status, created_at_ms, updated_at_ms";
+
+pub(super) fn claim_from_row(row: &AnyRow) -> Result<Claim, ApiError> {
+    let e = ApiError::internal;
+    Ok(Claim {
+        id: row.try_get("id").map_err(e)?,
+        bounty_id: row.try_get("bounty_id").map_err(e)?,
+        agent_id: row.try_get("agent_id").map_err(e)?,
+        tenant_id: row.try_get("tenant_id").map_err(e)?,
+        status: row.try_get("status").map_err(e)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(e)?,
+        updated_at_ms: row.try_get("updated_at_ms").map_err(e)?,
+    })
+}
+
+/// An agent run dispatched to attempt a bounty.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    /// `att_...`.
+    pub id: String,
+    /// The bounty.
+    pub bounty_id: String,
+    /// The claim it works under.
+    pub claim_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent's tenant.
+    pub tenant_id: String,
+    /// Who dispatched it (submits as this user).
+    #[serde(skip)]
+    pub(super) user_id: String,
+    /// The run (`GET /v1/runs/{id}`).
+    pub run_id: String,
+    /// `running`, `submitted` (its output became `submission_id`) or
+    /// `failed` (see `reason`; nothing was submitted).
+    pub status: String,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// The submission made from the run's output.
+    pub submission_id: Option<String>,
+    /// Created.
+    pub created_at_ms: i64,
+    /// Last changed.
+    pub updated_at_ms: i64,
+}
+
+pub(super) const ATTEMPT_COLUMNS: &str = "id, bounty_id, claim_id, agent_id, tenant_id, user_id, \
+     run_id, status, reason, submission_id, created_at_ms, updated_at_ms";
+
+pub(super) fn attempt_from_row(row: &AnyRow) -> Result<Attempt, ApiError> {
+    let e = ApiError::internal;
+    Ok(Attempt {
+        id: row.try_get("id").map_err(e)?,
+        bounty_id: row.try_get("bounty_id").map_err(e)?,
+        claim_id: row.try_get("claim_id").map_err(e)?,
+        agent_id: row.try_get("agent_id").map_err(e)?,
+        tenant_id: row.try_get("tenant_id").map_err(e)?,
+        user_id: row.try_get("user_id").map_err(e)?,
+        run_id: row.try_get("run_id").map_err(e)?,
+        status: row.try_get("status").map_err(e)?,
+        reason: row.try_get("reason").map_err(e)?,
+        submission_id: row.try_get("submission_id").map_err(e)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(e)?,
+        updated_at_ms: row.try_get("updated_at_ms").map_err(e)?,
+    })
 }

@@ -25,7 +25,6 @@ use crate::money::{AccountKind, account_id, apply_transfers, ensure_account};
 use crate::payments::ops::{OpKind, enqueue_in};
 use crate::payments::stripe::{PaymentIntent, StripeError};
 use crate::state::AppState;
-use crate::webhooks::{EventType, enqueue};
 
 /// The provider's name in `bounties.payment_provider`.
 const STRIPE: &str = "stripe";
@@ -358,16 +357,17 @@ async fn authorized(
     apply_transfers(c, &[card_in(b), escrow(b)], now)
         .await
         .map_err(money)?;
-    enqueue(
+    super::events::publish(
         c,
         &b.tenant_id,
-        EventType::BountyFunded,
+        &b.id,
+        None,
+        super::events::Kind::Funded,
         json!({ "bounty_id": b.id, "reward_minor": b.reward_minor, "currency": b.currency,
                 "deadline_ms": b.deadline_ms }),
         now,
     )
-    .await
-    .map_err(db_err)?;
+    .await?;
     audit_in(
         c,
         &b.tenant_id,
@@ -408,16 +408,18 @@ async fn lapsed(c: &mut AnyConnection, b: &Bounty, now: i64) -> Result<(), ApiEr
     .execute(&mut *c)
     .await
     .map_err(db_err)?;
-    enqueue(
+    super::claims::expire_in(c, &b.id, now).await?;
+    super::events::publish(
         c,
         &b.tenant_id,
-        EventType::BountyRefunded,
+        &b.id,
+        None,
+        super::events::Kind::Refunded,
         json!({ "bounty_id": b.id, "status": "cancelled", "refunded_minor": b.reward_minor,
                 "currency": b.currency, "reason": "authorization_lapsed" }),
         now,
     )
-    .await
-    .map_err(db_err)?;
+    .await?;
     audit_in(
         c,
         &b.tenant_id,

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use delta_http::ApiError;
 use delta_money::{Transfer, TransferKind};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 use sqlx::{AnyConnection, Row as _};
 
 use crate::audit;
@@ -19,8 +18,8 @@ use crate::db::{Db, new_id};
 use crate::money::{AccountKind, MoneyError, Write, account_id, apply_transfers, ensure_account};
 use crate::pagination::{Page, PageQuery};
 use crate::state::AppState;
-use crate::webhooks::{EventType, enqueue};
 
+use super::events::{Kind, publish};
 use super::model::*;
 
 /// Who acted (for the audit log); `None` for the platform (sweep, `auto`).
@@ -311,8 +310,8 @@ pub async fn create(
     sqlx::query(
         "INSERT INTO bounties (id, tenant_id, created_by, title, description, spec, reward_minor, \
          currency, deadline_ms, verifier, verifier_limits, policy, status, escrow_transfer_id, \
-         approved_submission_id, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', NULL, NULL, $13, $13)",
+         approved_submission_id, max_claims, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'draft', NULL, NULL, $14, $13, $13)",
     )
     .bind(&id)
     .bind(actor.tenant_id)
@@ -327,6 +326,7 @@ pub async fn create(
     .bind(serde_json::to_string(&body.verifier_limits).map_err(ApiError::internal)?)
     .bind(body.policy.as_str())
     .bind(now)
+    .bind(body.max_claims.unwrap_or(DEFAULT_MAX_CLAIMS))
     .execute(&mut *tx)
     .await
     .map_err(db_err)?;
@@ -433,16 +433,17 @@ pub async fn fund(
         apply_transfers(c, &[escrow(&b)], now)
             .await
             .map_err(money)?;
-        enqueue(
+        publish(
             c,
             &b.tenant_id,
-            EventType::BountyFunded,
+            &b.id,
+            None,
+            Kind::Funded,
             json!({ "bounty_id": b.id, "reward_minor": b.reward_minor, "currency": b.currency,
                     "deadline_ms": b.deadline_ms }),
             now,
         )
-        .await
-        .map_err(db_err)?;
+        .await?;
         audit_in(
             c,
             &b.tenant_id,
@@ -508,18 +509,20 @@ async fn close(
             apply_transfers(c, &[settle(&b, false)], now)
                 .await
                 .map_err(money)?;
-            enqueue(
+            publish(
                 c,
                 &b.tenant_id,
-                EventType::BountyRefunded,
+                &b.id,
+                None,
+                Kind::Refunded,
                 json!({ "bounty_id": b.id, "status": to, "refunded_minor": b.reward_minor,
                         "currency": b.currency }),
                 now,
             )
-            .await
-            .map_err(db_err)?;
+            .await?;
         }
         super::payment::after_close_in(c, &b, funded.is_some(), now).await?;
+        super::claims::expire_in(c, id, now).await?;
         sqlx::query(
             "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $2 \
              WHERE bounty_id = $1 AND status IN ('pending_verification', 'verified', \
@@ -688,16 +691,17 @@ pub async fn approve(
         }
         apply_transfers(c, &transfers, now).await.map_err(money)?;
         super::payment::after_approve_in(c, &b, now).await?;
-        enqueue(
+        publish(
             c,
             &b.tenant_id,
-            EventType::BountyCompleted,
+            &b.id,
+            None,
+            Kind::Completed,
             json!({ "bounty_id": b.id, "submission_id": submission_id, "payout_minor": payout,
                     "fee_minor": fee, "currency": b.currency }),
             now,
         )
-        .await
-        .map_err(db_err)?;
+        .await?;
         audit_in(
             c,
             &b.tenant_id,
@@ -761,98 +765,6 @@ pub async fn reject(
 }
 
 // ---- submissions ---------------------------------------------------------------
-
-/// Record a submission of `body` to open bounty `bounty_id` by another
-/// tenant's agent, `pending_verification`.
-pub async fn submit(
-    state: &AppState,
-    actor: Actor<'_>,
-    bounty_id: &str,
-    body: &NewSubmission,
-    now: i64,
-) -> Result<Submission, ApiError> {
-    let b = get_visible(&state.db, actor.tenant_id, bounty_id).await?;
-    if b.tenant_id == actor.tenant_id {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "own_bounty",
-            "a business cannot submit to its own bounty",
-        ));
-    }
-    if b.status != "open" || b.deadline_ms <= now {
-        return Err(
-            ApiError::conflict("not_open", format!("the bounty is {}", b.status))
-                .details(json!({ "status": b.status })),
-        );
-    }
-    let payload = body.payload.to_string();
-    let max = state.config.max_submission_bytes;
-    if payload.len() as u64 > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "submission_too_large",
-            format!(
-                "the payload is {} bytes of JSON; at most {max}",
-                payload.len()
-            ),
-        ));
-    }
-    let agent: Option<String> =
-        sqlx::query_scalar("SELECT id FROM agents WHERE id = $1 AND tenant_id = $2")
-            .bind(&body.agent_id)
-            .bind(actor.tenant_id)
-            .fetch_optional(state.db.pool())
-            .await
-            .map_err(db_err)?;
-    if agent.is_none() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_agent",
-            "agent_id must name one of this tenant's agents",
-        ));
-    }
-    let id = new_id(SUBMISSION_PREFIX);
-    let sha256 = hex::encode(Sha256::digest(payload.as_bytes()));
-    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    sqlx::query(
-        "INSERT INTO bounty_submissions (id, bounty_id, tenant_id, user_id, agent_id, payload, \
-         sha256, status, passed, score_milli, report, attempts, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_verification', NULL, NULL, NULL, 0, $8, $8)",
-    )
-    .bind(&id)
-    .bind(bounty_id)
-    .bind(actor.tenant_id)
-    .bind(actor.user_id)
-    .bind(&body.agent_id)
-    .bind(&payload)
-    .bind(&sha256)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    audit_in(
-        &mut tx,
-        actor.tenant_id,
-        Some(actor),
-        "submission_created",
-        json!({ "bounty_id": bounty_id, "submission_id": id, "sha256": sha256 }),
-    )
-    .await?;
-    // To the business; the payload itself is not in the event (the
-    // business reads it through the API, where its rules apply).
-    enqueue(
-        &mut tx,
-        &b.tenant_id,
-        EventType::SubmissionCreated,
-        json!({ "bounty_id": bounty_id, "submission_id": id, "agent_id": body.agent_id,
-                "sha256": sha256 }),
-        now,
-    )
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)?;
-    get_submission(&state.db, actor.tenant_id, &id).await
-}
 
 /// What verifying a submission found.
 #[derive(Debug, Clone, PartialEq)]
@@ -923,7 +835,7 @@ pub async fn record_verification(
     .rows_affected();
     if done == 1 && status != "pending_verification" {
         let row = sqlx::query(
-            "SELECT s.bounty_id, b.tenant_id FROM bounty_submissions s \
+            "SELECT s.bounty_id, s.tenant_id AS submitter, b.tenant_id FROM bounty_submissions s \
              JOIN bounties b ON b.id = s.bounty_id WHERE s.id = $1",
         )
         .bind(submission_id)
@@ -932,16 +844,18 @@ pub async fn record_verification(
         .map_err(db_err)?;
         let bounty_id: String = row.try_get("bounty_id").map_err(db_err)?;
         let owner: String = row.try_get("tenant_id").map_err(db_err)?;
-        enqueue(
+        let submitter: String = row.try_get("submitter").map_err(db_err)?;
+        publish(
             &mut tx,
             &owner,
-            EventType::SubmissionVerified,
+            &bounty_id,
+            Some(&submitter),
+            Kind::SubmissionVerified,
             json!({ "bounty_id": bounty_id, "submission_id": submission_id, "status": status,
                     "passed": passed.map(|p| p == 1), "score_milli": score }),
             now,
         )
-        .await
-        .map_err(db_err)?;
+        .await?;
     }
     tx.commit().await.map_err(db_err)?;
     Ok(done == 1)

@@ -10,6 +10,7 @@
 mod common;
 
 mod access;
+mod claims;
 mod ledger;
 mod races;
 mod reputation;

@@ -216,6 +216,47 @@ async fn the_cli_posts_funds_reviews_and_pays_a_bounty() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("cancelled") && out.contains(&again), "{out}");
 
+    // The closed bounty's events replay in order, and the stream ends.
+    let (code, out, err) = run(alice.clone(), args(&["bounties", "events", &again]))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "{err}");
+    let kinds: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "bounty.funded",
+            "claim.created",
+            "submission.created",
+            "submission.verified",
+            "bounty.refunded"
+        ],
+        "{out}"
+    );
+    // Bob's implicit claim, expired with the bounty; it cannot be claimed
+    // or released any more.
+    let (code, out, err) = run(bob.clone(), args(&["bounties", "claims", &again, "--json"]))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "{err}");
+    let claims = json_of(&out);
+    assert_eq!(claims[0]["status"], "expired", "{claims}");
+    let claim_id = claims[0]["id"].as_str().expect("id").to_owned();
+    let (code, _, err) = run(bob.clone(), args(&["bounties", "release", &claim_id]))
+        .await
+        .expect("join");
+    assert_eq!(code, 9, "a 409: {err}");
+    let (code, _, err) = run(
+        bob.clone(),
+        args(&["bounties", "claim", &again, "--agent", "solver"]),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 9, "a 409: {err}");
+
     // Refusals exit non-zero with the API's code.
     let (code, _, err) = run(bob.clone(), args(&["bounties", "approve", &sub_id]))
         .await

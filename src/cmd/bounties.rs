@@ -36,6 +36,9 @@ pub enum BountiesCommand {
         /// sha256 of an uploaded `verifier` component of this tenant.
         #[arg(long)]
         verifier: String,
+        /// Most claims the bounty takes (1-1000; default: the API's, 10).
+        #[arg(long)]
+        max_claims: Option<u32>,
         /// Approve the first passing submission without review.
         #[arg(long)]
         auto: bool,
@@ -83,6 +86,43 @@ pub enum BountiesCommand {
     },
     /// Cancel a draft or open bounty; an open one is refunded in full.
     Cancel {
+        /// Bounty id.
+        id: String,
+    },
+    /// Claim another tenant's open bounty for one of this tenant's agents
+    /// (each bounty takes at most its `max_claims`).
+    Claim {
+        /// Bounty id.
+        id: String,
+        /// The claiming agent (id or name).
+        #[arg(long)]
+        agent: String,
+    },
+    /// A bounty's claims (the business: all; a claimant: its own).
+    Claims {
+        /// Bounty id.
+        id: String,
+    },
+    /// Release a claim, freeing its place.
+    Release {
+        /// Claim id.
+        claim_id: String,
+    },
+    /// Dispatch an agent to attempt a bounty: a run on its node whose output
+    /// becomes a submission (claims first if needed).
+    Attempt {
+        /// Bounty id.
+        id: String,
+        /// The attempting agent (id or name).
+        #[arg(long)]
+        agent: String,
+        /// Wait until the attempt is over and print it.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Follow a bounty's events (replayed from the start, then live) until
+    /// it closes.
+    Events {
         /// Bounty id.
         id: String,
     },
@@ -155,6 +195,7 @@ pub async fn bounties(api: &Api, out: Output, command: BountiesCommand) -> anyho
             currency,
             deadline_in,
             verifier,
+            max_claims,
             auto,
         } => {
             let now_ms = std::time::SystemTime::now()
@@ -163,11 +204,14 @@ pub async fn bounties(api: &Api, out: Output, command: BountiesCommand) -> anyho
                 .as_millis();
             let deadline_ms = i64::try_from(now_ms + u128::from(deadline_in) * 1000)
                 .context("--deadline-in is too far away")?;
-            let body = json!({
+            let mut body = json!({
                 "title": title, "description": description, "spec": parse("spec", &spec)?,
                 "reward_minor": reward, "currency": currency, "deadline_ms": deadline_ms,
                 "verifier": verifier, "policy": if auto { "auto" } else { "manual" },
             });
+            if let Some(n) = max_claims {
+                body["max_claims"] = json!(n);
+            }
             let b = post("/v1/bounties".into(), Some(body)).await?;
             if out.json {
                 return print(&b);
@@ -254,6 +298,118 @@ pub async fn bounties(api: &Api, out: Output, command: BountiesCommand) -> anyho
                 return print(&s);
             }
             println!("rejected {submission_id} ({})", text(&s["status"]));
+        }
+        BountiesCommand::Claim { id, agent } => {
+            let agent_id = api.agent_id(&agent).await?;
+            let c = post(
+                format!("/v1/bounties/{id}/claims"),
+                Some(json!({ "agent_id": agent_id })),
+            )
+            .await?;
+            if out.json {
+                return print(&c);
+            }
+            println!("claimed {id}: {} ({})", text(&c["id"]), text(&c["status"]));
+        }
+        BountiesCommand::Claims { id } => {
+            let claims = api.list(&format!("/v1/bounties/{id}/claims")).await?;
+            if out.json {
+                return print(&Value::Array(claims));
+            }
+            if claims.is_empty() {
+                println!("no claims");
+            }
+            for c in &claims {
+                println!(
+                    "{:<36} {:<10} {}",
+                    text(&c["id"]),
+                    text(&c["status"]),
+                    text(&c["agent_id"])
+                );
+            }
+        }
+        BountiesCommand::Release { claim_id } => {
+            let c = api
+                .send(Method::DELETE, &format!("/v1/claims/{claim_id}"), None)
+                .await?;
+            if out.json {
+                return print(&c);
+            }
+            println!("released {claim_id}");
+        }
+        BountiesCommand::Attempt { id, agent, follow } => {
+            let agent_id = api.agent_id(&agent).await?;
+            let started = post(
+                format!("/v1/bounties/{id}/attempts"),
+                Some(json!({ "agent_id": agent_id })),
+            )
+            .await?;
+            let attempt_id = text(&started["attempt_id"]);
+            let mut shown = started;
+            if follow {
+                loop {
+                    let a = api
+                        .send(Method::GET, &format!("/v1/attempts/{attempt_id}"), None)
+                        .await?;
+                    if a["status"] != "running" {
+                        shown = a;
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            if out.json {
+                return print(&shown);
+            }
+            println!(
+                "attempt {attempt_id}: run {} {}{}",
+                text(&shown["run_id"]),
+                shown["status"].as_str().unwrap_or("running"),
+                shown["submission_id"]
+                    .as_str()
+                    .map(|s| format!(", submission {s}"))
+                    .unwrap_or_default()
+            );
+        }
+        BountiesCommand::Events { id } => events(api, out, &id).await?,
+    }
+    Ok(())
+}
+
+/// Print a bounty's event stream, one line (or JSON object) per event,
+/// until the server ends it.
+async fn events(api: &Api, out: Output, id: &str) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let resp = api
+        .open_stream(&format!("/v1/bounties/{id}/events"))
+        .await?;
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(
+            &chunk.context("reading the event stream")?,
+        ));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut kind, mut seq, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    seq = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if kind.is_empty() && data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            if out.json {
+                let value: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                println!("{}", json!({ "seq": seq, "type": kind, "data": value }));
+            } else {
+                println!("{seq:>4} {kind:<22} {data}");
+            }
         }
     }
     Ok(())

@@ -166,7 +166,7 @@ async fn look(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    let record = match NodeClient::new(state).get_run(&node.url, &a.run_id).await {
+    let record = match NodeClient::new(state).get_run(&node, &a.run_id).await {
         Ok(r) if r.tenant_id == a.tenant_id && r.agent_id == a.agent_id => r,
         Ok(_) => return fail(state, &a.id, "the node answered another run", now).await,
         Err(e) if e.is_not_found() => {

@@ -192,6 +192,8 @@ fn density(rt: &tokio::runtime::Runtime) {
         let mut refusal = None;
         for _ in 0..n {
             let mut store = Store::new(engine, ());
+            store.set_fuel(1 << 40).expect("fuel");
+            store.set_epoch_deadline(1 << 40);
             match rt.block_on(pre.instantiate_async(&mut store)) {
                 Ok(instance) => held.push((store, instance)),
                 Err(e) => {
@@ -225,26 +227,29 @@ fn density(rt: &tokio::runtime::Runtime) {
     // (each instance reserves address space for all its memories and
     // tables up front), then RAM: available memory / a live instance's RSS.
     let slot = 64u64 << 20;
-    let mut wall = None;
-    for instances in [
-        1u32 << 17,
-        1 << 16,
-        1 << 15,
-        1 << 14,
-        1 << 13,
-        1 << 12,
-        1 << 11,
-        1 << 10,
-    ] {
+    let reserves = |instances: u32| {
         let mut cfg = config();
         cfg.engine.pooling.max_instances = instances;
         cfg.engine.pooling.max_memory_bytes = slot;
-        match Runtime::new(cfg) {
-            Ok(_) => {
-                wall = Some(instances);
-                break;
+        Runtime::new(cfg)
+    };
+    // Bisect between a pool that fits and one that does not (to 1/64).
+    let (mut fits, mut too_big) = (0u32, 1u32 << 20);
+    let mut shown = false;
+    while too_big - fits > too_big / 64 {
+        let mid = fits + (too_big - fits) / 2;
+        match reserves(mid) {
+            Ok(_) => fits = mid,
+            Err(e) => {
+                if !shown {
+                    shown = true;
+                    eprintln!(
+                        "density: pool_refusal={}",
+                        format!("{e:#}").replace(' ', "_")
+                    );
+                }
+                too_big = mid;
             }
-            Err(e) => eprintln!("density: pool_of_{instances}_refused={e:#}"),
         }
     }
     eprintln!(
@@ -253,7 +258,7 @@ fn density(rt: &tokio::runtime::Runtime) {
             .engine
             .pooling
             .max_memories_per_component,
-        wall.unwrap_or(0)
+        fits
     );
     eprintln!("density: mem_available_bytes={}", mem_available_bytes());
 }

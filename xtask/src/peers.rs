@@ -46,7 +46,8 @@ pub(crate) const WASMTIME_VERSION: &str = "48.0.8";
 /// Only what `wasmtime serve` needs (its default features add wast, wizer,
 /// WASI-NN, GC, Winch, Pulley, the explorer...): a build a third as long,
 /// the same runtime code on the request path.
-const WASMTIME_FEATURES: &str = "serve,run,cranelift,pooling-allocator,parallel-compilation";
+const WASMTIME_FEATURES: &str =
+    "serve,run,component-model-async,cranelift,pooling-allocator,parallel-compilation";
 
 /// Targets (issue 15), each a ratio in the same run.
 const COLD_TARGET: f64 = 3.0;

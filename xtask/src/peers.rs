@@ -262,11 +262,11 @@ fn ensure_wasmtime(root: &Path) -> Result<PathBuf> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if let Some(version) = &installed {
-        if version.split_whitespace().nth(1) == Some(WASMTIME_VERSION) {
-            println!("{} ({})", version.trim(), binary.display());
-            return Ok(binary);
-        }
+    if let Some(version) = &installed
+        && version.split_whitespace().nth(1) == Some(WASMTIME_VERSION)
+    {
+        println!("{} ({})", version.trim(), binary.display());
+        return Ok(binary);
     }
     step(&format!(
         "building wasmtime-cli {WASMTIME_VERSION} (cargo install, features {WASMTIME_FEATURES}; once, then cached)"
@@ -680,10 +680,10 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some((server, database)) = &self.drop_database {
-            if let Err(e) = psql(server, &format!("DROP DATABASE IF EXISTS {database}")) {
-                eprintln!("warning: {e:#}");
-            }
+        if let Some((server, database)) = &self.drop_database
+            && let Err(e) = psql(server, &format!("DROP DATABASE IF EXISTS {database}"))
+        {
+            eprintln!("warning: {e:#}");
         }
     }
 }
@@ -852,17 +852,13 @@ impl Report {
             .unwrap_or(0);
         let bare_rss = self.cold.density("bare_instance_rss_bytes").unwrap_or(0);
         let available = self.cold.density("mem_available_bytes").unwrap_or(0);
-        let ram_wall = if bare_rss > 0 {
-            available / bare_rss
-        } else {
-            0
-        };
+        let ram_wall = available.checked_div(bare_rss).unwrap_or(0);
         let _ = writeln!(
             out,
             "live instances with 64 MiB slots: address space allows a pool of {wall}; \
              RAM ({} available / {bare_rss} B each) about {ram_wall}: the wall is {}",
             mib(available / 1024),
-            if ram_wall < u64::from(wall) {
+            if ram_wall < wall {
                 "RAM"
             } else {
                 "address space (each instance reserves its memories' guard regions up front)"

@@ -73,6 +73,25 @@ async fn component_of_no_delta_world_names_what_it_exports() {
 }
 
 #[tokio::test]
+async fn a_wasi_http_proxy_component_is_refused_as_the_wrong_world() {
+    // hello-http is what `cargo xtask peers` serves with `wasmtime serve`:
+    // a real `wasi:http/proxy` component, not an agent. Delta must say so
+    // (and name its export) rather than fail to link it or run it.
+    let rt = runtime();
+    let err = rt
+        .load_file(guests::HELLO_HTTP.as_ref())
+        .await
+        .err()
+        .expect("refused");
+    let LoadError::WrongWorld(message) = &err else {
+        panic!("expected wrong world, got {err}");
+    };
+    assert!(message.contains("incoming-handler"), "{message}");
+    assert!(err.is_bad_input(), "{err}");
+    assert_hello_works(&rt).await;
+}
+
+#[tokio::test]
 async fn component_with_a_wrongly_typed_run_export_is_refused() {
     let rt = runtime();
     // `run` with no parameters and no result: not the agent world's `run`.

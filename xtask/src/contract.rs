@@ -19,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::load::{Server, UP_READY_LINE, UP_TIMEOUT, free_loopback_addr, parse_api_addr};
+use crate::harness::{Server, UP_READY_LINE, UP_TIMEOUT, free_loopback_addr, parse_api_addr};
 
 /// Examples per operation and phase: enough to find what outside testers
 /// found, small enough for CI (about a minute here).
@@ -119,7 +119,7 @@ pub fn run(root: &Path, cargo: &std::ffi::OsStr) -> Result<()> {
         .env("PYTHONPATH", root.join("tests/contract"))
         .status()
         .context("running schemathesis")?;
-    let stopped = server.terminate(crate::load::STOP_TIMEOUT);
+    let stopped = server.terminate(crate::harness::STOP_TIMEOUT);
     if !status.success() {
         bail!(
             "schemathesis found contract failures ({status}); the server's log:{}",

@@ -22,6 +22,9 @@
 //! - `load`: drive a minimal hyper server, `delta node`'s runs endpoint and
 //!   the control plane's `GET /v1/agents/{id}` (in `delta up`) with wrk in
 //!   the same run and compare them (see `load.rs`).
+//! - `peers [--quick] [--json FILE]`: Delta against bare Wasmtime, `wasmtime
+//!   serve` and hyper in one run: one table, JSON for comparing commits
+//!   (see `peers.rs` and benches/README.md).
 
 use std::process::Command;
 
@@ -30,7 +33,9 @@ use anyhow::{Context, Result, bail};
 mod clients;
 mod contract;
 mod dashboard;
+mod harness;
 mod load;
+mod peers;
 mod python;
 mod tidy;
 
@@ -158,9 +163,14 @@ fn main() -> Result<()> {
             let options = load::Options::parse(std::env::args().skip(2))?;
             load::run(&root, &options)
         }
+        "peers" => {
+            let options = peers::Options::parse(std::env::args().skip(2))?;
+            services::ensure_c_for_wasm()?;
+            peers::run(&root, &options)
+        }
         other => {
             bail!(
-                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, contract, clients, dashboard"
+                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, peers, contract, clients, dashboard"
             )
         }
     }

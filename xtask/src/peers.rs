@@ -170,7 +170,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     cargo(&build)?;
     xtask::ensure_target()?;
     crate::build_guests(root)?;
-    let wasmtime = ensure_wasmtime(root)?;
+    let wasmtime = ensure_wasmtime(root, options.release)?;
 
     let work = root.join("target/peers/run");
     if work.exists() {
@@ -251,10 +251,17 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     report.check()
 }
 
-/// Build wasmtime-cli into `target/peers/wasmtime` unless the right version
+/// Build wasmtime-cli into `target/peers/wasmtime` (release) or
+/// `target/peers/wasmtime-dev` (`cargo install --debug`, for the dev-profile
+/// runs: quick mode asserts no timing, and a debug build takes CI a
+/// fraction of the release build's 10-15 minutes) unless the right version
 /// is there.
-fn ensure_wasmtime(root: &Path) -> Result<PathBuf> {
-    let prefix = root.join("target/peers/wasmtime");
+fn ensure_wasmtime(root: &Path, release: bool) -> Result<PathBuf> {
+    let prefix = root.join(if release {
+        "target/peers/wasmtime"
+    } else {
+        "target/peers/wasmtime-dev"
+    });
     let binary = prefix.join("bin/wasmtime");
     let installed = Command::new(&binary)
         .arg("--version")
@@ -273,7 +280,7 @@ fn ensure_wasmtime(root: &Path) -> Result<PathBuf> {
     ));
     let started = Instant::now();
     let prefix_arg = prefix.to_string_lossy().into_owned();
-    cargo(&[
+    let mut args = vec![
         "install",
         "--locked",
         "--version",
@@ -284,7 +291,11 @@ fn ensure_wasmtime(root: &Path) -> Result<PathBuf> {
         "--no-default-features",
         "--features",
         WASMTIME_FEATURES,
-    ])?;
+    ];
+    if !release {
+        args.push("--debug");
+    }
+    cargo(&args)?;
     println!("built wasmtime-cli in {} s", started.elapsed().as_secs());
     Ok(binary)
 }

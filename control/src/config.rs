@@ -44,6 +44,10 @@
 //! lockout_base_secs = 1   # then locked 1 s, 2 s, 4 s, ...
 //! lockout_max_secs = 900
 //!
+//! [smtp]                # the control plane's own mail (`crate::mailer`)
+//! host = "smtp.example.com"
+//! from = "Delta <noreply@example.com>"
+//!
 //! [payments]            # where bounty escrow is held; see `crate::payments`
 //! backend = "ledger"     # or "stripe", with [payments.stripe]
 //!

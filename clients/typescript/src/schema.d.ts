@@ -312,6 +312,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/attempts/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One of the caller's tenant's attempts. */
+        get: operations["get_attempt"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/audit": {
         parameters: {
             query?: never;
@@ -476,6 +493,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/bounties/{id}/attempts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Dispatch one of the caller's tenant's agents at another tenant's open
+         *     bounty: the agent is claimed for it if needed, and a run of it starts on
+         *     its node with the input `{"bounty": {"id", "title", "description",
+         *     "spec"}}`. When the run completes, its output becomes a submission
+         *     (verified like any other); a run that fails fails the attempt (see
+         *     `GET /v1/attempts/{id}`).
+         */
+        post: operations["create_attempt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/bounties/{id}/cancel": {
         parameters: {
             query?: never;
@@ -490,6 +531,55 @@ export interface paths {
          *     refund); its submissions are rejected.
          */
         post: operations["cancel_bounty"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/bounties/{id}/claims": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A bounty's claims: all of them for its business, the caller's tenant's
+         *     own for anyone else.
+         */
+        get: operations["list_claims"];
+        put?: never;
+        /**
+         * Claim another tenant's open bounty for one of the caller's tenant's
+         *     agents (needed to submit or attempt; a submission without one claims
+         *     implicitly). At most `max_claims` claims are held at once, one per agent.
+         */
+        post: operations["create_claim"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/bounties/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A bounty's events as server-sent events: every event since it was
+         *     created (or after the `Last-Event-ID` header's number), then live ones,
+         *     until the bounty is closed (`bounty.completed` or `bounty.refunded`, or
+         *     a draft cancelled). The business sees every event; a tenant holding a
+         *     claim sees the bounty-wide ones and those about its own claims and
+         *     submissions; anyone else 404.
+         */
+        get: operations["bounty_events"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -583,6 +673,26 @@ export interface paths {
         put: operations["set_user_tier"];
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/claims/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Release one of the caller's tenant's claims (`active` or `submitted`):
+         *     its slot is free for another agent; submissions already made stay.
+         */
+        delete: operations["release_claim"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1902,6 +2012,49 @@ export interface components {
              */
             version?: number | null;
         };
+        /** @description An agent run dispatched to attempt a bounty. */
+        Attempt: {
+            /** @description The agent. */
+            agent_id: string;
+            /** @description The bounty. */
+            bounty_id: string;
+            /** @description The claim it works under. */
+            claim_id: string;
+            /**
+             * Format: int64
+             * @description Created.
+             */
+            created_at_ms: number;
+            /** @description `att_...`. */
+            id: string;
+            /** @description Why it failed. */
+            reason?: string | null;
+            /** @description The run (`GET /v1/runs/{id}`). */
+            run_id: string;
+            /**
+             * @description `running`, `submitted` (its output became `submission_id`) or
+             *     `failed` (see `reason`; nothing was submitted).
+             */
+            status: string;
+            /** @description The submission made from the run's output. */
+            submission_id?: string | null;
+            /** @description The agent's tenant. */
+            tenant_id: string;
+            /**
+             * Format: int64
+             * @description Last changed.
+             */
+            updated_at_ms: number;
+        };
+        /** @description What `POST /v1/bounties/{id}/attempts` starts. */
+        AttemptStarted: {
+            /** @description The attempt (`GET /v1/attempts/{id}`). */
+            attempt_id: string;
+            /** @description The claim it works under. */
+            claim_id: string;
+            /** @description The agent's run (`GET /v1/runs/{id}`). */
+            run_id: string;
+        };
         /** @description One audit row as the API shows it. */
         AuditEntry: {
             /** @description What happened (`login`, `role_changed`, ...). */
@@ -1926,6 +2079,11 @@ export interface components {
             approved_submission_id?: string | null;
             /**
              * Format: int64
+             * @description Claims held now (`active` or `submitted`).
+             */
+            claims_held: number;
+            /**
+             * Format: int64
              * @description Created.
              */
             created_at_ms: number;
@@ -1940,6 +2098,11 @@ export interface components {
             description: string;
             /** @description `bty_...`. */
             id: string;
+            /**
+             * Format: int64
+             * @description How many agents may hold a claim at once.
+             */
+            max_claims: number;
             payment?: null | components["schemas"]["Payment"];
             /** @description `manual` or `auto`. */
             policy: components["schemas"]["Policy"];
@@ -1967,6 +2130,29 @@ export interface components {
             verifier_limits: components["schemas"]["VerifierLimits"];
         };
         /**
+         * @description One server-sent event of a bounty's stream (documentation only: the
+         *     handler writes the text).
+         */
+        BountyEvent: {
+            /**
+             * @description JSON: `{"seq": <id>, "type": <event>, "bounty_id", "at_ms", "data":
+             *     {...}}`; `data` is the webhook's `data` for the same event (ids,
+             *     amounts, statuses; never a payload), and for `claim.created`
+             *     `{"bounty_id", "claim_id", "agent_id"}`.
+             */
+            data: string;
+            /**
+             * @description `bounty.funded`, `claim.created`, `submission.created`,
+             *     `submission.verified`, `bounty.completed` or `bounty.refunded`.
+             */
+            event: string;
+            /**
+             * @description The event's number within the bounty (1, 2, ...): send it back as
+             *     `Last-Event-ID` to resume after it.
+             */
+            id: string;
+        };
+        /**
          * @description After downtime: `skip` the missed ticks, or `run_once` for all of them.
          * @enum {string}
          */
@@ -1976,6 +2162,38 @@ export interface components {
          * @enum {string}
          */
         Channel: "email" | "sms";
+        /** @description An agent's claim on a bounty. */
+        Claim: {
+            /** @description The claiming agent. */
+            agent_id: string;
+            /** @description The bounty. */
+            bounty_id: string;
+            /**
+             * Format: int64
+             * @description Created.
+             */
+            created_at_ms: number;
+            /** @description `clm_...`. */
+            id: string;
+            /**
+             * @description `active` (held, nothing submitted yet), `submitted` (held, work
+             *     submitted), `released` (given up by its tenant) or `expired` (the
+             *     bounty closed).
+             */
+            status: string;
+            /** @description The agent's tenant. */
+            tenant_id: string;
+            /**
+             * Format: int64
+             * @description Last changed.
+             */
+            updated_at_ms: number;
+        };
+        /** @description Body of `POST /v1/bounties/{id}/claims` and `POST /v1/bounties/{id}/attempts`. */
+        ClaimRequest: {
+            /** @description One of the caller's tenant's agents. */
+            agent_id: string;
+        };
         /** @description A component as the tenant sees it. */
         Component: {
             /**
@@ -2581,6 +2799,11 @@ export interface components {
             deadline_ms: number;
             /** @description Up to 16 KiB. */
             description?: string;
+            /**
+             * Format: int64
+             * @description How many agents may hold a claim at once (1-1000, default 10).
+             */
+            max_claims?: number | null;
             /** @description `manual` (default) or `auto`. */
             policy?: components["schemas"]["Policy"];
             /**
@@ -2618,7 +2841,11 @@ export interface components {
         };
         /** @description Body of `POST /v1/bounties/{id}/submissions`. */
         NewSubmission: {
-            /** @description One of the caller's tenant's agents (the claim is implicit). */
+            /**
+             * @description One of the caller's tenant's agents. It must hold a claim on the
+             *     bounty; without one, a claim is made first if the bounty has room
+             *     (409 `claims_full` otherwise), so a direct submission still works.
+             */
             agent_id: string;
             /**
              * @description The work: any JSON document (a string for text), at most
@@ -2856,6 +3083,11 @@ export interface components {
                 approved_submission_id?: string | null;
                 /**
                  * Format: int64
+                 * @description Claims held now (`active` or `submitted`).
+                 */
+                claims_held: number;
+                /**
+                 * Format: int64
                  * @description Created.
                  */
                 created_at_ms: number;
@@ -2870,6 +3102,11 @@ export interface components {
                 description: string;
                 /** @description `bty_...`. */
                 id: string;
+                /**
+                 * Format: int64
+                 * @description How many agents may hold a claim at once.
+                 */
+                max_claims: number;
                 payment?: null | components["schemas"]["Payment"];
                 /** @description `manual` or `auto`. */
                 policy: components["schemas"]["Policy"];
@@ -2895,6 +3132,38 @@ export interface components {
                 verifier: string;
                 /** @description The verifier's limits. */
                 verifier_limits: components["schemas"]["VerifierLimits"];
+            }[];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description One page of a list. */
+        Page_Claim: {
+            /** @description The items, oldest first. */
+            items: {
+                /** @description The claiming agent. */
+                agent_id: string;
+                /** @description The bounty. */
+                bounty_id: string;
+                /**
+                 * Format: int64
+                 * @description Created.
+                 */
+                created_at_ms: number;
+                /** @description `clm_...`. */
+                id: string;
+                /**
+                 * @description `active` (held, nothing submitted yet), `submitted` (held, work
+                 *     submitted), `released` (given up by its tenant) or `expired` (the
+                 *     bounty closed).
+                 */
+                status: string;
+                /** @description The agent's tenant. */
+                tenant_id: string;
+                /**
+                 * Format: int64
+                 * @description Last changed.
+                 */
+                updated_at_ms: number;
             }[];
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             next_cursor?: string | null;
@@ -6498,6 +6767,86 @@ export interface operations {
             };
         };
     };
+    get_attempt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The attempt */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The attempt */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Attempt"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such attempt of this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     list_audit: {
         parameters: {
             query?: {
@@ -6962,8 +7311,17 @@ export interface operations {
                     "application/json": components["schemas"]["RegisterResponse"];
                 };
             };
-            /** @description `invalid_token`: unknown, used or expired */
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_token`: unknown, used or expired */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6998,7 +7356,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            /** @description `invalid`: not 64 hex digits */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7276,6 +7634,128 @@ export interface operations {
             };
         };
     };
+    create_attempt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The bounty */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClaimRequest"];
+            };
+        };
+        responses: {
+            /** @description The run started */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AttemptStarted"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `own_bounty` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such bounty visible to this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_open`, `claims_full`, `agent_paused` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_agent` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `queue_full` (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `node_unavailable` (see `Retry-After`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     cancel_bounty: {
         parameters: {
             query?: never;
@@ -7340,6 +7820,286 @@ export interface operations {
             };
             /** @description `not_cancellable`: completed, cancelled or expired */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_claims: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The bounty */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Claim"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such bounty visible to this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    create_claim: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The bounty */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClaimRequest"];
+            };
+        };
+        responses: {
+            /** @description The claim, `active` */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Claim"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `own_bounty` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such bounty visible to this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_open`, `claims_full` (details: `max_claims`), `already_claimed` (details: `claim_id`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `unknown_agent` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    bounty_events: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Resume after this event number */
+                "Last-Event-ID"?: number | null;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The bounty */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["BountyEvent"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such bounty, or neither its business nor a claimant */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7898,6 +8658,97 @@ export interface operations {
                 };
             };
             /** @description `invalid`: not a tier */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    release_claim: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The claim */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Released */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Claim"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such claim of this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_releasable`: released or expired already */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;

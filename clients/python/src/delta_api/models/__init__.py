@@ -9,12 +9,17 @@ from .agent_budget import AgentBudget
 from .agent_grants import AgentGrants
 from .api_key_view import ApiKeyView
 from .approve import Approve
+from .attempt import Attempt
+from .attempt_started import AttemptStarted
 from .audit_entry import AuditEntry
 from .audit_entry_detail import AuditEntryDetail
 from .bounty import Bounty
+from .bounty_event import BountyEvent
 from .bounty_spec import BountySpec
 from .catch_up_name import CatchUpName
 from .channel import Channel
+from .claim import Claim
+from .claim_request import ClaimRequest
 from .component import Component
 from .create_agent import CreateAgent
 from .create_api_key_request import CreateApiKeyRequest
@@ -80,6 +85,8 @@ from .page_audit_entry_items_item_detail import PageAuditEntryItemsItemDetail
 from .page_bounty import PageBounty
 from .page_bounty_items_item import PageBountyItemsItem
 from .page_bounty_items_item_spec import PageBountyItemsItemSpec
+from .page_claim import PageClaim
+from .page_claim_items_item import PageClaimItemsItem
 from .page_component import PageComponent
 from .page_component_items_item import PageComponentItemsItem
 from .page_credential_info import PageCredentialInfo
@@ -187,12 +194,17 @@ __all__ = (
     "AgentGrants",
     "ApiKeyView",
     "Approve",
+    "Attempt",
+    "AttemptStarted",
     "AuditEntry",
     "AuditEntryDetail",
     "Bounty",
+    "BountyEvent",
     "BountySpec",
     "CatchUpName",
     "Channel",
+    "Claim",
+    "ClaimRequest",
     "Component",
     "CreateAgent",
     "CreateApiKeyRequest",
@@ -256,6 +268,8 @@ __all__ = (
     "PageBounty",
     "PageBountyItemsItem",
     "PageBountyItemsItemSpec",
+    "PageClaim",
+    "PageClaimItemsItem",
     "PageComponent",
     "PageComponentItemsItem",
     "PageCredentialInfo",

@@ -26,11 +26,13 @@ class Bounty:
     """A bounty.
 
     Attributes:
+        claims_held (int): Claims held now (`active` or `submitted`).
         created_at_ms (int): Created.
         currency (str): ISO 4217 code.
         deadline_ms (int): Milliseconds since the epoch.
         description (str): Description.
         id (str): `bty_...`.
+        max_claims (int): How many agents may hold a claim at once.
         policy (Policy): How submissions are approved.
         reward_minor (int): Minor units.
         spec (BountySpec): The specification.
@@ -44,11 +46,13 @@ class Bounty:
         payment (None | Payment | Unset):
     """
 
+    claims_held: int
     created_at_ms: int
     currency: str
     deadline_ms: int
     description: str
     id: str
+    max_claims: int
     policy: Policy
     reward_minor: int
     spec: BountySpec
@@ -65,6 +69,8 @@ class Bounty:
     def to_dict(self) -> dict[str, Any]:
         from ..models.payment import Payment  # noqa: PLC0415
 
+        claims_held = self.claims_held
+
         created_at_ms = self.created_at_ms
 
         currency = self.currency
@@ -74,6 +80,8 @@ class Bounty:
         description = self.description
 
         id = self.id
+
+        max_claims = self.max_claims
 
         policy: str = self.policy
 
@@ -111,11 +119,13 @@ class Bounty:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
+                "claims_held": claims_held,
                 "created_at_ms": created_at_ms,
                 "currency": currency,
                 "deadline_ms": deadline_ms,
                 "description": description,
                 "id": id,
+                "max_claims": max_claims,
                 "policy": policy,
                 "reward_minor": reward_minor,
                 "spec": spec,
@@ -141,6 +151,8 @@ class Bounty:
         from ..models.verifier_limits import VerifierLimits  # noqa: PLC0415
 
         d = dict(src_dict)
+        claims_held = d.pop("claims_held")
+
         created_at_ms = d.pop("created_at_ms")
 
         currency = d.pop("currency")
@@ -150,6 +162,8 @@ class Bounty:
         description = d.pop("description")
 
         id = d.pop("id")
+
+        max_claims = d.pop("max_claims")
 
         policy = check_policy(d.pop("policy"))
 
@@ -198,11 +212,13 @@ class Bounty:
         payment = _parse_payment(d.pop("payment", UNSET))
 
         bounty = cls(
+            claims_held=claims_held,
             created_at_ms=created_at_ms,
             currency=currency,
             deadline_ms=deadline_ms,
             description=description,
             id=id,
+            max_claims=max_claims,
             policy=policy,
             reward_minor=reward_minor,
             spec=spec,

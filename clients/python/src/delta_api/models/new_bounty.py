@@ -9,6 +9,7 @@ from ..types import UNSET, Unset
 
 from ..models.policy import check_policy
 from ..models.policy import Policy
+from typing import cast
 
 if TYPE_CHECKING:
     from ..models.new_bounty_spec import NewBountySpec
@@ -33,6 +34,7 @@ class NewBounty:
         verifier (str): sha256 of an uploaded component of the tenant whose world is
             `verifier`.
         description (str | Unset): Up to 16 KiB.
+        max_claims (int | None | Unset): How many agents may hold a claim at once (1-1000, default 10).
         policy (Policy | Unset): How submissions are approved.
         verifier_limits (VerifierLimits | Unset): The verifier's limits (each clamped by the node's maximums).
     """
@@ -44,6 +46,7 @@ class NewBounty:
     title: str
     verifier: str
     description: str | Unset = UNSET
+    max_claims: int | None | Unset = UNSET
     policy: Policy | Unset = UNSET
     verifier_limits: VerifierLimits | Unset = UNSET
 
@@ -61,6 +64,12 @@ class NewBounty:
         verifier = self.verifier
 
         description = self.description
+
+        max_claims: int | None | Unset
+        if isinstance(self.max_claims, Unset):
+            max_claims = UNSET
+        else:
+            max_claims = self.max_claims
 
         policy: str | Unset = UNSET
         if not isinstance(self.policy, Unset):
@@ -84,6 +93,8 @@ class NewBounty:
         )
         if description is not UNSET:
             field_dict["description"] = description
+        if max_claims is not UNSET:
+            field_dict["max_claims"] = max_claims
         if policy is not UNSET:
             field_dict["policy"] = policy
         if verifier_limits is not UNSET:
@@ -111,6 +122,15 @@ class NewBounty:
 
         description = d.pop("description", UNSET)
 
+        def _parse_max_claims(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        max_claims = _parse_max_claims(d.pop("max_claims", UNSET))
+
         _policy = d.pop("policy", UNSET)
         policy: Policy | Unset
         if isinstance(_policy, Unset):
@@ -133,6 +153,7 @@ class NewBounty:
             title=title,
             verifier=verifier,
             description=description,
+            max_claims=max_claims,
             policy=policy,
             verifier_limits=verifier_limits,
         )

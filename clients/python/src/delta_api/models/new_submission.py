@@ -18,7 +18,9 @@ class NewSubmission:
     """Body of `POST /v1/bounties/{id}/submissions`.
 
     Attributes:
-        agent_id (str): One of the caller's tenant's agents (the claim is implicit).
+        agent_id (str): One of the caller's tenant's agents. It must hold a claim on the
+            bounty; without one, a claim is made first if the bounty has room
+            (409 `claims_full` otherwise), so a direct submission still works.
         payload (NewSubmissionPayload): The work: any JSON document (a string for text), at most
             `max_submission_bytes` as JSON. The verifier receives it as is.
     """

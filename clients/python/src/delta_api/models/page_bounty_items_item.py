@@ -26,11 +26,13 @@ class PageBountyItemsItem:
     """A bounty.
 
     Attributes:
+        claims_held (int): Claims held now (`active` or `submitted`).
         created_at_ms (int): Created.
         currency (str): ISO 4217 code.
         deadline_ms (int): Milliseconds since the epoch.
         description (str): Description.
         id (str): `bty_...`.
+        max_claims (int): How many agents may hold a claim at once.
         policy (Policy): How submissions are approved.
         reward_minor (int): Minor units.
         spec (PageBountyItemsItemSpec): The specification.
@@ -44,11 +46,13 @@ class PageBountyItemsItem:
         payment (None | Payment | Unset):
     """
 
+    claims_held: int
     created_at_ms: int
     currency: str
     deadline_ms: int
     description: str
     id: str
+    max_claims: int
     policy: Policy
     reward_minor: int
     spec: PageBountyItemsItemSpec
@@ -65,6 +69,8 @@ class PageBountyItemsItem:
     def to_dict(self) -> dict[str, Any]:
         from ..models.payment import Payment  # noqa: PLC0415
 
+        claims_held = self.claims_held
+
         created_at_ms = self.created_at_ms
 
         currency = self.currency
@@ -74,6 +80,8 @@ class PageBountyItemsItem:
         description = self.description
 
         id = self.id
+
+        max_claims = self.max_claims
 
         policy: str = self.policy
 
@@ -111,11 +119,13 @@ class PageBountyItemsItem:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
+                "claims_held": claims_held,
                 "created_at_ms": created_at_ms,
                 "currency": currency,
                 "deadline_ms": deadline_ms,
                 "description": description,
                 "id": id,
+                "max_claims": max_claims,
                 "policy": policy,
                 "reward_minor": reward_minor,
                 "spec": spec,
@@ -141,6 +151,8 @@ class PageBountyItemsItem:
         from ..models.verifier_limits import VerifierLimits  # noqa: PLC0415
 
         d = dict(src_dict)
+        claims_held = d.pop("claims_held")
+
         created_at_ms = d.pop("created_at_ms")
 
         currency = d.pop("currency")
@@ -150,6 +162,8 @@ class PageBountyItemsItem:
         description = d.pop("description")
 
         id = d.pop("id")
+
+        max_claims = d.pop("max_claims")
 
         policy = check_policy(d.pop("policy"))
 
@@ -198,11 +212,13 @@ class PageBountyItemsItem:
         payment = _parse_payment(d.pop("payment", UNSET))
 
         page_bounty_items_item = cls(
+            claims_held=claims_held,
             created_at_ms=created_at_ms,
             currency=currency,
             deadline_ms=deadline_ms,
             description=description,
             id=id,
+            max_claims=max_claims,
             policy=policy,
             reward_minor=reward_minor,
             spec=spec,

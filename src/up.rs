@@ -33,8 +33,8 @@ pub struct UpArgs {
 }
 
 /// Guests that are examples of what not to run, or not agents (the
-/// verifier examples are named `*-verifier`; the world of an upload is only
-/// known once a node has compiled it).
+/// verifier examples are named `*-verifier`; other components the upload
+/// refuses as not an agent are skipped with its reason).
 fn is_example_agent(name: &str) -> bool {
     !name.starts_with("hostile-") && !name.ends_with("-verifier")
 }
@@ -355,15 +355,28 @@ async fn deploy_examples(
         }
         step(&format!("deploying {name} (compiling the component)"));
         let bytes = std::fs::read(&path)?;
-        let uploaded: Value = http
+        let resp = http
             .post(format!("{url}/v1/components"))
             .bearer_auth(key)
             .body(bytes)
             .send()
-            .await?
-            .json()
             .await?;
-        let sha = uploaded["sha256"].as_str().context("upload failed")?;
+        let refused = resp.status() == reqwest::StatusCode::UNPROCESSABLE_ENTITY;
+        let uploaded: Value = resp.json().await?;
+        if refused {
+            // Not an agent (e.g. the wasi:http peer the benchmarks serve):
+            // the world is only known once checked, so say so and go on.
+            println!(
+                "    skipped: {}",
+                uploaded["message"]
+                    .as_str()
+                    .unwrap_or("not an agent component")
+            );
+            continue;
+        }
+        let sha = uploaded["sha256"]
+            .as_str()
+            .with_context(|| format!("uploading {name}: {uploaded}"))?;
         // The node registers with its first heartbeat, moments after start:
         // until then placement answers 503 no_nodes.
         let deadline = Instant::now() + Duration::from_secs(30);

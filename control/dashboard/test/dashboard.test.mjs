@@ -253,6 +253,7 @@ test("sign in, approve a bot's token request, see usage and follow a live log", 
   const history = await call("GET", `/v1/agents/${main.id}/deployments`);
   assert.equal(history.items.at(-1).reason, "created", JSON.stringify(history));
   const deploys = page.getByRole("table", { name: "Deployments, newest first" });
+  await deploys.getByRole("row").nth(history.items.length).waitFor();
   assert.equal(await deploys.getByRole("row").count(), history.items.length + 1);
   assert.match(await deploys.getByRole("row").nth(history.items.length).textContent() ?? "", /created/);
   await page.getByLabel("Input (JSON)").fill("not json");

@@ -6,7 +6,9 @@
 //! The work is kept as trivial as hello-agent's (a fixed greeting, no
 //! parsing) so the comparison is about the runtimes, not the guests.
 
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 const BODY: &[u8] = b"Hello, wrk!\n";
 

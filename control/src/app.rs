@@ -62,6 +62,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::verification::routes())
         .merge(crate::tenants::routes())
         .merge(crate::invitations::routes())
+        .merge(crate::components::routes())
         .merge(crate::agents::routes())
         .merge(crate::deployments::routes())
         .merge(crate::runs::routes())

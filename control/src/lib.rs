@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 pub mod bounties;
 pub mod budgets;
+pub mod components;
 pub mod config;
 pub mod contract;
 pub mod dashboard;

@@ -243,7 +243,7 @@ async fn component_world(
             .await
             .map_err(db_err)?;
     let Some(world) = world else { return Ok(None) };
-    if world != crate::agents::UNCHECKED {
+    if world != crate::components::UNCHECKED {
         return Ok(Some(world));
     }
     let path = state.components_dir.join(format!("{sha256}.wasm"));
@@ -265,12 +265,12 @@ async fn component_world(
         )
     })?;
     let Some(world) = shape.world.map(|w| w.name().to_owned()) else {
-        return Ok(Some(crate::agents::UNCHECKED.to_owned()));
+        return Ok(Some(crate::components::UNCHECKED.to_owned()));
     };
     sqlx::query("UPDATE components SET world = $1 WHERE sha256 = $2 AND world = $3")
         .bind(&world)
         .bind(sha256)
-        .bind(crate::agents::UNCHECKED)
+        .bind(crate::components::UNCHECKED)
         .execute(state.db.pool())
         .await
         .map_err(db_err)?;

@@ -84,6 +84,7 @@
 
 mod accounts;
 mod handlers;
+mod lease_views;
 mod leases;
 mod model;
 mod node_api;
@@ -96,6 +97,7 @@ mod views;
 
 pub use accounts::{check_creation, close_account, open_account};
 pub use handlers::{NewTokenRequest, RequestFilter, SetAgentBudget, SetTier, routes};
+pub use lease_views::{LeaseFilter, LeaseList, LeaseView, list_leases};
 pub use leases::{expire_leases, grant_lease, return_lease};
 pub use model::{
     AgentBudget, BudgetError, Lease, LeaseReturn, NodeBudget, Requester, TokenRequest, UserBudget,

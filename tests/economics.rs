@@ -448,12 +448,11 @@ async fn a_node_killed_mid_way_leaves_nothing_uncharged_or_overspent(dialect: Di
     let pool = ctl.state.db.pool();
     let mut reported: BTreeMap<String, i64> = BTreeMap::new();
     let mut late = 0;
-    for row in sqlx::query(
-        "SELECT node_id, agent_id, spent, status, provisional_spent FROM budget_leases",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("leases")
+    for row in
+        sqlx::query("SELECT node_id, agent_id, spent, status, provisional_spent FROM budget_leases")
+            .fetch_all(pool)
+            .await
+            .expect("leases")
     {
         let (node, agent, status): (String, String, String) =
             (row.get("node_id"), row.get("agent_id"), row.get("status"));

@@ -142,9 +142,14 @@ pub(super) async fn list_agent_leases(
     principal.require_scope("budgets:read")?;
     record_ids(None, Some(&id), None);
     let agent = crate::agents::load_agent(&state, &principal.tenant_id, &id).await?;
-    let items = list_leases(&state, &principal.tenant_id, Some(&agent.id), filter.provisional)
-        .await
-        .map_err(ApiError::internal)?;
+    let items = list_leases(
+        &state,
+        &principal.tenant_id,
+        Some(&agent.id),
+        filter.provisional,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(LeaseList { items }))
 }
 

@@ -342,7 +342,10 @@ fn expiry_counts_the_whole_grant_and_a_late_return_corrects_it() {
         }
     );
     // Exactly what was charged: nothing moves.
-    assert_eq!(correct_provisional(0, 100, 70, 70), LeaseReturned::default());
+    assert_eq!(
+        correct_provisional(0, 100, 70, 70),
+        LeaseReturned::default()
+    );
     // Spent more (usage past the lease): charged as far as available goes.
     assert_eq!(
         correct_provisional(5, 100, 70, 80),
@@ -455,7 +458,9 @@ fn property_conservative_settlement_conserves_totals() {
                 }
                 _ => {
                     // The node came back and reported.
-                    if let Some(l) = leases.iter_mut().find(|l| !l.done && l.provisional.is_some())
+                    if let Some(l) = leases
+                        .iter_mut()
+                        .find(|l| !l.done && l.provisional.is_some())
                     {
                         let p = l.provisional.unwrap_or(0);
                         let r = correct_provisional(avail, spent, p, l.served);
@@ -473,7 +478,10 @@ fn property_conservative_settlement_conserves_totals() {
                 .filter(|l| l.done || l.provisional.is_some())
                 .map(|l| l.served)
                 .sum();
-            assert!(spent >= reported, "seed {seed}: spent below what was served");
+            assert!(
+                spent >= reported,
+                "seed {seed}: spent below what was served"
+            );
         }
         // Everything reported at last: spent is exactly what was served.
         for l in leases.iter_mut().filter(|l| !l.done) {

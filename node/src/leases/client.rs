@@ -189,7 +189,9 @@ impl Inner {
                     attempts: 0,
                     next_try: Instant::now(),
                 }));
-                return Err(CallError::Network("the lease could not be journaled".into()));
+                return Err(CallError::Network(
+                    "the lease could not be journaled".into(),
+                ));
             }
         }
         // Non-positive: expired on arrival. Capped: an `Instant` cannot hold

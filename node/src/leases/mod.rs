@@ -285,8 +285,11 @@ impl LeaseLedger {
             return;
         }
         let spent: u64 = unreturned.iter().map(|l| l.spent).sum();
-        tracing::warn!(leases = unreturned.len(), spent,
-            "returning leases a previous process left unreturned, with their journaled spend");
+        tracing::warn!(
+            leases = unreturned.len(),
+            spent,
+            "returning leases a previous process left unreturned, with their journaled spend"
+        );
         let now = Instant::now();
         lock(&self.inner.pending).extend(unreturned.into_iter().map(|l| PendingReturn {
             agent_id: l.agent_id,

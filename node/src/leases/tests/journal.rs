@@ -42,7 +42,10 @@ async fn journal_becomes(store: &Store, want: Vec<(String, u64, u64)>) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "journal {got:?}, wanted {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "journal {got:?}, wanted {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

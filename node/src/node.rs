@@ -280,7 +280,9 @@ impl Node {
         // leases a killed predecessor left unreturned are returned now.
         if let Some(leases) = backends.leases() {
             let unreturned = store.journal_unreturned().await?;
-            leases.attach_journal(Journal::new(journal), unreturned);
+            leases
+                .attach_journal(Journal::new(journal), unreturned)
+                .await;
         }
         let node = Arc::new(Self {
             node_id: config.node_id(),

@@ -102,7 +102,10 @@ pub use leases::{expire_leases, grant_lease, return_lease};
 pub use model::{
     AgentBudget, BudgetError, Lease, LeaseReturn, NodeBudget, Requester, TokenRequest, UserBudget,
 };
-pub use node_api::{LeaseAsk, LeaseGiveBack, NodeTokenAsk, NodeTokenRequest, PollQuery};
+pub use node_api::{
+    LeaseAsk, LeaseGiveBack, NodeLeasesQuery, NodeTokenAsk, NodeTokenRequest, PollQuery,
+    UnreturnedLease, UnreturnedLeases,
+};
 pub use requests::{decide_request, expire_requests, get_request, request_tokens};
 pub use rollover::roll_over_due;
 pub use views::{agent_budget, user_budget};

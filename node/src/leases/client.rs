@@ -35,6 +35,18 @@ pub(super) struct Returned {
     pub(super) status: String,
 }
 
+/// `GET /v1/nodes/leases`: this node's unreturned leases.
+#[derive(Debug, Deserialize)]
+pub(super) struct RemoteLeases {
+    pub(super) items: Vec<RemoteLease>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RemoteLease {
+    pub(super) lease_id: String,
+    pub(super) agent_id: String,
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct RemoteBalance {
     pub(super) allocated: u64,

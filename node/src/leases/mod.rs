@@ -276,28 +276,63 @@ impl LeaseLedger {
     /// unreturned (`unreturned`, read from the journal at start) with their
     /// journaled spend: the control plane corrects its provisional charge.
     /// Returns are retried like any other until the control plane answers.
-    pub fn attach_journal(&self, journal: Journal, unreturned: Vec<UnreturnedLease>) {
+    ///
+    /// Leases the control plane granted a previous process of this node
+    /// that the journal does not know (granted while it died, before the
+    /// journal write) had nothing spent on them, since every lease is
+    /// journaled before it is used: they are returned with 0. Call before
+    /// this ledger takes any lease (at start, before serving).
+    pub async fn attach_journal(&self, journal: Journal, unreturned: Vec<UnreturnedLease>) {
         if self.inner.journal.set(journal).is_err() {
             tracing::warn!("a spend journal was attached twice; keeping the first");
             return;
         }
-        if unreturned.is_empty() {
+        let now = Instant::now();
+        let pending = |agent_id: String, lease_id: String, spent: u64| PendingReturn {
+            agent_id,
+            lease_id,
+            spent,
+            attempts: 0,
+            next_try: now,
+        };
+        let mut returns: Vec<PendingReturn> = unreturned
+            .into_iter()
+            .map(|l| pending(l.agent_id, l.lease_id, l.spent))
+            .collect();
+        let mut url = self.inner.url(&["v1", "nodes", "leases"]);
+        url.query_pairs_mut()
+            .append_pair("node_id", &self.inner.node_id);
+        match self
+            .inner
+            .call::<RemoteLeases>(reqwest::Method::GET, url, None)
+            .await
+        {
+            Ok(remote) => {
+                let known: std::collections::HashSet<String> =
+                    returns.iter().map(|r| r.lease_id.clone()).collect();
+                returns.extend(
+                    remote
+                        .items
+                        .into_iter()
+                        .filter(|l| !known.contains(&l.lease_id))
+                        .map(|l| pending(l.agent_id, l.lease_id, 0)),
+                );
+            }
+            // The journal's leases are still returned; unknown ones stay
+            // provisional on the control plane (conservative).
+            Err(e) => tracing::warn!(error = %e.reason(), code = e.code(),
+                "listing this node's unreturned leases failed; returning the journal's only"),
+        }
+        if returns.is_empty() {
             return;
         }
-        let spent: u64 = unreturned.iter().map(|l| l.spent).sum();
+        let spent: u64 = returns.iter().map(|r| r.spent).sum();
         tracing::warn!(
-            leases = unreturned.len(),
+            leases = returns.len(),
             spent,
             "returning leases a previous process left unreturned, with their journaled spend"
         );
-        let now = Instant::now();
-        lock(&self.inner.pending).extend(unreturned.into_iter().map(|l| PendingReturn {
-            agent_id: l.agent_id,
-            lease_id: l.lease_id,
-            spent: l.spent,
-            attempts: 0,
-            next_try: now,
-        }));
+        lock(&self.inner.pending).extend(returns);
         self.inner.wake.notify_one();
     }
 

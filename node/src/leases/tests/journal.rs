@@ -59,7 +59,7 @@ async fn spend_is_journaled_before_the_caller_sees_it_and_reported_after_a_crash
         .expect("store");
 
     let first = cp.ledger(patient());
-    first.attach_journal(journal_into(&store), Vec::new());
+    first.attach_journal(journal_into(&store), Vec::new()).await;
     let r = first
         .reserve(&ctx("bot"), 100, "llm:m")
         .await
@@ -93,7 +93,9 @@ async fn spend_is_journaled_before_the_caller_sees_it_and_reported_after_a_crash
     // The next process finds the lease and reports its journaled spend.
     let second = cp.ledger(patient());
     let unreturned = store.journal_unreturned().await.expect("journal");
-    second.attach_journal(journal_into(&store), unreturned);
+    second
+        .attach_journal(journal_into(&store), unreturned)
+        .await;
     until("the lease is returned", || !cp.books().returns.is_empty()).await;
     assert_eq!(cp.books().returns, vec![("lse_0".to_owned(), 230)]);
     let acc = cp.account("bot");

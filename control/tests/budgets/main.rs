@@ -895,6 +895,24 @@ both!(
         // Someone takes the rest meanwhile.
         let (_, c) = w.lease(&main, 900, 1).await;
         assert_eq!(n(&c["granted"]), 250);
+        // The node, started again, finds what it has not returned.
+        let unreturned = || async {
+            let (status, page) = w
+                .node(
+                    Method::GET,
+                    &format!("/v1/nodes/leases?node_id={FAKE_NODE}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|l| s(&l["lease_id"]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(unreturned().await, vec![a_id.clone(), s(&c["lease_id"])]);
         // The node comes back and reports 120 spent on a: the other 580
         // come back, once.
         let (status, late) = w.give_back(&a_id, 120).await;
@@ -918,6 +936,7 @@ both!(
             (170, 250, 580)
         );
         assert!(provisional(main.clone()).await.is_empty());
+        assert_eq!(unreturned().await, vec![s(&c["lease_id"])]);
         check_conservation(&w.ctl).await;
 
         // A lease reported beyond its grant after expiring: the extra is

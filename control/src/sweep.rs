@@ -70,7 +70,10 @@ const RECORDS: [(&str, &str, &str); 6] = [
     (
         "budget_leases",
         "id",
-        "status <> 'active' AND expires_at_ms < $1",
+        // A provisional lease (expired, its node never reported) stays in
+        // view for operators until its node reports.
+        "status <> 'active' AND expires_at_ms < $1 \
+         AND NOT (provisional_spent > 0 AND returned_at_ms IS NULL)",
     ),
     (
         "token_requests",

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod capabilities;
 pub mod config;
+pub mod journal;
 pub mod leases;
 pub mod metrics;
 pub mod model;

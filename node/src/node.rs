@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::capabilities::{Backends, RunMeter};
 use crate::config::{NodeConfig, NodeLimits, RunsConfig};
+use crate::journal::{Journal, JournalJob, JournalOp};
 use crate::metrics::Metrics;
 use crate::model::{
     AgentRecord, AgentSpec, ComponentRecord, FinishedRun, Millis, NewRun, RunRecord, RunStatus,
@@ -179,12 +180,33 @@ const GROUP_COMMIT_MAX: usize = 512;
 
 /// The group commit: takes whatever finished runs are waiting (up to
 /// [`GROUP_COMMIT_MAX`]) and commits them in one transaction, so the fsync
-/// that makes each one durable is shared by all of them.
-fn spawn_recorder(store: Store) -> mpsc::Sender<RecordJob> {
+/// that makes each one durable is shared by all of them. Spend-journal
+/// writes (`crate::journal`) go through the same task and the store's one
+/// write connection, grouped the same way; they are taken first, since a
+/// guest waits on each.
+fn spawn_recorder(store: Store) -> (mpsc::Sender<RecordJob>, mpsc::Sender<JournalJob>) {
     let (tx, mut rx) = mpsc::channel::<RecordJob>(4 * GROUP_COMMIT_MAX);
+    let (journal_tx, mut journal_rx) = mpsc::channel::<JournalJob>(4 * GROUP_COMMIT_MAX);
     tokio::spawn(async move {
         let mut jobs = Vec::with_capacity(GROUP_COMMIT_MAX);
-        while rx.recv_many(&mut jobs, GROUP_COMMIT_MAX).await > 0 {
+        let mut writes = Vec::with_capacity(GROUP_COMMIT_MAX);
+        let (mut runs_open, mut journal_open) = (true, true);
+        while runs_open || journal_open {
+            tokio::select! {
+                biased;
+                n = journal_rx.recv_many(&mut writes, GROUP_COMMIT_MAX), if journal_open => {
+                    journal_open = n > 0;
+                }
+                n = rx.recv_many(&mut jobs, GROUP_COMMIT_MAX), if runs_open => {
+                    runs_open = n > 0;
+                }
+            }
+            if !writes.is_empty() {
+                commit_journal(&store, &mut writes).await;
+            }
+            if jobs.is_empty() {
+                continue;
+            }
             let batch: Vec<(Option<NewRun>, FinishedRun)> = jobs
                 .iter()
                 .map(|j| (j.accepted.clone(), j.finished.clone()))
@@ -206,7 +228,21 @@ fn spawn_recorder(store: Store) -> mpsc::Sender<RecordJob> {
             }
         }
     });
-    tx
+    (tx, journal_tx)
+}
+
+/// Commit a group of journal writes (one transaction) and answer each.
+async fn commit_journal(store: &Store, writes: &mut Vec<JournalJob>) {
+    let ops: Vec<JournalOp> = writes.iter().map(|w| w.op.clone()).collect();
+    let result = store.journal_write(&ops).await.map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        tracing::error!(writes = ops.len(), error = %e, "the spend journal's group commit failed");
+    }
+    for w in writes.drain(..) {
+        if let Some(done) = w.done {
+            let _ = done.send(result.clone());
+        }
+    }
 }
 
 /// The usage reporter of a node with a control plane.
@@ -239,7 +275,15 @@ impl Node {
     ) -> anyhow::Result<Arc<Self>> {
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
-        let recorder = spawn_recorder(store.clone());
+        let (recorder, journal) = spawn_recorder(store.clone());
+        // Spend against leases is journaled through the same writer; the
+        // leases a killed predecessor left unreturned are returned now.
+        if let Some(leases) = backends.leases() {
+            let unreturned = store.journal_unreturned().await?;
+            leases
+                .attach_journal(Journal::new(journal), unreturned)
+                .await;
+        }
         let node = Arc::new(Self {
             node_id: config.node_id(),
             runtime,

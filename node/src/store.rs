@@ -50,6 +50,9 @@ use crate::model::{
     RunRecord, RunStatus, RunUsage, now_ms,
 };
 
+mod journal;
+pub use journal::UnreturnedLease;
+
 /// How long an acknowledged usage record stays in the outbox (7 days), so
 /// recent usage stays queryable locally after it was shipped.
 pub const SENT_USAGE_RETENTION_MS: Millis = 7 * 24 * 60 * 60 * 1000;

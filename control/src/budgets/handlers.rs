@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_token_request))
         .routes(routes!(deny_token_request))
         .merge(super::node_api::routes())
+        .merge(super::lease_views::routes())
 }
 
 // ---- user API --------------------------------------------------------------

@@ -172,8 +172,11 @@ pub(super) async fn expire_in(
     id: &str,
     now: i64,
 ) -> Result<bool, BudgetError> {
+    // The node may have been killed and served tokens it never reported:
+    // the whole grant counts as spent (`rules::expire_lease`), recorded as
+    // provisional until the node reports the lease's real spend.
     let Some(lease) = sqlx::query(
-        "UPDATE budget_leases SET status = 'expired' \
+        "UPDATE budget_leases SET status = 'expired', provisional_spent = granted \
          WHERE id = $1 AND status = 'active' AND expires_at_ms <= $2 \
          RETURNING tenant_id, user_id, agent_id, granted",
     )
@@ -189,12 +192,14 @@ pub(super) async fn expire_in(
     let user: String = lease.try_get("user_id")?;
     let agent: String = lease.try_get("agent_id")?;
     let granted: i64 = lease.try_get("granted")?;
+    let rules::LeaseExpired { charged, d_held } = rules::expire_lease(granted);
     let period: Option<String> = sqlx::query_scalar(
-        "UPDATE budget_accounts SET leased = leased - $2, updated_at_ms = $3 \
-         WHERE agent_id = $1 RETURNING period",
+        "UPDATE budget_accounts SET spent = spent + $2, leased = leased + $3, \
+         updated_at_ms = $4 WHERE agent_id = $1 RETURNING period",
     )
     .bind(&agent)
-    .bind(granted)
+    .bind(charged)
+    .bind(d_held)
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
@@ -207,8 +212,10 @@ pub(super) async fn expire_in(
                 agent: Some(&agent),
                 kind: "lease_expired",
                 amount: granted,
-                d_leased: -granted,
+                d_spent: charged,
+                d_leased: d_held,
                 lease_id: Some(id),
+                note: Some("provisional: unreturned remainder counted as spent"),
                 period: &period,
                 at: now,
                 ..Entry::default()

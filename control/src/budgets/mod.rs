@@ -84,6 +84,7 @@
 
 mod accounts;
 mod handlers;
+mod lease_views;
 mod leases;
 mod model;
 mod node_api;
@@ -96,11 +97,15 @@ mod views;
 
 pub use accounts::{check_creation, close_account, open_account};
 pub use handlers::{NewTokenRequest, RequestFilter, SetAgentBudget, SetTier, routes};
+pub use lease_views::{LeaseFilter, LeaseList, LeaseView, list_leases};
 pub use leases::{expire_leases, grant_lease, return_lease};
 pub use model::{
     AgentBudget, BudgetError, Lease, LeaseReturn, NodeBudget, Requester, TokenRequest, UserBudget,
 };
-pub use node_api::{LeaseAsk, LeaseGiveBack, NodeTokenAsk, NodeTokenRequest, PollQuery};
+pub use node_api::{
+    LeaseAsk, LeaseGiveBack, NodeLeasesQuery, NodeTokenAsk, NodeTokenRequest, PollQuery,
+    UnreturnedLease, UnreturnedLeases,
+};
 pub use requests::{decide_request, expire_requests, get_request, request_tokens};
 pub use rollover::roll_over_due;
 pub use views::{agent_budget, user_budget};

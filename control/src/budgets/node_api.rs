@@ -23,7 +23,7 @@ use super::store::*;
 /// The node API's routes (merged into [`super::routes`]).
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(node_grant_lease))
+        .routes(routes!(node_grant_lease, node_unreturned_leases))
         .routes(routes!(node_return_lease))
         .routes(routes!(node_budget))
         .routes(routes!(node_create_token_request))
@@ -92,6 +92,69 @@ pub(super) async fn node_grant_lease(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(lease)).into_response())
+}
+
+/// `?node_id=` of `GET /v1/nodes/leases`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NodeLeasesQuery {
+    /// The calling node.
+    pub node_id: String,
+}
+
+/// A lease the calling node has not returned.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnreturnedLease {
+    /// `lse_...`.
+    pub lease_id: String,
+    /// Its agent.
+    pub agent_id: String,
+}
+
+/// `GET /v1/nodes/leases`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnreturnedLeases {
+    /// Oldest first, at most 1,000.
+    pub items: Vec<UnreturnedLease>,
+}
+
+/// The calling node's leases not returned yet (active, or expired and
+/// settled provisionally). A node starting after a crash returns those its
+/// spend journal does not know with nothing spent: it journals every lease
+/// before spending on it, so a lease granted while it died has no spend.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/leases",
+    tag = "nodes",
+    params(NodeLeasesQuery),
+    responses(
+        (status = 200, description = "Its unreturned leases", body = UnreturnedLeases),
+        (status = 401, description = "No valid node credential"),
+        (status = 403, description = "`wrong_node`"),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn node_unreturned_leases(
+    State(state): State<AppState>,
+    node: NodeAuth,
+    Query(q): Query<NodeLeasesQuery>,
+) -> Result<Json<UnreturnedLeases>, ApiError> {
+    check_node_id(&q.node_id)?;
+    require_self(&node, &q.node_id)?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, agent_id FROM budget_leases WHERE node_id = $1 AND returned_at_ms IS NULL \
+         ORDER BY created_at_ms, id LIMIT 1000",
+    )
+    .bind(&node.node_id)
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(UnreturnedLeases {
+        items: rows
+            .into_iter()
+            .map(|(lease_id, agent_id)| UnreturnedLease { lease_id, agent_id })
+            .collect(),
+    }))
 }
 
 /// Body of `POST /v1/nodes/leases/{lease_id}/return`.

@@ -92,22 +92,30 @@ pub(super) async fn return_pg(
          spent = $2, returned_at_ms = $3 \
          WHERE id = $1 AND returned_at_ms IS NULL \
          RETURNING tenant_id, user_id, agent_id, status, \
-         CASE WHEN status = 'returned' THEN granted ELSE 0 END AS held), \
+         CASE WHEN status = 'returned' THEN granted ELSE 0 END AS held, \
+         CASE WHEN status = 'expired' THEN provisional_spent ELSE 0 END AS pc), \
          a AS (UPDATE budget_accounts SET \
-         last_op_amount = LEAST(allocated - spent - leased + l.held, $2), \
-         spent = spent + LEAST(allocated - spent - leased + l.held, $2), \
+         last_op_amount = CASE WHEN $2 >= l.pc \
+         THEN GREATEST(LEAST(allocated - spent - leased + l.held, $2 - l.pc), 0) \
+         ELSE -LEAST(l.pc - $2, GREATEST(spent, 0)) END, \
+         spent = spent + CASE WHEN $2 >= l.pc \
+         THEN GREATEST(LEAST(allocated - spent - leased + l.held, $2 - l.pc), 0) \
+         ELSE -LEAST(l.pc - $2, GREATEST(spent, 0)) END, \
          leased = leased - l.held, updated_at_ms = $3 \
          FROM l WHERE budget_accounts.agent_id = l.agent_id \
          RETURNING budget_accounts.period, budget_accounts.last_op_amount), \
-         r AS (SELECT l.tenant_id, l.user_id, l.agent_id, l.status, l.held, \
+         r AS (SELECT l.tenant_id, l.user_id, l.agent_id, l.status, l.held, l.pc, \
          COALESCE(a.last_op_amount, 0) AS charged, COALESCE(a.period, $4) AS period \
          FROM l LEFT JOIN a ON TRUE), \
          e AS (INSERT INTO budget_entries (id, tenant_id, user_id, agent_id, kind, amount, \
          d_allocated, d_spent, d_leased, d_grant, d_monthly, d_carved, d_retired, uncovered, \
          lease_id, request_id, counterparty, note, period, at_ms) \
-         SELECT $5, tenant_id, user_id, agent_id, 'lease_return', held - LEAST($2, held), \
-         0, charged, -held, 0, 0, 0, 0, $2 - charged, $1, NULL, NULL, $6, period, $3 FROM r) \
-         SELECT status, held, charged FROM r",
+         SELECT $5, tenant_id, user_id, agent_id, 'lease_return', \
+         CASE WHEN pc > 0 THEN GREATEST(-charged, 0) ELSE held - LEAST($2, held) END, \
+         0, charged, -held, 0, 0, 0, 0, \
+         CASE WHEN $2 >= pc THEN $2 - pc - charged ELSE 0 END, \
+         $1, NULL, NULL, $6, period, $3 FROM r) \
+         SELECT status, held, pc, charged FROM r",
     )
     .bind(lease_id)
     .bind(spent)
@@ -125,8 +133,20 @@ pub(super) async fn return_pg(
             .ok_or(BudgetError::NotFound("lease"));
     };
     // The statement charged `LEAST(available + held, spent)`
-    // (`rules::return_lease`); the rest follows from it.
-    let done = rules::lease_returned(row.try_get("held")?, spent, row.try_get("charged")?);
+    // (`rules::return_lease`), or corrected a provisional expiry
+    // (`rules::correct_provisional`: negative when credited back); the rest
+    // follows from it.
+    let pc: i64 = row.try_get("pc")?;
+    let charged: i64 = row.try_get("charged")?;
+    let done = if pc > 0 {
+        rules::LeaseReturned {
+            charged,
+            returned: charged.saturating_neg().max(0),
+            uncovered: if spent >= pc { spent - pc - charged } else { 0 },
+        }
+    } else {
+        rules::lease_returned(row.try_get("held")?, spent, charged)
+    };
     Ok(LeaseReturn {
         lease_id: lease_id.to_owned(),
         charged: to_u64(done.charged),

@@ -192,6 +192,8 @@ struct SeenLease {
     user: String,
     agent: String,
     granted: i64,
+    /// What its expiry counted as spent, pending the node's report.
+    provisional: i64,
     status: String,
     claim: Claim,
 }
@@ -301,6 +303,7 @@ async fn apply_group(
             "SELECT 'lease' AS tag, l.id AS id, l.tenant_id AS tenant_id, \
              l.user_id AS user_id, l.agent_id AS agent_id, l.granted AS granted, \
              l.status AS status, l.returned_at_ms AS returned_at_ms, \
+             l.provisional_spent AS provisional, \
              e.amount AS r_returned, e.d_spent AS r_charged, e.uncovered AS r_uncovered, \
              NULL AS period, NULL AS allocated, NULL AS spent, NULL AS leased \
              FROM budget_leases l LEFT JOIN budget_entries e \
@@ -311,7 +314,8 @@ async fn apply_group(
     let _ = write!(
         sql,
         "SELECT 'account' AS tag, agent_id AS id, tenant_id, user_id, agent_id, \
-         NULL AS granted, NULL AS status, NULL AS returned_at_ms, NULL AS r_returned, \
+         NULL AS granted, NULL AS status, NULL AS returned_at_ms, NULL AS provisional, \
+         NULL AS r_returned, \
          NULL AS r_charged, NULL AS r_uncovered, period, allocated, spent, leased \
          FROM budget_accounts \
          WHERE agent_id IN ({}) OR agent_id IN \
@@ -350,6 +354,7 @@ async fn apply_group(
                 user,
                 agent: row.try_get("agent_id")?,
                 granted: row.try_get("granted")?,
+                provisional: row.try_get("provisional")?,
                 status,
                 claim,
             };
@@ -455,7 +460,18 @@ async fn apply_group(
                         // cancelled the lease.
                         let (done, period) = match accounts.get_mut(&lease.agent) {
                             Some(account) => {
-                                let done = rules::return_lease(account.available(), held, *spent);
+                                // A provisional expiry charged the whole
+                                // grant: correct it once to what was spent.
+                                let done = if held == 0 && lease.provisional > 0 {
+                                    rules::correct_provisional(
+                                        account.available(),
+                                        account.spent + account.d_spent,
+                                        lease.provisional,
+                                        *spent,
+                                    )
+                                } else {
+                                    rules::return_lease(account.available(), held, *spent)
+                                };
                                 account.d_spent += done.charged;
                                 account.d_leased -= held;
                                 account.changed_at = Some(*now);

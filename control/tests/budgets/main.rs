@@ -828,12 +828,13 @@ both!(
 );
 
 both!(
-    expired_leases_return_and_late_returns_charge_what_is_left,
+    expired_leases_count_as_spent_until_a_late_return_corrects_them_once,
     |ctl: Control| async move {
         let w = world(ctl).await;
         let main = w.agent("main", None, 1_000).await;
         let (_, a) = w.lease(&main, 700, 1).await;
         let (_, b) = w.lease(&main, 200, 1).await;
+        let a_id = s(&a["lease_id"]);
         let expiry = a["expires_at_ms"].as_i64().expect("expiry");
         let db = &w.ctl.state.db;
         // Not yet due.
@@ -857,17 +858,64 @@ both!(
                 .expect("sweep"),
             0
         );
+        // Its node may have died having served all of it: the whole grant
+        // counts as spent, provisionally, so nothing can be overspent.
         let bal = w.budget(&main).await;
         assert_eq!(
             (n(&bal["spent"]), n(&bal["leased"]), n(&bal["available"])),
-            (50, 0, 950)
+            (750, 0, 250)
         );
-        // Someone takes most of it meanwhile.
+        let provisional = |agent: String| {
+            let w = &w;
+            async move {
+                let (status, page) = w
+                    .call(
+                        Method::GET,
+                        &format!("/v1/agents/{agent}/budget/leases?provisional=true"),
+                        None,
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                page["items"].as_array().expect("items").clone()
+            }
+        };
+        let listed = provisional(main.clone()).await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(s(&listed[0]["lease_id"]), a_id);
+        assert_eq!(listed[0]["provisional"], true);
+        assert_eq!(n(&listed[0]["provisional_spent"]), 700);
+        assert_eq!(listed[0]["status"], "expired");
+        // The tenant-wide view (admins, operators) shows it too.
+        let (status, all) = w
+            .call(Method::GET, "/v1/budget/leases?provisional=true", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{all}");
+        assert_eq!(all["items"].as_array().map(Vec::len), Some(1), "{all}");
+        check_conservation(&w.ctl).await;
+        // Someone takes the rest meanwhile.
         let (_, c) = w.lease(&main, 900, 1).await;
-        assert_eq!(n(&c["granted"]), 900);
-        // The late return of a (its tokens went back already): charged from
-        // what is available now, 50; the rest uncovered.
-        let (status, late) = w.give_back(&s(&a["lease_id"]), 120).await;
+        assert_eq!(n(&c["granted"]), 250);
+        // The node, started again, finds what it has not returned.
+        let unreturned = || async {
+            let (status, page) = w
+                .node(
+                    Method::GET,
+                    &format!("/v1/nodes/leases?node_id={FAKE_NODE}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|l| s(&l["lease_id"]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(unreturned().await, vec![a_id.clone(), s(&c["lease_id"])]);
+        // The node comes back and reports 120 spent on a: the other 580
+        // come back, once.
+        let (status, late) = w.give_back(&a_id, 120).await;
         assert_eq!(status, StatusCode::OK, "{late}");
         assert_eq!(late["status"], "expired");
         assert_eq!(
@@ -876,14 +924,55 @@ both!(
                 n(&late["returned"]),
                 n(&late["uncovered"])
             ),
-            (50, 0, 70)
+            (0, 580, 0)
         );
-        let (_, again) = w.give_back(&s(&a["lease_id"]), 120).await;
-        assert_eq!(again, late);
+        let (_, again) = w.give_back(&a_id, 120).await;
+        assert_eq!(again, late, "a second report changes nothing");
+        let (_, other) = w.give_back(&a_id, 700).await;
+        assert_eq!(other, late, "nor does a different one");
         let bal = w.budget(&main).await;
         assert_eq!(
             (n(&bal["spent"]), n(&bal["leased"]), n(&bal["available"])),
-            (100, 900, 0)
+            (170, 250, 580)
+        );
+        assert!(provisional(main.clone()).await.is_empty());
+        assert_eq!(unreturned().await, vec![s(&c["lease_id"])]);
+        check_conservation(&w.ctl).await;
+
+        // A lease reported beyond its grant after expiring: the extra is
+        // charged as far as the budget allows, the rest uncovered.
+        let (_, d) = w.lease(&main, 580, 1).await;
+        let d_id = s(&d["lease_id"]);
+        let expiry = d["expires_at_ms"].as_i64().expect("expiry");
+        assert_eq!(
+            budgets::expire_leases(db, expiry + 60_000)
+                .await
+                .expect("sweep"),
+            2,
+            "c and d"
+        );
+        let bal = w.budget(&main).await;
+        assert_eq!(
+            (n(&bal["spent"]), n(&bal["leased"]), n(&bal["available"])),
+            (1_000, 0, 0)
+        );
+        let (status, late) = w.give_back(&d_id, 600).await;
+        assert_eq!(status, StatusCode::OK, "{late}");
+        assert_eq!(
+            (
+                n(&late["charged"]),
+                n(&late["returned"]),
+                n(&late["uncovered"])
+            ),
+            (0, 0, 20)
+        );
+        // c's node reports nothing spent: all 250 come back.
+        let (_, late_c) = w.give_back(&s(&c["lease_id"]), 0).await;
+        assert_eq!(n(&late_c["returned"]), 250, "{late_c}");
+        let bal = w.budget(&main).await;
+        assert_eq!(
+            (n(&bal["spent"]), n(&bal["leased"]), n(&bal["available"])),
+            (750, 0, 250)
         );
         check_conservation(&w.ctl).await;
     }

@@ -210,6 +210,62 @@ pub fn lease_returned(held: i64, spent: i64, charged: i64) -> LeaseReturned {
     }
 }
 
+// ---- crash: conservative expiry and its correction -------------------------
+
+/// What expiring a lease nobody returned does to its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseExpired {
+    /// Added to `spent` (provisionally): the whole unreturned grant.
+    pub charged: i64,
+    /// Added to `held` (`leased`): minus the grant.
+    pub d_held: i64,
+}
+
+/// Expire a lease still holding `held` tokens that its node never returned
+/// (it may have been killed): the whole remainder counts as spent, so the
+/// budget never shows tokens available that the node may already have
+/// served. `available` does not change; the charge is provisional until
+/// the node reports ([`correct_provisional`]).
+pub fn expire_lease(held: i64) -> LeaseExpired {
+    let held = held.max(0);
+    LeaseExpired {
+        charged: held,
+        d_held: -held,
+    }
+}
+
+/// A late return of a lease that expired provisionally charged
+/// `provisional` tokens, reporting `spent`, against an account with
+/// `account_spent` spent and `available` tokens: the difference is
+/// corrected once. Less spent than charged: the rest is credited back
+/// (`charged` negative, `returned` the credit), never below zero spent (a
+/// roll-over in between reset it). More: the extra is charged as far as
+/// `available` allows, the rest `uncovered`.
+pub fn correct_provisional(
+    available: i64,
+    account_spent: i64,
+    provisional: i64,
+    spent: i64,
+) -> LeaseReturned {
+    let (provisional, spent) = (provisional.max(0), spent.max(0));
+    if spent <= provisional {
+        let credit = (provisional - spent).min(account_spent.max(0));
+        LeaseReturned {
+            charged: -credit,
+            returned: credit,
+            uncovered: 0,
+        }
+    } else {
+        let extra = spent - provisional;
+        let charged = extra.min(available.max(0));
+        LeaseReturned {
+            charged,
+            returned: 0,
+            uncovered: extra - charged,
+        }
+    }
+}
+
 /// An agent's balance as the control plane reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Balance {

@@ -321,3 +321,183 @@ fn roll_over_gives_grants_back() {
         "overflow is refused, not wrapped"
     );
 }
+
+#[test]
+fn expiry_counts_the_whole_grant_and_a_late_return_corrects_it() {
+    assert_eq!(
+        expire_lease(70),
+        LeaseExpired {
+            charged: 70,
+            d_held: -70
+        }
+    );
+    assert_eq!(expire_lease(-1), LeaseExpired::default(), "never negative");
+    // Spent less: the difference comes back.
+    assert_eq!(
+        correct_provisional(0, 100, 70, 20),
+        LeaseReturned {
+            charged: -50,
+            returned: 50,
+            uncovered: 0
+        }
+    );
+    // Exactly what was charged: nothing moves.
+    assert_eq!(
+        correct_provisional(0, 100, 70, 70),
+        LeaseReturned::default()
+    );
+    // Spent more (usage past the lease): charged as far as available goes.
+    assert_eq!(
+        correct_provisional(5, 100, 70, 80),
+        LeaseReturned {
+            charged: 5,
+            returned: 0,
+            uncovered: 5
+        }
+    );
+    // A roll-over reset spent meanwhile: the credit stops at zero.
+    assert_eq!(
+        correct_provisional(0, 10, 70, 0),
+        LeaseReturned {
+            charged: -10,
+            returned: 10,
+            uncovered: 0
+        }
+    );
+}
+
+/// A deterministic xorshift generator: the property test needs no crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A lease in the model: what the control plane knows and what the node
+/// really served on it.
+struct ModelLease {
+    granted: i64,
+    served: i64,
+    /// Expired and charged provisionally (the grant).
+    provisional: Option<i64>,
+    done: bool,
+}
+
+/// Property: over random grants, spends, returns, crash expiries and late
+/// reports, `allocated = spent + held + available` with every term >= 0 at
+/// each step (nothing is overspent); while leases are expired and
+/// unreported, spent is at least what was served; once every lease is
+/// reported, spent equals exactly what was served (each correction applied
+/// once).
+#[test]
+fn property_conservative_settlement_conserves_totals() {
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let allocated: i64 = 1 + rng.below(5_000) as i64;
+        let (mut spent, mut held) = (0i64, 0i64);
+        let mut leases: Vec<ModelLease> = Vec::new();
+        for _ in 0..200 {
+            let avail = available(allocated, spent, held);
+            match rng.below(5) {
+                0 => {
+                    let amount = 1 + rng.below(500) as i64;
+                    if let Ok(g) = grant_lease(avail, amount, 1) {
+                        held += g;
+                        leases.push(ModelLease {
+                            granted: g,
+                            served: 0,
+                            provisional: None,
+                            done: false,
+                        });
+                    }
+                }
+                1 => {
+                    // The node serves within the room of a live lease.
+                    if let Some(l) = leases
+                        .iter_mut()
+                        .filter(|l| !l.done && l.provisional.is_none())
+                        .nth(rng.below(4) as usize)
+                    {
+                        let room = l.granted - l.served;
+                        l.served += rng.below(room as u64 + 1) as i64;
+                    }
+                }
+                2 => {
+                    // A normal return.
+                    if let Some(l) = leases
+                        .iter_mut()
+                        .find(|l| !l.done && l.provisional.is_none())
+                    {
+                        let r = return_lease(avail, l.granted, l.served);
+                        assert_eq!(r.uncovered, 0, "seed {seed}");
+                        spent += r.charged;
+                        held -= l.granted;
+                        l.done = true;
+                    }
+                }
+                3 => {
+                    // The node died: the lease expires unreturned.
+                    if let Some(l) = leases
+                        .iter_mut()
+                        .find(|l| !l.done && l.provisional.is_none())
+                    {
+                        let e = expire_lease(l.granted);
+                        spent += e.charged;
+                        held += e.d_held;
+                        l.provisional = Some(e.charged);
+                    }
+                }
+                _ => {
+                    // The node came back and reported.
+                    if let Some(l) = leases
+                        .iter_mut()
+                        .find(|l| !l.done && l.provisional.is_some())
+                    {
+                        let p = l.provisional.unwrap_or(0);
+                        let r = correct_provisional(avail, spent, p, l.served);
+                        assert_eq!(r.uncovered, 0, "seed {seed}");
+                        spent += r.charged;
+                        l.done = true;
+                    }
+                }
+            }
+            let avail = available(allocated, spent, held);
+            assert!(spent >= 0 && held >= 0 && avail >= 0, "seed {seed}");
+            assert_eq!(allocated, spent + held + avail, "seed {seed}");
+            let reported: i64 = leases
+                .iter()
+                .filter(|l| l.done || l.provisional.is_some())
+                .map(|l| l.served)
+                .sum();
+            assert!(
+                spent >= reported,
+                "seed {seed}: spent below what was served"
+            );
+        }
+        // Everything reported at last: spent is exactly what was served.
+        for l in leases.iter_mut().filter(|l| !l.done) {
+            let avail = available(allocated, spent, held);
+            let r = match l.provisional {
+                Some(p) => correct_provisional(avail, spent, p, l.served),
+                None => {
+                    held -= l.granted;
+                    return_lease(avail, l.granted, l.served)
+                }
+            };
+            spent += r.charged;
+            l.done = true;
+        }
+        let served: i64 = leases.iter().map(|l| l.served).sum();
+        assert_eq!(spent, served, "seed {seed}");
+        assert_eq!(held, 0, "seed {seed}");
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use delta_host_api::Reservation;
+use delta_host_api::{LedgerError, Reservation};
 use tokio::time::Instant;
 
 use super::*;
@@ -190,6 +190,56 @@ impl Inner {
         })
     }
 
+    /// Journal reservation `r` (just taken from `agent`'s book) before the
+    /// caller's operation proceeds.
+    pub(super) async fn journaled(
+        self: &Arc<Self>,
+        agent: Arc<AgentLeases>,
+        r: Reservation,
+    ) -> Result<Reservation, LedgerError> {
+        self.journal_hold(Hold {
+            inner: Arc::clone(self),
+            agent,
+            reservation: r,
+            handed_over: false,
+        })
+        .await
+    }
+
+    /// Journal `hold` at its whole amount, then hand it over: a node killed
+    /// while the operation is in flight reports it as spent. If the caller
+    /// goes away while the write is under way, or the write fails, the
+    /// guard releases the hold.
+    pub(super) async fn journal_hold(&self, hold: Hold) -> Result<Reservation, LedgerError> {
+        let Some(journal) = self.journal.get() else {
+            return Ok(hold.hand_over());
+        };
+        let r = &hold.reservation;
+        let lease_id = lock(&hold.agent.book)
+            .open
+            .get(&r.id)
+            .and_then(|o| o.lease_id.clone());
+        let Some(lease_id) = lease_id.filter(|_| r.amount > 0) else {
+            return Ok(hold.hand_over());
+        };
+        let op = JournalOp::Hold {
+            spend_id: spend_id(&lease_id, &r.id),
+            lease_id,
+            agent_id: r.agent_id.clone(),
+            tokens: r.amount,
+        };
+        match journal.write(op).await {
+            Ok(()) => Ok(hold.hand_over()),
+            Err(e) => {
+                tracing::error!(agent = %r.agent_id, reservation = %r.id, error = %e,
+                    "journaling a reservation failed; refused");
+                Err(LedgerError::Storage(
+                    "recording the reservation failed on this node".into(),
+                ))
+            }
+        }
+    }
+
     /// Take out of the agent's book its idle leases too small for
     /// `amount`, to be returned while a new lease is asked for: leftovers
     /// kept for later would hold tokens other nodes may need (and that a
@@ -248,6 +298,7 @@ impl Inner {
             return false;
         };
         let mut wake = false;
+        let mut release = None;
         if let Some(lease) = open
             .lease_id
             .as_deref()
@@ -257,8 +308,14 @@ impl Inner {
             lease.open = lease.open.saturating_sub(1);
             lease.last_used = now;
             wake = lease.open == 0 && !lease.usable(now);
+            release = Some(spend_id(&lease.id, id));
         }
         drop(book);
+        // Not waited for: a lost release only leaves the hold counted as
+        // spent if the node dies (conservative).
+        if let (Some(journal), Some(spend_id)) = (self.journal.get(), release) {
+            journal.forget(JournalOp::Release { spend_id });
+        }
         if wake {
             self.wake.notify_one();
         }

@@ -35,6 +35,18 @@ pub(super) struct Returned {
     pub(super) status: String,
 }
 
+/// `GET /v1/nodes/leases`: this node's unreturned leases.
+#[derive(Debug, Deserialize)]
+pub(super) struct RemoteLeases {
+    pub(super) items: Vec<RemoteLease>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RemoteLease {
+    pub(super) lease_id: String,
+    pub(super) agent_id: String,
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct RemoteBalance {
     pub(super) allocated: u64,
@@ -171,6 +183,29 @@ impl Inner {
         let sent_ms = now_ms();
         let grant: Grant = self.call(Method::POST, url, Some(&body)).await?;
         self.count("granted");
+        // Journaled before anything is spent on it, so that a node killed
+        // from now on returns it (with its spend) when it starts again.
+        if let Some(journal) = self.journal.get() {
+            let op = JournalOp::Lease {
+                lease_id: grant.lease_id.clone(),
+                agent_id: agent_id.to_owned(),
+                granted: grant.granted,
+            };
+            if let Err(e) = journal.write(op).await {
+                tracing::error!(agent = %agent_id, lease = %grant.lease_id, error = %e,
+                    "journaling a lease failed; it goes back at once");
+                drop(self.spawn_return(PendingReturn {
+                    agent_id: agent_id.to_owned(),
+                    lease_id: grant.lease_id,
+                    spent: 0,
+                    attempts: 0,
+                    next_try: Instant::now(),
+                }));
+                return Err(CallError::Network(
+                    "the lease could not be journaled".into(),
+                ));
+            }
+        }
         // Non-positive: expired on arrival. Capped: an `Instant` cannot hold
         // an arbitrary future, and a node keeps no lease for long anyway.
         let announced = grant.expires_at_ms.saturating_sub(sent_ms);
@@ -369,6 +404,7 @@ impl Inner {
             Ok(answer) => {
                 self.count("returned");
                 self.returned.fetch_add(1, Ordering::SeqCst);
+                self.forget_journaled(&r.lease_id);
                 if answer.uncovered > 0 {
                     tracing::warn!(agent = %r.agent_id, lease = %r.lease_id, spent = r.spent,
                         charged = answer.charged, uncovered = answer.uncovered,
@@ -388,6 +424,7 @@ impl Inner {
                 ) =>
             {
                 self.count("lost");
+                self.forget_journaled(&r.lease_id);
                 tracing::error!(agent = %r.agent_id, lease = %r.lease_id, spent = r.spent,
                     error = %e.reason(), code = e.code(),
                     "the control plane refused a lease return; its usage is not reported");
@@ -412,6 +449,18 @@ impl Inner {
                 }
                 false
             }
+        }
+    }
+
+    /// The control plane answered a lease's return: its journal rows have
+    /// nothing more to report (if this write is lost, the lease is returned
+    /// again at the next start, and the control plane answers the first
+    /// return's result).
+    fn forget_journaled(&self, lease_id: &str) {
+        if let Some(journal) = self.journal.get() {
+            journal.forget(JournalOp::Returned {
+                lease_id: lease_id.to_owned(),
+            });
         }
     }
 

@@ -28,7 +28,7 @@ impl BudgetLedger for LeaseLedger {
         let agent_id = &*ctx.agent_id;
         let agent = inner.agent(agent_id);
         if let Some(r) = inner.try_hold(&agent, agent_id, amount) {
-            return Ok(r);
+            return inner.journaled(agent, r).await;
         }
         // One acquisition per agent at a time: whoever waited here may find
         // the lease the previous holder obtained. Giving up while waiting
@@ -40,7 +40,8 @@ impl BudgetLedger for LeaseLedger {
         .await
         .map_err(|_| LedgerError::Storage("timed out waiting for a budget lease".into()))?;
         if let Some(r) = inner.try_hold(&agent, agent_id, amount) {
-            return Ok(r);
+            drop(turn);
+            return inner.journaled(agent, r).await;
         }
         if amount == 0 {
             // Nothing to hold: no lease needed.
@@ -69,7 +70,8 @@ impl BudgetLedger for LeaseLedger {
             turn,
         ));
         match task.await {
-            Ok(result) => result.map(Hold::hand_over),
+            Ok(Ok(hold)) => inner.journal_hold(hold).await,
+            Ok(Err(e)) => Err(e),
             Err(e) => {
                 tracing::error!(agent = %agent_id, error = %e, "a lease acquisition task failed");
                 Err(LedgerError::Storage(
@@ -91,6 +93,7 @@ impl BudgetLedger for LeaseLedger {
             .ok_or_else(unknown)?;
         let now = Instant::now();
         let mut wake = false;
+        let mut journal_op = None;
         let settlement = {
             let mut book = lock(&agent.book);
             let open = book.open.remove(&reservation.id).ok_or_else(unknown)?;
@@ -113,6 +116,13 @@ impl BudgetLedger for LeaseLedger {
                     lease.spent += charged;
                     lease.uncovered = lease.uncovered.saturating_add(uncovered);
                     wake = lease.open == 0 && (lease.room() == 0 || !lease.usable(now));
+                    // What was used replaces the journaled hold (also 0).
+                    journal_op = Some(JournalOp::Spend {
+                        spend_id: spend_id(&lease.id, &reservation.id),
+                        lease_id: lease.id.clone(),
+                        agent_id: reservation.agent_id.clone(),
+                        tokens: used,
+                    });
                     Settlement { charged, uncovered }
                 }
                 // A zero-token hold made without a lease: nothing covers
@@ -123,6 +133,16 @@ impl BudgetLedger for LeaseLedger {
                 },
             }
         };
+        // Durable before the caller (and so the guest) sees the result: a
+        // node killed now reports this spend when it starts again.
+        if let (Some(journal), Some(op)) = (self.inner.journal.get(), journal_op)
+            && let Err(e) = journal.write(op).await
+        {
+            // The journaled hold stays (its whole amount counts if the
+            // node dies before returning the lease); nothing else to do.
+            tracing::error!(agent = %reservation.agent_id, reservation = %reservation.id,
+                error = %e, "journaling a settlement failed");
+        }
         if settlement.uncovered > 0 {
             tracing::warn!(agent = %reservation.agent_id, reservation = %reservation.id, used,
                 uncovered = settlement.uncovered, "usage not covered by a live lease");

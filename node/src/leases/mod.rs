@@ -64,12 +64,17 @@
 //! so a lease taken out of the books is always either confirmed returned,
 //! queued for a retry, or reported unreturned at shutdown.
 //!
-//! # What a crash loses
-//! Spending is reported when a lease is returned. A node killed with leases
-//! out loses their spent totals: the leases expire and their tokens go back
-//! to the budget, so the tokens the node spent since it took them were
-//! served but never charged. That exposure is bounded by the leases the node
-//! held (`lease_chunk` per agent, typically) and by their lifetime.
+//! # What a crash loses: nothing charged twice, nothing uncharged
+//! With the node's spend journal attached ([`LeaseLedger::attach_journal`],
+//! `crate::journal`), every lease is journaled before it is used, every
+//! reservation (at its whole amount) before the guest's call proceeds, and
+//! every settlement before the call returns, each committed by the node's
+//! group commit. A node killed with leases out finds them in the journal
+//! when it starts and returns them with their journaled spend (reservations
+//! that were in flight count whole: what the provider served them is
+//! unknown). Meanwhile the control plane counted each expired, unreturned
+//! lease's whole grant as spent (provisional) and corrects it once when the
+//! late return arrives. A confirmed return deletes the lease's journal rows.
 //!
 //! Returns that fail (network, 5xx) are retried with backoff until they
 //! succeed; a return is idempotent on the control plane. A lease request
@@ -91,6 +96,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ControlPlaneConfig, read_secret};
+use crate::journal::{Journal, JournalOp, spend_id};
+use crate::store::UnreturnedLease;
 // The lease defaults and settings live in the configuration (which must not
 // depend on this module); re-exported where callers have always found them.
 pub use crate::config::{
@@ -159,8 +166,8 @@ pub struct ShutdownReport {
     /// Leases returned.
     pub returned: usize,
     /// Leases whose return did not succeed in time, or was still under way
-    /// at the deadline (they expire on the control plane; their spent totals
-    /// are lost).
+    /// at the deadline (they expire on the control plane, which counts them
+    /// spent until the node, started again, reports them from its journal).
     pub unreturned: usize,
 }
 
@@ -192,6 +199,9 @@ struct Inner {
     wake: Notify,
     closed: AtomicBool,
     counters: OnceLock<IntCounterVec>,
+    /// Where spend is made durable before a guest sees it (set once the
+    /// node's group-commit writer runs: [`LeaseLedger::attach_journal`]).
+    journal: OnceLock<Journal>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,6 +243,7 @@ impl LeaseLedger {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             counters: OnceLock::new(),
+            journal: OnceLock::new(),
         });
         let cancel = CancellationToken::new();
         let task = tokio::spawn(maintain(Arc::downgrade(&inner), cancel.clone()));
@@ -258,6 +269,71 @@ impl LeaseLedger {
     /// `returned_open`: returned after the grace period with holds open).
     pub fn count_into(&self, counter: IntCounterVec) {
         let _ = self.inner.counters.set(counter);
+    }
+
+    /// Journal leases, reservations and settlements through `journal`
+    /// from now on, and return the leases a previous process left
+    /// unreturned (`unreturned`, read from the journal at start) with their
+    /// journaled spend: the control plane corrects its provisional charge.
+    /// Returns are retried like any other until the control plane answers.
+    ///
+    /// Leases the control plane granted a previous process of this node
+    /// that the journal does not know (granted while it died, before the
+    /// journal write) had nothing spent on them, since every lease is
+    /// journaled before it is used: they are returned with 0. Call before
+    /// this ledger takes any lease (at start, before serving).
+    pub async fn attach_journal(&self, journal: Journal, unreturned: Vec<UnreturnedLease>) {
+        if self.inner.journal.set(journal).is_err() {
+            tracing::warn!("a spend journal was attached twice; keeping the first");
+            return;
+        }
+        let now = Instant::now();
+        let pending = |agent_id: String, lease_id: String, spent: u64| PendingReturn {
+            agent_id,
+            lease_id,
+            spent,
+            attempts: 0,
+            next_try: now,
+        };
+        let mut returns: Vec<PendingReturn> = unreturned
+            .into_iter()
+            .map(|l| pending(l.agent_id, l.lease_id, l.spent))
+            .collect();
+        let mut url = self.inner.url(&["v1", "nodes", "leases"]);
+        url.query_pairs_mut()
+            .append_pair("node_id", &self.inner.node_id);
+        match self
+            .inner
+            .call::<RemoteLeases>(reqwest::Method::GET, url, None)
+            .await
+        {
+            Ok(remote) => {
+                let known: std::collections::HashSet<String> =
+                    returns.iter().map(|r| r.lease_id.clone()).collect();
+                returns.extend(
+                    remote
+                        .items
+                        .into_iter()
+                        .filter(|l| !known.contains(&l.lease_id))
+                        .map(|l| pending(l.agent_id, l.lease_id, 0)),
+                );
+            }
+            // The journal's leases are still returned; unknown ones stay
+            // provisional on the control plane (conservative).
+            Err(e) => tracing::warn!(error = %e.reason(), code = e.code(),
+                "listing this node's unreturned leases failed; returning the journal's only"),
+        }
+        if returns.is_empty() {
+            return;
+        }
+        let spent: u64 = returns.iter().map(|r| r.spent).sum();
+        tracing::warn!(
+            leases = returns.len(),
+            spent,
+            "returning leases a previous process left unreturned, with their journaled spend"
+        );
+        lock(&self.inner.pending).extend(returns);
+        self.inner.wake.notify_one();
     }
 
     /// Every lease held now, by agent.
@@ -384,8 +460,8 @@ impl LeaseLedger {
         if unreturned > 0 {
             tracing::warn!(
                 unreturned,
-                "leases not returned at shutdown: they expire on the control plane and \
-                 their spent totals are lost"
+                "leases not returned at shutdown: they expire on the control plane, \
+                 counted spent until this node reports them from its journal at start"
             );
         } else if returned > 0 {
             tracing::info!(returned, "budget leases returned");

@@ -1175,3 +1175,5 @@ async fn a_wrong_token_is_unavailable_not_a_budget_answer() {
     assert!(LeaseLedger::new("not a url", None, "n", patient()).is_err());
     assert!(LeaseLedger::new("mailto:x@y", None, "n", patient()).is_err());
 }
+
+mod journal;

@@ -14,6 +14,9 @@
 //!   it answers from the cache (SQLite replicas share one file, so this
 //!   is the only signal they have; a read of one row every 100 ms costs
 //!   nothing next to thousands of requests a second);
+//! - the replica that made a change (any request but GET, HEAD or
+//!   OPTIONS, [`after_writes`]) reads it before its next cached answer, so
+//!   the caller's next request there sees the change;
 //! - on PostgreSQL the trigger also `NOTIFY`s `delta_auth`, and a
 //!   listener per replica drops the cache as the change commits; the poll
 //!   stays as the fallback for notifications lost while it reconnects.
@@ -30,7 +33,7 @@
 //! every use, since it needs no change to pass.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -83,6 +86,9 @@ pub struct KeyCache {
     generation: AtomicI64,
     /// When the generation was last read.
     checked_at_ms: AtomicI64,
+    /// Counts [`KeyCache::check_next`] calls, so that a read of the
+    /// generation that started before one does not count as a check.
+    writes: AtomicU64,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -93,6 +99,7 @@ impl Default for KeyCache {
             entries: Mutex::new(HashMap::new()),
             generation: AtomicI64::new(-1),
             checked_at_ms: AtomicI64::new(i64::MIN),
+            writes: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }
@@ -142,6 +149,15 @@ impl KeyCache {
         entries.insert(prefix.to_owned(), key);
     }
 
+    /// Make the next lookup read the generation first: called after every
+    /// request that may have written, so that a change made through this
+    /// replica holds for the caller's very next request here, without
+    /// waiting for the period.
+    pub fn check_next(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.checked_at_ms.store(i64::MIN, Ordering::Release);
+    }
+
     /// Note that `last_used_at_ms` of `prefix` was recorded at `at`.
     pub fn used(&self, prefix: &str, at: i64) {
         if let Ok(mut entries) = self.entries.lock() {
@@ -168,14 +184,19 @@ impl KeyCache {
         if started.saturating_sub(self.checked_at_ms.load(Ordering::Acquire)) < CHECK_EVERY_MS {
             return;
         }
+        let writes = self.writes.load(Ordering::Acquire);
         match read_generation(db).await {
             Ok(g) => {
                 if g != self.generation.load(Ordering::Acquire) {
                     self.clear(g);
                 }
                 // The time the read started: a change committed after it
-                // is seen by the next check within the period.
-                self.checked_at_ms.store(started, Ordering::Release);
+                // is seen by the next check within the period. Unless a
+                // write through this replica ended meanwhile: then the
+                // next lookup reads again.
+                if self.writes.load(Ordering::Acquire) == writes {
+                    self.checked_at_ms.store(started, Ordering::Release);
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the auth generation");
@@ -183,6 +204,23 @@ impl KeyCache {
             }
         }
     }
+}
+
+/// Middleware: after a request that may have written (anything but GET,
+/// HEAD and OPTIONS), and before its answer leaves, have the next lookup
+/// read the generation (see [`KeyCache::check_next`]).
+pub async fn after_writes(
+    axum::extract::State(cache): axum::extract::State<Arc<KeyCache>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let reads_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(req).await;
+    if !reads_only {
+        cache.check_next();
+    }
+    response
 }
 
 /// The current `auth_generation`.
@@ -226,18 +264,18 @@ async fn listen(cache: Weak<KeyCache>, url: String) {
                     cache.clear(g);
                     // A generation parsed from the notification is not a
                     // read of the row: the next request checks it.
-                    cache.checked_at_ms.store(i64::MIN, Ordering::Release);
+                    cache.check_next();
                 }
                 // The connection was lost (try_recv reconnects on the
                 // next call): anything notified meanwhile is gone.
                 Ok(None) => {
                     cache.clear(-1);
-                    cache.checked_at_ms.store(i64::MIN, Ordering::Release);
+                    cache.check_next();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "auth change listener failed; reconnecting");
                     cache.clear(-1);
-                    cache.checked_at_ms.store(i64::MIN, Ordering::Release);
+                    cache.check_next();
                     break;
                 }
             }

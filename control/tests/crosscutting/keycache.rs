@@ -62,6 +62,9 @@ both!(
             )
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        // The replica that revoked it refuses it on the very next request.
+        let (status, body) = current(&a, &key).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         past_the_check_period().await;
         for replica in [&b, &a] {
             let (status, body) = current(replica, &key).await;
@@ -79,8 +82,8 @@ both!(
         let (status, body) = a.invite_and_accept(&alice.access, &bob, "member").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let (_, key) = key_in(&a, &bob, &alice.tenant_id).await;
-        for _ in 0..2 {
-            let (status, body) = current(&b, &key).await;
+        for replica in [&a, &b, &a, &b] {
+            let (status, body) = current(replica, &key).await;
             assert_eq!(status, StatusCode::OK, "{body}");
             assert_eq!(body["role"], "member");
         }
@@ -94,6 +97,9 @@ both!(
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = current(&a, &key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["role"], "admin", "the replica that changed it");
         past_the_check_period().await;
         let (status, body) = current(&b, &key).await;
         assert_eq!(status, StatusCode::OK, "{body}");

@@ -141,10 +141,11 @@ impl KeyCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= CAPACITY && !entries.contains_key(prefix) {
-            if let Some(victim) = entries.keys().next().cloned() {
-                entries.remove(&victim);
-            }
+        if entries.len() >= CAPACITY
+            && !entries.contains_key(prefix)
+            && let Some(victim) = entries.keys().next().cloned()
+        {
+            entries.remove(&victim);
         }
         entries.insert(prefix.to_owned(), key);
     }
@@ -160,10 +161,10 @@ impl KeyCache {
 
     /// Note that `last_used_at_ms` of `prefix` was recorded at `at`.
     pub fn used(&self, prefix: &str, at: i64) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if let Some(e) = entries.get_mut(prefix) {
-                e.last_used_at_ms = Some(at);
-            }
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(e) = entries.get_mut(prefix)
+        {
+            e.last_used_at_ms = Some(at);
         }
     }
 

@@ -135,6 +135,12 @@ pub fn router(state: AppState) -> Router {
         // Component uploads set their own, larger limit on their route.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(add_security_headers))
+        // A change made through this replica holds for its next request at
+        // once, not only after the key cache's period.
+        .layer(middleware::from_fn_with_state(
+            state.key_cache.clone(),
+            crate::keycache::after_writes,
+        ))
         .layer(middleware::from_fn_with_state(
             http_metrics,
             request_context,

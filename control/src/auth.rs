@@ -5,9 +5,12 @@
 //! authenticated handler takes.
 //!
 //! A principal is always *in a tenant*: a session's token names the tenant
-//! it was opened for, an API key belongs to one. The caller's role is read
-//! from the membership on every request, so a role change or removal takes
-//! effect at once, even for tokens already issued.
+//! it was opened for, an API key belongs to one. A session's role is read
+//! from the membership on every request; an API key's comes from the
+//! verified-key cache ([`crate::keycache`]), which every role change,
+//! removal or revocation empties on every replica (at once on PostgreSQL,
+//! within 100 ms on SQLite), so they take effect for credentials already
+//! issued too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use delta_http::ApiError;
 
 use crate::app::AppState;
 use crate::db::now_ms;
+use crate::keycache::CachedKey;
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL: Duration = Duration::from_secs(30 * 60);
@@ -555,9 +559,76 @@ async fn api_key_principal(
     app: Option<&str>,
 ) -> Result<Principal, &'static str> {
     let (prefix, secret) = rest.split_once('_').ok_or("malformed_key")?;
+    let key = match state.key_cache.get(&state.db, prefix).await {
+        Some(key) => key,
+        None => {
+            let (key, revoked, generation) = read_api_key(state, prefix).await?;
+            if revoked.is_some() {
+                // Not cached: a revoked key is read again on each attempt.
+                // Its secret is checked before saying it is revoked.
+                if !delta_http::secret_matches(&sha256_hex(secret), &key.secret_hash) {
+                    return Err("bad_key");
+                }
+                return Err("revoked_key");
+            }
+            state.key_cache.put(prefix, key.clone(), generation);
+            key
+        }
+    };
+    if !delta_http::secret_matches(&sha256_hex(secret), &key.secret_hash) {
+        return Err("bad_key");
+    }
+    let now = now_ms();
+    if key.expires_at_ms.is_some_and(|t| t <= now) {
+        return Err("expired_key");
+    }
+    if app.is_some_and(|app| app != key.tenant_id) {
+        return Err(APP_NOT_ALLOWED);
+    }
+    if key
+        .last_used_at_ms
+        .is_none_or(|t| t < now - LAST_USED_EVERY_MS)
+    {
+        // Off the request's path, and at most once a minute per key: a
+        // write per request would make every read a write.
+        state.key_cache.used(prefix, now);
+        let db = state.db.clone();
+        let id = key.id.clone();
+        tokio::spawn(async move {
+            let done = sqlx::query(
+                "UPDATE api_keys SET last_used_at_ms = $1 \
+                 WHERE id = $2 AND (last_used_at_ms IS NULL OR last_used_at_ms < $3)",
+            )
+            .bind(now)
+            .bind(&id)
+            .bind(now - LAST_USED_EVERY_MS)
+            .execute(db.pool())
+            .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, key = %id, "recording an API key's last use");
+            }
+        });
+    }
+    Ok(Principal {
+        operator: state.config.is_operator(&key.email),
+        user_id: key.user_id,
+        tenant_id: key.tenant_id,
+        role: key.role,
+        scopes: Some(key.scopes),
+        api_key_id: Some(key.id),
+    })
+}
+
+/// The key `prefix` (with when it was revoked) and the auth generation it
+/// was read at, in one statement (see [`crate::keycache`]).
+async fn read_api_key(
+    state: &AppState,
+    prefix: &str,
+) -> Result<(CachedKey, Option<i64>, i64), &'static str> {
     let row = sqlx::query(
         "SELECT k.id, k.tenant_id, k.user_id, k.secret_hash, k.scopes, k.expires_at_ms, \
-                k.revoked_at_ms, k.last_used_at_ms, m.role, u.email \
+                k.revoked_at_ms, k.last_used_at_ms, m.role, u.email, \
+                (SELECT generation FROM auth_generation WHERE id = 1) AS auth_generation \
          FROM api_keys k JOIN memberships m \
            ON m.tenant_id = k.tenant_id AND m.user_id = k.user_id \
          JOIN users u ON u.id = k.user_id \
@@ -571,56 +642,24 @@ async fn api_key_principal(
         "storage"
     })?
     .ok_or("unknown_key")?;
-    let stored: String = row.try_get("secret_hash").map_err(|_| "storage")?;
-    if !delta_http::secret_matches(&sha256_hex(secret), &stored) {
-        return Err("bad_key");
-    }
-    let revoked: Option<i64> = row.try_get("revoked_at_ms").map_err(|_| "storage")?;
-    if revoked.is_some() {
-        return Err("revoked_key");
-    }
-    let expires: Option<i64> = row.try_get("expires_at_ms").map_err(|_| "storage")?;
-    if expires.is_some_and(|t| t <= now_ms()) {
-        return Err("expired_key");
-    }
-    let tenant: String = row.try_get("tenant_id").map_err(|_| "storage")?;
-    if app.is_some_and(|app| app != tenant) {
-        return Err(APP_NOT_ALLOWED);
-    }
-    let role: String = row.try_get("role").map_err(|_| "storage")?;
-    let email: String = row.try_get("email").map_err(|_| "storage")?;
-    let scopes: String = row.try_get("scopes").map_err(|_| "storage")?;
-    let id: String = row.try_get("id").map_err(|_| "storage")?;
-    let last_used: Option<i64> = row.try_get("last_used_at_ms").map_err(|_| "storage")?;
-    let now = now_ms();
-    if last_used.is_none_or(|t| t < now - LAST_USED_EVERY_MS) {
-        // Off the request's path, and at most once a minute per key: a
-        // write per request would make every read a write.
-        let db = state.db.clone();
-        let key = id.clone();
-        tokio::spawn(async move {
-            let done = sqlx::query(
-                "UPDATE api_keys SET last_used_at_ms = $1 \
-                 WHERE id = $2 AND (last_used_at_ms IS NULL OR last_used_at_ms < $3)",
-            )
-            .bind(now)
-            .bind(&key)
-            .bind(now - LAST_USED_EVERY_MS)
-            .execute(db.pool())
-            .await;
-            if let Err(e) = done {
-                tracing::warn!(error = %e, key = %key, "recording an API key's last use");
-            }
-        });
-    }
-    Ok(Principal {
-        user_id: row.try_get("user_id").map_err(|_| "storage")?,
-        tenant_id: tenant,
+    let get_str = |c: &str| row.try_get::<String, _>(c).map_err(|_| "storage");
+    let role = get_str("role")?;
+    let scopes = get_str("scopes")?;
+    let key = CachedKey {
+        id: get_str("id")?,
+        tenant_id: get_str("tenant_id")?,
+        user_id: get_str("user_id")?,
+        secret_hash: get_str("secret_hash")?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        expires_at_ms: row.try_get("expires_at_ms").map_err(|_| "storage")?,
         role: Role::parse(&role).ok_or("storage")?,
-        scopes: Some(scopes.split_whitespace().map(str::to_owned).collect()),
-        api_key_id: Some(id),
-        operator: state.config.is_operator(&email),
-    })
+        email: get_str("email")?,
+        last_used_at_ms: row.try_get("last_used_at_ms").map_err(|_| "storage")?,
+        read_at_ms: now_ms(),
+    };
+    let revoked: Option<i64> = row.try_get("revoked_at_ms").map_err(|_| "storage")?;
+    let generation: i64 = row.try_get("auth_generation").map_err(|_| "storage")?;
+    Ok((key, revoked, generation))
 }
 
 /// The user's role in `tenant`, their email (which says whether they are

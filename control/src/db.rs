@@ -118,6 +118,11 @@ impl Db {
                     // One writer at a time is SQLite's model; a few readers
                     // in WAL mode, and busy_timeout for the writer queue.
                     .max_connections(8)
+                    // No ping before each use: a local file has no server
+                    // that could have dropped the connection, and the ping
+                    // was a round trip to the connection's worker thread
+                    // per query (half of an authenticated GET's, issue 15).
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(

@@ -30,6 +30,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod identity;
 pub mod invitations;
+pub mod keycache;
 pub mod links;
 pub mod mailer;
 pub mod messages;

@@ -39,6 +39,9 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Per-IP limits and account lockout of the anonymous routes.
     pub guard: Arc<crate::guard::AuthGuard>,
+    /// Verified API keys, dropped on any change to them (see
+    /// [`crate::keycache`]).
+    pub key_cache: Arc<crate::keycache::KeyCache>,
     /// Turns JavaScript uploads into components (none: such uploads
     /// answer 501 `not_configured`; see [`crate::scripts`]).
     pub scripts: Option<Arc<dyn ScriptPreparer>>,
@@ -155,6 +158,7 @@ impl AppState {
         )
         .context("setting up rate limits")?;
         let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
+        let key_cache = crate::keycache::KeyCache::open(&db, &config.database_url());
         Ok(Self {
             db,
             keys: Arc::new(keys),
@@ -165,6 +169,7 @@ impl AppState {
             components_dir,
             limiter: Arc::new(limiter),
             guard,
+            key_cache,
             scripts: None,
             stripe,
             mailer,

@@ -488,39 +488,68 @@ impl Store {
                     encode("usage", &run.usage)?,
                 ));
             }
-            let values =
-                vec!["(?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO runs (id, agent_id, tenant_id, status, input, outcome, logs, usage, \
-                 created_at_ms, started_at_ms, finished_at_ms, expires_at_ms) VALUES {values} \
-                 ON CONFLICT (id) DO NOTHING RETURNING id"
-            );
-            let mut query = sqlx::query(&sql);
-            for ((_, new, run), (outcome, logs, usage)) in chunk.iter().zip(&encoded) {
-                query = query
-                    .bind(&new.id)
-                    .bind(&new.agent_id)
-                    .bind(&new.tenant_id)
-                    .bind(&new.input)
-                    .bind(outcome)
-                    .bind(logs)
-                    .bind(usage)
-                    .bind(new.created_at_ms)
-                    .bind(run.started_at_ms)
-                    .bind(run.usage.finished_at_ms)
-                    .bind(run.expires_at_ms);
+            // Which of these ids exist already (a retried batch): normally
+            // none, so this answers one empty result. (`INSERT ... ON
+            // CONFLICT DO NOTHING RETURNING id` said the same, but sqlx
+            // hands each returned row across from its worker thread as a
+            // message of its own: a wake-up per run.) Under `BEGIN
+            // IMMEDIATE` on the only writer nothing can insert between
+            // this read and the insert.
+            let ids = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT id FROM runs WHERE id IN ({ids})");
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for (_, new, _) in chunk {
+                query = query.bind(&new.id);
             }
-            let inserted: std::collections::HashSet<String> = query
-                .fetch_all(&mut *tx)
-                .await?
+            let existing: std::collections::HashSet<String> =
+                query.fetch_all(&mut *tx).await?.into_iter().collect();
+            // Also once per id within the batch: the first entry wins.
+            let mut seen = std::collections::HashSet::with_capacity(chunk.len());
+            let fresh_flags: Vec<bool> = chunk
                 .iter()
-                .map(|row| row.try_get::<String, _>("id"))
-                .collect::<Result<_, _>>()?;
-            let queued: Vec<_> = chunk
+                .map(|(_, new, _)| !existing.contains(&new.id) && seen.insert(new.id.as_str()))
+                .collect();
+            let fresh_rows: Vec<_> = chunk
                 .iter()
                 .zip(&encoded)
-                .filter(|((_, new, _), _)| inserted.contains(&new.id))
+                .zip(&fresh_flags)
+                .filter(|(_, fresh)| **fresh)
+                .map(|(row, _)| row)
                 .collect();
+            if !fresh_rows.is_empty() {
+                let values =
+                    vec!["(?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?)"; fresh_rows.len()]
+                        .join(", ");
+                let sql = format!(
+                    "INSERT INTO runs (id, agent_id, tenant_id, status, input, outcome, logs, \
+                     usage, created_at_ms, started_at_ms, finished_at_ms, expires_at_ms) \
+                     VALUES {values} ON CONFLICT (id) DO NOTHING"
+                );
+                let mut query = sqlx::query(&sql);
+                for ((_, new, run), (outcome, logs, usage)) in &fresh_rows {
+                    query = query
+                        .bind(&new.id)
+                        .bind(&new.agent_id)
+                        .bind(&new.tenant_id)
+                        .bind(&new.input)
+                        .bind(outcome)
+                        .bind(logs)
+                        .bind(usage)
+                        .bind(new.created_at_ms)
+                        .bind(run.started_at_ms)
+                        .bind(run.usage.finished_at_ms)
+                        .bind(run.expires_at_ms);
+                }
+                let done = query.execute(&mut *tx).await?;
+                if done.rows_affected() != fresh_rows.len() as u64 {
+                    // Cannot happen under the write lock; refuse rather
+                    // than report runs as recorded that were not.
+                    return Err(StoreError::Invalid(
+                        "group commit: a run appeared during its insert".into(),
+                    ));
+                }
+            }
+            let queued = fresh_rows;
             if !queued.is_empty() {
                 let values = vec!["(?, ?, ?, ?)"; queued.len()].join(", ");
                 let sql = format!(
@@ -538,8 +567,8 @@ impl Store {
                 }
                 query.execute(&mut *tx).await?;
             }
-            for (i, new, _) in chunk {
-                results[*i] = Some(Ok(inserted.contains(&new.id)));
+            for ((i, _, _), fresh) in chunk.iter().zip(fresh_flags) {
+                results[*i] = Some(Ok(fresh));
             }
         }
         for (i, (new, run)) in batch.iter().enumerate() {

@@ -1144,5 +1144,6 @@ both!(
 // After the macros above: `macro_rules!` are in scope textually.
 mod apps;
 mod history;
+mod keycache;
 mod ratelimits;
 mod registration;

@@ -103,9 +103,7 @@ async fn deliver(state: &AppState, run: &QueuedRun) -> Result<(), String> {
             if e.is_not_found() {
                 // The node lost the deployment: give it back for the next
                 // delivery.
-                if let Err(e) =
-                    crate::agents::redeploy_current(state, &node, &agent.id).await
-                {
+                if let Err(e) = crate::agents::redeploy_current(state, &node, &agent.id).await {
                     tracing::warn!(node = %node.id, agent = %agent.id, error = %e, "redeploying");
                 }
             }

@@ -4,8 +4,7 @@
 //! * Input: `{"lines": <u32>, "interval_ms": <u64>}`.
 //! * Logs `line <i>` at info level, then sleeps `interval_ms` (a WASI clock
 //!   wait, so the guest is blocked in the host, not spinning), `lines` times.
-//! * Output: `{"lines": <lines>, "run_id": <task.run-id>}` (tests check
-//!   that a re-queued run keeps its id).
+//! * Output: `{"lines": <lines>}`.
 
 use std::time::Duration;
 
@@ -22,7 +21,6 @@ struct Input {
 #[derive(Serialize)]
 struct Done {
     lines: u32,
-    run_id: String,
 }
 
 struct SlowLogger;
@@ -31,15 +29,12 @@ impl Agent for SlowLogger {
     type Input = Input;
     type Output = Done;
 
-    fn run(ctx: &Context, input: Input) -> Result<Done, AgentError> {
+    fn run(_ctx: &Context, input: Input) -> Result<Done, AgentError> {
         for i in 0..input.lines {
             info!("line {i}");
             std::thread::sleep(Duration::from_millis(input.interval_ms));
         }
-        Ok(Done {
-            lines: input.lines,
-            run_id: ctx.run_id().to_owned(),
-        })
+        Ok(Done { lines: input.lines })
     }
 }
 

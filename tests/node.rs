@@ -1308,8 +1308,9 @@ async fn sighup_reloads_the_token_and_limits() {
 }
 
 /// The control plane names runs itself: a run takes the caller's id (waited
-/// on or not); an id the node already has, live or stored, is 409
-/// `run_exists` and runs nothing; an id that is not a plain token is 422.
+/// on or not); an id the node already has, live or stored, is answered with
+/// that run (a repeated delivery) and runs nothing, unless it is another
+/// agent's (409 `run_exists`); an id that is not a plain token is 422.
 #[tokio::test]
 async fn runs_can_be_named_by_the_caller() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1335,11 +1336,28 @@ async fn runs_can_be_named_by_the_caller() {
     assert_eq!(status, StatusCode::OK, "{run}");
     assert_eq!(run["id"], "run_named-2");
 
+    // Delivered again (a retry of the control plane's dispatcher): the
+    // run held is answered as if accepted, and nothing runs twice.
     for taken in ["run_named-1", "run_named-2"] {
         let (status, body) = create(taken, false).await;
-        assert_eq!(status, StatusCode::CONFLICT, "{body}");
-        assert_eq!(body["code"], "run_exists", "{body}");
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["id"], taken, "{body}");
+        let (status, body) = create(taken, true).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["id"], taken, "{body}");
+        assert_eq!(outcome(&body), "completed", "{body}");
     }
+    // The same id for another agent is refused.
+    node.deploy("hello-2", "t1", &hello, json!({})).await;
+    let (status, body) = node
+        .json(
+            reqwest::Method::POST,
+            "/v1/agents/hello-2/runs",
+            Some(json!({ "input": {}, "id": "run_named-1" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "run_exists", "{body}");
     let (status, body) = create("no spaces/or slashes", false).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 

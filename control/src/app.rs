@@ -185,13 +185,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Serve on `listener` until `shutdown` resolves; background tasks (node
-/// monitor, sweep, schedules' fire loop) run meanwhile.
+/// monitor, run dispatcher, sweep, schedules' fire loop) run meanwhile.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let monitor = crate::nodes::spawn_monitor(state.clone());
+    let dispatcher = crate::dispatch::dispatcher::spawn(state.clone());
     let sweep = crate::sweep::spawn(state.clone());
     let webhooks = crate::webhooks::spawn(state.clone());
     let schedules = crate::triggers::fire::spawn(state.clone());
@@ -221,6 +222,7 @@ pub async fn serve(
         }
     };
     monitor.abort();
+    dispatcher.abort();
     sweep.abort();
     webhooks.abort();
     schedules.abort();

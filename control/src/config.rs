@@ -26,6 +26,11 @@
 //! [templates]
 //! operator_review = "first"  # none (default) | first | all: operators approve templates too
 //!
+//! [runs]                  # the durable run queue (`crate::dispatch`)
+//! max_deliveries = 5      # failed deliveries before a run is dead
+//! retry_base_ms = 1000    # retries wait about 1, 2, 4, ... x this (jittered)
+//! retry_max_ms = 60000
+//!
 //! [quotas]                # per tenant; operators change them per tenant
 //! component_bytes = 1073741824
 //! messages_per_day = 1000
@@ -203,6 +208,35 @@ pub struct ControlConfig {
     /// What each tenant may hold and send by default (an operator raises
     /// or lowers them per tenant: `PUT /v1/operator/tenants/{id}/quotas`).
     pub quotas: QuotaConfig,
+    /// The run queue's retries (`[runs]`).
+    pub runs: RunsConfig,
+}
+
+/// `[runs]`: how the dispatcher retries a run no node took.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// Deliveries of one run before it is `dead` (default 5; at least 1).
+    pub max_deliveries: u32,
+    /// The first retry's wait, ms (default 1 s); each next one doubles,
+    /// with up to a quarter more as jitter (replicas do not retry in step).
+    pub retry_base_ms: u64,
+    /// The longest wait between two deliveries, ms (default 60 s).
+    pub retry_max_ms: u64,
+    /// How often a replica's dispatcher looks for due runs, ms (default
+    /// 500).
+    pub poll_ms: u64,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self {
+            max_deliveries: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            poll_ms: 500,
+        }
+    }
 }
 
 /// `[templates]`: who approves message templates.
@@ -361,6 +395,7 @@ impl Default for ControlConfig {
             max_webhook_body_bytes: 256 << 10,
             templates: TemplatesConfig::default(),
             quotas: QuotaConfig::default(),
+            runs: RunsConfig::default(),
         }
     }
 }
@@ -479,6 +514,11 @@ impl ControlConfig {
         if self.session_max_secs == 0 {
             return Err(ConfigError::Invalid(
                 "session_max_secs must be at least 1".to_owned(),
+            ));
+        }
+        if self.runs.max_deliveries == 0 || self.runs.poll_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "[runs] max_deliveries and poll_ms must be at least 1".to_owned(),
             ));
         }
         if self.bounty_fee_bps > 10_000 {

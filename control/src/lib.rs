@@ -26,6 +26,7 @@ pub mod contract;
 pub mod dashboard;
 pub mod db;
 pub mod deployments;
+pub mod dispatch;
 pub mod guard;
 pub mod idempotency;
 pub mod identity;

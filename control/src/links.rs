@@ -54,7 +54,7 @@ const LINKS: &[LinkRow] = &[
         "create_run",
         &["200", "202"],
         CREATED,
-        &["get_run", "run_logs"],
+        &["get_run", "run_logs", "retry_run"],
     ),
     (
         "create_template",

@@ -1,5 +1,13 @@
-//! Runs: submitted through the control plane to the node hosting the agent,
-//! recorded here under the node's run id.
+//! Runs: named by the control plane (`run_...`, the id the guest sees as
+//! `task.run-id` on every delivery), queued durably (`crate::dispatch`) and
+//! delivered to the node hosting the agent.
+//!
+//! A run is inserted with its queue row before its node is called, and
+//! delivered inline: a run whose node is lost later goes back to the queue
+//! and is delivered to the agent's new node under the same id; one no node
+//! took after `[runs] max_deliveries` is `dead` (`GET /v1/runs?status=dead`
+//! lists them with `deliveries` and `last_error`; `POST
+//! /v1/runs/{id}/retry` puts one back).
 //!
 //! The control plane answers what the node answered (202 with the run id,
 //! or with `?wait=true` 200 with the finished run), passing the node's 409
@@ -44,6 +52,7 @@ use crate::agents::{Agent, hosting_node, load_agent, redeploy_current};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
+use crate::dispatch::RunQueue as _;
 use crate::nodeclient::{
     DEFAULT_RUN_TIMEOUT, NodeCallError, NodeClient, Submitted, node_unavailable,
 };
@@ -52,16 +61,25 @@ use crate::pagination::{Page, PageQuery};
 /// A run.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Run {
-    /// The node's run id.
+    /// The run id (named by the control plane; the guest's `task.run-id`).
     pub id: String,
     /// Its tenant.
     pub tenant_id: String,
     /// The agent.
     pub agent_id: String,
-    /// The node it was submitted to.
+    /// The node it was (last) delivered to.
     pub node_id: String,
-    /// `queued`, `running` or `finished`.
+    /// `queued`, `running`, `finished`, or `dead`: no node took it after
+    /// `[runs] max_deliveries` deliveries (see `last_error`; `POST
+    /// /v1/runs/{id}/retry`).
     pub status: String,
+    /// Deliveries to a node so far (more than 1: retried, or re-queued
+    /// after its node was lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<i64>,
+    /// Why the last delivery failed (`node_lost` after a re-queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// How it ended: `{"status": "completed", "output": ...}` and so on in
     /// answers that come from the node; only `{"status": ...}` in lists and
     /// once the node no longer has the run.
@@ -118,13 +136,18 @@ pub struct RunQuery {
     pub wait: bool,
 }
 
-/// `?agent_id=` of `GET /v1/runs`.
+/// `?agent_id=` and `?status=` of `GET /v1/runs`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RunFilter {
     /// Only this agent's runs.
     pub agent_id: Option<String>,
+    /// Only runs in this status: `queued`, `running`, `finished`, `dead`.
+    pub status: Option<String>,
 }
+
+/// The statuses a run can be in.
+const STATUSES: [&str; 4] = ["queued", "running", "finished", "dead"];
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -133,10 +156,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_runs))
         .routes(routes!(get_run))
         .routes(routes!(run_logs))
+        .routes(routes!(retry_run))
 }
 
 const RUN_COLUMNS: &str = "id, tenant_id, agent_id, node_id, status, outcome, usage, \
                            created_at_ms, finished_at_ms";
+
+/// What is read of a run: its row and its queue row's counters.
+const READ_COLUMNS: &str = "id, tenant_id, agent_id, node_id, status, outcome, usage, \
+                            created_at_ms, finished_at_ms, deliveries, last_error";
+
+/// Runs with their queue rows (a run from before the queue has none).
+const RUNS_READ: &str = "(SELECT r.id, r.tenant_id, r.agent_id, r.node_id, r.status, \
+                         r.outcome, r.usage, r.created_at_ms, r.finished_at_ms, \
+                         q.deliveries, q.last_error \
+                         FROM runs r LEFT JOIN run_queue q ON q.run_id = r.id) runs_read";
 
 fn run_from_row(row: &AnyRow) -> Result<Run, sqlx::Error> {
     let json = |name: &str| -> Result<Option<Value>, sqlx::Error> {
@@ -155,6 +189,8 @@ fn run_from_row(row: &AnyRow) -> Result<Run, sqlx::Error> {
         agent_id: row.try_get("agent_id")?,
         node_id: row.try_get("node_id")?,
         status: row.try_get("status")?,
+        deliveries: row.try_get("deliveries")?,
+        last_error: row.try_get("last_error")?,
         outcome: json("outcome")?,
         logs: None,
         usage: json("usage")?,
@@ -173,6 +209,8 @@ fn run_from_record(record: RunRecord, node_id: &str, created_at_ms: i64) -> Run 
         agent_id: record.agent_id,
         node_id: node_id.to_owned(),
         status: record.status.as_str().to_owned(),
+        deliveries: None,
+        last_error: None,
         outcome: record.outcome,
         logs: record.logs,
         usage: record
@@ -292,6 +330,8 @@ pub(crate) async fn start_run(
         agent_id: agent.id.clone(),
         node_id: node.id.clone(),
         status: RunStatus::Queued.as_str().to_owned(),
+        deliveries: None,
+        last_error: None,
         outcome: None,
         logs: None,
         usage: None,
@@ -301,6 +341,21 @@ pub(crate) async fn start_run(
         expires_at_ms: None,
     };
     insert_run(state, &pending).await?;
+    // Its queue row: already out for delivery (inline, below); the
+    // dispatcher only takes it if its node is lost.
+    crate::dispatch::sql::SqlRunQueue::new(state.db.clone())
+        .enqueue_dispatched(
+            &crate::dispatch::QueuedRun {
+                run_id: run_id.clone(),
+                tenant_id: agent.tenant_id.clone(),
+                agent_id: agent.id.clone(),
+                input: input.to_string(),
+                deliveries: 1,
+            },
+            pending.created_at_ms,
+        )
+        .await
+        .map_err(ApiError::internal)?;
     let client = NodeClient::new(state);
     let submit = || client.create_run(&node, &agent.id, &run_id, input, wait, timeout);
     let submitted = match submit().await {
@@ -372,11 +427,17 @@ pub(crate) async fn start_run(
 /// out not to have it. Best effort: a left-over row only lists a run that
 /// never started.
 async fn forget_run(state: &AppState, run: &Run) {
-    let deleted = sqlx::query("DELETE FROM runs WHERE id = $1 AND tenant_id = $2")
-        .bind(&run.id)
-        .bind(&run.tenant_id)
-        .execute(state.db.pool())
-        .await;
+    let mut deleted = Ok(());
+    for table in ["run_queue WHERE run_id", "runs WHERE id"] {
+        let done = sqlx::query(&format!("DELETE FROM {table} = $1 AND tenant_id = $2"))
+            .bind(&run.id)
+            .bind(&run.tenant_id)
+            .execute(state.db.pool())
+            .await;
+        if let Err(e) = done {
+            deleted = Err(e);
+        }
+    }
     if let Err(e) = deleted {
         tracing::warn!(run = %run.id, error = %e, "forgetting a run the node refused");
     }
@@ -398,6 +459,12 @@ async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
     .execute(state.db.pool())
     .await
     .map_err(ApiError::internal)?;
+    if run.status == RunStatus::Finished.as_str() {
+        crate::dispatch::sql::SqlRunQueue::new(state.db.clone())
+            .finished(&run.id)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     Ok(())
 }
 
@@ -465,7 +532,17 @@ pub(crate) async fn finish_from_usage(
     .bind(&usage.run_id)
     .bind(&usage.tenant_id)
     .bind(&usage.agent_id)
-    .execute(conn)
+    .execute(&mut *conn)
+    .await?;
+    // The first finish wins: the queue stops delivering it (a re-queued
+    // run's first delivery that ends, on whichever node, finishes it).
+    sqlx::query(
+        "UPDATE run_queue SET state = 'finished' \
+         WHERE run_id = $1 AND tenant_id = $2 AND state <> 'finished'",
+    )
+    .bind(&usage.run_id)
+    .bind(&usage.tenant_id)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
@@ -487,11 +564,22 @@ async fn list_runs(
 ) -> Result<Json<Page<Run>>, ApiError> {
     principal.require_role(Role::Member)?;
     principal.require_scope("runs:read")?;
+    // Both filters: the status (one of a fixed set, so spelt in the SQL)
+    // narrows the table, the agent is the listing's bound filter.
+    let table = match filter.status.as_deref() {
+        None => RUNS_READ.to_owned(),
+        Some(status) => {
+            let status = STATUSES.iter().find(|s| **s == status).ok_or_else(|| {
+                ApiError::invalid(format!("status must be one of {}", STATUSES.join(", ")))
+            })?;
+            format!("(SELECT * FROM {RUNS_READ} WHERE status = '{status}') runs_status")
+        }
+    };
     crate::pagination::tenant_page(
         &state.db,
         crate::pagination::Listing {
-            columns: RUN_COLUMNS,
-            table: "runs",
+            columns: READ_COLUMNS,
+            table: &table,
             filter: filter.agent_id.as_deref().map(|a| ("agent_id", a)),
         },
         &principal.tenant_id,
@@ -505,7 +593,7 @@ async fn list_runs(
 
 async fn load_run(state: &AppState, tenant: &str, id: &str) -> Result<Run, ApiError> {
     let row = sqlx::query(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND tenant_id = $2"
+        "SELECT {READ_COLUMNS} FROM {RUNS_READ} WHERE id = $1 AND tenant_id = $2"
     ))
     .bind(id)
     .bind(tenant)
@@ -560,11 +648,79 @@ async fn get_run(
             return Ok(Json(stored));
         }
     };
-    let run = run_from_record(record, &stored.node_id, stored.created_at_ms);
+    let mut run = run_from_record(record, &stored.node_id, stored.created_at_ms);
+    run.deliveries = stored.deliveries;
+    run.last_error = stored.last_error.clone();
     if run.status != stored.status {
         store_status(&state, &run).await?;
     }
     Ok(Json(run))
+}
+
+/// Put a dead run back in the queue: delivered again at once, with
+/// `max_deliveries` deliveries ahead of it.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/retry",
+    tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 202, description = "Queued again (see `Location`)", body = RunAccepted),
+        (status = 404, description = "No such run in this tenant"),
+        (status = 409, description = "`not_dead`: only a dead run is retried"),
+    ),
+    security(("bearer" = []))
+)]
+async fn retry_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require_role(Role::Member)?;
+    principal.require_scope("runs:write")?;
+    record_ids(None, None, Some(&id));
+    let stored = load_run(&state, &principal.tenant_id, &id).await?;
+    let not_dead = || {
+        ApiError::conflict(
+            "not_dead",
+            format!("run {id} is {}: only a dead run is retried", stored.status),
+        )
+    };
+    if stored.status != "dead" {
+        return Err(not_dead());
+    }
+    let now = now_ms();
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    // The queue row first (a write, as SQLite needs), conditional on its
+    // state: two retries at once revive it once.
+    let revived = sqlx::query(
+        "UPDATE run_queue SET state = 'pending', deliveries = 0, not_before_ms = $1, \
+         updated_at_ms = $1 WHERE run_id = $2 AND tenant_id = $3 AND state = 'dead'",
+    )
+    .bind(now)
+    .bind(&id)
+    .bind(&principal.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    if revived.rows_affected() == 0 {
+        return Err(not_dead());
+    }
+    sqlx::query(
+        "UPDATE runs SET status = 'queued', finished_at_ms = NULL \
+         WHERE id = $1 AND tenant_id = $2 AND status = 'dead'",
+    )
+    .bind(&id)
+    .bind(&principal.tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(Started::Accepted(RunAccepted {
+        id,
+        status: RunStatus::Queued.as_str().to_owned(),
+    })
+    .into_response())
 }
 
 /// One server-sent event of a run's log stream, as the node sends it.

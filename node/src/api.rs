@@ -286,7 +286,10 @@ pub struct CreateRun {
     pub input: Value,
     /// The run's id, chosen by the caller (the control plane names runs so
     /// that they are known before the node answers); default: the node
-    /// makes one. An id the node already has is 409 `run_exists`.
+    /// makes one. An id the node already has for this agent is answered
+    /// with that run (202, or 200 once finished with `?wait=true`): a
+    /// repeated delivery never starts a second run. Another agent's: 409
+    /// `run_exists`.
     #[serde(default)]
     pub id: Option<String>,
 }

@@ -623,11 +623,21 @@ impl Node {
             return Err(NodeError::Draining);
         }
         // The control plane names runs itself, so that a run is known (and
-        // listed) before its node answers.
+        // listed) before its node answers. It may deliver one run again (its
+        // answer was lost, or its dispatcher retries): a run this node
+        // already holds for the same agent is answered as if accepted now,
+        // never started twice. The same id for another agent is 409.
         if let Some(id) = &run_id {
             validate_id("run id", id)?;
-            if self.lock_live().contains_key(id) || self.store.get_run(id).await?.is_some() {
-                return Err(run_exists(id));
+            if let Some(existing) = self.existing_run(id).await? {
+                if existing.agent_id != agent_id {
+                    return Err(run_exists(id));
+                }
+                return Ok(if wait && existing.status == RunStatus::Finished {
+                    Submitted::Finished(Box::new(existing))
+                } else {
+                    Submitted::Queued(existing.id)
+                });
             }
         }
         let deployment = self
@@ -899,6 +909,15 @@ impl Node {
             .inc_by(usage.fuel_used);
         if usage.wall_time_us > 0 {
             m.peak_memory.observe(usage.peak_memory_bytes as f64);
+        }
+    }
+
+    /// The run `id` if this node has it, live or stored.
+    async fn existing_run(&self, id: &str) -> Result<Option<RunRecord>, NodeError> {
+        match self.get_run(id).await {
+            Ok(record) => Ok(Some(record)),
+            Err(NodeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -1,0 +1,113 @@
+//! The dispatcher: a task per replica delivering due queue rows.
+
+use std::time::Duration;
+
+use delta_node_api::RunStatus;
+use serde_json::Value;
+
+use super::sql::SqlRunQueue;
+use super::{QueuedRun, RunQueue, backoff_ms};
+use crate::app::AppState;
+use crate::db::now_ms;
+use crate::nodeclient::{DEFAULT_RUN_TIMEOUT, NodeClient};
+
+/// Rows claimed per pass.
+const BATCH: i64 = 32;
+
+/// Deliver due runs every `[runs] poll_ms` until aborted.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let queue = SqlRunQueue::new(state.db.clone());
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(state.config.runs.poll_ms.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = pass(&state, &queue).await {
+                tracing::warn!(error = %e, "run dispatcher");
+            }
+        }
+    })
+}
+
+/// One pass: re-queue the runs of lost nodes, then deliver what is due.
+pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    for run in super::requeue::requeue_lost(&state.db, now).await? {
+        tracing::warn!(run = %run, "its node is lost: run re-queued");
+    }
+    loop {
+        let claimed = queue.claim_due(now_ms(), BATCH).await?;
+        let full = claimed.len() as i64 == BATCH;
+        for run in claimed {
+            match deliver(state, &run).await {
+                Ok(()) => {}
+                Err(error) => {
+                    let cfg = &state.config.runs;
+                    let now = now_ms();
+                    let retry_at = (run.deliveries < i64::from(cfg.max_deliveries)).then(|| {
+                        let wait = backoff_ms(run.deliveries, cfg.retry_base_ms, cfg.retry_max_ms);
+                        now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
+                    });
+                    if retry_at.is_none() {
+                        tracing::warn!(run = %run.run_id, deliveries = run.deliveries, %error, "run dead");
+                    }
+                    queue.failed(&run.run_id, &error, retry_at, now).await?;
+                }
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Deliver `run` to its agent's current node. `Err` is the reason, kept as
+/// the row's `last_error`.
+async fn deliver(state: &AppState, run: &QueuedRun) -> Result<(), String> {
+    let agent = crate::agents::load_agent(state, &run.tenant_id, &run.agent_id)
+        .await
+        .map_err(|e| format!("{}: {}", e.code, e.message))?;
+    let node = crate::agents::hosting_node(state, &agent)
+        .await
+        .map_err(|e| format!("{}: {}", e.code, e.message))?;
+    let input: Value = serde_json::from_str(&run.input).map_err(|e| format!("input: {e}"))?;
+    // Moved to the node first: were this node lost during the call, the
+    // run is re-queued from it (not from the node it left).
+    sqlx::query(
+        "UPDATE runs SET node_id = $1, status = $2 \
+         WHERE id = $3 AND tenant_id = $4 AND status NOT IN ('finished', 'dead')",
+    )
+    .bind(&node.id)
+    .bind(RunStatus::Queued.as_str())
+    .bind(&run.run_id)
+    .bind(&run.tenant_id)
+    .execute(state.db.pool())
+    .await
+    .map_err(|e| format!("database: {e}"))?;
+    let timeout = agent
+        .limits
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_RUN_TIMEOUT);
+    let client = NodeClient::new(state);
+    match client
+        .create_run(&node, &agent.id, &run.run_id, &input, false, timeout)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(run = %run.run_id, node = %node.id, deliveries = run.deliveries, "run delivered");
+            Ok(())
+        }
+        Err(e) => {
+            if e.is_not_found() {
+                // The node lost the deployment: give it back for the next
+                // delivery.
+                if let Err(e) = crate::agents::redeploy_current(state, &node, &agent.id).await {
+                    tracing::warn!(node = %node.id, agent = %agent.id, error = %e, "redeploying");
+                }
+            }
+            Err(e.to_string())
+        }
+    }
+}

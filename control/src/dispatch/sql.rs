@@ -1,0 +1,127 @@
+//! [`RunQueue`] on the control plane's database (SQLite or PostgreSQL).
+
+use sqlx::Row as _;
+
+use super::{QueuedRun, RunQueue};
+use crate::db::{Backend, Db};
+
+/// The `run_queue` table.
+#[derive(Clone)]
+pub struct SqlRunQueue {
+    db: Db,
+}
+
+impl SqlRunQueue {
+    /// The queue in `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+impl RunQueue for SqlRunQueue {
+    async fn enqueue_dispatched(&self, run: &QueuedRun, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+             not_before_ms, last_error, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'dispatched', $6, NULL, $6) \
+             ON CONFLICT (run_id) DO NOTHING",
+        )
+        .bind(&run.run_id)
+        .bind(&run.tenant_id)
+        .bind(&run.agent_id)
+        .bind(&run.input)
+        .bind(run.deliveries)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_due(&self, now: i64, limit: i64) -> Result<Vec<QueuedRun>, sqlx::Error> {
+        // One statement either way: on PostgreSQL the rows another replica
+        // is claiming are skipped (not waited for); SQLite has one writer,
+        // and an UPDATE is a write from its first step (a transaction that
+        // read first could not upgrade to write under a concurrent one).
+        // The `state = 'pending'` condition makes a claim exclusive on both.
+        let pick = match self.db.backend() {
+            Backend::Postgres => {
+                "SELECT run_id FROM run_queue WHERE state = 'pending' AND not_before_ms <= $2 \
+                 ORDER BY not_before_ms, run_id LIMIT $3 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT run_id FROM run_queue WHERE state = 'pending' AND not_before_ms <= $2 \
+                 ORDER BY not_before_ms, run_id LIMIT $3"
+            }
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE run_queue SET state = 'dispatched', deliveries = deliveries + 1, \
+             updated_at_ms = $1 \
+             WHERE state = 'pending' AND run_id IN ({pick}) \
+             RETURNING run_id, tenant_id, agent_id, input, deliveries"
+        ))
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueuedRun {
+                    run_id: row.try_get("run_id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    agent_id: row.try_get("agent_id")?,
+                    input: row.try_get("input")?,
+                    deliveries: row.try_get("deliveries")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn failed(
+        &self,
+        run_id: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let (state, not_before) = match retry_at {
+            Some(at) => ("pending", at),
+            None => ("dead", now),
+        };
+        // Only a row still out for delivery: a usage report may have
+        // finished the run meanwhile.
+        let changed = sqlx::query(
+            "UPDATE run_queue SET state = $1, not_before_ms = $2, last_error = $3, \
+             updated_at_ms = $4 WHERE run_id = $5 AND state = 'dispatched'",
+        )
+        .bind(state)
+        .bind(not_before)
+        .bind(error)
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        if changed.rows_affected() == 1 && retry_at.is_none() {
+            sqlx::query(
+                "UPDATE runs SET status = 'dead', finished_at_ms = $1 \
+                 WHERE id = $2 AND status <> 'finished'",
+            )
+            .bind(now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn finished(&self, run_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE run_queue SET state = 'finished' WHERE run_id = $1 AND state <> 'finished'",
+        )
+        .bind(run_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! The durable run queue (issue 13), over real HTTP with real in-process
+//! nodes, on SQLite and PostgreSQL: a node lost (killed: no drain, no more
+//! heartbeats or usage reports) gives its runs back to the queue and they
+//! finish on the agent's new node under the same run id, which the guest
+//! sees; runs no node takes go `dead` after `max_deliveries` and come back
+//! with `POST /v1/runs/{id}/retry`; two replicas never claim one row twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bounties::create_agent;
+use common::{Control, Session, eventually, start_node_in, upload_script};
+use delta_control::config::ControlConfig;
+use delta_guest_artifacts as guests;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Answers the run id the guest was handed (`task.run-id`).
+const RUN_ID_JS: &str = "export function run(task) { return { runId: task.runId }; }\n";
+
+/// A node with one execution slot: a slow run keeps the others queued.
+const ONE_SLOT: &str = "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\n";
+
+/// Short timeouts so that a node is declared lost in seconds, and quick
+/// retries.
+fn fast(max_deliveries: u32) -> impl FnOnce(&mut ControlConfig) {
+    move |c: &mut ControlConfig| {
+        c.node_heartbeat_timeout_secs = 3;
+        c.runs.max_deliveries = max_deliveries;
+        c.runs.retry_base_ms = 100;
+        c.runs.retry_max_ms = 1_000;
+        c.runs.poll_ms = 100;
+    }
+}
+
+async fn get(ctl: &Control, who: &Session, path: &str) -> (StatusCode, Value) {
+    ctl.call(Method::GET, path, Some(&who.access), None).await
+}
+
+async fn post(ctl: &Control, who: &Session, path: &str, body: Value) -> (StatusCode, Value) {
+    ctl.call(Method::POST, path, Some(&who.access), Some(body))
+        .await
+}
+
+/// Submit a run (202): its id.
+async fn submit(ctl: &Control, who: &Session, agent: &str, input: Value) -> String {
+    let (status, body) = post(
+        ctl,
+        who,
+        &format!("/v1/agents/{agent}/runs"),
+        json!({ "input": input }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["id"].as_str().expect("run id").to_owned()
+}
+
+/// The run `id` once its status is `status`.
+async fn run_in(ctl: &Control, who: &Session, id: &str, status: &str) -> Value {
+    eventually(
+        &format!("run {id} to be {status}"),
+        Duration::from_secs(60),
+        || async {
+            let (code, run) = get(ctl, who, &format!("/v1/runs/{id}")).await;
+            assert_eq!(code, StatusCode::OK, "{run}");
+            (run["status"] == status).then_some(run)
+        },
+    )
+    .await
+}
+
+/// Upload a component from a guest artifact: its sha256.
+async fn upload_wasm(ctl: &Control, who: &Session, path: &str) -> String {
+    let resp = ctl
+        .client
+        .post(ctl.url("/v1/components"))
+        .bearer_auth(&who.access)
+        .body(std::fs::read(path).expect("guest"))
+        .send()
+        .await
+        .expect("upload");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let component: Value = resp.json().await.expect("json");
+    component["sha256"].as_str().expect("sha").to_owned()
+}
+
+/// The agent's node, as the control plane has it.
+async fn agent_node(ctl: &Control, who: &Session, agent: &str) -> Value {
+    let (status, body) = get(ctl, who, &format!("/v1/agents/{agent}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["node_id"].clone()
+}
+
+both_with!(
+    runs_of_a_lost_node_finish_on_the_new_one_under_the_same_id,
+    fast(10),
+    |ctl: Control| async move {
+        let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
+        let alice = ctl.register("alice").await;
+        let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
+        assert_eq!(status, StatusCode::CREATED, "{script}");
+        let echo = create_agent(
+            &ctl,
+            &alice,
+            "echo",
+            script["sha256"].as_str().expect("sha"),
+        )
+        .await;
+        let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
+        let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
+        assert_eq!(agent_node(&ctl, &alice, &echo).await, "node-a");
+        let b = start_node_in(&ctl, "node-b", "node-b", "").await;
+
+        // The slow run takes node A's only slot; the others queue behind.
+        let running = submit(
+            &ctl,
+            &alice,
+            &slow,
+            json!({ "lines": 40, "interval_ms": 100 }),
+        )
+        .await;
+        eventually("the slow run to start", Duration::from_secs(30), || async {
+            let (_, run) = get(&ctl, &alice, &format!("/v1/runs/{running}")).await;
+            (run["status"] == "running").then_some(())
+        })
+        .await;
+        let mut queued = Vec::new();
+        for _ in 0..3 {
+            queued.push(submit(&ctl, &alice, &echo, json!({})).await);
+        }
+        a.kill().await;
+
+        // Both agents move to B; every run ends there, delivered twice,
+        // under its id: the guest saw the same id.
+        for id in &queued {
+            let run = run_in(&ctl, &alice, id, "finished").await;
+            assert_eq!(run["node_id"], "node-b", "{run}");
+            assert_eq!(run["outcome"]["status"], "completed", "{run}");
+            let output = &run["outcome"]["output"];
+            let output: Value = match output.as_str() {
+                Some(text) => serde_json::from_str(text).expect("json output"),
+                None => output.clone(),
+            };
+            assert_eq!(output["runId"], id.as_str(), "{run}");
+            // Re-queued (`node_lost`), then tried until the agent had
+            // moved (`node_unavailable` meanwhile).
+            assert!(run["deliveries"].as_i64().is_some_and(|n| n >= 2), "{run}");
+            assert!(run["last_error"].is_string(), "{run}");
+        }
+        let run = run_in(&ctl, &alice, &running, "finished").await;
+        assert_eq!(run["node_id"], "node-b", "{run}");
+        assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        assert!(run["deliveries"].as_i64().is_some_and(|n| n >= 2), "{run}");
+        assert_eq!(agent_node(&ctl, &alice, &echo).await, "node-b");
+        // Each run ran once on B (a node answers a run id it holds with
+        // that run): four runs completed there.
+        let metrics = b.node().metrics().render();
+        let completed: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("delta_runs_total{") && l.contains("completed"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(completed, 4.0, "{metrics}");
+        b.shutdown().await;
+    }
+);
+
+both_with!(
+    runs_no_node_takes_go_dead_and_come_back_with_retry,
+    fast(3),
+    |ctl: Control| async move {
+        let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
+        let alice = ctl.register("alice").await;
+        let bob = ctl.register("bob").await;
+        let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
+        let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
+        let input = json!({ "lines": 2, "interval_ms": 50 });
+        let first = submit(
+            &ctl,
+            &alice,
+            &slow,
+            json!({ "lines": 40, "interval_ms": 100 }),
+        )
+        .await;
+        let second = submit(&ctl, &alice, &slow, input.clone()).await;
+        a.kill().await;
+
+        // No node is up: each is delivered 3 times in all, then dead.
+        for id in [&first, &second] {
+            let run = run_in(&ctl, &alice, id, "dead").await;
+            assert_eq!(run["deliveries"], 3, "{run}");
+            let error = run["last_error"].as_str().unwrap_or_default();
+            assert!(error.starts_with("node_unavailable"), "{run}");
+        }
+        let (status, page) = get(&ctl, &alice, "/v1/runs?status=dead").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let mut dead: Vec<&str> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        dead.sort_unstable();
+        let mut expected = vec![first.as_str(), second.as_str()];
+        expected.sort_unstable();
+        assert_eq!(dead, expected, "{page}");
+        let (status, page) = get(
+            &ctl,
+            &alice,
+            &format!("/v1/runs?status=dead&agent_id={slow}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(2), "{page}");
+        let (status, page) = get(&ctl, &alice, "/v1/runs?status=finished").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+        let (status, err) = get(&ctl, &alice, "/v1/runs?status=lost").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        // Nobody else sees them, or retries them.
+        let (status, page) = get(&ctl, &bob, "/v1/runs?status=dead").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+        for path in [
+            format!("/v1/runs/{first}/retry"),
+            "/v1/runs/run_nosuchrun/retry".to_owned(),
+        ] {
+            let (status, err) = post(&ctl, &bob, &path, json!({})).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+        }
+        let (status, err) = post(&ctl, &alice, "/v1/runs/run_nosuchrun/retry", json!({})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+
+        // A node comes back: the agent moves there, and a retried run
+        // finishes there under its id.
+        let b = start_node_in(&ctl, "node-b", "node-b", "").await;
+        eventually("the agent to move", Duration::from_secs(30), || async {
+            (agent_node(&ctl, &alice, &slow).await == "node-b").then_some(())
+        })
+        .await;
+        let (status, body) =
+            post(&ctl, &alice, &format!("/v1/runs/{second}/retry"), json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["id"], second.as_str(), "{body}");
+        let run = run_in(&ctl, &alice, &second, "finished").await;
+        assert_eq!(run["node_id"], "node-b", "{run}");
+        assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        assert_eq!(run["deliveries"], 1, "{run}");
+        // Only a dead run is retried.
+        let (status, err) =
+            post(&ctl, &alice, &format!("/v1/runs/{second}/retry"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_eq!(err["code"], "not_dead", "{err}");
+        // The other stays dead until retried.
+        let (_, run) = get(&ctl, &alice, &format!("/v1/runs/{first}")).await;
+        assert_eq!(run["status"], "dead", "{run}");
+        b.shutdown().await;
+    }
+);
+
+both_with!(
+    two_replicas_never_deliver_one_row_twice,
+    fast(5),
+    |ctl: Control| async move {
+        let node = start_node_in(&ctl, "node", "node-r", "").await;
+        let alice = ctl.register("alice").await;
+        let sha = upload_wasm(&ctl, &alice, guests::HELLO_AGENT).await;
+        let agent = create_agent(&ctl, &alice, "hello", &sha).await;
+        let replica = ctl.replica().await;
+        // Runs accepted and due, as a re-queue leaves them: both replicas'
+        // dispatchers race for them.
+        const RUNS: usize = 40;
+        let now = delta_control::db::now_ms();
+        let ids: Vec<String> = (0..RUNS).map(|i| format!("run_race{i:03}")).collect();
+        let mut tx = ctl.state.db.pool().begin().await.expect("tx");
+        for id in &ids {
+            sqlx::query(
+                "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, outcome, usage, \
+                 created_at_ms, finished_at_ms) \
+                 VALUES ($1, $2, $3, 'node-r', 'queued', NULL, NULL, $4, NULL)",
+            )
+            .bind(id)
+            .bind(&alice.tenant_id)
+            .bind(&agent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .expect("run");
+            sqlx::query(
+                "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+                 not_before_ms, last_error, updated_at_ms) \
+                 VALUES ($1, $2, $3, '{\"name\":\"Ada\"}', 0, 'pending', $4, NULL, $4)",
+            )
+            .bind(id)
+            .bind(&alice.tenant_id)
+            .bind(&agent)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .expect("queue row");
+        }
+        tx.commit().await.expect("commit");
+        for id in &ids {
+            let run = run_in(&ctl, &alice, id, "finished").await;
+            assert_eq!(run["outcome"]["status"], "completed", "{run}");
+            // Claimed once: a second claim would have counted.
+            assert_eq!(run["deliveries"], 1, "{run}");
+        }
+        let metrics = node.node().metrics().render();
+        let needle = format!(
+            "delta_runs_total{{outcome=\"completed\",tenant=\"{}\"}} {RUNS}",
+            alice.tenant_id
+        );
+        assert!(metrics.contains(&needle), "{needle} missing:\n{metrics}");
+        drop(replica);
+        node.shutdown().await;
+    }
+);

@@ -267,8 +267,17 @@ both_with!(
             .expect("completed event");
         assert_eq!(completed["data"]["payout_minor"], 850, "{completed}");
 
-        let page = m.deliveries(&m.alice, "?status=delivered").await;
-        assert_eq!(page["items"].as_array().map(Vec::len), Some(6), "{page}");
+        // The receiver answers before the sender records the delivery:
+        // wait for the six rows rather than assume them.
+        let page = eventually(
+            "six deliveries recorded",
+            Duration::from_secs(20),
+            || async {
+                let page = m.deliveries(&m.alice, "?status=delivered").await;
+                (page["items"].as_array().map(Vec::len) == Some(6)).then_some(page)
+            },
+        )
+        .await;
         // Bob's tenant has none of them and cannot replay one.
         assert_eq!(m.deliveries(&m.bob, "").await["items"], json!([]));
         let theirs = s(&page["items"][0]["id"]);

@@ -56,6 +56,13 @@
 //! [payments]            # where bounty escrow is held; see `crate::payments`
 //! backend = "ledger"     # or "stripe", with [payments.stripe]
 //!
+//! [artifacts]           # bounty submission files; see `crate::bounties`
+//! backend = "local"      # the only one built (files under dir)
+//! dir = "/var/lib/delta/control/artifacts"   # default <state_dir>/artifacts
+//! max_bytes = 10485760   # larger uploads answer 413
+//! url_ttl_secs = 300     # signed download URLs expire after this
+//! signing_key_file = "/etc/delta/artifact-key"   # default <state_dir>/artifact-key; share it between replicas
+//!
 //! [rate_limit]
 //! per_key_per_sec = 50
 //! per_key_burst = 100
@@ -190,6 +197,9 @@ pub struct ControlConfig {
     pub payments: crate::payments::PaymentsConfig,
     /// Largest bounty submission payload, bytes of its JSON (default 64 KiB).
     pub max_submission_bytes: u64,
+    /// Bounty submission artifacts (`[artifacts]`: store, size cap, signed
+    /// URLs; see `crate::bounties` `artifacts`).
+    pub artifacts: crate::bounties::ArtifactsConfig,
     /// Deliver outbound webhooks to URLs that resolve to loopback, private,
     /// link-local or otherwise non-public addresses (default false: such
     /// URLs are refused at registration and at every delivery, so a tenant
@@ -390,6 +400,7 @@ impl Default for ControlConfig {
             bounty_fee_bps: 1_500,
             payments: crate::payments::PaymentsConfig::default(),
             max_submission_bytes: 64 << 10,
+            artifacts: crate::bounties::ArtifactsConfig::default(),
             allow_private_webhook_urls: false,
             webhook_retry_base_ms: 1_000,
             max_webhook_body_bytes: 256 << 10,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub mailer: Option<Arc<crate::mailer::Mailer>>,
     /// Stripe, when `[payments.stripe]` is configured.
     pub stripe: Option<Arc<crate::payments::Stripe>>,
+    /// Bounty submission artifacts and their signed URLs (`[artifacts]`).
+    pub artifacts: Arc<crate::bounties::Artifacts>,
     /// Serialises deployments of one agent within this process (see
     /// [`AppState::lock_deploys`]).
     deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -143,6 +145,8 @@ impl AppState {
         };
         let components_dir = config.state_dir.join("components");
         std::fs::create_dir_all(&components_dir)?;
+        let artifacts = crate::bounties::Artifacts::open(&config.artifacts, &config.state_dir)
+            .context("[artifacts]")?;
         // No redirects: a node's answer must come from the node, never
         // send the control plane (and its node API token) somewhere else.
         let http = reqwest::Client::builder()
@@ -172,6 +176,7 @@ impl AppState {
             key_cache,
             scripts: None,
             stripe,
+            artifacts: Arc::new(artifacts),
             mailer,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))

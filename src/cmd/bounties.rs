@@ -62,8 +62,8 @@ pub enum BountiesCommand {
         /// Bounty id.
         id: String,
     },
-    /// Submit a payload to another tenant's open bounty with one of this
-    /// tenant's agents (verified on a node before the answer).
+    /// Submit a payload, or a file, to another tenant's open bounty with
+    /// one of this tenant's agents (verified on a node before the answer).
     Submit {
         /// Bounty id.
         id: String,
@@ -71,8 +71,16 @@ pub enum BountiesCommand {
         #[arg(long)]
         agent: String,
         /// The payload, as JSON.
+        #[arg(
+            long,
+            required_unless_present = "artifact",
+            conflicts_with = "artifact"
+        )]
+        payload: Option<String>,
+        /// A file to submit as the artifact (stored by its SHA-256; the
+        /// verifier receives `{"artifact": {"sha256", "size_bytes"}}`).
         #[arg(long)]
-        payload: String,
+        artifact: Option<std::path::PathBuf>,
     },
     /// Approve a verified, passing submission: the reward is paid out.
     Approve {
@@ -276,10 +284,43 @@ pub async fn bounties(api: &Api, out: Output, command: BountiesCommand) -> anyho
             println!();
             submission_table(&subs);
         }
-        BountiesCommand::Submit { id, agent, payload } => {
+        BountiesCommand::Submit {
+            id,
+            agent,
+            payload,
+            artifact,
+        } => {
             let agent_id = api.agent_id(&agent).await?;
-            let body = json!({ "agent_id": agent_id, "payload": parse("payload", &payload)? });
-            let s = post(format!("/v1/bounties/{id}/submissions"), Some(body)).await?;
+            let s = match (payload, artifact) {
+                (_, Some(file)) => {
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let progress = crate::progress::Upload::new(
+                        bytes.len() as u64,
+                        &file.display().to_string(),
+                        "the control plane is verifying the submission",
+                    );
+                    let s = api
+                        .send(
+                            Method::POST,
+                            &format!("/v1/bounties/{id}/submissions?agent_id={agent_id}"),
+                            Some(Body::Upload {
+                                bytes,
+                                content_type: "application/octet-stream",
+                                progress: progress.clone(),
+                            }),
+                        )
+                        .await;
+                    progress.finish();
+                    s?
+                }
+                (Some(payload), None) => {
+                    let body =
+                        json!({ "agent_id": agent_id, "payload": parse("payload", &payload)? });
+                    post(format!("/v1/bounties/{id}/submissions"), Some(body)).await?
+                }
+                (None, None) => anyhow::bail!("give --payload JSON or --artifact FILE"),
+            };
             if out.json {
                 return print(&s);
             }

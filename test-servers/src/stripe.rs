@@ -26,7 +26,10 @@
 //!   `.canceled` and `.payment_failed`, POSTed in order to the endpoint set
 //!   with [`StripeServer::set_webhook`], signed as Stripe signs them:
 //!   `Stripe-Signature: t=<unix secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`;
-//!   a delivery answered with anything but 2xx is retried (three tries).
+//!   a delivery answered with anything but 2xx is retried (three tries);
+//! - injected failures ([`StripeServer::fail_with`]): a status answered
+//!   without acting (5xx once, or a refusal), or an answer lost after the
+//!   request was done.
 //!
 //! Errors have Stripe's shape: `{"error": {"type", "code", "message"}}`.
 
@@ -115,6 +118,20 @@ struct Inner {
     webhook: Option<(String, String)>,
     offset_secs: i64,
     next_id: u64,
+    failures: std::collections::VecDeque<Failure>,
+}
+
+/// A failure [`StripeServer::fail_with`] injects into the next
+/// authenticated request (one each, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Answer this status (a Stripe error: `api_error` for 5xx,
+    /// `invalid_request_error` otherwise) and do nothing.
+    Status(u16),
+    /// Do the request, remembering its answer for its `Idempotency-Key`,
+    /// then answer 500 instead: the answer lost on the way back, as when
+    /// the network drops after Stripe acted.
+    LostAnswer,
 }
 
 #[derive(Debug)]
@@ -194,6 +211,12 @@ impl StripeServer {
     /// Send events from now on to `url`, signed with `secret` (`whsec_...`).
     pub fn set_webhook(&self, url: &str, secret: &str) {
         self.shared.lock().webhook = Some((url.to_owned(), secret.to_owned()));
+    }
+
+    /// Fail the next authenticated request as `failure` (queued: each
+    /// call fails one more request).
+    pub fn fail_with(&self, failure: Failure) {
+        self.shared.lock().failures.push_back(failure);
     }
 
     /// Every authenticated request so far, oldest first.
@@ -308,6 +331,19 @@ fn handle(
         fields,
         status: 0,
     };
+    let failure = inner.failures.pop_front();
+    if let Some(Failure::Status(code)) = failure {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = if status.is_server_error() {
+            "api_error"
+        } else {
+            "invalid_request_error"
+        };
+        let (status, body) = error(status, kind, "", "An injected failure (fail_with).");
+        request.status = status.as_u16();
+        inner.requests.push(request);
+        return (status, axum::Json(body)).into_response();
+    }
     let stored = key
         .as_ref()
         .filter(|_| method == Method::POST)
@@ -341,6 +377,17 @@ fn handle(
         }
     };
     request.replayed = replayed;
+    if failure == Some(Failure::LostAnswer) {
+        let (status, body) = error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "",
+            "An injected failure (fail_with): the request was done, its answer lost.",
+        );
+        request.status = status.as_u16();
+        inner.requests.push(request);
+        return (status, axum::Json(body)).into_response();
+    }
     request.status = status.as_u16();
     inner.requests.push(request);
     let mut response = (status, axum::Json(body)).into_response();

@@ -312,6 +312,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/artifacts/{sha256}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An artifact's bytes, through a signed URL (no other authentication: the
+         *     signature is the permission).
+         */
+        get: operations["download"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/attempts/{id}": {
         parameters: {
             query?: never;
@@ -626,7 +646,11 @@ export interface paths {
         /**
          * Submit work to another tenant's open bounty with one of the caller's
          *     tenant's agents; it is verified on a node before the answer (if no node
-         *     is available it stays `pending_verification`).
+         *     is available it stays `pending_verification`). The work is either a
+         *     JSON body (`NewSubmission`) or a file: `Content-Type:
+         *     application/octet-stream` with `?agent_id=`, at most `[artifacts]
+         *     max_bytes`, stored by its SHA-256; the verifier then receives
+         *     `{"artifact": {"sha256", "size_bytes"}}` as the payload.
          */
         post: operations["create_submission"];
         delete?: never;
@@ -1392,6 +1416,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/submissions/{id}/artifact": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A redirect to an expiring signed URL of a submission's artifact (the
+         *     submitter's tenant; the business once it is approved).
+         */
+        get: operations["artifact_url"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/submissions/{id}/reject": {
         parameters: {
             query?: never;
@@ -2011,6 +2055,16 @@ export interface components {
              *     `version_mismatch` otherwise).
              */
             version?: number | null;
+        };
+        /** @description A submission's artifact. */
+        ArtifactRef: {
+            /** @description SHA-256 of its bytes (hex): its address in the store. */
+            sha256: string;
+            /**
+             * Format: int64
+             * @description Its size, bytes.
+             */
+            size_bytes: number;
         };
         /** @description An agent run dispatched to attempt a bounty. */
         Attempt: {
@@ -3620,6 +3674,7 @@ export interface components {
             items: {
                 /** @description The submitting agent. */
                 agent_id: string;
+                artifact?: null | components["schemas"]["ArtifactRef"];
                 /**
                  * Format: int64
                  * @description Verification attempts made.
@@ -4138,6 +4193,7 @@ export interface components {
         Submission: {
             /** @description The submitting agent. */
             agent_id: string;
+            artifact?: null | components["schemas"]["ArtifactRef"];
             /**
              * Format: int64
              * @description Verification attempts made.
@@ -6767,6 +6823,88 @@ export interface operations {
             };
         };
     };
+    download: {
+        parameters: {
+            query?: {
+                /** @description Unix seconds after which the URL is refused. */
+                expires?: number | null;
+                /** @description Hex HMAC-SHA256 of `{sha256}\n{expires}`. */
+                sig?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The artifact's SHA-256 */
+                sha256: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bytes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `bad_signature` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such artifact */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `url_expired` */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     get_attempt: {
         parameters: {
             query?: never;
@@ -8314,7 +8452,13 @@ export interface operations {
     };
     create_submission: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description The submitting agent (artifact uploads only; a JSON body names it
+                 *     in the body).
+                 */
+                agent_id?: string | null;
+            };
             header?: {
                 /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
                 "Idempotency-Key"?: string;
@@ -8330,6 +8474,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["NewSubmission"];
+                "application/octet-stream": number[];
             };
         };
         responses: {
@@ -8387,7 +8532,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `submission_too_large` */
+            /** @description `submission_too_large`, `artifact_too_large` */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8405,7 +8550,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `unknown_agent` */
+            /** @description `unknown_agent`, `missing_agent` (an artifact without `?agent_id=`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -12531,6 +12676,84 @@ export interface operations {
             };
             /** @description `not_open` (completed, cancelled, expired), `deadline_passed`, `not_approvable` (not verified or its verdict failed) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    artifact_url: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The submission */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `Location`: the signed URL (`[artifacts] url_ttl_secs`) */
+            307: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_approved`: the business sees an artifact once it approved it */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such submission visible to this tenant, or `no_artifact` */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

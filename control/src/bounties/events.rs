@@ -73,7 +73,8 @@ impl Kind {
 
 /// Record event `kind` of bounty `bounty_id` (owned by `owner`) in the
 /// transaction `c`, about claimant tenant `subject` (`None`: the whole
-/// bounty), and queue its webhook to the owner's endpoints.
+/// bounty), and queue its webhook to the owner's endpoints (and, for a
+/// submission's events, to the submitter's).
 pub(super) async fn publish(
     c: &mut AnyConnection,
     owner: &str,
@@ -107,6 +108,16 @@ pub(super) async fn publish(
     .await
     .map_err(db_err)?;
     if let Some(event) = kind.webhook() {
+        // The agent owner's endpoints learn about its own submissions too
+        // (created, verified); the bounty-wide events stay the business's.
+        let submitter = subject.filter(|t| {
+            *t != owner && matches!(kind, Kind::SubmissionCreated | Kind::SubmissionVerified)
+        });
+        if let Some(submitter) = submitter {
+            enqueue(c, submitter, event, data.clone(), now)
+                .await
+                .map_err(db_err)?;
+        }
         enqueue(c, owner, event, data, now).await.map_err(db_err)?;
     }
     Ok(())

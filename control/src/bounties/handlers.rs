@@ -3,7 +3,7 @@
 //! submitting, membership. Every route is tenant-scoped: another tenant's
 //! drafts and submissions answer 404.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest as _, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -35,6 +35,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(verify_again))
         .routes(routes!(approve_submission))
         .routes(routes!(reject_submission))
+        .routes(routes!(super::artifacts::artifact_url))
+        .routes(routes!(super::artifacts::download))
         .merge(super::claim_handlers::routes())
 }
 
@@ -220,20 +222,28 @@ async fn cancel_bounty(
 
 /// Submit work to another tenant's open bounty with one of the caller's
 /// tenant's agents; it is verified on a node before the answer (if no node
-/// is available it stays `pending_verification`).
+/// is available it stays `pending_verification`). The work is either a
+/// JSON body (`NewSubmission`) or a file: `Content-Type:
+/// application/octet-stream` with `?agent_id=`, at most `[artifacts]
+/// max_bytes`, stored by its SHA-256; the verifier then receives
+/// `{"artifact": {"sha256", "size_bytes"}}` as the payload.
 #[utoipa::path(
     post,
     path = "/v1/bounties/{id}/submissions",
     tag = "bounties",
-    params(("id" = String, Path, description = "The bounty")),
-    request_body = NewSubmission,
+    params(("id" = String, Path, description = "The bounty"), ArtifactQuery),
+    request_body(content(
+        (NewSubmission = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    )),
     responses(
         (status = 201, description = "Recorded (and verified, unless pending)", body = Submission),
         (status = 403, description = "`own_bounty`"),
         (status = 404, description = "No such bounty visible to this tenant"),
         (status = 409, description = "`not_open`"),
-        (status = 413, description = "`submission_too_large`"),
-        (status = 422, description = "`unknown_agent`"),
+        (status = 413, description = "`submission_too_large`, `artifact_too_large`"),
+        (status = 422, description = "`unknown_agent`, `missing_agent` (an artifact without \
+            `?agent_id=`)"),
     ),
     security(("bearer" = []))
 )]
@@ -242,14 +252,69 @@ async fn create_submission(
     principal: Principal,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<NewSubmission>,
-) -> Result<Response, ApiError> {
-    principal.require_role(Role::Member)?;
-    principal.require_scope("bounties:write")?;
-    let s = super::submit::submit(&state, actor(&principal, &rid), &id, &body, now_ms()).await?;
-    verify_submission(&state, &s.id).await?;
-    let s = store::get_submission(&state.db, &principal.tenant_id, &s.id).await?;
+    Query(q): Query<ArtifactQuery>,
+    request: Request,
+) -> Result<Response, Response> {
+    let err = IntoResponse::into_response;
+    principal.require_role(Role::Member).map_err(err)?;
+    principal.require_scope("bounties:write").map_err(err)?;
+    let actor = actor(&principal, &rid);
+    let (body, artifact) = if is_octet_stream(request.headers()) {
+        let agent_id = q.agent_id.ok_or_else(|| {
+            err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_agent",
+                "an artifact upload names its agent: ?agent_id=",
+            ))
+        })?;
+        // Refuse before reading (and storing) the bytes what the insert
+        // would refuse anyway.
+        let b = store::get_visible(&state.db, actor.tenant_id, &id)
+            .await
+            .map_err(err)?;
+        super::submit::check_open(&b, actor.tenant_id, now_ms()).map_err(err)?;
+        super::submit::check_agent(&state.db, actor.tenant_id, &agent_id)
+            .await
+            .map_err(err)?;
+        let (parts, body) = request.into_parts();
+        let bytes =
+            super::artifacts::read_capped(&parts.headers, body, state.artifacts.max_bytes).await?;
+        let artifact = state.artifacts.put(bytes).await.map_err(err)?;
+        let payload = serde_json::json!({ "artifact": &artifact });
+        (NewSubmission { agent_id, payload }, Some(artifact))
+    } else {
+        let JsonBody(body) = JsonBody::<NewSubmission>::from_request(request, &state)
+            .await
+            .map_err(err)?;
+        (body, None)
+    };
+    let s = super::submit::submit(&state, actor, &id, &body, artifact.as_ref(), now_ms())
+        .await
+        .map_err(err)?;
+    verify_submission(&state, &s.id).await.map_err(err)?;
+    let s = store::get_submission(&state.db, &principal.tenant_id, &s.id)
+        .await
+        .map_err(err)?;
     Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+/// The query of an artifact upload.
+#[derive(Debug, Deserialize, IntoParams)]
+struct ArtifactQuery {
+    /// The submitting agent (artifact uploads only; a JSON body names it
+    /// in the body).
+    agent_id: Option<String>,
+}
+
+fn is_octet_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/octet-stream"))
+        })
 }
 
 /// A bounty's submissions: all of them for its business, the caller's

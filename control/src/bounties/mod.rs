@@ -45,10 +45,13 @@
 //! - `verify`: verification on a node and judging its outcome;
 //! - `payment`: bounties whose escrow is a card authorization at Stripe;
 //! - `submit`: the checks of a submission and its insert under a claim;
+//! - `artifacts`: uploaded files (object store, SHA-256 addressed) and
+//!   their expiring signed download URLs;
 //! - `claims`, `attempts`, `events`: claims and their limit, agents
 //!   dispatched at bounties, the event log and its stream;
 //! - `handlers`, `claim_handlers`: the HTTP API.
 
+mod artifacts;
 mod attempts;
 mod claim_handlers;
 mod claims;
@@ -60,6 +63,7 @@ mod store;
 mod submit;
 mod verify;
 
+pub use artifacts::{ArtifactBackend, ArtifactRef, Artifacts, ArtifactsConfig};
 pub use attempts::{AttemptStarted, advance as advance_attempts};
 pub use events::Kind as EventKind;
 pub use handlers::{BountyQuery, routes};

@@ -251,6 +251,10 @@ pub struct Submission {
     pub report: Option<Value>,
     /// Verification attempts made.
     pub attempts: i64,
+    /// The uploaded file, for an artifact submission (its payload is then
+    /// `{"artifact": {"sha256", "size_bytes"}}`); download it through
+    /// `GET /v1/submissions/{id}/artifact`.
+    pub artifact: Option<super::artifacts::ArtifactRef>,
     /// Created.
     pub created_at_ms: i64,
     /// Last changed.
@@ -258,7 +262,8 @@ pub struct Submission {
 }
 
 pub(super) const SUBMISSION_COLUMNS: &str = "id, bounty_id, tenant_id, agent_id, sha256, payload, \
-     status, passed, score_milli, report, attempts, created_at_ms, updated_at_ms";
+     status, passed, score_milli, report, attempts, artifact_sha256, artifact_bytes, \
+     created_at_ms, updated_at_ms";
 
 pub(super) fn submission_from_row(row: &AnyRow) -> Result<Submission, ApiError> {
     let e = ApiError::internal;
@@ -280,6 +285,16 @@ pub(super) fn submission_from_row(row: &AnyRow) -> Result<Submission, ApiError> 
             .transpose()
             .map_err(ApiError::internal)?,
         attempts: row.try_get("attempts").map_err(e)?,
+        artifact: match (
+            row.try_get::<Option<String>, _>("artifact_sha256")
+                .map_err(e)?,
+            row.try_get::<Option<i64>, _>("artifact_bytes").map_err(e)?,
+        ) {
+            (Some(sha256), Some(size_bytes)) => {
+                Some(super::artifacts::ArtifactRef { sha256, size_bytes })
+            }
+            _ => None,
+        },
         created_at_ms: row.try_get("created_at_ms").map_err(e)?,
         updated_at_ms: row.try_get("updated_at_ms").map_err(e)?,
     })

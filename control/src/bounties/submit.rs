@@ -11,6 +11,7 @@ use sqlx::AnyConnection;
 use crate::db::{Db, new_id};
 use crate::state::AppState;
 
+use super::artifacts::ArtifactRef;
 use super::events::{Kind, publish};
 use super::model::*;
 use super::store::{Actor, audit_in, db_err, get_submission, get_visible, in_write};
@@ -70,14 +71,16 @@ pub(super) fn check_size(state: &AppState, payload: &str) -> Result<(), ApiError
     Ok(())
 }
 
-/// Record a submission of `body` to open bounty `bounty_id` by another
-/// tenant's agent, `pending_verification`, under the agent's claim (made
-/// here if it has none and the bounty has room).
+/// Record a submission of `body` (with `artifact`, already stored) to open
+/// bounty `bounty_id` by another tenant's agent, `pending_verification`,
+/// under the agent's claim (made here if it has none and the bounty has
+/// room).
 pub async fn submit(
     state: &AppState,
     actor: Actor<'_>,
     bounty_id: &str,
     body: &NewSubmission,
+    artifact: Option<&ArtifactRef>,
     now: i64,
 ) -> Result<Submission, ApiError> {
     let b = get_visible(&state.db, actor.tenant_id, bounty_id).await?;
@@ -87,7 +90,21 @@ pub async fn submit(
     check_agent(&state.db, actor.tenant_id, &body.agent_id).await?;
     let id = in_write(&state.db, async |c: &mut AnyConnection| {
         let claim = super::claims::hold_in(c, actor, bounty_id, &body.agent_id, now).await?;
-        insert_submission_in(c, actor, &b, &claim.id, &body.agent_id, &payload, now).await
+        let id =
+            insert_submission_in(c, actor, &b, &claim.id, &body.agent_id, &payload, now).await?;
+        if let Some(a) = artifact {
+            sqlx::query(
+                "UPDATE bounty_submissions SET artifact_sha256 = $2, artifact_bytes = $3 \
+                 WHERE id = $1",
+            )
+            .bind(&id)
+            .bind(&a.sha256)
+            .bind(a.size_bytes)
+            .execute(&mut *c)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(id)
     })
     .await?;
     get_submission(&state.db, actor.tenant_id, &id).await

@@ -10,6 +10,7 @@
 mod common;
 
 mod access;
+mod artifacts;
 mod claims;
 mod ledger;
 mod races;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use delta_test_servers::stripe::{StripeServer, sign};
+use delta_test_servers::stripe::{Failure, StripeServer, sign};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -376,3 +376,94 @@ async fn the_webhook_is_not_configured_without_stripe() {
         "{e}"
     );
 }
+
+/// An open card-funded bounty of alice's with a passing submission of
+/// bob's, approved while the fake fails its next requests as `failures`;
+/// the bounty once its payment reached `until`, and the capture requests.
+async fn approve_through(
+    dialect: Dialect,
+    failures: &[Failure],
+    until: &str,
+) -> (
+    Market,
+    StripeServer,
+    Value,
+    Vec<delta_test_servers::stripe::StripeRequest>,
+) {
+    let (m, fake) = stripe_market(dialect).await;
+    let id = s(&m.draft(1_000, 600_000, json!({})).await["id"]);
+    let pi = m.fund_by_card(&id).await;
+    fake.confirm(&pi, "pm_card_visa").expect("confirm");
+    m.until(&id, "the authorization", |b| b["status"] == "open")
+        .await;
+    let (status, sub) = m.submit(&id, json!({ "answer": 42 })).await;
+    assert_eq!(status, StatusCode::CREATED, "{sub}");
+    for f in failures {
+        fake.fail_with(*f);
+    }
+    let approve = format!("/v1/submissions/{}/approve", s(&sub["id"]));
+    let (status, done) = m.call(&m.alice, Method::POST, &approve, None).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let b = m
+        .until(&id, until, |b| b["payment"]["status"] == until)
+        .await;
+    let captures = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/capture"))
+        .collect();
+    (m, fake, b, captures)
+}
+
+on_both!(
+    a_capture_retried_after_a_5xx_and_a_lost_answer_charges_once,
+    |dialect| async move {
+        let (m, fake, b, captures) = approve_through(
+            dialect,
+            &[Failure::Status(503), Failure::LostAnswer],
+            "captured",
+        )
+        .await;
+        assert_eq!(b["status"], "completed");
+        // A 503, then a capture done whose answer was lost: Stripe's
+        // `payment_intent.succeeded` may settle the payment before the
+        // outbox's next try, which (if made) is Stripe's replay.
+        let statuses: Vec<u16> = captures.iter().map(|r| r.status).collect();
+        assert_eq!(statuses[..2], [503, 500], "{captures:?}");
+        assert!(
+            captures[2..].iter().all(|r| r.replayed && r.status == 200),
+            "{captures:?}"
+        );
+        let key = captures[0].idempotency_key.clone();
+        assert!(key.is_some());
+        assert!(captures.iter().all(|r| r.idempotency_key == key));
+        let pi = s(&b["payment"]["payment_intent_id"]);
+        let intent = fake.intent(&pi).expect("intent");
+        assert_eq!(intent["status"], "succeeded", "{intent}");
+        assert_eq!(intent["amount_received"], 1_000, "charged once");
+        assert_eq!(account(&m.ctl, &m.bob, "tenant", EUR).await.0, 850);
+        m.conserved("a retried capture").await;
+    }
+);
+
+on_both!(
+    a_capture_refused_for_good_is_capture_failed,
+    |dialect| async move {
+        let (m, fake, b, captures) =
+            approve_through(dialect, &[Failure::Status(400)], "capture_failed").await;
+        // Refused for good: not retried, and nothing captured at Stripe.
+        assert_eq!(captures.len(), 1, "{captures:?}");
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let again = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/capture"))
+            .count();
+        assert_eq!(again, 1, "a refusal is not retried");
+        let pi = s(&b["payment"]["payment_intent_id"]);
+        let intent = fake.intent(&pi).expect("intent");
+        assert_eq!(intent["status"], "requires_capture", "{intent}");
+        assert_eq!(intent["amount_received"], 0);
+        m.conserved("a refused capture").await;
+    }
+);

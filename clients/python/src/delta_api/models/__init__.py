@@ -9,6 +9,7 @@ from .agent_budget import AgentBudget
 from .agent_grants import AgentGrants
 from .api_key_view import ApiKeyView
 from .approve import Approve
+from .artifact_ref import ArtifactRef
 from .attempt import Attempt
 from .attempt_started import AttemptStarted
 from .audit_entry import AuditEntry
@@ -194,6 +195,7 @@ __all__ = (
     "AgentGrants",
     "ApiKeyView",
     "Approve",
+    "ArtifactRef",
     "Attempt",
     "AttemptStarted",
     "AuditEntry",

@@ -11,6 +11,7 @@ from ..types import UNSET, Unset
 from typing import cast
 
 if TYPE_CHECKING:
+    from ..models.artifact_ref import ArtifactRef
     from ..models.page_submission_items_item_payload import (
         PageSubmissionItemsItemPayload,
     )
@@ -39,6 +40,7 @@ class PageSubmissionItemsItem:
             answered garbage; never approved), `approved` or `rejected`.
         tenant_id (str): The submitter's tenant.
         updated_at_ms (int): Last changed.
+        artifact (ArtifactRef | None | Unset):
         passed (bool | None | Unset): The verdict, once verified.
         score_milli (int | None | Unset): The verdict's score in thousandths.
     """
@@ -54,11 +56,14 @@ class PageSubmissionItemsItem:
     status: str
     tenant_id: str
     updated_at_ms: int
+    artifact: ArtifactRef | None | Unset = UNSET
     passed: bool | None | Unset = UNSET
     score_milli: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.artifact_ref import ArtifactRef  # noqa: PLC0415
+
         agent_id = self.agent_id
 
         attempts = self.attempts
@@ -80,6 +85,14 @@ class PageSubmissionItemsItem:
         tenant_id = self.tenant_id
 
         updated_at_ms = self.updated_at_ms
+
+        artifact: dict[str, Any] | None | Unset
+        if isinstance(self.artifact, Unset):
+            artifact = UNSET
+        elif isinstance(self.artifact, ArtifactRef):
+            artifact = self.artifact.to_dict()
+        else:
+            artifact = self.artifact
 
         passed: bool | None | Unset
         if isinstance(self.passed, Unset):
@@ -110,6 +123,8 @@ class PageSubmissionItemsItem:
                 "updated_at_ms": updated_at_ms,
             }
         )
+        if artifact is not UNSET:
+            field_dict["artifact"] = artifact
         if passed is not UNSET:
             field_dict["passed"] = passed
         if score_milli is not UNSET:
@@ -119,6 +134,7 @@ class PageSubmissionItemsItem:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.artifact_ref import ArtifactRef  # noqa: PLC0415
         from ..models.page_submission_items_item_payload import (
             PageSubmissionItemsItemPayload,
         )  # noqa: PLC0415
@@ -148,6 +164,23 @@ class PageSubmissionItemsItem:
         tenant_id = d.pop("tenant_id")
 
         updated_at_ms = d.pop("updated_at_ms")
+
+        def _parse_artifact(data: object) -> ArtifactRef | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                artifact_type_1 = ArtifactRef.from_dict(data)
+
+                return artifact_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(ArtifactRef | None | Unset, data)
+
+        artifact = _parse_artifact(d.pop("artifact", UNSET))
 
         def _parse_passed(data: object) -> bool | None | Unset:
             if data is None:
@@ -179,6 +212,7 @@ class PageSubmissionItemsItem:
             status=status,
             tenant_id=tenant_id,
             updated_at_ms=updated_at_ms,
+            artifact=artifact,
             passed=passed,
             score_milli=score_milli,
         )

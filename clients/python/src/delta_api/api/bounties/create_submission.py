@@ -17,7 +17,8 @@ from ...types import Unset
 def _get_kwargs(
     id: str,
     *,
-    body: NewSubmission,
+    body: NewSubmission | list[int] | Unset = UNSET,
+    agent_id: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
@@ -28,16 +29,32 @@ def _get_kwargs(
     if not isinstance(x_app_id, Unset):
         headers["X-App-ID"] = x_app_id
 
+    params: dict[str, Any] = {}
+
+    json_agent_id: None | str | Unset
+    if isinstance(agent_id, Unset):
+        json_agent_id = UNSET
+    else:
+        json_agent_id = agent_id
+    params["agent_id"] = json_agent_id
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
+
     _kwargs: dict[str, Any] = {
         "method": "post",
         "url": "/v1/bounties/{id}/submissions".format(
             id=quote(str(id), safe=""),
         ),
+        "params": params,
     }
 
-    _kwargs["json"] = body.to_dict()
+    if isinstance(body, NewSubmission):
+        _kwargs["json"] = body.to_dict()
 
-    headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = "application/json"
+    if isinstance(body, list[int]):
+        _kwargs["content"] = body.payload
+        headers["Content-Type"] = "application/octet-stream"
 
     _kwargs["headers"] = headers
     return _kwargs
@@ -117,19 +134,26 @@ def sync_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
-    body: NewSubmission,
+    body: NewSubmission | list[int] | Unset = UNSET,
+    agent_id: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Submission]:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
-    is available it stays `pending_verification`).
+    is available it stays `pending_verification`). The work is either a
+    JSON body (`NewSubmission`) or a file: `Content-Type:
+    application/octet-stream` with `?agent_id=`, at most `[artifacts]
+    max_bytes`, stored by its SHA-256; the verifier then receives
+    `{"artifact": {"sha256", "size_bytes"}}` as the payload.
 
     Args:
         id (str):
+        agent_id (None | str | Unset):
         idempotency_key (str | Unset):
         x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
+        body (list[int]):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -142,6 +166,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         id=id,
         body=body,
+        agent_id=agent_id,
         idempotency_key=idempotency_key,
         x_app_id=x_app_id,
     )
@@ -157,19 +182,26 @@ def sync(
     id: str,
     *,
     client: AuthenticatedClient,
-    body: NewSubmission,
+    body: NewSubmission | list[int] | Unset = UNSET,
+    agent_id: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | Submission | None:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
-    is available it stays `pending_verification`).
+    is available it stays `pending_verification`). The work is either a
+    JSON body (`NewSubmission`) or a file: `Content-Type:
+    application/octet-stream` with `?agent_id=`, at most `[artifacts]
+    max_bytes`, stored by its SHA-256; the verifier then receives
+    `{"artifact": {"sha256", "size_bytes"}}` as the payload.
 
     Args:
         id (str):
+        agent_id (None | str | Unset):
         idempotency_key (str | Unset):
         x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
+        body (list[int]):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -183,6 +215,7 @@ def sync(
         id=id,
         client=client,
         body=body,
+        agent_id=agent_id,
         idempotency_key=idempotency_key,
         x_app_id=x_app_id,
     ).parsed
@@ -192,19 +225,26 @@ async def asyncio_detailed(
     id: str,
     *,
     client: AuthenticatedClient,
-    body: NewSubmission,
+    body: NewSubmission | list[int] | Unset = UNSET,
+    agent_id: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | Submission]:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
-    is available it stays `pending_verification`).
+    is available it stays `pending_verification`). The work is either a
+    JSON body (`NewSubmission`) or a file: `Content-Type:
+    application/octet-stream` with `?agent_id=`, at most `[artifacts]
+    max_bytes`, stored by its SHA-256; the verifier then receives
+    `{"artifact": {"sha256", "size_bytes"}}` as the payload.
 
     Args:
         id (str):
+        agent_id (None | str | Unset):
         idempotency_key (str | Unset):
         x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
+        body (list[int]):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -217,6 +257,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         id=id,
         body=body,
+        agent_id=agent_id,
         idempotency_key=idempotency_key,
         x_app_id=x_app_id,
     )
@@ -230,19 +271,26 @@ async def asyncio(
     id: str,
     *,
     client: AuthenticatedClient,
-    body: NewSubmission,
+    body: NewSubmission | list[int] | Unset = UNSET,
+    agent_id: None | str | Unset = UNSET,
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | Submission | None:
     """Submit work to another tenant's open bounty with one of the caller's
     tenant's agents; it is verified on a node before the answer (if no node
-    is available it stays `pending_verification`).
+    is available it stays `pending_verification`). The work is either a
+    JSON body (`NewSubmission`) or a file: `Content-Type:
+    application/octet-stream` with `?agent_id=`, at most `[artifacts]
+    max_bytes`, stored by its SHA-256; the verifier then receives
+    `{"artifact": {"sha256", "size_bytes"}}` as the payload.
 
     Args:
         id (str):
+        agent_id (None | str | Unset):
         idempotency_key (str | Unset):
         x_app_id (str | Unset):
         body (NewSubmission): Body of `POST /v1/bounties/{id}/submissions`.
+        body (list[int]):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -257,6 +305,7 @@ async def asyncio(
             id=id,
             client=client,
             body=body,
+            agent_id=agent_id,
             idempotency_key=idempotency_key,
             x_app_id=x_app_id,
         )

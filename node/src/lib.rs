@@ -15,10 +15,12 @@
 pub mod api;
 pub mod capabilities;
 pub mod config;
+pub mod kv;
 pub mod leases;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod outbound;
 pub mod reporter;
 pub mod scheduler;
 pub mod server;

@@ -455,11 +455,7 @@ fn validate_grants(grants: &AgentGrants) -> Result<(), ApiError> {
         }
         delta_outbound::HostRule::parse_all(&http.hosts)
             .map_err(|e| ApiError::invalid(format!("grants.http.hosts: {e}")))?;
-        if let Some(bad) = http
-            .secrets
-            .iter()
-            .find(|s| !crate::vault::valid_name(s))
-        {
+        if let Some(bad) = http.secrets.iter().find(|s| !crate::vault::valid_name(s)) {
             return Err(ApiError::invalid(format!(
                 "grants.http.secrets: {bad:?} is not a secret name (1-64 of A-Z a-z 0-9 _ -)"
             )));
@@ -1081,7 +1077,10 @@ mod tests {
                 .expect("node grants");
         assert_eq!(theirs.channels.len(), 2);
         assert!(theirs.kv);
-        assert_eq!(theirs.http.map(|h| h.secrets), Some(vec!["TOKEN".to_owned()]));
+        assert_eq!(
+            theirs.http.map(|h| h.secrets),
+            Some(vec!["TOKEN".to_owned()])
+        );
         let bad = AgentGrants {
             http: Some(HttpGrant {
                 hosts: vec!["example.com/path".into()],

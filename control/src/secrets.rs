@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 
 use crate::audit;
 use crate::auth::{Principal, Role};
-use crate::nodeauth::{NodeAuth, require_agent_here};
 use crate::db::now_ms;
+use crate::nodeauth::{NodeAuth, require_agent_here};
 use crate::state::AppState;
 use crate::vault::{MAX_SECRETS_PER_TENANT, MAX_VALUE_BYTES, Sealed, Vault, valid_name};
 

@@ -1278,10 +1278,14 @@ pub async fn node_grants(db: &Db, agent: &Agent) -> Result<Grants, sqlx::Error> 
         recipients: agent.grants.recipients.clone(),
         message_templates: Some(templates.iter().map(Template::to_config).collect()),
         kv: agent.grants.kv,
-        http: agent.grants.http.as_ref().map(|h| delta_node_api::HttpGrant {
-            hosts: h.hosts.clone(),
-            secrets: h.secrets.clone(),
-        }),
+        http: agent
+            .grants
+            .http
+            .as_ref()
+            .map(|h| delta_node_api::HttpGrant {
+                hosts: h.hosts.clone(),
+                secrets: h.secrets.clone(),
+            }),
     })
 }
 

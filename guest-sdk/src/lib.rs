@@ -11,7 +11,8 @@
 //! * [`Verifier`] + [`export_verifier!`]: judge a JSON submission against a
 //!   JSON spec and return a [`Verdict`].
 //! * Capabilities: [`log`] (and the [`info!`], [`warn!`], ... macros),
-//!   [`llm`], [`messaging`], [`budget`] and [`kv`] (durable state).
+//!   [`llm`], [`messaging`], [`budget`], [`kv`] (durable state) and [`http`]
+//!   (outbound requests under an allow-list).
 //!
 //! # Quick start
 //!
@@ -75,6 +76,7 @@ pub mod bindings;
 
 mod agent;
 pub mod budget;
+pub mod http;
 pub mod kv;
 pub mod llm;
 pub mod log;
@@ -104,7 +106,7 @@ pub use serde_json;
 /// clash with the `log` crate; use the macros or `delta_sdk::log`.
 pub mod prelude {
     pub use crate::{Agent, AgentError, Context, Verdict, Verifier};
-    pub use crate::{budget, kv, llm, messaging};
+    pub use crate::{budget, http, kv, llm, messaging};
     pub use crate::{debug, error, info, trace, warn};
     pub use serde::{Deserialize, Serialize};
 }

@@ -303,7 +303,10 @@ impl RunMeter {
             Ok(_) => "ok",
             Err(e) => e.code(),
         };
-        self.metrics.http_requests_out.with_label_values(&[outcome]).inc();
+        self.metrics
+            .http_requests_out
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Count one key-value call.

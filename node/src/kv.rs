@@ -246,7 +246,11 @@ struct RemotePage {
 }
 
 impl RemoteKv {
-    async fn call<T: serde::de::DeserializeOwned>(&self, op: &str, body: Value) -> Result<T, KvError> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        body: Value,
+    ) -> Result<T, KvError> {
         let e = match self.0.post(&["kv", op], &body).await {
             Ok(answer) => return Ok(answer),
             Err(e) => e,

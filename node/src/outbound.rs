@@ -38,7 +38,11 @@ impl SecretSource for VaultSecrets {
         names: &[String],
     ) -> Result<BTreeMap<String, String>, String> {
         let body = json!({ "agent_id": agent_id, "names": names });
-        match self.0.post::<Resolved>(&["secrets", "resolve"], &body).await {
+        match self
+            .0
+            .post::<Resolved>(&["secrets", "resolve"], &body)
+            .await
+        {
             Ok(resolved) => Ok(resolved.values),
             // Refused: the grant or the vault says no; the request is not
             // sent (fail closed) and the guest is told which name.

@@ -9,3 +9,5 @@ mod common;
 
 mod kv_api;
 mod kv_fleet;
+mod outbound;
+mod secrets;

@@ -481,7 +481,7 @@ mod tests {
             kv.set("t", "x", "b", &[0; 61], None).await,
             Err(KvError::TooLarge { limit: 60 })
         );
-        assert_eq!(kv.usage("t", "x").await, Ok(Usage { keys: 3, bytes: 53 }));
+        assert_eq!(kv.usage("t", "x").await, Ok(Usage { keys: 3, bytes: 55 }));
         kv.delete("t", "x", "a").await.expect("delete");
         assert_eq!(kv.usage("t", "x").await, Ok(Usage { keys: 2, bytes: 4 }));
         kv.set("t", "x", "d", &[0; 50], None)

@@ -55,7 +55,7 @@ both!(
             token,
             &agent,
             "dir%2Fa",
-            json!({ "value_base64": "AAEC" }),
+            json!({ "value_base64": "/w==" }),
         )
         .await;
         assert_eq!(status, StatusCode::OK);
@@ -84,7 +84,7 @@ both!(
             )
             .await;
         assert_eq!(bytes["value"], Value::Null, "not UTF-8: base64 only");
-        assert_eq!(bytes["value_base64"], "AAEC");
+        assert_eq!(bytes["value_base64"], "/w==");
 
         // Pages of a prefix, in byte order, with an opaque cursor.
         let (status, page) = ctl

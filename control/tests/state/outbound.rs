@@ -34,8 +34,12 @@ async fn call(ctl: &Control, token: &str, agent: &str, input: Value) -> Value {
 }
 
 fn output(run: &Value) -> Value {
-    serde_json::from_str(run["outcome"]["output"].as_str().unwrap_or_else(|| panic!("{run}")))
-        .expect("output JSON")
+    serde_json::from_str(
+        run["outcome"]["output"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{run}")),
+    )
+    .expect("output JSON")
 }
 
 both_with!(
@@ -46,10 +50,16 @@ both_with!(
         let base = format!("http://{}", echo.addr());
         let alice = ctl.register("alice").await;
         let (status, _) = ctl
-            .call(Method::PUT, "/v1/secrets/API_TOKEN", Some(&alice.access), Some(json!({ "value": SECRET })))
+            .call(
+                Method::PUT,
+                "/v1/secrets/API_TOKEN",
+                Some(&alice.access),
+                Some(json!({ "value": SECRET })),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
-        let _node = start_node_in_process(&ctl, "node-a", "[http]\nallow_private_networks = true\n").await;
+        let _node =
+            start_node_in_process(&ctl, "node-a", "[http]\nallow_private_networks = true\n").await;
         let agent = create_agent(
             &ctl,
             &alice.access,
@@ -73,55 +83,115 @@ both_with!(
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].method, "POST");
         assert_eq!(got[0].path, "/v1/things?x=1");
-        assert_eq!(got[0].header("authorization"), Some(format!("Bearer {SECRET}").as_str()));
+        assert_eq!(
+            got[0].header("authorization"),
+            Some(format!("Bearer {SECRET}").as_str())
+        );
         assert_eq!(got[0].header("x-plain"), Some("visible"));
         assert_eq!(got[0].body, b"hello");
-        assert!(!run.to_string().contains(SECRET), "the run shows the secret: {run}");
+        assert!(
+            !run.to_string().contains(SECRET),
+            "the run shows the secret: {run}"
+        );
         let http = &run["usage"]["http"];
-        assert_eq!((http["requests"].as_u64(), http["bytes_sent"].as_u64()), (Some(1), Some(5)), "{run}");
+        assert_eq!(
+            (http["requests"].as_u64(), http["bytes_sent"].as_u64()),
+            (Some(1), Some(5)),
+            "{run}"
+        );
 
         // Refused before anything is sent: another host, another port,
         // https where http is granted, a secret the grant does not list.
         for (url, headers, code) in [
             ("http://example.com/".to_owned(), json!([]), "not-allowed"),
-            (format!("http://127.0.0.1:{}/", echo.addr().port() + 1), json!([]), "not-allowed"),
-            (format!("https://{}/", echo.addr()), json!([]), "not-allowed"),
-            (format!("{base}/x"), json!([["authorization", "{{secret:OTHER}}"]]), "secret-not-allowed"),
+            (
+                format!("http://127.0.0.1:{}/", echo.addr().port() + 1),
+                json!([]),
+                "not-allowed",
+            ),
+            (
+                format!("https://{}/", echo.addr()),
+                json!([]),
+                "not-allowed",
+            ),
+            (
+                format!("{base}/x"),
+                json!([["authorization", "{{secret:OTHER}}"]]),
+                "secret-not-allowed",
+            ),
         ] {
-            let run = call(&ctl, &alice.access, &id, json!({ "url": url, "headers": headers })).await;
+            let run = call(
+                &ctl,
+                &alice.access,
+                &id,
+                json!({ "url": url, "headers": headers }),
+            )
+            .await;
             assert_eq!(output(&run)["error"], code, "{url}: {run}");
         }
         assert_eq!(echo.received().len(), 1, "nothing more reached the server");
 
         // A redirect comes back to the guest; it is not followed.
         echo.redirect_to("http://169.254.169.254/latest/meta-data");
-        let run = call(&ctl, &alice.access, &id, json!({ "url": format!("{base}/redirect") })).await;
+        let run = call(
+            &ctl,
+            &alice.access,
+            &id,
+            json!({ "url": format!("{base}/redirect") }),
+        )
+        .await;
         let out = output(&run);
-        assert_eq!((out["status"].as_u64(), out["location"].as_str()), (Some(302), Some("http://169.254.169.254/latest/meta-data")));
+        assert_eq!(
+            (out["status"].as_u64(), out["location"].as_str()),
+            (Some(302), Some("http://169.254.169.254/latest/meta-data"))
+        );
         assert_eq!(echo.received().len(), 2);
 
         // An answer over the node's limit (1 MiB by default).
         echo.big_body((1 << 20) + 1);
-        let run = call(&ctl, &alice.access, &id, json!({ "url": format!("{base}/big") })).await;
+        let run = call(
+            &ctl,
+            &alice.access,
+            &id,
+            json!({ "url": format!("{base}/big") }),
+        )
+        .await;
         assert_eq!(output(&run)["error"], "too-large", "{run}");
 
         // Without the grant: not-allowed, and nothing sent.
         let plain = create_agent(&ctl, &alice.access, "plain", &caller(), json!({})).await;
-        let run = call(&ctl, &alice.access, plain["id"].as_str().expect("id"), json!({ "url": format!("{base}/x") })).await;
+        let run = call(
+            &ctl,
+            &alice.access,
+            plain["id"].as_str().expect("id"),
+            json!({ "url": format!("{base}/x") }),
+        )
+        .await;
         assert_eq!(output(&run)["error"], "not-allowed");
         assert_eq!(echo.received().len(), 3);
 
         // The node may resolve only granted names of agents placed on it.
         let credential = ctl.node_credential("node-a").await;
         let (status, err) = ctl
-            .call(Method::POST, "/v1/nodes/secrets/resolve", Some(&credential),
-                  Some(json!({ "agent_id": plain["id"], "names": ["API_TOKEN"] })))
+            .call(
+                Method::POST,
+                "/v1/nodes/secrets/resolve",
+                Some(&credential),
+                Some(json!({ "agent_id": plain["id"], "names": ["API_TOKEN"] })),
+            )
             .await;
-        assert_eq!((status, err["code"].as_str()), (StatusCode::FORBIDDEN, Some("secret_not_granted")));
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("secret_not_granted"))
+        );
         let other = ctl.node_credential("node-z").await;
         let (status, _) = ctl
-            .call(Method::POST, "/v1/nodes/secrets/resolve", Some(&other),
-                  Some(json!({ "agent_id": id, "names": ["API_TOKEN"] })))
+            .call(
+                Method::POST,
+                "/v1/nodes/secrets/resolve",
+                Some(&other),
+                Some(json!({ "agent_id": id, "names": ["API_TOKEN"] })),
+            )
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "another node");
     }
@@ -146,7 +216,13 @@ both_with!(
         .await;
         let id = agent["id"].as_str().expect("id");
         for host in ["127.0.0.1", "localhost"] {
-            let run = call(&ctl, &alice.access, id, json!({ "url": format!("http://{host}:{port}/") })).await;
+            let run = call(
+                &ctl,
+                &alice.access,
+                id,
+                json!({ "url": format!("http://{host}:{port}/") }),
+            )
+            .await;
             assert_eq!(output(&run)["error"], "blocked-address", "{host}: {run}");
         }
         assert!(echo.received().is_empty(), "nothing reached loopback");

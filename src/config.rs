@@ -38,6 +38,9 @@
 //! variables = ["name"]
 //! approved = true
 //!
+//! [kv]                      # durable key-value state (the section grants it)
+//! database = ".delta/kv.db"
+//!
 //! [budget]                  # the SQLite token ledger
 //! database = ".delta/ledger.db"
 //! [[budget.users]]
@@ -86,6 +89,19 @@ pub struct LocalConfig {
     pub messaging: Option<MessagingSection>,
     /// The token ledger.
     pub budget: Option<BudgetConfig>,
+    /// Key-value state (`delta:agent/kv`); present, it is granted.
+    pub kv: Option<KvSection>,
+}
+
+/// `[kv]`: where local runs keep the agent's state, and its bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSection {
+    /// The SQLite file (created if missing).
+    pub database: PathBuf,
+    /// Bounds (default: `delta_kv::KvLimits`'s).
+    #[serde(default)]
+    pub limits: delta_kv::KvLimits,
 }
 
 /// `[agent]`.
@@ -137,6 +153,9 @@ impl LocalConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(budget) = &mut config.budget {
             budget.database = base.join(&budget.database);
+        }
+        if let Some(kv) = &mut config.kv {
+            kv.database = base.join(&kv.database);
         }
         if let Some(messaging) = &mut config.messaging {
             if let Some(audit) = &mut messaging.audit_log {
@@ -201,10 +220,21 @@ impl LocalConfig {
                 format!("agent {agent_id} has no budget account: add it under [[budget.agents]]")
             })?;
         }
+        let kv = match &self.kv {
+            Some(section) => {
+                let store = delta_kv::KvStore::open_sqlite(&section.database, section.limits)
+                    .await
+                    .with_context(|| format!("opening {}", section.database.display()))?;
+                Some(Arc::new(delta_node::kv::LocalKv(store)) as Arc<dyn delta_host_api::KvBackend>)
+            }
+            None => None,
+        };
         Ok(Capabilities {
             llm,
             messenger,
             budget: ledger_dyn,
+            kv,
+            http: None,
             log_sink: None,
         })
     }

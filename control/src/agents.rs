@@ -91,6 +91,28 @@ pub struct AgentGrants {
     /// Recipients it may reach (addresses, `*@domain`, E.164 numbers).
     #[serde(default)]
     pub recipients: Vec<String>,
+    /// Whether it may keep durable key-value state between runs
+    /// (`delta:agent/kv`; readable at `/v1/agents/{id}/kv`). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kv: bool,
+    /// Outbound HTTP (`delta:agent/http`); absent: no request leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpGrant>,
+}
+
+/// What an agent may reach over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Allow-list: `api.example.com` (exactly that host), `*.example.com`
+    /// (its subdomains), `http://host:8080` (plain http, or a port other
+    /// than the scheme's, must be named). At most 100.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Names of this tenant's secrets (`PUT /v1/secrets/{name}`) that its
+    /// header values may use as `{{secret:NAME}}`. At most 50.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// Main agent or bot (seed 000: a bot acts for a main agent).
@@ -425,6 +447,20 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn validate_grants(grants: &AgentGrants) -> Result<(), ApiError> {
+    if let Some(http) = &grants.http {
+        if http.hosts.len() > 100 || http.secrets.len() > 50 {
+            return Err(ApiError::invalid(
+                "grants.http: at most 100 hosts and 50 secrets",
+            ));
+        }
+        delta_outbound::HostRule::parse_all(&http.hosts)
+            .map_err(|e| ApiError::invalid(format!("grants.http.hosts: {e}")))?;
+        if let Some(bad) = http.secrets.iter().find(|s| !crate::vault::valid_name(s)) {
+            return Err(ApiError::invalid(format!(
+                "grants.http.secrets: {bad:?} is not a secret name (1-64 of A-Z a-z 0-9 _ -)"
+            )));
+        }
+    }
     for (what, list) in [
         ("models", &grants.models),
         ("templates", &grants.templates),
@@ -1030,11 +1066,29 @@ mod tests {
             channels: vec![Channel::Email, Channel::Sms],
             templates: vec![],
             recipients: vec!["*@example.com".into()],
+            kv: true,
+            http: Some(HttpGrant {
+                hosts: vec!["*.example.com".into()],
+                secrets: vec!["TOKEN".into()],
+            }),
         };
         let theirs: delta_node_api::Grants =
             serde_json::from_value(serde_json::to_value(&ours).expect("json"))
                 .expect("node grants");
         assert_eq!(theirs.channels.len(), 2);
+        assert!(theirs.kv);
+        assert_eq!(
+            theirs.http.map(|h| h.secrets),
+            Some(vec!["TOKEN".to_owned()])
+        );
+        let bad = AgentGrants {
+            http: Some(HttpGrant {
+                hosts: vec!["example.com/path".into()],
+                secrets: vec![],
+            }),
+            ..AgentGrants::default()
+        };
+        assert!(validate_grants(&bad).is_err());
         let limits: delta_node_api::AgentLimits = serde_json::from_value(
             serde_json::to_value(Limits {
                 fuel: Some(5),

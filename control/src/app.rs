@@ -64,6 +64,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::invitations::routes())
         .merge(crate::components::routes())
         .merge(crate::agents::routes())
+        .merge(crate::kv::routes())
+        .merge(crate::secrets::routes())
         .merge(crate::deployments::routes())
         .merge(crate::runs::routes())
         .merge(crate::nodes::routes())

@@ -22,6 +22,7 @@
 //! allow_private_webhook_urls = false                 # webhooks to loopback/private addresses (tests)
 //! webhook_retry_base_ms = 1000                       # webhook retries wait 1, 2, 4, 8 x this
 //! max_webhook_body_bytes = 262144                     # largest inbound webhook delivery
+//! vault_key_file = "/etc/delta/vault-key"            # 32 bytes, mode 0600: tenants' secrets (none: 501)
 //!
 //! [templates]
 //! operator_review = "first"  # none (default) | first | all: operators approve templates too
@@ -62,6 +63,11 @@
 //! max_bytes = 10485760   # larger uploads answer 413
 //! url_ttl_secs = 300     # signed download URLs expire after this
 //! signing_key_file = "/etc/delta/artifact-key"   # default <state_dir>/artifact-key; share it between replicas
+//!
+//! [kv]                  # agents' durable key-value state (delta_kv::KvLimits), per agent
+//! max_value_bytes = 65536
+//! max_keys = 10000
+//! max_total_bytes = 16777216
 //!
 //! [rate_limit]
 //! per_key_per_sec = 50
@@ -213,6 +219,12 @@ pub struct ControlConfig {
     /// Largest inbound webhook delivery (`POST /v1/hooks/{id}`), bytes
     /// (default 256 KiB); larger ones answer 413 and start nothing.
     pub max_webhook_body_bytes: u64,
+    /// Bounds of each agent's key-value state (`[kv]`).
+    pub kv: delta_kv::KvLimits,
+    /// File holding the 32-byte key that seals tenants' secrets (AES-256-GCM;
+    /// mode 0600). None: the secret routes answer 501 `not_configured` and
+    /// agents' HTTP calls cannot use secrets.
+    pub vault_key_file: Option<PathBuf>,
     /// Template review (`[templates]`).
     pub templates: TemplatesConfig,
     /// What each tenant may hold and send by default (an operator raises
@@ -404,6 +416,8 @@ impl Default for ControlConfig {
             allow_private_webhook_urls: false,
             webhook_retry_base_ms: 1_000,
             max_webhook_body_bytes: 256 << 10,
+            kv: delta_kv::KvLimits::default(),
+            vault_key_file: None,
             templates: TemplatesConfig::default(),
             quotas: QuotaConfig::default(),
             runs: RunsConfig::default(),
@@ -455,6 +469,7 @@ impl ControlConfig {
             config.jwt_secret_file.as_mut(),
             config.jwt_previous_secret_file.as_mut(),
             config.node_api_secret_file.as_mut(),
+            config.vault_key_file.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -505,6 +520,9 @@ impl ControlConfig {
     /// leases a node may still return and run ids a node may still resend.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const DAY: u64 = 24 * 3600;
+        if let Some(problem) = self.kv.problem() {
+            return Err(ConfigError::Invalid(problem));
+        }
         for (name, secs) in [
             ("record_retention_secs", self.record_retention_secs),
             ("audit_retention_secs", self.audit_retention_secs),

@@ -51,6 +51,11 @@ pub struct AppState {
     pub stripe: Option<Arc<crate::payments::Stripe>>,
     /// Bounty submission artifacts and their signed URLs (`[artifacts]`).
     pub artifacts: Arc<crate::bounties::Artifacts>,
+    /// Agents' key-value state, in this database (`[kv]` bounds).
+    pub kv: delta_kv::KvStore,
+    /// Tenants' secrets vault (none without `vault_key_file`: its routes
+    /// answer 501).
+    pub vault: Option<Arc<crate::vault::Vault>>,
     /// Serialises deployments of one agent within this process (see
     /// [`AppState::lock_deploys`]).
     deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -163,7 +168,16 @@ impl AppState {
         .context("setting up rate limits")?;
         let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
         let key_cache = crate::keycache::KeyCache::open(&db, &config.database_url());
+        let kv = delta_kv::KvStore::new(db.pool().clone(), config.kv);
+        let vault = match &config.vault_key_file {
+            Some(path) => Some(Arc::new(
+                crate::vault::Vault::load(path).context("vault_key_file")?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            kv,
+            vault,
             db,
             keys: Arc::new(keys),
             config: Arc::new(config),

@@ -1277,6 +1277,15 @@ pub async fn node_grants(db: &Db, agent: &Agent) -> Result<Grants, sqlx::Error> 
         templates: templates.iter().map(|t| t.name.clone()).collect(),
         recipients: agent.grants.recipients.clone(),
         message_templates: Some(templates.iter().map(Template::to_config).collect()),
+        kv: agent.grants.kv,
+        http: agent
+            .grants
+            .http
+            .as_ref()
+            .map(|h| delta_node_api::HttpGrant {
+                hosts: h.hosts.clone(),
+                secrets: h.secrets.clone(),
+            }),
     })
 }
 

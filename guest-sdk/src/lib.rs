@@ -11,7 +11,8 @@
 //! * [`Verifier`] + [`export_verifier!`]: judge a JSON submission against a
 //!   JSON spec and return a [`Verdict`].
 //! * Capabilities: [`log`] (and the [`info!`], [`warn!`], ... macros),
-//!   [`llm`], [`messaging`] and [`budget`].
+//!   [`llm`], [`messaging`], [`budget`], [`kv`] (durable state) and [`http`]
+//!   (outbound requests under an allow-list).
 //!
 //! # Quick start
 //!
@@ -64,7 +65,7 @@
 //! * A verifier component imports only `delta:agent/log` (plus whatever the
 //!   Rust standard library needs from WASI).
 //! * Compiled for a non-WebAssembly target (native unit tests), logging
-//!   goes to stderr and [`llm`], [`messaging`] and [`budget`] behave as on a
+//!   goes to stderr and [`llm`], [`messaging`], [`budget`] and [`kv`] behave as on a
 //!   node where they are not configured (`Err(NotConfigured)`).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -75,6 +76,8 @@ pub mod bindings;
 
 mod agent;
 pub mod budget;
+pub mod http;
+pub mod kv;
 pub mod llm;
 pub mod log;
 pub mod messaging;
@@ -97,13 +100,13 @@ pub use serde_json;
 /// Everything an agent or verifier usually needs: `use delta_sdk::prelude::*;`.
 ///
 /// Brings in the [`Agent`] and [`Verifier`] traits and their types, the
-/// [`llm`], [`messaging`] and [`budget`] modules, the logging macros and
+/// [`llm`], [`messaging`], [`budget`] and [`kv`] modules, the logging macros and
 /// serde's `Deserialize` / `Serialize` (the derives still need `serde` as a
 /// dependency of your crate). The [`log`] module is left out so it cannot
 /// clash with the `log` crate; use the macros or `delta_sdk::log`.
 pub mod prelude {
     pub use crate::{Agent, AgentError, Context, Verdict, Verifier};
-    pub use crate::{budget, llm, messaging};
+    pub use crate::{budget, http, kv, llm, messaging};
     pub use crate::{debug, error, info, trace, warn};
     pub use serde::{Deserialize, Serialize};
 }

@@ -1,8 +1,9 @@
 //! Host side of Delta's WIT capabilities (`wit/agent.wit`).
 //!
 //! One module per imported interface: [`log`], [`llm`], [`messaging`],
-//! [`budget`]. Each capability has a narrow backend trait ([`LogSink`],
-//! [`LlmGateway`], [`Messenger`], [`BudgetLedger`]) that the runtime and the
+//! [`budget`], [`kv`], [`http`]. Each capability has a narrow backend trait
+//! ([`LogSink`], [`LlmGateway`], [`Messenger`], [`BudgetLedger`],
+//! [`KvBackend`], [`HttpClient`]) that the runtime and the
 //! node wire to real backends; the per-invocation [`HostState`] implements the
 //! generated `Host` traits by checking the run's deadline and cancellation,
 //! then forwarding to the backend, or answering the WIT's typed
@@ -14,6 +15,8 @@
 
 pub mod bindings;
 pub mod budget;
+pub mod http;
+pub mod kv;
 pub mod llm;
 pub mod log;
 pub mod messaging;
@@ -26,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use budget::{BudgetLedger, LedgerError, Reservation, Settlement};
+pub use http::HttpClient;
+pub use kv::KvBackend;
 pub use llm::LlmGateway;
 pub use log::{LogLimits, LogSink, LogState};
 pub use messaging::Messenger;
@@ -57,6 +62,10 @@ pub struct Capabilities {
     pub messenger: Option<Arc<dyn Messenger>>,
     /// Backend for `delta:agent/budget`.
     pub budget: Option<Arc<dyn BudgetLedger>>,
+    /// Backend for `delta:agent/kv` (checks the agent's grant itself).
+    pub kv: Option<Arc<dyn KvBackend>>,
+    /// Backend for `delta:agent/http` (checks the agent's grant itself).
+    pub http: Option<Arc<dyn HttpClient>>,
     /// Where accepted log lines are forwarded as they arrive (e.g. a live log
     /// stream). Lines are also kept in the run's [`LogState`].
     pub log_sink: Option<Arc<dyn LogSink>>,
@@ -68,6 +77,8 @@ impl std::fmt::Debug for Capabilities {
             .field("llm", &self.llm.is_some())
             .field("messenger", &self.messenger.is_some())
             .field("budget", &self.budget.is_some())
+            .field("kv", &self.kv.is_some())
+            .field("http", &self.http.is_some())
             .field("log_sink", &self.log_sink.is_some())
             .finish()
     }
@@ -154,7 +165,7 @@ pub trait HostView: Send {
     fn host(&mut self) -> &mut HostState;
 }
 
-/// Link every `delta:agent` import (log, llm, messaging, budget) into
+/// Link every `delta:agent` import (log, llm, messaging, budget, kv, http) into
 /// `linker`. Both worlds are served by the same linker: a verifier simply
 /// imports fewer interfaces.
 pub fn add_to_linker<T: HostView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
@@ -167,6 +178,8 @@ pub fn add_to_linker<T: HostView + 'static>(linker: &mut Linker<T>) -> wasmtime:
     wit::llm::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
     wit::messaging::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
     wit::budget::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
+    wit::kv::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
+    wit::http::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
     Ok(())
 }
 

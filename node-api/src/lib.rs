@@ -82,6 +82,28 @@ pub struct Grants {
     /// by `templates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_templates: Option<Vec<TemplateConfig>>,
+    /// Whether it may keep durable key-value state (`delta:agent/kv`).
+    /// Absent (false) in deployments of older control planes, and not sent
+    /// when false, so older nodes still accept the deployment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kv: bool,
+    /// Outbound HTTP (`delta:agent/http`). Absent: no request leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpGrant>,
+}
+
+/// What an agent may reach over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Allow-list entries: `api.example.com`, `*.example.com`,
+    /// `http://host:8080` (https and the scheme's port unless named).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Names of the tenant's secrets its header values may use as
+    /// `{{secret:NAME}}`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// A deployment as stored and served.
@@ -213,6 +235,45 @@ pub struct RunUsage {
     /// Attempts past the bound of `message_log`: counted, not kept.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub message_log_dropped: u64,
+    /// Key-value state operations (`delta:agent/kv`); absent when the run
+    /// made none, and in records of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv: Option<KvCounts>,
+    /// Outbound HTTP requests (`delta:agent/http`); absent when the run
+    /// made none, and in records of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCounts>,
+}
+
+/// Outbound HTTP requests of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCounts {
+    /// Requests that got an answer (any status).
+    pub requests: u64,
+    /// Requests refused (allow-list, address, secret, limits) or failed.
+    pub refused: u64,
+    /// Request body bytes sent.
+    pub bytes_sent: u64,
+    /// Response body bytes received.
+    pub bytes_received: u64,
+}
+
+/// Key-value operations of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCounts {
+    /// `get` and `list-prefix` calls answered.
+    pub reads: u64,
+    /// `set` and `compare-and-swap` calls that stored a value.
+    pub writes: u64,
+    /// `delete` calls answered.
+    pub deletes: u64,
+    /// `compare-and-swap` calls that found another version.
+    pub conflicts: u64,
+    /// Calls refused or failed otherwise (no grant, bounds, quota, store
+    /// unavailable).
+    pub refused: u64,
+    /// Bytes of values stored by the writes.
+    pub bytes_written: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -5,6 +5,10 @@
 //! so that what the run used (LLM tokens per model, messages per channel)
 //! lands in its [`RunMeter`] and in the node's metrics.
 //!
+//! Key-value state: see [`crate::kv`] (the grant is checked per run,
+//! every call counted in the run's usage as `kv`). Outbound HTTP: see
+//! [`crate::outbound`] (counted as `http`).
+//!
 //! Messaging: a deployment whose grants carry `message_templates` (the
 //! control plane's definitions of the templates granted to the agent, each
 //! marked approved or not) gets a messenger that uses only those instead of
@@ -45,6 +49,12 @@ pub struct Backends {
     ledger: Option<Arc<dyn BudgetLedger>>,
     /// The same ledger when it is the lease-backed one (returned at shutdown).
     leases: Option<Arc<crate::leases::LeaseLedger>>,
+    /// Agents' key-value state: the control plane's, or this node's file.
+    kv: Option<Arc<dyn delta_host_api::KvBackend>>,
+    /// Outbound HTTP, with `[http]`.
+    outbound: Option<Arc<delta_outbound::Outbound>>,
+    /// The vault for `{{secret:NAME}}`, with a control plane.
+    secrets: Option<Arc<dyn delta_outbound::SecretSource>>,
 }
 
 impl Backends {
@@ -115,11 +125,39 @@ impl Backends {
             }
             None => None,
         };
+        let node_api = match &config.control_plane {
+            Some(cp) => Some(Arc::new(crate::kv::NodeApiClient::from_config(cp)?)),
+            None => None,
+        };
+        let kv: Arc<dyn delta_host_api::KvBackend> = match &node_api {
+            Some(client) => Arc::new(crate::kv::RemoteKv(Arc::clone(client))),
+            None => {
+                let path = config.state_dir.join("kv.db");
+                let store = delta_kv::KvStore::open_sqlite(&path, config.kv)
+                    .await
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!("kv store {}: {e}", path.display()))
+                    })?;
+                Arc::new(crate::kv::LocalKv(store))
+            }
+        };
+        let outbound = match &config.http {
+            Some(http) => Some(Arc::new(
+                delta_outbound::Outbound::new(http.clone()).map_err(ConfigError::Invalid)?,
+            )),
+            None => None,
+        };
+        let secrets = node_api.map(|client| {
+            Arc::new(crate::outbound::VaultSecrets(client)) as Arc<dyn delta_outbound::SecretSource>
+        });
         Ok(Self {
             llm,
             messaging,
             ledger,
             leases,
+            kv: Some(kv),
+            outbound,
+            secrets,
         })
     }
 
@@ -161,10 +199,26 @@ impl Backends {
                 meter: Arc::clone(meter),
             }) as Arc<dyn Messenger>
         });
+        let kv = self.kv.as_ref().map(|inner| {
+            Arc::new(crate::kv::GrantedKv {
+                inner: Arc::clone(inner),
+                granted: grants.kv,
+                meter: Arc::clone(meter),
+            }) as Arc<dyn delta_host_api::KvBackend>
+        });
         Capabilities {
             llm,
             messenger,
             budget: self.ledger.clone(),
+            kv,
+            http: self.outbound.as_ref().map(|outbound| {
+                Arc::new(crate::outbound::GrantedHttp::new(
+                    Arc::clone(outbound),
+                    grants.http.as_ref(),
+                    self.secrets.clone(),
+                    Arc::clone(meter),
+                )) as Arc<dyn delta_host_api::HttpClient>
+            }),
             log_sink,
         }
     }
@@ -193,6 +247,8 @@ pub struct RunMeter {
 
 #[derive(Default)]
 struct Used {
+    kv: Option<crate::model::KvCounts>,
+    http: Option<crate::model::HttpCounts>,
     llm: BTreeMap<String, LlmTokens>,
     messages: BTreeMap<String, MessageCounts>,
     attempts: Vec<MessageAttempt>,
@@ -213,6 +269,81 @@ impl RunMeter {
     pub fn totals(&self) -> (BTreeMap<String, LlmTokens>, BTreeMap<String, MessageCounts>) {
         let used = self.lock();
         (used.llm.clone(), used.messages.clone())
+    }
+
+    /// Key-value operations so far (none: the run made none).
+    pub fn kv_counts(&self) -> Option<crate::model::KvCounts> {
+        self.lock().kv
+    }
+
+    /// Outbound HTTP so far (none: the run made no request).
+    pub fn http_counts(&self) -> Option<crate::model::HttpCounts> {
+        self.lock().http
+    }
+
+    /// Count one outbound request.
+    pub(crate) fn http_result(
+        &self,
+        sent: u64,
+        result: &Result<delta_outbound::OutResponse, delta_outbound::OutError>,
+    ) {
+        {
+            let mut used = self.lock();
+            let http = used.http.get_or_insert_with(Default::default);
+            match result {
+                Ok(r) => {
+                    http.requests += 1;
+                    http.bytes_sent += sent;
+                    http.bytes_received += r.body.len() as u64;
+                }
+                Err(_) => http.refused += 1,
+            }
+        }
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        self.metrics
+            .http_requests_out
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Count one key-value call.
+    pub(crate) fn kv_result<T>(
+        &self,
+        op: crate::kv::Op,
+        size: u64,
+        result: &Result<T, delta_host_api::kv::KvError>,
+    ) {
+        use delta_host_api::kv::KvError;
+        {
+            let mut used = self.lock();
+            let kv = used.kv.get_or_insert_with(Default::default);
+            match (result, op) {
+                (Ok(_), crate::kv::Op::Read) => kv.reads += 1,
+                (Ok(_), crate::kv::Op::Write) => {
+                    kv.writes += 1;
+                    kv.bytes_written += size;
+                }
+                (Ok(_), crate::kv::Op::Delete) => kv.deletes += 1,
+                (Err(KvError::Conflict(_)), _) => kv.conflicts += 1,
+                (Err(_), _) => kv.refused += 1,
+            }
+        }
+        let op = match op {
+            crate::kv::Op::Read => "read",
+            crate::kv::Op::Write => "write",
+            crate::kv::Op::Delete => "delete",
+        };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => crate::kv::error_code(e),
+        };
+        self.metrics
+            .kv_calls
+            .with_label_values(&[op, outcome])
+            .inc();
     }
 
     /// The message attempts kept so far, oldest first, and how many more

@@ -58,6 +58,19 @@
 //! [messaging]                         # delta_messaging::MessagingConfig
 //! # [budget]                          # delta_ledger::seed::BudgetConfig: a local
 //! # database = "/var/lib/delta/ledger.db"  # SQLite ledger, only without [control_plane]
+//!
+//! [kv]                                # agents' durable state (delta_kv::KvLimits); only
+//! max_value_bytes = 65_536            # without [control_plane] (state_dir/kv.db): with one,
+//! max_keys = 10_000                   # the state and its limits are the control plane's
+//! max_total_bytes = 16_777_216
+//!
+//! [http]                              # agents' outbound HTTP (delta_outbound::OutboundConfig);
+//! allow_private_networks = false      # absent: not-configured. Never true on a shared network
+//! max_request_bytes = 1_048_576
+//! max_response_bytes = 1_048_576
+//! timeout_ms = 10_000
+//! requests_per_minute = 60            # per agent
+//! burst = 20
 //! ```
 
 use std::net::SocketAddr;
@@ -129,6 +142,13 @@ pub struct NodeConfig {
     pub messaging: Option<MessagingSection>,
     /// The token ledger (none: budget calls answer `not-configured`).
     pub budget: Option<BudgetConfig>,
+    /// Bounds of agents' key-value state kept in `state_dir/kv.db` by a
+    /// node without a control plane (with one, the control plane keeps the
+    /// state and applies its own `[kv]`).
+    pub kv: delta_kv::KvLimits,
+    /// Outbound HTTP for agents with an `http` grant (none: every request
+    /// answers `not-configured`).
+    pub http: Option<delta_outbound::OutboundConfig>,
 }
 
 impl Default for NodeConfig {
@@ -149,6 +169,8 @@ impl Default for NodeConfig {
             llm: None,
             messaging: None,
             budget: None,
+            kv: delta_kv::KvLimits::default(),
+            http: None,
         }
     }
 }
@@ -517,6 +539,9 @@ impl NodeConfig {
         let l = &self.limits;
         if l.max_input_bytes == 0 || l.max_component_bytes == 0 {
             return invalid("limits.max_input_bytes and max_component_bytes must be positive");
+        }
+        if let Some(problem) = self.kv.problem() {
+            return Err(ConfigError::Invalid(problem));
         }
         if let Some(cp) = &self.control_plane {
             // Two authorities would let an agent spend its budget twice.

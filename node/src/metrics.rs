@@ -35,6 +35,11 @@ pub struct Metrics {
     pub llm_calls: IntCounterVec,
     /// Messages, by channel and outcome (`sent` or the refusal).
     pub messages: IntCounterVec,
+    /// Key-value calls, by operation (`read`, `write`, `delete`) and
+    /// outcome (`ok` or the WIT error).
+    pub kv_calls: IntCounterVec,
+    /// Agents' outbound HTTP requests, by outcome (`ok` or the WIT error).
+    pub http_requests_out: IntCounterVec,
     /// Usage records not yet accepted by the control plane.
     pub usage_backlog: IntGauge,
     /// Age of the oldest unsent usage record.
@@ -152,6 +157,18 @@ impl Metrics {
                 r,
                 "delta_llm_calls_total",
                 "LLM calls, by outcome.",
+                &["outcome"],
+            ),
+            kv_calls: counter_vec(
+                r,
+                "delta_kv_calls_total",
+                "Key-value state calls, by operation and outcome.",
+                &["op", "outcome"],
+            ),
+            http_requests_out: counter_vec(
+                r,
+                "delta_agent_http_requests_total",
+                "Agents' outbound HTTP requests, by outcome.",
                 &["outcome"],
             ),
             messages: counter_vec(

@@ -779,6 +779,8 @@ impl Node {
             finished_at_ms: finished_at,
             message_log,
             message_log_dropped,
+            kv: meter.kv_counts(),
+            http: meter.http_counts(),
         };
         let finished = FinishedRun {
             run_id: run.id.clone(),

@@ -92,6 +92,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/kv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An agent's keys (not their values). */
+        get: operations["list_keys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/agents/{id}/kv/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One key of an agent. */
+        get: operations["get_key"];
+        /** Set one key of an agent (tenant admins). */
+        put: operations["put_key"];
+        post?: never;
+        /** Delete one key of an agent (tenant admins). */
+        delete: operations["delete_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/pause": {
         parameters: {
             query?: never;
@@ -946,6 +982,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/nodes/kv/delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A node deletes one key of an agent placed on it. */
+        post: operations["node_kv_delete"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes/kv/get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A node reads one key of an agent placed on it. */
+        post: operations["node_kv_get"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes/kv/list": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A node lists keys of an agent placed on it. */
+        post: operations["node_kv_list"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes/kv/set": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A node stores one key of an agent placed on it (compare-and-swap with
+         *     `expected_version`).
+         */
+        post: operations["node_kv_set"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/nodes/leases": {
         parameters: {
             query?: never;
@@ -1002,6 +1109,26 @@ export interface paths {
          *     case the node sends nothing and the guest gets `rate-limited`.
          */
         post: operations["node_admit_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes/secrets/resolve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A node fetches the secrets an agent placed on it may inject into its
+         *     HTTP calls: only names its grant lists, only of its own tenant.
+         */
+        post: operations["node_resolve_secrets"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1371,6 +1498,44 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/secrets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The current tenant's secrets: names and times, never values (admins). */
+        get: operations["list_secrets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/secrets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Write a secret of the current tenant (admins; write-only: no route
+         *     reads it back).
+         */
+        put: operations["put_secret"];
+        post?: never;
+        /** Delete a secret of the current tenant (admins). */
+        delete: operations["delete_secret"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2006,6 +2171,12 @@ export interface components {
         AgentGrants: {
             /** @description Messaging channels it may use. */
             channels?: components["schemas"]["Channel"][];
+            http?: null | components["schemas"]["HttpGrant"];
+            /**
+             * @description Whether it may keep durable key-value state between runs
+             *     (`delta:agent/kv`; readable at `/v1/agents/{id}/kv`). Default false.
+             */
+            kv?: boolean;
             /** @description LLM models or aliases it may call. */
             models?: string[];
             /** @description Recipients it may reach (addresses, `*@domain`, E.164 numbers). */
@@ -2595,6 +2766,20 @@ export interface components {
             /** @description The run it started (`GET /v1/runs/{id}`). */
             run_id: string;
         };
+        /** @description What an agent may reach over HTTP. */
+        HttpGrant: {
+            /**
+             * @description Allow-list: `api.example.com` (exactly that host), `*.example.com`
+             *     (its subdomains), `http://host:8080` (plain http, or a port other
+             *     than the scheme's, must be named). At most 100.
+             */
+            hosts?: string[];
+            /**
+             * @description Names of this tenant's secrets (`PUT /v1/secrets/{name}`) that its
+             *     header values may use as `{{secret:NAME}}`. At most 50.
+             */
+            secrets?: string[];
+        };
         /** @description A pending invitation, as its invitee sees it. */
         InvitationView: {
             /**
@@ -2660,6 +2845,62 @@ export interface components {
          * @enum {string}
          */
         Kind: "main" | "bot";
+        /** @description A key as listed. */
+        KvKey: {
+            /** @description The key. */
+            key: string;
+            /**
+             * Format: int64
+             * @description Bytes of its value.
+             */
+            size: number;
+            /**
+             * Format: int64
+             * @description When it was written.
+             */
+            updated_at_ms: number;
+            /**
+             * Format: int64
+             * @description Its version.
+             */
+            version: number;
+        };
+        /** @description A page of an agent's keys, in byte order. */
+        KvKeyPage: {
+            /** @description The keys. */
+            items: components["schemas"]["KvKey"][];
+            /** @description Pass as `cursor` for the next page; absent on the last one. */
+            next_cursor?: string | null;
+        };
+        /** @description One key's value. */
+        KvValue: {
+            /** @description The key. */
+            key: string;
+            /**
+             * Format: int64
+             * @description When it was written.
+             */
+            updated_at_ms: number;
+            /** @description The value as text, when it is UTF-8. */
+            value?: string | null;
+            /** @description The value, base64 (always). */
+            value_base64: string;
+            /**
+             * Format: int64
+             * @description Its version.
+             */
+            version: number;
+        };
+        /** @description A stored value's new version. */
+        KvWritten: {
+            /** @description The key. */
+            key: string;
+            /**
+             * Format: int64
+             * @description Its new version.
+             */
+            version: number;
+        };
         /** @description A lease granted to a node. */
         Lease: {
             /** @description The agent whose budget it holds. */
@@ -2984,6 +3225,75 @@ export interface components {
              *     [`Enrolment::url`]).
              */
             url: string;
+        };
+        /** @description Answer of `POST /v1/nodes/kv/delete`. */
+        NodeKvDeleted: {
+            /** @description Whether the key existed. */
+            existed: boolean;
+        };
+        /** @description An entry as a node gets it. */
+        NodeKvEntry: {
+            /** @description The key. */
+            key: string;
+            /**
+             * Format: int64
+             * @description When it was written.
+             */
+            updated_at_ms: number;
+            /** @description The value, base64. */
+            value_base64: string;
+            /**
+             * Format: int64
+             * @description Its version.
+             */
+            version: number;
+        };
+        /** @description Answer of `POST /v1/nodes/kv/get`. */
+        NodeKvGot: {
+            entry?: null | components["schemas"]["NodeKvEntry"];
+        };
+        /** @description Body of `POST /v1/nodes/kv/get` and `/v1/nodes/kv/delete`. */
+        NodeKvKey: {
+            /** @description The agent (placed on the calling node). */
+            agent_id: string;
+            /** @description The key. */
+            key: string;
+        };
+        /** @description Body of `POST /v1/nodes/kv/list`. */
+        NodeKvList: {
+            /** @description The agent (placed on the calling node). */
+            agent_id: string;
+            /** @description The previous page's `next_cursor`. */
+            cursor?: string | null;
+            /**
+             * Format: int32
+             * @description Keys per page (0: 100; at most 1000).
+             */
+            limit?: number;
+            /** @description Keys starting with this (default: all). */
+            prefix?: string;
+        };
+        /** @description Answer of `POST /v1/nodes/kv/list`. */
+        NodeKvPage: {
+            /** @description Keys, in byte order. */
+            keys: string[];
+            /** @description Pass as `cursor` for the next page; none on the last one. */
+            next_cursor?: string | null;
+        };
+        /** @description Body of `POST /v1/nodes/kv/set`. */
+        NodeKvSet: {
+            /** @description The agent (placed on the calling node). */
+            agent_id: string;
+            /**
+             * Format: int64
+             * @description Compare-and-swap: store only if the current version is this (0:
+             *     only if the key does not exist).
+             */
+            expected_version?: number | null;
+            /** @description The key. */
+            key: string;
+            /** @description The value, base64. */
+            value_base64: string;
         };
         /** @description Body of `POST /v1/nodes/token-requests`. */
         NodeTokenAsk: {
@@ -3910,6 +4220,30 @@ export interface components {
          */
         Policy: "manual" | "auto";
         /**
+         * @description Body of `PUT /v1/agents/{id}/kv/{key}`: exactly one of `value` and
+         *     `value_base64`.
+         */
+        PutKv: {
+            /**
+             * Format: int64
+             * @description Compare-and-swap: store only if the current version is this (0: only
+             *     if the key does not exist); 409 `version_conflict` otherwise.
+             */
+            expected_version?: number | null;
+            /** @description The value as text. */
+            value?: string | null;
+            /** @description The value as base64 (for bytes that are not text). */
+            value_base64?: string | null;
+        };
+        /** @description Body of `PUT /v1/secrets/{name}`. */
+        PutSecret: {
+            /**
+             * @description The value (1-8192 bytes, no control characters: it goes into HTTP
+             *     header values). Never shown again.
+             */
+            value: string;
+        };
+        /**
          * @description Body of `PUT /v1/operator/tenants/{id}/quotas`: each field given sets
          *     that limit for the tenant (values past 2^63 - 1 are kept as that, which
          *     is no limit); `null` returns it to the default; an absent one is left as
@@ -4038,6 +4372,26 @@ export interface components {
              */
             verifier_pass_rate?: number | null;
         };
+        /** @description Body of `POST /v1/nodes/secrets/resolve`. */
+        ResolveSecrets: {
+            /** @description The agent making an HTTP call (placed on the calling node). */
+            agent_id: string;
+            /**
+             * @description Secret names its request uses; each must be in its `http.secrets`
+             *     grant. At most 50.
+             */
+            names: string[];
+        };
+        /** @description Answer of `POST /v1/nodes/secrets/resolve`. */
+        ResolvedSecrets: {
+            /**
+             * @description Name to value, for the names the tenant has (a missing name does not
+             *     exist).
+             */
+            values: {
+                [key: string]: string;
+            };
+        };
         /**
          * @description A member's role in a tenant, weakest first.
          * @enum {string}
@@ -4151,6 +4505,28 @@ export interface components {
              * @description Last changed at.
              */
             updated_at_ms: number;
+        };
+        /** @description A secret as listed: never its value. */
+        SecretInfo: {
+            /**
+             * Format: int64
+             * @description First written.
+             */
+            created_at_ms: number;
+            /** @description Its name (what `{{secret:NAME}}` and an HTTP grant's `secrets` name). */
+            name: string;
+            /**
+             * Format: int64
+             * @description Last written.
+             */
+            updated_at_ms: number;
+        };
+        /** @description A page of the tenant's secrets, by name. */
+        SecretPage: {
+            /** @description The secrets (names and times only). */
+            items: components["schemas"]["SecretInfo"][];
+            /** @description Pass as `cursor` for the next page; absent on the last one. */
+            next_cursor?: string | null;
         };
         /** @description Body of `PUT /v1/agents/{id}/budget`; what is absent is unchanged. */
         SetAgentBudget: {
@@ -5356,6 +5732,381 @@ export interface operations {
                 };
             };
             /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_keys: {
+        parameters: {
+            query?: {
+                /** @description Only keys starting with this. */
+                prefix?: string;
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Agent id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of keys */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KvKeyPage"];
+                };
+            };
+            /** @description Malformed cursor or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key` (the prefix) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_key: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Agent id */
+                id: string;
+                /** @description The key, percent-encoded */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The value */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KvValue"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent in this tenant, or no such key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    put_key: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Agent id */
+                id: string;
+                /** @description The key, percent-encoded */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PutKv"];
+            };
+        };
+        responses: {
+            /** @description Stored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KvWritten"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a tenant admin, or no `agents:write` scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `version_conflict` (details.current_version) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `too_large` (details.limit) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key`, `quota_exceeded`, `invalid` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    delete_key: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Agent id */
+                id: string;
+                /** @description The key, percent-encoded */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a tenant admin, or no `agents:write` scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent in this tenant, or no such key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -10014,6 +10765,446 @@ export interface operations {
             };
         };
     };
+    node_kv_delete: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NodeKvKey"];
+            };
+        };
+        responses: {
+            /** @description Deleted (or absent) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeKvDeleted"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here`, `kv_not_granted` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown agent */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_kv_get: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NodeKvKey"];
+            };
+        };
+        responses: {
+            /** @description The entry, or none */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeKvGot"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here`, `kv_not_granted` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown agent */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_kv_list: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NodeKvList"];
+            };
+        };
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeKvPage"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here`, `kv_not_granted` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown agent */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_kv_set: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NodeKvSet"];
+            };
+        };
+        responses: {
+            /** @description Stored */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KvWritten"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here`, `kv_not_granted` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown agent */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `version_conflict` (details.current_version) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `too_large` (details.limit) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_key`, `quota_exceeded`, `invalid` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     node_grant_lease: {
         parameters: {
             query?: never;
@@ -10338,6 +11529,125 @@ export interface operations {
             };
             /** @description `quota_exceeded` (details: quota, limit, used) */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_resolve_secrets: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResolveSecrets"];
+            };
+        };
+        responses: {
+            /** @description The values found */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResolvedSecrets"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here`, `secret_not_granted` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown agent */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_configured`: no vault key */
+            501: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12523,6 +13833,308 @@ export interface operations {
             };
             /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_secrets: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SecretPage"];
+                };
+            };
+            /** @description Malformed cursor or limit */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a tenant admin, or no `tenant:admin` scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_configured`: no vault key */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    put_secret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description 1-64 of A-Z a-z 0-9 _ - */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PutSecret"];
+            };
+        };
+        responses: {
+            /** @description Stored (created or replaced) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SecretInfo"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a tenant admin, or no `tenant:admin` scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource in the caller's tenant (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is larger than the route's limit (`payload_too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid` name or value, `quota_exceeded` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_configured`: no vault key */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    delete_secret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description The secret's name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not a tenant admin, or no `tenant:admin` scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such secret in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_configured`: no vault key */
+            501: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -26,6 +26,9 @@ wit_bindgen::generate!({
         "delta:agent/llm@0.1.0": delta_sdk::bindings::agent::delta::agent::llm,
         "delta:agent/messaging@0.1.0": delta_sdk::bindings::agent::delta::agent::messaging,
         "delta:agent/budget@0.1.0": delta_sdk::bindings::agent::delta::agent::budget,
+        // Not bound to JavaScript yet (ARCHITECTURE.md, "Not built yet").
+        "delta:agent/kv@0.1.0": delta_sdk::bindings::agent::delta::agent::kv,
+        "delta:agent/http@0.1.0": delta_sdk::bindings::agent::delta::agent::http,
     },
 });
 

@@ -47,10 +47,15 @@ from .fire import Fire
 from .heartbeat import Heartbeat
 from .heartbeat_ack import HeartbeatAck
 from .hook_accepted import HookAccepted
+from .http_grant import HttpGrant
 from .invitation_view import InvitationView
 from .invited_view import InvitedView
 from .issued_credential import IssuedCredential
 from .kind import Kind
+from .kv_key import KvKey
+from .kv_key_page import KvKeyPage
+from .kv_value import KvValue
+from .kv_written import KvWritten
 from .lease import Lease
 from .lease_ask import LeaseAsk
 from .lease_give_back import LeaseGiveBack
@@ -71,6 +76,13 @@ from .new_token_request import NewTokenRequest
 from .node import Node
 from .node_budget import NodeBudget
 from .node_change import NodeChange
+from .node_kv_deleted import NodeKvDeleted
+from .node_kv_entry import NodeKvEntry
+from .node_kv_got import NodeKvGot
+from .node_kv_key import NodeKvKey
+from .node_kv_list import NodeKvList
+from .node_kv_page import NodeKvPage
+from .node_kv_set import NodeKvSet
 from .node_token_ask import NodeTokenAsk
 from .node_token_request import NodeTokenRequest
 from .node_url import NodeUrl
@@ -134,6 +146,8 @@ from .page_webhook_items_item import PageWebhookItemsItem
 from .patch_schedule import PatchSchedule
 from .payment import Payment
 from .policy import Policy
+from .put_kv import PutKv
+from .put_secret import PutSecret
 from .quota_change import QuotaChange
 from .quota_limits import QuotaLimits
 from .reason import Reason
@@ -143,6 +157,9 @@ from .register_request import RegisterRequest
 from .register_response import RegisterResponse
 from .reject import Reject
 from .reputation import Reputation
+from .resolve_secrets import ResolveSecrets
+from .resolved_secrets import ResolvedSecrets
+from .resolved_secrets_values import ResolvedSecretsValues
 from .role import Role
 from .role_request import RoleRequest
 from .rotation import Rotation
@@ -152,6 +169,8 @@ from .run_logs_type_0_item import RunLogsType0Item
 from .run_outcome_type_0 import RunOutcomeType0
 from .run_usage_type_0 import RunUsageType0
 from .schedule import Schedule
+from .secret_info import SecretInfo
+from .secret_page import SecretPage
 from .set_agent_budget import SetAgentBudget
 from .set_recipients import SetRecipients
 from .set_tier import SetTier
@@ -231,10 +250,15 @@ __all__ = (
     "Heartbeat",
     "HeartbeatAck",
     "HookAccepted",
+    "HttpGrant",
     "InvitationView",
     "InvitedView",
     "IssuedCredential",
     "Kind",
+    "KvKey",
+    "KvKeyPage",
+    "KvValue",
+    "KvWritten",
     "Lease",
     "LeaseAsk",
     "LeaseGiveBack",
@@ -255,6 +279,13 @@ __all__ = (
     "Node",
     "NodeBudget",
     "NodeChange",
+    "NodeKvDeleted",
+    "NodeKvEntry",
+    "NodeKvGot",
+    "NodeKvKey",
+    "NodeKvList",
+    "NodeKvPage",
+    "NodeKvSet",
     "NodeTokenAsk",
     "NodeTokenRequest",
     "NodeUrl",
@@ -318,6 +349,8 @@ __all__ = (
     "PatchSchedule",
     "Payment",
     "Policy",
+    "PutKv",
+    "PutSecret",
     "QuotaChange",
     "QuotaLimits",
     "Reason",
@@ -327,6 +360,9 @@ __all__ = (
     "RegisterResponse",
     "Reject",
     "Reputation",
+    "ResolvedSecrets",
+    "ResolvedSecretsValues",
+    "ResolveSecrets",
     "Role",
     "RoleRequest",
     "Rotation",
@@ -336,6 +372,8 @@ __all__ = (
     "RunOutcomeType0",
     "RunUsageType0",
     "Schedule",
+    "SecretInfo",
+    "SecretPage",
     "SetAgentBudget",
     "SetRecipients",
     "SetTier",

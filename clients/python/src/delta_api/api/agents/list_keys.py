@@ -1,0 +1,256 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ...client import AuthenticatedClient, Client
+from ...types import Response, UNSET
+from ... import errors
+
+from ...models.error import Error
+from ...models.kv_key_page import KvKeyPage
+from ...types import Unset
+
+
+def _get_kwargs(
+    id: str,
+    *,
+    prefix: str | Unset = UNSET,
+    limit: int | Unset = UNSET,
+    cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
+) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(x_app_id, Unset):
+        headers["X-App-ID"] = x_app_id
+
+    params: dict[str, Any] = {}
+
+    params["prefix"] = prefix
+
+    params["limit"] = limit
+
+    params["cursor"] = cursor
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
+
+    _kwargs: dict[str, Any] = {
+        "method": "get",
+        "url": "/v1/agents/{id}/kv".format(
+            id=quote(str(id), safe=""),
+        ),
+        "params": params,
+    }
+
+    _kwargs["headers"] = headers
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Error | KvKeyPage | None:
+    if response.status_code == 200:
+        response_200 = KvKeyPage.from_dict(response.json())
+
+        return response_200
+
+    if response.status_code == 400:
+        response_400 = Error.from_dict(response.json())
+
+        return response_400
+
+    if response.status_code == 401:
+        response_401 = Error.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 403:
+        response_403 = Error.from_dict(response.json())
+
+        return response_403
+
+    if response.status_code == 404:
+        response_404 = Error.from_dict(response.json())
+
+        return response_404
+
+    if response.status_code == 422:
+        response_422 = Error.from_dict(response.json())
+
+        return response_422
+
+    if response.status_code == 429:
+        response_429 = Error.from_dict(response.json())
+
+        return response_429
+
+    if client.raise_on_unexpected_status:
+        raise errors.UnexpectedStatus(response.status_code, response.content)
+    else:
+        return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Error | KvKeyPage]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    id: str,
+    *,
+    client: AuthenticatedClient,
+    prefix: str | Unset = UNSET,
+    limit: int | Unset = UNSET,
+    cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
+) -> Response[Error | KvKeyPage]:
+    """An agent's keys (not their values).
+
+    Args:
+        id (str):
+        prefix (str | Unset):
+        limit (int | Unset):
+        cursor (str | Unset):
+        x_app_id (str | Unset):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | KvKeyPage]
+    """
+
+    kwargs = _get_kwargs(
+        id=id,
+        prefix=prefix,
+        limit=limit,
+        cursor=cursor,
+        x_app_id=x_app_id,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+def sync(
+    id: str,
+    *,
+    client: AuthenticatedClient,
+    prefix: str | Unset = UNSET,
+    limit: int | Unset = UNSET,
+    cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
+) -> Error | KvKeyPage | None:
+    """An agent's keys (not their values).
+
+    Args:
+        id (str):
+        prefix (str | Unset):
+        limit (int | Unset):
+        cursor (str | Unset):
+        x_app_id (str | Unset):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | KvKeyPage
+    """
+
+    return sync_detailed(
+        id=id,
+        client=client,
+        prefix=prefix,
+        limit=limit,
+        cursor=cursor,
+        x_app_id=x_app_id,
+    ).parsed
+
+
+async def asyncio_detailed(
+    id: str,
+    *,
+    client: AuthenticatedClient,
+    prefix: str | Unset = UNSET,
+    limit: int | Unset = UNSET,
+    cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
+) -> Response[Error | KvKeyPage]:
+    """An agent's keys (not their values).
+
+    Args:
+        id (str):
+        prefix (str | Unset):
+        limit (int | Unset):
+        cursor (str | Unset):
+        x_app_id (str | Unset):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Error | KvKeyPage]
+    """
+
+    kwargs = _get_kwargs(
+        id=id,
+        prefix=prefix,
+        limit=limit,
+        cursor=cursor,
+        x_app_id=x_app_id,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio(
+    id: str,
+    *,
+    client: AuthenticatedClient,
+    prefix: str | Unset = UNSET,
+    limit: int | Unset = UNSET,
+    cursor: str | Unset = UNSET,
+    x_app_id: str | Unset = UNSET,
+) -> Error | KvKeyPage | None:
+    """An agent's keys (not their values).
+
+    Args:
+        id (str):
+        prefix (str | Unset):
+        limit (int | Unset):
+        cursor (str | Unset):
+        x_app_id (str | Unset):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Error | KvKeyPage
+    """
+
+    return (
+        await asyncio_detailed(
+            id=id,
+            client=client,
+            prefix=prefix,
+            limit=limit,
+            cursor=cursor,
+            x_app_id=x_app_id,
+        )
+    ).parsed

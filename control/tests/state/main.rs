@@ -1,0 +1,13 @@
+//! Agents' durable state and outbound tools (issue 14, "State and tools"),
+//! over real HTTP, each test on SQLite and on PostgreSQL: the `kv` API
+//! (public and node-facing, with its scope checks), `kv` from real guests
+//! on in-process nodes (a counter that survives the agent's move to another
+//! node, compare-and-swap under concurrent runs, quotas and grants).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod kv_api;
+mod kv_fleet;
+mod outbound;
+mod secrets;

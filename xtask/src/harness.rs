@@ -1,4 +1,4 @@
-//! What `cargo xtask load` and `cargo xtask peers` share: starting and
+//! What `cargo xtask load`, `peers` and `soak` share: starting and
 //! stopping servers, set-up requests without an HTTP client dependency,
 //! driving a URL with Debian's `wrk` and reading its report, the node and
 //! control-plane set-ups, and scratch files.
@@ -239,6 +239,47 @@ pub(crate) fn bench_control(
     work: &Path,
     options: &WrkSettings,
 ) -> Result<ControlRun> {
+    let mut up = start_up(binary, wasm, work)?;
+    let (addr, key) = (up.addr, up.key.clone());
+    let auth = Some(key.as_str());
+    // One request before the load, as for the node: a wrong key or route
+    // fails here readably rather than as non-2xx in wrk's summary.
+    let path = format!("/v1/agents/{}", up.hello_agent);
+    let first = expect_2xx(
+        &up.server,
+        &format!("GET {path}"),
+        http(addr, "GET", &path, auth, None, b""),
+    )?;
+    if first.status != 200 {
+        bail!(
+            "GET {path} answered {}, not 200: {}",
+            first.status,
+            truncate(&first.body, 500)
+        );
+    }
+    println!("GET {path}: {}", truncate(&first.body, 300));
+
+    let script = work.join("get-agent.lua");
+    // Private: the script holds the API key.
+    write_private(&script, wrk_script("GET", None, &key).as_bytes())?;
+    let load = wrk_with_rss(&up.server, options, &format!("http://{addr}{path}"), &script)?;
+    let stopped = up.server.terminate(STOP_TIMEOUT);
+    Ok(ControlRun { load, stopped })
+}
+
+/// `delta up` started by [`start_up`].
+pub(crate) struct Up {
+    pub(crate) server: Server,
+    pub(crate) addr: SocketAddr,
+    /// The admin API key `delta up` wrote.
+    pub(crate) key: String,
+    /// The id of the hello-agent it deployed.
+    pub(crate) hello_agent: String,
+}
+
+/// Start `delta up` (control plane on SQLite, one node, rate limits off)
+/// on a fresh state directory under `work`, with hello-agent deployed.
+pub(crate) fn start_up(binary: &Path, wasm: &Path, work: &Path) -> Result<Up> {
     // `--examples` deploys every agent it finds: a directory holding only
     // hello-agent keeps start-up to one compile and the agent list known.
     let wasm =
@@ -249,7 +290,7 @@ pub(crate) fn bench_control(
     let link = examples.join("hello-agent.wasm");
     std::os::unix::fs::symlink(&wasm, &link)
         .with_context(|| format!("linking {} to {}", link.display(), wasm.display()))?;
-    // Fresh state (`run` emptied `work` already; this keeps the function
+    // Fresh state (callers empty `work` already; this keeps the function
     // honest on its own): on an old one, `delta up` would skip creating the
     // admin key and find hello-agent already deployed.
     let state_dir = work.join("up");
@@ -272,8 +313,8 @@ pub(crate) fn bench_control(
             .arg(&state_dir)
             .arg("--examples")
             .arg(&examples)
-            // wrk sends thousands of requests a second with one key: the
-            // limiter would answer most of them 429.
+            // Load generators send thousands of requests a second with one
+            // key: the limiter would answer most of them 429.
             .arg("--no-rate-limits"),
         &work.join("up.log"),
     )?;
@@ -289,44 +330,25 @@ pub(crate) fn bench_control(
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
         bail!("{} does not hold an API key", key_file.display());
     }
-
-    let auth = Some(key.as_str());
     let path = "/v1/agents?limit=200";
     let list = expect_2xx(
         &server,
         &format!("GET {path}"),
-        http(addr, "GET", path, auth, None, b""),
+        http(addr, "GET", path, Some(&key), None, b""),
     )?;
-    let id = agent_id(&list.body, "hello-agent").with_context(|| {
+    let hello_agent = agent_id(&list.body, "hello-agent").with_context(|| {
         format!(
             "GET {path} answered {}{}",
             truncate(&list.body, 500),
             server.log_tail()
         )
     })?;
-    // One request before the load, as for the node: a wrong key or route
-    // fails here readably rather than as non-2xx in wrk's summary.
-    let path = format!("/v1/agents/{id}");
-    let first = expect_2xx(
-        &server,
-        &format!("GET {path}"),
-        http(addr, "GET", &path, auth, None, b""),
-    )?;
-    if first.status != 200 {
-        bail!(
-            "GET {path} answered {}, not 200: {}",
-            first.status,
-            truncate(&first.body, 500)
-        );
-    }
-    println!("GET {path}: {}", truncate(&first.body, 300));
-
-    let script = work.join("get-agent.lua");
-    // Private: the script holds the API key.
-    write_private(&script, wrk_script("GET", None, &key).as_bytes())?;
-    let load = wrk_with_rss(&server, options, &format!("http://{addr}{path}"), &script)?;
-    let stopped = server.terminate(STOP_TIMEOUT);
-    Ok(ControlRun { load, stopped })
+    Ok(Up {
+        server,
+        addr,
+        key,
+        hello_agent,
+    })
 }
 
 /// Drive `url` with wrk (the request from `script`) and sample the server's

@@ -25,6 +25,10 @@
 //! - `peers [--quick] [--json FILE]`: Delta against bare Wasmtime, `wasmtime
 //!   serve` and hyper in one run: one table, JSON for comparing commits
 //!   (see `peers.rs` and benches/README.md).
+//! - `soak [--duration D] [--rate N] [--release]`: `delta up` under a long
+//!   mixed load (runs, deploys, reads) with RSS, open files and latency
+//!   sampled each second; fails on growth, errors or lost usage (see
+//!   `soak.rs`).
 
 use std::process::Command;
 
@@ -37,6 +41,7 @@ mod harness;
 mod load;
 mod peers;
 mod python;
+mod soak;
 mod tidy;
 
 use xtask::services;
@@ -168,9 +173,14 @@ fn main() -> Result<()> {
             services::ensure_c_for_wasm()?;
             peers::run(&root, &options)
         }
+        "soak" => {
+            let options = soak::Options::parse(std::env::args().skip(2))?;
+            services::ensure_c_for_wasm()?;
+            soak::run(&root, &options)
+        }
         other => {
             bail!(
-                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, peers, contract, clients, dashboard"
+                "unknown command {other:?}; available: guests, demo, up, test, fuzz, tidy, load, peers, soak, contract, clients, dashboard"
             )
         }
     }

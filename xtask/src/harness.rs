@@ -262,7 +262,12 @@ pub(crate) fn bench_control(
     let script = work.join("get-agent.lua");
     // Private: the script holds the API key.
     write_private(&script, wrk_script("GET", None, &key).as_bytes())?;
-    let load = wrk_with_rss(&up.server, options, &format!("http://{addr}{path}"), &script)?;
+    let load = wrk_with_rss(
+        &up.server,
+        options,
+        &format!("http://{addr}{path}"),
+        &script,
+    )?;
     let stopped = up.server.terminate(STOP_TIMEOUT);
     Ok(ControlRun { load, stopped })
 }

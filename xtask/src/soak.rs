@@ -43,8 +43,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    HttpResponse, STOP_TIMEOUT, Up, http, latency, mib, parse_duration, rss_kib, start_up,
-    truncate,
+    HttpResponse, STOP_TIMEOUT, Up, http, latency, mib, parse_duration, rss_kib, start_up, truncate,
 };
 use crate::{cargo, step};
 
@@ -205,7 +204,11 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     }
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let wasm = root.join("target/guests/hello-agent.wasm");
-    let mut up = start_up(&root.join("target").join(profile).join("delta"), &wasm, &work)?;
+    let mut up = start_up(
+        &root.join("target").join(profile).join("delta"),
+        &wasm,
+        &work,
+    )?;
     let setup = set_up(&up, &wasm)?;
 
     step(&format!(
@@ -309,13 +312,14 @@ fn load(
     let mut samples_file = std::fs::File::create(&samples_path)
         .with_context(|| format!("creating {}", samples_path.display()))?;
     // Each worker waits this long between its runs' starts.
-    let interval =
-        Duration::from_secs_f64(f64::from(options.workers) / f64::from(options.rate));
+    let interval = Duration::from_secs_f64(f64::from(options.workers) / f64::from(options.rate));
 
     std::thread::scope(|scope| {
         for worker in 0..options.workers {
             let stop = &stop;
-            scope.spawn(move || run_worker(addr, key, &setup.agent, worker, interval, stop, counters));
+            scope.spawn(move || {
+                run_worker(addr, key, &setup.agent, worker, interval, stop, counters)
+            });
         }
         scope.spawn(|| deploy_worker(addr, key, &setup.component, &stop, counters));
         scope.spawn(|| read_worker(addr, key, &setup.agent, &stop, counters));
@@ -418,7 +422,14 @@ fn deploy_worker(
             );
             counters.record("run new agent", started, &run);
             let started = Instant::now();
-            let deleted = http(addr, "DELETE", &format!("/v1/agents/{id}"), Some(key), None, b"");
+            let deleted = http(
+                addr,
+                "DELETE",
+                &format!("/v1/agents/{id}"),
+                Some(key),
+                None,
+                b"",
+            );
             counters.record("delete agent", started, &deleted);
             if let Ok(r) = &deleted
                 && !(200..300).contains(&r.status)
@@ -701,7 +712,7 @@ mod tests {
     #[test]
     fn parses_options() {
         let o = Options::parse(["--duration", "5m", "--rate=20", "--release"].map(String::from))
-            .unwrap();
+            .expect("valid options");
         assert_eq!(o.duration_secs, 300);
         assert_eq!(o.rate, 20);
         assert!(o.release);
@@ -754,6 +765,10 @@ mod tests {
         );
         assert_eq!(leak.problems.len(), 1, "{:?}", leak.problems);
         let lost = Verdict::of(&samples(|_| 100_000), &options, &counters, 10, 9);
-        assert!(lost.problems[0].contains("usage lost"), "{:?}", lost.problems);
+        assert!(
+            lost.problems[0].contains("usage lost"),
+            "{:?}",
+            lost.problems
+        );
     }
 }

@@ -31,9 +31,16 @@ struct Input {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Output {
-    Count { runs: u64 },
-    Fill { stored: u32, error: Option<&'static str> },
-    List { keys: Vec<String> },
+    Count {
+        runs: u64,
+    },
+    Fill {
+        stored: u32,
+        error: Option<&'static str>,
+    },
+    List {
+        keys: Vec<String>,
+    },
 }
 
 fn count() -> Result<Output, AgentError> {

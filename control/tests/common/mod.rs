@@ -144,6 +144,13 @@ pub fn node_api_token(node_id: &str) -> String {
 
 /// Write `value` to `path`, mode 0600 (secret files are checked for group
 /// and world access).
+/// A control plane whose secrets vault key is in its test directory.
+pub fn with_vault(c: &mut ControlConfig) {
+    let path = c.state_dir.with_file_name("vault-key");
+    write_secret(&path, &"ab".repeat(32));
+    c.vault_key_file = Some(path);
+}
+
 pub fn write_secret(path: &std::path::Path, value: &str) {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

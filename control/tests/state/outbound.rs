@@ -10,7 +10,7 @@ use delta_test_servers::echo::EchoServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::secrets::with_vault;
+use crate::common::with_vault;
 use crate::both_with;
 use crate::common::{Control, create_agent, start_node_in_process};
 

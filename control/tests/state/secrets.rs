@@ -5,14 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::both_with;
-use crate::common::{Control, write_secret};
-
-/// A control plane whose vault key is in its test directory.
-pub fn with_vault(c: &mut delta_control::config::ControlConfig) {
-    let path = c.state_dir.with_file_name("vault-key");
-    write_secret(&path, &"ab".repeat(32));
-    c.vault_key_file = Some(path);
-}
+use crate::common::{Control, with_vault};
 
 both_with!(
     secrets_are_sealed_write_only_and_tenant_scoped,

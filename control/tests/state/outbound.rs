@@ -10,8 +10,8 @@ use delta_test_servers::echo::EchoServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::with_vault;
 use crate::both_with;
+use crate::common::with_vault;
 use crate::common::{Control, create_agent, start_node_in_process};
 
 const SECRET: &str = "sk-test-5ecr3t-never-in-the-guest";

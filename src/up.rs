@@ -48,12 +48,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // credential, enrolled below through the API.
     let node_api_secret_file = state_dir.join("node-api-secret");
     ensure_secret(&node_api_secret_file)?;
+    // The secrets vault's key, so that agents' `http` grants can use
+    // `{{secret:NAME}}` on the development stack too.
+    let vault_key_file = state_dir.join("vault-key");
+    if !vault_key_file.exists() {
+        write_private(&vault_key_file, &delta_control::vault::generate_key_hex())?;
+    }
 
     step("starting the control plane");
     let control_config = delta_control::config::ControlConfig {
         listen: args.listen,
         state_dir: state_dir.join("control"),
         node_api_secret_file: Some(node_api_secret_file.clone()),
+        vault_key_file: Some(vault_key_file),
         // A development stack: anyone on loopback may register, and the
         // admin `delta up` makes is the platform's operator.
         allow_registration: true,

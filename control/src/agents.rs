@@ -65,6 +65,41 @@ pub struct Limits {
     pub timeout_ms: Option<u64>,
 }
 
+/// What becomes of an agent's unfinished runs when their node is lost
+/// (stops heart-beating): see `crate::dispatch::requeue`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeLoss {
+    /// Delivered again to the agent's new node under the same run id (at
+    /// least once: a guest that had started may run twice, and sees the
+    /// same `run-id` as its idempotency key).
+    #[default]
+    Requeue,
+    /// Marked `dead` with `last_error` `node_lost` (never run twice). The
+    /// control plane cannot tell whether the lost node had started a run,
+    /// so every unfinished run out on it fails; `POST /v1/runs/{id}/retry`
+    /// runs one again on purpose.
+    Fail,
+}
+
+impl NodeLoss {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requeue => "requeue",
+            Self::Fail => "fail",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "requeue" => Some(Self::Requeue),
+            "fail" => Some(Self::Fail),
+            _ => None,
+        }
+    }
+}
+
 /// A messaging channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -163,6 +198,8 @@ pub struct Agent {
     pub grants: AgentGrants,
     /// Paused agents take no new runs (409 `agent_paused`).
     pub paused: bool,
+    /// Its unfinished runs when their node is lost.
+    pub node_loss: NodeLoss,
     /// The node hosting it.
     pub node_id: Option<String>,
     /// Created at.
@@ -195,6 +232,8 @@ pub struct CreateAgent {
     pub limits: Option<Limits>,
     /// Grants (default: nothing).
     pub grants: Option<AgentGrants>,
+    /// Its unfinished runs when their node is lost (default `requeue`).
+    pub node_loss: Option<NodeLoss>,
     /// Tokens carved at creation from the parent's budget (the creating
     /// user's pool for a main agent, the main agent's for a bot); default 0.
     /// 409 `budget_exhausted` when the parent cannot cover it.
@@ -213,6 +252,8 @@ pub struct UpdateAgent {
     pub limits: Option<Limits>,
     /// New grants.
     pub grants: Option<AgentGrants>,
+    /// New node-loss policy (takes effect at the next loss; no redeploy).
+    pub node_loss: Option<NodeLoss>,
 }
 
 /// `?kind=` of `GET /v1/agents`.
@@ -238,7 +279,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Columns of [`agent_from_row`].
 pub(crate) const AGENT_COLUMNS: &str = "id, tenant_id, name, kind, parent_agent_id, component, \
-     limits, grants, paused, node_id, created_at_ms, updated_at_ms";
+     limits, grants, paused, node_loss, node_id, created_at_ms, updated_at_ms";
 
 /// An agent from a row of [`AGENT_COLUMNS`].
 pub(crate) fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
@@ -248,6 +289,7 @@ pub(crate) fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
         source: Box::new(e),
     };
     let kind: String = row.try_get("kind")?;
+    let node_loss: String = row.try_get("node_loss")?;
     Ok(Agent {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -261,6 +303,10 @@ pub(crate) fn agent_from_row(row: &AnyRow) -> Result<Agent, sqlx::Error> {
         limits: serde_json::from_str(&json_column("limits")?).map_err(|e| decode("limits", e))?,
         grants: serde_json::from_str(&json_column("grants")?).map_err(|e| decode("grants", e))?,
         paused: row.try_get::<i64, _>("paused")? != 0,
+        node_loss: NodeLoss::parse(&node_loss).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "node_loss".into(),
+            source: format!("unknown node_loss {node_loss:?}").into(),
+        })?,
         node_id: row.try_get("node_id")?,
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
@@ -592,6 +638,7 @@ async fn create_agent(
         limits: body.limits.unwrap_or_default(),
         grants,
         paused: false,
+        node_loss: body.node_loss.unwrap_or_default(),
         node_id: None,
         created_at_ms: now,
         updated_at_ms: now,
@@ -647,7 +694,7 @@ async fn insert_agent(
     crate::quotas::check_agents(&mut tx, state, &agent.tenant_id).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO agents ({AGENT_COLUMNS}, owner_user_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
     .bind(&agent.id)
     .bind(&agent.tenant_id)
@@ -658,6 +705,7 @@ async fn insert_agent(
     .bind(serde_json::to_string(&agent.limits).map_err(ApiError::internal)?)
     .bind(serde_json::to_string(&agent.grants).map_err(ApiError::internal)?)
     .bind(i64::from(agent.paused))
+    .bind(agent.node_loss.as_str())
     .bind(agent.node_id.clone())
     .bind(agent.created_at_ms)
     .bind(agent.updated_at_ms)
@@ -824,6 +872,9 @@ async fn update_agent(
         validate_grants(&grants)?;
         agent.grants = grants;
     }
+    if let Some(node_loss) = body.node_loss {
+        agent.node_loss = node_loss;
+    }
     let node = hosting_node(&state, &agent).await?;
     deploy(&state, &node, &agent)
         .await
@@ -831,12 +882,13 @@ async fn update_agent(
     agent.updated_at_ms = now_ms().max(agent.updated_at_ms + 1);
     let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
     let updated = sqlx::query(
-        "UPDATE agents SET component = $1, limits = $2, grants = $3, updated_at_ms = $4 \
-         WHERE id = $5 AND tenant_id = $6",
+        "UPDATE agents SET component = $1, limits = $2, grants = $3, node_loss = $4, \
+         updated_at_ms = $5 WHERE id = $6 AND tenant_id = $7",
     )
     .bind(&agent.component)
     .bind(serde_json::to_string(&agent.limits).map_err(ApiError::internal)?)
     .bind(serde_json::to_string(&agent.grants).map_err(ApiError::internal)?)
+    .bind(agent.node_loss.as_str())
     .bind(agent.updated_at_ms)
     .bind(&agent.id)
     .bind(&principal.tenant_id)
@@ -852,7 +904,8 @@ async fn update_agent(
         Some(&principal.user_id),
         "agent_updated",
         json!({ "agent_id": agent.id, "component": agent.component,
-                "limits": agent.limits, "grants": agent.grants }),
+                "limits": agent.limits, "grants": agent.grants,
+                "node_loss": agent.node_loss }),
         Some(&rid.0),
     )
     .await?;

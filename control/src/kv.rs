@@ -376,8 +376,14 @@ pub struct KeyQuery {
     #[param(minimum = 1, maximum = 200)]
     #[serde(default, deserialize_with = "crate::pagination::page_limit")]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page, as given.
-    #[param(pattern = r"^([0-9a-f]{2}){1,512}$")]
+    /// `next_cursor` of the previous page, as given: the hex of the last
+    /// key's UTF-8 bytes. The pattern admits exactly the hex of well-formed
+    /// UTF-8 (RFC 3629's byte ranges), so every string it admits is a
+    /// position in the list.
+    #[param(
+        max_length = 1024,
+        pattern = r"^(?:[0-7][0-9a-f]|(?:c[2-9a-f]|d[0-9a-f])[89ab][0-9a-f]|e0[ab][0-9a-f][89ab][0-9a-f]|(?:e[1-9a-cef])(?:[89ab][0-9a-f]){2}|ed[89][0-9a-f][89ab][0-9a-f]|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}|f[1-3](?:[89ab][0-9a-f]){3}|f48[0-9a-f](?:[89ab][0-9a-f]){2})+$"
+    )]
     pub cursor: Option<String>,
 }
 

@@ -143,6 +143,7 @@ pub struct RunFilter {
     /// Only this agent's runs.
     pub agent_id: Option<String>,
     /// Only runs in this status: `queued`, `running`, `finished`, `dead`.
+    #[param(pattern = r"^(queued|running|finished|dead)$")]
     pub status: Option<String>,
 }
 

@@ -126,6 +126,14 @@ impl Vault {
     }
 }
 
+/// A fresh random key as hex on one line, as a key file may hold it (what
+/// `delta up` writes for its development stack).
+pub fn generate_key_hex() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    hex::encode(key)
+}
+
 fn parse_key(raw: &[u8]) -> Option<[u8; 32]> {
     use base64::Engine as _;
     if let Ok(key) = <[u8; 32]>::try_from(raw) {

@@ -3,7 +3,8 @@
 //! heartbeats or usage reports) gives its runs back to the queue and they
 //! finish on the agent's new node under the same run id, which the guest
 //! sees; runs no node takes go `dead` after `max_deliveries` and come back
-//! with `POST /v1/runs/{id}/retry`; two replicas never claim one row twice.
+//! with `POST /v1/runs/{id}/retry`; two replicas never claim one row twice;
+//! an agent whose `node_loss` is `fail` has its lost runs die instead.
 
 mod common;
 
@@ -315,5 +316,97 @@ both_with!(
         assert!(metrics.contains(&needle), "{needle} missing:\n{metrics}");
         drop(replica);
         node.shutdown().await;
+    }
+);
+
+both_with!(
+    a_fail_policy_agent_s_runs_die_with_node_lost_and_others_move,
+    fast(10),
+    |ctl: Control| async move {
+        let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
+        let alice = ctl.register("alice").await;
+        let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
+        assert_eq!(status, StatusCode::CREATED, "{script}");
+        let echo = create_agent(
+            &ctl,
+            &alice,
+            "echo",
+            script["sha256"].as_str().expect("sha"),
+        )
+        .await;
+        let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
+        let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
+        let path = format!("/v1/agents/{slow}");
+        // A policy that does not exist is a body error; `fail` is kept.
+        let (status, err) = ctl
+            .call(
+                Method::PATCH,
+                &path,
+                Some(&alice.access),
+                Some(json!({ "node_loss": "sometimes" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        let (status, agent) = ctl
+            .call(
+                Method::PATCH,
+                &path,
+                Some(&alice.access),
+                Some(json!({ "node_loss": "fail" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{agent}");
+        assert_eq!(agent["node_loss"], "fail", "{agent}");
+        let (_, agent) = get(&ctl, &alice, &path).await;
+        assert_eq!(agent["node_loss"], "fail", "{agent}");
+        let (_, agent) = get(&ctl, &alice, &format!("/v1/agents/{echo}")).await;
+        assert_eq!(agent["node_loss"], "requeue", "{agent}");
+        let b = start_node_in(&ctl, "node-b", "node-b", "").await;
+
+        // One slow run holds node A's only slot; another of the same agent
+        // and one of the echo agent queue behind it.
+        let lines = json!({ "lines": 40, "interval_ms": 100 });
+        let running = submit(&ctl, &alice, &slow, lines.clone()).await;
+        eventually("the slow run to start", Duration::from_secs(30), || async {
+            let (_, run) = get(&ctl, &alice, &format!("/v1/runs/{running}")).await;
+            (run["status"] == "running").then_some(())
+        })
+        .await;
+        let waiting = submit(&ctl, &alice, &slow, json!({ "lines": 1, "interval_ms": 1 })).await;
+        let moved = submit(&ctl, &alice, &echo, json!({})).await;
+        a.kill().await;
+
+        // The `fail` agent's runs, started or not, die with `node_lost`
+        // after their one delivery; the echo run finishes on B.
+        for id in [&running, &waiting] {
+            let run = run_in(&ctl, &alice, id, "dead").await;
+            assert_eq!(run["last_error"], "node_lost", "{run}");
+            assert_eq!(run["deliveries"], 1, "{run}");
+            assert_eq!(run["node_id"], "node-a", "{run}");
+        }
+        let run = run_in(&ctl, &alice, &moved, "finished").await;
+        assert_eq!(run["node_id"], "node-b", "{run}");
+        assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        // Both agents moved; a dead run runs again only when asked.
+        eventually(
+            "the slow agent to move",
+            Duration::from_secs(30),
+            || async { (agent_node(&ctl, &alice, &slow).await == "node-b").then_some(()) },
+        )
+        .await;
+        let (_, run) = get(&ctl, &alice, &format!("/v1/runs/{waiting}")).await;
+        assert_eq!(run["status"], "dead", "{run}");
+        let (status, body) = post(
+            &ctl,
+            &alice,
+            &format!("/v1/runs/{waiting}/retry"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let run = run_in(&ctl, &alice, &waiting, "finished").await;
+        assert_eq!(run["node_id"], "node-b", "{run}");
+        assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        b.shutdown().await;
     }
 );

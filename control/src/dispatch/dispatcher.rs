@@ -33,8 +33,12 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 /// One pass: re-queue the runs of lost nodes, then deliver what is due.
 pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    for run in super::requeue::requeue_lost(&state.db, now).await? {
+    let lost = super::requeue::requeue_lost(&state.db, now).await?;
+    for run in lost.requeued {
         tracing::warn!(run = %run, "its node is lost: run re-queued");
+    }
+    for run in lost.failed {
+        tracing::warn!(run = %run, "its node is lost: run dead (the agent's node_loss is fail)");
     }
     loop {
         let claimed = queue.claim_due(now_ms(), BATCH).await?;

@@ -7,7 +7,9 @@
 //!   forgotten, as before).
 //! - [`requeue`]: the runs of a node that is down (not heart-beating, as the
 //!   monitor marks it) go back to `pending`, for the agent's new node (the
-//!   monitor moves the agent); nothing waits for the lost node to return.
+//!   monitor moves the agent), or are `dead` with `node_lost` when the
+//!   agent's `node_loss` policy is `fail` (effects that must not happen
+//!   twice); nothing waits for the lost node to return.
 //! - [`dispatcher`]: a task per replica claims due `pending` rows ([`sql`]:
 //!   `FOR UPDATE SKIP LOCKED` on PostgreSQL, a conditional `UPDATE` on
 //!   SQLite) and delivers each to the agent's current node under the same

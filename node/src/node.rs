@@ -781,10 +781,20 @@ impl Node {
             message_log_dropped,
             kv: meter.kv_counts(),
             http: meter.http_counts(),
+            result: None,
         };
+        let outcome = serde_json::to_value(&outcome).unwrap_or_default();
+        // The result rides along with the usage (for result webhooks) when
+        // it is small; a larger one stays here only.
+        let mut usage = usage;
+        if serde_json::to_vec(&outcome)
+            .is_ok_and(|b| b.len() <= delta_node_api::MAX_REPORTED_RESULT_BYTES)
+        {
+            usage.result = Some(outcome.clone());
+        }
         let finished = FinishedRun {
             run_id: run.id.clone(),
-            outcome: serde_json::to_value(&outcome).unwrap_or_default(),
+            outcome,
             logs: serde_json::to_value(&logs).unwrap_or_default(),
             usage: usage.clone(),
             expires_at_ms: finished_at.saturating_add(self.retention_ms()),

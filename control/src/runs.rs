@@ -306,9 +306,11 @@ async fn create_run(
     principal.require_scope("runs:write")?;
     record_ids(None, Some(&agent_id), None);
     let agent = load_agent(&state, &principal.tenant_id, &agent_id).await?;
-    Ok(start_run(&state, &agent, &body.input, query.wait, RunTrigger::api())
-        .await?
-        .into_response())
+    Ok(
+        start_run(&state, &agent, &body.input, query.wait, RunTrigger::api())
+            .await?
+            .into_response(),
+    )
 }
 
 /// What [`start_run`] got from the node.

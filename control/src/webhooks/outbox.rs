@@ -103,7 +103,16 @@ pub async fn enqueue(
         .filter(|s| s.wants(event, None))
         .map(|s| s.id)
         .collect();
-    write(conn, tenant, event, data, &new_id(MESSAGE_PREFIX), &endpoints, now).await?;
+    write(
+        conn,
+        tenant,
+        event,
+        data,
+        &new_id(MESSAGE_PREFIX),
+        &endpoints,
+        now,
+    )
+    .await?;
     Ok(())
 }
 

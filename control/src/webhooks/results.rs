@@ -128,10 +128,7 @@ pub async fn run_ended(
         "node_id".into(),
         json!(row.try_get::<String, _>("node_id")?),
     );
-    data.insert(
-        "status".into(),
-        json!(row.try_get::<String, _>("status")?),
-    );
+    data.insert("status".into(), json!(row.try_get::<String, _>("status")?));
     data.insert("usage".into(), usage_summary(usage.as_deref()));
     data.insert(
         "trigger".into(),
@@ -236,7 +233,10 @@ mod tests {
         let (event, f) = outcome_fields(&json!({ "status": "trap", "message": "unreachable" }));
         assert_eq!(event, EventType::RunFailed);
         assert_eq!(f["outcome"], "trap");
-        assert_eq!(f["error"], json!({ "code": "trap", "message": "unreachable" }));
+        assert_eq!(
+            f["error"],
+            json!({ "code": "trap", "message": "unreachable" })
+        );
         assert!(f.get("output").is_none());
 
         let (event, _) = outcome_fields(&Value::Null);

@@ -5,7 +5,8 @@
 //! `agent_ids` and `trigger_ids` keep other runs' events away; another
 //! tenant cannot name your agents or triggers in its filter; a run
 //! re-queued after its node was lost, and finished on another, is one
-//! event.
+//! event; a run no node takes fails as `dead`, and its retry's end is an
+//! event of its own.
 
 mod common;
 
@@ -34,14 +35,16 @@ fn loopback(c: &mut ControlConfig) {
 }
 
 /// Loopback receivers, and a node declared lost in seconds with quick
-/// re-deliveries.
-fn loopback_and_fast_requeue(c: &mut ControlConfig) {
-    loopback(c);
-    c.node_heartbeat_timeout_secs = 3;
-    c.runs.max_deliveries = 10;
-    c.runs.retry_base_ms = 100;
-    c.runs.retry_max_ms = 1_000;
-    c.runs.poll_ms = 100;
+/// re-deliveries, `max_deliveries` of them.
+fn loopback_and_fast_requeue(max_deliveries: u32) -> impl FnOnce(&mut ControlConfig) {
+    move |c: &mut ControlConfig| {
+        loopback(c);
+        c.node_heartbeat_timeout_secs = 3;
+        c.runs.max_deliveries = max_deliveries;
+        c.runs.retry_base_ms = 100;
+        c.runs.retry_max_ms = 1_000;
+        c.runs.poll_ms = 100;
+    }
 }
 
 fn s(v: &Value) -> String {
@@ -367,7 +370,7 @@ both_with!(
 
 both_with!(
     a_run_requeued_after_its_node_was_lost_is_one_event,
-    loopback_and_fast_requeue,
+    loopback_and_fast_requeue(10),
     |ctl: Control| async move {
         let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
         let alice = ctl.register("alice").await;
@@ -434,5 +437,109 @@ both_with!(
         }
         let rows = deliveries(&ctl, &alice).await;
         assert_eq!(rows.len(), 2, "{rows:?}");
+    }
+);
+
+both_with!(
+    a_dead_run_fails_and_its_retry_completes,
+    loopback_and_fast_requeue(3),
+    |ctl: Control| async move {
+        let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
+        let alice = ctl.register("alice").await;
+        let slow = wasm_agent(&ctl, &alice, "slow", guests::SLOW_LOGGER).await;
+        let (url, got) = receiver(0).await;
+        let (status, _) = endpoint(&ctl, &alice, &url, json!({ "agent_ids": [slow] })).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let _first = submit(
+            &ctl,
+            &alice,
+            &slow,
+            json!({ "lines": 40, "interval_ms": 100 }),
+        )
+        .await;
+        let second = submit(
+            &ctl,
+            &alice,
+            &slow,
+            json!({ "lines": 2, "interval_ms": 50 }),
+        )
+        .await;
+        a.kill().await;
+
+        // No node is up: delivered 3 times, then dead, and told so.
+        let dead = eventually("the dead run's event", Duration::from_secs(60), || async {
+            let events = about(&hits(&got), &second);
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        let d = &dead[0];
+        assert_eq!(d["type"], "run.failed", "{d}");
+        assert_eq!(d["data"]["status"], "dead", "{d}");
+        assert_eq!(d["data"]["outcome"], "dead", "{d}");
+        assert_eq!(d["data"]["error"]["code"], "undeliverable", "{d}");
+        assert!(
+            s(&d["data"]["error"]["message"]).starts_with("node_unavailable"),
+            "{d}"
+        );
+        assert_eq!(d["data"]["deliveries"], 3, "{d}");
+        let (_, run) = call(
+            &ctl,
+            &alice,
+            Method::GET,
+            &format!("/v1/runs/{second}"),
+            None,
+        )
+        .await;
+        assert_eq!(run["status"], "dead", "{run}");
+
+        // A node comes back; the retried run finishes: a second end, a
+        // second event (with its own webhook-id).
+        let b = start_node_in(&ctl, "node-b", "node-b", "").await;
+        eventually("the agent to move", Duration::from_secs(30), || async {
+            let (_, agent) = call(
+                &ctl,
+                &alice,
+                Method::GET,
+                &format!("/v1/agents/{slow}"),
+                None,
+            )
+            .await;
+            (agent["node_id"] == "node-b").then_some(())
+        })
+        .await;
+        let (status, body) = call(
+            &ctl,
+            &alice,
+            Method::POST,
+            &format!("/v1/runs/{second}/retry"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let received = eventually("the retry's event", Duration::from_secs(60), || async {
+            let h = hits(&got);
+            (about(&h, &second).len() >= 2).then_some(h)
+        })
+        .await;
+        let ids: Vec<String> = received
+            .iter()
+            .filter(|h| h.json()["data"]["run_id"] == second.as_str())
+            .map(|h| {
+                h.headers["webhook-id"]
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            ids[0].starts_with(&format!("msg_{second}_dead_")),
+            "{ids:?}"
+        );
+        assert_eq!(ids[1], format!("msg_{second}"), "{ids:?}");
+        let events = about(&received, &second);
+        assert_eq!(events[1]["type"], "run.completed", "{events:?}");
+        assert_eq!(events[1]["data"]["node_id"], "node-b", "{events:?}");
+        b.shutdown().await;
     }
 );

@@ -179,6 +179,40 @@ fn rfc3339(now_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_narrow_run_events_only() {
+        let sub = |agents: &[&str], triggers: &[&str]| Subscriber {
+            id: "whep_a".into(),
+            event_types: vec![EventType::RunCompleted, EventType::BountyFunded],
+            agent_ids: agents.iter().map(|a| a.to_string()).collect(),
+            trigger_ids: triggers.iter().map(|t| t.to_string()).collect(),
+        };
+        let run = |agent: &'static str, trigger: Option<&'static str>| {
+            Some(Subject {
+                agent_id: agent,
+                trigger_id: trigger,
+            })
+        };
+        let all = sub(&[], &[]);
+        assert!(all.wants(EventType::RunCompleted, run("agt_a", None)));
+        assert!(!all.wants(EventType::RunFailed, run("agt_a", None)));
+        let agent = sub(&["agt_a"], &[]);
+        assert!(agent.wants(EventType::RunCompleted, run("agt_a", Some("sch_x"))));
+        assert!(!agent.wants(EventType::RunCompleted, run("agt_b", None)));
+        // Not a run event: not filtered.
+        assert!(agent.wants(EventType::BountyFunded, None));
+        let trigger = sub(&[], &["sch_x"]);
+        assert!(trigger.wants(EventType::RunCompleted, run("agt_b", Some("sch_x"))));
+        assert!(!trigger.wants(EventType::RunCompleted, run("agt_b", Some("sch_y"))));
+        assert!(!trigger.wants(EventType::RunCompleted, run("agt_b", None)));
+        let both = sub(&["agt_a"], &["sch_x"]);
+        assert!(both.wants(EventType::RunCompleted, run("agt_a", Some("sch_x"))));
+        assert!(!both.wants(EventType::RunCompleted, run("agt_b", Some("sch_x"))));
+        assert!(!both.wants(EventType::RunCompleted, run("agt_a", None)));
+    }
+
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(super::rfc3339(1_614_265_330_000), "2021-02-25T15:02:10Z");

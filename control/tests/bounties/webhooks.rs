@@ -308,7 +308,7 @@ both_with!(
         assert_eq!(status, StatusCode::NO_CONTENT);
         m.open(100, 60_000, json!({})).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(hits(&got).len(), 6);
+        assert_eq!(hits(&got).len(), 7);
     }
 );
 

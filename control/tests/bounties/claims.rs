@@ -302,6 +302,19 @@ both!(
         .await;
         assert_eq!(done["status"], "submitted", "{done}");
         assert_eq!(done["run_id"], started["run_id"]);
+        let (_, run) = m
+            .call(
+                &m.bob,
+                Method::GET,
+                &format!("/v1/runs/{}", s(&started["run_id"])),
+                None,
+            )
+            .await;
+        assert_eq!(
+            run["trigger"],
+            json!({ "kind": "bounty_attempt", "id": started["attempt_id"] }),
+            "{run}"
+        );
         let b = eventually("the auto-approval", Duration::from_secs(30), || async {
             let b = m.bounty(&id).await;
             (b["status"] == "completed").then_some(b)

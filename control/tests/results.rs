@@ -543,3 +543,41 @@ both_with!(
         b.shutdown().await;
     }
 );
+
+/// Answers an output of about 20 KiB, over what a usage record carries.
+const BIG_JS: &str = "export function run(task) { return { big: \"x\".repeat(20000) }; }\n";
+
+both_with!(
+    an_output_over_16_kib_is_left_out_of_the_event,
+    loopback,
+    |ctl: Control| async move {
+        let _node = start_node_in_process(&ctl, "results-node", "").await;
+        let alice = ctl.register("alice").await;
+        let (status, script) = upload_script(&ctl, &alice.access, BIG_JS).await;
+        assert!(status.is_success(), "{status} {script}");
+        let big = create_agent(&ctl, &alice, "big", &s(&script["sha256"])).await;
+        let (url, got) = receiver(0).await;
+        let (status, _) = endpoint(&ctl, &alice, &url, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED);
+
+        // Not polled: the usage report is what finishes it.
+        let id = submit(&ctl, &alice, &big, json!({})).await;
+        let events = eventually("the run's event", Duration::from_secs(60), || async {
+            let events = about(&hits(&got), &id);
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+        let d = &events[0]["data"];
+        assert_eq!(events[0]["type"], "run.completed", "{d}");
+        assert_eq!(d["outcome"], "completed", "{d}");
+        assert_eq!(d["output_omitted"], true, "{d}");
+        assert!(d.get("output").is_none(), "{d}");
+        // The run has it, from its node.
+        let run = finished(&ctl, &alice, &id).await;
+        assert!(
+            s(&run["outcome"]["output"]).len() > 16 * 1024,
+            "{}",
+            run["outcome"]
+        );
+    }
+);

@@ -103,6 +103,40 @@ pub struct Run {
     /// the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
+    /// What started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<RunTrigger>,
+}
+
+/// What started a run: kept with it, shown by `GET /v1/runs/{id}` and
+/// carried by its result webhook (`run.completed`, `run.failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunTrigger {
+    /// `api` (`POST /v1/agents/{id}/runs`), `schedule`, `webhook` (an
+    /// inbound webhook) or `bounty_attempt`.
+    pub kind: String,
+    /// The schedule (`sch_...`), inbound webhook (`whk_...`) or attempt;
+    /// none for `api`.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl RunTrigger {
+    /// A call of `POST /v1/agents/{id}/runs`.
+    pub fn api() -> Self {
+        Self {
+            kind: "api".into(),
+            id: None,
+        }
+    }
+
+    /// A trigger of `kind` named `id`.
+    pub fn of(kind: &str, id: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            id: Some(id.into()),
+        }
+    }
 }
 
 /// The 202 answer: accepted, not finished.
@@ -161,16 +195,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 const RUN_COLUMNS: &str = "id, tenant_id, agent_id, node_id, status, outcome, usage, \
-                           created_at_ms, finished_at_ms";
+                           created_at_ms, finished_at_ms, trigger_kind, trigger_id";
 
 /// What is read of a run: its row and its queue row's counters.
 const READ_COLUMNS: &str = "id, tenant_id, agent_id, node_id, status, outcome, usage, \
-                            created_at_ms, finished_at_ms, deliveries, last_error";
+                            created_at_ms, finished_at_ms, trigger_kind, trigger_id, \
+                            deliveries, last_error";
 
 /// Runs with their queue rows (a run from before the queue has none).
 const RUNS_READ: &str = "(SELECT r.id, r.tenant_id, r.agent_id, r.node_id, r.status, \
                          r.outcome, r.usage, r.created_at_ms, r.finished_at_ms, \
-                         q.deliveries, q.last_error \
+                         r.trigger_kind, r.trigger_id, q.deliveries, q.last_error \
                          FROM runs r LEFT JOIN run_queue q ON q.run_id = r.id) runs_read";
 
 fn run_from_row(row: &AnyRow) -> Result<Run, sqlx::Error> {
@@ -199,6 +234,10 @@ fn run_from_row(row: &AnyRow) -> Result<Run, sqlx::Error> {
         started_at_ms: None,
         finished_at_ms: row.try_get("finished_at_ms")?,
         expires_at_ms: None,
+        trigger: Some(RunTrigger {
+            kind: row.try_get("trigger_kind")?,
+            id: row.try_get("trigger_id")?,
+        }),
     })
 }
 
@@ -214,14 +253,18 @@ fn run_from_record(record: RunRecord, node_id: &str, created_at_ms: i64) -> Run 
         last_error: None,
         outcome: record.outcome,
         logs: record.logs,
+        // The usage without the result it carries for webhooks: the
+        // outcome is shown (and kept) apart.
         usage: record
             .usage
+            .map(|u| RunUsage { result: None, ..u })
             .and_then(|u| serde_json::to_value(u).ok())
             .filter(|u| !u.is_null()),
         created_at_ms,
         started_at_ms: record.started_at_ms,
         finished_at_ms: record.finished_at_ms,
         expires_at_ms: record.expires_at_ms,
+        trigger: None,
     }
 }
 
@@ -264,9 +307,11 @@ async fn create_run(
     principal.require_scope("runs:write")?;
     record_ids(None, Some(&agent_id), None);
     let agent = load_agent(&state, &principal.tenant_id, &agent_id).await?;
-    Ok(start_run(&state, &agent, &body.input, query.wait)
-        .await?
-        .into_response())
+    Ok(
+        start_run(&state, &agent, &body.input, query.wait, RunTrigger::api())
+            .await?
+            .into_response(),
+    )
 }
 
 /// What [`start_run`] got from the node.
@@ -307,12 +352,13 @@ impl IntoResponse for Started {
 /// Start a run of `agent` (already loaded for the caller's tenant) with
 /// `input` on the node hosting it, waiting for its end when `wait`. The one
 /// path every run takes: `POST /v1/agents/{id}/runs`, schedules and inbound
-/// webhooks (`crate::triggers`).
+/// webhooks (`crate::triggers`), bounty attempts; `trigger` says which.
 pub(crate) async fn start_run(
     state: &AppState,
     agent: &Agent,
     input: &Value,
     wait: bool,
+    trigger: RunTrigger,
 ) -> Result<Started, ApiError> {
     let node = hosting_node(state, agent).await?;
     let timeout = agent
@@ -340,6 +386,7 @@ pub(crate) async fn start_run(
         started_at_ms: None,
         finished_at_ms: None,
         expires_at_ms: None,
+        trigger: Some(trigger),
     };
     insert_run(state, &pending).await?;
     // Its queue row: already out for delivery (inline, below); the
@@ -405,7 +452,8 @@ pub(crate) async fn start_run(
             }))
         }
         Submitted::Finished(record) => {
-            let run = run_from_record(*record, &node.id, pending.created_at_ms);
+            let mut run = run_from_record(*record, &node.id, pending.created_at_ms);
+            run.trigger = pending.trigger.clone();
             if run.tenant_id != agent.tenant_id || run.agent_id != agent.id {
                 forget_run(state, &pending).await;
                 return Err(ApiError::internal(format!(
@@ -445,9 +493,12 @@ async fn forget_run(state: &AppState, run: &Run) {
 }
 
 /// The node's account of a run's progress (never over a finished one: its
-/// usage may have got there first).
+/// usage may have got there first). The update that finishes the run
+/// queues its result webhook, in the same transaction, with the node's
+/// full outcome (its output included).
 async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
-    sqlx::query(
+    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let changed = sqlx::query(
         "UPDATE runs SET status = $1, outcome = $2, usage = $3, finished_at_ms = $4 \
          WHERE id = $5 AND tenant_id = $6 AND status <> 'finished'",
     )
@@ -457,16 +508,33 @@ async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
     .bind(run.finished_at_ms)
     .bind(&run.id)
     .bind(&run.tenant_id)
-    .execute(state.db.pool())
+    .execute(&mut *tx)
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)?
+    .rows_affected();
     if run.status == RunStatus::Finished.as_str() {
-        crate::dispatch::sql::SqlRunQueue::new(state.db.clone())
-            .finished(&run.id)
+        sqlx::query(
+            "UPDATE run_queue SET state = 'finished' \
+             WHERE run_id = $1 AND tenant_id = $2 AND state <> 'finished'",
+        )
+        .bind(&run.id)
+        .bind(&run.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+        if changed == 1 {
+            crate::webhooks::run_ended(
+                &mut tx,
+                &run.tenant_id,
+                &run.id,
+                crate::webhooks::RunEnd::Finished(run.outcome.as_ref()),
+                now_ms(),
+            )
             .await
             .map_err(ApiError::internal)?;
+        }
     }
-    Ok(())
+    tx.commit().await.map_err(ApiError::internal)
 }
 
 /// Record a run the node accepted, folding in usage that was reported
@@ -476,7 +544,7 @@ async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
 /// the other's write.
 async fn insert_run(state: &AppState, run: &Run) -> Result<(), ApiError> {
     sqlx::query(&format!(
-        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (id) DO NOTHING"
     ))
     .bind(&run.id)
@@ -488,6 +556,8 @@ async fn insert_run(state: &AppState, run: &Run) -> Result<(), ApiError> {
     .bind(json_text(&run.usage))
     .bind(run.created_at_ms)
     .bind(run.finished_at_ms)
+    .bind(run.trigger.as_ref().map_or("api", |t| t.kind.as_str()))
+    .bind(run.trigger.as_ref().and_then(|t| t.id.as_deref()))
     .execute(state.db.pool())
     .await
     .map_err(ApiError::internal)?;
@@ -514,14 +584,24 @@ async fn insert_run(state: &AppState, run: &Run) -> Result<(), ApiError> {
 }
 
 /// Mark the run a usage record reports finished, with that usage (and the
-/// outcome's name, unless a fuller outcome is stored). No row yet, or
-/// already finished: nothing happens. Returns the rows changed.
+/// outcome's name, unless a fuller outcome is stored), and queue its result
+/// webhook in the same transaction: only the update that finishes the row
+/// does, so a run finished twice (re-queued, delivered again) is one
+/// event. No row yet, or already finished: nothing happens. Returns the
+/// rows changed.
 pub(crate) async fn finish_from_usage(
     conn: &mut sqlx::AnyConnection,
     usage: &RunUsage,
 ) -> Result<u64, sqlx::Error> {
-    let payload = serde_json::to_string(usage).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    use sqlx::Connection as _;
+    // The result (the output) is for the webhook only: not kept here.
+    let kept = RunUsage {
+        result: None,
+        ..usage.clone()
+    };
+    let payload = serde_json::to_string(&kept).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let outcome = json!({ "status": usage.outcome }).to_string();
+    let mut tx = conn.begin().await?;
     let done = sqlx::query(
         "UPDATE runs SET status = 'finished', usage = $1, finished_at_ms = $2, \
              outcome = COALESCE(outcome, $3) \
@@ -533,7 +613,7 @@ pub(crate) async fn finish_from_usage(
     .bind(&usage.run_id)
     .bind(&usage.tenant_id)
     .bind(&usage.agent_id)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
     // The first finish wins: the queue stops delivering it (a re-queued
     // run's first delivery that ends, on whichever node, finishes it).
@@ -543,8 +623,23 @@ pub(crate) async fn finish_from_usage(
     )
     .bind(&usage.run_id)
     .bind(&usage.tenant_id)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 1 {
+        let reported = usage
+            .result
+            .as_ref()
+            .filter(|r| r.get("status").and_then(Value::as_str) == Some(usage.outcome.as_str()));
+        crate::webhooks::run_ended(
+            &mut tx,
+            &usage.tenant_id,
+            &usage.run_id,
+            crate::webhooks::RunEnd::Finished(reported),
+            now_ms(),
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(done.rows_affected())
 }
 
@@ -650,6 +745,7 @@ async fn get_run(
         }
     };
     let mut run = run_from_record(record, &stored.node_id, stored.created_at_ms);
+    run.trigger = stored.trigger.clone();
     run.deliveries = stored.deliveries;
     run.last_error = stored.last_error.clone();
     if run.status != stored.status {

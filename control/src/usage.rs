@@ -250,8 +250,16 @@ async fn insert_records(
     );
     let mut query = sqlx::query(&sql);
     for record in records {
-        let payload =
-            serde_json::to_string(record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        // The result (the run's output) is for its webhook, not kept.
+        let payload = if record.result.is_some() {
+            serde_json::to_string(&RunUsage {
+                result: None,
+                ..(*record).clone()
+            })
+        } else {
+            serde_json::to_string(record)
+        }
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         query = query
             .bind(record.run_id.as_str())
             .bind(node_id)

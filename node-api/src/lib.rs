@@ -243,7 +243,20 @@ pub struct RunUsage {
     /// made none, and in records of older nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCounts>,
+    /// The outcome as the node recorded it (`{"status": "completed",
+    /// "output": "..."}`, `{"status": "trap", "message": ...}`), when its
+    /// JSON is at most [`MAX_REPORTED_RESULT_BYTES`]: the control plane
+    /// puts it in the run's result webhook (`run.completed`,
+    /// `run.failed`) and does not store it. Absent when larger, and in
+    /// records of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }
+
+/// Largest outcome (its JSON, bytes) a usage record carries as `result`:
+/// a batch of 500 records stays within a few MiB, and a receiver that needs
+/// a larger output fetches the run (`GET /v1/runs/{id}`).
+pub const MAX_REPORTED_RESULT_BYTES: usize = 16 * 1024;
 
 /// Outbound HTTP requests of one run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -766,11 +766,18 @@ impl Node {
         let (llm, messages) = meter.totals();
         let (message_log, message_log_dropped) = meter.message_log();
         let finished_at = now_ms();
+        let name = outcome.name().to_owned();
+        let outcome = serde_json::to_value(&outcome).unwrap_or_default();
+        // The result rides along with the usage, for the control plane's
+        // result webhooks, when it is small; a larger one stays here only.
+        let result = serde_json::to_vec(&outcome)
+            .is_ok_and(|b| b.len() <= delta_node_api::MAX_REPORTED_RESULT_BYTES)
+            .then(|| outcome.clone());
         let usage = RunUsage {
             run_id: run.id.clone(),
             agent_id: run.agent_id.clone(),
             tenant_id: run.tenant_id.clone(),
-            outcome: outcome.name().to_owned(),
+            outcome: name,
             fuel_used: usage_core.fuel_used,
             wall_time_us: usage_core.wall_time_us,
             peak_memory_bytes: usage_core.peak_memory_bytes,
@@ -781,10 +788,11 @@ impl Node {
             message_log_dropped,
             kv: meter.kv_counts(),
             http: meter.http_counts(),
+            result,
         };
         let finished = FinishedRun {
             run_id: run.id.clone(),
-            outcome: serde_json::to_value(&outcome).unwrap_or_default(),
+            outcome,
             logs: serde_json::to_value(&logs).unwrap_or_default(),
             usage: usage.clone(),
             expires_at_ms: finished_at.saturating_add(self.retention_ms()),

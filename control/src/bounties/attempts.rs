@@ -58,8 +58,10 @@ pub(super) async fn start(
     .await?;
     let input = json!({ "bounty": { "id": b.id, "title": b.title, "description": b.description,
                                     "spec": b.spec } });
-    let started = crate::runs::start_run(state, &agent, &input, false).await?;
+    // Named before the run starts, so that the run can say what started it.
     let id = new_id(ATTEMPT_PREFIX);
+    let trigger = crate::runs::RunTrigger::of("bounty_attempt", &id);
+    let started = crate::runs::start_run(state, &agent, &input, false, trigger).await?;
     sqlx::query(
         "INSERT INTO bounty_attempts (id, bounty_id, claim_id, tenant_id, user_id, agent_id, \
          run_id, status, reason, submission_id, created_at_ms, updated_at_ms) \

@@ -40,6 +40,11 @@ pub enum Kind {
     SubmissionCreated,
     /// A submission was verified, or its verification failed.
     SubmissionVerified,
+    /// A submission was approved (then `Completed`, in the same change).
+    SubmissionApproved,
+    /// A submission was rejected (by the business, or because another
+    /// was approved).
+    SubmissionRejected,
     /// A submission was approved and the reward paid out.
     Completed,
     /// The bounty was cancelled or expired and its escrow refunded.
@@ -54,6 +59,8 @@ impl Kind {
             Self::ClaimCreated => "claim.created",
             Self::SubmissionCreated => "submission.created",
             Self::SubmissionVerified => "submission.verified",
+            Self::SubmissionApproved => "submission.approved",
+            Self::SubmissionRejected => "submission.rejected",
             Self::Completed => "bounty.completed",
             Self::Refunded => "bounty.refunded",
         }
@@ -65,6 +72,8 @@ impl Kind {
             Self::ClaimCreated => None,
             Self::SubmissionCreated => Some(EventType::SubmissionCreated),
             Self::SubmissionVerified => Some(EventType::SubmissionVerified),
+            Self::SubmissionApproved => Some(EventType::SubmissionApproved),
+            Self::SubmissionRejected => Some(EventType::SubmissionRejected),
             Self::Completed => Some(EventType::BountyCompleted),
             Self::Refunded => Some(EventType::BountyRefunded),
         }
@@ -109,9 +118,17 @@ pub(super) async fn publish(
     .map_err(db_err)?;
     if let Some(event) = kind.webhook() {
         // The agent owner's endpoints learn about its own submissions too
-        // (created, verified); the bounty-wide events stay the business's.
+        // (created, verified, approved, rejected); the bounty-wide events
+        // stay the business's.
         let submitter = subject.filter(|t| {
-            *t != owner && matches!(kind, Kind::SubmissionCreated | Kind::SubmissionVerified)
+            *t != owner
+                && matches!(
+                    kind,
+                    Kind::SubmissionCreated
+                        | Kind::SubmissionVerified
+                        | Kind::SubmissionApproved
+                        | Kind::SubmissionRejected
+                )
         });
         if let Some(submitter) = submitter {
             enqueue(c, submitter, event, data.clone(), now)
@@ -129,7 +146,8 @@ pub(super) async fn publish(
 #[allow(dead_code)] // Only its schema is used.
 pub(super) struct BountyEvent {
     /// `bounty.funded`, `claim.created`, `submission.created`,
-    /// `submission.verified`, `bounty.completed` or `bounty.refunded`.
+    /// `submission.verified`, `submission.approved`, `submission.rejected`,
+    /// `bounty.completed` or `bounty.refunded`.
     event: String,
     /// The event's number within the bounty (1, 2, ...): send it back as
     /// `Last-Event-ID` to resume after it.

@@ -656,17 +656,42 @@ pub async fn approve(
                 "only a verified submission whose verdict passed can be approved",
             ));
         }
-        sqlx::query(
+        let others = sqlx::query(
             "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $3 \
              WHERE bounty_id = $1 AND id <> $2 AND status IN ('pending_verification', \
-             'verified', 'verification_failed')",
+             'verified', 'verification_failed') RETURNING id, tenant_id",
         )
         .bind(&bounty_id)
         .bind(submission_id)
         .bind(now)
-        .execute(&mut *c)
+        .fetch_all(&mut *c)
         .await
         .map_err(db_err)?;
+        publish(
+            c,
+            &owner,
+            &bounty_id,
+            Some(&payee),
+            Kind::SubmissionApproved,
+            json!({ "bounty_id": bounty_id, "submission_id": submission_id }),
+            now,
+        )
+        .await?;
+        for other in &others {
+            let id: String = other.try_get("id").map_err(db_err)?;
+            let submitter: String = other.try_get("tenant_id").map_err(db_err)?;
+            publish(
+                c,
+                &owner,
+                &bounty_id,
+                Some(&submitter),
+                Kind::SubmissionRejected,
+                json!({ "bounty_id": bounty_id, "submission_id": id,
+                        "reason": "another_submission_approved" }),
+                now,
+            )
+            .await?;
+        }
         let reward = b.reward_minor.unsigned_abs();
         let (payout, fee) = delta_money::fee_split(reward, fee_bps);
         let escrow_account = account_id(AccountKind::Escrow, Some(&b.tenant_id), &b.currency);
@@ -725,19 +750,38 @@ pub async fn reject(
     submission_id: &str,
     now: i64,
 ) -> Result<(), ApiError> {
-    let done = sqlx::query(
-        "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $3 \
-         WHERE id = $1 AND status IN ('pending_verification', 'verified', 'verification_failed') \
-         AND bounty_id IN (SELECT id FROM bounties WHERE tenant_id = $2)",
-    )
-    .bind(submission_id)
-    .bind(actor.tenant_id)
-    .bind(now)
-    .execute(db.pool())
-    .await
-    .map_err(db_err)?
-    .rows_affected();
-    if done == 1 {
+    // The change and its event in one transaction.
+    let done = in_write(db, async |c: &mut AnyConnection| {
+        let row = sqlx::query(
+            "UPDATE bounty_submissions SET status = 'rejected', updated_at_ms = $3 \
+             WHERE id = $1 AND status IN ('pending_verification', 'verified', \
+             'verification_failed') AND bounty_id IN (SELECT id FROM bounties WHERE tenant_id = $2) \
+             RETURNING bounty_id, tenant_id",
+        )
+        .bind(submission_id)
+        .bind(actor.tenant_id)
+        .bind(now)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(false) };
+        let bounty_id: String = row.try_get("bounty_id").map_err(db_err)?;
+        let submitter: String = row.try_get("tenant_id").map_err(db_err)?;
+        publish(
+            c,
+            actor.tenant_id,
+            &bounty_id,
+            Some(&submitter),
+            Kind::SubmissionRejected,
+            json!({ "bounty_id": bounty_id, "submission_id": submission_id,
+                    "reason": "rejected" }),
+            now,
+        )
+        .await?;
+        Ok(true)
+    })
+    .await?;
+    if done {
         audit::record(
             &db.clone(),
             Some(actor.tenant_id),

@@ -103,14 +103,26 @@ impl RunQueue for SqlRunQueue {
         .execute(&mut *tx)
         .await?;
         if changed.rows_affected() == 1 && retry_at.is_none() {
-            sqlx::query(
+            let tenant: Option<String> = sqlx::query_scalar(
                 "UPDATE runs SET status = 'dead', finished_at_ms = $1 \
-                 WHERE id = $2 AND status <> 'finished'",
+                 WHERE id = $2 AND status <> 'finished' RETURNING tenant_id",
             )
             .bind(now)
             .bind(run_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            // Its end, told to the tenant's result webhooks with the
+            // change that makes it dead.
+            if let Some(tenant) = tenant {
+                crate::webhooks::run_ended(
+                    &mut tx,
+                    &tenant,
+                    run_id,
+                    crate::webhooks::RunEnd::Dead(error),
+                    now,
+                )
+                .await?;
+            }
         }
         tx.commit().await
     }

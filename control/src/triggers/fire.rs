@@ -113,7 +113,10 @@ pub async fn fire_due(state: &AppState, now_ms: i64) -> Result<usize, sqlx::Erro
 async fn fire_one(state: &AppState, schedule: &StoredSchedule, tick_ms: i64, now_ms: i64) {
     let s = &schedule.schedule;
     let started = match load_agent(state, &schedule.tenant_id, &s.agent_id).await {
-        Ok(agent) => crate::runs::start_run(state, &agent, &s.input, false).await,
+        Ok(agent) => {
+            let trigger = crate::runs::RunTrigger::of("schedule", &s.id);
+            crate::runs::start_run(state, &agent, &s.input, false, trigger).await
+        }
         Err(e) => Err(e),
     };
     let (run_id, error) = match &started {

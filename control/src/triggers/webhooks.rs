@@ -304,7 +304,10 @@ async fn deliver(
     }
     let input = json!({ "webhook": { "headers": passed_headers(&headers), "body": body_value(&headers, &bytes) } });
     let started = match load_agent(&state, &hook.tenant_id, &hook.webhook.agent_id).await {
-        Ok(agent) => crate::runs::start_run(&state, &agent, &input, query.wait).await,
+        Ok(agent) => {
+            let trigger = crate::runs::RunTrigger::of("webhook", &id);
+            crate::runs::start_run(&state, &agent, &input, query.wait, trigger).await
+        }
         Err(e) => Err(e),
     };
     let started = match started {

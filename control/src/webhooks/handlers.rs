@@ -37,7 +37,8 @@ fn admin(p: &Principal) -> Result<(), ApiError> {
 }
 
 /// Register an endpoint: events of the chosen types are POSTed to it,
-/// signed with the secret answered here (and only here).
+/// signed with the secret answered here (and only here). `agent_ids` and
+/// `trigger_ids` narrow the `run.*` events to some agents or triggers.
 #[utoipa::path(
     post,
     path = "/v1/webhook-endpoints",
@@ -47,6 +48,8 @@ fn admin(p: &Principal) -> Result<(), ApiError> {
         (status = 201, description = "The endpoint and its secret (shown once)", body = CreatedEndpoint),
         (status = 409, description = "`too_many_endpoints` (20 per tenant)"),
         (status = 422, description = "`invalid_url`, `invalid_event_types`, `invalid_description`, \
+            `invalid_filter` (more than 50 ids, or an empty or over-long one), `unknown_agent` / \
+            `unknown_trigger` (an id of `agent_ids` / `trigger_ids` that is not this tenant's), \
             `unresolvable_url` (the host does not resolve within 3 s), `private_webhook_url` (it \
             resolves to a loopback, private, link-local or reserved address)"),
     ),

@@ -1,6 +1,7 @@
 //! Outbound webhooks (issue 17, phase 2): one mechanism for every event the
-//! control plane tells a tenant's own servers about (bounty events today;
-//! agents' result webhooks will reuse it).
+//! control plane tells a tenant's own servers about: bounty events
+//! (`bounty.*`, `submission.*`) and agents' results (`run.completed`,
+//! `run.failed`, issue 14; see `results`).
 //!
 //! # Flow
 //! 1. A tenant admin registers an endpoint (`POST /v1/webhook-endpoints`):
@@ -23,6 +24,21 @@
 //!    puts a dead (or delivered) one back, with five fresh tries and the
 //!    same `webhook-id`, so receivers can deduplicate.
 //!
+//! # Result webhooks
+//! An endpoint subscribed to `run.completed` / `run.failed` gets one event
+//! per end of each run of the tenant's agents, optionally only of the
+//! agents in its `agent_ids` and/or the schedules and inbound webhooks in
+//! its `trigger_ids` (validated as the tenant's own at registration). The
+//! body's `data` carries `run_id`, `agent_id`, `node_id`, `status`
+//! (`finished` or `dead`), `outcome` (`completed`, `trap`, `out-of-fuel`,
+//! ..., `dead`), `output` (completed; the guest's JSON, when the node
+//! reported it: up to 16 KiB, else `output_omitted` and `GET
+//! /v1/runs/{id}` has it while the node keeps it) or `error` (`code` and
+//! the outcome's message), `usage`, `trigger` (`{kind, id}`: `api`,
+//! `schedule`, `webhook`, `bounty_attempt`), `deliveries`,
+//! `created_at_ms` and `finished_at_ms`. A finished run's `webhook-id` is
+//! `msg_<run id>`: one per run, however often it was delivered.
+//!
 //! # Retention
 //! Deliveries that finished (delivered or dead) are deleted
 //! `record_retention_secs` after they finished, and then their messages;
@@ -40,7 +56,9 @@
 //! # Files
 //! - `model`: event types, shapes, validation;
 //! - `crypto`: secrets (generation, sealing) and signatures;
-//! - `outbox`: [`enqueue`], called by the operations that change state;
+//! - `outbox`: [`enqueue`], called by the operations that change state, and
+//!   the endpoints' filters;
+//! - `results`: [`run_ended`], the result webhooks of runs;
 //! - `store`: endpoints and deliveries, tenant-scoped;
 //! - `deliver`: the address check and the worker;
 //! - `handlers`: the HTTP API.
@@ -50,6 +68,7 @@ mod deliver;
 mod handlers;
 mod model;
 mod outbox;
+mod results;
 mod store;
 
 pub use crypto::{sign, signature_header};
@@ -57,3 +76,4 @@ pub use deliver::{MAX_ATTEMPTS, delete_expired, deliver_due, retry_delay_ms, spa
 pub use handlers::routes;
 pub use model::{Delivery, Endpoint, EventType, NewEndpoint};
 pub use outbox::enqueue;
+pub use results::{RunEnd, run_ended};

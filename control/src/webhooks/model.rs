@@ -19,6 +19,8 @@ pub const MAX_ENDPOINTS: i64 = 20;
 pub const MAX_URL_LEN: usize = 2048;
 /// Longest description, bytes.
 pub const MAX_DESCRIPTION_LEN: usize = 200;
+/// Most ids in an endpoint's `agent_ids` (and in its `trigger_ids`).
+pub const MAX_FILTER_IDS: usize = 50;
 
 /// What happened. The body's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -38,16 +40,36 @@ pub enum EventType {
     /// A funded bounty was cancelled or expired: the escrow was refunded.
     #[serde(rename = "bounty.refunded")]
     BountyRefunded,
+    /// A submission was approved by the bounty's business (sent before
+    /// `bounty.completed`, in the same transaction).
+    #[serde(rename = "submission.approved")]
+    SubmissionApproved,
+    /// A submission was rejected: by the business, or because another
+    /// submission of its bounty was approved.
+    #[serde(rename = "submission.rejected")]
+    SubmissionRejected,
+    /// A run of one of the tenant's agents completed: the guest returned
+    /// its output.
+    #[serde(rename = "run.completed")]
+    RunCompleted,
+    /// A run ended otherwise: the agent's error, a trap, a limit (fuel,
+    /// deadline, memory), cancelled, or `dead` (no node took it).
+    #[serde(rename = "run.failed")]
+    RunFailed,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 9] = [
         Self::BountyFunded,
         Self::SubmissionCreated,
         Self::SubmissionVerified,
         Self::BountyCompleted,
         Self::BountyRefunded,
+        Self::SubmissionApproved,
+        Self::SubmissionRejected,
+        Self::RunCompleted,
+        Self::RunFailed,
     ];
 
     /// The name on the wire.
@@ -58,7 +80,17 @@ impl EventType {
             Self::SubmissionVerified => "submission.verified",
             Self::BountyCompleted => "bounty.completed",
             Self::BountyRefunded => "bounty.refunded",
+            Self::SubmissionApproved => "submission.approved",
+            Self::SubmissionRejected => "submission.rejected",
+            Self::RunCompleted => "run.completed",
+            Self::RunFailed => "run.failed",
         }
+    }
+
+    /// Whether it is about a run (the endpoints' `agent_ids` and
+    /// `trigger_ids` filter these only).
+    pub fn is_run_event(self) -> bool {
+        matches!(self, Self::RunCompleted | Self::RunFailed)
     }
 }
 
@@ -75,12 +107,25 @@ pub struct NewEndpoint {
     )]
     pub url: String,
     /// The events sent to it: at least one (a type named twice counts once).
-    #[schema(min_items = 1, max_items = 5)]
+    #[schema(min_items = 1, max_items = 9)]
     pub event_types: Vec<EventType>,
     /// A note for humans (at most 200 bytes).
     #[serde(default)]
     #[schema(max_length = 200)]
     pub description: String,
+    /// Only `run.*` events of these agents (the tenant's own; an id that is
+    /// not one is 422 `unknown_agent`). Empty (the default): every agent.
+    /// Other event types are not filtered.
+    #[serde(default)]
+    #[schema(max_items = 50)]
+    pub agent_ids: Vec<String>,
+    /// Only `run.*` events of runs started by these triggers: the tenant's
+    /// schedules (`sch_...`) and inbound webhooks (`whk_...`; another id is
+    /// 422 `unknown_trigger`). Empty (the default): every run, API calls
+    /// and bounty attempts included. With `agent_ids`, both must match.
+    #[serde(default)]
+    #[schema(max_items = 50)]
+    pub trigger_ids: Vec<String>,
 }
 
 /// A registered endpoint (the secret is shown only at creation).
@@ -94,6 +139,13 @@ pub struct Endpoint {
     pub event_types: Vec<EventType>,
     /// The note.
     pub description: String,
+    /// Only `run.*` events of these agents (empty: every agent).
+    #[serde(default)]
+    pub agent_ids: Vec<String>,
+    /// Only `run.*` events of runs these schedules or inbound webhooks
+    /// started (empty: every run).
+    #[serde(default)]
+    pub trigger_ids: Vec<String>,
     /// Created.
     pub created_at_ms: i64,
 }
@@ -137,15 +189,29 @@ pub struct Delivery {
     pub updated_at_ms: i64,
 }
 
-pub(super) const ENDPOINT_COLUMNS: &str = "id, url, event_types, description, created_at_ms";
+pub(super) const ENDPOINT_COLUMNS: &str =
+    "id, url, event_types, description, agent_ids, trigger_ids, created_at_ms";
+
+/// A JSON column this module wrote.
+pub(super) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    name: &str,
+) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(name)?;
+    serde_json::from_str(&text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: name.to_owned(),
+        source: Box::new(e),
+    })
+}
 
 pub(super) fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint, sqlx::Error> {
-    let types: String = row.try_get("event_types")?;
     Ok(Endpoint {
         id: row.try_get("id")?,
         url: row.try_get("url")?,
-        event_types: serde_json::from_str(&types).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        event_types: json_column(row, "event_types")?,
         description: row.try_get("description")?,
+        agent_ids: json_column(row, "agent_ids")?,
+        trigger_ids: json_column(row, "trigger_ids")?,
         created_at_ms: row.try_get("created_at_ms")?,
     })
 }
@@ -254,6 +320,31 @@ pub(super) fn validate(body: &mut NewEndpoint) -> Result<(), ApiError> {
             "description is longer than 200 bytes",
         ));
     }
+    for (name, ids) in [
+        ("agent_ids", &mut body.agent_ids),
+        ("trigger_ids", &mut body.trigger_ids),
+    ] {
+        let mut kept: Vec<String> = Vec::with_capacity(ids.len());
+        for id in ids.drain(..) {
+            if !kept.contains(&id) {
+                kept.push(id);
+            }
+        }
+        if kept.len() > MAX_FILTER_IDS {
+            return Err(unprocessable(
+                "invalid_filter",
+                format!("{name} names more than {MAX_FILTER_IDS} ids"),
+            ));
+        }
+        // Ids are short tokens; a longer one cannot name anything.
+        if kept.iter().any(|id| id.is_empty() || id.len() > 128) {
+            return Err(unprocessable(
+                "invalid_filter",
+                format!("{name} holds an empty id or one longer than 128 bytes"),
+            ));
+        }
+        *ids = kept;
+    }
     parse_url(&body.url).map(|_| ())
 }
 
@@ -293,6 +384,8 @@ mod tests {
             url: "https://example.com/".into(),
             event_types: types,
             description: String::new(),
+            agent_ids: Vec::new(),
+            trigger_ids: Vec::new(),
         };
         assert!(validate(&mut body(EventType::ALL.to_vec())).is_ok());
         let mut twice = body(vec![EventType::BountyFunded, EventType::BountyFunded]);

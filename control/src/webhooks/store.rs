@@ -26,6 +26,7 @@ pub async fn create(
     now: i64,
 ) -> Result<CreatedEndpoint, ApiError> {
     validate(&mut body)?;
+    check_filter(&state.db, tenant, &body).await?;
     let (_, host, port) = parse_url(&body.url)?;
     check_host(&host, port, state.config.allow_private_webhook_urls).await?;
     let count: i64 =
@@ -45,7 +46,8 @@ pub async fn create(
     let types: Vec<&str> = body.event_types.iter().map(|t| t.as_str()).collect();
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, \
-         secret_sealed, created_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         secret_sealed, created_by, created_at_ms, agent_ids, trigger_ids) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(tenant)
@@ -55,6 +57,8 @@ pub async fn create(
     .bind(crypto::seal(&state.keys, &id, &secret)?)
     .bind(user)
     .bind(now)
+    .bind(serde_json::to_string(&body.agent_ids).map_err(ApiError::internal)?)
+    .bind(serde_json::to_string(&body.trigger_ids).map_err(ApiError::internal)?)
     .execute(state.db.pool())
     .await
     .map_err(db_err)?;
@@ -64,10 +68,53 @@ pub async fn create(
             url: body.url,
             event_types: body.event_types,
             description: body.description,
+            agent_ids: body.agent_ids,
+            trigger_ids: body.trigger_ids,
             created_at_ms: now,
         },
         secret,
     })
+}
+
+/// Every id of an endpoint's filter must be the tenant's own: an agent, or
+/// a schedule or inbound webhook. Another tenant's id is answered exactly
+/// as one that does not exist (422), so the check reveals nothing.
+async fn check_filter(db: &Db, tenant: &str, body: &NewEndpoint) -> Result<(), ApiError> {
+    for id in &body.agent_ids {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM agents WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(db.pool())
+                .await
+                .map_err(db_err)?;
+        if found.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_agent",
+                format!("agent_ids: {id} is not an agent of this tenant"),
+            ));
+        }
+    }
+    for id in &body.trigger_ids {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM schedules WHERE id = $1 AND tenant_id = $2 \
+             UNION ALL SELECT id FROM webhooks WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(db_err)?;
+        if found.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_trigger",
+                format!("trigger_ids: {id} is not a schedule or inbound webhook of this tenant"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The tenant's endpoints, oldest first.

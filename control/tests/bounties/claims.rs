@@ -302,6 +302,19 @@ both!(
         .await;
         assert_eq!(done["status"], "submitted", "{done}");
         assert_eq!(done["run_id"], started["run_id"]);
+        let (_, run) = m
+            .call(
+                &m.bob,
+                Method::GET,
+                &format!("/v1/runs/{}", s(&started["run_id"])),
+                None,
+            )
+            .await;
+        assert_eq!(
+            run["trigger"],
+            json!({ "kind": "bounty_attempt", "id": started["attempt_id"] }),
+            "{run}"
+        );
         let b = eventually("the auto-approval", Duration::from_secs(30), || async {
             let b = m.bounty(&id).await;
             (b["status"] == "completed").then_some(b)
@@ -328,13 +341,15 @@ both!(
                 "claim.created",
                 "submission.created",
                 "submission.verified",
+                "submission.approved",
                 "bounty.completed"
             ],
             "{seen:?}"
         );
         let seqs: Vec<i64> = seen.iter().filter_map(|(_, d)| d["seq"].as_i64()).collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5]);
-        assert_eq!(seen[4].1["data"]["payout_minor"], 850);
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seen[4].1["data"]["submission_id"], done["submission_id"]);
+        assert_eq!(seen[5].1["data"]["payout_minor"], 850);
         assert_eq!(seen[3].1["data"]["passed"], true);
         // The claimant's stream replays from the start as well.
         assert_eq!(
@@ -353,7 +368,14 @@ both!(
             .await
             .expect("events");
         let rest = parse_events(&resp.text().await.expect("text"));
-        assert_eq!(names(&rest), ["submission.verified", "bounty.completed"]);
+        assert_eq!(
+            names(&rest),
+            [
+                "submission.verified",
+                "submission.approved",
+                "bounty.completed"
+            ]
+        );
         let carol = m.ctl.register("carol").await;
         let (status, _) = m
             .call(

@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use sha2::{Digest as _, Sha256};
 
 use super::*;
+use crate::common::webhooks::{Hit, hits, receiver, signed};
 
 /// The first retry's wait in these tests (then 2, 4, 8 times it).
 const BASE_MS: u64 = 300;
@@ -25,91 +23,6 @@ const BASE_MS: u64 = 300;
 fn allow_loopback(c: &mut delta_control::config::ControlConfig) {
     c.allow_private_webhook_urls = true;
     c.webhook_retry_base_ms = BASE_MS;
-}
-
-/// HMAC-SHA256 (RFC 2104) over sha2, written here so that the check does
-/// not share code with the signer.
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// Whether `headers` carry a valid Standard Webhooks signature of `body`
-/// under `secret` (`whsec_<base64>`).
-fn signed(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let key = STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
-        .expect("secret is base64");
-    let mut content = format!("{}.{}.", h("webhook-id"), h("webhook-timestamp")).into_bytes();
-    content.extend_from_slice(body);
-    let expected = format!("v1,{}", STANDARD.encode(hmac_sha256(&key, &content)));
-    h("webhook-signature").split(' ').any(|s| s == expected)
-}
-
-/// One request the receiver got.
-#[derive(Clone)]
-struct Hit {
-    at: Instant,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Hit {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-/// A receiver on loopback that answers 500 to its first `fail_first`
-/// requests and 200 after; its URL and what it got.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Hit>>>) {
-    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-    let seen = Arc::clone(&hits);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let seen = Arc::clone(&seen);
-            async move {
-                let mut seen = seen.lock().expect("lock");
-                seen.push(Hit {
-                    at: Instant::now(),
-                    headers,
-                    body,
-                });
-                if seen.len() <= fail_first {
-                    AxumStatus::INTERNAL_SERVER_ERROR
-                } else {
-                    AxumStatus::OK
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), hits)
 }
 
 impl Market {
@@ -147,9 +60,77 @@ impl Market {
     }
 }
 
-fn hits(h: &Arc<Mutex<Vec<Hit>>>) -> Vec<Hit> {
-    h.lock().expect("lock").clone()
-}
+both_with!(
+    approvals_and_rejections_reach_the_business_and_the_submitter,
+    allow_loopback,
+    |ctl: Control| async move {
+        let m = market(ctl).await;
+        let types = ["submission.approved", "submission.rejected"];
+        let (alice_url, alice_got) = receiver(0).await;
+        m.endpoint(&alice_url, &types).await;
+        let (bob_url, bob_got) = receiver(0).await;
+        m.endpoint_of(&m.bob, &bob_url, &types).await;
+
+        let id = m.open(1_000, 60_000, json!({})).await;
+        let (_, wrong) = m.submit(&id, json!({ "answer": 41 })).await;
+        let (_, unjudged) = m.submit(&id, json!({ "answer": 40 })).await;
+        let (_, right) = m.submit(&id, json!({ "answer": 42 })).await;
+        assert_eq!(right["status"], "verified", "{right}");
+        let (status, body) = m
+            .call(
+                &m.alice,
+                Method::POST,
+                &format!("/v1/submissions/{}/reject", s(&wrong["id"])),
+                None,
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        let (status, body) = m
+            .call(
+                &m.alice,
+                Method::POST,
+                &format!("/v1/submissions/{}/approve", s(&right["id"])),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // Both tenants get the rejection, the approval and the rejection
+        // that the approval implies for the submission still open.
+        for got in [&alice_got, &bob_got] {
+            let received = eventually("three events", Duration::from_secs(20), || async {
+                let h = hits(got);
+                (h.len() >= 3).then_some(h)
+            })
+            .await;
+            let events: Vec<(String, String, String)> = received
+                .iter()
+                .map(Hit::json)
+                .map(|b| {
+                    (
+                        s(&b["type"]),
+                        s(&b["data"]["submission_id"]),
+                        s(&b["data"]["reason"]),
+                    )
+                })
+                .collect();
+            let expect = |t: &str, sub: &Value, reason: &str| {
+                assert!(
+                    events.contains(&(t.to_owned(), s(&sub["id"]), reason.to_owned())),
+                    "{t} {sub}: {events:?}"
+                );
+            };
+            expect("submission.rejected", &wrong, "rejected");
+            expect("submission.approved", &right, "");
+            expect(
+                "submission.rejected",
+                &unjudged,
+                "another_submission_approved",
+            );
+            assert_eq!(events.len(), 3, "{events:?}");
+        }
+    }
+);
 
 #[test]
 fn the_independent_hmac_matches_the_specification_example() {
@@ -182,6 +163,8 @@ both_with!(
             "submission.verified",
             "bounty.completed",
             "bounty.refunded",
+            "submission.approved",
+            "submission.rejected",
         ];
         let ep = m.endpoint(&url, &all).await;
         let secret = s(&ep["secret"]);
@@ -216,9 +199,9 @@ both_with!(
             .await;
         assert_eq!(status, StatusCode::OK);
 
-        let received = eventually("six deliveries", Duration::from_secs(20), || async {
+        let received = eventually("seven deliveries", Duration::from_secs(20), || async {
             let h = hits(&got);
-            (h.len() >= 6).then_some(h)
+            (h.len() >= 7).then_some(h)
         })
         .await;
         let mut types: Vec<String> = Vec::new();
@@ -253,6 +236,7 @@ both_with!(
             "bounty.funded",
             "bounty.funded",
             "bounty.refunded",
+            "submission.approved",
             "submission.created",
             "submission.verified",
         ];
@@ -272,14 +256,21 @@ both_with!(
             .expect("completed event");
         assert_eq!(completed["data"]["payout_minor"], 850, "{completed}");
 
+        let approved = received
+            .iter()
+            .map(Hit::json)
+            .find(|b| b["type"] == "submission.approved")
+            .expect("approved event");
+        assert_eq!(approved["data"]["submission_id"], right["id"], "{approved}");
+
         // The receiver answers before the sender records the delivery:
-        // wait for the six rows rather than assume them.
+        // wait for the seven rows rather than assume them.
         let page = eventually(
-            "six deliveries recorded",
+            "seven deliveries recorded",
             Duration::from_secs(20),
             || async {
                 let page = m.deliveries(&m.alice, "?status=delivered").await;
-                (page["items"].as_array().map(Vec::len) == Some(6)).then_some(page)
+                (page["items"].as_array().map(Vec::len) == Some(7)).then_some(page)
             },
         )
         .await;
@@ -317,7 +308,7 @@ both_with!(
         assert_eq!(status, StatusCode::NO_CONTENT);
         m.open(100, 60_000, json!({})).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(hits(&got).len(), 6);
+        assert_eq!(hits(&got).len(), 7);
     }
 );
 

@@ -86,6 +86,12 @@ both!(
         assert_eq!(runs_of(&e.ctl, &e.agent).await, 1);
         let run = finished_run(&e.ctl, &e.alice, &run_id.expect("a run")).await;
         assert_eq!(echoed(&run), json!({ "tick": 1 }));
+        // The run remembers what started it (its result webhook says so).
+        assert_eq!(
+            run["trigger"],
+            json!({ "kind": "schedule", "id": id }),
+            "{run}"
+        );
 
         let (status, after) = other
             .call(

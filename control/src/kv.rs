@@ -369,8 +369,9 @@ async fn node_kv_list(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct KeyQuery {
-    /// Only keys starting with this.
-    #[param(max_length = 512)]
+    /// Only keys starting with this (at most 512 bytes, no control
+    /// characters).
+    #[param(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub prefix: Option<String>,
     /// Items per page (1-200, default 50); outside that range is a 400.
     #[param(minimum = 1, maximum = 200)]

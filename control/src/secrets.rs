@@ -72,6 +72,7 @@ pub struct SecretInfo {
 pub struct PutSecret {
     /// The value (1-8192 bytes, no control characters: it goes into HTTP
     /// header values). Never shown again.
+    #[schema(min_length = 1, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub value: String,
 }
 

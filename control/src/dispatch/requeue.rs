@@ -35,14 +35,26 @@ pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
     .fetch_all(&mut *tx)
     .await?;
     for run in &failed {
-        sqlx::query(
+        let tenant: Option<String> = sqlx::query_scalar(
             "UPDATE runs SET status = 'dead', finished_at_ms = $1 \
-             WHERE id = $2 AND status <> 'finished'",
+             WHERE id = $2 AND status <> 'finished' RETURNING tenant_id",
         )
         .bind(now)
         .bind(run)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        // Its end, told to the tenant's result webhooks with the change
+        // that makes it dead (as a dead-lettered run's is).
+        if let Some(tenant) = tenant {
+            crate::webhooks::run_ended(
+                &mut tx,
+                &tenant,
+                run,
+                crate::webhooks::RunEnd::Dead("node_lost"),
+                now,
+            )
+            .await?;
+        }
     }
     let requeued = sqlx::query_scalar(&format!(
         "UPDATE run_queue SET state = 'pending', not_before_ms = $1, updated_at_ms = $1, \

@@ -72,6 +72,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents/{id}/budget/leases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An agent's budget leases (`?provisional=true`: only those settled
+         *     provisionally, whose node never reported).
+         */
+        get: operations["list_agent_leases"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents/{id}/deployments": {
         parameters: {
             query?: never;
@@ -715,6 +735,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/budget/leases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenant's budget leases, for admins and operators
+         *     (`?provisional=true`: those whose node never reported).
+         */
+        get: operations["list_tenant_leases"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/budget/users/{user_id}": {
         parameters: {
             query?: never;
@@ -1060,7 +1100,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The calling node's leases not returned yet (active, or expired and
+         *     settled provisionally). A node starting after a crash returns those its
+         *     spend journal does not know with nothing spent: it journals every lease
+         *     before spending on it, so a lease granted while it died has no spend.
+         */
+        get: operations["node_unreturned_leases"];
         put?: never;
         /**
          * A node leases part of an agent's budget: granted = min(amount,
@@ -1458,6 +1504,26 @@ export interface paths {
         get: operations["run_logs"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/runs/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Put a dead run back in the queue: delivered again at once, with
+         *     `max_deliveries` deliveries ahead of it.
+         */
+        post: operations["retry_run"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1962,7 +2028,8 @@ export interface paths {
         put?: never;
         /**
          * Register an endpoint: events of the chosen types are POSTed to it,
-         *     signed with the secret answered here (and only here).
+         *     signed with the secret answered here (and only here). `agent_ids` and
+         *     `trigger_ids` narrow the `run.*` events to some agents or triggers.
          */
         post: operations["create_webhook_endpoint"];
         delete?: never;
@@ -2106,6 +2173,8 @@ export interface components {
             name: string;
             /** @description The node hosting it. */
             node_id?: string | null;
+            /** @description Its unfinished runs when their node is lost. */
+            node_loss: components["schemas"]["NodeLoss"];
             /** @description A bot's main agent. */
             parent_agent_id?: string | null;
             /** @description Paused agents take no new runs (409 `agent_paused`). */
@@ -2368,7 +2437,8 @@ export interface components {
             data: string;
             /**
              * @description `bounty.funded`, `claim.created`, `submission.created`,
-             *     `submission.verified`, `bounty.completed` or `bounty.refunded`.
+             *     `submission.verified`, `submission.approved`, `submission.rejected`,
+             *     `bounty.completed` or `bounty.refunded`.
              */
             event: string;
             /**
@@ -2459,6 +2529,7 @@ export interface components {
              *     control characters, no surrounding spaces.
              */
             name: string;
+            node_loss?: null | components["schemas"]["NodeLoss"];
             /**
              * @description Required for a bot (a main agent of the tenant); absent for a main
              *     agent.
@@ -2662,6 +2733,8 @@ export interface components {
         };
         /** @description A registered endpoint (the secret is shown only at creation). */
         Endpoint: {
+            /** @description Only `run.*` events of these agents (empty: every agent). */
+            agent_ids?: string[];
             /**
              * Format: int64
              * @description Created.
@@ -2673,6 +2746,11 @@ export interface components {
             event_types: components["schemas"]["EventType"][];
             /** @description `whep_...`. */
             id: string;
+            /**
+             * @description Only `run.*` events of runs these schedules or inbound webhooks
+             *     started (empty: every run).
+             */
+            trigger_ids?: string[];
             /** @description Where events are POSTed. */
             url: string;
         };
@@ -2712,7 +2790,7 @@ export interface components {
          * @description What happened. The body's `type`.
          * @enum {string}
          */
-        EventType: "bounty.funded" | "submission.created" | "submission.verified" | "bounty.completed" | "bounty.refunded";
+        EventType: "bounty.funded" | "submission.created" | "submission.verified" | "bounty.completed" | "bounty.refunded" | "submission.approved" | "submission.rejected" | "run.completed" | "run.failed";
         /** @description One fire of a schedule. */
         Fire: {
             /** @description Why no run started (`agent_paused: ...`, `node_unavailable: ...`). */
@@ -2945,6 +3023,11 @@ export interface components {
              */
             spent: number;
         };
+        /** @description A list of leases. */
+        LeaseList: {
+            /** @description Newest first, at most 200. */
+            items: components["schemas"]["LeaseView"][];
+        };
         /** @description What returning a lease did. */
         LeaseReturn: {
             /**
@@ -2967,6 +3050,53 @@ export interface components {
              * @description Tokens spent that the budget could not cover.
              */
             uncovered: number;
+        };
+        /** @description A budget lease. */
+        LeaseView: {
+            /** @description The agent whose budget it is a slice of. */
+            agent_id: string;
+            /**
+             * Format: int64
+             * @description Unix ms.
+             */
+            created_at_ms: number;
+            /**
+             * Format: int64
+             * @description Unix ms.
+             */
+            expires_at_ms: number;
+            /**
+             * Format: int64
+             * @description Tokens granted.
+             */
+            granted: number;
+            /** @description `lse_...`. */
+            lease_id: string;
+            /** @description The node holding it. */
+            node_id: string;
+            /**
+             * @description Expired without its node reporting: its whole grant
+             *     (`provisional_spent`) counts as spent until the node reports, which
+             *     corrects it once. A node that never comes back leaves it so.
+             */
+            provisional: boolean;
+            /**
+             * Format: int64
+             * @description What the expiry counted as spent (0 unless it expired unreturned).
+             */
+            provisional_spent: number;
+            /**
+             * Format: int64
+             * @description Unix ms of the node's return (absent until then).
+             */
+            returned_at_ms?: number | null;
+            /**
+             * Format: int64
+             * @description What the node reported spent (absent until it returns the lease).
+             */
+            spent?: number | null;
+            /** @description `active`, `returned` or `expired`. */
+            status: string;
         };
         /**
          * @description Per-run limits; each is clamped by the node's maximums, unset takes the
@@ -3123,10 +3253,23 @@ export interface components {
         };
         /** @description A new endpoint. */
         NewEndpoint: {
+            /**
+             * @description Only `run.*` events of these agents (the tenant's own; an id that is
+             *     not one is 422 `unknown_agent`). Empty (the default): every agent.
+             *     Other event types are not filtered.
+             */
+            agent_ids?: string[];
             /** @description A note for humans (at most 200 bytes). */
             description?: string;
             /** @description The events sent to it: at least one (a type named twice counts once). */
             event_types: components["schemas"]["EventType"][];
+            /**
+             * @description Only `run.*` events of runs started by these triggers: the tenant's
+             *     schedules (`sch_...`) and inbound webhooks (`whk_...`; another id is
+             *     422 `unknown_trigger`). Empty (the default): every run, API calls
+             *     and bounty attempts included. With `agent_ids`, both must match.
+             */
+            trigger_ids?: string[];
             /**
              * @description Where events are POSTed: `http` or `https`, no user or password. Its
              *     host must resolve to public addresses only (unless the operator set
@@ -3295,6 +3438,12 @@ export interface components {
             /** @description The value, base64. */
             value_base64: string;
         };
+        /**
+         * @description What becomes of an agent's unfinished runs when their node is lost
+         *     (stops heart-beating): see `crate::dispatch::requeue`.
+         * @enum {string}
+         */
+        NodeLoss: "requeue" | "fail";
         /** @description Body of `POST /v1/nodes/token-requests`. */
         NodeTokenAsk: {
             /** @description The bot asking. */
@@ -3362,6 +3511,8 @@ export interface components {
                 name: string;
                 /** @description The node hosting it. */
                 node_id?: string | null;
+                /** @description Its unfinished runs when their node is lost. */
+                node_loss: components["schemas"]["NodeLoss"];
                 /** @description A bot's main agent. */
                 parent_agent_id?: string | null;
                 /** @description Paused agents take no new runs (409 `agent_paused`). */
@@ -3667,6 +3818,8 @@ export interface components {
         Page_Endpoint: {
             /** @description The items, oldest first. */
             items: {
+                /** @description Only `run.*` events of these agents (empty: every agent). */
+                agent_ids?: string[];
                 /**
                  * Format: int64
                  * @description Created.
@@ -3678,6 +3831,11 @@ export interface components {
                 event_types: components["schemas"]["EventType"][];
                 /** @description `whep_...`. */
                 id: string;
+                /**
+                 * @description Only `run.*` events of runs these schedules or inbound webhooks
+                 *     started (empty: every run).
+                 */
+                trigger_ids?: string[];
                 /** @description Where events are POSTed. */
                 url: string;
             }[];
@@ -3894,6 +4052,12 @@ export interface components {
                 created_at_ms: number;
                 /**
                  * Format: int64
+                 * @description Deliveries to a node so far (more than 1: retried, or re-queued
+                 *     after its node was lost).
+                 */
+                deliveries?: number | null;
+                /**
+                 * Format: int64
                  * @description When the node deletes its output and logs, in answers that come from
                  *     the node.
                  */
@@ -3903,11 +4067,13 @@ export interface components {
                  * @description Ended at (node clock).
                  */
                 finished_at_ms?: number | null;
-                /** @description The node's run id. */
+                /** @description The run id (named by the control plane; the guest's `task.run-id`). */
                 id: string;
+                /** @description Why the last delivery failed (`node_lost` after a re-queue). */
+                last_error?: string | null;
                 /** @description Log lines, in answers that come from the node. */
                 logs?: Record<string, never>[] | null;
-                /** @description The node it was submitted to. */
+                /** @description The node it was (last) delivered to. */
                 node_id: string;
                 /**
                  * @description How it ended: `{"status": "completed", "output": ...}` and so on in
@@ -3920,10 +4086,15 @@ export interface components {
                  * @description Started executing at (node clock), in answers that come from the node.
                  */
                 started_at_ms?: number | null;
-                /** @description `queued`, `running` or `finished`. */
+                /**
+                 * @description `queued`, `running`, `finished`, or `dead`: no node took it after
+                 *     `[runs] max_deliveries` deliveries (see `last_error`; `POST
+                 *     /v1/runs/{id}/retry`).
+                 */
                 status: string;
                 /** @description Its tenant. */
                 tenant_id: string;
+                trigger?: null | components["schemas"]["RunTrigger"];
                 /** @description What it used (the node's `RunUsage`), once finished. */
                 usage?: Record<string, never> | null;
             }[];
@@ -4423,6 +4594,12 @@ export interface components {
             created_at_ms: number;
             /**
              * Format: int64
+             * @description Deliveries to a node so far (more than 1: retried, or re-queued
+             *     after its node was lost).
+             */
+            deliveries?: number | null;
+            /**
+             * Format: int64
              * @description When the node deletes its output and logs, in answers that come from
              *     the node.
              */
@@ -4432,11 +4609,13 @@ export interface components {
              * @description Ended at (node clock).
              */
             finished_at_ms?: number | null;
-            /** @description The node's run id. */
+            /** @description The run id (named by the control plane; the guest's `task.run-id`). */
             id: string;
+            /** @description Why the last delivery failed (`node_lost` after a re-queue). */
+            last_error?: string | null;
             /** @description Log lines, in answers that come from the node. */
             logs?: Record<string, never>[] | null;
-            /** @description The node it was submitted to. */
+            /** @description The node it was (last) delivered to. */
             node_id: string;
             /**
              * @description How it ended: `{"status": "completed", "output": ...}` and so on in
@@ -4449,10 +4628,15 @@ export interface components {
              * @description Started executing at (node clock), in answers that come from the node.
              */
             started_at_ms?: number | null;
-            /** @description `queued`, `running` or `finished`. */
+            /**
+             * @description `queued`, `running`, `finished`, or `dead`: no node took it after
+             *     `[runs] max_deliveries` deliveries (see `last_error`; `POST
+             *     /v1/runs/{id}/retry`).
+             */
             status: string;
             /** @description Its tenant. */
             tenant_id: string;
+            trigger?: null | components["schemas"]["RunTrigger"];
             /** @description What it used (the node's `RunUsage`), once finished. */
             usage?: Record<string, never> | null;
         };
@@ -4462,6 +4646,22 @@ export interface components {
             id: string;
             /** @description `queued`. */
             status: string;
+        };
+        /**
+         * @description What started a run: kept with it, shown by `GET /v1/runs/{id}` and
+         *     carried by its result webhook (`run.completed`, `run.failed`).
+         */
+        RunTrigger: {
+            /**
+             * @description The schedule (`sch_...`), inbound webhook (`whk_...`) or attempt;
+             *     none for `api`.
+             */
+            id?: string | null;
+            /**
+             * @description `api` (`POST /v1/agents/{id}/runs`), `schedule`, `webhook` (an
+             *     inbound webhook) or `bounty_attempt`.
+             */
+            kind: string;
         };
         /** @description A schedule: runs of an agent at the ticks of a cron expression. */
         Schedule: {
@@ -4797,6 +4997,18 @@ export interface components {
              */
             posted_minor: number;
         };
+        /** @description A lease the calling node has not returned. */
+        UnreturnedLease: {
+            /** @description Its agent. */
+            agent_id: string;
+            /** @description `lse_...`. */
+            lease_id: string;
+        };
+        /** @description `GET /v1/nodes/leases`'s answer. */
+        UnreturnedLeases: {
+            /** @description Oldest first, at most 1,000. */
+            items: components["schemas"]["UnreturnedLease"][];
+        };
         /**
          * @description Body of `PATCH /v1/agents/{id}`: what is given is replaced, and the agent
          *     is redeployed on its node.
@@ -4806,6 +5018,7 @@ export interface components {
             component?: string | null;
             grants?: null | components["schemas"]["AgentGrants"];
             limits?: null | components["schemas"]["Limits"];
+            node_loss?: null | components["schemas"]["NodeLoss"];
         };
         /**
          * @description Body of `PATCH /v1/templates/{id}`: what is given is replaced. A change
@@ -5666,6 +5879,91 @@ export interface operations {
             };
         };
     };
+    list_agent_leases: {
+        parameters: {
+            query?: {
+                /** @description Only leases settled provisionally (expired, never reported). */
+                provisional?: boolean;
+                /** @description Only this agent's (tenant-wide listing only). */
+                agent_id?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Agent id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Its leases, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeaseList"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such agent in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     list_deployments: {
         parameters: {
             query?: {
@@ -5754,11 +6052,19 @@ export interface operations {
     list_keys: {
         parameters: {
             query?: {
-                /** @description Only keys starting with this. */
+                /**
+                 * @description Only keys starting with this (at most 512 bytes, no control
+                 *     characters).
+                 */
                 prefix?: string;
                 /** @description Items per page (1-200, default 50); outside that range is a 400. */
                 limit?: number;
-                /** @description `next_cursor` of the previous page, as given. */
+                /**
+                 * @description `next_cursor` of the previous page, as given: the hex of the last
+                 *     key's UTF-8 bytes. The pattern admits exactly the hex of well-formed
+                 *     UTF-8 (RFC 3629's byte ranges), so every string it admits is a
+                 *     position in the list.
+                 */
                 cursor?: string;
             };
             header?: {
@@ -9380,6 +9686,79 @@ export interface operations {
             };
         };
     };
+    list_tenant_leases: {
+        parameters: {
+            query?: {
+                /** @description Only leases settled provisionally (expired, never reported). */
+                provisional?: boolean;
+                /** @description Only this agent's (tenant-wide listing only). */
+                agent_id?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Leases, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeaseList"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not an admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     get_user_budget: {
         parameters: {
             query?: never;
@@ -11186,6 +11565,77 @@ export interface operations {
                 };
             };
             /** @description `invalid_key`, `quota_exceeded`, `invalid` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_unreturned_leases: {
+        parameters: {
+            query: {
+                /** @description The calling node. */
+                node_id: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Its unreturned leases */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnreturnedLeases"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `wrong_node` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -13240,6 +13690,8 @@ export interface operations {
                 cursor?: string;
                 /** @description Only this agent's runs. */
                 agent_id?: string;
+                /** @description Only runs in this status: `queued`, `running`, `finished`, `dead`. */
+                status?: string;
             };
             header?: {
                 /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
@@ -13466,6 +13918,97 @@ export interface operations {
             };
             /** @description `node_unavailable` */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    retry_run: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path: {
+                /** @description Run id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued again (see `Location`) */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunAccepted"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such run in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `not_dead`: only a dead run is retried */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body is JSON of the wrong shape or values, or a query value outside its documented range or pattern (`invalid`), or an Idempotency-Key reused for another request (`idempotency_key_reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16631,7 +17174,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description `invalid_url`, `invalid_event_types`, `invalid_description`, `unresolvable_url` (the host does not resolve within 3 s), `private_webhook_url` (it resolves to a loopback, private, link-local or reserved address) */
+            /** @description `invalid_url`, `invalid_event_types`, `invalid_description`, `invalid_filter` (more than 50 ids, or an empty or over-long one), `unknown_agent` / `unknown_trigger` (an id of `agent_ids` / `trigger_ids` that is not this tenant's), `unresolvable_url` (the host does not resolve within 3 s), `private_webhook_url` (it resolves to a loopback, private, link-local or reserved address) */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -59,7 +59,9 @@ from .kv_written import KvWritten
 from .lease import Lease
 from .lease_ask import LeaseAsk
 from .lease_give_back import LeaseGiveBack
+from .lease_list import LeaseList
 from .lease_return import LeaseReturn
+from .lease_view import LeaseView
 from .limits import Limits
 from .log_event import LogEvent
 from .login_request import LoginRequest
@@ -83,6 +85,7 @@ from .node_kv_key import NodeKvKey
 from .node_kv_list import NodeKvList
 from .node_kv_page import NodeKvPage
 from .node_kv_set import NodeKvSet
+from .node_loss import NodeLoss
 from .node_token_ask import NodeTokenAsk
 from .node_token_request import NodeTokenRequest
 from .node_url import NodeUrl
@@ -167,6 +170,7 @@ from .run import Run
 from .run_accepted import RunAccepted
 from .run_logs_type_0_item import RunLogsType0Item
 from .run_outcome_type_0 import RunOutcomeType0
+from .run_trigger import RunTrigger
 from .run_usage_type_0 import RunUsageType0
 from .schedule import Schedule
 from .secret_info import SecretInfo
@@ -189,6 +193,8 @@ from .token_request import TokenRequest
 from .token_response import TokenResponse
 from .top_up import TopUp
 from .totals import Totals
+from .unreturned_lease import UnreturnedLease
+from .unreturned_leases import UnreturnedLeases
 from .update_agent import UpdateAgent
 from .update_template import UpdateTemplate
 from .update_template_variables_type_0 import UpdateTemplateVariablesType0
@@ -262,7 +268,9 @@ __all__ = (
     "Lease",
     "LeaseAsk",
     "LeaseGiveBack",
+    "LeaseList",
     "LeaseReturn",
+    "LeaseView",
     "Limits",
     "LogEvent",
     "LoginRequest",
@@ -286,6 +294,7 @@ __all__ = (
     "NodeKvList",
     "NodeKvPage",
     "NodeKvSet",
+    "NodeLoss",
     "NodeTokenAsk",
     "NodeTokenRequest",
     "NodeUrl",
@@ -370,6 +379,7 @@ __all__ = (
     "RunAccepted",
     "RunLogsType0Item",
     "RunOutcomeType0",
+    "RunTrigger",
     "RunUsageType0",
     "Schedule",
     "SecretInfo",
@@ -392,6 +402,8 @@ __all__ = (
     "TokenResponse",
     "TopUp",
     "Totals",
+    "UnreturnedLease",
+    "UnreturnedLeases",
     "UpdateAgent",
     "UpdateTemplate",
     "UpdateTemplateVariablesType0",

@@ -21,7 +21,8 @@ class BountyEvent:
                 amounts, statuses; never a payload), and for `claim.created`
                 `{"bounty_id", "claim_id", "agent_id"}`.
             event (str): `bounty.funded`, `claim.created`, `submission.created`,
-                `submission.verified`, `bounty.completed` or `bounty.refunded`.
+                `submission.verified`, `submission.approved`, `submission.rejected`,
+                `bounty.completed` or `bounty.refunded`.
             id (str): The event's number within the bounty (1, 2, ...): send it back as
                 `Last-Event-ID` to resume after it.
     """

@@ -9,6 +9,8 @@ from ..types import UNSET, Unset
 
 from ..models.kind import check_kind
 from ..models.kind import Kind
+from ..models.node_loss import check_node_loss
+from ..models.node_loss import NodeLoss
 from typing import cast
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ class CreateAgent:
             409 `budget_exhausted` when the parent cannot cover it.
         grants (AgentGrants | None | Unset):
         limits (Limits | None | Unset):
+        node_loss (NodeLoss | None | Unset):
         parent_agent_id (None | str | Unset): Required for a bot (a main agent of the tenant); absent for a main
             agent.
     """
@@ -43,6 +46,7 @@ class CreateAgent:
     budget: int | None | Unset = UNSET
     grants: AgentGrants | None | Unset = UNSET
     limits: Limits | None | Unset = UNSET
+    node_loss: NodeLoss | None | Unset = UNSET
     parent_agent_id: None | str | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +81,14 @@ class CreateAgent:
         else:
             limits = self.limits
 
+        node_loss: None | str | Unset
+        if isinstance(self.node_loss, Unset):
+            node_loss = UNSET
+        elif isinstance(self.node_loss, str):
+            node_loss = self.node_loss
+        else:
+            node_loss = self.node_loss
+
         parent_agent_id: None | str | Unset
         if isinstance(self.parent_agent_id, Unset):
             parent_agent_id = UNSET
@@ -98,6 +110,8 @@ class CreateAgent:
             field_dict["grants"] = grants
         if limits is not UNSET:
             field_dict["limits"] = limits
+        if node_loss is not UNSET:
+            field_dict["node_loss"] = node_loss
         if parent_agent_id is not UNSET:
             field_dict["parent_agent_id"] = parent_agent_id
 
@@ -158,6 +172,23 @@ class CreateAgent:
 
         limits = _parse_limits(d.pop("limits", UNSET))
 
+        def _parse_node_loss(data: object) -> NodeLoss | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                node_loss_type_1 = check_node_loss(data)
+
+                return node_loss_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(NodeLoss | None | Unset, data)
+
+        node_loss = _parse_node_loss(d.pop("node_loss", UNSET))
+
         def _parse_parent_agent_id(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -174,6 +205,7 @@ class CreateAgent:
             budget=budget,
             grants=grants,
             limits=limits,
+            node_loss=node_loss,
             parent_agent_id=parent_agent_id,
         )
 

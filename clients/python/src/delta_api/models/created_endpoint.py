@@ -6,9 +6,11 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
 
 from ..models.event_type import check_event_type
 from ..models.event_type import EventType
+from typing import cast
 
 
 T = TypeVar("T", bound="CreatedEndpoint")
@@ -26,6 +28,9 @@ class CreatedEndpoint:
         url (str): Where events are POSTed.
         secret (str): `whsec_` and the base64 of 32 random bytes: the HMAC key is those
             bytes. Shown only now; keep it to verify `webhook-signature`.
+        agent_ids (list[str] | Unset): Only `run.*` events of these agents (empty: every agent).
+        trigger_ids (list[str] | Unset): Only `run.*` events of runs these schedules or inbound webhooks
+            started (empty: every run).
     """
 
     created_at_ms: int
@@ -34,6 +39,8 @@ class CreatedEndpoint:
     id: str
     url: str
     secret: str
+    agent_ids: list[str] | Unset = UNSET
+    trigger_ids: list[str] | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +59,14 @@ class CreatedEndpoint:
 
         secret = self.secret
 
+        agent_ids: list[str] | Unset = UNSET
+        if not isinstance(self.agent_ids, Unset):
+            agent_ids = self.agent_ids
+
+        trigger_ids: list[str] | Unset = UNSET
+        if not isinstance(self.trigger_ids, Unset):
+            trigger_ids = self.trigger_ids
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -64,6 +79,10 @@ class CreatedEndpoint:
                 "secret": secret,
             }
         )
+        if agent_ids is not UNSET:
+            field_dict["agent_ids"] = agent_ids
+        if trigger_ids is not UNSET:
+            field_dict["trigger_ids"] = trigger_ids
 
         return field_dict
 
@@ -87,6 +106,10 @@ class CreatedEndpoint:
 
         secret = d.pop("secret")
 
+        agent_ids = cast(list[str], d.pop("agent_ids", UNSET))
+
+        trigger_ids = cast(list[str], d.pop("trigger_ids", UNSET))
+
         created_endpoint = cls(
             created_at_ms=created_at_ms,
             description=description,
@@ -94,6 +117,8 @@ class CreatedEndpoint:
             id=id,
             url=url,
             secret=secret,
+            agent_ids=agent_ids,
+            trigger_ids=trigger_ids,
         )
 
         created_endpoint.additional_properties = d

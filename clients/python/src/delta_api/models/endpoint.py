@@ -6,9 +6,11 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
 
 from ..models.event_type import check_event_type
 from ..models.event_type import EventType
+from typing import cast
 
 
 T = TypeVar("T", bound="Endpoint")
@@ -24,6 +26,9 @@ class Endpoint:
         event_types (list[EventType]): The events sent to it.
         id (str): `whep_...`.
         url (str): Where events are POSTed.
+        agent_ids (list[str] | Unset): Only `run.*` events of these agents (empty: every agent).
+        trigger_ids (list[str] | Unset): Only `run.*` events of runs these schedules or inbound webhooks
+            started (empty: every run).
     """
 
     created_at_ms: int
@@ -31,6 +36,8 @@ class Endpoint:
     event_types: list[EventType]
     id: str
     url: str
+    agent_ids: list[str] | Unset = UNSET
+    trigger_ids: list[str] | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,6 +54,14 @@ class Endpoint:
 
         url = self.url
 
+        agent_ids: list[str] | Unset = UNSET
+        if not isinstance(self.agent_ids, Unset):
+            agent_ids = self.agent_ids
+
+        trigger_ids: list[str] | Unset = UNSET
+        if not isinstance(self.trigger_ids, Unset):
+            trigger_ids = self.trigger_ids
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -58,6 +73,10 @@ class Endpoint:
                 "url": url,
             }
         )
+        if agent_ids is not UNSET:
+            field_dict["agent_ids"] = agent_ids
+        if trigger_ids is not UNSET:
+            field_dict["trigger_ids"] = trigger_ids
 
         return field_dict
 
@@ -79,12 +98,18 @@ class Endpoint:
 
         url = d.pop("url")
 
+        agent_ids = cast(list[str], d.pop("agent_ids", UNSET))
+
+        trigger_ids = cast(list[str], d.pop("trigger_ids", UNSET))
+
         endpoint = cls(
             created_at_ms=created_at_ms,
             description=description,
             event_types=event_types,
             id=id,
             url=url,
+            agent_ids=agent_ids,
+            trigger_ids=trigger_ids,
         )
 
         endpoint.additional_properties = d

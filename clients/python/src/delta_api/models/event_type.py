@@ -4,7 +4,11 @@ EventType = Literal[
     "bounty.completed",
     "bounty.funded",
     "bounty.refunded",
+    "run.completed",
+    "run.failed",
+    "submission.approved",
     "submission.created",
+    "submission.rejected",
     "submission.verified",
 ]
 
@@ -12,7 +16,11 @@ EVENT_TYPE_VALUES: set[EventType] = {
     "bounty.completed",
     "bounty.funded",
     "bounty.refunded",
+    "run.completed",
+    "run.failed",
+    "submission.approved",
     "submission.created",
+    "submission.rejected",
     "submission.verified",
 }
 

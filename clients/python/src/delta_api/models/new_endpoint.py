@@ -9,6 +9,7 @@ from ..types import UNSET, Unset
 
 from ..models.event_type import check_event_type
 from ..models.event_type import EventType
+from typing import cast
 
 
 T = TypeVar("T", bound="NewEndpoint")
@@ -23,12 +24,21 @@ class NewEndpoint:
         url (str): Where events are POSTed: `http` or `https`, no user or password. Its
             host must resolve to public addresses only (unless the operator set
             `allow_private_webhook_urls`).
+        agent_ids (list[str] | Unset): Only `run.*` events of these agents (the tenant's own; an id that is
+            not one is 422 `unknown_agent`). Empty (the default): every agent.
+            Other event types are not filtered.
         description (str | Unset): A note for humans (at most 200 bytes).
+        trigger_ids (list[str] | Unset): Only `run.*` events of runs started by these triggers: the tenant's
+            schedules (`sch_...`) and inbound webhooks (`whk_...`; another id is
+            422 `unknown_trigger`). Empty (the default): every run, API calls
+            and bounty attempts included. With `agent_ids`, both must match.
     """
 
     event_types: list[EventType]
     url: str
+    agent_ids: list[str] | Unset = UNSET
     description: str | Unset = UNSET
+    trigger_ids: list[str] | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         event_types = []
@@ -38,7 +48,15 @@ class NewEndpoint:
 
         url = self.url
 
+        agent_ids: list[str] | Unset = UNSET
+        if not isinstance(self.agent_ids, Unset):
+            agent_ids = self.agent_ids
+
         description = self.description
+
+        trigger_ids: list[str] | Unset = UNSET
+        if not isinstance(self.trigger_ids, Unset):
+            trigger_ids = self.trigger_ids
 
         field_dict: dict[str, Any] = {}
 
@@ -48,8 +66,12 @@ class NewEndpoint:
                 "url": url,
             }
         )
+        if agent_ids is not UNSET:
+            field_dict["agent_ids"] = agent_ids
         if description is not UNSET:
             field_dict["description"] = description
+        if trigger_ids is not UNSET:
+            field_dict["trigger_ids"] = trigger_ids
 
         return field_dict
 
@@ -65,12 +87,18 @@ class NewEndpoint:
 
         url = d.pop("url")
 
+        agent_ids = cast(list[str], d.pop("agent_ids", UNSET))
+
         description = d.pop("description", UNSET)
+
+        trigger_ids = cast(list[str], d.pop("trigger_ids", UNSET))
 
         new_endpoint = cls(
             event_types=event_types,
             url=url,
+            agent_ids=agent_ids,
             description=description,
+            trigger_ids=trigger_ids,
         )
 
         return new_endpoint

@@ -10,6 +10,8 @@ from ..types import UNSET, Unset
 
 from ..models.kind import check_kind
 from ..models.kind import Kind
+from ..models.node_loss import check_node_loss
+from ..models.node_loss import NodeLoss
 from typing import cast
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ class PageAgentItemsItem:
         limits (Limits): Per-run limits; each is clamped by the node's maximums, unset takes the
             node's default.
         name (str): Unique in the tenant.
+        node_loss (NodeLoss): What becomes of an agent's unfinished runs when their node is lost
+            (stops heart-beating): see `crate::dispatch::requeue`.
         paused (bool): Paused agents take no new runs (409 `agent_paused`).
         tenant_id (str): Its tenant.
         updated_at_ms (int): Last changed (including moves between nodes).
@@ -47,6 +51,7 @@ class PageAgentItemsItem:
     kind: Kind
     limits: Limits
     name: str
+    node_loss: NodeLoss
     paused: bool
     tenant_id: str
     updated_at_ms: int
@@ -68,6 +73,8 @@ class PageAgentItemsItem:
         limits = self.limits.to_dict()
 
         name = self.name
+
+        node_loss: str = self.node_loss
 
         paused = self.paused
 
@@ -98,6 +105,7 @@ class PageAgentItemsItem:
                 "kind": kind,
                 "limits": limits,
                 "name": name,
+                "node_loss": node_loss,
                 "paused": paused,
                 "tenant_id": tenant_id,
                 "updated_at_ms": updated_at_ms,
@@ -129,6 +137,8 @@ class PageAgentItemsItem:
         limits = Limits.from_dict(d.pop("limits"))
 
         name = d.pop("name")
+
+        node_loss = check_node_loss(d.pop("node_loss"))
 
         paused = d.pop("paused")
 
@@ -162,6 +172,7 @@ class PageAgentItemsItem:
             kind=kind,
             limits=limits,
             name=name,
+            node_loss=node_loss,
             paused=paused,
             tenant_id=tenant_id,
             updated_at_ms=updated_at_ms,

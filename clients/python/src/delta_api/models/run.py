@@ -13,6 +13,7 @@ from typing import cast
 if TYPE_CHECKING:
     from ..models.run_logs_type_0_item import RunLogsType0Item
     from ..models.run_outcome_type_0 import RunOutcomeType0
+    from ..models.run_trigger import RunTrigger
     from ..models.run_usage_type_0 import RunUsageType0
 
 
@@ -26,18 +27,24 @@ class Run:
     Attributes:
         agent_id (str): The agent.
         created_at_ms (int): Accepted at (control plane clock).
-        id (str): The node's run id.
-        node_id (str): The node it was submitted to.
-        status (str): `queued`, `running` or `finished`.
+        id (str): The run id (named by the control plane; the guest's `task.run-id`).
+        node_id (str): The node it was (last) delivered to.
+        status (str): `queued`, `running`, `finished`, or `dead`: no node took it after
+            `[runs] max_deliveries` deliveries (see `last_error`; `POST
+            /v1/runs/{id}/retry`).
         tenant_id (str): Its tenant.
+        deliveries (int | None | Unset): Deliveries to a node so far (more than 1: retried, or re-queued
+            after its node was lost).
         expires_at_ms (int | None | Unset): When the node deletes its output and logs, in answers that come from
             the node.
         finished_at_ms (int | None | Unset): Ended at (node clock).
+        last_error (None | str | Unset): Why the last delivery failed (`node_lost` after a re-queue).
         logs (list[RunLogsType0Item] | None | Unset): Log lines, in answers that come from the node.
         outcome (None | RunOutcomeType0 | Unset): How it ended: `{"status": "completed", "output": ...}` and so on in
             answers that come from the node; only `{"status": ...}` in lists and
             once the node no longer has the run.
         started_at_ms (int | None | Unset): Started executing at (node clock), in answers that come from the node.
+        trigger (None | RunTrigger | Unset):
         usage (None | RunUsageType0 | Unset): What it used (the node's `RunUsage`), once finished.
     """
 
@@ -47,16 +54,20 @@ class Run:
     node_id: str
     status: str
     tenant_id: str
+    deliveries: int | None | Unset = UNSET
     expires_at_ms: int | None | Unset = UNSET
     finished_at_ms: int | None | Unset = UNSET
+    last_error: None | str | Unset = UNSET
     logs: list[RunLogsType0Item] | None | Unset = UNSET
     outcome: None | RunOutcomeType0 | Unset = UNSET
     started_at_ms: int | None | Unset = UNSET
+    trigger: None | RunTrigger | Unset = UNSET
     usage: None | RunUsageType0 | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.run_outcome_type_0 import RunOutcomeType0  # noqa: PLC0415
+        from ..models.run_trigger import RunTrigger  # noqa: PLC0415
         from ..models.run_usage_type_0 import RunUsageType0  # noqa: PLC0415
 
         agent_id = self.agent_id
@@ -71,6 +82,12 @@ class Run:
 
         tenant_id = self.tenant_id
 
+        deliveries: int | None | Unset
+        if isinstance(self.deliveries, Unset):
+            deliveries = UNSET
+        else:
+            deliveries = self.deliveries
+
         expires_at_ms: int | None | Unset
         if isinstance(self.expires_at_ms, Unset):
             expires_at_ms = UNSET
@@ -82,6 +99,12 @@ class Run:
             finished_at_ms = UNSET
         else:
             finished_at_ms = self.finished_at_ms
+
+        last_error: None | str | Unset
+        if isinstance(self.last_error, Unset):
+            last_error = UNSET
+        else:
+            last_error = self.last_error
 
         logs: list[dict[str, Any]] | None | Unset
         if isinstance(self.logs, Unset):
@@ -109,6 +132,14 @@ class Run:
         else:
             started_at_ms = self.started_at_ms
 
+        trigger: dict[str, Any] | None | Unset
+        if isinstance(self.trigger, Unset):
+            trigger = UNSET
+        elif isinstance(self.trigger, RunTrigger):
+            trigger = self.trigger.to_dict()
+        else:
+            trigger = self.trigger
+
         usage: dict[str, Any] | None | Unset
         if isinstance(self.usage, Unset):
             usage = UNSET
@@ -129,16 +160,22 @@ class Run:
                 "tenant_id": tenant_id,
             }
         )
+        if deliveries is not UNSET:
+            field_dict["deliveries"] = deliveries
         if expires_at_ms is not UNSET:
             field_dict["expires_at_ms"] = expires_at_ms
         if finished_at_ms is not UNSET:
             field_dict["finished_at_ms"] = finished_at_ms
+        if last_error is not UNSET:
+            field_dict["last_error"] = last_error
         if logs is not UNSET:
             field_dict["logs"] = logs
         if outcome is not UNSET:
             field_dict["outcome"] = outcome
         if started_at_ms is not UNSET:
             field_dict["started_at_ms"] = started_at_ms
+        if trigger is not UNSET:
+            field_dict["trigger"] = trigger
         if usage is not UNSET:
             field_dict["usage"] = usage
 
@@ -148,6 +185,7 @@ class Run:
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         from ..models.run_logs_type_0_item import RunLogsType0Item  # noqa: PLC0415
         from ..models.run_outcome_type_0 import RunOutcomeType0  # noqa: PLC0415
+        from ..models.run_trigger import RunTrigger  # noqa: PLC0415
         from ..models.run_usage_type_0 import RunUsageType0  # noqa: PLC0415
 
         d = dict(src_dict)
@@ -162,6 +200,15 @@ class Run:
         status = d.pop("status")
 
         tenant_id = d.pop("tenant_id")
+
+        def _parse_deliveries(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        deliveries = _parse_deliveries(d.pop("deliveries", UNSET))
 
         def _parse_expires_at_ms(data: object) -> int | None | Unset:
             if data is None:
@@ -180,6 +227,15 @@ class Run:
             return cast(int | None | Unset, data)
 
         finished_at_ms = _parse_finished_at_ms(d.pop("finished_at_ms", UNSET))
+
+        def _parse_last_error(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        last_error = _parse_last_error(d.pop("last_error", UNSET))
 
         def _parse_logs(data: object) -> list[RunLogsType0Item] | None | Unset:
             if data is None:
@@ -229,6 +285,23 @@ class Run:
 
         started_at_ms = _parse_started_at_ms(d.pop("started_at_ms", UNSET))
 
+        def _parse_trigger(data: object) -> None | RunTrigger | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                trigger_type_1 = RunTrigger.from_dict(data)
+
+                return trigger_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | RunTrigger | Unset, data)
+
+        trigger = _parse_trigger(d.pop("trigger", UNSET))
+
         def _parse_usage(data: object) -> None | RunUsageType0 | Unset:
             if data is None:
                 return data
@@ -253,11 +326,14 @@ class Run:
             node_id=node_id,
             status=status,
             tenant_id=tenant_id,
+            deliveries=deliveries,
             expires_at_ms=expires_at_ms,
             finished_at_ms=finished_at_ms,
+            last_error=last_error,
             logs=logs,
             outcome=outcome,
             started_at_ms=started_at_ms,
+            trigger=trigger,
             usage=usage,
         )
 

@@ -7,6 +7,8 @@ from attrs import define as _attrs_define
 
 from ..types import UNSET, Unset
 
+from ..models.node_loss import check_node_loss
+from ..models.node_loss import NodeLoss
 from typing import cast
 
 if TYPE_CHECKING:
@@ -26,11 +28,13 @@ class UpdateAgent:
             component (None | str | Unset): Another component of this tenant.
             grants (AgentGrants | None | Unset):
             limits (Limits | None | Unset):
+            node_loss (NodeLoss | None | Unset):
     """
 
     component: None | str | Unset = UNSET
     grants: AgentGrants | None | Unset = UNSET
     limits: Limits | None | Unset = UNSET
+    node_loss: NodeLoss | None | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.agent_grants import AgentGrants  # noqa: PLC0415
@@ -58,6 +62,14 @@ class UpdateAgent:
         else:
             limits = self.limits
 
+        node_loss: None | str | Unset
+        if isinstance(self.node_loss, Unset):
+            node_loss = UNSET
+        elif isinstance(self.node_loss, str):
+            node_loss = self.node_loss
+        else:
+            node_loss = self.node_loss
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update({})
@@ -67,6 +79,8 @@ class UpdateAgent:
             field_dict["grants"] = grants
         if limits is not UNSET:
             field_dict["limits"] = limits
+        if node_loss is not UNSET:
+            field_dict["node_loss"] = node_loss
 
         return field_dict
 
@@ -120,10 +134,28 @@ class UpdateAgent:
 
         limits = _parse_limits(d.pop("limits", UNSET))
 
+        def _parse_node_loss(data: object) -> NodeLoss | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                node_loss_type_1 = check_node_loss(data)
+
+                return node_loss_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(NodeLoss | None | Unset, data)
+
+        node_loss = _parse_node_loss(d.pop("node_loss", UNSET))
+
         update_agent = cls(
             component=component,
             grants=grants,
             limits=limits,
+            node_loss=node_loss,
         )
 
         return update_agent

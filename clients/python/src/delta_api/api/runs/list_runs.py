@@ -17,6 +17,7 @@ def _get_kwargs(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    status: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
@@ -30,6 +31,8 @@ def _get_kwargs(
     params["cursor"] = cursor
 
     params["agent_id"] = agent_id
+
+    params["status"] = status
 
     params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
@@ -99,6 +102,7 @@ def sync_detailed(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    status: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageRun]:
     """List this tenant's runs, oldest first.
@@ -107,6 +111,7 @@ def sync_detailed(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        status (str | Unset):
         x_app_id (str | Unset):
 
     Raises:
@@ -121,6 +126,7 @@ def sync_detailed(
         limit=limit,
         cursor=cursor,
         agent_id=agent_id,
+        status=status,
         x_app_id=x_app_id,
     )
 
@@ -137,6 +143,7 @@ def sync(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    status: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | PageRun | None:
     """List this tenant's runs, oldest first.
@@ -145,6 +152,7 @@ def sync(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        status (str | Unset):
         x_app_id (str | Unset):
 
     Raises:
@@ -160,6 +168,7 @@ def sync(
         limit=limit,
         cursor=cursor,
         agent_id=agent_id,
+        status=status,
         x_app_id=x_app_id,
     ).parsed
 
@@ -170,6 +179,7 @@ async def asyncio_detailed(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    status: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | PageRun]:
     """List this tenant's runs, oldest first.
@@ -178,6 +188,7 @@ async def asyncio_detailed(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        status (str | Unset):
         x_app_id (str | Unset):
 
     Raises:
@@ -192,6 +203,7 @@ async def asyncio_detailed(
         limit=limit,
         cursor=cursor,
         agent_id=agent_id,
+        status=status,
         x_app_id=x_app_id,
     )
 
@@ -206,6 +218,7 @@ async def asyncio(
     limit: int | Unset = UNSET,
     cursor: str | Unset = UNSET,
     agent_id: str | Unset = UNSET,
+    status: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | PageRun | None:
     """List this tenant's runs, oldest first.
@@ -214,6 +227,7 @@ async def asyncio(
         limit (int | Unset):
         cursor (str | Unset):
         agent_id (str | Unset):
+        status (str | Unset):
         x_app_id (str | Unset):
 
     Raises:
@@ -230,6 +244,7 @@ async def asyncio(
             limit=limit,
             cursor=cursor,
             agent_id=agent_id,
+            status=status,
             x_app_id=x_app_id,
         )
     ).parsed

@@ -112,7 +112,8 @@ def sync_detailed(
     x_app_id: str | Unset = UNSET,
 ) -> Response[CreatedEndpoint | Error]:
     """Register an endpoint: events of the chosen types are POSTed to it,
-    signed with the secret answered here (and only here).
+    signed with the secret answered here (and only here). `agent_ids` and
+    `trigger_ids` narrow the `run.*` events to some agents or triggers.
 
     Args:
         idempotency_key (str | Unset):
@@ -148,7 +149,8 @@ def sync(
     x_app_id: str | Unset = UNSET,
 ) -> CreatedEndpoint | Error | None:
     """Register an endpoint: events of the chosen types are POSTed to it,
-    signed with the secret answered here (and only here).
+    signed with the secret answered here (and only here). `agent_ids` and
+    `trigger_ids` narrow the `run.*` events to some agents or triggers.
 
     Args:
         idempotency_key (str | Unset):
@@ -179,7 +181,8 @@ async def asyncio_detailed(
     x_app_id: str | Unset = UNSET,
 ) -> Response[CreatedEndpoint | Error]:
     """Register an endpoint: events of the chosen types are POSTed to it,
-    signed with the secret answered here (and only here).
+    signed with the secret answered here (and only here). `agent_ids` and
+    `trigger_ids` narrow the `run.*` events to some agents or triggers.
 
     Args:
         idempotency_key (str | Unset):
@@ -213,7 +216,8 @@ async def asyncio(
     x_app_id: str | Unset = UNSET,
 ) -> CreatedEndpoint | Error | None:
     """Register an endpoint: events of the chosen types are POSTed to it,
-    signed with the secret answered here (and only here).
+    signed with the secret answered here (and only here). `agent_ids` and
+    `trigger_ids` narrow the `run.*` events to some agents or triggers.
 
     Args:
         idempotency_key (str | Unset):

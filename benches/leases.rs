@@ -55,6 +55,7 @@ async fn setup(url: &str, agents: usize) -> (Db, Vec<String>) {
             limits: Limits::default(),
             grants: AgentGrants::default(),
             paused: false,
+            node_loss: Default::default(),
             node_id: None,
             created_at_ms: 0,
             updated_at_ms: 0,

@@ -73,17 +73,7 @@ async fn run_in(ctl: &Control, who: &Session, id: &str, status: &str) -> Value {
 
 /// Upload a component from a guest artifact: its sha256.
 async fn upload_wasm(ctl: &Control, who: &Session, path: &str) -> String {
-    let resp = ctl
-        .client
-        .post(ctl.url("/v1/components"))
-        .bearer_auth(&who.access)
-        .body(std::fs::read(path).expect("guest"))
-        .send()
-        .await
-        .expect("upload");
-    assert!(resp.status().is_success(), "{}", resp.status());
-    let component: Value = resp.json().await.expect("json");
-    component["sha256"].as_str().expect("sha").to_owned()
+    common::bounties::upload(ctl, who, &std::fs::read(path).expect("guest")).await
 }
 
 /// The agent's node, as the control plane has it.

@@ -122,17 +122,8 @@ async fn deliveries(ctl: &Control, who: &Session) -> Vec<Value> {
 
 /// Upload a guest artifact and create an agent of it.
 async fn wasm_agent(ctl: &Control, who: &Session, name: &str, path: &str) -> String {
-    let resp = ctl
-        .client
-        .post(ctl.url("/v1/components"))
-        .bearer_auth(&who.access)
-        .body(std::fs::read(path).expect("guest"))
-        .send()
-        .await
-        .expect("upload");
-    assert!(resp.status().is_success(), "{}", resp.status());
-    let component: Value = resp.json().await.expect("json");
-    create_agent(ctl, who, name, &s(&component["sha256"])).await
+    let sha = common::bounties::upload(ctl, who, &std::fs::read(path).expect("guest")).await;
+    create_agent(ctl, who, name, &sha).await
 }
 
 async fn js_agent(ctl: &Control, who: &Session, name: &str) -> String {

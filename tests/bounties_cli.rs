@@ -232,6 +232,7 @@ async fn the_cli_posts_funds_reviews_and_pays_a_bounty() {
             "claim.created",
             "submission.created",
             "submission.verified",
+            "submission.rejected",
             "bounty.refunded"
         ],
         "{out}"

@@ -736,6 +736,18 @@ impl Store {
     /// deleted (runs plus outbox rows).
     pub async fn sweep_expired(&self, now_ms: Millis) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
+        // A run's result rides in its usage record (for the control plane's
+        // result webhooks); it must not outlive the run, whether the record
+        // was sent (kept a while longer) or never will be (no control
+        // plane). The rest of the record is usage, kept as before.
+        sqlx::query(
+            "UPDATE usage_outbox SET payload = json_remove(payload, '$.result') \
+             WHERE run_id IN (SELECT id FROM runs WHERE expires_at_ms <= ?1) \
+             AND json_type(payload, '$.result') IS NOT NULL",
+        )
+        .bind(now_ms)
+        .execute(&self.write)
+        .await?;
         loop {
             let r = sqlx::query(
                 "DELETE FROM runs WHERE id IN \

@@ -83,7 +83,14 @@ impl Write {
             Backend::Sqlite => Some(crate::budgets::sqlite_turn(db).lock_owned().await),
             Backend::Postgres => None,
         };
-        let tx = db.pool().begin().await?;
+        // On SQLite the write lock is taken at BEGIN: a deferred
+        // transaction that reads first and writes later fails at once with
+        // SQLITE_BUSY (no busy_timeout wait) when a writer outside this
+        // turn (the webhook worker, a run's end) committed in between.
+        let tx = match db.backend() {
+            Backend::Sqlite => db.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => db.pool().begin().await?,
+        };
         Ok(Self { tx, _turn: turn })
     }
 

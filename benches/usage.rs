@@ -120,10 +120,10 @@ fn ingestion(c: &mut Criterion) {
     group.bench_function("ingest_fn_sqlite", |b| {
         b.to_async(&rt).iter_batched(
             batch,
-            |(id, records)| {
+            |(id, mut records)| {
                 let db = &db;
                 async move {
-                    let done = delta_control::usage::ingest(db, NODE, &id, &records, 0)
+                    let done = delta_control::usage::ingest(db, NODE, &id, &mut records, 0)
                         .await
                         .expect("ingest");
                     assert_eq!(done.accepted, BATCH as u64);
@@ -144,10 +144,10 @@ fn ingestion(c: &mut Criterion) {
         group.bench_function("ingest_fn_postgres", |b| {
             b.to_async(&rt).iter_batched(
                 batch,
-                |(id, records)| {
+                |(id, mut records)| {
                     let db = &db;
                     async move {
-                        let done = delta_control::usage::ingest(db, NODE, &id, &records, 0)
+                        let done = delta_control::usage::ingest(db, NODE, &id, &mut records, 0)
                             .await
                             .expect("ingest");
                         assert_eq!(done.accepted, BATCH as u64);

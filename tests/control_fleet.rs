@@ -1,5 +1,5 @@
-//! The control plane driving a fleet: an in-process control plane (SQLite)
-//! and real `delta node` processes that register by heartbeat and report
+//! The control plane driving a fleet: an in-process control plane (the
+//! shared harness of `control/tests/common`) and real `delta node` processes that register by heartbeat and report
 //! usage, over real HTTP. Components, agents and bots, placement, runs
 //! through the control plane, log streaming, pagination, tenant isolation,
 //! pause/resume/delete kept in step with the nodes, usage deduplication,
@@ -15,186 +15,50 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::eventually;
-
-use delta_control::app::AppState;
-use delta_control::config::ControlConfig;
+use common::{Control, Dialect, eventually, node_api_token};
 use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use common::{NODE_API_SECRET, node_api_token};
-
 // ---- the control plane -------------------------------------------------------
 
-/// Which database the control plane uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// `scenario!(name)`: the async fn `name(db)` as a test on each database.
+/// `scenario!(name)`: the async fn `name(dialect)` as a test on each database.
 macro_rules! scenario {
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name(super::Db::Sqlite).await;
+                super::$name(super::Dialect::Sqlite).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name(super::Db::Postgres).await;
+                super::$name(super::Dialect::Postgres).await;
             }
         }
     };
 }
 
-struct Control {
-    url: String,
-    client: reqwest::Client,
-    /// The platform operator's access token (the fleet is theirs to see).
-    operator: String,
-    /// The control plane's database (for rows a test sets up directly).
-    db: delta_control::db::Db,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Declared last so that it drops after the server is told to stop.
-    _database: Option<common::TestDatabase>,
+/// The shared harness's control plane, marking nodes down after
+/// `timeout_secs` of silence (generous where a test does not lose nodes on
+/// purpose, so that a loaded machine does not fail it).
+async fn control(dialect: Dialect, timeout_secs: u64) -> Control {
+    Control::start_with(dialect, |c| c.node_heartbeat_timeout_secs = timeout_secs).await
 }
 
-impl Control {
-    /// A control plane that marks nodes down after `timeout_secs` of
-    /// silence (generous where a test does not lose nodes on purpose, so
-    /// that a loaded machine does not fail it).
-    async fn start(dir: &Path, db: Db, timeout_secs: u64) -> Self {
-        Self::start_with(dir, db, |c| c.node_heartbeat_timeout_secs = timeout_secs).await
-    }
+/// What these scenarios ask of the control plane, over its API.
+trait FleetCalls {
+    async fn upload(&self, token: &str, bytes: Vec<u8>) -> (StatusCode, Value);
+    async fn create_agent(&self, token: &str, body: Value) -> Value;
+    async fn agent(&self, token: &str, id: &str) -> Value;
+    async fn run(&self, token: &str, agent: &str, input: Value, wait: bool) -> (StatusCode, Value);
+    /// Every item of a paginated list, walking `limit`-sized pages.
+    async fn walk(&self, token: &str, path: &str, limit: u32) -> Vec<Value>;
+    /// The fleet as the platform operator sees it: node id -> status.
+    async fn nodes(&self) -> HashMap<String, String>;
+}
 
-    async fn start_with(dir: &Path, db: Db, tweak: impl FnOnce(&mut ControlConfig)) -> Self {
-        std::fs::create_dir_all(dir).expect("dir");
-        common::write_secret(&dir.join("node-api-secret"), NODE_API_SECRET);
-        let database = match db {
-            Db::Sqlite => None,
-            Db::Postgres => Some(common::fresh_postgres_database().await),
-        };
-        let mut config = ControlConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            state_dir: dir.join("control"),
-            node_api_secret_file: Some(dir.join("node-api-secret")),
-            database_url: database.as_ref().map(|d| d.url.clone()),
-            // Usage records below carry fixed, old finish times.
-            record_retention_secs: common::TEST_RETENTION_SECS,
-            allow_registration: true,
-            operators: vec![common::OPERATOR_EMAIL.to_owned()],
-            auth_limits: delta_control::config::AuthLimitsConfig {
-                per_ip_per_min: 0,
-                ..Default::default()
-            },
-            ..ControlConfig::default()
-        };
-        tweak(&mut config);
-        let state = AppState::open(config.clone()).await.expect("control state");
-        // An operator's account is made in process, never registered.
-        let operator_password = "pw-operator-long-enough";
-        delta_control::identity::create_account(
-            &state,
-            common::OPERATOR_EMAIL,
-            operator_password.to_owned(),
-            None,
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("operator account: {}", e.message));
-        let (listener, addr) = delta_control::app::bind(config.listen).await.expect("bind");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let db = state.db.clone();
-        tokio::spawn(async move {
-            let _ = delta_control::app::serve(state, listener, async move {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        let mut ctl = Self {
-            url: format!("http://{addr}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(90))
-                .build()
-                .expect("client"),
-            operator: String::new(),
-            db,
-            shutdown: Some(tx),
-            _database: database,
-        };
-        let (status, login) = ctl
-            .call(
-                Method::POST,
-                "/v1/auth/login",
-                None,
-                Some(json!({ "email": common::OPERATOR_EMAIL, "password": operator_password })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "operator login: {login}");
-        ctl.operator = login["access_token"]
-            .as_str()
-            .expect("access token")
-            .to_owned();
-        ctl
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// Enrol `node_id` as the operator: its credential.
-    async fn credential(&self, node_id: &str) -> String {
-        let body = common::enrol_node(&self.client, &self.url, &self.operator, node_id).await;
-        body["credential"].as_str().expect("credential").to_owned()
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Register a user (with their own tenant) and log in: the access token.
-    async fn register(&self, name: &str) -> String {
-        let creds = json!({
-            "email": format!("{name}@example.com"),
-            "password": format!("pw-{name}-long-enough"),
-        });
-        let (status, body) = self
-            .call(Method::POST, "/v1/auth/register", None, Some(creds.clone()))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "register {name}: {body}");
-        let (status, login) = self
-            .call(Method::POST, "/v1/auth/login", None, Some(creds))
-            .await;
-        assert_eq!(status, StatusCode::OK, "login {name}: {login}");
-        login["access_token"]
-            .as_str()
-            .expect("access token")
-            .to_owned()
-    }
-
+impl FleetCalls for Control {
     async fn upload(&self, token: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
         let resp = self
             .client
@@ -242,7 +106,6 @@ impl Control {
         .await
     }
 
-    /// Every item of a paginated list, walking `limit`-sized pages.
     async fn walk(&self, token: &str, path: &str, limit: u32) -> Vec<Value> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
@@ -265,10 +128,10 @@ impl Control {
         panic!("pagination of {path} never ended");
     }
 
-    /// The fleet as the platform operator sees it: node id -> status.
     async fn nodes(&self) -> HashMap<String, String> {
+        let operator = self.operator_token().await;
         let (status, page) = self
-            .call(Method::GET, "/v1/nodes", Some(&self.operator), None)
+            .call(Method::GET, "/v1/nodes", Some(&operator), None)
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["items"]
@@ -282,14 +145,6 @@ impl Control {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -388,22 +243,22 @@ fn s(v: &Value) -> String {
 /// A control plane, a tenant admin and two nodes that registered.
 async fn fleet(
     dir: &Path,
-    db: Db,
+    db: Dialect,
     timeout_secs: u64,
 ) -> (Control, String, NodeProcess, NodeProcess) {
-    let ctl = Control::start(dir, db, timeout_secs).await;
-    let admin = ctl.register("alice").await;
+    let ctl = control(db, timeout_secs).await;
+    let admin = ctl.register("alice").await.access;
     let a = NodeProcess::start(
         &dir.join("node-a"),
         "node-a",
         &ctl.url,
-        &ctl.credential("node-a").await,
+        &ctl.node_credential("node-a").await,
     );
     let b = NodeProcess::start(
         &dir.join("node-b"),
         "node-b",
         &ctl.url,
-        &ctl.credential("node-b").await,
+        &ctl.node_credential("node-b").await,
     );
     eventually("both nodes up", Duration::from_secs(30), || async {
         let nodes = ctl.nodes().await;
@@ -419,11 +274,11 @@ async fn fleet(
 
 scenario!(agents_and_runs_through_the_control_plane);
 
-async fn agents_and_runs_through_the_control_plane(db: Db) {
+async fn agents_and_runs_through_the_control_plane(db: Dialect) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, alice, node_a, node_b) = fleet(dir.path(), db, 15).await;
     let nodes: HashMap<&str, &NodeProcess> = [("node-a", &node_a), ("node-b", &node_b)].into();
-    let bob = ctl.register("bob").await;
+    let bob = ctl.register("bob").await.access;
 
     // Components: content-addressed, per tenant; the cheap check refuses
     // what is not a component.
@@ -890,7 +745,7 @@ async fn agents_and_runs_through_the_control_plane(db: Db) {
 
 scenario!(a_lost_node_s_agents_move_and_its_return_leaves_no_copies);
 
-async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
+async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Dialect) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, alice, mut node_a, node_b) = fleet(dir.path(), db, 3).await;
     let (_, hello) = ctl.upload(&alice, wasm(guests::HELLO_AGENT)).await;
@@ -991,7 +846,7 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
         .call(
             Method::PATCH,
             "/v1/operator/nodes/node-a",
-            Some(&ctl.operator),
+            Some(&ctl.operator_token().await),
             Some(json!({ "url": node_a.process.addr })),
         )
         .await;
@@ -1021,11 +876,11 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Db) {
 
 scenario!(heartbeats_and_usage_need_a_node_credential_and_usage_counts_once);
 
-async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: Db) {
+async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: Dialect) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ctl = Control::start(dir.path(), db, 2).await;
-    let admin = ctl.register("ops").await;
-    let fake = ctl.credential("fake-1").await;
+    let ctl = control(db, 2).await;
+    let admin = ctl.register("ops").await.access;
+    let fake = ctl.node_credential("fake-1").await;
     let beat =
         json!({ "node_id": "fake-1", "url": "http://127.0.0.1:9", "capacity": 4, "load": 1 });
     for token in [None, Some("wrong"), Some(admin.as_str())] {
@@ -1058,7 +913,12 @@ async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: D
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, page) = ctl
-        .call(Method::GET, "/v1/nodes", Some(&ctl.operator), None)
+        .call(
+            Method::GET,
+            "/v1/nodes",
+            Some(&ctl.operator_token().await),
+            None,
+        )
         .await;
     let node = &page["items"][0];
     assert_eq!(node["id"], "fake-1");
@@ -1099,7 +959,7 @@ async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: D
         me["tenant_id"].as_str().expect("tenant").to_owned(),
         me["user"]["id"].as_str().expect("user").to_owned(),
     );
-    let agent = common::insert_agent_row(&ctl.db, &tenant, &user, "x", Some("fake-1")).await;
+    let agent = common::insert_agent_row(&ctl.state.db, &tenant, &user, "x", Some("fake-1")).await;
     let record = |run: &str| {
         json!({
             "run_id": run, "agent_id": agent, "tenant_id": tenant, "outcome": "completed",
@@ -1184,22 +1044,22 @@ async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: D
 
 scenario!(node_refusals_pass_through_and_uploads_are_bounded);
 
-async fn node_refusals_pass_through_and_uploads_are_bounded(db: Db) {
+async fn node_refusals_pass_through_and_uploads_are_bounded(db: Dialect) {
     let dir = tempfile::tempdir().expect("tempdir");
     let hello_size = wasm(guests::HELLO_AGENT).len() as u64;
     let slow_size = wasm(guests::SLOW_LOGGER).len() as u64;
-    let ctl = Control::start_with(dir.path(), db, |c| {
+    let ctl = Control::start_with(db, |c| {
         c.node_heartbeat_timeout_secs = 15;
         c.max_component_bytes = slow_size.max(hello_size);
     })
     .await;
-    let alice = ctl.register("alice").await;
+    let alice = ctl.register("alice").await.access;
     // One slot and a queue of one: the third run is refused.
     let _node = NodeProcess::start_with(
         &dir.path().join("node"),
         "node-q",
         &ctl.url,
-        &ctl.credential("node-q").await,
+        &ctl.node_credential("node-q").await,
         "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\nqueue_per_tenant = 1\nqueue_total = 8\n",
     );
     eventually("the node up", Duration::from_secs(30), || async {

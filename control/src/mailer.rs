@@ -13,34 +13,21 @@
 //! ```
 //!
 //! Agents' messages go through the node's messaging capability
-//! (`delta-messaging`), whose relay settings have the same shape; the
-//! transport is built here again rather than shared because that crate
-//! links the host API (and with it Wasmtime), which the control plane must
-//! never link (`cargo xtask tidy` checks it).
+//! (`delta-messaging`); both reach their relay through `delta-mail`, which
+//! links no part of the sandbox (the control plane must never link
+//! Wasmtime: `cargo xtask tidy` checks it).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use delta_mail::Transport;
+use lettre::AsyncTransport;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
-use lettre::transport::smtp::AsyncSmtpTransport;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
 /// Transport security of the relay.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// STARTTLS, required (no credentials or mail in clear).
-    #[default]
-    Starttls,
-    /// TLS from the first byte.
-    Implicit,
-    /// None: only to a relay on this machine.
-    None,
-}
+pub use delta_mail::SmtpTls;
 
 /// `[smtp]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,7 +58,7 @@ pub struct MailerError(String);
 
 /// A built transport and sender.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
 }
 
@@ -79,14 +66,6 @@ impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mailer").field("from", &self.from).finish()
     }
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Mailer {
@@ -97,47 +76,23 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| bad(format!("from {:?}: {e}", config.from)))?;
-        let tls = |wrap: bool| {
-            TlsParameters::new(config.host.clone())
-                .map(|p| {
-                    if wrap {
-                        Tls::Wrapper(p)
-                    } else {
-                        Tls::Required(p)
-                    }
-                })
-                .map_err(|e| bad(format!("TLS setup: {e}")))
-        };
-        let (tls, port) = match config.tls {
-            SmtpTls::Starttls => (tls(false)?, 587),
-            SmtpTls::Implicit => (tls(true)?, 465),
-            SmtpTls::None if is_loopback_host(&config.host) => (Tls::None, 25),
-            SmtpTls::None => {
-                return Err(bad(format!(
-                    "tls = \"none\" is only allowed for a loopback host, not {:?}",
-                    config.host
-                )));
-            }
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(config.port.unwrap_or(port))
-            .tls(tls)
-            .timeout(Some(Duration::from_secs(30)));
-        match (&config.username, &config.password_file) {
-            (Some(user), Some(file)) => {
-                let password =
-                    delta_http::config::read_secret(file).map_err(|e| bad(e.to_string()))?;
-                builder = builder
-                    .credentials(Credentials::new(user.clone(), password))
-                    .authentication(vec![Mechanism::Plain, Mechanism::Login]);
-            }
-            (None, None) => {}
+        let credentials = match (&config.username, &config.password_file) {
+            (Some(user), Some(file)) => Some((
+                user.clone(),
+                delta_http::config::read_secret(file).map_err(|e| bad(e.to_string()))?,
+            )),
+            (None, None) => None,
             _ => return Err(bad("username and password_file go together".into())),
-        }
-        Ok(Self {
-            transport: builder.build(),
-            from,
+        };
+        let transport = delta_mail::transport(&delta_mail::Relay {
+            host: &config.host,
+            port: config.port,
+            tls: config.tls,
+            timeout: Duration::from_secs(30),
+            credentials,
         })
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(Self { transport, from })
     }
 
     /// Send a plain-text mail to `to`.

@@ -75,6 +75,20 @@ impl NodeCallError {
         matches!(self, Self::Unreachable(_) | Self::TimedOut(_))
     }
 
+    /// Whether the node could not take the request now and surely did not
+    /// act on it: unreachable (never delivered), or 429 / 503 (full queue,
+    /// draining). A time-out is not: the node may have acted.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            Self::Refused { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::TimedOut(_) | Self::Protocol(_) => false,
+        }
+    }
+
     /// Whether the node answered 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Refused { status, .. } if *status == StatusCode::NOT_FOUND)

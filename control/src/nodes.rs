@@ -274,7 +274,7 @@ async fn heartbeat(
 async fn ingest_usage(
     State(state): State<AppState>,
     node: NodeAuth,
-    JsonBody(batch): JsonBody<UsageReport>,
+    JsonBody(mut batch): JsonBody<UsageReport>,
 ) -> Result<Json<UsageAck>, ApiError> {
     require_self(&node, &batch.node_id)?;
     if batch.records.len() > MAX_USAGE_RECORDS {
@@ -292,7 +292,7 @@ async fn ingest_usage(
         &state.db,
         &batch.node_id,
         &batch.batch_id,
-        &batch.records,
+        &mut batch.records,
         oldest,
     )
     .await

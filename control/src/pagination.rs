@@ -148,7 +148,7 @@ pub struct Listing<'a> {
 
 /// One page of a tenant's rows, oldest first, each row turned into an item
 /// by `item`; `key` gives an item's `(created_at_ms, id)`.
-pub async fn tenant_page<T, E: std::fmt::Display>(
+pub async fn tenant_page<T, E: std::fmt::Display + 'static>(
     db: &crate::db::Db,
     listing: Listing<'_>,
     tenant: &str,

@@ -18,6 +18,14 @@
 //! the agent (it lost its state) gets the deployment back and the run is
 //! submitted once more.
 //!
+//! Runs that no caller is waiting to retry (schedule ticks and inbound
+//! webhooks: [`RunTrigger::queues_when_busy`]) are never refused for a
+//! passing reason: when their node is down, unreachable, or answers 429 or
+//! 503, the run stays `queued` in the run queue and the dispatcher delivers
+//! it with backoff (dead after `[runs] max_deliveries`, as any queued run),
+//! and the trigger gets the run id. An API caller gets the node's answer
+//! and retries itself.
+//!
 //! Roles: `member`, with `runs:write` to submit and `runs:read` to read.
 //!
 //! What is kept where: the control plane keeps each run's status, the
@@ -136,6 +144,14 @@ impl RunTrigger {
             kind: kind.into(),
             id: Some(id.into()),
         }
+    }
+
+    /// Whether a run the node cannot take now stays queued (for the
+    /// dispatcher) rather than being refused: a schedule's tick or an
+    /// inbound webhook has nobody who would send it again, while an API
+    /// caller or a bounty attempt is told and retries.
+    pub fn queues_when_busy(&self) -> bool {
+        matches!(self.kind.as_str(), "schedule" | "webhook")
     }
 }
 
@@ -360,7 +376,12 @@ pub(crate) async fn start_run(
     wait: bool,
     trigger: RunTrigger,
 ) -> Result<Started, ApiError> {
-    let node = hosting_node(state, agent).await?;
+    let queues = trigger.queues_when_busy();
+    let node = match hosting_node(state, agent).await {
+        Ok(node) => Some(node),
+        Err(e) if queues && e.status == StatusCode::SERVICE_UNAVAILABLE => None,
+        Err(e) => return Err(e),
+    };
     let timeout = agent
         .limits
         .timeout_ms
@@ -375,7 +396,11 @@ pub(crate) async fn start_run(
         id: run_id.clone(),
         tenant_id: agent.tenant_id.clone(),
         agent_id: agent.id.clone(),
-        node_id: node.id.clone(),
+        node_id: node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .or_else(|| agent.node_id.clone())
+            .unwrap_or_default(),
         status: RunStatus::Queued.as_str().to_owned(),
         deliveries: None,
         last_error: None,
@@ -404,6 +429,9 @@ pub(crate) async fn start_run(
         )
         .await
         .map_err(ApiError::internal)?;
+    let Some(node) = node else {
+        return keep_queued(state, &run_id, "node_unavailable: the agent's node is down").await;
+    };
     let client = NodeClient::new(state);
     let submit = || client.create_run(&node, &agent.id, &run_id, input, wait, timeout);
     let submitted = match submit().await {
@@ -421,6 +449,9 @@ pub(crate) async fn start_run(
     };
     let submitted = match submitted {
         Ok(submitted) => submitted,
+        Err(e) if queues && e.is_busy() => {
+            return keep_queued(state, &run_id, &e.to_string()).await;
+        }
         Err(e) => {
             // Refused or never delivered: the node has no such run. Timed
             // out or garbled: it may have, so the row stays for its usage.
@@ -472,6 +503,32 @@ pub(crate) async fn start_run(
     }
 }
 
+/// Leave a run that its node could not take now (`why`) `pending` in the
+/// run queue: the dispatcher delivers it after the first backoff, to
+/// whichever node hosts the agent then. The trigger is answered 202 with
+/// the run `queued`.
+async fn keep_queued(state: &AppState, run_id: &str, why: &str) -> Result<Started, ApiError> {
+    let cfg = &state.config.runs;
+    let now = now_ms();
+    let retry_at = (cfg.max_deliveries > 1).then(|| {
+        let wait = crate::dispatch::backoff_ms(1, cfg.retry_base_ms, cfg.retry_max_ms);
+        now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
+    });
+    tracing::info!(
+        run = run_id,
+        reason = why,
+        "the node cannot take the run now: it stays queued"
+    );
+    crate::dispatch::sql::SqlRunQueue::new(state.db.clone())
+        .failed(run_id, why, retry_at, now)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Started::Accepted(RunAccepted {
+        id: run_id.to_owned(),
+        status: RunStatus::Queued.as_str().to_owned(),
+    }))
+}
+
 /// Delete a run stored before its node was called, when the node turned
 /// out not to have it. Best effort: a left-over row only lists a run that
 /// never started.
@@ -513,18 +570,13 @@ async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
     .map_err(ApiError::internal)?
     .rows_affected();
     if run.status == RunStatus::Finished.as_str() {
-        sqlx::query(
-            "UPDATE run_queue SET state = 'finished' \
-             WHERE run_id = $1 AND tenant_id = $2 AND state <> 'finished'",
-        )
-        .bind(&run.id)
-        .bind(&run.tenant_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?;
+        crate::dispatch::sql::mark_finished(&mut tx, &run.id, &run.tenant_id)
+            .await
+            .map_err(ApiError::internal)?;
         if changed == 1 {
             crate::webhooks::run_ended(
                 &mut tx,
+                &mut crate::webhooks::Endpoints::default(),
                 &run.tenant_id,
                 &run.id,
                 crate::webhooks::RunEnd::Finished(run.outcome.as_ref()),
@@ -568,14 +620,17 @@ async fn insert_run(state: &AppState, run: &Run) -> Result<(), ApiError> {
                 .fetch_optional(state.db.pool())
                 .await
                 .map_err(ApiError::internal)?;
-        if let Some(usage) = reported.and_then(|p| serde_json::from_str::<RunUsage>(&p).ok()) {
+        if let Some(mut usage) = reported.and_then(|p| serde_json::from_str::<RunUsage>(&p).ok()) {
+            // Stored records carry no result (`usage::ingest` takes it out).
+            let result = usage.result.take();
             let mut conn = state
                 .db
                 .pool()
                 .acquire()
                 .await
                 .map_err(ApiError::internal)?;
-            finish_from_usage(&mut conn, &usage)
+            let mut endpoints = crate::webhooks::Endpoints::default();
+            finish_from_usage(&mut conn, &mut endpoints, &usage, result.as_ref())
                 .await
                 .map_err(ApiError::internal)?;
         }
@@ -587,19 +642,22 @@ async fn insert_run(state: &AppState, run: &Run) -> Result<(), ApiError> {
 /// outcome's name, unless a fuller outcome is stored), and queue its result
 /// webhook in the same transaction: only the update that finishes the row
 /// does, so a run finished twice (re-queued, delivered again) is one
-/// event. No row yet, or already finished: nothing happens. Returns the
-/// rows changed.
+/// event. `result` is the node's full outcome the record carried (taken
+/// out of it on arrival: it goes to the webhook only, never stored). No
+/// row yet, or already finished: nothing happens. Returns the rows
+/// changed.
 pub(crate) async fn finish_from_usage(
     conn: &mut sqlx::AnyConnection,
+    endpoints: &mut crate::webhooks::Endpoints,
     usage: &RunUsage,
+    result: Option<&Value>,
 ) -> Result<u64, sqlx::Error> {
     use sqlx::Connection as _;
-    // The result (the output) is for the webhook only: not kept here.
-    let kept = RunUsage {
-        result: None,
-        ..usage.clone()
-    };
-    let payload = serde_json::to_string(&kept).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    debug_assert!(
+        usage.result.is_none(),
+        "the result is passed beside the record"
+    );
+    let payload = serde_json::to_string(usage).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let outcome = json!({ "status": usage.outcome }).to_string();
     let mut tx = conn.begin().await?;
     let done = sqlx::query(
@@ -617,21 +675,13 @@ pub(crate) async fn finish_from_usage(
     .await?;
     // The first finish wins: the queue stops delivering it (a re-queued
     // run's first delivery that ends, on whichever node, finishes it).
-    sqlx::query(
-        "UPDATE run_queue SET state = 'finished' \
-         WHERE run_id = $1 AND tenant_id = $2 AND state <> 'finished'",
-    )
-    .bind(&usage.run_id)
-    .bind(&usage.tenant_id)
-    .execute(&mut *tx)
-    .await?;
+    crate::dispatch::sql::mark_finished(&mut tx, &usage.run_id, &usage.tenant_id).await?;
     if done.rows_affected() == 1 {
-        let reported = usage
-            .result
-            .as_ref()
+        let reported = result
             .filter(|r| r.get("status").and_then(Value::as_str) == Some(usage.outcome.as_str()));
         crate::webhooks::run_ended(
             &mut tx,
+            endpoints,
             &usage.tenant_id,
             &usage.run_id,
             crate::webhooks::RunEnd::Finished(reported),

@@ -105,15 +105,21 @@ const DAY_MS: i64 = 86_400_000;
 /// attempts in one transaction; then mark the runs they finish. Records
 /// that finished before `oldest_ms` are rejected: the sweep deletes stored
 /// run ids after the record retention, so such a record could no longer be
-/// recognised as a duplicate.
+/// recognised as a duplicate. Each record's `result` (the run's output, for
+/// its result webhook only) is taken out of it here, never stored.
 pub async fn ingest(
     db: &Db,
     node_id: &str,
     batch_id: &str,
-    records: &[RunUsage],
+    records: &mut [RunUsage],
     oldest_ms: i64,
 ) -> Result<Ingested, IngestError> {
     let now = now_ms();
+    let results: HashMap<String, serde_json::Value> = records
+        .iter_mut()
+        .filter_map(|r| r.result.take().map(|v| (r.run_id.clone(), v)))
+        .collect();
+    let records: &[RunUsage] = records;
     let owners = agent_owners(db, records).await?;
     let mut result = Ingested::default();
     // Valid records, one per run id, sorted (lock order, see the module doc).
@@ -195,8 +201,10 @@ pub async fn ingest(
     let open = unfinished_runs(db, &valid).await?;
     if !open.is_empty() {
         let mut conn = db.pool().acquire().await?;
+        let mut endpoints = crate::webhooks::Endpoints::default();
         for record in valid.iter().filter(|r| open.contains(&r.run_id)) {
-            crate::runs::finish_from_usage(&mut conn, record).await?;
+            let result = results.get(&record.run_id);
+            crate::runs::finish_from_usage(&mut conn, &mut endpoints, record, result).await?;
         }
     }
     Ok(result)
@@ -250,16 +258,9 @@ async fn insert_records(
     );
     let mut query = sqlx::query(&sql);
     for record in records {
-        // The result (the run's output) is for its webhook, not kept.
-        let payload = if record.result.is_some() {
-            serde_json::to_string(&RunUsage {
-                result: None,
-                ..(*record).clone()
-            })
-        } else {
-            serde_json::to_string(record)
-        }
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        // No result here: `ingest` took it out (it is for the webhook).
+        let payload =
+            serde_json::to_string(record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         query = query
             .bind(record.run_id.as_str())
             .bind(node_id)

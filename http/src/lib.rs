@@ -102,14 +102,48 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// 500: the account goes to the log, not to the client.
-    pub fn internal(error: impl std::fmt::Display) -> Self {
+    /// 500: the account goes to the log, not to the client. A database
+    /// that is only busy (see [`is_contention`]) is not an internal error:
+    /// it answers 503 `busy` with `Retry-After: 1`, as the request may
+    /// simply be sent again. (Checked here, by type, because every handler
+    /// hands its database errors to this one function.)
+    pub fn internal(error: impl std::fmt::Display + 'static) -> Self {
+        if let Some(e) = (&error as &dyn std::any::Any).downcast_ref::<sqlx::Error>()
+            && is_contention(e)
+        {
+            tracing::warn!(error = %error, "database busy");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the database is busy; retry shortly",
+            )
+            .retry_after(Duration::from_secs(1));
+        }
         tracing::error!(error = %error, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error (see the server's log for this request id)",
         )
+    }
+}
+
+/// Whether a database error is contention that a retry can get past, not a
+/// fault: the pool had no connection in time; SQLite's `SQLITE_BUSY` or
+/// `SQLITE_LOCKED` (any extended code: the primary code is the low byte)
+/// after its busy timeout; PostgreSQL's serialization failure (40001),
+/// deadlock (40P01) or lock not available (55P03).
+pub fn is_contention(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // PostgreSQL's SQLSTATEs are five characters; SQLite's codes
+            // are numbers (up to four digits).
+            Some(code) if code.len() == 5 => matches!(code, "40001" | "40P01" | "55P03"),
+            Some(code) => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+            None => false,
+        },
+        _ => false,
     }
 }
 
@@ -558,5 +592,52 @@ mod tests {
         assert!(secret_matches("s3cret", "s3cret"));
         assert!(!secret_matches("s3cret", "s3cre"));
         assert!(!secret_matches("", "x"));
+    }
+
+    /// A real `SQLITE_BUSY` (a second writer with no busy timeout while
+    /// another holds the write lock) and a pool timeout answer 503 `busy`
+    /// with `Retry-After`; any other database error stays a 500.
+    #[tokio::test]
+    async fn a_busy_database_is_503_not_500() {
+        use sqlx::{Connection as _, Executor as _};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/busy.db?mode=rwc", dir.path().display());
+        let mut holder = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        holder
+            .execute("CREATE TABLE t (x INTEGER)")
+            .await
+            .expect("create");
+        let mut other = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        other
+            .execute("PRAGMA busy_timeout = 0")
+            .await
+            .expect("pragma");
+        holder.execute("BEGIN IMMEDIATE").await.expect("lock");
+        let busy = other
+            .execute("INSERT INTO t VALUES (1)")
+            .await
+            .expect_err("the write lock is held");
+        assert!(is_contention(&busy), "{busy}");
+        let answer = ApiError::internal(busy);
+        assert_eq!(
+            (answer.status, answer.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "busy")
+        );
+        assert_eq!(answer.retry_after, Some(Duration::from_secs(1)));
+        let answer = ApiError::internal(sqlx::Error::PoolTimedOut);
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        let broken = other
+            .execute("SELECT * FROM no_such_table")
+            .await
+            .expect_err("no table");
+        assert!(!is_contention(&broken));
+        assert_eq!(
+            ApiError::internal(broken).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::internal("anything else").status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

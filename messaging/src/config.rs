@@ -158,21 +158,8 @@ fn default_smtp_timeout_ms() -> u64 {
     30_000
 }
 
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// Plain connection upgraded with STARTTLS; refuses to continue (and to
-    /// send credentials) if the upgrade is not offered.
-    #[default]
-    Starttls,
-    /// TLS from the first byte (SMTPS).
-    Implicit,
-    /// No encryption. Accepted only when `host` is a loopback address or
-    /// `localhost`, so credentials and messages never cross a network in
-    /// clear.
-    None,
-}
+/// SMTP transport security (shared with the control plane's own mail).
+pub use delta_mail::SmtpTls;
 
 /// Where a secret is read from at startup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

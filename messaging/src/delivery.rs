@@ -5,20 +5,16 @@
 //! as short summaries that never contain credentials or provider response
 //! bodies, because they are shown to the guest.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
-use lettre::transport::smtp::AsyncSmtpTransport;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncTransport, Tokio1Executor};
 use serde::Serialize;
 
 use crate::BuildError;
-use crate::config::{ChannelId, OutboxConfig, SecretSource, SmtpConfig, SmtpTls, TwilioConfig};
+use crate::config::{ChannelId, OutboxConfig, SecretSource, SmtpConfig, TwilioConfig};
 use delta_templates::Rendered;
 use delta_templates::recipient::{self, Recipient};
 
@@ -81,15 +77,9 @@ pub(crate) fn read_secret(source: &SecretSource, what: &str) -> Result<String, B
     Ok(value)
 }
 
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Email through an SMTP relay.
 pub(crate) struct SmtpBackend {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: delta_mail::Transport,
     /// Domain of the From address, for the Message-ID header.
     from_domain: String,
     from: Mailbox,
@@ -97,53 +87,31 @@ pub(crate) struct SmtpBackend {
 
 impl SmtpBackend {
     pub(crate) fn new(config: &SmtpConfig, from: Mailbox) -> Result<Self, BuildError> {
-        let bad = |reason: String| BuildError::Backend {
-            channel: ChannelId::Email,
-            reason,
-        };
-        let (tls, default_port) = match config.tls {
-            SmtpTls::Starttls => (
-                Tls::Required(
-                    TlsParameters::new(config.host.clone())
-                        .map_err(|e| bad(format!("TLS setup: {e}")))?,
-                ),
-                587,
-            ),
-            SmtpTls::Implicit => (
-                Tls::Wrapper(
-                    TlsParameters::new(config.host.clone())
-                        .map_err(|e| bad(format!("TLS setup: {e}")))?,
-                ),
-                465,
-            ),
-            SmtpTls::None => {
-                // Plain SMTP would expose the password and the messages on
-                // the wire; only a relay on this machine is acceptable.
-                if !is_loopback_host(&config.host) {
-                    return Err(bad(format!(
-                        "tls = \"none\" is only allowed for a loopback host, not {:?}",
-                        config.host
-                    )));
-                }
-                (Tls::None, 25)
-            }
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(config.port.unwrap_or(default_port))
-            .tls(tls)
-            .timeout(Some(Duration::from_millis(config.timeout_ms)));
-        match (&config.username, &config.password) {
+        let credentials = match (&config.username, &config.password) {
             (Some(user), Some(password)) => {
-                let password = read_secret(password, "smtp password")?;
-                builder = builder
-                    .credentials(Credentials::new(user.clone(), password))
-                    .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+                Some((user.clone(), read_secret(password, "smtp password")?))
             }
-            (None, None) => {}
-            _ => return Err(bad("username and password go together".into())),
-        }
+            (None, None) => None,
+            _ => {
+                return Err(BuildError::Backend {
+                    channel: ChannelId::Email,
+                    reason: "username and password go together".into(),
+                });
+            }
+        };
+        let transport = delta_mail::transport(&delta_mail::Relay {
+            host: &config.host,
+            port: config.port,
+            tls: config.tls,
+            timeout: Duration::from_millis(config.timeout_ms),
+            credentials,
+        })
+        .map_err(|e| BuildError::Backend {
+            channel: ChannelId::Email,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
-            transport: builder.build(),
+            transport,
             from_domain: from.email.domain().to_owned(),
             from,
         })
@@ -170,7 +138,7 @@ impl SmtpBackend {
                     text
                 })
             }
-            Err(e) => Err(smtp_summary(&e)),
+            Err(e) => Err(delta_mail::failure_summary(&e)),
         }
     }
 }
@@ -200,24 +168,6 @@ fn build_email(
         .map_err(|e| format!("could not build the email: {e}"))
 }
 
-/// A summary of an SMTP failure. lettre's `Display` can include the
-/// server's reply text, which is not ours to show the guest.
-fn smtp_summary(e: &lettre::transport::smtp::Error) -> String {
-    let code = e.status().map(|c| format!(" ({c})")).unwrap_or_default();
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_tls() {
-        "TLS failed"
-    } else if e.is_permanent() {
-        "relay refused the message"
-    } else if e.is_transient() {
-        "relay deferred the message"
-    } else {
-        "connection to the relay failed"
-    };
-    format!("smtp: {kind}{code}")
-}
-
 /// SMS through a Twilio-compatible API.
 pub(crate) struct TwilioBackend {
     client: reqwest::Client,
@@ -234,7 +184,7 @@ impl TwilioBackend {
         };
         let base =
             reqwest::Url::parse(&config.base_url).map_err(|e| bad(format!("base_url: {e}")))?;
-        let loopback = base.host_str().is_some_and(is_loopback_host);
+        let loopback = base.host_str().is_some_and(delta_mail::is_loopback_host);
         // The auth token travels in every request: never in clear over a
         // network.
         if base.scheme() != "https" && !(base.scheme() == "http" && loopback) {
@@ -445,15 +395,6 @@ mod tests {
             form_encode(&[("To", "+1415"), ("Body", "a b&c=d\u{e9}")]),
             "To=%2B1415&Body=a%20b%26c%3Dd%C3%A9"
         );
-    }
-
-    #[test]
-    fn loopback() {
-        assert!(is_loopback_host("localhost"));
-        assert!(is_loopback_host("127.0.0.1"));
-        assert!(is_loopback_host("[::1]"));
-        assert!(!is_loopback_host("smtp.example.com"));
-        assert!(!is_loopback_host("10.0.0.1"));
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! - The control plane neither depends on `delta-node` nor links Wasmtime:
 //!   `delta-control`'s normal dependencies, resolved as `cargo build -p
 //!   delta-control` resolves them, contain neither.
+//! - `cargo build --workspace` and `cargo test --workspace` resolve the
+//!   same features for every package they share, so the binaries built
+//!   after the tests (peers, contract, clients, dashboard in CI) reuse the
+//!   test build's artifacts instead of compiling the workspace again.
 //!
 //! The rules are pure functions over text (unit-tested below on small
 //! inputs); [`run`] reads the tree and asks cargo for the two lists it owns
@@ -74,6 +78,8 @@ pub fn run(root: &Path, cargo: &OsStr) -> Result<()> {
         .with_context(|| format!("reading {}", host_api_lib.display()))?;
     let guests = xtask::guest_names(root, Path::new(cargo))?;
     let tree = cargo_tree(root, cargo, CONTROL)?;
+    let build_features = workspace_features(root, cargo, false)?;
+    let test_features = workspace_features(root, cargo, true)?;
 
     let mut failures = wit_interfaces_have_modules(&wit, &host_api_lib)?;
     failures.extend(guests_used_by_tests(&guests, &sources));
@@ -83,6 +89,7 @@ pub fn run(root: &Path, cargo: &OsStr) -> Result<()> {
         &tree,
         FORBIDDEN_IN_CONTROL,
     )?);
+    failures.extend(feature_sets_match(&build_features, &test_features));
 
     if failures.is_empty() {
         println!(
@@ -169,6 +176,79 @@ fn cargo_tree(root: &Path, cargo: &OsStr, package: &str) -> Result<String> {
         bail!("cargo tree -p {package} failed ({})", output.status);
     }
     String::from_utf8(output.stdout).context("cargo tree printed non-UTF-8")
+}
+
+/// `cargo tree --workspace` as `<name> v<version> [path] <features>` lines,
+/// resolved as `cargo build` does (`with_dev` false) or as `cargo test`
+/// does (dev-dependencies' features unified in).
+fn workspace_features(root: &Path, cargo: &OsStr, with_dev: bool) -> Result<String> {
+    let edges = if with_dev {
+        "normal,build,dev"
+    } else {
+        "normal,build"
+    };
+    let output = Command::new(cargo)
+        .args(["tree", "--workspace", "-e", edges, "--prefix", "none"])
+        .args(["-f", "{p} {f}"])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo tree")?;
+    if !output.status.success() {
+        bail!(
+            "cargo tree --workspace -e {edges} failed ({})",
+            output.status
+        );
+    }
+    String::from_utf8(output.stdout).context("cargo tree printed non-UTF-8")
+}
+
+/// Each package's feature lists (`name vX.Y.Z` -> the lists it is built
+/// with: a package built for the host, by a proc-macro or build script,
+/// and for the target can have two).
+fn features_by_package(tree: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in tree.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(version)) = (words.next(), words.next()) else {
+            continue;
+        };
+        // After the name and version: `(path)`, `(proc-macro)`, `(*)`, and
+        // the comma-separated features (one word, possibly absent).
+        let features = words
+            .filter(|w| !w.starts_with('(') && !w.ends_with(')'))
+            .next_back()
+            .unwrap_or("");
+        packages
+            .entry(format!("{name} {version}"))
+            .or_default()
+            .insert(features.to_owned());
+    }
+    packages
+}
+
+/// Rule: every package in both trees (`cargo tree --prefix none -f "{p}
+/// {f}"` output without and with dev-dependencies) has the same features
+/// in both. One that differs is compiled twice, with everything above it.
+pub fn feature_sets_match(build: &str, test: &str) -> Vec<Failure> {
+    let build = features_by_package(build);
+    let test = features_by_package(test);
+    build
+        .iter()
+        .filter_map(|(package, built)| {
+            let tested = test.get(package)?;
+            (built != tested).then(|| Failure {
+                rule: "feature-unification",
+                message: format!(
+                    "{package} is built with features {built:?} by `cargo build --workspace` \
+                     but {tested:?} by `cargo test --workspace` (a dev-dependency turns more \
+                     on), so the binaries built after the tests recompile it and everything \
+                     above it. Ask for the same features in the feature-unification block of \
+                     the root Cargo.toml's [dependencies]."
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Rule: every interface that a world imports (the host implements it) has
@@ -762,5 +842,23 @@ mod tests {
         assert!(forbidden_dependencies("delta-node", clean, &["wasmtime"]).is_err());
         assert!(forbidden_dependencies("delta-control", "", &["wasmtime"]).is_err());
         assert!(forbidden_dependencies("delta-control", "anyhow v1\n", &["wasmtime"]).is_err());
+    }
+
+    #[test]
+    fn features_a_dev_dependency_adds_are_reported() {
+        let build = "tokio v1.0.0 rt,time\nserde v1.0.0 (proc-macro) derive\nplain v0.1.0\n\
+                     delta v0.1.0 (/work/main) default\n";
+        let test = "tokio v1.0.0 rt,test-util,time\nserde v1.0.0 (proc-macro) derive\n\
+                    plain v0.1.0\ndelta v0.1.0 (/work/main) default\ncriterion v0.8.0 default\n";
+        let failures = feature_sets_match(build, test);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].message.starts_with("tokio v1.0.0"),
+            "{failures:?}"
+        );
+        assert!(feature_sets_match(test, test).is_empty());
+        // A package built for the host and the target keeps both lists.
+        let both = "regex v1.0.0 std\nregex v1.0.0 (proc-macro) std,unicode\n";
+        assert_eq!(features_by_package(both)["regex v1.0.0"].len(), 2);
     }
 }

@@ -70,8 +70,6 @@ pub trait RunQueue: Send + Sync {
         retry_at: Option<i64>,
         now: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// The run's end is known.
-    fn finished(&self, run_id: &str) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
 /// The wait before delivery number `deliveries + 1`: `base * 2^(n-1)`,

@@ -34,6 +34,7 @@ pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
+    let mut endpoints = crate::webhooks::Endpoints::default();
     for run in &failed {
         let tenant: Option<String> = sqlx::query_scalar(
             "UPDATE runs SET status = 'dead', finished_at_ms = $1 \
@@ -48,6 +49,7 @@ pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
         if let Some(tenant) = tenant {
             crate::webhooks::run_ended(
                 &mut tx,
+                &mut endpoints,
                 &tenant,
                 run,
                 crate::webhooks::RunEnd::Dead("node_lost"),

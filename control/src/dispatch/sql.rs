@@ -116,6 +116,7 @@ impl RunQueue for SqlRunQueue {
             if let Some(tenant) = tenant {
                 crate::webhooks::run_ended(
                     &mut tx,
+                    &mut crate::webhooks::Endpoints::default(),
                     &tenant,
                     run_id,
                     crate::webhooks::RunEnd::Dead(error),
@@ -126,14 +127,23 @@ impl RunQueue for SqlRunQueue {
         }
         tx.commit().await
     }
+}
 
-    async fn finished(&self, run_id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE run_queue SET state = 'finished' WHERE run_id = $1 AND state <> 'finished'",
-        )
-        .bind(run_id)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
+/// The run's end is known: its queue row stops being delivered. Called in
+/// the transaction that records the end (the runs row and its result
+/// webhook), so the three change together.
+pub(crate) async fn mark_finished(
+    conn: &mut sqlx::AnyConnection,
+    run_id: &str,
+    tenant_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE run_queue SET state = 'finished' \
+         WHERE run_id = $1 AND tenant_id = $2 AND state <> 'finished'",
+    )
+    .bind(run_id)
+    .bind(tenant_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -12,7 +12,8 @@
 //! the handlers and the fire loop sit on both and start runs only through
 //! [`crate::runs::start_run`], the path every run takes.
 
-pub mod cron;
+/// When a schedule fires (pure rules, in `delta-triggers`).
+pub use delta_triggers::cron;
 pub mod fire;
 pub mod model;
 pub mod schedules;

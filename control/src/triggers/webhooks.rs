@@ -313,8 +313,9 @@ async fn deliver(
     let started = match started {
         Ok(started) => started,
         Err(e) => {
-            // Refused before anything ran (paused, queue full, no node):
-            // the same signed delivery may be retried. A time-out keeps
+            // Refused before anything ran (paused, no such agent; a busy
+            // or lost node queues the run instead, see `start_run`): the
+            // same signed delivery may be retried. A time-out keeps
             // the signature, since the run may have started.
             if matches!(
                 e.status,

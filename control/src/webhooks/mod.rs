@@ -76,4 +76,4 @@ pub use deliver::{MAX_ATTEMPTS, delete_expired, deliver_due, retry_delay_ms, spa
 pub use handlers::routes;
 pub use model::{Delivery, Endpoint, EventType, NewEndpoint};
 pub use outbox::enqueue;
-pub use results::{RunEnd, run_ended};
+pub use results::{Endpoints, RunEnd, run_ended};

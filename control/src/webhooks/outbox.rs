@@ -18,6 +18,7 @@ pub(super) struct Subject<'a> {
 }
 
 /// One endpoint of the tenant, as the outbox matches it.
+#[derive(Debug)]
 pub(super) struct Subscriber {
     id: String,
     event_types: Vec<EventType>,

@@ -11,11 +11,35 @@
 //! (`POST /v1/runs/{id}/retry`) and ends again is a new end, with its own
 //! message.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 use sqlx::{AnyConnection, Row as _};
 
 use super::model::EventType;
-use super::outbox::{Subject, subscribers, write};
+use super::outbox::{Subject, Subscriber, subscribers, write};
+
+/// Tenants' endpoints, read once for several run ends: a usage batch or a
+/// lost node ends many runs, and each end would otherwise read its
+/// tenant's endpoints again (one more query per run on the hot usage
+/// path). Scope one to the work that ends the runs: an endpoint added
+/// meanwhile is seen by the next batch.
+#[derive(Debug, Default)]
+pub struct Endpoints(HashMap<String, Vec<Subscriber>>);
+
+impl Endpoints {
+    async fn of(
+        &mut self,
+        conn: &mut AnyConnection,
+        tenant: &str,
+    ) -> Result<&[Subscriber], sqlx::Error> {
+        if !self.0.contains_key(tenant) {
+            let subs = subscribers(conn, tenant).await?;
+            self.0.insert(tenant.to_owned(), subs);
+        }
+        Ok(self.0.get(tenant).map_or(&[], Vec::as_slice))
+    }
+}
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy)]
@@ -50,12 +74,13 @@ const USAGE_FIELDS: [&str; 7] = [
 /// subscribes to run events.
 pub async fn run_ended(
     conn: &mut AnyConnection,
+    endpoints: &mut Endpoints,
     tenant: &str,
     run_id: &str,
     end: RunEnd<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let subs = subscribers(conn, tenant).await?;
+    let subs = endpoints.of(conn, tenant).await?;
     if !subs
         .iter()
         .any(|s| s.subscribes_to_any(&[EventType::RunCompleted, EventType::RunFailed]))
@@ -106,7 +131,7 @@ pub async fn run_ended(
             )
         }
     };
-    let endpoints: Vec<String> = subs
+    let targets: Vec<String> = subs
         .iter()
         .filter(|s| {
             s.wants(
@@ -119,7 +144,7 @@ pub async fn run_ended(
         })
         .map(|s| s.id().to_owned())
         .collect();
-    if endpoints.is_empty() {
+    if targets.is_empty() {
         return Ok(());
     }
     data.insert("run_id".into(), json!(run_id));
@@ -152,7 +177,7 @@ pub async fn run_ended(
         event,
         Value::Object(data),
         &message_id,
-        &endpoints,
+        &targets,
         now,
     )
     .await?;

@@ -283,13 +283,13 @@ both!(
         assert_eq!(status, StatusCode::OK, "{off}");
         assert!(off["next_fire_at_ms"].is_null(), "{off}");
 
-        // A tick the node cannot take (the agent has none) is a fire
-        // with its error and no run, listed with the schedule's fires.
+        // A tick no node can take now (the agent has none) is not lost:
+        // its fire names a run that waits in the run queue.
         let (status, every) = create(&ctl, &alice, &agent, json!({ "cron": "* * * * *" })).await;
         assert_eq!(status, StatusCode::CREATED, "{every}");
         let every = s(&every["id"]);
         set_next_tick(&ctl, &every, now_ms() - 10).await;
-        let page = eventually("the refused fire", Duration::from_secs(10), || async {
+        let page = eventually("the fire", Duration::from_secs(10), || async {
             let (status, page) = ctl
                 .call(
                     Method::GET,
@@ -303,11 +303,17 @@ both!(
         })
         .await;
         let fire = &page["items"][0];
-        assert!(fire["run_id"].is_null(), "{fire}");
+        assert!(fire["error"].is_null(), "{fire}");
+        let run_id = s(&fire["run_id"]);
+        let (state, last_error): (String, Option<String>) =
+            sqlx::query_as("SELECT state, last_error FROM run_queue WHERE run_id = $1")
+                .bind(&run_id)
+                .fetch_one(ctl.state.db.pool())
+                .await
+                .expect("the run's queue row");
+        assert_eq!(state, "pending", "{fire}");
         assert!(
-            fire["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("node_unavailable")),
+            last_error.is_some_and(|e| e.starts_with("node_unavailable")),
             "{fire}"
         );
         let (status, _) = ctl

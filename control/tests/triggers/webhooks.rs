@@ -139,12 +139,12 @@ both!(
                 "signature_invalid",
             ),
             (
-                Some(signed(&secret, now - 301, body)),
+                Some(signed(&secret, now - 400, body)),
                 StatusCode::UNAUTHORIZED,
                 "signature_expired",
             ),
             (
-                Some(signed(&secret, now + 301, body)),
+                Some(signed(&secret, now + 400, body)),
                 StatusCode::UNAUTHORIZED,
                 "signature_expired",
             ),
@@ -186,17 +186,24 @@ both!(
         assert_eq!(err["code"], "signature_replayed");
         assert_eq!(runs_of(&e.ctl, &e.agent).await, 1);
 
-        // A delivery the node cannot take (no node for the agent) started
-        // nothing: the same signed request may be sent again.
+        // A delivery no node can take now (the agent has none) is not
+        // refused: its run waits in the run queue, and the same signed
+        // request sent again is a replay.
         let stranded = common::insert_agent(&e.ctl, &e.alice, "stranded", None).await;
         let (stranded_hook, stranded_secret) = webhook(&e.ctl, &e.alice, &stranded).await;
         let sig = signed(&stranded_secret, now, body);
-        for _ in 0..2 {
-            let (status, err) =
-                deliver(&e.ctl, &stranded_hook, "", json, body, Some(sig.clone())).await;
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
-            assert_eq!(err["code"], "node_unavailable", "{err}");
-        }
+        let (status, accepted) =
+            deliver(&e.ctl, &stranded_hook, "", json, body, Some(sig.clone())).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let state: String = sqlx::query_scalar("SELECT state FROM run_queue WHERE run_id = $1")
+            .bind(s(&accepted["run_id"]))
+            .fetch_one(e.ctl.state.db.pool())
+            .await
+            .expect("the run's queue row");
+        assert_eq!(state, "pending");
+        let (status, err) = deliver(&e.ctl, &stranded_hook, "", json, body, Some(sig)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+        assert_eq!(err["code"], "signature_replayed");
 
         // Rotation: the old secret stops, the new one works; only alice's
         // tenant may rotate, list or delete.
@@ -306,5 +313,84 @@ both!(
         );
         assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
         assert_eq!(runs_of(&ctl, &agent).await, 0);
+    }
+);
+
+/// A node with one slot and room for one queued run: two slow runs fill it.
+const FULL_AFTER_TWO: &str = "[scheduler]\nconcurrency = 1\nper_tenant_concurrency = 1\n\
+                              queue_per_tenant = 1\nqueue_total = 1\n";
+
+both_with!(
+    a_delivery_the_node_cannot_take_now_stays_queued_and_runs_later,
+    |c: &mut delta_control::config::ControlConfig| {
+        c.runs.max_deliveries = 100;
+        c.runs.retry_base_ms = 200;
+        c.runs.retry_max_ms = 1_000;
+        c.runs.poll_ms = 100;
+    },
+    |ctl: Control| async move {
+        let _node = common::start_node_in(&ctl, "busy-node", "busy-node", FULL_AFTER_TWO).await;
+        let alice = ctl.register("alice").await;
+        let (status, script) = upload_script(&ctl, &alice.access, ECHO_JS).await;
+        assert_eq!(status, StatusCode::CREATED, "{script}");
+        let echo = create_agent(&ctl, &alice, "echo", &s(&script["sha256"])).await;
+        let slow_sha = common::bounties::upload(
+            &ctl,
+            &alice,
+            &std::fs::read(delta_guest_artifacts::SLOW_LOGGER).expect("guest"),
+        )
+        .await;
+        let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
+        // One slow run executes, the next waits: the node is full.
+        let mut slow_runs = Vec::new();
+        for _ in 0..2 {
+            let (status, run) = ctl
+                .call(
+                    Method::POST,
+                    &format!("/v1/agents/{slow}/runs"),
+                    Some(&alice.access),
+                    Some(json!({ "input": { "lines": 15, "interval_ms": 100 } })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+            slow_runs.push(s(&run["id"]));
+        }
+        // An API caller is told (and retries itself) ...
+        let (status, refused) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/agents/{echo}/runs"),
+                Some(&alice.access),
+                Some(json!({ "input": {} })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{refused}");
+        // ... a webhook's sender is not: its run waits in the queue.
+        let (id, secret) = webhook(&ctl, &alice, &echo).await;
+        let body = br#"{"n":1}"#;
+        let (status, accepted) = deliver(
+            &ctl,
+            &id,
+            "?wait=true",
+            "application/json",
+            body,
+            Some(signed(&secret, now_secs(), body)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let run_id = s(&accepted["run_id"]);
+        let run = finished_run(&ctl, &alice, &run_id).await;
+        assert_eq!(echoed(&run)["webhook"]["body"], json!({ "n": 1 }), "{run}");
+        assert!(run["deliveries"].as_i64().is_some_and(|n| n >= 2), "{run}");
+        assert!(
+            s(&run["last_error"]).contains("429"),
+            "the refusal it waited out: {run}"
+        );
+        assert_eq!(run["trigger"]["kind"], "webhook", "{run}");
+        // The slow runs were not disturbed.
+        for id in &slow_runs {
+            let run = finished_run(&ctl, &alice, id).await;
+            assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        }
     }
 );

@@ -877,7 +877,6 @@ async fn a_lost_node_s_agents_move_and_its_return_leaves_no_copies(db: Dialect) 
 scenario!(heartbeats_and_usage_need_a_node_credential_and_usage_counts_once);
 
 async fn heartbeats_and_usage_need_a_node_credential_and_usage_counts_once(db: Dialect) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let ctl = control(db, 2).await;
     let admin = ctl.register("ops").await.access;
     let fake = ctl.node_credential("fake-1").await;

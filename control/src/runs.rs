@@ -416,7 +416,8 @@ pub(crate) async fn start_run(
     insert_run(state, &pending).await?;
     // Its queue row: already out for delivery (inline, below); the
     // dispatcher only takes it if its node is lost.
-    crate::dispatch::sql::SqlRunQueue::new(state.db.clone())
+    state
+        .run_queue
         .enqueue_dispatched(
             &crate::dispatch::QueuedRun {
                 run_id: run_id.clone(),
@@ -519,7 +520,8 @@ async fn keep_queued(state: &AppState, run_id: &str, why: &str) -> Result<Starte
         reason = why,
         "the node cannot take the run now: it stays queued"
     );
-    crate::dispatch::sql::SqlRunQueue::new(state.db.clone())
+    state
+        .run_queue
         .failed(run_id, why, retry_at, now)
         .await
         .map_err(ApiError::internal)?;
@@ -863,6 +865,7 @@ async fn retry_run(
     .await
     .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
+    state.run_queue.announce(&[(id.clone(), now)]).await;
     Ok(Started::Accepted(RunAccepted {
         id,
         status: RunStatus::Queued.as_str().to_owned(),

@@ -51,6 +51,9 @@ pub struct AppState {
     pub stripe: Option<Arc<crate::payments::Stripe>>,
     /// Bounty submission artifacts and their signed URLs (`[artifacts]`).
     pub artifacts: Arc<crate::bounties::Artifacts>,
+    /// The run queue (the table, signalled through Redis Streams when
+    /// `redis_url` is set).
+    pub run_queue: crate::dispatch::Queue,
     /// Agents' key-value state, in this database (`[kv]` bounds).
     pub kv: delta_kv::KvStore,
     /// Tenants' secrets vault (none without `vault_key_file`: its routes
@@ -166,6 +169,8 @@ impl AppState {
             metrics.registry(),
         )
         .context("setting up rate limits")?;
+        let run_queue = crate::dispatch::Queue::open(db.clone(), config.redis_url.as_deref())
+            .context("setting up the run queue")?;
         let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
         let key_cache = crate::keycache::KeyCache::open(&db, &config.database_url());
         let kv = delta_kv::KvStore::new(db.pool().clone(), config.kv);
@@ -191,6 +196,7 @@ impl AppState {
             scripts: None,
             stripe,
             artifacts: Arc::new(artifacts),
+            run_queue,
             mailer,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))

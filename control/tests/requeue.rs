@@ -4,14 +4,15 @@
 //! finish on the agent's new node under the same run id, which the guest
 //! sees; runs no node takes go `dead` after `max_deliveries` and come back
 //! with `POST /v1/runs/{id}/retry`; two replicas never claim one row twice;
-//! an agent whose `node_loss` is `fail` has its lost runs die instead.
+//! an agent whose `node_loss` is `fail` has its lost runs die instead;
+//! with Redis the same happens through its stream, and without it again.
 
 mod common;
 
 use std::time::Duration;
 
 use common::bounties::create_agent;
-use common::{Control, Session, eventually, start_node_in, upload_script};
+use common::{Control, Dialect, Session, eventually, start_node_in, upload_script};
 use delta_control::config::ControlConfig;
 use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
@@ -400,3 +401,105 @@ both_with!(
         b.shutdown().await;
     }
 );
+
+/// Kill `node` (one slot, hosting `echo` and `slow`) while it runs a slow
+/// run and holds three echo runs; start node `to` first. The echo runs
+/// finish on `to` under their ids: the node that takes the agents next.
+async fn lose_node(
+    ctl: &Control,
+    alice: &Session,
+    (echo, slow): (&str, &str),
+    node: delta_node::server::RunningNode,
+    to: &str,
+) -> delta_node::server::RunningNode {
+    let target = start_node_in(ctl, to, to, ONE_SLOT).await;
+    let running = submit(ctl, alice, slow, json!({ "lines": 40, "interval_ms": 100 })).await;
+    eventually("the slow run to start", Duration::from_secs(30), || async {
+        let (_, run) = get(ctl, alice, &format!("/v1/runs/{running}")).await;
+        (run["status"] == "running").then_some(())
+    })
+    .await;
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(submit(ctl, alice, echo, json!({})).await);
+    }
+    node.kill().await;
+    for id in &queued {
+        let run = run_in(ctl, alice, id, "finished").await;
+        assert_eq!(run["node_id"], to, "{run}");
+        assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        assert!(run["deliveries"].as_i64().is_some_and(|n| n >= 2), "{run}");
+    }
+    // The slow run too (its agent moved with the others).
+    let run = run_in(ctl, alice, &running, "finished").await;
+    assert_eq!(run["node_id"], to, "{run}");
+    target
+}
+
+/// With `redis_url`, re-queued runs are signalled on the Redis stream and
+/// read through its consumer group; with Redis gone, the table sweep
+/// still delivers every run (nothing is lost with Redis).
+async fn runs_move_through_redis_streams_and_survive_redis_loss(dialect: Dialect) {
+    let mut redis = common::redis::RedisServer::start().await;
+    let url = redis.url.clone();
+    let ctl = Control::start_with(dialect, move |c| {
+        fast(10)(c);
+        c.redis_url = Some(url);
+    })
+    .await;
+    let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
+    let alice = ctl.register("alice").await;
+    let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
+    assert_eq!(status, StatusCode::CREATED, "{script}");
+    let echo = create_agent(
+        &ctl,
+        &alice,
+        "echo",
+        script["sha256"].as_str().expect("sha"),
+    )
+    .await;
+    let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
+    let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
+    assert_eq!(agent_node(&ctl, &alice, &echo).await, "node-a");
+    assert_eq!(agent_node(&ctl, &alice, &slow).await, "node-a");
+
+    // Redis up: the re-queued runs came through the stream's group.
+    let b = lose_node(&ctl, &alice, (&echo, &slow), a, "node-b").await;
+    let mut conn = redis.connection().await;
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg("delta:runs")
+        .query_async(&mut conn)
+        .await
+        .expect("the run stream and its group exist");
+    let read = groups
+        .iter()
+        .find(|g| g.get("name") == Some(&redis::Value::BulkString(b"dispatchers".to_vec())))
+        .and_then(|g| match g.get("entries-read") {
+            Some(redis::Value::Int(n)) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the dispatchers group: {groups:?}"));
+    assert!(read >= 4, "{groups:?}");
+    let waiting: i64 = redis::cmd("ZCARD")
+        .arg("delta:runs:delayed")
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(waiting, 0, "no signal left behind");
+
+    // Redis gone: the same loss is recovered from the table.
+    redis.stop();
+    let c = lose_node(&ctl, &alice, (&echo, &slow), b, "node-c").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_move_through_redis_streams_and_survive_redis_loss_sqlite() {
+    runs_move_through_redis_streams_and_survive_redis_loss(Dialect::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_move_through_redis_streams_and_survive_redis_loss_postgres() {
+    runs_move_through_redis_streams_and_survive_redis_loss(Dialect::Postgres).await;
+}

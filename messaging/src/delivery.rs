@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
-use lettre::{Address, AsyncTransport, Tokio1Executor};
+use lettre::{Address, AsyncTransport};
 use serde::Serialize;
 
 use crate::BuildError;

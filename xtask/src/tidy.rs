@@ -216,8 +216,7 @@ fn features_by_package(tree: &str) -> BTreeMap<String, BTreeSet<String>> {
         // After the name and version: `(path)`, `(proc-macro)`, `(*)`, and
         // the comma-separated features (one word, possibly absent).
         let features = words
-            .filter(|w| !w.starts_with('(') && !w.ends_with(')'))
-            .next_back()
+            .rfind(|w| !w.starts_with('(') && !w.ends_with(')'))
             .unwrap_or("");
         packages
             .entry(format!("{name} {version}"))

@@ -5,7 +5,6 @@ use std::time::Duration;
 use delta_node_api::RunStatus;
 use serde_json::Value;
 
-use super::sql::SqlRunQueue;
 use super::{QueuedRun, RunQueue, backoff_ms};
 use crate::app::AppState;
 use crate::db::now_ms;
@@ -17,7 +16,7 @@ const BATCH: i64 = 32;
 /// Deliver due runs every `[runs] poll_ms` until aborted.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let queue = SqlRunQueue::new(state.db.clone());
+        let queue = state.run_queue.clone();
         let mut tick =
             tokio::time::interval(Duration::from_millis(state.config.runs.poll_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -34,9 +33,11 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::Error> {
     let now = now_ms();
     let lost = super::requeue::requeue_lost(&state.db, now).await?;
-    for run in lost.requeued {
+    for run in &lost.requeued {
         tracing::warn!(run = %run, "its node is lost: run re-queued");
     }
+    let due: Vec<(String, i64)> = lost.requeued.into_iter().map(|r| (r, now)).collect();
+    queue.announce(&due).await;
     for run in lost.failed {
         tracing::warn!(run = %run, "its node is lost: run dead (the agent's node_loss is fail)");
     }

@@ -27,6 +27,7 @@
 pub mod dispatcher;
 pub mod requeue;
 pub mod sql;
+pub mod streams;
 
 use std::future::Future;
 
@@ -45,8 +46,9 @@ pub struct QueuedRun {
     pub deliveries: i64,
 }
 
-/// What the dispatcher needs of a queue. [`sql::SqlRunQueue`] is the one
-/// built (a Redis Streams one is not: see ARCHITECTURE.md).
+/// What the dispatcher needs of a queue: [`sql::SqlRunQueue`] (the table
+/// alone) or [`streams::RedisRunQueue`] (signals on a Redis stream, the
+/// table deciding); [`Queue`] is whichever the configuration chose.
 pub trait RunQueue: Send + Sync {
     /// Record a run accepted now, already being delivered inline.
     fn enqueue_dispatched(
@@ -61,6 +63,11 @@ pub trait RunQueue: Send + Sync {
         now: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<QueuedRun>, sqlx::Error>> + Send;
+    /// These rows were made `pending`, due at the given times, by someone
+    /// else than [`RunQueue::failed`] (re-queued from a lost node, retried
+    /// through the API). Best effort: a queue that misses it finds the row
+    /// in the table later.
+    fn announce(&self, runs: &[(String, i64)]) -> impl Future<Output = ()> + Send;
     /// A delivery failed: `pending` again at `retry_at`, or `dead` (None),
     /// with `error` (a dead run reads `status: "dead"`).
     fn failed(
@@ -70,6 +77,64 @@ pub trait RunQueue: Send + Sync {
         retry_at: Option<i64>,
         now: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// The run queue this replica uses: the table alone, or with Redis
+/// Streams when `redis_url` is configured.
+#[derive(Clone)]
+pub enum Queue {
+    /// `run_queue` polled with `SKIP LOCKED` (PostgreSQL) or a conditional
+    /// `UPDATE` (SQLite).
+    Sql(sql::SqlRunQueue),
+    /// Signals on a Redis stream with a consumer group.
+    Redis(streams::RedisRunQueue),
+}
+
+impl Queue {
+    /// The queue for `db`, with Redis at `redis_url` when one is given.
+    pub fn open(db: crate::db::Db, redis_url: Option<&str>) -> Result<Self, streams::QueueError> {
+        let table = sql::SqlRunQueue::new(db);
+        Ok(match redis_url {
+            None => Self::Sql(table),
+            Some(url) => Self::Redis(streams::RedisRunQueue::open(table, url)?),
+        })
+    }
+}
+
+impl RunQueue for Queue {
+    async fn enqueue_dispatched(&self, run: &QueuedRun, now: i64) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sql(q) => q.enqueue_dispatched(run, now).await,
+            Self::Redis(q) => q.enqueue_dispatched(run, now).await,
+        }
+    }
+
+    async fn claim_due(&self, now: i64, limit: i64) -> Result<Vec<QueuedRun>, sqlx::Error> {
+        match self {
+            Self::Sql(q) => q.claim_due(now, limit).await,
+            Self::Redis(q) => q.claim_due(now, limit).await,
+        }
+    }
+
+    async fn announce(&self, runs: &[(String, i64)]) {
+        match self {
+            Self::Sql(q) => q.announce(runs).await,
+            Self::Redis(q) => q.announce(runs).await,
+        }
+    }
+
+    async fn failed(
+        &self,
+        run_id: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sql(q) => q.failed(run_id, error, retry_at, now).await,
+            Self::Redis(q) => q.failed(run_id, error, retry_at, now).await,
+        }
+    }
 }
 
 /// The wait before delivery number `deliveries + 1`: `base * 2^(n-1)`,

@@ -38,43 +38,11 @@ impl RunQueue for SqlRunQueue {
     }
 
     async fn claim_due(&self, now: i64, limit: i64) -> Result<Vec<QueuedRun>, sqlx::Error> {
-        // One statement either way: on PostgreSQL the rows another replica
-        // is claiming are skipped (not waited for); SQLite has one writer,
-        // and an UPDATE is a write from its first step (a transaction that
-        // read first could not upgrade to write under a concurrent one).
-        // The `state = 'pending'` condition makes a claim exclusive on both.
-        let pick = match self.db.backend() {
-            Backend::Postgres => {
-                "SELECT run_id FROM run_queue WHERE state = 'pending' AND not_before_ms <= $2 \
-                 ORDER BY not_before_ms, run_id LIMIT $3 FOR UPDATE SKIP LOCKED"
-            }
-            Backend::Sqlite => {
-                "SELECT run_id FROM run_queue WHERE state = 'pending' AND not_before_ms <= $2 \
-                 ORDER BY not_before_ms, run_id LIMIT $3"
-            }
-        };
-        let rows = sqlx::query(&format!(
-            "UPDATE run_queue SET state = 'dispatched', deliveries = deliveries + 1, \
-             updated_at_ms = $1 \
-             WHERE state = 'pending' AND run_id IN ({pick}) \
-             RETURNING run_id, tenant_id, agent_id, input, deliveries"
-        ))
-        .bind(now)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueuedRun {
-                    run_id: row.try_get("run_id")?,
-                    tenant_id: row.try_get("tenant_id")?,
-                    agent_id: row.try_get("agent_id")?,
-                    input: row.try_get("input")?,
-                    deliveries: row.try_get("deliveries")?,
-                })
-            })
-            .collect()
+        self.claim(now, now, limit).await
+    }
+
+    async fn announce(&self, _runs: &[(String, i64)]) {
+        // The table is the queue: a pending row is found by `claim_due`.
     }
 
     async fn failed(
@@ -127,6 +95,86 @@ impl RunQueue for SqlRunQueue {
         }
         tx.commit().await
     }
+}
+
+impl SqlRunQueue {
+    /// Claim up to `limit` `pending` rows due by `due_by` (each counted as
+    /// one more delivery, stamped `now`); a row is claimed by one replica
+    /// only.
+    pub(crate) async fn claim(
+        &self,
+        due_by: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<QueuedRun>, sqlx::Error> {
+        // One statement either way: on PostgreSQL the rows another replica
+        // is claiming are skipped (not waited for); SQLite has one writer,
+        // and an UPDATE is a write from its first step (a transaction that
+        // read first could not upgrade to write under a concurrent one).
+        // The `state = 'pending'` condition makes a claim exclusive on both.
+        let pick = match self.db.backend() {
+            Backend::Postgres => {
+                "SELECT run_id FROM run_queue WHERE state = 'pending' AND not_before_ms <= $2 \
+                 ORDER BY not_before_ms, run_id LIMIT $3 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT run_id FROM run_queue WHERE state = 'pending' AND not_before_ms <= $2 \
+                 ORDER BY not_before_ms, run_id LIMIT $3"
+            }
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE run_queue SET state = 'dispatched', deliveries = deliveries + 1, \
+             updated_at_ms = $1 \
+             WHERE state = 'pending' AND run_id IN ({pick}) \
+             RETURNING run_id, tenant_id, agent_id, input, deliveries"
+        ))
+        .bind(now)
+        .bind(due_by)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(queued_run).collect()
+    }
+
+    /// Claim run `run_id` if it is `pending` and due by `now` (what a
+    /// queue signal names is checked here: the table decides).
+    pub(crate) async fn claim_one(
+        &self,
+        run_id: &str,
+        now: i64,
+    ) -> Result<Option<QueuedRun>, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE run_queue SET state = 'dispatched', deliveries = deliveries + 1, \
+             updated_at_ms = $1 \
+             WHERE run_id = $2 AND state = 'pending' AND not_before_ms <= $1 \
+             RETURNING run_id, tenant_id, agent_id, input, deliveries",
+        )
+        .bind(now)
+        .bind(run_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(queued_run).transpose()
+    }
+
+    /// When `run_id` is due, if it is `pending`.
+    pub(crate) async fn pending_due(&self, run_id: &str) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT not_before_ms FROM run_queue WHERE run_id = $1 AND state = 'pending'",
+        )
+        .bind(run_id)
+        .fetch_optional(self.db.pool())
+        .await
+    }
+}
+
+fn queued_run(row: &sqlx::any::AnyRow) -> Result<QueuedRun, sqlx::Error> {
+    Ok(QueuedRun {
+        run_id: row.try_get("run_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        agent_id: row.try_get("agent_id")?,
+        input: row.try_get("input")?,
+        deliveries: row.try_get("deliveries")?,
+    })
 }
 
 /// The run's end is known: its queue row stops being delivered. Called in

@@ -15,6 +15,7 @@ use delta_control::app::AppState;
 use delta_control::config::ControlConfig;
 
 pub mod bounties;
+pub mod redis;
 pub mod webhooks;
 
 /// The binary's script preparer (`delta control` installs the same one).

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use common::redis::RedisServer;
 
 /// `GET /v1/me` with `token` until the first 429 (at most `max` tries):
 /// how many succeeded before it, and the refusal.
@@ -220,79 +221,6 @@ on_both!(
     }
 );
 
-/// A `redis-server` on a free loopback port, stopped when dropped.
-struct RedisServer {
-    child: Option<Child>,
-    url: String,
-}
-
-impl RedisServer {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): the shared rate-limit tests need it on \
-                     PATH (Debian: apt-get install redis-server; .ci/run installs it)"
-                )
-            });
-        let server = Self {
-            child: Some(child),
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        let client = redis::Client::open(server.url.as_str()).expect("redis url");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    async fn keys(&self) -> Vec<String> {
-        let client = redis::Client::open(self.url.as_str()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        redis::cmd("KEYS")
-            .arg("delta:ratelimit:*")
-            .query_async(&mut conn)
-            .await
-            .expect("keys")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 on_both!(
     redis_shares_limits_across_replicas_and_fails_open,
     |dialect| async move {
@@ -349,7 +277,7 @@ on_both!(
         }
         assert!(
             redis
-                .keys()
+                .keys("delta:ratelimit:*")
                 .await
                 .iter()
                 .any(|k| k.starts_with("delta:ratelimit:key:")),

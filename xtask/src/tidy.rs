@@ -495,7 +495,7 @@ pub fn guests_used_by_tests(guests: &[String], sources: &[Source]) -> Vec<Failur
                 message: format!(
                     "guest `{guest}` (examples/{guest}, delta_guest_artifacts::{constant}) is used \
                      by no test. Write a test that runs it and asserts what it is for (hostile \
-                     guests: runtime/tests/hostile.rs), or remove it from examples/Cargo.toml."
+                     guests: runtime/tests/all/hostile.rs), or remove it from examples/Cargo.toml."
                 ),
             })
         })

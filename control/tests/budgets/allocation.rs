@@ -161,7 +161,7 @@ both!(
         let me = &w.alice.user_id;
         w.agent("main", None, 3_000).await;
         // Tiers are the platform operator's; the tenant's owner may not
-        // change their own (see tests/security.rs for the attack itself).
+        // change their own (see control/tests/api/security.rs for the attack itself).
         let op = w.ctl.operator().await;
         let tenant = w.alice.tenant_id.clone();
         let as_operator = |path: String, tier: &'static str| {

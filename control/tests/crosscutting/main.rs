@@ -890,7 +890,7 @@ both!(
 
         // Routes without credentials keep their keys, whatever stale
         // Authorization a client sends along. (Login and refresh ignore
-        // keys altogether: tests/security.rs.)
+        // keys altogether: control/tests/api/security.rs.)
         let registration =
             json!({ "email": "carol@example.com", "password": "pw-carol-long-enough" });
         let registered = send(

@@ -3,7 +3,7 @@
 //! compile worker's CPU and memory bounds) or compiled, always as bad input
 //! rather than a host error, and the runtime serves the next load.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::time::Instant;

@@ -3,7 +3,7 @@
 //! would (a tenant admin, a stranger who just registered, a node) and shown
 //! refused with the right status and nothing changed.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 //! tenant's `messages_per_day` is counted before delivery (a refused
 //! message is `rate-limited` for the guest and never sent).
 
-mod common;
+use crate::common;
 
 use common::{Control, create_agent, start_node_in_process};
 use delta_guest_artifacts as guests;

@@ -1,7 +1,7 @@
 //! Identity, sessions, API keys, tenants, roles and the audit log, over real
 //! HTTP, each test on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -5,7 +5,7 @@
 //! real node (in this process) whose messenger then sends only what was
 //! approved and granted, with every attempt in the message log.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `delta node` end to end: the real binary, over real HTTP and TLS, with a
 //! real client; signals and `kill -9` included.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};

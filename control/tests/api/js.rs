@@ -3,7 +3,7 @@
 //! deployed like any other; bad scripts are 422 `invalid_script` with the
 //! reason, oversized ones 413.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use common::{Control, eventually, start_node_in_process};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const HELLO_JS: &str = include_str!("../../examples/js/hello.js");
+const HELLO_JS: &str = include_str!("../../../examples/js/hello.js");
 
 async fn upload_script(ctl: &Control, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let resp = ctl

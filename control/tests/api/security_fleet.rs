@@ -3,7 +3,7 @@
 //! itself only, for the agents placed on it only; revocation and rotation
 //! take effect on the next request.
 
-mod common;
+use crate::common;
 
 use common::{Control, Session, insert_agent};
 use reqwest::{Method, StatusCode};

@@ -1,7 +1,7 @@
 //! Every hostile guest is contained with the right outcome, and the runtime
 //! keeps serving normal invocations afterwards.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

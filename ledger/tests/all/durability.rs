@@ -1,7 +1,7 @@
 //! Durability and tamper-resistance of the ledger file.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -64,7 +64,12 @@ async fn acknowledged_operations_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "durability::crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

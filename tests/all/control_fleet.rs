@@ -7,9 +7,8 @@
 //! SQLite and on PostgreSQL (`DELTA_TEST_POSTGRES_URL`, see
 //! `control/tests/common`).
 
-#[path = "../control/tests/common/mod.rs"]
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

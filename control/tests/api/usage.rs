@@ -1,7 +1,7 @@
 //! Usage ingestion from nodes and the usage queries, over real HTTP, on
 //! SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::{Control, Session};
 use delta_node::model::{LlmTokens, MessageCounts, RunUsage};

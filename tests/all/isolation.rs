@@ -4,8 +4,7 @@
 //! 2xx, and never echo the other tenant's data. Runs on SQLite and
 //! PostgreSQL, with a real node in the same process.
 
-#[path = "../control/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

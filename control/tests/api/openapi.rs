@@ -3,7 +3,7 @@
 //! route", no 405), every operation is documented with responses, and the
 //! authenticated ones refuse a request without credentials.
 
-mod common;
+use crate::common;
 
 use common::{Control, Dialect};
 use reqwest::{Method, StatusCode};

@@ -3,7 +3,7 @@
 //! hostile script is contained with a clear outcome while the same runtime
 //! keeps serving.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +12,9 @@ use delta_guest_artifacts as guests;
 use delta_js::{JsError, Kind};
 use delta_runtime::{InvocationLimits, Outcome, RunReport, Runtime};
 
-const HELLO_JS: &str = include_str!("../../examples/js/hello.js");
-const TASK_BOT_JS: &str = include_str!("../../examples/js/task-bot.js");
-const VERIFIER_JS: &str = include_str!("../../examples/js/verifier.js");
+const HELLO_JS: &str = include_str!("../../../examples/js/hello.js");
+const TASK_BOT_JS: &str = include_str!("../../../examples/js/task-bot.js");
+const VERIFIER_JS: &str = include_str!("../../../examples/js/verifier.js");
 
 async fn run_js(rt: &Runtime, source: &str, input: &str, limits: InvocationLimits) -> RunReport {
     let agent = load_js(rt, source, Kind::Agent).await;

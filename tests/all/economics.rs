@@ -23,9 +23,8 @@
 //! - per account and per user, the entries sum to the balances, and pool +
 //!   allocations + retired == the tier's allocation.
 
-#[path = "../control/tests/common/mod.rs"]
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! an agent whose `node_loss` is `fail` has its lost runs die instead;
 //! with Redis the same happens through its stream, and without it again.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Behaviour of `SqliteLedger` over a real SQLite file.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

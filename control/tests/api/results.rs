@@ -8,7 +8,7 @@
 //! event; a run no node takes fails as `dead`, and its retry's end is an
 //! event of its own.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! and messages per day as a node asks for them; an operator raises each
 //! per tenant, a tenant admin cannot.
 
-mod common;
+use crate::common;
 
 use common::{Control, Session, fake_component, insert_agent, place_agent};
 use delta_control::db::now_ms;

@@ -5,8 +5,7 @@
 //! input, 7 not allowed, 8 not found, 9 conflict). Completions and the
 //! progress bar (drawn on a terminal only) are checked here too.
 
-#[path = "../control/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::process::Command;
 

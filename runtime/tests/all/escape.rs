@@ -4,7 +4,7 @@
 //! Its own test binary, because it sets a host environment variable that no
 //! other test thread may be reading at the time.
 
-mod common;
+use crate::common;
 
 use common::*;
 use delta_guest_artifacts as guests;

@@ -1,7 +1,7 @@
 //! Loading components: bad input gets a clear error, compilation is bounded,
 //! and the compiled cache is reused.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

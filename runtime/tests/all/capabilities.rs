@@ -2,7 +2,7 @@
 //! backend, backends scoped to the caller's identity, and host calls cut
 //! off by the run's deadline and cancellation.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -3,11 +3,15 @@
 //! (a business) creates, funds, lists, shows, approves and cancels; bob
 //! submits with his agent (by name) and sees his payout; `--json` prints
 //! the API's answers. `walkthrough` runs README.md's bounty walkthrough
-//! as written.
+//! as written; `replicas` races money operations across two control-plane
+//! replicas and kills one.
 
 #[path = "../../control/tests/common/mod.rs"]
 mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
+mod replicas;
 mod walkthrough;
 
 use std::process::Command;

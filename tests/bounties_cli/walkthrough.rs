@@ -112,8 +112,11 @@ impl Shell {
         let file = self.dir.join(format!("step-{n}.sh"));
         std::fs::write(&file, script).expect("step file");
         let done = format!("@@walkthrough-step-{n}-done");
-        self.send(&format!(". {} < /dev/null; echo; echo {done}", file.display()))
-            .await;
+        self.send(&format!(
+            ". {} < /dev/null; echo; echo {done}",
+            file.display()
+        ))
+        .await;
         let mut printed = String::new();
         let read = tokio::time::timeout(STEP_TIMEOUT, async {
             loop {
@@ -207,7 +210,8 @@ async fn the_readme_walkthrough_runs(dialect: Dialect) {
             ("GUESTS", guests_dir),
         ],
     );
-    sh.send("exec 2>&1; set -euo pipefail; shopt -s inherit_errexit").await;
+    sh.send("exec 2>&1; set -euo pipefail; shopt -s inherit_errexit")
+        .await;
     let mut printed = Vec::new();
     for step in &steps {
         printed.push(sh.step(step).await);

@@ -58,11 +58,18 @@
 //! backend = "ledger"     # or "stripe", with [payments.stripe]
 //!
 //! [artifacts]           # bounty submission files; see `crate::bounties`
-//! backend = "local"      # the only one built (files under dir)
+//! backend = "local"      # files under dir; or "s3", with [artifacts.s3]
 //! dir = "/var/lib/delta/control/artifacts"   # default <state_dir>/artifacts
 //! max_bytes = 10485760   # larger uploads answer 413
 //! url_ttl_secs = 300     # signed download URLs expire after this
 //! signing_key_file = "/etc/delta/artifact-key"   # default <state_dir>/artifact-key; share it between replicas
+//!
+//! # [artifacts.s3]       # with backend = "s3"
+//! # endpoint = "https://s3.eu-central-1.amazonaws.com"   # http:// only on loopback
+//! # bucket = "delta-artifacts"
+//! # region = "eu-central-1"
+//! # access_key_id = "AKIA..."                 # with secret_access_key_file, or
+//! # secret_access_key_file = "/etc/delta/s3-secret"   # neither: AWS_* env vars
 //!
 //! [kv]                  # agents' durable key-value state (delta_kv::KvLimits), per agent
 //! max_value_bytes = 65536

@@ -155,6 +155,11 @@ impl AppState {
         std::fs::create_dir_all(&components_dir)?;
         let artifacts = crate::bounties::Artifacts::open(&config.artifacts, &config.state_dir)
             .context("[artifacts]")?;
+        // Not fatal (a replica must start while its bucket has a bad
+        // minute; uploads answer 503 meanwhile), but said at once.
+        if let Err(store) = artifacts.probe().await {
+            tracing::warn!(%store, "the artifact store does not answer");
+        }
         // No redirects: a node's answer must come from the node, never
         // send the control plane (and its node API token) somewhere else.
         let http = reqwest::Client::builder()

@@ -147,3 +147,71 @@ impl Drop for NodeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A `delta control` child process on `dir/control.toml` (which its test
+/// wrote); its stderr goes to `dir/control.log`. Killed on drop.
+pub struct ControlProcess {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, from its `listening on ...` line.
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl ControlProcess {
+    /// Start `delta control --config dir/control.toml` and wait (up to a
+    /// minute) for it to say where it listens.
+    pub fn spawn(dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
+            .args(["control", "--config"])
+            .arg(dir.join("control.toml"))
+            .env("DELTA_LOG", "info")
+            .env_remove("DELTA_CONTROL_LISTEN")
+            .env_remove("DELTA_DATABASE_URL")
+            .env_remove("DELTA_CONTROL_STATE_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("control.log"))
+                    .expect("log file"),
+            ))
+            .spawn()
+            .expect("start delta control");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("control.log")).unwrap_or_default();
+            panic!("delta control did not start: {line:?}\n{log}");
+        };
+        Self {
+            url: url.to_owned(),
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// `kill -9`: open transactions die with their connections.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("control.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

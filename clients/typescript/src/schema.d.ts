@@ -7960,6 +7960,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description `artifact_store_unavailable`: the store did not answer */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     get_attempt: {
@@ -9618,6 +9627,15 @@ export interface operations {
             };
             /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `artifact_store_unavailable`: the artifact store did not answer (try again) */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -2,7 +2,8 @@
 //! (`POST /v1/bounties/{id}/submissions` with `application/octet-stream`),
 //! size-capped (`[artifacts] max_bytes`), addressed by their SHA-256 and
 //! kept through the `object_store` crate (local filesystem under the state
-//! directory; the same bytes are stored once, whoever uploads them).
+//! directory, or an S3-compatible bucket: `artifact_store`; the same bytes
+//! are stored once, whoever uploads them).
 //!
 //! Downloads go through expiring signed URLs:
 //! `GET /v1/submissions/{id}/artifact` answers 307 to
@@ -11,6 +12,8 @@
 //! (403 `bad_signature`) before `expires` (410 `url_expired`). The HMAC key
 //! is `[artifacts] signing_key_file` (default: generated once into
 //! `<state_dir>/artifact-key`); replicas share it by sharing that file.
+//! With the S3 backend too the bytes go through the control plane (the
+//! bucket needs no public endpoint, and the URL's rules stay one).
 //!
 //! Who gets a URL: the submitter's tenant always; the bounty's business
 //! once the submission is `approved` (before that 403 `not_approved`: it
@@ -26,13 +29,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use delta_http::ApiError;
 use hmac::{Hmac, Mac as _};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use super::artifact_store::{ArtifactBackend, S3Config};
 use crate::auth::Principal;
 use crate::db::now_ms;
 use crate::state::AppState;
@@ -41,11 +44,12 @@ use crate::state::AppState;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArtifactsConfig {
-    /// `local` (the only backend built: see ARCHITECTURE.md "Not built yet"
-    /// for S3).
+    /// `local` (files under `dir`) or `s3` (`[artifacts.s3]`).
     pub backend: ArtifactBackend,
     /// Directory of the local backend (default `<state_dir>/artifacts`).
     pub dir: Option<PathBuf>,
+    /// The bucket of the `s3` backend.
+    pub s3: Option<S3Config>,
     /// Largest artifact, bytes (default 10 MiB); larger uploads answer 413
     /// `artifact_too_large`.
     pub max_bytes: u64,
@@ -61,20 +65,12 @@ impl Default for ArtifactsConfig {
         Self {
             backend: ArtifactBackend::Local,
             dir: None,
+            s3: None,
             max_bytes: 10 << 20,
             url_ttl_secs: 300,
             signing_key_file: None,
         }
     }
-}
-
-/// `[artifacts] backend`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArtifactBackend {
-    /// Files under `dir`.
-    #[default]
-    Local,
 }
 
 /// A submission's artifact.
@@ -89,6 +85,10 @@ pub struct ArtifactRef {
 /// The store and the URL signer.
 pub struct Artifacts {
     store: Arc<dyn ObjectStore>,
+    /// Whether the store refuses to overwrite by itself (`PutMode::Create`).
+    atomic_create: bool,
+    /// What the store is, for logs.
+    describe: String,
     key: Vec<u8>,
     ttl_secs: u64,
     /// `[artifacts] max_bytes`.
@@ -98,7 +98,7 @@ pub struct Artifacts {
 impl std::fmt::Debug for Artifacts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Artifacts")
-            .field("store", &self.store.to_string())
+            .field("store", &self.describe)
             .field("ttl_secs", &self.ttl_secs)
             .finish_non_exhaustive()
     }
@@ -110,13 +110,12 @@ impl Artifacts {
     /// Open the store and the signing key `config` names.
     pub fn open(config: &ArtifactsConfig, state_dir: &Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let dir = config
-            .dir
-            .clone()
-            .unwrap_or_else(|| state_dir.join("artifacts"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let store = LocalFileSystem::new_with_prefix(&dir)
-            .with_context(|| format!("artifact store {}", dir.display()))?;
+        let opened = super::artifact_store::open(
+            config.backend,
+            config.dir.as_deref(),
+            config.s3.as_ref(),
+            state_dir,
+        )?;
         let key_file = config
             .signing_key_file
             .clone()
@@ -124,7 +123,9 @@ impl Artifacts {
         let key = load_or_create_key(&key_file)
             .with_context(|| format!("artifact signing key {}", key_file.display()))?;
         Ok(Self {
-            store: Arc::new(store),
+            store: opened.store,
+            atomic_create: opened.atomic_create,
+            describe: opened.describe,
             key,
             ttl_secs: config.url_ttl_secs,
             max_bytes: config.max_bytes,
@@ -137,8 +138,20 @@ impl Artifacts {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let size_bytes = i64::try_from(bytes.len()).map_err(ApiError::internal)?;
         let location = object_path(&sha256);
+        if !self.atomic_create {
+            // Content-addressed: an object already there holds these bytes.
+            match self.store.head(&location).await {
+                Ok(_) => return Ok(ArtifactRef { sha256, size_bytes }),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(&e)),
+            }
+        }
         let opts = PutOptions {
-            mode: PutMode::Create,
+            mode: if self.atomic_create {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            },
             ..PutOptions::default()
         };
         match self
@@ -150,16 +163,26 @@ impl Artifacts {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {
                 Ok(ArtifactRef { sha256, size_bytes })
             }
-            Err(e) => Err(ApiError::internal(e)),
+            Err(e) => Err(store_error(&e)),
+        }
+    }
+
+    /// Whether the store answers: a read of a key nobody writes (not found
+    /// is an answer). For the start-up log: a bucket that is missing or
+    /// refuses the credentials shows there, not at the first upload.
+    pub async fn probe(&self) -> Result<(), String> {
+        match self.store.head(&ObjectPath::from("delta-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(format!("{} ({e})", self.describe)),
         }
     }
 
     /// The bytes stored as `sha256`.
     async fn get(&self, sha256: &str) -> Result<Bytes, ApiError> {
         match self.store.get(&object_path(sha256)).await {
-            Ok(got) => got.bytes().await.map_err(ApiError::internal),
+            Ok(got) => got.bytes().await.map_err(|e| store_error(&e)),
             Err(object_store::Error::NotFound { .. }) => Err(ApiError::not_found("artifact")),
-            Err(e) => Err(ApiError::internal(e)),
+            Err(e) => Err(store_error(&e)),
         }
     }
 
@@ -213,6 +236,17 @@ impl Artifacts {
         }
         Ok(())
     }
+}
+
+/// The store failed (unreachable, credentials refused, ...): 503, the
+/// caller may retry; the cause goes to the log, not to the caller.
+fn store_error(e: &object_store::Error) -> ApiError {
+    tracing::error!(error = %e, "artifact store");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "artifact_store_unavailable",
+        "the artifact store did not answer; try again later",
+    )
 }
 
 /// `ab/abcdef…`: a fan-out directory per first byte keeps directories small.
@@ -376,6 +410,7 @@ pub(super) async fn artifact_url(
         (status = 403, description = "`bad_signature`"),
         (status = 404, description = "No such artifact"),
         (status = 410, description = "`url_expired`"),
+        (status = 503, description = "`artifact_store_unavailable`: the store did not answer"),
     )
 )]
 pub(super) async fn download(

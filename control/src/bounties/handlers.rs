@@ -244,6 +244,8 @@ async fn cancel_bounty(
         (status = 413, description = "`submission_too_large`, `artifact_too_large`"),
         (status = 422, description = "`unknown_agent`, `missing_agent` (an artifact without \
             `?agent_id=`)"),
+        (status = 503, description = "`artifact_store_unavailable`: the artifact store did not \
+            answer (try again)"),
     ),
     security(("bearer" = []))
 )]

@@ -46,11 +46,13 @@
 //! - `payment`: bounties whose escrow is a card authorization at Stripe;
 //! - `submit`: the checks of a submission and its insert under a claim;
 //! - `artifacts`: uploaded files (object store, SHA-256 addressed) and
-//!   their expiring signed download URLs;
+//!   their expiring signed download URLs; `artifact_store` opens the store
+//!   (local directory or S3-compatible bucket);
 //! - `claims`, `attempts`, `events`: claims and their limit, agents
 //!   dispatched at bounties, the event log and its stream;
 //! - `handlers`, `claim_handlers`: the HTTP API.
 
+mod artifact_store;
 mod artifacts;
 mod attempts;
 mod claim_handlers;
@@ -63,7 +65,8 @@ mod store;
 mod submit;
 mod verify;
 
-pub use artifacts::{ArtifactBackend, ArtifactRef, Artifacts, ArtifactsConfig};
+pub use artifact_store::{ArtifactBackend, S3Config};
+pub use artifacts::{ArtifactRef, Artifacts, ArtifactsConfig};
 pub use attempts::{AttemptStarted, advance as advance_attempts};
 pub use events::Kind as EventKind;
 pub use handlers::{BountyQuery, routes};

@@ -1,5 +1,11 @@
 //! Exactly one payout or one refund: approvals racing each other and a
-//! cancellation, and an approval racing the deadline's sweep.
+//! cancellation, and an approval racing the deadline's sweep; and the
+//! database-wide books check (`assert_books_sound`, which the two-replica
+//! test in tests/bounties_cli/replicas.rs relies on) failing on broken
+//! books.
+
+use common::bounties::assert_books_sound;
+use futures_util::FutureExt as _;
 
 use super::*;
 
@@ -51,6 +57,8 @@ both!(
             0,
             "nothing still reserved"
         );
+        let books = assert_books_sound(&m.ctl.state.db, "the races").await;
+        assert_eq!(books.completed.len() + books.refunded.len(), 3, "{books:?}");
     }
 );
 
@@ -91,6 +99,77 @@ both!(
             other => panic!("{other}"),
         }
         m.conserved("the race with the deadline").await;
+        assert_books_sound(&m.ctl.state.db, "the race with the deadline").await;
+    }
+);
+
+/// Whether `assert_books_sound` fails now.
+async fn books_fail(m: &Market) -> bool {
+    std::panic::AssertUnwindSafe(assert_books_sound(&m.ctl.state.db, "tampering"))
+        .catch_unwind()
+        .await
+        .is_err()
+}
+
+both!(
+    the_books_check_fails_on_broken_books,
+    |ctl: Control| async move {
+        let m = market(ctl).await;
+        let paid = m.open(1_000, 60_000, json!({})).await;
+        let (_, sub) = m.submit(&paid, json!({ "answer": 42 })).await;
+        let (status, _) = m
+            .call(
+                &m.alice,
+                Method::POST,
+                &format!("/v1/submissions/{}/approve", s(&sub["id"])),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let refunded = m.open(500, 60_000, json!({})).await;
+        let (status, _) = m
+            .call(
+                &m.alice,
+                Method::POST,
+                &format!("/v1/bounties/{refunded}/cancel"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let books = assert_books_sound(&m.ctl.state.db, "one of each").await;
+        assert_eq!(
+            (books.completed, books.refunded),
+            (vec![paid.clone()], vec![refunded.clone()])
+        );
+
+        // Each tampering alone is caught, and undone.
+        let pool = m.ctl.state.db.pool();
+        let tamper = [
+            // Money from nowhere.
+            (
+                "UPDATE money_accounts SET credits_posted = credits_posted + 1 \
+                 WHERE id = 'platform:EUR'",
+                "UPDATE money_accounts SET credits_posted = credits_posted - 1 \
+                 WHERE id = 'platform:EUR'",
+            ),
+            // A refunded bounty that says it paid.
+            (
+                "UPDATE bounties SET status = 'completed' WHERE status = 'cancelled'",
+                "UPDATE bounties SET status = 'cancelled' WHERE status = 'completed' \
+                 AND approved_submission_id IS NULL",
+            ),
+            // A paid bounty that says it refunded.
+            (
+                "UPDATE bounties SET status = 'expired' WHERE status = 'completed'",
+                "UPDATE bounties SET status = 'completed' WHERE status = 'expired'",
+            ),
+        ];
+        for (break_it, mend_it) in tamper {
+            sqlx::query(break_it).execute(pool).await.expect("tamper");
+            assert!(books_fail(&m).await, "not caught: {break_it}");
+            sqlx::query(mend_it).execute(pool).await.expect("mend");
+            assert!(!books_fail(&m).await, "not mended: {mend_it}");
+        }
     }
 );
 

@@ -107,3 +107,113 @@ pub async fn assert_conserved(ctl: &Control, operator: &Session, currency: &str,
         "not conserved after {step}: {totals}"
     );
 }
+
+/// What [`assert_books_sound`] found, for the test's own totals.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Bounties whose escrow was posted (paid out once).
+    pub completed: Vec<String>,
+    /// Bounties whose escrow was voided (refunded once).
+    pub refunded: Vec<String>,
+    /// Funded bounties still open (escrow pending).
+    pub open: Vec<String>,
+}
+
+/// Check the whole money ledger in the database, straight from its
+/// tables (so a replica's API cannot hide anything): over every currency
+/// Σ balances = 0 and Σ pending = 0; no account but a currency's
+/// `external` one below zero, counting what it has reserved; every funded
+/// bounty's escrow settled at most once and as its status says (a
+/// completed bounty posted with a payout, a cancelled or expired one
+/// voided, never both); no pending transfer left on a closed bounty.
+pub async fn assert_books_sound(db: &delta_control::db::Db, step: &str) -> Outcomes {
+    use sqlx::Row as _;
+    let pool = db.pool();
+    let sums = sqlx::query(
+        "SELECT currency, CAST(SUM(credits_posted - debits_posted) AS BIGINT) AS posted, \
+         CAST(SUM(credits_pending - debits_pending) AS BIGINT) AS pending \
+         FROM money_accounts GROUP BY currency",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("sums");
+    for row in &sums {
+        let (currency, posted, pending): (String, i64, i64) =
+            (row.get("currency"), row.get("posted"), row.get("pending"));
+        assert_eq!(
+            (posted, pending),
+            (0, 0),
+            "{currency} not conserved after {step}"
+        );
+    }
+    let negative: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT id, credits_posted - debits_posted, \
+         credits_posted - debits_posted - debits_pending FROM money_accounts \
+         WHERE kind <> 'external' AND \
+         (credits_posted - debits_posted < 0 OR credits_posted - debits_posted - debits_pending < 0)",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("balances");
+    assert!(
+        negative.is_empty(),
+        "negative balances after {step}: {negative:?}"
+    );
+
+    let rows = sqlx::query(
+        "SELECT b.id, b.status, b.approved_submission_id, p.state, \
+         (SELECT COUNT(*) FROM money_transfers t WHERE t.id = 'bounty:' || b.id || ':release') \
+           AS released, \
+         (SELECT COUNT(*) FROM money_transfers t WHERE t.id = 'bounty:' || b.id || ':refund') \
+           AS refunds, \
+         (SELECT COUNT(*) FROM money_transfers t WHERE t.id = 'bounty:' || b.id || ':payout') \
+           AS payouts \
+         FROM bounties b LEFT JOIN money_pending p ON p.transfer_id = b.escrow_transfer_id \
+         WHERE b.escrow_transfer_id IS NOT NULL ORDER BY b.id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("bounties");
+    let mut out = Outcomes::default();
+    for row in &rows {
+        let id: String = row.get("id");
+        let status: String = row.get("status");
+        let approved: Option<String> = row.get("approved_submission_id");
+        let state: Option<String> = row.get("state");
+        let counts: (i64, i64, i64) = (row.get("released"), row.get("refunds"), row.get("payouts"));
+        let what = format!(
+            "bounty {id} after {step}: status {status}, escrow {state:?}, \
+             (release, refund, payout) {counts:?}, approved {approved:?}"
+        );
+        match status.as_str() {
+            "completed" => {
+                assert_eq!(
+                    (state.as_deref(), counts),
+                    (Some("posted"), (1, 0, 1)),
+                    "{what}"
+                );
+                assert!(approved.is_some(), "{what}");
+                out.completed.push(id);
+            }
+            "cancelled" | "expired" => {
+                assert_eq!(
+                    (state.as_deref(), counts),
+                    (Some("voided"), (0, 1, 0)),
+                    "{what}"
+                );
+                assert!(approved.is_none(), "{what}");
+                out.refunded.push(id);
+            }
+            "open" => {
+                assert_eq!(
+                    (state.as_deref(), counts),
+                    (Some("pending"), (0, 0, 0)),
+                    "{what}"
+                );
+                out.open.push(id);
+            }
+            other => panic!("{what}: unexpected status {other}"),
+        }
+    }
+    out
+}

@@ -2,10 +2,17 @@
 //! control plane and a node from the control plane's test harness: alice
 //! (a business) creates, funds, lists, shows, approves and cancels; bob
 //! submits with his agent (by name) and sees his payout; `--json` prints
-//! the API's answers.
+//! the API's answers. `walkthrough` runs README.md's bounty walkthrough
+//! as written; `replicas` races money operations across two control-plane
+//! replicas and kills one.
 
-#[path = "../control/tests/common/mod.rs"]
+#[path = "../../control/tests/common/mod.rs"]
 mod common;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod replicas;
+mod walkthrough;
 
 use std::process::Command;
 

@@ -13,9 +13,27 @@ use libfuzzer_sys::fuzz_target;
 /// Times are kept between 1970 and 2100: the API's range.
 const LATEST_MS: i64 = 4_102_444_800_000;
 
+/// What cron fields are made of, so that most generated expressions reach
+/// croner's parser (arbitrary text rarely has five fields).
+const ALPHABET: &[u8] = b"0123456789*/,-?LW# ";
+const NAMES: &[&str] = &["MON", "sun", "FRI", "JAN", "dec", "feb"];
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "Pacific/Chatham",
+    "America/Santiago",
+];
+
 #[derive(Debug, Arbitrary)]
 struct Input {
-    cron: String,
+    /// Five fields of `ALPHABET` and names, or `raw` as it is.
+    fields: Option<[Vec<u8>; 5]>,
+    raw: String,
+    /// One of `ZONES` (daylight saving, odd offsets), or `time_zone`.
+    zone: Option<u8>,
     time_zone: String,
     after_ms: u64,
     late_ms: u32,
@@ -30,8 +48,33 @@ fuzz_target!(|input: Input| {
     let jitter = jitter_ms(&input.schedule_id, after, jitter_secs);
     assert!((0..=jitter_secs * 1000).contains(&jitter), "{jitter}");
 
-    let parsed = Timing::parse(&input.cron, &input.time_zone);
-    if input.cron.len() > MAX_CRON_LEN {
+    let cron = match &input.fields {
+        Some(fields) => fields
+            .iter()
+            .map(|f| {
+                let mut field: String = f
+                    .iter()
+                    .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+                    .collect();
+                if let Some(b) = f.first().filter(|b| **b > 200) {
+                    field.push_str(NAMES[usize::from(*b) % NAMES.len()]);
+                }
+                if field.is_empty() {
+                    "*".to_owned()
+                } else {
+                    field
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => input.raw.clone(),
+    };
+    let zone = match input.zone {
+        Some(z) => ZONES[usize::from(z) % ZONES.len()],
+        None => input.time_zone.as_str(),
+    };
+    let parsed = Timing::parse(&cron, zone);
+    if cron.len() > MAX_CRON_LEN {
         assert!(parsed.is_err());
     }
     let Ok(timing) = parsed else {

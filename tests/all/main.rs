@@ -13,6 +13,7 @@ mod support;
 
 mod api_cli;
 mod bots;
+mod bounties_cli;
 mod cli;
 mod control_fleet;
 mod economics;

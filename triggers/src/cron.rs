@@ -17,6 +17,13 @@ pub const MAX_TZ_LEN: usize = 64;
 /// than the fire loop's period and a busy database's delays.
 pub const MISSED_AFTER_MS: i64 = 60_000;
 
+/// Most ticks skipped in a repeated hour (one a minute, and time zones
+/// that set clocks back by up to two hours) before the search gives up.
+const MAX_REPEATED_TICKS: usize = 240;
+
+/// The five fields, in order (for error messages).
+const FIELD_NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+
 /// Why a schedule's timing is refused (422).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TimingError {
@@ -80,6 +87,37 @@ impl Timing {
                 "five fields expected: minute hour day-of-month month day-of-week".into(),
             ));
         }
+        // Refused before croner sees them: an empty list item (`,` alone,
+        // `1,,2`, `5,`), or a character that has no meaning in its field
+        // (`L` in the minutes, `#` in the hours). croner reads such a field
+        // as matching nothing, then searches years of minutes before it
+        // finds the expression never fires: seconds of CPU per request
+        // (found by fuzz/fuzz_targets/cron.rs).
+        for (i, field) in cron.split_whitespace().enumerate() {
+            if field.split(',').any(str::is_empty) {
+                return Err(TimingError::Cron(format!(
+                    "{}: a list (`,`) has an empty item",
+                    FIELD_NAMES[i]
+                )));
+            }
+            let allowed = |c: char| {
+                c.is_ascii_digit()
+                    || matches!(c, '*' | '/' | ',' | '-')
+                    || match i {
+                        2 => matches!(c, 'L' | 'W' | '?'),
+                        3 => c.is_ascii_alphabetic(),
+                        // Letters: names (MON) and `L` (5L, the last Friday).
+                        4 => c.is_ascii_alphabetic() || matches!(c, '#' | '?'),
+                        _ => false,
+                    }
+            };
+            if let Some(c) = field.chars().find(|c| !allowed(*c)) {
+                return Err(TimingError::Cron(format!(
+                    "{}: {c:?} has no meaning there",
+                    FIELD_NAMES[i]
+                )));
+            }
+        }
         if time_zone.len() > MAX_TZ_LEN {
             return Err(TimingError::TimeZone(time_zone.chars().take(64).collect()));
         }
@@ -97,13 +135,25 @@ impl Timing {
 
     /// The first tick strictly after `after_ms` (ms since the epoch); none
     /// if the expression never fires again (or the search gives up).
+    ///
+    /// In the hour a clock is set back, each local time exists twice and
+    /// croner answers its first instant, so from inside the second pass the
+    /// next local tick can lie before `after_ms`. A schedule given such a
+    /// tick would be due again at once, every pass, for up to an hour
+    /// (found by fuzz/fuzz_targets/cron.rs). Those ticks are skipped, so
+    /// each local time fires once, and the search goes on after them.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
         let after: DateTime<Utc> = Utc.timestamp_millis_opt(after_ms).single()?;
-        let local = after.with_timezone(&self.tz);
-        self.cron
-            .find_next_occurrence(&local, false)
-            .ok()
-            .map(|t| t.timestamp_millis())
+        let mut local = after.with_timezone(&self.tz);
+        for _ in 0..MAX_REPEATED_TICKS {
+            let next = self.cron.find_next_occurrence(&local, false).ok()?;
+            let at = next.timestamp_millis();
+            if at > after_ms {
+                return Some(at);
+            }
+            local = next;
+        }
+        None
     }
 }
 
@@ -158,7 +208,21 @@ mod tests {
 
     #[test]
     fn five_fields_and_iana_zones_only() {
-        assert!(Timing::parse("*/5 * * * *", "Europe/Paris").is_ok());
+        for good in [
+            "*/5 * * * *",
+            "*/15 9-17 * * MON-FRI",
+            "0 0 L * *",
+            "0 0 15W * ?",
+            "0 12 * JAN,jul *",
+            "0 0 * * 5L",
+            "0 0 * * 1#2",
+            "1,2,3 0-23/2 1-31 1-12 0-6",
+        ] {
+            assert!(
+                Timing::parse(good, "Europe/Paris").is_ok(),
+                "{good:?} refused"
+            );
+        }
         for bad in [
             "* * * *",
             "0 * * * * *",
@@ -166,6 +230,16 @@ mod tests {
             "61 * * * *",
             "x * * * *",
             "",
+            // Empty list items (`,` alone took croner seconds to refuse).
+            ", * * * *",
+            "1,,2 * * * *",
+            "5, * * * *",
+            "* * * * ,MON",
+            // Characters outside their field (`L` in the minutes took
+            // croner seconds to refuse).
+            "L * * * *",
+            "* # * * *",
+            "* * * W *",
         ] {
             assert!(
                 matches!(Timing::parse(bad, "UTC"), Err(TimingError::Cron(_))),
@@ -213,6 +287,19 @@ mod tests {
         let first = at_130.next_after(autumn).expect("fires");
         let second = at_130.next_after(first).expect("fires again");
         assert!(second > first);
+        // From inside the repeated hour, the next tick is never in the past
+        // (croner maps a repeated local time to its first instant).
+        let every_minute = Timing::parse("* * * * *", "Europe/Paris").expect("valid");
+        let second_pass = 1_792_891_800_000; // 2026-10-25 01:30 UTC = 02:30 CET
+        for after in (0..120).map(|m| second_pass + m * 30_000) {
+            let next = every_minute.next_after(after).expect("fires");
+            assert!(next > after, "{next} after {after}");
+            assert!(next - after <= 2 * 3_600_000, "{next} after {after}");
+        }
+        // What the fuzzer found: April in Santiago, a week late.
+        let april = Timing::parse("* * * 4 *", "America/Santiago").expect("valid");
+        let after = 1_870_313_161_738;
+        assert!(april.next_after(after).is_some_and(|n| n > after));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Exactly one payout or one refund: approvals racing each other and a
 //! cancellation, and an approval racing the deadline's sweep; and the
 //! database-wide books check (`assert_books_sound`, which the two-replica
-//! test in tests/bounties_cli/replicas.rs relies on) failing on broken
+//! test in tests/all/bounties_cli/replicas.rs relies on) failing on broken
 //! books.
 
 use common::bounties::assert_books_sound;

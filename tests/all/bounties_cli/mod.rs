@@ -6,10 +6,7 @@
 //! as written; `replicas` races money operations across two control-plane
 //! replicas and kills one.
 
-#[path = "../../control/tests/common/mod.rs"]
-mod common;
-#[path = "../support/mod.rs"]
-mod support;
+use crate::common;
 
 mod replicas;
 mod walkthrough;

@@ -43,36 +43,9 @@ impl NodeProcess {
     /// for it to say where it listens; `name` names it if it does not.
     pub fn spawn(dir: &Path, name: &str) -> Self {
         share_compile_cache(dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
-            .args(["node", "--config"])
-            .arg(dir.join("node.toml"))
-            .env("DELTA_LOG", "info")
-            .env_remove("DELTA_LISTEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("node.log"))
-                    .expect("log file"),
-            ))
-            .spawn()
-            .expect("start delta node");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-            panic!("{name} did not start: {line:?}\n{log}");
-        };
+        let (child, addr) = spawn_daemon(dir, "node", &["DELTA_LISTEN"], name);
         Self {
-            addr: addr.to_owned(),
+            addr,
             child,
             dir: dir.to_owned(),
             name: name.to_owned(),
@@ -161,38 +134,18 @@ impl ControlProcess {
     /// Start `delta control --config dir/control.toml` and wait (up to a
     /// minute) for it to say where it listens.
     pub fn spawn(dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delta"))
-            .args(["control", "--config"])
-            .arg(dir.join("control.toml"))
-            .env("DELTA_LOG", "info")
-            .env_remove("DELTA_CONTROL_LISTEN")
-            .env_remove("DELTA_DATABASE_URL")
-            .env_remove("DELTA_CONTROL_STATE_DIR")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("control.log"))
-                    .expect("log file"),
-            ))
-            .spawn()
-            .expect("start delta control");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("control.log")).unwrap_or_default();
-            panic!("delta control did not start: {line:?}\n{log}");
-        };
+        let (child, url) = spawn_daemon(
+            dir,
+            "control",
+            &[
+                "DELTA_CONTROL_LISTEN",
+                "DELTA_DATABASE_URL",
+                "DELTA_CONTROL_STATE_DIR",
+            ],
+            "delta control",
+        );
         Self {
-            url: url.to_owned(),
+            url,
             child,
             dir: dir.to_owned(),
         }
@@ -214,4 +167,44 @@ impl Drop for ControlProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Start `delta <command> --config dir/<command>.toml` (its log in
+/// `dir/<command>.log`, the variables `env_remove` names cleared so the
+/// file decides) and wait up to a minute for it to print where it listens:
+/// the child and that address.
+fn spawn_daemon(dir: &Path, command: &str, env_remove: &[&str], name: &str) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_delta"));
+    cmd.args([command, "--config"])
+        .arg(dir.join(format!("{command}.toml")))
+        .env("DELTA_LOG", "info");
+    for var in env_remove {
+        cmd.env_remove(var);
+    }
+    let log = dir.join(format!("{command}.log"));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("log file"),
+        ))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start delta {command}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("{name} did not start: {line:?}\n{text}");
+    };
+    (child, addr.to_owned())
 }

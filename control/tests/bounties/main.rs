@@ -20,58 +20,14 @@ mod webhooks;
 
 use std::time::Duration;
 
-use common::bounties::{account, assert_conserved, create_agent, top_up, upload};
+use common::bounties::{
+    EUR, FUNDS, Market, account, assert_conserved, create_agent, market, upload,
+};
 use common::{Control, Session, eventually, start_node_in_process};
 use delta_control::db::now_ms;
 use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// A business (alice, funded), an agent owner (bob, with an agent), the
-/// operator, a node and alice's uploaded verifier.
-struct Market {
-    ctl: Control,
-    node: Option<delta_node::server::RunningNode>,
-    op: Session,
-    alice: Session,
-    bob: Session,
-    verifier: String,
-    agent: String,
-}
-
-const EUR: &str = "EUR";
-/// What the operator gives alice.
-const FUNDS: i64 = 10_000;
-
-async fn market(ctl: Control) -> Market {
-    let node = start_node_in_process(&ctl, "bounty-node", "").await;
-    let op = ctl.operator().await;
-    let alice = ctl.register("alice").await;
-    let bob = ctl.register("bob").await;
-    let verifier = upload(
-        &ctl,
-        &alice,
-        &std::fs::read(guests::JSON_VERIFIER).expect("guest"),
-    )
-    .await;
-    let hello = upload(
-        &ctl,
-        &bob,
-        &std::fs::read(guests::HELLO_AGENT).expect("guest"),
-    )
-    .await;
-    let agent = create_agent(&ctl, &bob, "solver", &hello).await;
-    top_up(&ctl, &op, &alice.tenant_id, FUNDS, EUR).await;
-    Market {
-        ctl,
-        node: Some(node),
-        op,
-        alice,
-        bob,
-        verifier,
-        agent,
-    }
-}
 
 impl Market {
     async fn call(

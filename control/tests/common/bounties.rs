@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -216,4 +217,52 @@ pub async fn assert_books_sound(db: &delta_control::db::Db, step: &str) -> Outco
         }
     }
     out
+}
+
+/// A business (alice, funded), an agent owner (bob, with an agent), the
+/// operator, a node and alice's uploaded verifier.
+pub struct Market {
+    pub ctl: Control,
+    pub node: Option<delta_node::server::RunningNode>,
+    pub op: Session,
+    pub alice: Session,
+    pub bob: Session,
+    pub verifier: String,
+    pub agent: String,
+}
+
+/// The currency of the bounty suites.
+pub const EUR: &str = "EUR";
+/// What the operator gives alice.
+pub const FUNDS: i64 = 10_000;
+
+/// Set up a [`Market`] on `ctl`.
+pub async fn market(ctl: Control) -> Market {
+    let node = super::start_node_in_process(&ctl, "bounty-node", "").await;
+    let op = ctl.operator().await;
+    let alice = ctl.register("alice").await;
+    let bob = ctl.register("bob").await;
+    let verifier = upload(
+        &ctl,
+        &alice,
+        &std::fs::read(guests::JSON_VERIFIER).expect("guest"),
+    )
+    .await;
+    let hello = upload(
+        &ctl,
+        &bob,
+        &std::fs::read(guests::HELLO_AGENT).expect("guest"),
+    )
+    .await;
+    let agent = create_agent(&ctl, &bob, "solver", &hello).await;
+    top_up(&ctl, &op, &alice.tenant_id, FUNDS, EUR).await;
+    Market {
+        ctl,
+        node: Some(node),
+        op,
+        alice,
+        bob,
+        verifier,
+        agent,
+    }
 }

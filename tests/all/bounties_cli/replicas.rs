@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::bounties::{account, assert_books_sound, create_agent, top_up, upload};
+use crate::common::bounties::{Market, account, assert_books_sound, market, top_up};
 use crate::common::{
-    Control, Dialect, NODE_API_SECRET, Session, TEST_RETENTION_SECS, eventually,
-    start_node_in_process, write_secret,
+    Control, Dialect, NODE_API_SECRET, Session, TEST_RETENTION_SECS, eventually, write_secret,
 };
 use crate::support::ControlProcess;
 use delta_control::db::now_ms;
-use delta_guest_artifacts as guests;
 
 const EUR: &str = "EUR";
+/// What alice holds in all (the market gives part of it).
 const FUNDS: i64 = 1_000_000;
 const REWARD: i64 = 1_000;
 /// Bounties in the stream.
@@ -179,26 +178,24 @@ impl Setup<'_> {
 }
 
 async fn money_survives_two_replicas_and_a_kill(dialect: Dialect) {
-    let ctl = Control::start(dialect).await;
-    let _node = start_node_in_process(&ctl, "replica-node", "").await;
-    let op = ctl.operator().await;
-    let alice = ctl.register("alice").await;
-    let bob = ctl.register("bob").await;
-    let verifier = upload(
+    let Market {
+        ctl,
+        node: _node,
+        op,
+        alice,
+        bob,
+        verifier,
+        agent,
+    } = market(Control::start(dialect).await).await;
+    // The market's funds, and enough for every bounty of the stream.
+    top_up(
         &ctl,
-        &alice,
-        &std::fs::read(guests::JSON_VERIFIER).expect("guest"),
+        &op,
+        &alice.tenant_id,
+        FUNDS - crate::common::bounties::FUNDS,
+        EUR,
     )
     .await;
-    let hello = upload(
-        &ctl,
-        &bob,
-        &std::fs::read(guests::HELLO_AGENT).expect("guest"),
-    )
-    .await;
-    let agent = create_agent(&ctl, &bob, "solver", &hello).await;
-    top_up(&ctl, &op, &alice.tenant_id, FUNDS, EUR).await;
-
     let dir = ctl.dir.path().join("replica-b");
     std::fs::create_dir_all(&dir).expect("replica dir");
     replica_config(&ctl, &dir);

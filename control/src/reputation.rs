@@ -24,11 +24,16 @@
 //!
 //! # Cost
 //! One grouped query over the submissions of the agent (reputation) or of
-//! every agent (leaderboard), sorted in memory: no cache, because the table
-//! is indexed and small next to runs, and a cache would need invalidating
-//! on every verdict and decision. If the leaderboard grows past a few
-//! thousand agents, keep the aggregates in a table updated in the decision's
-//! transaction (or a Redis sorted set) instead.
+//! every agent (leaderboard), sorted in memory. With `redis_url` set the
+//! leaderboard's ranking is cached in Redis ([`LeaderboardCache`]) for
+//! [`LEADERBOARD_TTL_SECS`], so pages and replicas share one computation:
+//! a verdict or decision shows on the leaderboard within that time (an
+//! agent's own reputation is always read fresh). The ranking is one entry
+//! rather than a sorted set: the API breaks score ties by ascending agent
+//! id, a sorted set's reverse range by descending member, and one entry
+//! replaced whole keeps the database path's order exactly. If the
+//! leaderboard grows past a few thousand agents, keep the aggregates in a
+//! table updated in the decision's transaction instead.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -172,10 +177,105 @@ fn cursor_key(r: &Reputation) -> i64 {
     (r.score * CURSOR_SCALE).round() as i64
 }
 
+/// How long a computed leaderboard is served from Redis, seconds.
+pub const LEADERBOARD_TTL_SECS: u64 = 10;
+/// The Redis key of the cached ranking.
+pub const LEADERBOARD_KEY: &str = "delta:leaderboard";
+
+/// The leaderboard's ranking cached in Redis (none without `redis_url`).
+/// Redis failing is not the caller's problem: the ranking is computed from
+/// the database, as without Redis.
+#[derive(Clone, Default)]
+pub struct LeaderboardCache {
+    conn: Option<redis::aio::ConnectionManager>,
+}
+
+impl LeaderboardCache {
+    /// The cache on the Redis at `redis_url` (connected lazily), or none.
+    pub fn open(redis_url: Option<&str>) -> Result<Self, String> {
+        let Some(url) = redis_url else {
+            return Ok(Self::default());
+        };
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("redis_url is not a valid Redis URL: {:?}", e.kind()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| e.to_string())?;
+        Ok(Self { conn: Some(conn) })
+    }
+
+    async fn get(&self) -> Option<Vec<Reputation>> {
+        let mut conn = self.conn.clone()?;
+        let cached: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(LEADERBOARD_KEY)
+            .query_async(&mut conn)
+            .await;
+        match cached {
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "leaderboard cache: Redis unreachable; computing");
+                None
+            }
+        }
+    }
+
+    async fn put(&self, ranking: &[Reputation]) {
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
+        let Ok(text) = serde_json::to_string(ranking) else {
+            return;
+        };
+        let stored: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(LEADERBOARD_KEY)
+            .arg(text)
+            .arg("EX")
+            .arg(LEADERBOARD_TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "leaderboard cache: storing in Redis");
+        }
+    }
+}
+
 /// Agents with at least one decided submission, highest score first (ties:
-/// by agent id), a page after `page`'s cursor.
-pub async fn leaderboard_page(db: &Db, page: &PageQuery) -> Result<Page<Reputation>, ApiError> {
+/// by agent id), a page after `page`'s cursor; the ranking from `cache`
+/// when it holds one.
+pub async fn leaderboard_page(
+    db: &Db,
+    cache: &LeaderboardCache,
+    page: &PageQuery,
+) -> Result<Page<Reputation>, ApiError> {
     let after = page.cursor()?;
+    let mut all = match cache.get().await {
+        Some(all) => all,
+        None => {
+            let all = ranking(db).await?;
+            cache.put(&all).await;
+            all
+        }
+    };
+    if let Some(Cursor { t, id }) = &after {
+        all.retain(|r| {
+            let k = cursor_key(r);
+            k < *t || (k == *t && r.agent_id.as_str() > id.as_str())
+        });
+    }
+    let limit = page.limit();
+    all.truncate(limit as usize + 1);
+    Ok(Page::from_rows(all, limit, |r| {
+        (cursor_key(r), r.agent_id.clone())
+    }))
+}
+
+/// Every agent with a decided submission, highest score first (ties: by
+/// agent id).
+async fn ranking(db: &Db) -> Result<Vec<Reputation>, ApiError> {
     let rows = sqlx::query(&format!("{AGGREGATE} GROUP BY s.agent_id"))
         .fetch_all(db.pool())
         .await
@@ -191,17 +291,7 @@ pub async fn leaderboard_page(db: &Db, page: &PageQuery) -> Result<Page<Reputati
             .cmp(&cursor_key(a))
             .then_with(|| a.agent_id.cmp(&b.agent_id))
     });
-    if let Some(Cursor { t, id }) = &after {
-        all.retain(|r| {
-            let k = cursor_key(r);
-            k < *t || (k == *t && r.agent_id.as_str() > id.as_str())
-        });
-    }
-    let limit = page.limit();
-    all.truncate(limit as usize + 1);
-    Ok(Page::from_rows(all, limit, |r| {
-        (cursor_key(r), r.agent_id.clone())
-    }))
+    Ok(all)
 }
 
 /// An agent's bounty record and score (any agent: reputation is public to
@@ -260,7 +350,9 @@ async fn leaderboard(
         limit: q.limit,
         cursor: q.cursor,
     };
-    leaderboard_page(&state.db, &page).await.map(Json)
+    leaderboard_page(&state.db, &state.leaderboard, &page)
+        .await
+        .map(Json)
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ pub struct AppState {
     /// The run queue (the table, signalled through Redis Streams when
     /// `redis_url` is set).
     pub run_queue: crate::dispatch::Queue,
+    /// The leaderboard's ranking, cached in Redis when `redis_url` is set.
+    pub leaderboard: crate::reputation::LeaderboardCache,
     /// Agents' key-value state, in this database (`[kv]` bounds).
     pub kv: delta_kv::KvStore,
     /// Tenants' secrets vault (none without `vault_key_file`: its routes
@@ -176,6 +178,9 @@ impl AppState {
         .context("setting up rate limits")?;
         let run_queue = crate::dispatch::Queue::open(db.clone(), config.redis_url.as_deref())
             .context("setting up the run queue")?;
+        let leaderboard = crate::reputation::LeaderboardCache::open(config.redis_url.as_deref())
+            .map_err(anyhow::Error::msg)
+            .context("setting up the leaderboard cache")?;
         let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
         let key_cache = crate::keycache::KeyCache::open(&db, &config.database_url());
         let kv = delta_kv::KvStore::new(db.pool().clone(), config.kv);
@@ -202,6 +207,7 @@ impl AppState {
             stripe,
             artifacts: Arc::new(artifacts),
             run_queue,
+            leaderboard,
             mailer,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))

@@ -133,3 +133,80 @@ both!(
         assert!(second.get("next_cursor").is_none(), "{second}");
     }
 );
+
+/// The first place on the leaderboard, as bob sees it.
+async fn leader(m: &Market) -> Value {
+    let (status, page) = m
+        .call(&m.bob, Method::GET, "/v1/leaderboard?limit=1", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"][0].clone()
+}
+
+/// With Redis, the ranking is computed once and served from Redis for
+/// its time to live (another replica or page reads the same entry); a
+/// decision shows once it expires; without Redis it is computed again.
+async fn the_leaderboard_is_cached_in_redis(dialect: common::Dialect) {
+    let mut redis = common::redis::RedisServer::start().await;
+    let url = redis.url.clone();
+    let m = market(Control::start_with(dialect, move |c| c.redis_url = Some(url)).await).await;
+    let a = m.open(1_000, 60_000, json!({})).await;
+    let (_, right) = m.submit(&a, json!({ "answer": 42 })).await;
+    let (status, _) = m
+        .call(
+            &m.alice,
+            Method::POST,
+            &format!("/v1/submissions/{}/approve", s(&right["id"])),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let first = leader(&m).await;
+    assert_eq!(first["agent_id"], json!(m.agent), "{first}");
+    assert_eq!(first["approved"], 1, "{first}");
+
+    let mut conn = redis.connection().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(delta_control::reputation::LEADERBOARD_KEY)
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    let limit = i64::try_from(delta_control::reputation::LEADERBOARD_TTL_SECS).expect("ttl");
+    assert!(
+        (1..=limit).contains(&ttl),
+        "cached with its time to live: {ttl}"
+    );
+    // What Redis holds is what is served: a planted entry shows (so the
+    // database is not read while it lives).
+    let mut planted = first.clone();
+    planted["approved"] = json!(99);
+    let _: () = redis::cmd("SET")
+        .arg(delta_control::reputation::LEADERBOARD_KEY)
+        .arg(json!([planted]).to_string())
+        .arg("EX")
+        .arg(limit)
+        .query_async(&mut conn)
+        .await
+        .expect("plant");
+    assert_eq!(leader(&m).await["approved"], 99);
+    // Expired (deleted here): computed from the database again.
+    let _: () = redis::cmd("DEL")
+        .arg(delta_control::reputation::LEADERBOARD_KEY)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    assert_eq!(leader(&m).await["approved"], 1);
+    // Redis gone: still answered, from the database.
+    redis.stop();
+    assert_eq!(leader(&m).await["approved"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaderboard_is_cached_in_redis_sqlite() {
+    the_leaderboard_is_cached_in_redis(common::Dialect::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaderboard_is_cached_in_redis_postgres() {
+    the_leaderboard_is_cached_in_redis(common::Dialect::Postgres).await;
+}

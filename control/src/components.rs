@@ -122,7 +122,7 @@ async fn upload_component(
     let path = component_path(&state, &sha256);
     let existed = path.exists();
     store_component_file(path, bytes).await?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     if !had {
         crate::quotas::lock_tenant(&mut tx, &principal.tenant_id).await?;
     }

@@ -157,6 +157,20 @@ impl Db {
         &self.pool
     }
 
+    /// Begin a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`:
+    /// the write lock is taken (waiting out the busy timeout) before the
+    /// first statement, because a deferred transaction that reads first
+    /// and then writes fails at once with `SQLITE_BUSY` when another
+    /// connection is writing (SQLite cannot wait there without risking a
+    /// deadlock). Found by the contract run: `PUT /v1/secrets/{name}`
+    /// answered `busy` under concurrent requests.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Which backend.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -472,7 +472,7 @@ pub(crate) async fn insert_account(
         id: new_id("ten"),
         name: tenant_name.to_owned(),
     };
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, password_hash, created_at_ms) VALUES ($1, $2, $3, $4)",
     )
@@ -618,7 +618,7 @@ async fn login(
         .try_get("tenant_id")
         .map_err(ApiError::internal)?;
     let family = new_id("fam");
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let tokens = issue_tokens(&mut tx, &state.keys, &user_id, &tenant, &family).await?;
     audit::record_in(
         &mut tx,
@@ -703,7 +703,7 @@ async fn refresh(
     state.guard.check_ip(ip)?;
     let hash = sha256_hex(&req.refresh_token);
     let now = now_ms();
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     // The write comes first: it takes SQLite's write lock (and PostgreSQL's
     // row lock), and only one caller can move a token from unrotated to
     // rotated.
@@ -840,7 +840,7 @@ async fn logout(
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
     let hash = sha256_hex(&req.refresh_token);
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let revoked = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $2 \
          WHERE revoked_at_ms IS NULL AND family_id = \
@@ -988,7 +988,7 @@ async fn create_api_key(
     };
     let key = new_api_key();
     let id = new_id("key");
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     sqlx::query(
         "INSERT INTO api_keys \
            (id, tenant_id, user_id, name, prefix, secret_hash, scopes, created_at_ms, \
@@ -1144,7 +1144,7 @@ async fn revoke_api_key(
     if owner != principal.user_id && !manages_tenant_keys(&principal) {
         return Err(ApiError::not_found("API key"));
     }
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let revoked = sqlx::query(
         "UPDATE api_keys SET revoked_at_ms = $3 \
          WHERE id = $1 AND tenant_id = $2 AND revoked_at_ms IS NULL",

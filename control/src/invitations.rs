@@ -166,7 +166,7 @@ async fn accept(
     Path(id): Path<String>,
 ) -> Result<Json<MemberView>, ApiError> {
     let email = caller_email(&state, &principal).await?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     write_first(&mut tx, &id).await?;
     let (tenant, role) = pending(&mut tx, &id, &email).await?;
     // Serialised with the tenant's other membership changes.
@@ -222,7 +222,7 @@ async fn decline(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let email = caller_email(&state, &principal).await?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     write_first(&mut tx, &id).await?;
     let (tenant, _) = pending(&mut tx, &id, &email).await?;
     decide(&mut tx, &id, "declined").await?;

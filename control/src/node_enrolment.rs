@@ -152,7 +152,7 @@ async fn enrol(
         None => String::new(),
     };
     let now = now_ms();
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     // Down until its first heartbeat; an empty URL is filled in by it.
     sqlx::query(
         "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, last_heartbeat_ms) \
@@ -267,7 +267,7 @@ async fn set_url(
     principal.require_scope("agents:write")?;
     let url = body.url.trim_end_matches('/').to_owned();
     check_node_url(&state, &url)?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     // A write first: a SQLite transaction that reads first cannot take the
     // write lock once another connection (a heartbeat) has committed; it
     // fails at once instead of waiting. (On PostgreSQL: the row lock.)
@@ -347,7 +347,7 @@ async fn rotate(
     let retire_at = rotation.retire_others_after_secs.map(|secs| {
         now.saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
     });
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let (id, credential) = insert_credential(&mut tx, &node_id, now)
         .await
         .map_err(ApiError::internal)?;

@@ -452,7 +452,7 @@ async fn set_quotas(
     principal.require_operator()?;
     // Fails with 404 before anything is written.
     load(&state, &tenant_id).await?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     sqlx::query(
         "INSERT INTO tenant_quotas (tenant_id, component_bytes, messages_per_day, agents, \
              updated_at_ms) VALUES ($1, NULL, NULL, NULL, $2) ON CONFLICT (tenant_id) DO NOTHING",

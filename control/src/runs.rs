@@ -556,7 +556,7 @@ async fn forget_run(state: &AppState, run: &Run) {
 /// queues its result webhook, in the same transaction, with the node's
 /// full outcome (its output included).
 async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let changed = sqlx::query(
         "UPDATE runs SET status = $1, outcome = $2, usage = $3, finished_at_ms = $4 \
          WHERE id = $5 AND tenant_id = $6 AND status <> 'finished'",
@@ -839,7 +839,7 @@ async fn retry_run(
         return Err(not_dead());
     }
     let now = now_ms();
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     // The queue row first (a write, as SQLite needs), conditional on its
     // state: two retries at once revive it once.
     let revived = sqlx::query(

@@ -115,7 +115,7 @@ async fn put_secret(
         .seal(tenant, &name, body.value.as_bytes())
         .map_err(ApiError::internal)?;
     let now = now_ms();
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM tenant_secrets WHERE tenant_id = $1 AND name <> $2",
     )
@@ -264,7 +264,7 @@ async fn delete_secret(
 ) -> Result<Response, ApiError> {
     admin(&principal)?;
     vault(&state)?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let gone = sqlx::query("DELETE FROM tenant_secrets WHERE tenant_id = $1 AND name = $2")
         .bind(&principal.tenant_id)
         .bind(&name)

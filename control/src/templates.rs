@@ -421,7 +421,7 @@ pub(crate) async fn write_template(
     rid: &RequestId,
 ) -> Result<(), ApiError> {
     let variables = serde_json::to_string(&t.variables).map_err(ApiError::internal)?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let written = match expected {
         None => {
             sqlx::query(&format!(
@@ -826,7 +826,7 @@ async fn delete_template(
     principal.require_role(Role::Member)?;
     principal.require_scope("templates:write")?;
     let template = load_template(&state.db, &principal.tenant_id, &id).await?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let deleted = sqlx::query("DELETE FROM templates WHERE id = $1 AND tenant_id = $2")
         .bind(&id)
         .bind(&principal.tenant_id)
@@ -1063,7 +1063,7 @@ async fn change_recipients(
         }
         let previous = agent.updated_at_ms;
         agent.updated_at_ms = now_ms().max(previous + 1);
-        let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+        let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
         let updated = sqlx::query(
             "UPDATE agents SET grants = $1, updated_at_ms = $2 \
              WHERE id = $3 AND tenant_id = $4 AND updated_at_ms = $5",

@@ -285,7 +285,7 @@ async fn create_tenant(
         role: Role::Owner,
         created_at_ms: now_ms(),
     };
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     // Locks the user (a write first: SQLite cannot always upgrade a read),
     // so that concurrent creations count each other.
     sqlx::query("UPDATE users SET created_at_ms = created_at_ms WHERE id = $1")
@@ -497,7 +497,7 @@ async fn add_member(
     principal.require_role(Role::Admin)?;
     principal.require_scope(ADMIN_SCOPE)?;
     let email = normalise_email(&req.email)?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     lock_tenant(&mut tx, &principal.tenant_id).await?;
     may_change(actor_role(&mut tx, &principal).await?, None, Some(req.role))?;
     // Members are the admin's to see anyway: saying so tells nothing new.
@@ -597,7 +597,7 @@ async fn change_role(
 ) -> Result<Json<MemberView>, ApiError> {
     principal.require_role(Role::Admin)?;
     principal.require_scope(ADMIN_SCOPE)?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     lock_tenant(&mut tx, &principal.tenant_id).await?;
     let actor = actor_role(&mut tx, &principal).await?;
     let mut target = member(&mut tx, &principal.tenant_id, &user_id)
@@ -657,7 +657,7 @@ async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     principal.require_role(Role::Member)?;
     principal.require_scope(ADMIN_SCOPE)?;
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     lock_tenant(&mut tx, &principal.tenant_id).await?;
     let actor = actor_role(&mut tx, &principal).await?;
     let target = member(&mut tx, &principal.tenant_id, &user_id)

@@ -155,7 +155,7 @@ pub async fn ingest(
     }
     let valid: Vec<&RunUsage> = valid.into_values().collect();
 
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let mut fresh: Vec<&RunUsage> = Vec::with_capacity(valid.len());
     for chunk in valid.chunks(CHUNK) {
         let inserted = insert_records(db, &mut tx, node_id, chunk, now).await?;

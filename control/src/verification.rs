@@ -99,7 +99,7 @@ pub async fn start(
     } else {
         let token = hex::encode(rand::random::<[u8; 32]>());
         let now = now_ms();
-        let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+        let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
         sqlx::query("DELETE FROM pending_registrations WHERE email = $1")
             .bind(&email)
             .execute(&mut *tx)

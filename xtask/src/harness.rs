@@ -59,20 +59,14 @@ pub(crate) fn parse_duration(value: &str) -> Result<u64> {
     }
 }
 
+/// Make sure `wrk` (the load generator every HTTP measurement uses) is on
+/// `PATH`, installing Debian's package when it is missing, as the test
+/// command installs what its suites run: a fresh machine (CI) has none.
 pub(crate) fn check_wrk() -> Result<()> {
-    match Command::new("wrk")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        // `wrk --version` exits 1 after printing its version: running at all is enough.
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("wrk is not installed: install wrk: apt-get install wrk")
-        }
-        Err(e) => Err(e).context("running wrk"),
-    }
+    xtask::services::ensure_binaries(
+        &[("wrk", "wrk")],
+        "the benchmark harness drives HTTP with it",
+    )
 }
 
 /// hello-hyper's figures, one per entry of `runs` (the server stays up

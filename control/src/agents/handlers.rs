@@ -361,7 +361,7 @@ async fn update_agent(
         .await
         .map_err(|e| e.to_api())?;
     agent.updated_at_ms = now_ms().max(agent.updated_at_ms + 1);
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let updated = sqlx::query(
         "UPDATE agents SET component = $1, limits = $2, grants = $3, node_loss = $4, \
          updated_at_ms = $5 WHERE id = $6 AND tenant_id = $7",
@@ -430,7 +430,7 @@ async fn delete_agent(
     let agent = load_agent(&state, &principal.tenant_id, &id).await?;
     // The row goes first: the monitor then sees the deployment as stale
     // and never redeploys it, whatever happens to the node call below.
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let deleted = sqlx::query(
         "DELETE FROM agents WHERE id = $1 AND tenant_id = $2 \
          AND NOT EXISTS (SELECT 1 FROM agents b WHERE b.parent_agent_id = $1)",
@@ -545,7 +545,7 @@ async fn set_paused(
         Err(e) => return Err(e.to_api()),
     }
     agent.updated_at_ms = now_ms().max(agent.updated_at_ms + 1);
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let updated = sqlx::query(
         "UPDATE agents SET paused = $1, updated_at_ms = $2 WHERE id = $3 AND tenant_id = $4",
     )

@@ -75,7 +75,7 @@ pub(super) async fn insert_agent(
     principal: &Principal,
     rid: &RequestId,
 ) -> Result<(), ApiError> {
-    let mut tx = state.db.pool().begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     crate::quotas::lock_tenant(&mut tx, &agent.tenant_id).await?;
     crate::quotas::check_agents(&mut tx, state, &agent.tenant_id).await?;
     let inserted = sqlx::query(&format!(

@@ -306,7 +306,7 @@ pub async fn create(
         Some(_) => {}
     }
     let id = new_id(BOUNTY_PREFIX);
-    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
+    let mut tx = state.db.begin().await.map_err(db_err)?;
     sqlx::query(
         "INSERT INTO bounties (id, tenant_id, created_by, title, description, spec, reward_minor, \
          currency, deadline_ms, verifier, verifier_limits, policy, status, escrow_transfer_id, \
@@ -861,7 +861,7 @@ pub async fn record_verification(
         ),
     };
     // One transaction: the verdict and its `submission.verified` event.
-    let mut tx = db.pool().begin().await.map_err(db_err)?;
+    let mut tx = db.begin().await.map_err(db_err)?;
     let done = sqlx::query(
         "UPDATE bounty_submissions SET status = $2, passed = $3, score_milli = $4, report = $5, \
          attempts = attempts + 1, updated_at_ms = $6 \

@@ -47,7 +47,7 @@ impl Write {
             Backend::Sqlite => Some(sqlite_turn(db).lock_owned().await),
             Backend::Postgres => None,
         };
-        let tx = db.pool().begin().await?;
+        let tx = db.begin().await?;
         Ok(Self { tx, _turn: turn })
     }
 

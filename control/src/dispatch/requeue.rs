@@ -23,7 +23,7 @@ pub struct Lost {
 pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
     const LOST: &str = "SELECT r.id FROM runs r WHERE r.status NOT IN ('finished', 'dead') \
          AND r.node_id NOT IN (SELECT id FROM nodes WHERE status = 'up')";
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let failed: Vec<String> = sqlx::query_scalar(&format!(
         "UPDATE run_queue SET state = 'dead', not_before_ms = $1, updated_at_ms = $1, \
              last_error = 'node_lost' \

@@ -52,7 +52,7 @@ impl RunQueue for SqlRunQueue {
         retry_at: Option<i64>,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let (state, not_before) = match retry_at {
             Some(at) => ("pending", at),
             None => ("dead", now),

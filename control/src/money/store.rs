@@ -89,7 +89,7 @@ impl Write {
         // turn (the webhook worker, a run's end) committed in between.
         let tx = match db.backend() {
             Backend::Sqlite => db.pool().begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => db.pool().begin().await?,
+            Backend::Postgres => db.begin().await?,
         };
         Ok(Self { tx, _turn: turn })
     }

@@ -195,7 +195,7 @@ async fn finish(
     payment_status: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin().await?;
     sqlx::query(
         "UPDATE payment_ops SET state = $2, last_error = $3, updated_at_ms = $4 WHERE id = $1",
     )

@@ -136,7 +136,7 @@ pub async fn list(db: &Db, tenant: &str, page: &PageQuery) -> Result<Page<Endpoi
 
 /// Delete an endpoint with its deliveries (pending ones are not sent).
 pub async fn delete(db: &Db, tenant: &str, id: &str) -> Result<(), ApiError> {
-    let mut tx = db.pool().begin().await.map_err(db_err)?;
+    let mut tx = db.begin().await.map_err(db_err)?;
     let gone = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2")
         .bind(id)
         .bind(tenant)

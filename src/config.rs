@@ -235,6 +235,8 @@ impl LocalConfig {
             budget: ledger_dyn,
             kv,
             http: None,
+            // `delta run` has no control plane to deliver to.
+            agents: None,
             log_sink: None,
         })
     }

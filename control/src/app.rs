@@ -65,6 +65,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::components::routes())
         .merge(crate::agents::routes())
         .merge(crate::kv::routes())
+        .merge(crate::agent_messages::routes())
         .merge(crate::secrets::routes())
         .merge(crate::deployments::routes())
         .merge(crate::runs::routes())

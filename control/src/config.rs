@@ -239,6 +239,36 @@ pub struct ControlConfig {
     pub quotas: QuotaConfig,
     /// The run queue's retries (`[runs]`).
     pub runs: RunsConfig,
+    /// Messages between agents (`[agent_messages]`).
+    pub agent_messages: AgentMessagesConfig,
+}
+
+/// `[agent_messages]`: bounds of `delta:agent/agents` (see
+/// `crate::agent_messages`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentMessagesConfig {
+    /// Largest message, bytes of its JSON (default 64 KiB).
+    pub max_bytes: u64,
+    /// Longest chain of messages: a run a message started may send on
+    /// until its message is this deep (default 8).
+    pub max_depth: u32,
+    /// Most messages one run may send (default 100).
+    pub max_per_run: u32,
+    /// Messages per minute one agent may send, on each replica (default
+    /// 600; 0: no limit).
+    pub per_agent_per_minute: u32,
+}
+
+impl Default for AgentMessagesConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024,
+            max_depth: 8,
+            max_per_run: 100,
+            per_agent_per_minute: 600,
+        }
+    }
 }
 
 /// `[runs]`: how the dispatcher retries a run no node took.
@@ -428,6 +458,7 @@ impl Default for ControlConfig {
             templates: TemplatesConfig::default(),
             quotas: QuotaConfig::default(),
             runs: RunsConfig::default(),
+            agent_messages: AgentMessagesConfig::default(),
         }
     }
 }
@@ -555,6 +586,13 @@ impl ControlConfig {
         if self.runs.max_deliveries == 0 || self.runs.poll_ms == 0 {
             return Err(ConfigError::Invalid(
                 "[runs] max_deliveries and poll_ms must be at least 1".to_owned(),
+            ));
+        }
+        let am = &self.agent_messages;
+        if am.max_bytes == 0 || am.max_depth == 0 || am.max_per_run == 0 {
+            return Err(ConfigError::Invalid(
+                "[agent_messages] max_bytes, max_depth and max_per_run must be at least 1"
+                    .to_owned(),
             ));
         }
         if self.bounty_fee_bps > 10_000 {

@@ -14,6 +14,7 @@
 //! [`scripts::ScriptPreparer`] the binary installs). `cargo xtask tidy`
 //! checks this.
 
+pub mod agent_messages;
 pub mod agents;
 pub mod app;
 pub mod audit;

@@ -121,10 +121,11 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RunTrigger {
     /// `api` (`POST /v1/agents/{id}/runs`), `schedule`, `webhook` (an
-    /// inbound webhook) or `bounty_attempt`.
+    /// inbound webhook), `agent` (another agent's message) or
+    /// `bounty_attempt`.
     pub kind: String,
-    /// The schedule (`sch_...`), inbound webhook (`whk_...`) or attempt;
-    /// none for `api`.
+    /// The schedule (`sch_...`), inbound webhook (`whk_...`), message
+    /// (`msg_...`, `GET /v1/agent-messages`) or attempt; none for `api`.
     #[serde(default)]
     pub id: Option<String>,
 }

@@ -61,6 +61,9 @@ pub struct AppState {
     /// Tenants' secrets vault (none without `vault_key_file`: its routes
     /// answer 501).
     pub vault: Option<Arc<crate::vault::Vault>>,
+    /// Messages per minute per sending agent (`[agent_messages]
+    /// per_agent_per_minute`; none: no limit), counted on this replica.
+    pub agent_message_limit: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
     /// Serialises deployments of one agent within this process (see
     /// [`AppState::lock_deploys`]).
     deploy_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -190,6 +193,9 @@ impl AppState {
             )),
             None => None,
         };
+        let agent_message_limit =
+            std::num::NonZeroU32::new(config.agent_messages.per_agent_per_minute)
+                .map(|n| Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(n))));
         Ok(Self {
             kv,
             vault,
@@ -209,6 +215,7 @@ impl AppState {
             run_queue,
             leaderboard,
             mailer,
+            agent_message_limit,
             deploy_locks: (0..DEPLOY_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

@@ -65,8 +65,8 @@ pub const RETENTION_CHUNK: i64 = 5_000;
 
 /// Tables with a retention: (table, primary key, condition on the cutoff
 /// `$1`). Each condition matches an index of migration 0007 (0012 for
-/// schedule fires).
-const RECORDS: [(&str, &str, &str); 6] = [
+/// schedule fires, 0035 for agent messages).
+const RECORDS: [(&str, &str, &str); 7] = [
     (
         "budget_leases",
         "id",
@@ -84,6 +84,7 @@ const RECORDS: [(&str, &str, &str); 6] = [
     ("usage_batches", "batch_id", "received_at_ms < $1"),
     ("schedule_fires", "id", "created_at_ms < $1"),
     ("stripe_events", "id", "received_at_ms < $1"),
+    ("agent_messages", "id", "created_at_ms < $1"),
 ];
 const AUDIT: (&str, &str, &str) = ("message_log", "id", "at_ms < $1");
 

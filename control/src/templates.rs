@@ -1286,6 +1286,7 @@ pub async fn node_grants(db: &Db, agent: &Agent) -> Result<Grants, sqlx::Error> 
                 hosts: h.hosts.clone(),
                 secrets: h.secrets.clone(),
             }),
+        agents: agent.grants.agents.clone(),
     })
 }
 

@@ -11,8 +11,9 @@
 //! * [`Verifier`] + [`export_verifier!`]: judge a JSON submission against a
 //!   JSON spec and return a [`Verdict`].
 //! * Capabilities: [`log`] (and the [`info!`], [`warn!`], ... macros),
-//!   [`llm`], [`messaging`], [`budget`], [`kv`] (durable state) and [`http`]
-//!   (outbound requests under an allow-list).
+//!   [`llm`], [`messaging`], [`budget`], [`kv`] (durable state), [`http`]
+//!   (outbound requests under an allow-list) and [`agents`] (messages to
+//!   other agents).
 //!
 //! # Quick start
 //!
@@ -75,6 +76,7 @@
 pub mod bindings;
 
 mod agent;
+pub mod agents;
 pub mod budget;
 pub mod http;
 pub mod kv;
@@ -100,13 +102,13 @@ pub use serde_json;
 /// Everything an agent or verifier usually needs: `use delta_sdk::prelude::*;`.
 ///
 /// Brings in the [`Agent`] and [`Verifier`] traits and their types, the
-/// [`llm`], [`messaging`], [`budget`] and [`kv`] modules, the logging macros and
+/// [`llm`], [`messaging`], [`budget`], [`kv`], [`http`] and [`agents`] modules, the logging macros and
 /// serde's `Deserialize` / `Serialize` (the derives still need `serde` as a
 /// dependency of your crate). The [`log`] module is left out so it cannot
 /// clash with the `log` crate; use the macros or `delta_sdk::log`.
 pub mod prelude {
     pub use crate::{Agent, AgentError, Context, Verdict, Verifier};
-    pub use crate::{budget, http, kv, llm, messaging};
+    pub use crate::{agents, budget, http, kv, llm, messaging};
     pub use crate::{debug, error, info, trace, warn};
     pub use serde::{Deserialize, Serialize};
 }

@@ -1,9 +1,9 @@
 //! Host side of Delta's WIT capabilities (`wit/agent.wit`).
 //!
 //! One module per imported interface: [`log`], [`llm`], [`messaging`],
-//! [`budget`], [`kv`], [`http`]. Each capability has a narrow backend trait
-//! ([`LogSink`], [`LlmGateway`], [`Messenger`], [`BudgetLedger`],
-//! [`KvBackend`], [`HttpClient`]) that the runtime and the
+//! [`budget`], [`kv`], [`http`], [`agents`]. Each capability has a narrow
+//! backend trait ([`LogSink`], [`LlmGateway`], [`Messenger`],
+//! [`BudgetLedger`], [`KvBackend`], [`HttpClient`], [`AgentBus`]) that the runtime and the
 //! node wire to real backends; the per-invocation [`HostState`] implements the
 //! generated `Host` traits by checking the run's deadline and cancellation,
 //! then forwarding to the backend, or answering the WIT's typed
@@ -13,6 +13,7 @@
 //! `delta-runtime`); it only links the capability imports into a
 //! [`wasmtime::component::Linker`].
 
+pub mod agents;
 pub mod bindings;
 pub mod budget;
 pub mod http;
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
 
+pub use agents::AgentBus;
 pub use budget::{BudgetLedger, LedgerError, Reservation, Settlement};
 pub use http::HttpClient;
 pub use kv::KvBackend;
@@ -66,6 +68,8 @@ pub struct Capabilities {
     pub kv: Option<Arc<dyn KvBackend>>,
     /// Backend for `delta:agent/http` (checks the agent's grant itself).
     pub http: Option<Arc<dyn HttpClient>>,
+    /// Backend for `delta:agent/agents` (checks the agent's grant itself).
+    pub agents: Option<Arc<dyn AgentBus>>,
     /// Where accepted log lines are forwarded as they arrive (e.g. a live log
     /// stream). Lines are also kept in the run's [`LogState`].
     pub log_sink: Option<Arc<dyn LogSink>>,
@@ -79,6 +83,7 @@ impl std::fmt::Debug for Capabilities {
             .field("budget", &self.budget.is_some())
             .field("kv", &self.kv.is_some())
             .field("http", &self.http.is_some())
+            .field("agents", &self.agents.is_some())
             .field("log_sink", &self.log_sink.is_some())
             .finish()
     }
@@ -165,8 +170,8 @@ pub trait HostView: Send {
     fn host(&mut self) -> &mut HostState;
 }
 
-/// Link every `delta:agent` import (log, llm, messaging, budget, kv, http) into
-/// `linker`. Both worlds are served by the same linker: a verifier simply
+/// Link every `delta:agent` import (log, llm, messaging, budget, kv, http,
+/// agents) into `linker`. Both worlds are served by the same linker: a verifier simply
 /// imports fewer interfaces.
 pub fn add_to_linker<T: HostView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     fn get<T: HostView>(t: &mut T) -> &mut HostState {
@@ -180,6 +185,7 @@ pub fn add_to_linker<T: HostView + 'static>(linker: &mut Linker<T>) -> wasmtime:
     wit::budget::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
     wit::kv::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
     wit::http::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
+    wit::agents::add_to_linker::<T, HasSelf<HostState>>(linker, get::<T>)?;
     Ok(())
 }
 

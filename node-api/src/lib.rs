@@ -90,6 +90,12 @@ pub struct Grants {
     /// Outbound HTTP (`delta:agent/http`). Absent: no request leaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpGrant>,
+    /// Agents of the same tenant it may message (`delta:agent/agents`), by
+    /// name or id. Empty: none; not sent when empty, so older nodes still
+    /// accept the deployment. The control plane checks it again when a
+    /// message arrives (it keeps the grant; a node only filters early).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
 }
 
 /// What an agent may reach over HTTP.
@@ -243,6 +249,10 @@ pub struct RunUsage {
     /// made none, and in records of older nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCounts>,
+    /// Messages to other agents (`delta:agent/agents`); absent when the run
+    /// sent none, and in records of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_messages: Option<AgentMessageCounts>,
     /// The outcome as the node recorded it (`{"status": "completed",
     /// "output": "..."}`, `{"status": "trap", "message": ...}`), when its
     /// JSON is at most [`MAX_REPORTED_RESULT_BYTES`]: the control plane
@@ -269,6 +279,17 @@ pub struct HttpCounts {
     pub bytes_sent: u64,
     /// Response body bytes received.
     pub bytes_received: u64,
+}
+
+/// Messages one run sent to other agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentMessageCounts {
+    /// Messages the control plane accepted.
+    pub sent: u64,
+    /// Messages refused (grant, receiver, size, depth, rate) or not taken.
+    pub refused: u64,
+    /// Bytes of the accepted messages.
+    pub bytes: u64,
 }
 
 /// Key-value operations of one run.

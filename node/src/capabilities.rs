@@ -7,7 +7,8 @@
 //!
 //! Key-value state: see [`crate::kv`] (the grant is checked per run,
 //! every call counted in the run's usage as `kv`). Outbound HTTP: see
-//! [`crate::outbound`] (counted as `http`).
+//! [`crate::outbound`] (counted as `http`). Messages to other agents: see
+//! [`crate::agents`] (counted as `agent_messages`).
 //!
 //! Messaging: a deployment whose grants carry `message_templates` (the
 //! control plane's definitions of the templates granted to the agent, each
@@ -55,6 +56,8 @@ pub struct Backends {
     outbound: Option<Arc<delta_outbound::Outbound>>,
     /// The vault for `{{secret:NAME}}`, with a control plane.
     secrets: Option<Arc<dyn delta_outbound::SecretSource>>,
+    /// Delivery of agents' messages: the control plane (none without one).
+    agents: Option<Arc<crate::agents::RemoteAgents>>,
 }
 
 impl Backends {
@@ -147,6 +150,9 @@ impl Backends {
             )),
             None => None,
         };
+        let agents = node_api
+            .as_ref()
+            .map(|client| Arc::new(crate::agents::RemoteAgents(Arc::clone(client))));
         let secrets = node_api.map(|client| {
             Arc::new(crate::outbound::VaultSecrets(client)) as Arc<dyn delta_outbound::SecretSource>
         });
@@ -158,6 +164,7 @@ impl Backends {
             kv: Some(kv),
             outbound,
             secrets,
+            agents,
         })
     }
 
@@ -219,6 +226,13 @@ impl Backends {
                     Arc::clone(meter),
                 )) as Arc<dyn delta_host_api::HttpClient>
             }),
+            agents: self.agents.as_ref().map(|inner| {
+                Arc::new(crate::agents::GrantedAgents::new(
+                    Arc::clone(inner),
+                    grants.agents.clone(),
+                    Arc::clone(meter),
+                )) as Arc<dyn delta_host_api::AgentBus>
+            }),
             log_sink,
         }
     }
@@ -249,6 +263,7 @@ pub struct RunMeter {
 struct Used {
     kv: Option<crate::model::KvCounts>,
     http: Option<crate::model::HttpCounts>,
+    agent_messages: Option<crate::model::AgentMessageCounts>,
     llm: BTreeMap<String, LlmTokens>,
     messages: BTreeMap<String, MessageCounts>,
     attempts: Vec<MessageAttempt>,
@@ -279,6 +294,38 @@ impl RunMeter {
     /// Outbound HTTP so far (none: the run made no request).
     pub fn http_counts(&self) -> Option<crate::model::HttpCounts> {
         self.lock().http
+    }
+
+    /// Messages to other agents so far (none: the run sent none).
+    pub fn agent_message_counts(&self) -> Option<crate::model::AgentMessageCounts> {
+        self.lock().agent_messages
+    }
+
+    /// Count one message to another agent (`bytes`: its size).
+    pub(crate) fn agent_message_result(
+        &self,
+        bytes: u64,
+        result: &Result<delta_host_api::agents::Sent, delta_host_api::agents::SendError>,
+    ) {
+        {
+            let mut used = self.lock();
+            let counts = used.agent_messages.get_or_insert_with(Default::default);
+            match result {
+                Ok(_) => {
+                    counts.sent += 1;
+                    counts.bytes += bytes;
+                }
+                Err(_) => counts.refused += 1,
+            }
+        }
+        let outcome = match result {
+            Ok(_) => "sent",
+            Err(e) => crate::agents::error_code(e),
+        };
+        self.metrics
+            .agent_messages
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Count one outbound request.

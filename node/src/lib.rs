@@ -12,6 +12,7 @@
 //! backends; nothing below it (runtime, host-api, backends) may know about
 //! HTTP, tenants' storage or the control plane.
 
+pub mod agents;
 pub mod api;
 pub mod capabilities;
 pub mod config;

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub kv_calls: IntCounterVec,
     /// Agents' outbound HTTP requests, by outcome (`ok` or the WIT error).
     pub http_requests_out: IntCounterVec,
+    /// Messages agents sent to other agents, by outcome (`sent` or the WIT
+    /// error).
+    pub agent_messages: IntCounterVec,
     /// Usage records not yet accepted by the control plane.
     pub usage_backlog: IntGauge,
     /// Age of the oldest unsent usage record.
@@ -169,6 +172,12 @@ impl Metrics {
                 r,
                 "delta_agent_http_requests_total",
                 "Agents' outbound HTTP requests, by outcome.",
+                &["outcome"],
+            ),
+            agent_messages: counter_vec(
+                r,
+                "delta_agent_messages_total",
+                "Messages agents sent to other agents, by outcome.",
                 &["outcome"],
             ),
             messages: counter_vec(

@@ -788,6 +788,7 @@ impl Node {
             message_log_dropped,
             kv: meter.kv_counts(),
             http: meter.http_counts(),
+            agent_messages: meter.agent_message_counts(),
             result,
         };
         let finished = FinishedRun {

@@ -73,6 +73,7 @@ fn validate_grants(grants: &AgentGrants) -> Result<(), ApiError> {
         ("models", &grants.models),
         ("templates", &grants.templates),
         ("recipients", &grants.recipients),
+        ("agents", &grants.agents),
     ] {
         if list.len() > MAX_GRANTS || list.iter().any(|s| s.is_empty() || s.len() > MAX_GRANT_LEN) {
             return Err(ApiError::invalid(format!(
@@ -606,12 +607,14 @@ mod tests {
                 hosts: vec!["*.example.com".into()],
                 secrets: vec!["TOKEN".into()],
             }),
+            agents: vec!["summariser".into()],
         };
         let theirs: delta_node_api::Grants =
             serde_json::from_value(serde_json::to_value(&ours).expect("json"))
                 .expect("node grants");
         assert_eq!(theirs.channels.len(), 2);
         assert!(theirs.kv);
+        assert_eq!(theirs.agents, ["summariser"]);
         assert_eq!(
             theirs.http.map(|h| h.secrets),
             Some(vec!["TOKEN".to_owned()])

@@ -115,6 +115,10 @@ pub struct AgentGrants {
     /// Outbound HTTP (`delta:agent/http`); absent: no request leaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpGrant>,
+    /// Agents of this tenant it may message (`delta:agent/agents`), by name
+    /// or id; a message to any other is refused `not-allowed`. At most 256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
 }
 
 /// What an agent may reach over HTTP.

@@ -45,26 +45,53 @@ pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::E
         let claimed = queue.claim_due(now_ms(), BATCH).await?;
         let full = claimed.len() as i64 == BATCH;
         for run in claimed {
-            match deliver(state, &run).await {
-                Ok(()) => {}
-                Err(error) => {
-                    let cfg = &state.config.runs;
-                    let now = now_ms();
-                    let retry_at = (run.deliveries < i64::from(cfg.max_deliveries)).then(|| {
-                        let wait = backoff_ms(run.deliveries, cfg.retry_base_ms, cfg.retry_max_ms);
-                        now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
-                    });
-                    if retry_at.is_none() {
-                        tracing::warn!(run = %run.run_id, deliveries = run.deliveries, %error, "run dead");
-                    }
-                    queue.failed(&run.run_id, &error, retry_at, now).await?;
-                }
-            }
+            deliver_claimed(state, queue, &run).await?;
         }
         if !full {
             return Ok(());
         }
     }
+}
+
+/// Deliver run `run_id` at once if it is `pending` and due (a run queued
+/// this moment, e.g. by an agent's message), rather than at the next pass;
+/// whoever claims the row first delivers it. Errors are logged: the row
+/// stays in the table for the passes.
+pub async fn deliver_now(state: &AppState, run_id: &str) {
+    let claimed = match state.run_queue.table().claim_one(run_id, now_ms()).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(run = run_id, error = %e, "claiming a run to deliver it at once");
+            return;
+        }
+    };
+    if let Some(run) = claimed
+        && let Err(e) = deliver_claimed(state, &state.run_queue, &run).await
+    {
+        tracing::warn!(run = run_id, error = %e, "recording a failed delivery");
+    }
+}
+
+/// Deliver a claimed row; a failure is retried after a backoff, or the run
+/// is `dead` after `[runs] max_deliveries`.
+async fn deliver_claimed(
+    state: &AppState,
+    queue: &impl RunQueue,
+    run: &QueuedRun,
+) -> Result<(), sqlx::Error> {
+    let Err(error) = deliver(state, run).await else {
+        return Ok(());
+    };
+    let cfg = &state.config.runs;
+    let now = now_ms();
+    let retry_at = (run.deliveries < i64::from(cfg.max_deliveries)).then(|| {
+        let wait = backoff_ms(run.deliveries, cfg.retry_base_ms, cfg.retry_max_ms);
+        now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
+    });
+    if retry_at.is_none() {
+        tracing::warn!(run = %run.run_id, deliveries = run.deliveries, %error, "run dead");
+    }
+    queue.failed(&run.run_id, &error, retry_at, now).await
 }
 
 /// Deliver `run` to its agent's current node. `Err` is the reason, kept as

@@ -101,6 +101,16 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// The table that decides every claim.
+    pub fn table(&self) -> &sql::SqlRunQueue {
+        match self {
+            Self::Sql(q) => q,
+            Self::Redis(q) => q.table(),
+        }
+    }
+}
+
 impl RunQueue for Queue {
     async fn enqueue_dispatched(&self, run: &QueuedRun, now: i64) -> Result<(), sqlx::Error> {
         match self {

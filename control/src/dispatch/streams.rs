@@ -91,6 +91,11 @@ pub struct RedisRunQueue {
 }
 
 impl RedisRunQueue {
+    /// The table this queue signals for.
+    pub fn table(&self) -> &SqlRunQueue {
+        &self.table
+    }
+
     /// The queue over `table`, signalled through the Redis at `url`
     /// (connected lazily: a Redis that is down at start is retried).
     pub fn open(table: SqlRunQueue, url: &str) -> Result<Self, QueueError> {

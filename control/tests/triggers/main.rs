@@ -1,12 +1,14 @@
 //! Triggers (issue 14) over real HTTP, on SQLite and PostgreSQL, with a
 //! real in-process node running a JavaScript agent that answers its input:
 //! `schedules` (once per tick with two replicas, catch-up after downtime,
-//! bad input, tenant isolation) and `webhooks` (signed deliveries become
-//! runs; bad, stale, replayed and oversized ones start nothing).
+//! bad input, tenant isolation), `webhooks` (signed deliveries become
+//! runs; bad, stale, replayed and oversized ones start nothing) and
+//! `agent_messages` (one agent's message starts another's run).
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agent_messages;
 mod schedules;
 mod webhooks;
 

@@ -29,6 +29,7 @@ wit_bindgen::generate!({
         // Not bound to JavaScript yet (ARCHITECTURE.md, "Not built yet").
         "delta:agent/kv@0.1.0": delta_sdk::bindings::agent::delta::agent::kv,
         "delta:agent/http@0.1.0": delta_sdk::bindings::agent::delta::agent::http,
+        "delta:agent/agents@0.1.0": delta_sdk::bindings::agent::delta::agent::agents,
     },
 });
 

@@ -56,8 +56,8 @@ use crate::state::AppState;
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(node_send))
-        .routes(routes!(list_messages))
+        .routes(routes!(node_send_message))
+        .routes(routes!(list_agent_messages))
 }
 
 /// Body of `POST /v1/nodes/messages`.
@@ -241,7 +241,7 @@ async fn depth_of_next(state: &AppState, agent_id: &str, run_id: &str) -> Result
     ),
     security(("bearer" = []))
 )]
-async fn node_send(
+async fn node_send_message(
     State(state): State<AppState>,
     node: NodeAuth,
     JsonBody(body): JsonBody<NodeMessage>,
@@ -496,7 +496,7 @@ async fn store(state: &AppState, m: &Stored<'_>) -> Result<(String, bool), ApiEr
     ),
     security(("bearer" = []))
 )]
-async fn list_messages(
+async fn list_agent_messages(
     State(state): State<AppState>,
     principal: Principal,
     Query(page): Query<PageQuery>,

@@ -132,6 +132,62 @@ declare module "delta" {
     poll(id: string): TokenRequest;
   };
 
+  export interface KvEntry {
+    key: string;
+    /** A string, or a Uint8Array when the stored bytes are not UTF-8. */
+    value: string | Uint8Array;
+    /** Pass to `compareAndSwap`; never 0. */
+    version: number;
+  }
+
+  /** The agent's durable state (grant `"kv": true`). */
+  export const kv: {
+    get(key: string): KvEntry | null;
+    /** The new version. */
+    set(key: string, value: string | Uint8Array): number;
+    /** Whether the key existed. */
+    delete(key: string): boolean;
+    list(
+      prefix?: string,
+      page?: { cursor?: string | null; limit?: number },
+    ): { keys: string[]; nextCursor: string | null };
+    /** @throws DeltaError `kv-conflict` with `current` (0: absent). */
+    compareAndSwap(key: string, expected: number, value: string | Uint8Array): number;
+    /** Read, compute, swap; retried on conflict. */
+    update(
+      key: string,
+      fn: (old: string | Uint8Array | null) => string | Uint8Array,
+      attempts?: number,
+    ): { version: number; value: string | Uint8Array };
+  };
+
+  export interface HttpRequest {
+    method?: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+    url: string;
+    /** Values may hold `{{secret:NAME}}` (a secret the grant lists). */
+    headers?: Record<string, string> | [string, string][];
+    body?: string | Uint8Array | null;
+  }
+
+  /** Outbound HTTP under the agent's allow-list (grant `http`). */
+  export const http: {
+    /** @throws DeltaError `http-<kind>` (not-allowed, blocked-address,
+     *  secret-not-allowed, too-large, rate-limited, timeout, failed, ...). */
+    request(request: HttpRequest | string): {
+      status: number;
+      headers: [string, string][];
+      body: string | Uint8Array;
+    };
+  };
+
+  /** Messages to other agents of the tenant (grant `agents` naming them). */
+  export const agents: {
+    /** Starts a run of `to` with input `{message, message_id, from}`.
+     *  @throws DeltaError `agents-<kind>` (not-allowed, unknown-agent,
+     *  too-large, too-deep, too-many, rate-limited, ...). */
+    send(to: string, message: unknown): { messageId: string; runId: string };
+  };
+
   /** What a verifier's `verify(spec, submission)` returns. */
   export interface Verdict {
     passed: boolean;

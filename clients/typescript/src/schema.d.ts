@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/v1/agent-messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List this tenant's agent messages, oldest first. */
+        get: operations["list_agent_messages"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/agents": {
         parameters: {
             query?: never;
@@ -1139,6 +1156,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/nodes/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A node hands over a message one of its agents sent. */
+        post: operations["node_send_message"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/nodes/messages/admit": {
         parameters: {
             query?: never;
@@ -2238,6 +2272,11 @@ export interface components {
         };
         /** @description What an agent may reach; everything defaults to nothing. */
         AgentGrants: {
+            /**
+             * @description Agents of this tenant it may message (`delta:agent/agents`), by name
+             *     or id; a message to any other is refused `not-allowed`. At most 256.
+             */
+            agents?: string[];
             /** @description Messaging channels it may use. */
             channels?: components["schemas"]["Channel"][];
             http?: null | components["schemas"]["HttpGrant"];
@@ -2252,6 +2291,37 @@ export interface components {
             recipients?: string[];
             /** @description Message templates (ids) it may use. */
             templates?: string[];
+        };
+        /** @description A stored message, without its body (that is the receiver run's input). */
+        AgentMessage: {
+            /**
+             * Format: int64
+             * @description Size of the message, bytes.
+             */
+            bytes: number;
+            /**
+             * Format: int64
+             * @description When it was accepted.
+             */
+            created_at_ms: number;
+            /**
+             * Format: int64
+             * @description Length of the chain of messages that led to it (1: sent by a run no
+             *     message started).
+             */
+            depth: number;
+            /** @description The sending agent. */
+            from_agent_id: string;
+            /** @description The sending run. */
+            from_run_id: string;
+            /** @description `msg_...`. */
+            id: string;
+            /** @description The receiver's run (`GET /v1/runs/{id}`: its status, its output). */
+            run_id: string;
+            /** @description Its tenant. */
+            tenant_id: string;
+            /** @description The receiving agent. */
+            to_agent_id: string;
         };
         /** @description A key as lists show it (never the secret or its hash). */
         ApiKeyView: {
@@ -3212,6 +3282,13 @@ export interface components {
              */
             tokens: number;
         };
+        /** @description Answer of `POST /v1/nodes/messages`. */
+        MessageSent: {
+            /** @description The message (`msg_...`). */
+            message_id: string;
+            /** @description The receiver's run it started. */
+            run_id: string;
+        };
         /** @description Body of `POST /v1/bounties`: a draft. */
         NewBounty: {
             /** @description ISO 4217 code, e.g. `EUR`. */
@@ -3444,6 +3521,22 @@ export interface components {
          * @enum {string}
          */
         NodeLoss: "requeue" | "fail";
+        /** @description Body of `POST /v1/nodes/messages`. */
+        NodeMessage: {
+            /** @description The sending agent (placed on the calling node). */
+            agent_id: string;
+            /** @description The message: JSON text. */
+            message: string;
+            /** @description The sending run (its `task.run-id`). */
+            run_id: string;
+            /**
+             * Format: int32
+             * @description The message's position in the run, from 0.
+             */
+            seq: number;
+            /** @description The receiver's name or id, as the guest gave it. */
+            to: string;
+        };
         /** @description Body of `POST /v1/nodes/token-requests`. */
         NodeTokenAsk: {
             /** @description The bot asking. */
@@ -3524,6 +3617,42 @@ export interface components {
                  * @description Last changed (including moves between nodes).
                  */
                 updated_at_ms: number;
+            }[];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description One page of a list. */
+        Page_AgentMessage: {
+            /** @description The items, oldest first. */
+            items: {
+                /**
+                 * Format: int64
+                 * @description Size of the message, bytes.
+                 */
+                bytes: number;
+                /**
+                 * Format: int64
+                 * @description When it was accepted.
+                 */
+                created_at_ms: number;
+                /**
+                 * Format: int64
+                 * @description Length of the chain of messages that led to it (1: sent by a run no
+                 *     message started).
+                 */
+                depth: number;
+                /** @description The sending agent. */
+                from_agent_id: string;
+                /** @description The sending run. */
+                from_run_id: string;
+                /** @description `msg_...`. */
+                id: string;
+                /** @description The receiver's run (`GET /v1/runs/{id}`: its status, its output). */
+                run_id: string;
+                /** @description Its tenant. */
+                tenant_id: string;
+                /** @description The receiving agent. */
+                to_agent_id: string;
             }[];
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             next_cursor?: string | null;
@@ -4653,13 +4782,14 @@ export interface components {
          */
         RunTrigger: {
             /**
-             * @description The schedule (`sch_...`), inbound webhook (`whk_...`) or attempt;
-             *     none for `api`.
+             * @description The schedule (`sch_...`), inbound webhook (`whk_...`), message
+             *     (`msg_...`, `GET /v1/agent-messages`) or attempt; none for `api`.
              */
             id?: string | null;
             /**
              * @description `api` (`POST /v1/agents/{id}/runs`), `schedule`, `webhook` (an
-             *     inbound webhook) or `bounty_attempt`.
+             *     inbound webhook), `agent` (another agent's message) or
+             *     `bounty_attempt`.
              */
             kind: string;
         };
@@ -5210,6 +5340,83 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_agent_messages: {
+        parameters: {
+            query?: {
+                /** @description Items per page (1-200, default 50); outside that range is a 400. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page, as given. */
+                cursor?: string;
+                /** @description Only messages this agent sent. */
+                from_agent_id?: string;
+                /** @description Only messages this agent received. */
+                to_agent_id?: string;
+            };
+            header?: {
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AgentMessage"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No, an unknown, expired or revoked credential (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Both `from_agent_id` and `to_agent_id` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     list_agents: {
         parameters: {
             query?: {
@@ -11886,6 +12093,125 @@ export interface operations {
                 };
             };
             /** @description Rate limited (`rate_limited`, with Retry-After); anonymous routes are limited per address */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    node_send_message: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Execute at most once: the same key and request replay the stored answer (`Idempotency-Replayed: true`); 400 `invalid_idempotency_key`, 409 `idempotency_key_in_flight`, 422 `idempotency_key_reused` */
+                "Idempotency-Key"?: string;
+                /** @description The tenant (app) to act in: a session may name any tenant its user is a member of (default: the one of its login), an API key only its own; any other is 403 `app_not_allowed`, malformed 400 `invalid_app_id` */
+                "X-App-ID"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NodeMessage"];
+            };
+        };
+        responses: {
+            /** @description Already stored (the same run sent it before) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageSent"];
+                };
+            };
+            /** @description Stored; the receiver's run is queued */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageSent"];
+                };
+            };
+            /** @description Malformed request: a query, path or header value that does not parse (`bad_request`, `invalid_idempotency_key`, `invalid_app_id`), or a body that is not JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid node credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `agent_not_here`, `run_not_of_agent`, `not_allowed` (the grant does not name the receiver) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unknown sender, or `unknown_agent` (no such receiver in the sender's tenant) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A request with this Idempotency-Key is still running (`idempotency_key_in_flight`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `too_large` (`details.limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The body's Content-Type is not one this operation takes (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `invalid_message`, `too_deep`, `too_many` (`details.limit`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `rate_limited` (see `Retry-After`) */
             429: {
                 headers: {
                     [name: string]: unknown;

@@ -9,7 +9,8 @@ use delta_sdk::{budget, llm, messaging};
 use rquickjs::{Ctx, Function, Object};
 use serde_json::{Value, json};
 
-/// Install `log`, `llm`, `send` and `budget` on the native object.
+/// Install `log`, `llm`, `send`, `budget`, `kv`, `http` and `agents` on
+/// the native object.
 pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
     native.set(
         "log",
@@ -31,6 +32,24 @@ pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()
         "budget",
         Function::new(ctx.clone(), |request: String| answer(budget_op(&request)))?,
     )?;
+    native.set(
+        "kv",
+        Function::new(ctx.clone(), |request: String| {
+            answer(crate::tools::kv_op(&request))
+        })?,
+    )?;
+    native.set(
+        "http",
+        Function::new(ctx.clone(), |request: String| {
+            answer(crate::tools::http_op(&request))
+        })?,
+    )?;
+    native.set(
+        "agents",
+        Function::new(ctx.clone(), |request: String| {
+            answer(crate::tools::agents_op(&request))
+        })?,
+    )?;
     Ok(())
 }
 
@@ -44,7 +63,7 @@ fn level_of(level: i32) -> raw_log::Level {
     }
 }
 
-fn answer(result: Result<Value, Value>) -> String {
+pub(crate) fn answer(result: Result<Value, Value>) -> String {
     match result {
         Ok(ok) => json!({ "ok": ok }),
         Err(error) => json!({ "error": error }),
@@ -52,11 +71,11 @@ fn answer(result: Result<Value, Value>) -> String {
     .to_string()
 }
 
-fn invalid(message: impl Into<String>) -> Value {
+pub(crate) fn invalid(message: impl Into<String>) -> Value {
     json!({ "code": "invalid-request", "kind": "invalid-request", "message": message.into() })
 }
 
-fn parse(request: &str) -> Result<Value, Value> {
+pub(crate) fn parse(request: &str) -> Result<Value, Value> {
     if js_engine::loading() {
         return Err(json!({
             "code": "not-available-at-load",
@@ -67,7 +86,7 @@ fn parse(request: &str) -> Result<Value, Value> {
     serde_json::from_str(request).map_err(|e| invalid(format!("not JSON: {e}")))
 }
 
-fn string(v: &Value, key: &str) -> Result<String, Value> {
+pub(crate) fn string(v: &Value, key: &str) -> Result<String, Value> {
     v.get(key)
         .and_then(Value::as_str)
         .map(str::to_owned)
@@ -238,7 +257,7 @@ fn token_request(r: budget::TokenRequest) -> Value {
 
 /// The same code as the Rust SDK's `AgentError` conversion (`llm-…`,
 /// `messaging-…`, `budget-…`), with the bare variant as `kind`.
-fn refusal(capability: &str, kind: &str, message: &str, retryable: bool) -> Value {
+pub(crate) fn refusal(capability: &str, kind: &str, message: &str, retryable: bool) -> Value {
     json!({
         "code": format!("{capability}-{kind}"),
         "kind": kind,

@@ -16,6 +16,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod capabilities;
+mod tools;
 
 wit_bindgen::generate!({
     world: "delta:js/js-agent@0.1.0",
@@ -26,7 +27,6 @@ wit_bindgen::generate!({
         "delta:agent/llm@0.1.0": delta_sdk::bindings::agent::delta::agent::llm,
         "delta:agent/messaging@0.1.0": delta_sdk::bindings::agent::delta::agent::messaging,
         "delta:agent/budget@0.1.0": delta_sdk::bindings::agent::delta::agent::budget,
-        // Not bound to JavaScript yet (ARCHITECTURE.md, "Not built yet").
         "delta:agent/kv@0.1.0": delta_sdk::bindings::agent::delta::agent::kv,
         "delta:agent/http@0.1.0": delta_sdk::bindings::agent::delta::agent::http,
         "delta:agent/agents@0.1.0": delta_sdk::bindings::agent::delta::agent::agents,

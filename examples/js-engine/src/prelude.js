@@ -96,6 +96,102 @@ export const budget = Object.freeze({
     : unavailable("budget.poll"),
 });
 
+// Bytes cross to Rust as {text} (strings, stored as UTF-8) or {bytes}
+// (Uint8Array); they come back the same way.
+function toData(value, what) {
+  if (typeof value === "string") return { text: value };
+  if (value instanceof Uint8Array) return { bytes: Array.from(value) };
+  throw new TypeError(`${what} must be a string or a Uint8Array`);
+}
+
+function fromData(data) {
+  return data.text !== undefined ? data.text : Uint8Array.from(data.bytes);
+}
+
+const kvCall = (request) => call(native.kv, JSON.stringify(request));
+
+/** The agent's durable key-value state (needs the `kv` grant). */
+export const kv = Object.freeze({
+  /** `{key, value, version}` (value: a string, or a Uint8Array when not UTF-8), or null. */
+  get: native.kv
+    ? (key) => {
+        const entry = kvCall({ op: "get", key: String(key) });
+        return entry === null ? null : { ...entry, value: fromData(entry.value) };
+      }
+    : unavailable("kv.get"),
+  /** Store a string or Uint8Array; the new version. */
+  set: native.kv
+    ? (key, value) => kvCall({ op: "set", key: String(key), value: toData(value, "value") })
+    : unavailable("kv.set"),
+  /** Whether the key existed. */
+  delete: native.kv ? (key) => kvCall({ op: "delete", key: String(key) }) : unavailable("kv.delete"),
+  /** `{keys, nextCursor}`: keys starting with `prefix`, after `cursor`, at most `limit`. */
+  list: native.kv
+    ? (prefix = "", { cursor = null, limit = 0 } = {}) =>
+        kvCall({ op: "list", prefix: String(prefix), cursor, limit })
+    : unavailable("kv.list"),
+  /** Store only if the current version is `expected` (0: absent); throws `kv-conflict` with `current`. */
+  compareAndSwap: native.kv
+    ? (key, expected, value) =>
+        kvCall({ op: "cas", key: String(key), expected, value: toData(value, "value") })
+    : unavailable("kv.compareAndSwap"),
+  /** Read, compute `fn(old value or null)`, swap; retried on conflict. `{version, value}`. */
+  update: native.kv
+    ? (key, fn, attempts = 16) => {
+        let last;
+        for (let i = 0; i < attempts; i++) {
+          const entry = kv.get(key);
+          const value = fn(entry === null ? null : entry.value);
+          try {
+            return { version: kv.compareAndSwap(key, entry === null ? 0 : entry.version, value), value };
+          } catch (e) {
+            if (!(e instanceof DeltaError) || e.code !== "kv-conflict") throw e;
+            last = e;
+          }
+        }
+        throw last;
+      }
+    : unavailable("kv.update"),
+});
+
+/** Outbound HTTP to hosts on the agent's allow-list (needs the `http` grant). */
+export const http = Object.freeze({
+  /**
+   * `request({method, url, headers, body})` or `request(url)`: `{status, headers, body}`
+   * (headers as [name, value] pairs; body a string, or a Uint8Array when not UTF-8).
+   * A header value may hold `{{secret:NAME}}`, filled in by the host.
+   */
+  request: native.http
+    ? (request) => {
+        const r = typeof request === "string" ? { url: request } : { ...(request ?? {}) };
+        let headers = r.headers ?? [];
+        if (!Array.isArray(headers)) headers = Object.entries(headers);
+        const answer = call(
+          native.http,
+          JSON.stringify({
+            method: r.method ?? "GET",
+            url: r.url,
+            headers: headers.map(([n, v]) => [String(n), String(v)]),
+            body: r.body === undefined || r.body === null ? null : toData(r.body, "body"),
+          }),
+        );
+        return { ...answer, body: fromData(answer.body) };
+      }
+    : unavailable("http.request"),
+});
+
+/** Messages to other agents of the tenant (needs the `agents` grant naming them). */
+export const agents = Object.freeze({
+  /** Send `message` (any JSON value) to the agent named `to`: `{messageId, runId}`. */
+  send: native.agents
+    ? (to, message) => {
+        const json = JSON.stringify(message);
+        if (json === undefined) throw new TypeError("the message must be a JSON value");
+        return call(native.agents, JSON.stringify({ to: String(to), message: json }));
+      }
+    : unavailable("agents.send"),
+});
+
 const console = Object.freeze({
   log: log.info,
   info: log.info,

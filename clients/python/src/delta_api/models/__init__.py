@@ -7,6 +7,7 @@ from .admitted import Admitted
 from .agent import Agent
 from .agent_budget import AgentBudget
 from .agent_grants import AgentGrants
+from .agent_message import AgentMessage
 from .api_key_view import ApiKeyView
 from .approve import Approve
 from .artifact_ref import ArtifactRef
@@ -69,6 +70,7 @@ from .me_response import MeResponse
 from .member_view import MemberView
 from .message_admission import MessageAdmission
 from .message_record import MessageRecord
+from .message_sent import MessageSent
 from .new_bounty import NewBounty
 from .new_bounty_spec import NewBountySpec
 from .new_endpoint import NewEndpoint
@@ -86,6 +88,7 @@ from .node_kv_list import NodeKvList
 from .node_kv_page import NodeKvPage
 from .node_kv_set import NodeKvSet
 from .node_loss import NodeLoss
+from .node_message import NodeMessage
 from .node_token_ask import NodeTokenAsk
 from .node_token_request import NodeTokenRequest
 from .node_url import NodeUrl
@@ -93,6 +96,8 @@ from .node_usage_report import NodeUsageReport
 from .node_usage_report_records_item import NodeUsageReportRecordsItem
 from .page_agent import PageAgent
 from .page_agent_items_item import PageAgentItemsItem
+from .page_agent_message import PageAgentMessage
+from .page_agent_message_items_item import PageAgentMessageItemsItem
 from .page_api_key_view import PageApiKeyView
 from .page_api_key_view_items_item import PageApiKeyViewItemsItem
 from .page_audit_entry import PageAuditEntry
@@ -218,6 +223,7 @@ __all__ = (
     "Agent",
     "AgentBudget",
     "AgentGrants",
+    "AgentMessage",
     "ApiKeyView",
     "Approve",
     "ArtifactRef",
@@ -278,6 +284,7 @@ __all__ = (
     "MeResponse",
     "MessageAdmission",
     "MessageRecord",
+    "MessageSent",
     "NewBounty",
     "NewBountySpec",
     "NewEndpoint",
@@ -295,6 +302,7 @@ __all__ = (
     "NodeKvPage",
     "NodeKvSet",
     "NodeLoss",
+    "NodeMessage",
     "NodeTokenAsk",
     "NodeTokenRequest",
     "NodeUrl",
@@ -302,6 +310,8 @@ __all__ = (
     "NodeUsageReportRecordsItem",
     "PageAgent",
     "PageAgentItemsItem",
+    "PageAgentMessage",
+    "PageAgentMessageItemsItem",
     "PageApiKeyView",
     "PageApiKeyViewItemsItem",
     "PageAuditEntry",

@@ -23,6 +23,8 @@ class AgentGrants:
     """What an agent may reach; everything defaults to nothing.
 
     Attributes:
+        agents (list[str] | Unset): Agents of this tenant it may message (`delta:agent/agents`), by name
+            or id; a message to any other is refused `not-allowed`. At most 256.
         channels (list[Channel] | Unset): Messaging channels it may use.
         http (HttpGrant | None | Unset):
         kv (bool | Unset): Whether it may keep durable key-value state between runs
@@ -32,6 +34,7 @@ class AgentGrants:
         templates (list[str] | Unset): Message templates (ids) it may use.
     """
 
+    agents: list[str] | Unset = UNSET
     channels: list[Channel] | Unset = UNSET
     http: HttpGrant | None | Unset = UNSET
     kv: bool | Unset = UNSET
@@ -41,6 +44,10 @@ class AgentGrants:
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.http_grant import HttpGrant  # noqa: PLC0415
+
+        agents: list[str] | Unset = UNSET
+        if not isinstance(self.agents, Unset):
+            agents = self.agents
 
         channels: list[str] | Unset = UNSET
         if not isinstance(self.channels, Unset):
@@ -74,6 +81,8 @@ class AgentGrants:
         field_dict: dict[str, Any] = {}
 
         field_dict.update({})
+        if agents is not UNSET:
+            field_dict["agents"] = agents
         if channels is not UNSET:
             field_dict["channels"] = channels
         if http is not UNSET:
@@ -94,6 +103,8 @@ class AgentGrants:
         from ..models.http_grant import HttpGrant  # noqa: PLC0415
 
         d = dict(src_dict)
+        agents = cast(list[str], d.pop("agents", UNSET))
+
         _channels = d.pop("channels", UNSET)
         channels: list[Channel] | Unset = UNSET
         if _channels is not UNSET:
@@ -129,6 +140,7 @@ class AgentGrants:
         templates = cast(list[str], d.pop("templates", UNSET))
 
         agent_grants = cls(
+            agents=agents,
             channels=channels,
             http=http,
             kv=kv,

@@ -21,9 +21,10 @@ class RunTrigger:
 
         Attributes:
             kind (str): `api` (`POST /v1/agents/{id}/runs`), `schedule`, `webhook` (an
-                inbound webhook) or `bounty_attempt`.
-            id (None | str | Unset): The schedule (`sch_...`), inbound webhook (`whk_...`) or attempt;
-                none for `api`.
+                inbound webhook), `agent` (another agent's message) or
+                `bounty_attempt`.
+            id (None | str | Unset): The schedule (`sch_...`), inbound webhook (`whk_...`), message
+                (`msg_...`, `GET /v1/agent-messages`) or attempt; none for `api`.
     """
 
     kind: str

@@ -36,7 +36,6 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use delta_http::{ApiError, JsonBody, record_ids};
-use delta_node_api::RunStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -445,39 +444,17 @@ async fn store(state: &AppState, m: &Stored<'_>) -> Result<(String, bool), ApiEr
             .ok_or_else(|| ApiError::internal("a message vanished after a conflict"))?;
         return Ok((run, false));
     }
-    let node_id: Option<String> =
-        sqlx::query_scalar("SELECT node_id FROM agents WHERE id = $1 AND tenant_id = $2")
-            .bind(m.to_agent_id)
-            .bind(m.tenant_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(ApiError::internal)?
-            .flatten();
-    sqlx::query(
-        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
-         trigger_kind, trigger_id) VALUES ($1, $2, $3, $4, $5, $6, 'agent', $7)",
+    crate::dispatch::sql::insert_pending(
+        &mut tx,
+        &crate::dispatch::sql::PendingRun {
+            run_id: &run_id,
+            tenant_id: m.tenant_id,
+            agent_id: m.to_agent_id,
+            trigger: ("agent", m.id),
+            input: m.input,
+        },
+        now,
     )
-    .bind(&run_id)
-    .bind(m.tenant_id)
-    .bind(m.to_agent_id)
-    .bind(node_id.unwrap_or_default())
-    .bind(RunStatus::Queued.as_str())
-    .bind(now)
-    .bind(m.id)
-    .execute(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
-    sqlx::query(
-        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
-         not_before_ms, last_error, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, 0, 'pending', $5, NULL, $5)",
-    )
-    .bind(&run_id)
-    .bind(m.tenant_id)
-    .bind(m.to_agent_id)
-    .bind(m.input)
-    .bind(now)
-    .execute(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;

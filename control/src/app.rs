@@ -82,6 +82,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::webhooks::routes())
         .merge(crate::reputation::routes())
         .merge(crate::triggers::routes())
+        .merge(crate::workflows::routes())
 }
 
 /// The API's routes and their finished OpenAPI document under `config`

@@ -577,7 +577,7 @@ async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
             .await
             .map_err(ApiError::internal)?;
         if changed == 1 {
-            crate::webhooks::run_ended(
+            crate::run_end::ended(
                 &mut tx,
                 &mut crate::webhooks::Endpoints::default(),
                 &run.tenant_id,
@@ -589,7 +589,9 @@ async fn store_status(state: &AppState, run: &Run) -> Result<(), ApiError> {
             .map_err(ApiError::internal)?;
         }
     }
-    tx.commit().await.map_err(ApiError::internal)
+    tx.commit().await.map_err(ApiError::internal)?;
+    crate::dispatch::wake();
+    Ok(())
 }
 
 /// Record a run the node accepted, folding in usage that was reported
@@ -682,7 +684,7 @@ pub(crate) async fn finish_from_usage(
     if done.rows_affected() == 1 {
         let reported = result
             .filter(|r| r.get("status").and_then(Value::as_str) == Some(usage.outcome.as_str()));
-        crate::webhooks::run_ended(
+        crate::run_end::ended(
             &mut tx,
             endpoints,
             &usage.tenant_id,
@@ -693,6 +695,9 @@ pub(crate) async fn finish_from_usage(
         .await?;
     }
     tx.commit().await?;
+    if done.rows_affected() == 1 {
+        crate::dispatch::wake();
+    }
     Ok(done.rows_affected())
 }
 

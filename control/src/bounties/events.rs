@@ -12,8 +12,6 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{StatusCode, header};
 use axum::response::Response;
 use delta_http::ApiError;
 use serde_json::{Value, json};
@@ -223,7 +221,7 @@ async fn next_batch(
         let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
         let body = json!({ "seq": seq, "type": kind, "bounty_id": bounty_id, "at_ms": at,
                            "data": data });
-        out.push(format!("event: {kind}\nid: {seq}\ndata: {body}\n\n"));
+        out.push(crate::sse::event_block(&kind, seq, &body));
         last = seq;
     }
     let closed = ["completed", "cancelled", "expired"].contains(&status.as_str())
@@ -239,55 +237,16 @@ pub(super) fn stream(
     all: bool,
     after: i64,
 ) -> Result<Response, ApiError> {
-    struct Follow {
-        db: Db,
-        bounty_id: String,
-        tenant: String,
-        all: bool,
-        last: i64,
-        done: bool,
-        first: bool,
-    }
-    let start = Follow {
-        db,
-        bounty_id,
-        tenant,
-        all,
-        last: after,
-        done: false,
-        first: true,
-    };
-    let events = futures_util::stream::unfold(start, |mut f| async move {
-        loop {
-            if f.done {
-                return None;
-            }
-            if !f.first {
-                tokio::time::sleep(POLL).await;
-            }
-            f.first = false;
-            match next_batch(&f.db, &f.bounty_id, &f.tenant, f.all, f.last).await {
-                Ok((chunk, last, closed)) => {
-                    f.last = last;
-                    f.done = closed;
-                    if !chunk.is_empty() {
-                        // More may be waiting: look again at once.
-                        f.first = !closed;
-                        return Some((Ok::<_, std::io::Error>(chunk.concat()), f));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(bounty = %f.bounty_id, error = %e, "reading bounty events");
-                    return None;
-                }
-            }
+    let what = format!("bounty {bounty_id}");
+    crate::sse::follow(what, after, POLL, move |last| {
+        let (db, bounty_id, tenant) = (db.clone(), bounty_id.clone(), tenant.clone());
+        async move {
+            let (events, last, closed) = next_batch(&db, &bounty_id, &tenant, all, last).await?;
+            Ok(crate::sse::Batch {
+                events,
+                last,
+                closed,
+            })
         }
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(Body::from_stream(events))
-        .map_err(ApiError::internal)
+    })
 }

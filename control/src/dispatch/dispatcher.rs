@@ -21,7 +21,10 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             tokio::time::interval(Duration::from_millis(state.config.runs.poll_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = super::woken() => {}
+            }
             if let Err(e) = pass(&state, &queue).await {
                 tracing::warn!(error = %e, "run dispatcher");
             }
@@ -41,6 +44,13 @@ pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::E
     for run in lost.failed {
         tracing::warn!(run = %run, "its node is lost: run dead (the agent's node_loss is fail)");
     }
+    let expired = crate::workflows::engine::expire(&state.db, now).await?;
+    if expired > 0 {
+        tracing::info!(expired, "workflow step attempts timed out");
+    }
+    // Queued by the expiries just now, or by transactions since the last
+    // pass.
+    queue.announce(&super::take_queued()).await;
     loop {
         let claimed = queue.claim_due(now_ms(), BATCH).await?;
         let full = claimed.len() as i64 == BATCH;

@@ -30,6 +30,41 @@ pub mod sql;
 pub mod streams;
 
 use std::future::Future;
+use std::sync::Mutex;
+
+/// Runs queued inside a transaction that ends another run (a workflow's
+/// next steps), waiting to be announced by this replica's dispatcher.
+static QUEUED: Mutex<Vec<(String, i64)>> = Mutex::new(Vec::new());
+/// Wakes this replica's dispatcher before its next tick.
+static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Remember that run `run_id` was made `pending`, due at `due_ms`, by a
+/// transaction not yet committed: this replica's dispatcher announces it
+/// (with Redis) and claims it at its next pass, which [`wake`] brings
+/// forward once the transaction is committed. A run whose transaction rolls
+/// back is announced for nothing: the table refuses its claim.
+pub fn queued_in_transaction(run_id: &str, due_ms: i64) {
+    QUEUED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((run_id.to_owned(), due_ms));
+}
+
+/// Start this replica's dispatcher's next pass now (after committing runs
+/// recorded with [`queued_in_transaction`]).
+pub fn wake() {
+    WAKE.notify_one();
+}
+
+/// Wait for [`wake`].
+pub(crate) async fn woken() {
+    WAKE.notified().await;
+}
+
+/// The runs [`queued_in_transaction`] recorded since the last call.
+pub(crate) fn take_queued() -> Vec<(String, i64)> {
+    std::mem::take(&mut *QUEUED.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 /// A queue row to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -47,7 +47,7 @@ pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
         // Its end, told to the tenant's result webhooks with the change
         // that makes it dead (as a dead-lettered run's is).
         if let Some(tenant) = tenant {
-            crate::webhooks::run_ended(
+            crate::run_end::ended(
                 &mut tx,
                 &mut endpoints,
                 &tenant,

@@ -82,7 +82,7 @@ impl RunQueue for SqlRunQueue {
             // Its end, told to the tenant's result webhooks with the
             // change that makes it dead.
             if let Some(tenant) = tenant {
-                crate::webhooks::run_ended(
+                crate::run_end::ended(
                     &mut tx,
                     &mut crate::webhooks::Endpoints::default(),
                     &tenant,
@@ -93,7 +93,9 @@ impl RunQueue for SqlRunQueue {
                 .await?;
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        crate::dispatch::wake();
+        Ok(())
     }
 }
 
@@ -175,6 +177,63 @@ fn queued_run(row: &sqlx::any::AnyRow) -> Result<QueuedRun, sqlx::Error> {
         input: row.try_get("input")?,
         deliveries: row.try_get("deliveries")?,
     })
+}
+
+/// What [`insert_pending`] stores: a run the control plane starts by
+/// itself (an agent's message, a workflow's step), due now.
+pub(crate) struct PendingRun<'a> {
+    /// The new run's id.
+    pub run_id: &'a str,
+    /// Its tenant.
+    pub tenant_id: &'a str,
+    /// The agent to run.
+    pub agent_id: &'a str,
+    /// What started it (`runs.trigger_kind`, `trigger_id`).
+    pub trigger: (&'a str, &'a str),
+    /// The task input (JSON text).
+    pub input: &'a str,
+}
+
+/// Store run `run` `queued` with its `pending` queue row, due `now`, in
+/// `conn`'s transaction; the dispatcher delivers it to the agent's node.
+pub(crate) async fn insert_pending(
+    conn: &mut sqlx::AnyConnection,
+    run: &PendingRun<'_>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let node_id: Option<String> =
+        sqlx::query_scalar("SELECT node_id FROM agents WHERE id = $1 AND tenant_id = $2")
+            .bind(run.agent_id)
+            .bind(run.tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    sqlx::query(
+        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
+         trigger_kind, trigger_id) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+    )
+    .bind(run.run_id)
+    .bind(run.tenant_id)
+    .bind(run.agent_id)
+    .bind(node_id.unwrap_or_default())
+    .bind(now)
+    .bind(run.trigger.0)
+    .bind(run.trigger.1)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+         not_before_ms, last_error, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, 0, 'pending', $5, NULL, $5)",
+    )
+    .bind(run.run_id)
+    .bind(run.tenant_id)
+    .bind(run.agent_id)
+    .bind(run.input)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The run's end is known: its queue row stops being delivered. Called in

@@ -2,8 +2,9 @@
 //! real in-process node running a JavaScript agent that answers its input:
 //! `schedules` (once per tick with two replicas, catch-up after downtime,
 //! bad input, tenant isolation), `webhooks` (signed deliveries become
-//! runs; bad, stale, replayed and oversized ones start nothing) and
-//! `agent_messages` (one agent's message starts another's run).
+//! runs; bad, stale, replayed and oversized ones start nothing),
+//! `agent_messages` (one agent's message starts another's run) and
+//! `workflows` (DAGs of runs).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -11,6 +12,7 @@ mod common;
 mod agent_messages;
 mod schedules;
 mod webhooks;
+mod workflows;
 
 use std::time::Duration;
 

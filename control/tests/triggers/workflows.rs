@@ -1,0 +1,376 @@
+//! Workflows (issue 14) over real HTTP, on an in-process node running a
+//! JavaScript agent: a diamond passes data from step to step and its events
+//! stream to the end; a flaky step is retried, a failing one fails the run
+//! and cancels what waits on it; bad definitions, other tenants and
+//! cancellation are handled.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{runs_of, s};
+use crate::both;
+use crate::common::{Control, Session, eventually, start_node_in_process, upload_script};
+
+/// Adds, echoes, fails, or fails on its first try (counted in kv).
+const WORKER_JS: &str = r#"
+import { kv, DeltaError } from "delta";
+
+export function run(task) {
+  const i = task.input;
+  switch (i.op) {
+    case "sum":
+      return { sum: i.values.reduce((a, b) => a + Number(b ?? 0), 0) };
+    case "fail":
+      throw new DeltaError("boom", "this step always fails");
+    case "flaky": {
+      const n = Number(kv.update("tries", (old) => String(Number(old ?? "0") + 1)).value);
+      if (n < 2) throw new DeltaError("flaky", "fails on the first try", { retryable: true });
+      return { tries: n };
+    }
+    default:
+      return i;
+  }
+}
+"#;
+
+async fn worker(ctl: &Control, who: &Session, name: &str) -> String {
+    let (status, component) = upload_script(ctl, &who.access, WORKER_JS).await;
+    assert!(status.is_success(), "{status} {component}");
+    let body = json!({ "name": name, "kind": "main", "component": component["sha256"],
+                       "grants": { "kv": true } });
+    let agent = eventually(
+        "the node to take the agent",
+        Duration::from_secs(30),
+        || async {
+            let (status, agent) = ctl
+                .call(
+                    Method::POST,
+                    "/v1/agents",
+                    Some(&who.access),
+                    Some(body.clone()),
+                )
+                .await;
+            (status == StatusCode::CREATED).then_some(agent)
+        },
+    )
+    .await;
+    s(&agent["id"])
+}
+
+async fn create(
+    ctl: &Control,
+    who: &Session,
+    name: &str,
+    definition: Value,
+) -> (StatusCode, Value) {
+    ctl.call(
+        Method::POST,
+        "/v1/workflows",
+        Some(&who.access),
+        Some(json!({ "name": name, "definition": definition })),
+    )
+    .await
+}
+
+async fn start(ctl: &Control, who: &Session, workflow: &str, input: Value) -> Value {
+    let (status, run) = ctl
+        .call(
+            Method::POST,
+            &format!("/v1/workflows/{workflow}/runs"),
+            Some(&who.access),
+            Some(json!({ "input": input })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    run
+}
+
+/// The workflow run once it is no longer `running`.
+async fn ended(ctl: &Control, who: &Session, id: &str) -> Value {
+    eventually(
+        "the workflow run to end",
+        Duration::from_secs(60),
+        || async {
+            let (status, run) = ctl
+                .call(
+                    Method::GET,
+                    &format!("/v1/workflow-runs/{id}"),
+                    Some(&who.access),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{run}");
+            (run["status"] != "running").then_some(run)
+        },
+    )
+    .await
+}
+
+fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {run}"))
+}
+
+/// The event stream's `(type, data)` pairs, read to its end.
+async fn events(ctl: &Control, who: &Session, id: &str, after: i64) -> Vec<(String, Value)> {
+    let text = ctl
+        .client
+        .get(ctl.url(&format!("/v1/workflow-runs/{id}/events?after={after}")))
+        .bearer_auth(&who.access)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("the stream ends with the run");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            let v: Value = serde_json::from_str(d).expect("event JSON");
+            (s(&v["type"]), v)
+        })
+        .collect()
+}
+
+both!(
+    a_diamond_passes_outputs_along_and_its_events_stream_to_the_end,
+    |ctl: Control| async move {
+        let _node = start_node_in_process(&ctl, "wf-node", "").await;
+        let alice = ctl.register("alice").await;
+        let agent = worker(&ctl, &alice, "worker").await;
+        let (status, wf) = create(
+            &ctl,
+            &alice,
+            "diamond",
+            json!({
+                "steps": [
+                    { "id": "a", "agent": "worker", "input": { "n": { "$from": "/input/n" } } },
+                    { "id": "b", "agent": "worker", "after": ["a"],
+                      "input": { "op": "sum", "values": [{ "$from": "/steps/a/n" }, 10] } },
+                    { "id": "c", "agent": &agent, "after": ["a"],
+                      "input": { "op": "sum", "values": [{ "$from": "/steps/a/n" }, 100] } },
+                    { "id": "d", "agent": "worker", "after": ["b", "c"],
+                      "input": { "op": "sum",
+                                 "values": [{ "$from": "/steps/b/sum" }, { "$from": "/steps/c/sum" }] } },
+                ],
+                "output": { "total": { "$from": "/steps/d/sum" } },
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{wf}");
+        assert_eq!(
+            wf["definition"]["steps"][0]["agent"],
+            agent.as_str(),
+            "stored as the id"
+        );
+        let started = start(&ctl, &alice, &s(&wf["id"]), json!({ "n": 2 })).await;
+        assert_eq!(step(&started, "a")["status"], "running", "{started}");
+        assert_eq!(step(&started, "d")["status"], "waiting");
+
+        let run = ended(&ctl, &alice, &s(&started["id"])).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], json!({ "total": 114 }));
+        for (id, output) in [
+            ("a", json!({ "n": 2 })),
+            ("b", json!({ "sum": 12 })),
+            ("c", json!({ "sum": 102 })),
+            ("d", json!({ "sum": 114 })),
+        ] {
+            assert_eq!(step(&run, id)["output"], output, "{run}");
+            assert_eq!(step(&run, id)["attempts"], 1);
+        }
+        assert_eq!(runs_of(&ctl, &agent).await, 4, "one run per step");
+        let (_, one) = ctl
+            .call(
+                Method::GET,
+                &format!("/v1/runs/{}", s(&step(&run, "d")["run_id"])),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(
+            one["trigger"],
+            json!({ "kind": "workflow", "id": run["id"] })
+        );
+
+        let all = events(&ctl, &alice, &s(&run["id"]), 0).await;
+        let kinds: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds.first(), Some(&"workflow.started"));
+        assert_eq!(kinds.last(), Some(&"workflow.completed"));
+        assert_eq!(kinds.iter().filter(|k| **k == "step.started").count(), 4);
+        assert_eq!(kinds.iter().filter(|k| **k == "step.completed").count(), 4);
+        // Resumed after an event: only what came after it.
+        let later = events(&ctl, &alice, &s(&run["id"]), 2).await;
+        assert_eq!(later.len(), all.len() - 2);
+        assert_eq!(later[0].1["seq"], 3);
+    }
+);
+
+both!(
+    a_flaky_step_is_retried_and_a_failing_one_fails_the_run,
+    |ctl: Control| async move {
+        let _node = start_node_in_process(&ctl, "wf-node", "").await;
+        let alice = ctl.register("alice").await;
+        worker(&ctl, &alice, "worker").await;
+        let (status, wf) = create(
+            &ctl,
+            &alice,
+            "flaky-then-fail",
+            json!({ "steps": [
+                { "id": "flaky", "agent": "worker", "input": { "op": "flaky" }, "retries": 1 },
+                { "id": "fail", "agent": "worker", "after": ["flaky"], "input": { "op": "fail" },
+                  "retries": 1 },
+                { "id": "never", "agent": "worker", "after": ["fail"] },
+            ] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{wf}");
+        let started = start(&ctl, &alice, &s(&wf["id"]), json!({})).await;
+        let run = ended(&ctl, &alice, &s(&started["id"])).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        let error = run["error"].as_str().expect("error");
+        assert!(
+            error.starts_with("step fail failed") && error.contains("boom"),
+            "{error}"
+        );
+        assert_eq!(
+            (
+                &step(&run, "flaky")["status"],
+                &step(&run, "flaky")["attempts"]
+            ),
+            (&json!("completed"), &json!(2)),
+            "{run}"
+        );
+        assert_eq!(step(&run, "flaky")["output"], json!({ "tries": 2 }));
+        assert_eq!(
+            (
+                &step(&run, "fail")["status"],
+                &step(&run, "fail")["attempts"]
+            ),
+            (&json!("failed"), &json!(2))
+        );
+        assert_eq!(step(&run, "never")["status"], "cancelled");
+        assert!(step(&run, "never")["run_id"].is_null(), "never started");
+        let kinds: Vec<String> = events(&ctl, &alice, &s(&run["id"]), 0)
+            .await
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "step.retrying").count(), 2);
+        assert_eq!(kinds.last().map(String::as_str), Some("workflow.failed"));
+    }
+);
+
+both!(
+    bad_definitions_other_tenants_and_cancellation,
+    |ctl: Control| async move {
+        let _node = start_node_in_process(&ctl, "wf-node", "").await;
+        let alice = ctl.register("alice").await;
+        let bob = ctl.register("bob").await;
+        let agent = worker(&ctl, &alice, "worker").await;
+        let bobs = worker(&ctl, &bob, "bobs-worker").await;
+        for (definition, code) in [
+            (json!({ "steps": [] }), "invalid"),
+            (
+                json!({ "steps": [{ "id": "a", "agent": "worker", "after": ["a"] }] }),
+                "invalid",
+            ),
+            (
+                json!({ "steps": [{ "id": "a", "agent": "nobody" }] }),
+                "unknown_agent",
+            ),
+            // Another tenant's agent, by its id: not found in this tenant.
+            (
+                json!({ "steps": [{ "id": "a", "agent": &bobs }] }),
+                "unknown_agent",
+            ),
+        ] {
+            let (status, body) = create(&ctl, &alice, "bad", definition.clone()).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+                "{definition}: {body}"
+            );
+        }
+        let one_step = json!({ "steps": [{ "id": "only", "agent": "worker" }] });
+        let (status, wf) = create(&ctl, &alice, "single", one_step.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{wf}");
+        let (status, _) = create(&ctl, &alice, "single", one_step).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let id = s(&wf["id"]);
+        for (method, path) in [
+            (Method::GET, format!("/v1/workflows/{id}")),
+            (Method::POST, format!("/v1/workflows/{id}/runs")),
+            (Method::DELETE, format!("/v1/workflows/{id}")),
+        ] {
+            let (status, _) = ctl
+                .call(method.clone(), &path, Some(&bob.access), Some(json!({})))
+                .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        }
+
+        // A run whose agent is paused waits on the queue; cancelled, it
+        // ends and its step's run is never delivered.
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/pause"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert!(status.is_success());
+        let started = start(&ctl, &alice, &id, json!({})).await;
+        let run_id = s(&started["id"]);
+        let (status, _) = ctl
+            .call(
+                Method::GET,
+                &format!("/v1/workflow-runs/{run_id}"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "bob cannot read it");
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/workflow-runs/{run_id}/cancel"),
+                Some(&bob.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "bob cannot cancel it");
+        let (status, cancelled) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/workflow-runs/{run_id}/cancel"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(step(&cancelled, "only")["status"], "cancelled");
+        let (status, again) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/workflow-runs/{run_id}/cancel"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, again["code"].as_str()),
+            (StatusCode::CONFLICT, Some("not_running"))
+        );
+        let (_, listed) = ctl
+            .call(Method::GET, "/v1/workflow-runs", Some(&bob.access), None)
+            .await;
+        assert_eq!(listed["items"], json!([]), "bob lists none of alice's runs");
+    }
+);

@@ -44,6 +44,10 @@ pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::E
     for run in lost.failed {
         tracing::warn!(run = %run, "its node is lost: run dead (the agent's node_loss is fail)");
     }
+    let stranded = super::requeue::recover_stranded(state, now).await?;
+    queue
+        .announce(&stranded.into_iter().map(|r| (r, now)).collect::<Vec<_>>())
+        .await;
     let expired = crate::workflows::engine::expire(&state.db, now).await?;
     if expired > 0 {
         tracing::info!(expired, "workflow step attempts timed out");

@@ -70,3 +70,71 @@ pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
     tx.commit().await?;
     Ok(Lost { requeued, failed })
 }
+
+/// A `dispatched` row untouched this long is checked with its node
+/// ([`recover_stranded`]).
+pub const STRANDED_AFTER_MS: i64 = 30_000;
+
+/// Rows checked per pass.
+const STRANDED_BATCH: i64 = 16;
+
+/// Runs a replica claimed (or accepted inline) and then died before its
+/// node took them: the row is `dispatched`, the node (up) has no such run,
+/// and nothing else would deliver it. Each `dispatched` row of an
+/// unfinished run untouched for [`STRANDED_AFTER_MS`] is checked with its
+/// node: a run the node answers 404 for goes back to `pending` (due now);
+/// one the node holds is left for another [`STRANDED_AFTER_MS`]. A node
+/// that does not answer is left to [`requeue_lost`] (the monitor marks it
+/// down). Returns the runs put back.
+pub async fn recover_stranded(
+    state: &crate::app::AppState,
+    now: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "SELECT q.run_id, r.node_id, n.url FROM run_queue q \
+         JOIN runs r ON r.id = q.run_id \
+         JOIN nodes n ON n.id = r.node_id AND n.status = 'up' \
+         WHERE q.state = 'dispatched' AND q.updated_at_ms < $1 \
+         AND r.status NOT IN ('finished', 'dead') \
+         ORDER BY q.updated_at_ms LIMIT $2",
+    )
+    .bind(now - STRANDED_AFTER_MS)
+    .bind(STRANDED_BATCH)
+    .fetch_all(state.db.pool())
+    .await?;
+    let client = crate::nodeclient::NodeClient::new(state);
+    let mut recovered = Vec::new();
+    for row in &rows {
+        let run_id: String = row.try_get("run_id")?;
+        let node = crate::nodeclient::Target {
+            id: row.try_get("node_id")?,
+            url: row.try_get("url")?,
+        };
+        let (state_to, why) = match client.get_run(&node, &run_id).await {
+            Err(e) if e.is_not_found() => ("pending", Some("stranded: the node never took it")),
+            Ok(_) => ("dispatched", None),
+            // No answer: the heartbeat decides (`requeue_lost`).
+            Err(_) => continue,
+        };
+        // Conditional on the row being as it was read: a usage report or
+        // another replica may have moved it meanwhile.
+        let moved = sqlx::query(
+            "UPDATE run_queue SET state = $1, not_before_ms = $2, updated_at_ms = $2, \
+             last_error = COALESCE($3, last_error) \
+             WHERE run_id = $4 AND state = 'dispatched' AND updated_at_ms < $5",
+        )
+        .bind(state_to)
+        .bind(now)
+        .bind(why)
+        .bind(&run_id)
+        .bind(now - STRANDED_AFTER_MS)
+        .execute(state.db.pool())
+        .await?;
+        if moved.rows_affected() == 1 && why.is_some() {
+            tracing::warn!(run = %run_id, node = %node.id, "a dispatched run its node never took: re-queued");
+            recovered.push(run_id);
+        }
+    }
+    Ok(recovered)
+}

@@ -5,6 +5,7 @@
 //! sees; runs no node takes go `dead` after `max_deliveries` and come back
 //! with `POST /v1/runs/{id}/retry`; two replicas never claim one row twice;
 //! an agent whose `node_loss` is `fail` has its lost runs die instead;
+//! a run a dead replica claimed but never delivered is delivered again;
 //! with Redis the same happens through its stream, and without it again.
 
 use crate::common;
@@ -399,6 +400,64 @@ both_with!(
         assert_eq!(run["node_id"], "node-b", "{run}");
         assert_eq!(run["outcome"]["status"], "completed", "{run}");
         b.shutdown().await;
+    }
+);
+
+both_with!(
+    a_run_claimed_by_a_replica_that_died_before_delivering_it_is_delivered_again,
+    fast(5),
+    |ctl: Control| async move {
+        let _node = start_node_in(&ctl, "node", "node-s", "").await;
+        let alice = ctl.register("alice").await;
+        let sha = upload_wasm(&ctl, &alice, guests::HELLO_AGENT).await;
+        let agent = create_agent(&ctl, &alice, "hello", &sha).await;
+        // What a replica killed between claiming a row and calling the
+        // node leaves: `dispatched`, on a live node that never saw the run,
+        // and (here) long enough ago to be looked at.
+        let then = delta_control::db::now_ms()
+            - delta_control::dispatch::requeue::STRANDED_AFTER_MS
+            - 1_000;
+        for (id, state) in [("run_stranded", "dispatched"), ("run_fresh", "dispatched")] {
+            let at = if id == "run_fresh" {
+                delta_control::db::now_ms()
+            } else {
+                then
+            };
+            sqlx::query(
+                "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms) \
+                 VALUES ($1, $2, $3, 'node-s', 'queued', $4)",
+            )
+            .bind(id)
+            .bind(&alice.tenant_id)
+            .bind(&agent)
+            .bind(at)
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("run");
+            sqlx::query(
+                "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+                 not_before_ms, last_error, updated_at_ms) \
+                 VALUES ($1, $2, $3, '{\"name\":\"Ada\"}', 1, $4, $5, NULL, $5)",
+            )
+            .bind(id)
+            .bind(&alice.tenant_id)
+            .bind(&agent)
+            .bind(state)
+            .bind(at)
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("queue row");
+        }
+        let run = run_in(&ctl, &alice, "run_stranded", "finished").await;
+        assert_eq!(run["outcome"]["status"], "completed", "{run}");
+        assert_eq!(run["deliveries"], 2, "{run}");
+        // A recent claim is left alone: its replica may still be calling.
+        let fresh: String =
+            sqlx::query_scalar("SELECT state FROM run_queue WHERE run_id = 'run_fresh'")
+                .fetch_one(ctl.state.db.pool())
+                .await
+                .expect("fresh row");
+        assert_eq!(fresh, "dispatched");
     }
 );
 

@@ -21,3 +21,4 @@ mod isolation;
 mod node;
 mod systemd;
 mod up;
+mod workflows_cli;

@@ -632,6 +632,19 @@ pub async fn start_node_in(
     node_id: &str,
     extra: &str,
 ) -> delta_node::server::RunningNode {
+    start_node_reporting_to(ctl, subdir, node_id, &ctl.url, extra).await
+}
+
+/// [`start_node_in`] with the node talking to the control plane at
+/// `control_url` (another replica of `ctl`'s) for its heartbeats, usage and
+/// capabilities.
+pub async fn start_node_reporting_to(
+    ctl: &Control,
+    subdir: &str,
+    node_id: &str,
+    control_url: &str,
+    extra: &str,
+) -> delta_node::server::RunningNode {
     let dir = ctl.dir.path().join(subdir);
     std::fs::create_dir_all(&dir).expect("node dir");
     write_secret(&dir.join("token"), &node_api_token(node_id));
@@ -650,7 +663,7 @@ heartbeat_secs = 1
         state = dir.join("state").display(),
         token = dir.join("token").display(),
         credential = dir.join("credential").display(),
-        url = ctl.url,
+        url = control_url,
     ))
     .expect("node config");
     let options = delta_node::server::ServeOptions {

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-mod replicas;
+pub(crate) mod replicas;
 mod walkthrough;
 
 use std::process::Command;

@@ -80,7 +80,7 @@ async fn call(
 
 /// The process replica's `control.toml`: this control plane's database,
 /// access-token secret and node API secret (replicas behind one balancer).
-fn replica_config(ctl: &Control, dir: &std::path::Path) {
+pub(crate) fn replica_config(ctl: &Control, dir: &std::path::Path) {
     let jwt = ctl
         .state
         .config

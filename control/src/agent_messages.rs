@@ -109,7 +109,8 @@ pub struct AgentMessage {
     pub created_at_ms: i64,
 }
 
-/// `?from_agent_id=` or `?to_agent_id=` of `GET /v1/agent-messages`.
+/// `?from_agent_id=` and/or `?to_agent_id=` of `GET /v1/agent-messages`
+/// (both: the messages between those two agents, one way).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessageFilter {
@@ -469,7 +470,6 @@ async fn store(state: &AppState, m: &Stored<'_>) -> Result<(String, bool), ApiEr
     params(PageQuery, MessageFilter),
     responses(
         (status = 200, description = "A page", body = Page<AgentMessage>),
-        (status = 422, description = "Both `from_agent_id` and `to_agent_id`"),
     ),
     security(("bearer" = []))
 )]
@@ -481,22 +481,19 @@ async fn list_agent_messages(
 ) -> Result<Json<Page<AgentMessage>>, ApiError> {
     principal.require_role(Role::Member)?;
     principal.require_scope("runs:read")?;
-    let filter = match (&filter.from_agent_id, &filter.to_agent_id) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "give from_agent_id or to_agent_id, not both",
-            ));
-        }
-        (Some(a), None) => Some(("from_agent_id", a.as_str())),
-        (None, Some(a)) => Some(("to_agent_id", a.as_str())),
-        (None, None) => None,
-    };
+    let filters: Vec<(&str, &str)> = [
+        ("from_agent_id", &filter.from_agent_id),
+        ("to_agent_id", &filter.to_agent_id),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.as_deref().map(|v| (column, v)))
+    .collect();
     crate::pagination::tenant_page(
         &state.db,
         crate::pagination::Listing {
             columns: COLUMNS,
             table: "agent_messages",
-            filter,
+            filters: &filters,
         },
         &principal.tenant_id,
         &page,

@@ -135,15 +135,15 @@ impl<T> Page<T> {
 }
 
 /// What a tenant-scoped list reads: `columns` of `table`, optionally
-/// filtered by `column = value`. Table and column names are constants of
+/// filtered by `column = value` pairs (all must hold). Table and column names are constants of
 /// the caller (never input); the value is bound.
 pub struct Listing<'a> {
     /// The SELECT list.
     pub columns: &'a str,
     /// The table (it has `tenant_id`, `created_at_ms` and `id`).
     pub table: &'a str,
-    /// An equality filter.
-    pub filter: Option<(&'a str, &'a str)>,
+    /// Equality filters, ANDed.
+    pub filters: &'a [(&'a str, &'a str)],
 }
 
 /// One page of a tenant's rows, oldest first, each row turned into an item
@@ -159,16 +159,18 @@ pub async fn tenant_page<T, E: std::fmt::Display + 'static>(
     let Listing {
         columns,
         table,
-        filter,
+        filters,
     } = listing;
     let (after_t, after_id) = page.after()?;
     let limit = page.limit();
-    let clause = filter
-        .map(|(column, _)| format!("AND {column} = $5"))
-        .unwrap_or_default();
+    let clause: String = filters
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| format!(" AND {column} = ${}", i + 5))
+        .collect();
     let sql = format!(
         "SELECT {columns} FROM {table} \
-         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3) {clause} \
+         WHERE tenant_id = $1 AND (created_at_ms, id) > ($2, $3){clause} \
          ORDER BY created_at_ms, id LIMIT $4"
     );
     let mut query = sqlx::query(&sql)
@@ -176,8 +178,8 @@ pub async fn tenant_page<T, E: std::fmt::Display + 'static>(
         .bind(after_t)
         .bind(after_id)
         .bind(i64::from(limit) + 1);
-    if let Some((_, value)) = filter {
-        query = query.bind(value);
+    for (_, value) in filters {
+        query = query.bind(*value);
     }
     let rows = query
         .fetch_all(db.pool())

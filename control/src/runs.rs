@@ -734,7 +734,11 @@ async fn list_runs(
         crate::pagination::Listing {
             columns: READ_COLUMNS,
             table: &table,
-            filter: filter.agent_id.as_deref().map(|a| ("agent_id", a)),
+            filters: filter
+                .agent_id
+                .as_deref()
+                .map(|a| ("agent_id", a))
+                .as_slice(),
         },
         &principal.tenant_id,
         &page,

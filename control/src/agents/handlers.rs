@@ -275,7 +275,7 @@ async fn list_agents(
         crate::pagination::Listing {
             columns: AGENT_COLUMNS,
             table: "agents",
-            filter: kind.map(|k| ("kind", k)),
+            filters: kind.map(|k| ("kind", k)).as_slice(),
         },
         &principal.tenant_id,
         &page,

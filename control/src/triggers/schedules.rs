@@ -123,7 +123,7 @@ async fn list_schedules(
         Listing {
             columns: SCHEDULE_COLUMNS,
             table: "schedules",
-            filter: Some(("agent_id", &agent.id)),
+            filters: &[("agent_id", &agent.id)],
         },
         &principal.tenant_id,
         &page,
@@ -266,7 +266,7 @@ async fn list_fires(
         Listing {
             columns: FIRE_COLUMNS,
             table: "schedule_fires",
-            filter: Some(("schedule_id", &schedule.schedule.id)),
+            filters: &[("schedule_id", &schedule.schedule.id)],
         },
         &principal.tenant_id,
         &page,

@@ -127,7 +127,7 @@ async fn list_webhooks(
         Listing {
             columns: WEBHOOK_COLUMNS,
             table: "webhooks",
-            filter: Some(("agent_id", &agent.id)),
+            filters: &[("agent_id", &agent.id)],
         },
         &principal.tenant_id,
         &page,

@@ -124,7 +124,7 @@ pub async fn list(db: &Db, tenant: &str, page: &PageQuery) -> Result<Page<Endpoi
         Listing {
             columns: ENDPOINT_COLUMNS,
             table: "webhook_endpoints",
-            filter: None,
+            filters: &[],
         },
         tenant,
         page,
@@ -170,7 +170,7 @@ pub async fn deliveries(
         Listing {
             columns: DELIVERY_COLUMNS,
             table: "webhook_deliveries",
-            filter: status.map(|s| ("status", s)),
+            filters: status.map(|s| ("status", s)).as_slice(),
         },
         tenant,
         page,

@@ -21,6 +21,7 @@ pub struct Definition {
     /// 1-100 steps. A step starts when every step it names in `after` has
     /// completed; steps with nothing in common run at the same time
     /// (fan-out), a step after several waits for all (fan-in).
+    #[schema(min_items = 1, max_items = 100)]
     pub steps: Vec<Step>,
     /// The workflow's output, a template (see [`Step::input`]) over
     /// `{"input": ..., "steps": {<id>: <output>, ...}}`; default: that
@@ -41,6 +42,7 @@ pub struct Definition {
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// Unique in the workflow: 1-64 of `a-z 0-9 _ -`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub id: String,
     /// The agent to run: a name or id of the tenant's agents, stored as the
     /// id.
@@ -60,10 +62,12 @@ pub struct Step {
     /// Runs of this step tried again after one that did not complete
     /// (0-10, default 0).
     #[serde(default)]
+    #[schema(maximum = 10)]
     pub retries: u32,
     /// An attempt not finished this long after it was queued counts as
     /// failed (1 s - 24 h; default: none beyond the run's own deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
 }
 

@@ -185,7 +185,7 @@ pub(super) async fn list_workflows(
         crate::pagination::Listing {
             columns: WORKFLOW_COLUMNS,
             table: "workflows",
-            filter: None,
+            filters: &[],
         },
         &principal.tenant_id,
         &page,
@@ -367,7 +367,11 @@ pub(super) async fn list_workflow_runs(
         crate::pagination::Listing {
             columns: RUN_COLUMNS,
             table: "workflow_runs",
-            filter: filter.workflow_id.as_deref().map(|w| ("workflow_id", w)),
+            filters: filter
+                .workflow_id
+                .as_deref()
+                .map(|w| ("workflow_id", w))
+                .as_slice(),
         },
         &principal.tenant_id,
         &page,

@@ -71,7 +71,11 @@ pub struct Workflow {
 pub struct CreateWorkflow {
     /// 1-128 characters, no control characters, unique in the tenant (409
     /// `name_taken`).
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
     /// The steps.
     pub definition: Definition,

@@ -126,15 +126,22 @@ both!(
         // Bob sees none of it, and his agent never ran.
         assert!(messages(&ctl, &bob, "").await.is_empty());
         assert_eq!(runs_of(&ctl, &bobs).await, 0);
-        let (status, _) = ctl
-            .call(
-                Method::GET,
-                "/v1/agent-messages?from_agent_id=a&to_agent_id=b",
-                Some(&alice.access),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        // Both filters: the messages from one agent to the other.
+        let sender = listed[0]["from_agent_id"].as_str().expect("from_agent_id");
+        let between = messages(
+            &ctl,
+            &alice,
+            &format!("?from_agent_id={sender}&to_agent_id={receiver}"),
+        )
+        .await;
+        assert_eq!(between.len(), 1, "{between:?}");
+        let reversed = messages(
+            &ctl,
+            &alice,
+            &format!("?from_agent_id={receiver}&to_agent_id={sender}"),
+        )
+        .await;
+        assert!(reversed.is_empty(), "{reversed:?}");
     }
 );
 

@@ -33,9 +33,12 @@ from .create_schedule import CreateSchedule
 from .create_template import CreateTemplate
 from .create_template_variables import CreateTemplateVariables
 from .create_tenant_request import CreateTenantRequest
+from .create_workflow import CreateWorkflow
 from .created_api_key import CreatedApiKey
 from .created_endpoint import CreatedEndpoint
 from .credential_info import CredentialInfo
+from .definition import Definition
+from .definition_output_type_0 import DefinitionOutputType0
 from .delivery import Delivery
 from .deployment import Deployment
 from .deployment_limits import DeploymentLimits
@@ -151,6 +154,14 @@ from .page_token_request import PageTokenRequest
 from .page_token_request_items_item import PageTokenRequestItemsItem
 from .page_webhook import PageWebhook
 from .page_webhook_items_item import PageWebhookItemsItem
+from .page_workflow import PageWorkflow
+from .page_workflow_items_item import PageWorkflowItemsItem
+from .page_workflow_run import PageWorkflowRun
+from .page_workflow_run_items_item import PageWorkflowRunItemsItem
+from .page_workflow_run_items_item_input import PageWorkflowRunItemsItemInput
+from .page_workflow_run_items_item_output_type_0 import (
+    PageWorkflowRunItemsItemOutputType0,
+)
 from .patch_schedule import PatchSchedule
 from .payment import Payment
 from .policy import Policy
@@ -184,6 +195,12 @@ from .set_agent_budget import SetAgentBudget
 from .set_recipients import SetRecipients
 from .set_tier import SetTier
 from .set_tier_tier import SetTierTier
+from .start_workflow import StartWorkflow
+from .start_workflow_input import StartWorkflowInput
+from .step import Step
+from .step_input_type_0 import StepInputType0
+from .step_state import StepState
+from .step_state_output_type_0 import StepStateOutputType0
 from .stripe_webhook_body import StripeWebhookBody
 from .submission import Submission
 from .submission_payload import SubmissionPayload
@@ -214,6 +231,10 @@ from .verifier_limits import VerifierLimits
 from .verify_email import VerifyEmail
 from .webhook import Webhook
 from .webhook_with_secret import WebhookWithSecret
+from .workflow import Workflow
+from .workflow_run import WorkflowRun
+from .workflow_run_input import WorkflowRunInput
+from .workflow_run_output_type_0 import WorkflowRunOutputType0
 
 __all__ = (
     "Accounts",
@@ -249,7 +270,10 @@ __all__ = (
     "CreateTemplate",
     "CreateTemplateVariables",
     "CreateTenantRequest",
+    "CreateWorkflow",
     "CredentialInfo",
+    "Definition",
+    "DefinitionOutputType0",
     "Delivery",
     "Deployment",
     "DeploymentLimits",
@@ -365,6 +389,12 @@ __all__ = (
     "PageTokenRequestItemsItem",
     "PageWebhook",
     "PageWebhookItemsItem",
+    "PageWorkflow",
+    "PageWorkflowItemsItem",
+    "PageWorkflowRun",
+    "PageWorkflowRunItemsItem",
+    "PageWorkflowRunItemsItemInput",
+    "PageWorkflowRunItemsItemOutputType0",
     "PatchSchedule",
     "Payment",
     "Policy",
@@ -398,6 +428,12 @@ __all__ = (
     "SetRecipients",
     "SetTier",
     "SetTierTier",
+    "StartWorkflow",
+    "StartWorkflowInput",
+    "Step",
+    "StepInputType0",
+    "StepState",
+    "StepStateOutputType0",
     "StripeWebhookBody",
     "Submission",
     "SubmissionPayload",
@@ -428,4 +464,8 @@ __all__ = (
     "VerifyEmail",
     "Webhook",
     "WebhookWithSecret",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowRunInput",
+    "WorkflowRunOutputType0",
 )

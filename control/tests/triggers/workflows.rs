@@ -2,7 +2,8 @@
 //! JavaScript agent: a diamond passes data from step to step and its events
 //! stream to the end; a flaky step is retried, a failing one fails the run
 //! and cancels what waits on it; bad definitions, other tenants and
-//! cancellation are handled.
+//! cancellation are handled; a token budget stops a run and a slow step
+//! times out.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use super::{runs_of, s};
 use crate::both;
 use crate::common::{Control, Session, eventually, start_node_in_process, upload_script};
+use delta_test_servers::llm::{Reply, ScriptedLlm};
 
 /// Adds, echoes, fails, or fails on its first try (counted in kv).
 const WORKER_JS: &str = r#"
@@ -372,5 +374,124 @@ both!(
             .call(Method::GET, "/v1/workflow-runs", Some(&bob.access), None)
             .await;
         assert_eq!(listed["items"], json!([]), "bob lists none of alice's runs");
+    }
+);
+
+/// Asks the LLM once and returns what it cost.
+const ASKER_JS: &str = r#"
+import { llm } from "delta";
+
+export function run(task) {
+  const c = llm.complete({ model: "default", maxTokens: 100,
+                           messages: [{ role: "user", content: "step " + task.input.n }] });
+  return { n: task.input.n, tokens: c.usage.inputTokens + c.usage.outputTokens };
+}
+"#;
+
+both!(
+    a_workflow_stops_at_its_token_budget_and_a_slow_step_times_out,
+    |ctl: Control| async move {
+        let llm = ScriptedLlm::start().await.expect("llm");
+        llm.set_fallback(Reply::ok("an answer", 100, 50));
+        let key = ctl.dir.path().join("llm-key");
+        std::fs::write(&key, "sk-workflows").expect("llm key");
+        let extra = format!(
+            r#"
+[llm]
+aliases = {{ default = "test-model" }}
+[[llm.providers]]
+name = "local"
+kind = "openai"
+base_url = "{base}"
+api_key_file = "{key}"
+models = ["test-model"]
+max_retries = 0
+"#,
+            base = llm.base_url(),
+            key = key.display(),
+        );
+        let _node = start_node_in_process(&ctl, "wf-llm-node", &extra).await;
+        let alice = ctl.register("alice").await;
+        let (status, component) = upload_script(&ctl, &alice.access, ASKER_JS).await;
+        assert!(status.is_success(), "{status} {component}");
+        let body = json!({ "name": "asker", "kind": "main", "component": component["sha256"],
+                           "grants": { "models": ["default"] }, "budget": 5000 });
+        eventually(
+            "the node to take the agent",
+            Duration::from_secs(30),
+            || async {
+                let (status, _) = ctl
+                    .call(
+                        Method::POST,
+                        "/v1/agents",
+                        Some(&alice.access),
+                        Some(body.clone()),
+                    )
+                    .await;
+                (status == StatusCode::CREATED).then_some(())
+            },
+        )
+        .await;
+
+        // 150 tokens a step: the first stays within 200, the second passes
+        // it, so the third never starts.
+        let (status, wf) = create(
+            &ctl,
+            &alice,
+            "budgeted",
+            json!({ "steps": [
+                { "id": "one", "agent": "asker", "input": { "n": 1 } },
+                { "id": "two", "agent": "asker", "after": ["one"], "input": { "n": 2 } },
+                { "id": "three", "agent": "asker", "after": ["two"], "input": { "n": 3 } },
+            ], "token_budget": 200 }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{wf}");
+        let started = start(&ctl, &alice, &s(&wf["id"]), json!({})).await;
+        let run = ended(&ctl, &alice, &s(&started["id"])).await;
+        assert_eq!(
+            (&run["status"], &run["error"]),
+            (&json!("failed"), &json!("token_budget_exceeded")),
+            "{run}"
+        );
+        assert_eq!(run["tokens_used"], 300, "{run}");
+        assert_eq!(
+            step(&run, "two")["output"],
+            json!({ "n": 2, "tokens": 150 })
+        );
+        assert_eq!(step(&run, "three")["status"], "cancelled", "{run}");
+        assert!(
+            step(&run, "three")["run_id"].is_null(),
+            "three never started"
+        );
+        assert_eq!(llm.request_count(), 2, "two LLM calls, no third");
+
+        // A step whose LLM answers after 8 s fails at its 1 s timeout,
+        // retried once (two attempts); had a run ended first, the step
+        // would have completed.
+        llm.push_all([
+            Reply::slow(Duration::from_secs(8), Reply::ok("late", 1, 1)),
+            Reply::slow(Duration::from_secs(8), Reply::ok("late", 1, 1)),
+        ]);
+        let (status, wf) = create(
+            &ctl,
+            &alice,
+            "impatient",
+            json!({ "steps": [
+                { "id": "slow", "agent": "asker", "input": { "n": 4 }, "timeout_ms": 1000,
+                  "retries": 1 },
+            ] }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{wf}");
+        let started = start(&ctl, &alice, &s(&wf["id"]), json!({})).await;
+        let run = ended(&ctl, &alice, &s(&started["id"])).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        let error = run["error"].as_str().expect("error");
+        assert!(
+            error.starts_with("step slow failed") && error.contains("timeout"),
+            "{error}"
+        );
+        assert_eq!(step(&run, "slow")["attempts"], 2, "{run}");
     }
 );

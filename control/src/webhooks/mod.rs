@@ -1,7 +1,9 @@
 //! Outbound webhooks (issue 17, phase 2): one mechanism for every event the
 //! control plane tells a tenant's own servers about: bounty events
-//! (`bounty.*`, `submission.*`) and agents' results (`run.completed`,
-//! `run.failed`, issue 14; see `results`).
+//! (`bounty.*`, `submission.*`), agents' results (`run.completed`,
+//! `run.failed`, issue 14; see `results`) and workflow runs' ends
+//! (`workflow.completed`, `workflow.failed`, `workflow.cancelled`, queued
+//! by `crate::workflows::engine` in the transaction that ends the run).
 //!
 //! # Flow
 //! 1. A tenant admin registers an endpoint (`POST /v1/webhook-endpoints`):

@@ -56,11 +56,22 @@ pub enum EventType {
     /// deadline, memory), cancelled, or `dead` (no node took it).
     #[serde(rename = "run.failed")]
     RunFailed,
+    /// A workflow run completed: every step did; `data.output` is its
+    /// output.
+    #[serde(rename = "workflow.completed")]
+    WorkflowCompleted,
+    /// A workflow run failed: a step failed after its retries, or its token
+    /// budget ran out (`data.error`).
+    #[serde(rename = "workflow.failed")]
+    WorkflowFailed,
+    /// A workflow run was cancelled.
+    #[serde(rename = "workflow.cancelled")]
+    WorkflowCancelled,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 12] = [
         Self::BountyFunded,
         Self::SubmissionCreated,
         Self::SubmissionVerified,
@@ -70,6 +81,9 @@ impl EventType {
         Self::SubmissionRejected,
         Self::RunCompleted,
         Self::RunFailed,
+        Self::WorkflowCompleted,
+        Self::WorkflowFailed,
+        Self::WorkflowCancelled,
     ];
 
     /// The name on the wire.
@@ -84,6 +98,9 @@ impl EventType {
             Self::SubmissionRejected => "submission.rejected",
             Self::RunCompleted => "run.completed",
             Self::RunFailed => "run.failed",
+            Self::WorkflowCompleted => "workflow.completed",
+            Self::WorkflowFailed => "workflow.failed",
+            Self::WorkflowCancelled => "workflow.cancelled",
         }
     }
 

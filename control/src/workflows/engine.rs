@@ -22,12 +22,14 @@ use sqlx::Row as _;
 use super::definition::{Definition, Step, step_input, workflow_output};
 use crate::db::Db;
 use crate::dispatch::sql::{PendingRun, insert_pending};
+use crate::webhooks::EventType;
 use crate::webhooks::RunEnd;
 
 /// A running workflow run, locked by the transaction that read it.
 pub(super) struct Locked {
     pub id: String,
     pub tenant_id: String,
+    pub workflow_id: String,
     pub definition: Definition,
     pub input: Value,
     pub tokens_used: i64,
@@ -48,7 +50,7 @@ pub(super) async fn lock_running(
 ) -> Result<Option<Locked>, sqlx::Error> {
     let Some(row) = sqlx::query(
         "UPDATE workflow_runs SET event_seq = event_seq WHERE id = $1 AND status = 'running' \
-         RETURNING tenant_id, definition, input, tokens_used",
+         RETURNING tenant_id, workflow_id, definition, input, tokens_used",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -61,6 +63,7 @@ pub(super) async fn lock_running(
     Ok(Some(Locked {
         id: id.to_owned(),
         tenant_id: row.try_get("tenant_id")?,
+        workflow_id: row.try_get("workflow_id")?,
         definition: decode(&definition, "definition")?,
         input: decode(&input, "input")?,
         tokens_used: row.try_get("tokens_used")?,
@@ -197,6 +200,14 @@ pub(super) async fn advance(
         .bind(&wf.id)
         .execute(&mut *conn)
         .await?;
+        notify(
+            conn,
+            wf,
+            EventType::WorkflowCompleted,
+            ("output", output.clone()),
+            now,
+        )
+        .await?;
         return event(
             conn,
             &wf.id,
@@ -245,6 +256,26 @@ async fn abandon(
     Ok(())
 }
 
+/// Queue the result webhook of workflow run `wf`, which `conn` (the
+/// transaction that ended it) has just ended: sent iff that end commits.
+/// The whole run's tokens go with it; `detail` is its output or error.
+async fn notify(
+    conn: &mut AnyConnection,
+    wf: &Locked,
+    event: EventType,
+    detail: (&str, Value),
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut data = json!({
+        "workflow_run_id": wf.id,
+        "workflow_id": wf.workflow_id,
+        "status": event.as_str().trim_start_matches("workflow."),
+        "tokens_used": wf.tokens_used,
+    });
+    data[detail.0] = detail.1;
+    crate::webhooks::enqueue(conn, &wf.tenant_id, event, data, now).await
+}
+
 /// End workflow run `wf` as `status` (`failed`, `cancelled`) with `error`:
 /// its waiting and running steps are cancelled and their undelivered runs
 /// abandoned.
@@ -275,6 +306,12 @@ pub(super) async fn end(
     .bind(&wf.id)
     .execute(&mut *conn)
     .await?;
+    let webhook = if status == "cancelled" {
+        EventType::WorkflowCancelled
+    } else {
+        EventType::WorkflowFailed
+    };
+    notify(conn, wf, webhook, ("error", json!(error)), now).await?;
     event(
         conn,
         &wf.id,

@@ -11,8 +11,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{runs_of, s};
-use crate::both;
+use std::sync::{Arc, Mutex};
+
+use crate::common::webhooks::{Hit, hits, receiver, signed};
 use crate::common::{Control, Session, eventually, start_node_in_process, upload_script};
+use crate::{both, both_with};
 use delta_test_servers::llm::{Reply, ScriptedLlm};
 
 /// Adds, echoes, fails, or fails on its first try (counted in kv).
@@ -36,6 +39,40 @@ export function run(task) {
   }
 }
 "#;
+
+fn loopback_webhooks(c: &mut delta_control::config::ControlConfig) {
+    c.allow_private_webhook_urls = true;
+}
+
+/// A loopback receiver subscribed to the workflow events: its URL, what it
+/// got, the signing secret.
+async fn workflow_hooks(ctl: &Control, who: &Session) -> (String, Arc<Mutex<Vec<Hit>>>, String) {
+    let (url, hits) = receiver(0).await;
+    let (status, endpoint) = ctl
+        .call(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            Some(&who.access),
+            Some(json!({ "url": url, "event_types":
+                ["workflow.completed", "workflow.failed", "workflow.cancelled"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    (url, hits, s(&endpoint["secret"]))
+}
+
+/// The receiver's first `n` requests, once it has them (and no more a
+/// moment later).
+async fn ended_hooks(got: &Arc<Mutex<Vec<Hit>>>, n: usize) -> Vec<Hit> {
+    eventually("the result webhooks", Duration::from_secs(30), || async {
+        (hits(got).len() >= n).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = hits(got);
+    assert_eq!(all.len(), n, "one event per workflow run");
+    all
+}
 
 async fn worker(ctl: &Control, who: &Session, name: &str) -> String {
     let (status, component) = upload_script(ctl, &who.access, WORKER_JS).await;
@@ -139,12 +176,14 @@ async fn events(ctl: &Control, who: &Session, id: &str, after: i64) -> Vec<(Stri
         .collect()
 }
 
-both!(
+both_with!(
     a_diamond_passes_outputs_along_and_its_events_stream_to_the_end,
+    loopback_webhooks,
     |ctl: Control| async move {
         let _node = start_node_in_process(&ctl, "wf-node", "").await;
         let alice = ctl.register("alice").await;
         let agent = worker(&ctl, &alice, "worker").await;
+        let (hook_url, hook_hits, secret) = workflow_hooks(&ctl, &alice).await;
         let (status, wf) = create(
             &ctl,
             &alice,
@@ -210,6 +249,23 @@ both!(
         let later = events(&ctl, &alice, &s(&run["id"]), 2).await;
         assert_eq!(later.len(), all.len() - 2);
         assert_eq!(later[0].1["seq"], 3);
+
+        // The result webhook: one signed workflow.completed with the output.
+        let hooks = ended_hooks(&hook_hits, 1).await;
+        assert!(
+            signed(&secret, &hooks[0].headers, &hooks[0].body),
+            "{hook_url}"
+        );
+        let body = hooks[0].json();
+        assert_eq!(body["type"], "workflow.completed", "{body}");
+        assert_eq!(
+            (
+                &body["data"]["workflow_run_id"],
+                &body["data"]["workflow_id"]
+            ),
+            (&run["id"], &wf["id"])
+        );
+        assert_eq!(body["data"]["output"], json!({ "total": 114 }));
     }
 );
 
@@ -388,8 +444,9 @@ export function run(task) {
 }
 "#;
 
-both!(
+both_with!(
     a_workflow_stops_at_its_token_budget_and_a_slow_step_times_out,
+    loopback_webhooks,
     |ctl: Control| async move {
         let llm = ScriptedLlm::start().await.expect("llm");
         llm.set_fallback(Reply::ok("an answer", 100, 50));
@@ -412,6 +469,7 @@ max_retries = 0
         );
         let _node = start_node_in_process(&ctl, "wf-llm-node", &extra).await;
         let alice = ctl.register("alice").await;
+        let (_, hook_hits, _) = workflow_hooks(&ctl, &alice).await;
         let (status, component) = upload_script(&ctl, &alice.access, ASKER_JS).await;
         assert!(status.is_success(), "{status} {component}");
         let body = json!({ "name": "asker", "kind": "main", "component": component["sha256"],
@@ -493,5 +551,21 @@ max_retries = 0
             "{error}"
         );
         assert_eq!(step(&run, "slow")["attempts"], 2, "{run}");
+
+        // Two result webhooks, workflow.failed, with the runs' errors.
+        let hooks = ended_hooks(&hook_hits, 2).await;
+        let errors: Vec<(Value, Value)> = hooks
+            .iter()
+            .map(|h| {
+                let b = h.json();
+                (b["type"].clone(), b["data"]["error"].clone())
+            })
+            .collect();
+        assert_eq!(
+            errors[0],
+            (json!("workflow.failed"), json!("token_budget_exceeded"))
+        );
+        assert_eq!(errors[1].0, "workflow.failed");
+        assert_eq!(errors[1].1, run["error"]);
     }
 );

@@ -171,12 +171,9 @@ impl Bench {
             )
             .await;
         let id = run["id"].as_str().expect("run id");
-        self.until(
-            "run",
-            "SELECT status FROM runs WHERE id = $1",
-            id,
-            |s| s == "finished",
-        )
+        self.until("run", "SELECT status FROM runs WHERE id = $1", id, |s| {
+            s == "finished"
+        })
         .await;
     }
 

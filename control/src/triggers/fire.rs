@@ -38,17 +38,44 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            if let Err(e) = fire_due(&state, now_ms()).await {
-                tracing::warn!(error = %e, "schedules: reading due schedules failed");
+            // A full batch means more may be due: go on at once, so that
+            // 10,000 schedules on one minute fire within seconds rather
+            // than one batch a second.
+            loop {
+                match pass(&state, now_ms()).await {
+                    Ok(p) if p.due >= BATCH_LEN => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "schedules: reading due schedules failed");
+                        break;
+                    }
+                }
             }
         }
     })
 }
 
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Due schedules it read (at most a batch).
+    pub due: usize,
+    /// Fires this replica won (started or refused by the node).
+    pub won: usize,
+}
+
+const BATCH_LEN: usize = BATCH as usize;
+
 /// One pass at `now_ms`: claim and fire what is due; the fires this replica
 /// won (started or refused by the node).
 pub async fn fire_due(state: &AppState, now_ms: i64) -> Result<usize, sqlx::Error> {
+    Ok(pass(state, now_ms).await?.won)
+}
+
+/// [`fire_due`], also saying how many due schedules it read.
+pub async fn pass(state: &AppState, now_ms: i64) -> Result<Pass, sqlx::Error> {
     let due = store::due_schedules(&state.db, now_ms, BATCH).await?;
+    let read = due.len();
     let mut won = 0;
     let mut running = tokio::task::JoinSet::new();
     for schedule in due {
@@ -79,13 +106,20 @@ pub async fn fire_due(state: &AppState, now_ms: i64) -> Result<usize, sqlx::Erro
                 i64::from(schedule.schedule.jitter_secs),
             ))
         });
+        // A slot first, then the claim: the fire time the claim records
+        // (`last_fire_at_ms`) is when this fire asks for its run, so the
+        // fire's lag includes any wait for the slot.
+        while running.len() >= CONCURRENCY {
+            running.join_next().await;
+        }
+        let fired_at = crate::db::now_ms();
         let claimed = store::claim(
             &state.db,
             &schedule.schedule.id,
             seen,
             decision.next_tick_ms,
             next_fire,
-            decision.fire.then_some(now_ms),
+            decision.fire.then_some(fired_at),
         )
         .await?;
         if !claimed {
@@ -99,18 +133,16 @@ pub async fn fire_due(state: &AppState, now_ms: i64) -> Result<usize, sqlx::Erro
             continue;
         }
         won += 1;
-        while running.len() >= CONCURRENCY {
-            running.join_next().await;
-        }
         let state = state.clone();
-        running.spawn(async move { fire_one(&state, &schedule, tick, now_ms).await });
+        running.spawn(async move { fire_one(&state, &schedule, tick, fired_at).await });
     }
     while running.join_next().await.is_some() {}
-    Ok(won)
+    Ok(Pass { due: read, won })
 }
 
-/// Start the run of a claimed tick and record the fire.
-async fn fire_one(state: &AppState, schedule: &StoredSchedule, tick_ms: i64, now_ms: i64) {
+/// Start the run of a claimed tick and record the fire at `fired_at_ms`,
+/// when it was claimed (so a fire's lag after its tick is what it says).
+async fn fire_one(state: &AppState, schedule: &StoredSchedule, tick_ms: i64, fired_at_ms: i64) {
     let s = &schedule.schedule;
     let started = match load_agent(state, &schedule.tenant_id, &s.agent_id).await {
         Ok(agent) => {
@@ -135,7 +167,7 @@ async fn fire_one(state: &AppState, schedule: &StoredSchedule, tick_ms: i64, now
         &state.db,
         schedule,
         tick_ms,
-        now_ms,
+        fired_at_ms,
         run_id.as_deref(),
         error.as_deref(),
     )

@@ -111,7 +111,12 @@ async fn resolve_agents(
     post,
     path = "/v1/workflows",
     tag = "workflows",
-    request_body = CreateWorkflow,
+    request_body(
+        content = CreateWorkflow,
+        description = "JSON, or the same document as YAML with `Content-Type: \
+                       application/yaml` (also `application/x-yaml`, `text/yaml`; \
+                       400 `invalid_yaml` when it does not parse)"
+    ),
     responses(
         (status = 201, description = "Stored", body = Workflow),
         (status = 409, description = "`name_taken`"),
@@ -123,7 +128,7 @@ async fn resolve_agents(
 pub(super) async fn create_workflow(
     State(state): State<AppState>,
     principal: Principal,
-    JsonBody(body): JsonBody<CreateWorkflow>,
+    super::body::JsonOrYaml(body): super::body::JsonOrYaml<CreateWorkflow>,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
     principal.require_role(Role::Admin)?;
     principal.require_scope("agents:write")?;

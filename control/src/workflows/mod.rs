@@ -22,6 +22,7 @@
 //! run, so a crash resumes the workflow without running a finished step
 //! again. Another tenant's workflow or run is a 404 like an unknown one.
 
+mod body;
 pub mod definition;
 pub mod engine;
 mod handlers;

@@ -332,6 +332,47 @@ both!(
         let bob = ctl.register("bob").await;
         let agent = worker(&ctl, &alice, "worker").await;
         let bobs = worker(&ctl, &bob, "bobs-worker").await;
+        // The same document as YAML; YAML that does not parse, or has
+        // another shape, is bad input.
+        let yaml = |body: &'static str| {
+            ctl.client
+                .post(ctl.url("/v1/workflows"))
+                .bearer_auth(&alice.access)
+                .header("content-type", "application/yaml")
+                .body(body)
+                .send()
+        };
+        let answer = yaml(
+            "name: from-yaml\ndefinition:\n  steps:\n    - id: a\n      agent: worker\n      \
+             input: {n: {$from: /input/n}}\n    - {id: b, agent: worker, after: [a]}\n",
+        )
+        .await
+        .expect("post yaml");
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let stored: Value = answer.json().await.expect("json");
+        assert_eq!(stored["definition"]["steps"][0]["agent"], agent.as_str());
+        assert_eq!(
+            stored["definition"]["steps"][0]["input"],
+            json!({ "n": { "$from": "/input/n" } })
+        );
+        assert_eq!(stored["definition"]["steps"][1]["after"], json!(["a"]));
+        for (body, status, code) in [
+            (
+                "name: x\ndefinition: {steps: [",
+                StatusCode::BAD_REQUEST,
+                "invalid_yaml",
+            ),
+            (
+                "name: x\ndefinition: {stepz: []}\n",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_json",
+            ),
+        ] {
+            let answer = yaml(body).await.expect("post yaml");
+            assert_eq!(answer.status(), status, "{body}");
+            let error: Value = answer.json().await.expect("json");
+            assert_eq!(error["code"], code, "{error}");
+        }
         for (definition, code) in [
             (json!({ "steps": [] }), "invalid"),
             (

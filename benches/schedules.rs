@@ -17,7 +17,7 @@
 //! `benches/README.md`. Not criterion: one tick is one sample of 10,000.
 
 #[path = "../control/tests/common/mod.rs"]
-#[allow(missing_docs, unused_imports, dead_code)]
+#[allow(missing_docs, unused_imports)]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -314,7 +314,9 @@ pub(crate) fn start_up(binary: &Path, wasm: &Path, work: &Path) -> Result<Up> {
             .arg(&examples)
             // Load generators send thousands of requests a second with one
             // key: the limiter would answer most of them 429.
-            .arg("--no-rate-limits"),
+            .arg("--no-rate-limits")
+            // As the systemd units run it (see `malloc_arena_max`).
+            .env("MALLOC_ARENA_MAX", malloc_arena_max()),
         &work.join("up.log"),
     )?;
     let log = server.wait_for_line(UP_READY_LINE, UP_TIMEOUT)?;
@@ -525,6 +527,17 @@ impl Drop for Server {
 
 /// A port the kernel just handed out, released for the server to take. Racy
 /// in principle, fine on a loopback benchmark machine.
+/// glibc's `MALLOC_ARENA_MAX` for the `delta` processes xtask starts: the
+/// caller's value, else 2, as in `systemd/*.service`. glibc's default (eight
+/// arenas per core) let `delta up`'s RSS grow 10-17 % over a 10-minute soak
+/// while its live heap stayed flat (heaptrack: 1.5 MB live at the end), i.e.
+/// fragmentation across arenas; with 2 the growth was 4.3 % (benches/README.md,
+/// Soak). An environment variable, not `mallopt` in `main`: that would need
+/// `unsafe` in a crate that denies it, and operators can tune it per unit.
+pub(crate) fn malloc_arena_max() -> String {
+    std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned())
+}
+
 pub(crate) fn free_loopback_addr() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     listener

@@ -97,7 +97,8 @@ fn main() -> Result<()> {
                 .arg("up")
                 .arg("--examples")
                 .arg(root.join("target/guests"))
-                .args(std::env::args().skip(2));
+                .args(std::env::args().skip(2))
+                .env("MALLOC_ARENA_MAX", harness::malloc_arena_max());
             let code = run(&mut command)?;
             if code != 0 {
                 bail!("delta up exited with {code}");

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use delta_node_api::RunStatus;
+use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use super::{QueuedRun, RunQueue, backoff_ms};
@@ -12,6 +13,8 @@ use crate::nodeclient::{DEFAULT_RUN_TIMEOUT, NodeClient};
 
 /// Rows claimed per pass.
 const BATCH: i64 = 32;
+/// Node calls in flight at once per replica.
+const DELIVERIES_AT_ONCE: usize = 16;
 
 /// Deliver due runs every `[runs] poll_ms` until aborted.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
@@ -58,8 +61,28 @@ pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::E
     loop {
         let claimed = queue.claim_due(now_ms(), BATCH).await?;
         let full = claimed.len() as i64 == BATCH;
-        for run in claimed {
-            deliver_claimed(state, queue, &run).await?;
+        // Concurrently: a delivery is a node call (the node queues the run
+        // and answers), so one at a time bounded a burst (10,000 schedules
+        // on one minute) by the round trip rather than by the node.
+        // (A loop, not `stream::iter(..).map(..)`: that closure's future is
+        // not provably Send for every lifetime, rustc's HRTB limit.)
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut first_error = None;
+        for run in &claimed {
+            if in_flight.len() >= DELIVERIES_AT_ONCE
+                && let Some(Err(e)) = in_flight.next().await
+            {
+                first_error.get_or_insert(e);
+            }
+            in_flight.push(deliver_claimed(state, queue, run));
+        }
+        while let Some(done) = in_flight.next().await {
+            if let Err(e) = done {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         if !full {
             return Ok(());

@@ -5,6 +5,7 @@
 
 use delta_http::ApiError;
 use serde_json::Value;
+use sqlx::AnyConnection;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
@@ -138,7 +139,10 @@ pub async fn delete_schedule(db: &Db, tenant: &str, id: &str) -> Result<bool, Ap
     Ok(done.rows_affected() == 1)
 }
 
-/// Enabled schedules due at `now_ms`, most overdue first, at most `limit`.
+/// Enabled schedules due at `now_ms`, most overdue first (then by id: the
+/// fire loop claims in this order in one transaction, so that two
+/// PostgreSQL replicas wait on each other's row locks in one order and
+/// never deadlock), at most `limit`.
 pub async fn due_schedules(
     db: &Db,
     now_ms: i64,
@@ -147,7 +151,7 @@ pub async fn due_schedules(
     let rows = sqlx::query(&format!(
         "SELECT {SCHEDULE_COLUMNS} FROM schedules \
          WHERE enabled = 1 AND next_fire_at_ms IS NOT NULL AND next_fire_at_ms <= $1 \
-         ORDER BY next_fire_at_ms LIMIT $2"
+         ORDER BY next_fire_at_ms, id LIMIT $2"
     ))
     .bind(now_ms)
     .bind(limit)
@@ -168,6 +172,27 @@ pub async fn claim(
     next_fire_ms: Option<i64>,
     fired_at_ms: Option<i64>,
 ) -> Result<bool, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    claim_in(
+        &mut conn,
+        id,
+        seen_fire_ms,
+        next_tick_ms,
+        next_fire_ms,
+        fired_at_ms,
+    )
+    .await
+}
+
+/// [`claim`] on `conn` (the fire loop's transaction).
+pub async fn claim_in(
+    conn: &mut AnyConnection,
+    id: &str,
+    seen_fire_ms: i64,
+    next_tick_ms: Option<i64>,
+    next_fire_ms: Option<i64>,
+    fired_at_ms: Option<i64>,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE schedules SET next_tick_ms = $1, next_fire_at_ms = $2, \
          last_fire_at_ms = COALESCE($3, last_fire_at_ms) \
@@ -178,15 +203,15 @@ pub async fn claim(
     .bind(fired_at_ms)
     .bind(id)
     .bind(seen_fire_ms)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Record one fire: the run it started or why none. A second record of
+/// Record one fire: the run it queued or why none. A second record of
 /// the same tick is ignored (the claim already made it impossible).
 pub async fn record_fire(
-    db: &Db,
+    conn: &mut AnyConnection,
     schedule: &StoredSchedule,
     tick_ms: i64,
     fired_at_ms: i64,
@@ -204,7 +229,7 @@ pub async fn record_fire(
     .bind(fired_at_ms)
     .bind(run_id)
     .bind(error)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

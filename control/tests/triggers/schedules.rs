@@ -305,17 +305,20 @@ both!(
         let fire = &page["items"][0];
         assert!(fire["error"].is_null(), "{fire}");
         let run_id = s(&fire["run_id"]);
-        let (state, last_error): (String, Option<String>) =
-            sqlx::query_as("SELECT state, last_error FROM run_queue WHERE run_id = $1")
-                .bind(&run_id)
-                .fetch_one(ctl.state.db.pool())
-                .await
-                .expect("the run's queue row");
-        assert_eq!(state, "pending", "{fire}");
-        assert!(
-            last_error.is_some_and(|e| e.starts_with("node_unavailable")),
-            "{fire}"
-        );
+        // The dispatcher tried to deliver it and keeps it for later.
+        eventually("a delivery tried", Duration::from_secs(10), || async {
+            let (state, last_error): (String, Option<String>) =
+                sqlx::query_as("SELECT state, last_error FROM run_queue WHERE run_id = $1")
+                    .bind(&run_id)
+                    .fetch_one(ctl.state.db.pool())
+                    .await
+                    .expect("the run's queue row");
+            assert_eq!(state, "pending", "{fire}");
+            last_error
+                .is_some_and(|e| e.starts_with("node_unavailable"))
+                .then_some(())
+        })
+        .await;
         let (status, _) = ctl
             .call(
                 Method::GET,
@@ -442,5 +445,57 @@ both!(
                 .await
                 .expect("signatures");
         assert_eq!(sigs, vec!["new".to_owned()]);
+    }
+);
+
+both!(
+    a_tick_of_a_paused_agent_is_recorded_without_a_run,
+    |ctl: Control| async move {
+        let alice = ctl.register("alice").await;
+        let agent = common::insert_agent(&ctl, &alice, "resting", None).await;
+        let (status, schedule) = create(&ctl, &alice, &agent, json!({ "cron": "0 0 1 1 *" })).await;
+        assert_eq!(status, StatusCode::CREATED, "{schedule}");
+        let id = s(&schedule["id"]);
+        sqlx::query("UPDATE agents SET paused = 1 WHERE id = $1")
+            .bind(&agent)
+            .execute(ctl.state.db.pool())
+            .await
+            .expect("pause");
+        set_next_tick(&ctl, &id, now_ms() - 10).await;
+        // The fire loop may take it first; either way it fires once.
+        let fired = eventually("the fire", Duration::from_secs(10), || async {
+            delta_control::triggers::fire::fire_due(&ctl.state, now_ms())
+                .await
+                .expect("pass");
+            let fired = fires(&ctl, &id).await;
+            (!fired.is_empty()).then_some(fired)
+        })
+        .await;
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let (_, _, run_id, error) = &fired[0];
+        assert!(run_id.is_none(), "{fired:?}");
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("agent_paused")),
+            "{fired:?}"
+        );
+        assert_eq!(runs_of(&ctl, &agent).await, 0);
+        // The schedule moved on to its next tick.
+        let (status, after) = ctl
+            .call(
+                Method::GET,
+                &format!("/v1/schedules/{id}"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{after}");
+        assert!(
+            after["next_fire_at_ms"]
+                .as_i64()
+                .is_some_and(|n| n > now_ms()),
+            "{after}"
+        );
     }
 );

@@ -24,7 +24,7 @@ use sqlx::Row as _;
 use super::cron::{CatchUp, Timing, decide, jitter_ms};
 use super::store::{self, StoredSchedule};
 use crate::app::AppState;
-use crate::db::now_ms;
+use crate::db::{Backend, now_ms};
 use crate::dispatch::sql::{PendingRun, insert_pending};
 
 /// How often each replica looks for due schedules.
@@ -33,24 +33,45 @@ pub const FIRE_INTERVAL: Duration = Duration::from_secs(1);
 /// transaction (the rest wait for the next pass, which follows at once
 /// when this one was full).
 const BATCH: i64 = 200;
+/// Passes run at once while batches come full: PostgreSQL replicas split
+/// the due rows between concurrent transactions (`SKIP LOCKED`), so four
+/// hide each other's round trips; SQLite has one writer, so one.
+fn passes_at_once(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 4,
+        Backend::Sqlite => 1,
+    }
+}
+
 /// Start the loop; abort the handle to stop it.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(FIRE_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let at_once = passes_at_once(state.db.backend());
         loop {
             every.tick().await;
             // A full batch means more may be due: go on at once, so that
             // 10,000 schedules on one minute fire within seconds rather
             // than one batch a second.
             loop {
-                match pass(&state, now_ms()).await {
-                    Ok(p) if p.due >= BATCH_LEN => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "schedules: reading due schedules failed");
-                        break;
+                let mut passes = tokio::task::JoinSet::new();
+                for _ in 0..at_once {
+                    let state = state.clone();
+                    passes.spawn(async move { pass(&state, now_ms()).await });
+                }
+                let mut full = false;
+                while let Some(done) = passes.join_next().await {
+                    match done {
+                        Ok(Ok(p)) => full |= p.due >= BATCH_LEN,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "schedules: a fire pass failed");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "schedules: a fire pass panicked"),
                     }
+                }
+                if !full {
+                    break;
                 }
             }
         }
@@ -77,13 +98,15 @@ pub async fn fire_due(state: &AppState, now_ms: i64) -> Result<usize, sqlx::Erro
 
 /// [`fire_due`], also saying how many due schedules it read.
 pub async fn pass(state: &AppState, now_ms: i64) -> Result<Pass, sqlx::Error> {
-    let due = store::due_schedules(&state.db, now_ms, BATCH).await?;
-    let read = due.len();
-    if due.is_empty() {
+    // A read outside any transaction first: an idle pass (most of them)
+    // takes no lock, and on SQLite no write lock.
+    if store::due_schedules(&state.db, now_ms, 1).await?.is_empty() {
         return Ok(Pass { due: 0, won: 0 });
     }
-    let mut won = 0;
     let mut tx = state.db.begin().await?;
+    let due = store::due_schedules_locked(&mut tx, state.db.backend(), now_ms, BATCH).await?;
+    let read = due.len();
+    let mut won = 0;
     for schedule in due {
         let s = &schedule.schedule;
         let Some(seen) = s.next_fire_at_ms else {

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use super::cron::CatchUp;
 use super::model::{Fire, Schedule, Webhook};
-use crate::db::Db;
+use crate::db::{Backend, Db};
 
 /// Columns of `schedules` as [`schedule_from_row`] reads them.
 pub const SCHEDULE_COLUMNS: &str = "id, tenant_id, agent_id, cron, time_zone, input, catch_up, \
@@ -139,23 +139,47 @@ pub async fn delete_schedule(db: &Db, tenant: &str, id: &str) -> Result<bool, Ap
     Ok(done.rows_affected() == 1)
 }
 
-/// Enabled schedules due at `now_ms`, most overdue first (then by id: the
-/// fire loop claims in this order in one transaction, so that two
-/// PostgreSQL replicas wait on each other's row locks in one order and
-/// never deadlock), at most `limit`.
+/// The `WHERE` and `ORDER BY` of the due schedules at `$1`: most overdue
+/// first, then by id (the fire loop claims in this order in one
+/// transaction, so that two PostgreSQL replicas waiting on each other's row
+/// locks wait in one order and never deadlock).
+const DUE: &str = "WHERE enabled = 1 AND next_fire_at_ms IS NOT NULL AND next_fire_at_ms <= $1 \
+     ORDER BY next_fire_at_ms, id LIMIT $2";
+
+/// Enabled schedules due at `now_ms`, at most `limit`.
 pub async fn due_schedules(
     db: &Db,
     now_ms: i64,
     limit: i64,
 ) -> Result<Vec<StoredSchedule>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules {DUE}"))
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(schedule_from_row).collect()
+}
+
+/// [`due_schedules`] in the fire loop's transaction: on PostgreSQL the rows
+/// are locked and rows another transaction holds are skipped (`FOR UPDATE
+/// SKIP LOCKED`), so concurrent passes take disjoint batches; SQLite's
+/// transaction already excludes every other writer.
+pub async fn due_schedules_locked(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<StoredSchedule>, sqlx::Error> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
     let rows = sqlx::query(&format!(
-        "SELECT {SCHEDULE_COLUMNS} FROM schedules \
-         WHERE enabled = 1 AND next_fire_at_ms IS NOT NULL AND next_fire_at_ms <= $1 \
-         ORDER BY next_fire_at_ms, id LIMIT $2"
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules {DUE}{lock}"
     ))
     .bind(now_ms)
     .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(schedule_from_row).collect()
 }

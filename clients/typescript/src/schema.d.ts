@@ -3020,7 +3020,7 @@ export interface components {
          * @description What happened. The body's `type`.
          * @enum {string}
          */
-        EventType: "bounty.funded" | "submission.created" | "submission.verified" | "bounty.completed" | "bounty.refunded" | "submission.approved" | "submission.rejected" | "run.completed" | "run.failed";
+        EventType: "bounty.funded" | "submission.created" | "submission.verified" | "bounty.completed" | "bounty.refunded" | "submission.approved" | "submission.rejected" | "run.completed" | "run.failed" | "workflow.completed" | "workflow.failed" | "workflow.cancelled";
         /** @description One fire of a schedule. */
         Fire: {
             /** @description Why no run started (`agent_paused: ...`, `node_unavailable: ...`). */
@@ -18583,6 +18583,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
+        /** @description JSON, or the same document as YAML with `Content-Type: application/yaml` (also `application/x-yaml`, `text/yaml`; 400 `invalid_yaml` when it does not parse) */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CreateWorkflow"];

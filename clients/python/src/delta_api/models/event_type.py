@@ -10,6 +10,9 @@ EventType = Literal[
     "submission.created",
     "submission.rejected",
     "submission.verified",
+    "workflow.cancelled",
+    "workflow.completed",
+    "workflow.failed",
 ]
 
 EVENT_TYPE_VALUES: set[EventType] = {
@@ -22,6 +25,9 @@ EVENT_TYPE_VALUES: set[EventType] = {
     "submission.created",
     "submission.rejected",
     "submission.verified",
+    "workflow.cancelled",
+    "workflow.completed",
+    "workflow.failed",
 }
 
 

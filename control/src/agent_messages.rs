@@ -156,27 +156,11 @@ async fn sender_for_node(
     node: &NodeAuth,
     agent_id: &str,
 ) -> Result<Sender, ApiError> {
-    let row = sqlx::query("SELECT tenant_id, name, node_id, grants FROM agents WHERE id = $1")
-        .bind(agent_id)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("agent"))?;
-    let on: Option<String> = row.try_get("node_id").map_err(ApiError::internal)?;
-    if on.as_deref() != Some(node.node_id.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "agent_not_here",
-            "that agent is not placed on this node",
-        ));
-    }
-    let grants: String = row.try_get("grants").map_err(ApiError::internal)?;
+    let agent = crate::nodeauth::placed_agent(state, node, agent_id).await?;
     Ok(Sender {
-        tenant_id: row.try_get("tenant_id").map_err(ApiError::internal)?,
-        name: row.try_get("name").map_err(ApiError::internal)?,
-        // A row this plane wrote always parses; were it not to, nothing is
-        // granted (fail closed).
-        grants: serde_json::from_str(&grants).unwrap_or_default(),
+        tenant_id: agent.tenant_id,
+        name: agent.name,
+        grants: agent.grants,
     })
 }
 

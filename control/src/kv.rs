@@ -26,7 +26,6 @@ use delta_http::{ApiError, JsonBody, RequestId, record_ids};
 use delta_kv::KvError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row as _;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -104,32 +103,15 @@ async fn agent_for_node(
     agent_id: &str,
 ) -> Result<String, ApiError> {
     record_ids(None, Some(agent_id), None);
-    let row = sqlx::query("SELECT tenant_id, node_id, grants FROM agents WHERE id = $1")
-        .bind(agent_id)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("agent"))?;
-    let on: Option<String> = row.try_get("node_id").map_err(ApiError::internal)?;
-    if on.as_deref() != Some(node.node_id.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "agent_not_here",
-            "that agent is not placed on this node",
-        ));
-    }
-    let grants: String = row.try_get("grants").map_err(ApiError::internal)?;
-    let granted = serde_json::from_str::<crate::agents::AgentGrants>(&grants)
-        .map(|g| g.kv)
-        .unwrap_or(false);
-    if !granted {
+    let agent = crate::nodeauth::placed_agent(state, node, agent_id).await?;
+    if !agent.grants.kv {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "kv_not_granted",
             "that agent has no kv grant",
         ));
     }
-    row.try_get("tenant_id").map_err(ApiError::internal)
+    Ok(agent.tenant_id)
 }
 
 /// Body of `POST /v1/nodes/kv/get` and `/v1/nodes/kv/delete`.

@@ -230,6 +230,46 @@ pub async fn require_agent_here(
     }
 }
 
+/// An agent placed on the credential's node, as a node-facing capability
+/// endpoint needs it.
+#[derive(Debug, Clone)]
+pub struct PlacedAgent {
+    /// Its tenant: what every query the endpoint makes is scoped by.
+    pub tenant_id: String,
+    /// Its name (a message's sender).
+    pub name: String,
+    /// What it is granted. A row this plane wrote always parses; were it
+    /// not to, nothing is granted (fail closed).
+    pub grants: crate::agents::AgentGrants,
+}
+
+/// [`require_agent_here`] for the capability endpoints (kv, messages,
+/// secrets, message admission), in one read: the agent exists (404) and
+/// is placed on the credential's node (403 `agent_not_here`); its tenant,
+/// name and grants.
+pub async fn placed_agent(
+    state: &AppState,
+    node: &NodeAuth,
+    agent_id: &str,
+) -> Result<PlacedAgent, ApiError> {
+    let row = sqlx::query("SELECT tenant_id, name, node_id, grants FROM agents WHERE id = $1")
+        .bind(agent_id)
+        .fetch_optional(state.db.pool())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("agent"))?;
+    let on: Option<String> = row.try_get("node_id").map_err(ApiError::internal)?;
+    if on.as_deref() != Some(node.node_id.as_str()) {
+        return Err(not_here());
+    }
+    let grants: String = row.try_get("grants").map_err(ApiError::internal)?;
+    Ok(PlacedAgent {
+        tenant_id: row.try_get("tenant_id").map_err(ApiError::internal)?,
+        name: row.try_get("name").map_err(ApiError::internal)?,
+        grants: serde_json::from_str(&grants).unwrap_or_default(),
+    })
+}
+
 /// The credential's node may report every record of a usage batch: each
 /// names a run the control plane recorded on this node (it held the run,
 /// wherever its agent is now, or if it was deleted since), or an agent

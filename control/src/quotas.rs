@@ -91,14 +91,8 @@ async fn node_admit_message(
     if !matches!(ask.channel.as_str(), "email" | "sms") {
         return Err(ApiError::invalid("channel must be email or sms"));
     }
-    crate::nodeauth::require_agent_here(&state, &node, None, &ask.agent_id).await?;
-    let tenant_id: String = sqlx::query_scalar("SELECT tenant_id FROM agents WHERE id = $1")
-        .bind(&ask.agent_id)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("agent"))?;
-    admit_message(&state, &tenant_id, now_ms()).await?;
+    let agent = crate::nodeauth::placed_agent(&state, &node, &ask.agent_id).await?;
+    admit_message(&state, &agent.tenant_id, now_ms()).await?;
     Ok(Json(Admitted { admitted: true }))
 }
 

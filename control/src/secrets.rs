@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::db::now_ms;
-use crate::nodeauth::{NodeAuth, require_agent_here};
+use crate::nodeauth::NodeAuth;
 use crate::state::AppState;
 use crate::vault::{MAX_SECRETS_PER_TENANT, MAX_VALUE_BYTES, Sealed, Vault, valid_name};
 
@@ -369,19 +369,9 @@ async fn node_resolve_secrets(
         return Err(ApiError::invalid("names: 1-50 secret names"));
     }
     delta_http::record_ids(None, Some(&body.agent_id), None);
-    require_agent_here(&state, &node, None, &body.agent_id).await?;
-    let row = sqlx::query("SELECT tenant_id, grants FROM agents WHERE id = $1")
-        .bind(&body.agent_id)
-        .fetch_one(state.db.pool())
-        .await
-        .map_err(ApiError::internal)?;
-    let tenant: String = row.try_get("tenant_id").map_err(ApiError::internal)?;
-    let grants: String = row.try_get("grants").map_err(ApiError::internal)?;
-    let granted = serde_json::from_str::<crate::agents::AgentGrants>(&grants)
-        .ok()
-        .and_then(|g| g.http)
-        .map(|h| h.secrets)
-        .unwrap_or_default();
+    let agent = crate::nodeauth::placed_agent(&state, &node, &body.agent_id).await?;
+    let tenant = agent.tenant_id;
+    let granted = agent.grants.http.map(|h| h.secrets).unwrap_or_default();
     if let Some(name) = body.names.iter().find(|n| !granted.contains(n)) {
         tracing::warn!(node = %node.node_id, agent = %body.agent_id, secret = %name,
             "a node asked for a secret the agent is not granted");

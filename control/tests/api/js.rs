@@ -5,9 +5,7 @@
 
 use crate::common;
 
-use std::time::Duration;
-
-use common::{Control, eventually, start_node_in_process};
+use common::{Control, start_node_in_process};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -43,25 +41,10 @@ both!(
         assert_eq!(status, StatusCode::OK, "{again}");
         assert_eq!(again["sha256"], sha.as_str());
 
-        let body = json!({ "name": "hello-js", "kind": "main", "component": sha });
-        let agent = eventually(
-            "the node to take the agent",
-            Duration::from_secs(30),
-            || async {
-                let (status, agent) = ctl
-                    .call(
-                        Method::POST,
-                        "/v1/agents",
-                        Some(&alice.access),
-                        Some(body.clone()),
-                    )
-                    .await;
-                if status == StatusCode::CREATED {
-                    return Some(agent);
-                }
-                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{agent}");
-                None
-            },
+        let agent = common::bounties::post_agent(
+            &ctl,
+            &alice,
+            json!({ "name": "hello-js", "kind": "main", "component": sha }),
         )
         .await;
         let id = agent["id"].as_str().expect("id");

@@ -27,8 +27,19 @@ pub async fn upload(ctl: &Control, who: &Session, bytes: &[u8]) -> String {
 /// A main agent of `who` running component `sha256`, retrying while no node
 /// has registered yet; its id.
 pub async fn create_agent(ctl: &Control, who: &Session, name: &str, sha256: &str) -> String {
-    let body = json!({ "name": name, "kind": "main", "component": sha256 });
-    let agent = eventually(
+    let agent = post_agent(
+        ctl,
+        who,
+        json!({ "name": name, "kind": "main", "component": sha256 }),
+    )
+    .await;
+    agent["id"].as_str().expect("agent id").to_owned()
+}
+
+/// `POST /v1/agents` with `body` as `who`, retried while no node has
+/// registered yet (503); the created agent.
+pub async fn post_agent(ctl: &Control, who: &Session, body: Value) -> Value {
+    eventually(
         "a node to take the agent",
         Duration::from_secs(30),
         || async {
@@ -47,8 +58,7 @@ pub async fn create_agent(ctl: &Control, who: &Session, name: &str, sha256: &str
             None
         },
     )
-    .await;
-    agent["id"].as_str().expect("agent id").to_owned()
+    .await
 }
 
 /// Credit `tenant` with `amount` minor units of `currency` (as the operator).

@@ -55,22 +55,11 @@ export function run(task) {
 async fn script_agent(ctl: &Control, who: &Session, name: &str, grants: Value) -> String {
     let (status, component) = upload_script(ctl, &who.access, TOOLS_JS).await;
     assert!(status.is_success(), "{status} {component}");
-    let body = json!({ "name": name, "kind": "main", "component": component["sha256"],
-                       "grants": grants });
-    let agent = eventually(
-        "the node to take the agent",
-        Duration::from_secs(30),
-        || async {
-            let (status, agent) = ctl
-                .call(
-                    Method::POST,
-                    "/v1/agents",
-                    Some(&who.access),
-                    Some(body.clone()),
-                )
-                .await;
-            (status == StatusCode::CREATED).then_some(agent)
-        },
+    let agent = crate::common::bounties::post_agent(
+        ctl,
+        who,
+        json!({ "name": name, "kind": "main", "component": component["sha256"],
+                "grants": grants }),
     )
     .await;
     agent["id"].as_str().expect("id").to_owned()

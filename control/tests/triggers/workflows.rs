@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::{runs_of, s};
 use std::sync::{Arc, Mutex};
 
+use crate::common::bounties::post_agent;
 use crate::common::webhooks::{Hit, hits, receiver, signed};
 use crate::common::{Control, Session, eventually, start_node_in_process, upload_script};
 use crate::{both, both_with};
@@ -77,22 +78,11 @@ async fn ended_hooks(got: &Arc<Mutex<Vec<Hit>>>, n: usize) -> Vec<Hit> {
 async fn worker(ctl: &Control, who: &Session, name: &str) -> String {
     let (status, component) = upload_script(ctl, &who.access, WORKER_JS).await;
     assert!(status.is_success(), "{status} {component}");
-    let body = json!({ "name": name, "kind": "main", "component": component["sha256"],
-                       "grants": { "kv": true } });
-    let agent = eventually(
-        "the node to take the agent",
-        Duration::from_secs(30),
-        || async {
-            let (status, agent) = ctl
-                .call(
-                    Method::POST,
-                    "/v1/agents",
-                    Some(&who.access),
-                    Some(body.clone()),
-                )
-                .await;
-            (status == StatusCode::CREATED).then_some(agent)
-        },
+    let agent = post_agent(
+        ctl,
+        who,
+        json!({ "name": name, "kind": "main", "component": component["sha256"],
+                "grants": { "kv": true } }),
     )
     .await;
     s(&agent["id"])
@@ -513,22 +503,11 @@ max_retries = 0
         let (_, hook_hits, _) = workflow_hooks(&ctl, &alice).await;
         let (status, component) = upload_script(&ctl, &alice.access, ASKER_JS).await;
         assert!(status.is_success(), "{status} {component}");
-        let body = json!({ "name": "asker", "kind": "main", "component": component["sha256"],
-                           "grants": { "models": ["default"] }, "budget": 5000 });
-        eventually(
-            "the node to take the agent",
-            Duration::from_secs(30),
-            || async {
-                let (status, _) = ctl
-                    .call(
-                        Method::POST,
-                        "/v1/agents",
-                        Some(&alice.access),
-                        Some(body.clone()),
-                    )
-                    .await;
-                (status == StatusCode::CREATED).then_some(())
-            },
+        post_agent(
+            &ctl,
+            &alice,
+            json!({ "name": "asker", "kind": "main", "component": component["sha256"],
+                    "grants": { "models": ["default"] }, "budget": 5000 }),
         )
         .await;
 

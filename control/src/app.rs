@@ -69,6 +69,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::secrets::routes())
         .merge(crate::deployments::routes())
         .merge(crate::runs::routes())
+        .merge(crate::run_cancel::routes())
         .merge(crate::nodes::routes())
         .merge(crate::node_enrolment::routes())
         .merge(crate::quotas::routes())

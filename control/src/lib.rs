@@ -48,6 +48,7 @@ pub mod payments;
 pub mod quotas;
 pub mod ratelimit;
 pub mod reputation;
+pub mod run_cancel;
 pub mod run_end;
 pub mod runs;
 pub mod scripts;

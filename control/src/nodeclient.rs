@@ -472,6 +472,17 @@ impl<'a> NodeClient<'a> {
         self.json("get_run", req, Some(CALL_TIMEOUT)).await
     }
 
+    /// `POST /v1/runs/{id}/cancel`: the run as the node has it (still
+    /// queued or running while it stops, or already finished).
+    pub async fn cancel_run(&self, node: &Target, id: &str) -> Result<RunRecord, NodeCallError> {
+        let req = self.request(
+            reqwest::Method::POST,
+            node,
+            &format!("/v1/runs/{id}/cancel"),
+        );
+        self.json("cancel_run", req, Some(CALL_TIMEOUT)).await
+    }
+
     /// `GET /v1/runs/{id}/logs`: the server-sent event stream, unread (no
     /// overall timeout: it lasts as long as the run).
     pub async fn run_logs(

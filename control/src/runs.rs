@@ -749,7 +749,7 @@ async fn list_runs(
     .map(Json)
 }
 
-async fn load_run(state: &AppState, tenant: &str, id: &str) -> Result<Run, ApiError> {
+pub(crate) async fn load_run(state: &AppState, tenant: &str, id: &str) -> Result<Run, ApiError> {
     let row = sqlx::query(&format!(
         "SELECT {READ_COLUMNS} FROM {RUNS_READ} WHERE id = $1 AND tenant_id = $2"
     ))

@@ -97,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agents/{id}/runs", post(create_run))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/logs", get(run_logs))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/verifications", post(verify))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(input_limit))
@@ -346,6 +347,22 @@ async fn get_run(
 ) -> Result<Response, ApiError> {
     record_ids(None, None, Some(&id));
     Ok(Json(state.node.get_run(&id).await.api()?).into_response())
+}
+
+/// Cancel a run: 202 with the run while it is being stopped, 200 when it
+/// had already finished, 404 when this node never had it.
+async fn cancel_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    record_ids(None, None, Some(&id));
+    let run = state.node.cancel_run(&id).await.api()?;
+    let status = if run.status == RunStatus::Finished {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(run)).into_response())
 }
 
 /// Server-sent events: `log` events with one line each (JSON), then one

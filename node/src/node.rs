@@ -962,6 +962,21 @@ impl Node {
             .ok_or_else(|| NodeError::NotFound(format!("run {id}")))
     }
 
+    /// Cancel run `id`: a queued run leaves the queue and a running one is
+    /// interrupted (its store and instance are dropped at the next epoch
+    /// tick), either recorded as `cancelled` with its usage so far. Returns
+    /// the run as it stands: still `queued` or `running` when it was live
+    /// (the end follows within milliseconds), or already `finished`
+    /// (nothing to do). 404 for a run this node never had.
+    pub async fn cancel_run(&self, id: &str) -> Result<RunRecord, NodeError> {
+        let live = self.lock_live().get(id).cloned();
+        if let Some(live) = live {
+            tracing::info!(run = id, agent = %live.agent_id, "run cancelled by request");
+            live.cancel.cancel();
+        }
+        self.get_run(id).await
+    }
+
     /// Subscribe to a run's log: `Ok(None)` when it is not live (finished;
     /// the caller serves the stored lines).
     pub fn subscribe_logs(&self, id: &str) -> Option<LogSubscription> {

@@ -95,6 +95,17 @@ pub enum RunsCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Cancel a run: still queued, it ends at once; on its node, the node
+    /// stops it and the run ends `cancelled` when the node reports.
+    Cancel {
+        /// Run id.
+        run: String,
+    },
+    /// Queue a dead run again (`delta runs list` shows which are dead).
+    Retry {
+        /// Run id.
+        run: String,
+    },
 }
 
 fn parse_json(what: &str, text: &Option<String>) -> anyhow::Result<Option<Value>> {
@@ -283,6 +294,14 @@ pub async fn runs(api: ApiArgs, command: RunsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RunsCommand::Logs { run, follow } => logs(&api, &run, follow).await,
+        RunsCommand::Cancel { run } => print(
+            &api.send(Method::POST, &format!("/v1/runs/{run}/cancel"), None)
+                .await?,
+        ),
+        RunsCommand::Retry { run } => print(
+            &api.send(Method::POST, &format!("/v1/runs/{run}/retry"), None)
+                .await?,
+        ),
     }
 }
 

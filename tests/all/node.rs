@@ -642,6 +642,63 @@ async fn pause_resume_and_delete() {
 }
 
 #[tokio::test]
+async fn one_run_is_cancelled_running_or_queued_and_others_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = single_slot_node(dir.path(), 16).await;
+    node.deploy("loop", "t1", &node.looping, json!({ "timeout_ms": 30_000 }))
+        .await;
+    node.deploy("hello", "t1", &node.hello, json!({})).await;
+    // The loop holds the only slot; two hello runs queue behind it.
+    let (_, busy) = node.run("loop", json!({}), false).await;
+    let busy = busy["id"].as_str().expect("id").to_owned();
+    let (_, first) = node.run("hello", json!({ "name": "A" }), false).await;
+    let first = first["id"].as_str().expect("id").to_owned();
+    let (_, second) = node.run("hello", json!({ "name": "B" }), false).await;
+    let second = second["id"].as_str().expect("id").to_owned();
+
+    // A queued run leaves the queue without running.
+    let (status, body) = node
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{first}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let cancelled = node.wait_finished(&first).await;
+    assert_eq!(outcome(&cancelled), "cancelled", "{cancelled}");
+    assert!(cancelled["started_at_ms"].is_null(), "{cancelled}");
+    // The running loop is interrupted; the slot goes to the next run.
+    let (status, body) = node
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{busy}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "running", "{body}");
+    let stopped = node.wait_finished(&busy).await;
+    assert_eq!(outcome(&stopped), "cancelled", "{stopped}");
+    let done = node.wait_finished(&second).await;
+    assert_eq!(outcome(&done), "completed", "{done}");
+    // Cancelling a finished run changes nothing; an unknown one is 404.
+    let (status, again) = node
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{second}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(outcome(&again), "completed", "{again}");
+    let (status, _) = node
+        .json(reqwest::Method::POST, "/v1/runs/run_nope/cancel", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn a_flooding_tenant_does_not_starve_another_and_full_queues_answer_429() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = single_slot_node(dir.path(), 30).await;

@@ -298,6 +298,13 @@ fn up_deploys_examples_and_the_cli_drives_it() {
     let (code, _, err) = up.cli(&state, &["runs", "get", "run_nope"]);
     assert_ne!(code, 0);
     assert!(err.contains("404"), "{err}");
+    // A finished run is neither cancelled nor retried: conflict, exit 9.
+    let (code, _, err) = up.cli(&state, &["runs", "cancel", id]);
+    assert_eq!(code, 9, "{err}");
+    assert!(err.contains("not_running"), "{err}");
+    let (code, _, err) = up.cli(&state, &["runs", "retry", id]);
+    assert_eq!(code, 9, "{err}");
+    assert!(err.contains("not_dead"), "{err}");
 
     assert!(up.stop().success());
 

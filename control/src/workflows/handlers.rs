@@ -449,7 +449,8 @@ pub(super) async fn get_workflow_run(
     load_run(&state, &principal.tenant_id, &id).await.map(Json)
 }
 
-/// Cancel a workflow run: no further step starts.
+/// Cancel a workflow run: no further step starts, and the steps' runs
+/// already on a node are stopped there.
 #[utoipa::path(
     post,
     path = "/v1/workflow-runs/{id}/cancel",
@@ -481,11 +482,43 @@ pub(super) async fn cancel_workflow_run(
                 format!("workflow run {id} is {}", current.status),
             )
         })?;
+    // The runs of the steps in progress: those already on a node are
+    // stopped there once the cancel is committed (the others `end`
+    // abandons in the queue).
+    let running: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT run_id FROM workflow_steps WHERE workflow_run_id = $1 AND status = 'running'",
+    )
+    .bind(&id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
     engine::end(&mut tx, &locked, "cancelled", "cancelled", now_ms())
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
+    for run_id in running.into_iter().flatten() {
+        stop_step_run(&state, &principal.tenant_id, &run_id).await;
+    }
     load_run(&state, &principal.tenant_id, &id).await.map(Json)
+}
+
+/// Stop a cancelled workflow's step run on its node, if a node has it.
+/// Best effort: the workflow run is cancelled either way (the run's end
+/// is recorded and ignored), so a failure is only logged.
+async fn stop_step_run(state: &AppState, tenant: &str, run_id: &str) {
+    let run = match crate::runs::load_run(state, tenant, run_id).await {
+        Ok(run) => run,
+        Err(e) => {
+            tracing::warn!(run = run_id, error = %e.message, "reading a cancelled step's run");
+            return;
+        }
+    };
+    if matches!(run.status.as_str(), "finished" | "dead") {
+        return;
+    }
+    if let Err(e) = crate::run_cancel::stop_on_node(state, &run).await {
+        tracing::warn!(run = run_id, error = %e.message, "stopping a cancelled step's run");
+    }
 }
 
 /// `?after=` of the event stream.

@@ -9,6 +9,7 @@
 mod common;
 
 mod bodies;
+mod cancel;
 mod identity;
 mod js;
 mod openapi;

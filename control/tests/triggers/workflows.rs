@@ -30,6 +30,8 @@ export function run(task) {
       return { sum: i.values.reduce((a, b) => a + Number(b ?? 0), 0) };
     case "fail":
       throw new DeltaError("boom", "this step always fails");
+    case "spin":
+      for (;;) {}
     case "flaky": {
       const n = Number(kv.update("tries", (old) => String(Number(old ?? "0") + 1)).value);
       if (n < 2) throw new DeltaError("flaky", "fails on the first try", { retryable: true });
@@ -317,7 +319,13 @@ both!(
 both!(
     bad_definitions_other_tenants_and_cancellation,
     |ctl: Control| async move {
-        let _node = start_node_in_process(&ctl, "wf-node", "").await;
+        // Fuel for a spinning step to outlast the test: only a cancel stops it.
+        let _node = start_node_in_process(
+            &ctl,
+            "wf-node",
+            "[limits]\nmax_fuel = 1000000000000\ndefault_fuel = 1000000000000\n",
+        )
+        .await;
         let alice = ctl.register("alice").await;
         let bob = ctl.register("bob").await;
         let agent = worker(&ctl, &alice, "worker").await;
@@ -461,6 +469,71 @@ both!(
             .call(Method::GET, "/v1/workflow-runs", Some(&bob.access), None)
             .await;
         assert_eq!(listed["items"], json!([]), "bob lists none of alice's runs");
+
+        // A step running on its node: cancelling the workflow run stops its
+        // run there too.
+        let (status, _) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/resume"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert!(status.is_success());
+        let spin =
+            json!({ "steps": [{ "id": "only", "agent": "worker", "input": { "op": "spin" } }] });
+        let (status, spinner) = create(&ctl, &alice, "spinner", spin).await;
+        assert_eq!(status, StatusCode::CREATED, "{spinner}");
+        let spinning = start(&ctl, &alice, &s(&spinner["id"]), json!({})).await;
+        let spinning = s(&spinning["id"]);
+        let step_run = eventually("the step to run", Duration::from_secs(30), || async {
+            let (_, now) = ctl
+                .call(
+                    Method::GET,
+                    &format!("/v1/workflow-runs/{spinning}"),
+                    Some(&alice.access),
+                    None,
+                )
+                .await;
+            let run_id = step(&now, "only")["run_id"].as_str()?.to_owned();
+            let (_, run) = ctl
+                .call(
+                    Method::GET,
+                    &format!("/v1/runs/{run_id}"),
+                    Some(&alice.access),
+                    None,
+                )
+                .await;
+            (run["status"] == "running").then_some(run_id)
+        })
+        .await;
+        let (status, cancelled) = ctl
+            .call(
+                Method::POST,
+                &format!("/v1/workflow-runs/{spinning}/cancel"),
+                Some(&alice.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        let ended = eventually(
+            "the step's run to stop",
+            Duration::from_secs(15),
+            || async {
+                let (_, run) = ctl
+                    .call(
+                        Method::GET,
+                        &format!("/v1/runs/{step_run}"),
+                        Some(&alice.access),
+                        None,
+                    )
+                    .await;
+                (run["status"] == "finished").then_some(run)
+            },
+        )
+        .await;
+        assert_eq!(ended["outcome"]["status"], "cancelled", "{ended}");
     }
 );
 

@@ -104,7 +104,8 @@ def sync_detailed(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | WorkflowRun]:
-    """Cancel a workflow run: no further step starts.
+    """Cancel a workflow run: no further step starts, and the steps' runs
+    already on a node are stopped there.
 
     Args:
         id (str):
@@ -139,7 +140,8 @@ def sync(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | WorkflowRun | None:
-    """Cancel a workflow run: no further step starts.
+    """Cancel a workflow run: no further step starts, and the steps' runs
+    already on a node are stopped there.
 
     Args:
         id (str):
@@ -169,7 +171,8 @@ async def asyncio_detailed(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Response[Error | WorkflowRun]:
-    """Cancel a workflow run: no further step starts.
+    """Cancel a workflow run: no further step starts, and the steps' runs
+    already on a node are stopped there.
 
     Args:
         id (str):
@@ -202,7 +205,8 @@ async def asyncio(
     idempotency_key: str | Unset = UNSET,
     x_app_id: str | Unset = UNSET,
 ) -> Error | WorkflowRun | None:
-    """Cancel a workflow run: no further step starts.
+    """Cancel a workflow run: no further step starts, and the steps' runs
+    already on a node are stopped there.
 
     Args:
         id (str):

@@ -182,6 +182,9 @@ impl Default for NodeConfig {
 pub struct CompileConfig {
     /// Compiles running at once; the rest wait, tenants taking turns.
     pub concurrency: usize,
+    /// Compiles one tenant may run at once (default: one less than
+    /// `concurrency`, at least 1): a place stays free for other tenants.
+    pub per_tenant_concurrency: Option<usize>,
     /// Seconds of compilation one tenant may use in any hour.
     pub budget_secs_per_hour: u64,
     /// CPU-time bound of one compile, ms (rounded up to seconds).
@@ -197,6 +200,7 @@ impl Default for CompileConfig {
         let runtime = delta_runtime::CompileSettings::default();
         Self {
             concurrency: runtime.max_concurrent,
+            per_tenant_concurrency: runtime.max_concurrent_per_owner,
             budget_secs_per_hour: runtime.budget_secs_per_hour,
             cpu_ms: runtime.cpu_ms,
             timeout_ms: runtime.timeout_ms,
@@ -209,6 +213,7 @@ impl CompileConfig {
     /// Apply to the runtime's settings.
     pub fn apply(&self, settings: &mut delta_runtime::CompileSettings) {
         settings.max_concurrent = self.concurrency.max(1);
+        settings.max_concurrent_per_owner = self.per_tenant_concurrency;
         settings.budget_secs_per_hour = self.budget_secs_per_hour;
         settings.cpu_ms = self.cpu_ms.max(1);
         settings.timeout_ms = self.timeout_ms.max(1);

@@ -38,6 +38,13 @@ pub(crate) async fn compile_in_subprocess(
     let settings_json =
         serde_json::to_string(settings).map_err(|e| LoadError::Worker(e.to_string()))?;
     let cpu_seconds = compile.cpu_ms.div_ceil(1000).max(1);
+    // Cranelift compiles functions in parallel on rayon's pool, by default
+    // one thread per core: two stalling uploads would then take every core
+    // and another tenant's compile, though it has its own place, would run
+    // at a fraction of its speed. Each place gets its share of the cores
+    // instead (benches/compile_storm.rs).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = (cores / compile.max_concurrent.max(1)).max(1);
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .arg("--settings")
@@ -52,6 +59,7 @@ pub(crate) async fn compile_in_subprocess(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .env_clear()
+        .env("RAYON_NUM_THREADS", threads.to_string())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| LoadError::Worker(format!("starting {}: {e}", program.display())))?;

@@ -150,6 +150,11 @@ pub struct CompileSettings {
     /// Compiles running at once on this runtime (default 2); more wait
     /// their turn, owners (tenants) taking turns.
     pub max_concurrent: usize,
+    /// Compiles one owner (a tenant) may run at once (default: one less
+    /// than `max_concurrent`, at least 1), so that one tenant's uploads
+    /// leave a place for another's. Loads that name no owner (the CLI, a
+    /// node restoring its agents) are bounded by `max_concurrent` alone.
+    pub max_concurrent_per_owner: Option<usize>,
     /// Seconds of compilation one owner (a tenant) may use in any hour
     /// (default 600); past it its uploads are refused until older compiles
     /// leave the window. Cache hits cost nothing.
@@ -165,6 +170,7 @@ impl Default for CompileSettings {
             max_memory_bytes: 512 << 20,
             precheck: PrecheckLimits::default(),
             max_concurrent: 2,
+            max_concurrent_per_owner: None,
             budget_secs_per_hour: 600,
         }
     }

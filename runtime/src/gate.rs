@@ -1,7 +1,9 @@
 //! Admission to compilation: a node-wide bound on concurrent compiles, a
-//! budget of compile time per owner (a tenant) over a sliding hour, and
-//! round robin between owners, so that one tenant's uploads delay another's
-//! by at most the compiles already running.
+//! bound per owner (a tenant) below it, a budget of compile time per owner
+//! over a sliding hour, and round robin between owners. With the per-owner
+//! bound under the node-wide one (the default: one less), one tenant's
+//! storm of uploads never holds every place, so another tenant's upload
+//! starts at once rather than after one of the storm's compiles.
 //!
 //! Written here rather than with a semaphore crate: a FIFO semaphore would
 //! let one tenant's queue of uploads go ahead of everybody else's, and the
@@ -24,6 +26,10 @@ pub(crate) const ANONYMOUS: &str = "";
 #[derive(Default)]
 struct State {
     running: usize,
+    /// Places each named owner holds: running, or handed to its waiter and
+    /// about to run (counted when handed, so two passes cannot both hand
+    /// an owner its last place).
+    held: HashMap<String, usize>,
     /// Waiters per owner, first come first served within an owner.
     queues: HashMap<String, VecDeque<oneshot::Sender<()>>>,
     /// Owners with waiters, in the order they are served.
@@ -39,6 +45,9 @@ struct State {
 /// See the module documentation.
 pub(crate) struct CompileGate {
     max_concurrent: usize,
+    /// Places one named owner may hold at once (loads naming no owner, the
+    /// operator's own, are bounded only by `max_concurrent`).
+    per_owner: usize,
     budget: Duration,
     state: Mutex<State>,
 }
@@ -51,9 +60,18 @@ pub(crate) struct Ticket {
 }
 
 impl CompileGate {
-    pub(crate) fn new(max_concurrent: usize, budget: Duration) -> Arc<Self> {
+    /// `per_owner` None: one less than `max_concurrent` (at least one).
+    pub(crate) fn new(
+        max_concurrent: usize,
+        per_owner: Option<usize>,
+        budget: Duration,
+    ) -> Arc<Self> {
+        let max_concurrent = max_concurrent.max(1);
         Arc::new(Self {
-            max_concurrent: max_concurrent.max(1),
+            max_concurrent,
+            per_owner: per_owner
+                .unwrap_or(max_concurrent.saturating_sub(1))
+                .clamp(1, max_concurrent),
             budget,
             state: Mutex::new(State::default()),
         })
@@ -71,8 +89,12 @@ impl CompileGate {
             if owner != ANONYMOUS {
                 self.check_budget(&mut state, owner)?;
             }
-            if state.running < self.max_concurrent && state.turn.is_empty() {
+            // A free place is never left while a waiter under its share
+            // waits (every freed place is offered to them first), so an
+            // owner under its share may take one.
+            if state.running < self.max_concurrent && self.under_share(&state, owner) {
                 state.running += 1;
+                Self::hold(&mut state, owner);
                 None
             } else {
                 let (tx, rx) = oneshot::channel();
@@ -87,6 +109,7 @@ impl CompileGate {
         if let Some(rx) = waiter {
             let mut waiting = Waiting {
                 gate: self.clone(),
+                owner: owner.to_owned(),
                 rx: Some(rx),
             };
             let handed = match waiting.rx.as_mut() {
@@ -105,7 +128,7 @@ impl CompileGate {
             if owner != ANONYMOUS
                 && let Err(e) = self.check_budget(&mut state, owner)
             {
-                Self::pass(&mut state);
+                self.release(&mut state, owner);
                 return Err(e);
             }
             return Ok(self.ticket(&mut state, owner));
@@ -187,12 +210,44 @@ impl CompileGate {
                 .or_default()
                 .push_back((Instant::now(), started.elapsed()));
         }
-        Self::pass(&mut state);
+        self.release(&mut state, owner);
     }
 
-    /// Hand a place to the next owner in turn, or give it back.
-    fn pass(state: &mut State) {
+    /// Whether `owner` may take one more place.
+    fn under_share(&self, state: &State, owner: &str) -> bool {
+        owner == ANONYMOUS || state.held.get(owner).copied().unwrap_or(0) < self.per_owner
+    }
+
+    fn hold(state: &mut State, owner: &str) {
+        if owner != ANONYMOUS {
+            *state.held.entry(owner.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// `owner` gives up a place it held: hand it on.
+    fn release(&self, state: &mut State, owner: &str) {
+        if let Some(n) = state.held.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.held.remove(owner);
+            }
+        }
+        self.pass(state);
+    }
+
+    /// Hand a free place to the first owner in turn that is under its
+    /// share (owners at it keep their turn), or give it back.
+    fn pass(&self, state: &mut State) {
+        let mut kept = VecDeque::new();
+        let mut served = None;
         while let Some(next) = state.turn.pop_front() {
+            if !state.queues.contains_key(&next) {
+                continue;
+            }
+            if served.is_some() || !self.under_share(state, &next) {
+                kept.push_back(next);
+                continue;
+            }
             let Some(queue) = state.queues.get_mut(&next) else {
                 continue;
             };
@@ -204,17 +259,28 @@ impl CompileGate {
                     break;
                 }
             }
-            if queue.is_empty() {
+            let more = !queue.is_empty();
+            if !more {
                 state.queues.remove(&next);
-            } else {
-                state.turn.push_back(next);
             }
             if handed {
-                // The place passes on: `running` is unchanged.
-                return;
+                Self::hold(state, &next);
+                // Round robin: served, it goes to the back.
+                served = Some((next, more));
+            } else if more {
+                kept.push_back(next);
             }
         }
-        state.running -= 1;
+        state.turn = kept;
+        match served {
+            // The place passes on: `running` is unchanged.
+            Some((owner, more)) => {
+                if more {
+                    state.turn.push_back(owner);
+                }
+            }
+            None => state.running -= 1,
+        }
     }
 
     /// Compiles running now (for metrics and tests).
@@ -240,6 +306,7 @@ impl Drop for Ticket {
 /// be lost for good.
 struct Waiting {
     gate: Arc<CompileGate>,
+    owner: String,
     rx: Option<oneshot::Receiver<()>>,
 }
 
@@ -249,7 +316,7 @@ impl Drop for Waiting {
             rx.close();
             if rx.try_recv().is_ok() {
                 let mut state = self.gate.lock();
-                CompileGate::pass(&mut state);
+                self.gate.release(&mut state, &self.owner);
             }
         }
     }
@@ -261,7 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn owners_take_turns() {
-        let gate = CompileGate::new(1, Duration::from_secs(3600));
+        let gate = CompileGate::new(1, None, Duration::from_secs(3600));
         let first = gate.enter("a").await.expect("a place");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -292,7 +359,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounds_concurrency_and_skips_abandoned_waiters() {
-        let gate = CompileGate::new(2, Duration::from_secs(3600));
+        let gate = CompileGate::new(2, None, Duration::from_secs(3600));
         let one = gate.enter("a").await.expect("a place");
         let two = gate.enter("b").await.expect("a place");
         assert_eq!(gate.running(), 2);
@@ -314,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_place_handed_to_a_waiter_that_gave_up_is_passed_on() {
-        let gate = CompileGate::new(1, Duration::from_secs(3600));
+        let gate = CompileGate::new(1, None, Duration::from_secs(3600));
         let first = gate.enter("a").await.expect("a place");
         let given_up = {
             let gate = gate.clone();
@@ -340,8 +407,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_owners_storm_leaves_a_place_for_another() {
+        let gate = CompileGate::new(2, None, Duration::from_secs(3600));
+        let storm = gate.enter("a").await.expect("a place");
+        // a holds its share (one of two): its next upload waits...
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.enter("a").await.map(drop) })
+        };
+        while gate.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.running(), 1);
+        // ...while b's starts at once on the place left free.
+        let other = gate.enter("b").await.expect("b is not queued behind a");
+        assert_eq!(gate.running(), 2);
+        // b's end does not hand its place to a, which is still at its share.
+        drop(other);
+        assert_eq!((gate.running(), gate.waiting()), (1, 1));
+        // a's own end does.
+        drop(storm);
+        waiting.await.expect("task").expect("a's second upload ran");
+        assert_eq!((gate.running(), gate.waiting()), (0, 0));
+
+        // A share of two, and loads naming no owner, use every place.
+        let wide = CompileGate::new(2, Some(2), Duration::from_secs(3600));
+        let (one, two) = (wide.enter("a").await, wide.enter("a").await);
+        assert!(one.is_ok() && two.is_ok());
+        drop((one, two));
+        let (one, two) = (gate.enter(ANONYMOUS).await, gate.enter(ANONYMOUS).await);
+        assert!(one.is_ok() && two.is_ok());
+        assert_eq!(gate.running(), 2);
+    }
+
+    #[tokio::test]
     async fn running_compiles_count_against_the_budget() {
-        let gate = CompileGate::new(2, Duration::from_millis(20));
+        let gate = CompileGate::new(2, None, Duration::from_millis(20));
         let running = gate.enter("burst").await.expect("a place");
         std::thread::sleep(Duration::from_millis(30));
         // Nothing has finished yet, but the one running is over budget.
@@ -355,7 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_an_owner_over_its_budget_only() {
-        let gate = CompileGate::new(1, Duration::from_millis(30));
+        let gate = CompileGate::new(1, None, Duration::from_millis(30));
         let ticket = gate.enter("greedy").await.expect("a place");
         std::thread::sleep(Duration::from_millis(40));
         drop(ticket);

@@ -107,6 +107,7 @@ impl Runtime {
         )?;
         let gate = CompileGate::new(
             config.compile.max_concurrent,
+            config.compile.max_concurrent_per_owner,
             Duration::from_secs(config.compile.budget_secs_per_hour),
         );
         Ok(Self {

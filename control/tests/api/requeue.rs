@@ -61,16 +61,36 @@ async fn submit(ctl: &Control, who: &Session, agent: &str, input: Value) -> Stri
 
 /// The run `id` once its status is `status`.
 async fn run_in(ctl: &Control, who: &Session, id: &str, status: &str) -> Value {
-    eventually(
-        &format!("run {id} to be {status}"),
-        Duration::from_secs(60),
-        || async {
-            let (code, run) = get(ctl, who, &format!("/v1/runs/{id}")).await;
-            assert_eq!(code, StatusCode::OK, "{run}");
-            (run["status"] == status).then_some(run)
-        },
-    )
-    .await
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, run) = get(ctl, who, &format!("/v1/runs/{id}")).await;
+        assert_eq!(code, StatusCode::OK, "{run}");
+        if run["status"] == status {
+            return run;
+        }
+        if std::time::Instant::now() > deadline {
+            // What the queue and the fleet say, for a failure seen once
+            // under the full suite's load and never alone.
+            let queue: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT state, last_error, deliveries FROM run_queue WHERE run_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(ctl.state.db.pool())
+            .await
+            .expect("queue row");
+            let nodes: Vec<(String, String, i64)> =
+                sqlx::query_as("SELECT id, status, last_heartbeat_ms FROM nodes ORDER BY id")
+                    .fetch_all(ctl.state.db.pool())
+                    .await
+                    .expect("nodes");
+            panic!(
+                "run {id} is not {status} after 60 s: {run}; queue row {queue:?}; \
+                 nodes {nodes:?}; now {}",
+                delta_control::db::now_ms()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Upload a component from a guest artifact: its sha256.

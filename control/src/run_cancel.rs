@@ -61,12 +61,7 @@ async fn cancel_run(
     principal.require_scope("runs:write")?;
     record_ids(None, None, Some(&id));
     let stored = load_run(&state, &principal.tenant_id, &id).await?;
-    if matches!(stored.status.as_str(), "finished" | "dead") {
-        return Err(ApiError::conflict(
-            "not_running",
-            format!("run {id} is {}", stored.status),
-        ));
-    }
+    refuse_ended(&stored)?;
     if cancel_queued(&state, &principal.tenant_id, &id).await? {
         let run = load_run(&state, &principal.tenant_id, &id).await?;
         return Ok(Json(run).into_response());
@@ -76,13 +71,7 @@ async fn cancel_run(
         Stop::NotThere => {
             // Claimed by a dispatcher (not `pending`) but not yet on its
             // node, or ended in between: which, the next read tells.
-            let now = load_run(&state, &principal.tenant_id, &id).await?;
-            if matches!(now.status.as_str(), "finished" | "dead") {
-                return Err(ApiError::conflict(
-                    "not_running",
-                    format!("run {id} is {}", now.status),
-                ));
-            }
+            refuse_ended(&load_run(&state, &principal.tenant_id, &id).await?)?;
             return Err(ApiError::conflict(
                 "being_delivered",
                 format!("run {id} is being handed to a node; try again in a moment"),
@@ -91,6 +80,22 @@ async fn cancel_run(
     }
     let run = load_run(&state, &principal.tenant_id, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+}
+
+/// Whether `run` has ended (nothing left to stop).
+pub(crate) fn has_ended(run: &Run) -> bool {
+    matches!(run.status.as_str(), "finished" | "dead")
+}
+
+/// 409 `not_running` for a run that has ended.
+fn refuse_ended(run: &Run) -> Result<(), ApiError> {
+    if has_ended(run) {
+        return Err(ApiError::conflict(
+            "not_running",
+            format!("run {} is {}", run.id, run.status),
+        ));
+    }
+    Ok(())
 }
 
 /// End run `run_id` of `tenant` as cancelled if it is still waiting in the

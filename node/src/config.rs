@@ -36,6 +36,7 @@
 //!
 //! [compile]                           # uploads: each compiled in a bounded worker
 //! concurrency = 2                     # compiles at once; tenants take turns for the rest
+//! per_tenant_concurrency = 1          # one tenant's at once (default concurrency - 1)
 //! budget_secs_per_hour = 600          # compile time one tenant may use per hour
 //! cpu_ms = 10_000                     # CPU time of one compile (whole seconds)
 //! timeout_ms = 30_000                 # wall clock of one compile
@@ -663,6 +664,11 @@ mod tests {
         assert_eq!(config.runs.retention_secs, 86_400);
         assert!(config.tls.is_some());
         config.validate().expect("valid");
+        let mut compile = delta_runtime::CompileSettings::default();
+        config.compile.apply(&mut compile);
+        assert_eq!(compile.max_concurrent_per_owner, Some(1));
+        NodeConfig::default().compile.apply(&mut compile);
+        assert_eq!(compile.max_concurrent_per_owner, None, "the gate's default");
     }
 
     #[test]

@@ -19,8 +19,6 @@
 
 use std::time::Duration;
 
-use sqlx::Row as _;
-
 use super::cron::{CatchUp, Timing, decide, jitter_ms};
 use super::store::{self, StoredSchedule};
 use crate::app::AppState;
@@ -167,13 +165,11 @@ async fn fire_one(
 ) -> Result<(), sqlx::Error> {
     let s = &schedule.schedule;
     let paused: Option<i64> =
-        sqlx::query("SELECT paused FROM agents WHERE id = $1 AND tenant_id = $2")
+        sqlx::query_scalar("SELECT paused FROM agents WHERE id = $1 AND tenant_id = $2")
             .bind(&s.agent_id)
             .bind(&schedule.tenant_id)
             .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get("paused"))
-            .transpose()?;
+            .await?;
     let (run_id, error) = match paused {
         // Deleting an agent deletes its schedules; a row read before that
         // commit lands here.

@@ -513,7 +513,7 @@ async fn stop_step_run(state: &AppState, tenant: &str, run_id: &str) {
             return;
         }
     };
-    if matches!(run.status.as_str(), "finished" | "dead") {
+    if crate::run_cancel::has_ended(&run) {
         return;
     }
     if let Err(e) = crate::run_cancel::stop_on_node(state, &run).await {

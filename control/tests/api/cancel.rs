@@ -1,8 +1,9 @@
 //! `POST /v1/runs/{id}/cancel`, over real HTTP with a real in-process node,
 //! on SQLite and PostgreSQL: a run running on its node is interrupted and
 //! reported `cancelled` with its usage so far; a run still in the run queue
-//! ends at once without reaching a node; an ended run is 409 and another
-//! tenant's run 404.
+//! ends at once without reaching a node; one being handed to its node is
+//! 409 `being_delivered`, one on a node that does not answer 503; an ended
+//! run is 409 and another tenant's run 404.
 
 use crate::common;
 
@@ -95,22 +96,7 @@ both!(
         // ever sees it.
         let queued = "run_0000000000000000000000000000cafe";
         let later = now_ms() + 3_600_000;
-        for statement in [
-            "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
-             trigger_kind, trigger_id) VALUES ($1, $2, $3, '', 'queued', $4, 'api', '')",
-            "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
-             not_before_ms, last_error, updated_at_ms) VALUES ($1, $2, $3, '{}', 0, 'pending', \
-             $4, NULL, $4)",
-        ] {
-            sqlx::query(statement)
-                .bind(queued)
-                .bind(&alice.tenant_id)
-                .bind(&agent)
-                .bind(later)
-                .execute(ctl.state.db.pool())
-                .await
-                .expect("a queued run");
-        }
+        queue_run(&ctl, &alice, &agent, queued, "", "pending", later).await;
         let (status, _) = call(
             &ctl,
             &bob,
@@ -135,5 +121,97 @@ both!(
             .await
             .expect("queue row");
         assert_eq!(state, "finished");
+
+        // Claimed by a dispatcher but not yet on its node: try again.
+        let handing = "run_0000000000000000000000000000beef";
+        queue_run(
+            &ctl,
+            &alice,
+            &agent,
+            handing,
+            "cancel-node",
+            "dispatched",
+            later,
+        )
+        .await;
+        let (status, body) = call(
+            &ctl,
+            &alice,
+            Method::POST,
+            &format!("/v1/runs/{handing}/cancel"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "being_delivered", "{body}");
+        // Out on a node that is up but does not answer: 503, nothing
+        // changed. (Up, heart-beating a moment ago: a node that is down
+        // would have its runs re-queued by the dispatcher meanwhile.)
+        sqlx::query(
+            "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, \
+             last_heartbeat_ms) VALUES ('mute-node', 'http://127.0.0.1:9', 0, 0, 'up', $1, $1)",
+        )
+        .bind(now_ms())
+        .execute(ctl.state.db.pool())
+        .await
+        .expect("a mute node");
+        let stranded = "run_0000000000000000000000000000dead";
+        queue_run(
+            &ctl,
+            &alice,
+            &agent,
+            stranded,
+            "mute-node",
+            "dispatched",
+            later,
+        )
+        .await;
+        let (status, body) = call(
+            &ctl,
+            &alice,
+            Method::POST,
+            &format!("/v1/runs/{stranded}/cancel"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], "node_unavailable", "{body}");
+        let (_, run) = call(&ctl, &alice, Method::GET, &format!("/v1/runs/{stranded}")).await;
+        assert_eq!(run["status"], "queued", "{run}");
     }
 );
+
+/// A run of `agent` stored as the queue would hold it: its row in `runs`
+/// (on `node`) and its queue row in `state`, due at `due_ms`.
+async fn queue_run(
+    ctl: &Control,
+    who: &Session,
+    agent: &str,
+    id: &str,
+    node: &str,
+    state: &str,
+    due_ms: i64,
+) {
+    sqlx::query(
+        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
+         trigger_kind, trigger_id) VALUES ($1, $2, $3, $4, 'queued', $5, 'api', '')",
+    )
+    .bind(id)
+    .bind(&who.tenant_id)
+    .bind(agent)
+    .bind(node)
+    .bind(due_ms)
+    .execute(ctl.state.db.pool())
+    .await
+    .expect("a run");
+    sqlx::query(
+        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+         not_before_ms, last_error, updated_at_ms) VALUES ($1, $2, $3, '{}', 1, $4, $5, NULL, $5)",
+    )
+    .bind(id)
+    .bind(&who.tenant_id)
+    .bind(agent)
+    .bind(state)
+    .bind(due_ms)
+    .execute(ctl.state.db.pool())
+    .await
+    .expect("its queue row");
+}

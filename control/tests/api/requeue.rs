@@ -13,7 +13,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::bounties::create_agent;
-use common::{Control, Dialect, Session, eventually, start_node_in, upload_script};
+use common::{Control, Dialect, Session, eventually, held_by, start_node_in, upload_script};
 use delta_control::config::ControlConfig;
 use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
@@ -142,6 +142,7 @@ both_with!(
         for _ in 0..3 {
             queued.push(submit(&ctl, &alice, &echo, json!({})).await);
         }
+        held_by(&a, &queued.iter().collect::<Vec<_>>()).await;
         a.kill().await;
 
         // Both agents move to B; every run ends there, delivered twice,
@@ -386,6 +387,9 @@ both_with!(
         .await;
         let waiting = submit(&ctl, &alice, &slow, json!({ "lines": 1, "interval_ms": 1 })).await;
         let moved = submit(&ctl, &alice, &echo, json!({})).await;
+        // Both out on A: a run still in the queue when A dies was never
+        // delivered, and goes to B whatever the policy.
+        held_by(&a, &[&waiting, &moved]).await;
         a.kill().await;
 
         // The `fail` agent's runs, started or not, die with `node_lost`
@@ -502,6 +506,7 @@ async fn lose_node(
     for _ in 0..3 {
         queued.push(submit(ctl, alice, echo, json!({})).await);
     }
+    held_by(&node, &queued.iter().collect::<Vec<_>>()).await;
     node.kill().await;
     for id in &queued {
         let run = run_in(ctl, alice, id, "finished").await;

@@ -394,6 +394,7 @@ both_with!(
         })
         .await;
         let queued = submit(&ctl, &alice, &echo, json!({})).await;
+        common::held_by(&a, &[&queued]).await;
         a.kill().await;
 
         for id in [&queued, &running] {

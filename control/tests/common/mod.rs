@@ -575,6 +575,20 @@ where
     }
 }
 
+/// Wait until `node` holds each of `runs` (the dispatcher's delivery was
+/// accepted): a test that kills the node after this knows the runs were
+/// out on it, not still in the control plane's queue.
+pub async fn held_by(node: &delta_node::server::RunningNode, runs: &[&String]) {
+    for id in runs {
+        eventually(
+            &format!("{} to hold run {id}", node.node().id()),
+            Duration::from_secs(30),
+            || async { node.node().get_run(id).await.ok() },
+        )
+        .await;
+    }
+}
+
 /// Upload `bytes` and create a main agent with `grants` (retrying while the
 /// node has not registered yet): the agent.
 pub async fn create_agent(

@@ -48,9 +48,22 @@ struct Job {
     reply: oneshot::Sender<Result<LeaseDone, BudgetError>>,
 }
 
-/// One writer per database, by URL.
+/// Each database's writers, by URL: they share one queue.
 static WRITERS: LazyLock<std::sync::Mutex<HashMap<String, mpsc::Sender<Job>>>> =
     LazyLock::new(Default::default);
+
+/// Writers per database. SQLite has one writer at a time whatever we do.
+/// On PostgreSQL a group spends most of its time waiting for its commit's
+/// WAL flush: while one waits, others read, apply and write (row locks
+/// order the groups that touch the same rows; each group takes its locks
+/// in one order, so they never deadlock each other), and the server
+/// flushes their commits together.
+fn writers_for(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    }
+}
 
 fn writer(db: &Db) -> mpsc::Sender<Job> {
     let key = db_key(db);
@@ -61,7 +74,10 @@ fn writer(db: &Db) -> mpsc::Sender<Job> {
         return w.clone();
     }
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(db.clone(), rx));
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..writers_for(db.backend()) {
+        tokio::spawn(run(db.clone(), std::sync::Arc::clone(&rx)));
+    }
     writers.insert(key, tx.clone());
     tx
 }
@@ -85,25 +101,31 @@ pub(super) async fn submit(db: &Db, op: LeaseOp) -> Result<LeaseDone, BudgetErro
     Err(BudgetError::Internal("the lease writer is not running"))
 }
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
+async fn run(db: Db, rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
     // The writer's own connection, out of the pool: taken from it once
     // (not per group, which pings), and closed (rolling back whatever
     // it had open) if a group fails or the writer stops.
     let mut conn = None;
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     loop {
-        match tokio::time::timeout(IDLE, rx.recv_many(&mut jobs, MAX_GROUP)).await {
-            Ok(0) => break,
-            Ok(_) => commit_group(&db, &mut conn, &mut jobs).await,
-            Err(_) => {
-                // Refuse new work, then finish what was queued.
-                rx.close();
-                while rx.recv_many(&mut jobs, MAX_GROUP).await > 0 {
-                    commit_group(&db, &mut conn, &mut jobs).await;
+        // The queue is held only while taking a group, so that the next
+        // writer takes the next group while this one commits.
+        let taken = {
+            let mut rx = rx.lock().await;
+            match tokio::time::timeout(IDLE, rx.recv_many(&mut jobs, MAX_GROUP)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    // Idle: refuse new work (every writer of the queue
+                    // then stops), then finish what was queued.
+                    rx.close();
+                    rx.recv_many(&mut jobs, MAX_GROUP).await
                 }
-                break;
             }
+        };
+        if taken == 0 {
+            break;
         }
+        commit_group(&db, &mut conn, &mut jobs).await;
     }
     if let Some(conn) = conn
         && let Err(e) = conn.close().await

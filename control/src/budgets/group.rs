@@ -278,7 +278,6 @@ pub(super) struct NewEntry {
     pub(super) at: i64,
 }
 
-
 /// What a group read: leases by id, accounts by agent id.
 #[derive(Default)]
 pub(super) struct Seen {

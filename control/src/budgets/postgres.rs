@@ -147,12 +147,7 @@ async fn write_changes(conn: &mut AnyConnection, changes: Changes) -> Result<(),
         ));
     }
     if !new_leases.is_empty() {
-        let (values, n) = rows(
-            next,
-            new_leases.len(),
-            8,
-            "({}, NULL, 'active', NULL)",
-        );
+        let (values, n) = rows(next, new_leases.len(), 8, "({}, NULL, 'active', NULL)");
         next = n;
         parts.push((
             "l",
@@ -165,12 +160,7 @@ async fn write_changes(conn: &mut AnyConnection, changes: Changes) -> Result<(),
         ));
     }
     if !entries.is_empty() {
-        let (values, _) = rows(
-            next,
-            entries.len(),
-            14,
-            "({}, 0, 0, 0, 0, 0, NULL)",
-        );
+        let (values, _) = rows(next, entries.len(), 14, "({}, 0, 0, 0, 0, 0, NULL)");
         parts.push((
             "e",
             format!(

@@ -1,20 +1,21 @@
-//! Lease grants, returns and expiry: the operations nodes' lease endpoints call, applied in groups by the lease writer (`group.rs`).
+//! Lease grants, returns and expiry: the operations nodes' lease endpoints call, routed to PostgreSQL's one-statement forms or SQLite's group writer.
 
 use delta_budget_rules as rules;
 use sqlx::AnyConnection;
 use sqlx::Row as _;
 
-use crate::db::Db;
+use crate::db::{Backend, Db};
 
 use super::accounts::*;
 use super::model::*;
+use super::postgres::*;
 use super::store::*;
 
 /// Reserve up to `amount` (at least `min_amount`, at least 1) of
 /// `agent_id`'s available tokens for `node_id` until `now + ttl_ms`.
 ///
-/// The lease writer checks and takes the tokens under the account's lock
-/// (`group.rs`): concurrent grants each see what the others left.
+/// One conditional UPDATE checks and takes the tokens: concurrent grants
+/// queue on the account's row and each sees what the others left.
 pub async fn grant_lease(
     db: &Db,
     node_id: &str,
@@ -104,12 +105,39 @@ pub(super) enum LeaseDone {
     Returned(LeaseReturn),
 }
 
-/// Run a lease operation through the database's lease writer
-/// (`group.rs`), which applies concurrent callers' operations in groups,
-/// one transaction each. The caller is answered once its operation
-/// committed.
+/// Run a lease operation. On PostgreSQL each is one statement, its own
+/// transaction ([`grant_pg`], [`return_pg`]): they run side by side,
+/// queuing only on the same account's row. On SQLite, where writers take
+/// turns anyway, concurrent callers' operations are grouped into one
+/// transaction by a writer task ([`group`]). Each caller is answered once its
+/// operation committed.
 pub(super) async fn run_lease_op(db: &Db, op: LeaseOp) -> Result<LeaseDone, BudgetError> {
-    super::group::submit(db, op).await
+    match (db.backend(), op) {
+        (
+            Backend::Postgres,
+            LeaseOp::Grant {
+                node_id,
+                agent_id,
+                amount,
+                min,
+                ttl_ms,
+                now,
+            },
+        ) => grant_pg(db, &node_id, &agent_id, amount, min, ttl_ms, now)
+            .await
+            .map(LeaseDone::Granted),
+        (
+            Backend::Postgres,
+            LeaseOp::Return {
+                lease_id,
+                spent,
+                now,
+            },
+        ) => return_pg(db, &lease_id, spent, now)
+            .await
+            .map(LeaseDone::Returned),
+        (Backend::Sqlite, op) => super::sqlite::submit(db, op).await,
+    }
 }
 
 /// Expire the active leases whose time is up (at most a batch per call):

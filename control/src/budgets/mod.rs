@@ -46,11 +46,11 @@
 //! Every check-and-change is a single conditional `UPDATE ... WHERE
 //! available >= $n RETURNING`: on PostgreSQL the row lock makes concurrent
 //! ones queue and re-check, on SQLite the single writer serializes them.
-//! Lease grants and returns, the hot path, are grouped by a writer task per
-//! database: concurrent ones share one transaction that reads the rows
-//! locked (SQLite's write lock; PostgreSQL's row locks, leases then
-//! accounts, each in id order), checks and computes in Rust and writes them
-//! back with a few multi-row statements (see `group.rs`). A
+//! Lease grants and returns, the hot path, are one statement each on
+//! PostgreSQL (data-modifying CTEs); on SQLite a writer task groups
+//! concurrent ones into one transaction that reads the rows under SQLite's
+//! write lock, checks and computes in Rust and writes them back with a few
+//! multi-row statements (see `sqlite.rs`). A
 //! change that touches several rows takes the user's row first (a no-op
 //! `UPDATE`), then leases, then accounts; single-row changes (lease grants)
 //! never wait for a second lock, so no cycle can form. On SQLite every write
@@ -68,23 +68,21 @@
 //! - `store`: what every write shares: write transactions (and SQLite's
 //!   turns), `budget_entries` rows, user and account rows, users;
 //! - `accounts`: opening, allocating and closing agents' accounts;
-//! - `leases`: grant, return and expiry; `group`, the writer that applies
-//!   grants and returns in groups, with its dialects' SQL in `postgres` and
-//!   `sqlite`;
+//! - `leases`: grant, return and expiry, routed to `postgres` (one
+//!   statement per operation) or `sqlite` (the grouping writer);
 //! - `requests`, `rollover`: token requests and the month's turn;
 //! - `views`: read views and the handlers' authorization helpers;
 //! - `handlers` (the user API) and `node_api` (what nodes call).
 //!
 //! SQL goes through sqlx's `Any` driver with `$n` placeholders, which both
 //! SQLite and PostgreSQL accept, so each statement is written once; the
-//! only dialect split is the lease writer's SQL (`postgres` vs `sqlite`),
-//! whose two forms differ in how they read and lock, not in what they
-//! compute (`group::apply`, with `delta_budget_rules`). The sibling files
+//! only dialect split is the lease hot path (`postgres` vs `sqlite`), whose
+//! two forms differ in how they batch, not in what they compute (both end
+//! in `delta_budget_rules::{grant_lease, return_lease}`). The sibling files
 //! import each other's items by glob: they are one module cut by concern,
 //! and their items are `pub(super)`.
 
 mod accounts;
-mod group;
 mod handlers;
 mod lease_views;
 mod leases;

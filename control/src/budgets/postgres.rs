@@ -1,240 +1,182 @@
-//! The lease writer's PostgreSQL form (see `group.rs`): a group is one
-//! transaction of four round trips, whatever its size.
-//!
-//! 1. `BEGIN`;
-//! 2. the leases it returns, locked (`FOR UPDATE`, in id order) with each
-//!    one's recorded return;
-//! 3. the accounts it touches, locked (`FOR UPDATE`, in agent id order);
-//! 4. one statement of data-modifying CTEs that writes every change with
-//!    multi-row `UPDATE ... FROM (VALUES ...)` and `INSERT`s and answers how
-//!    many rows each wrote, checked before the `COMMIT`.
-//!
-//! Locks are taken leases first, then accounts, each in one order, as every
-//! other replica's writer and the lease expiry take them, so writers never
-//! deadlock each other. A multi-account change elsewhere (a carve) may lock
-//! two of a group's accounts the other way round; PostgreSQL then aborts one
-//! of the two, and if it is the group its operations are applied one by
-//! one (`group::commit_group`).
+//! Lease grants and returns on PostgreSQL: one statement each (data-modifying CTEs), the rules of `delta_budget_rules::{grant_lease, return_lease}` in SQL so that the check and the change are one atomic step.
 
-use std::fmt::Write as _;
+use delta_budget_rules as rules;
+use sqlx::AnyConnection;
+use sqlx::Row as _;
 
-use sqlx::{AnyConnection, Connection as _, Row as _};
+use crate::db::{Db, new_id, utc_month};
 
-use super::group::{Changes, Seen, apply, group_ids};
-use super::leases::{LeaseDone, LeaseOp};
-use super::model::BudgetError;
-use crate::db::new_id;
+use super::model::*;
 
-/// `$first, $first+1, ...`: `n` numbered placeholders.
-fn params(first: usize, n: usize) -> String {
-    let mut out = String::with_capacity(n * 5);
-    for i in first..first + n {
-        if i > first {
-            out.push_str(", ");
-        }
-        let _ = write!(out, "${i}");
-    }
-    out
+/// A grant on PostgreSQL: one statement (its own transaction) checks and
+/// takes the tokens with a conditional `UPDATE` of the account's row, on
+/// which concurrent grants queue and re-check, and inserts the lease and its
+/// entry from what that `UPDATE` returned; a refusal writes nothing.
+pub(super) async fn grant_pg(
+    db: &Db,
+    node_id: &str,
+    agent_id: &str,
+    amount: i64,
+    min: i64,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<Lease, BudgetError> {
+    let lease_id = new_id("lse");
+    let expires_at_ms = now.saturating_add(ttl_ms);
+    let taken = sqlx::query(
+        "WITH a AS (UPDATE budget_accounts SET \
+         last_op_amount = LEAST(allocated - spent - leased, $2), \
+         leased = leased + LEAST(allocated - spent - leased, $2), \
+         updated_at_ms = $4 \
+         WHERE agent_id = $1 AND allocated - spent - leased >= $3 \
+         RETURNING tenant_id, user_id, period, last_op_amount), \
+         l AS (INSERT INTO budget_leases (id, tenant_id, user_id, agent_id, node_id, granted, \
+         spent, status, created_at_ms, expires_at_ms, returned_at_ms) \
+         SELECT $5, tenant_id, user_id, $1, $6, last_op_amount, NULL, 'active', $4, $7, NULL \
+         FROM a), \
+         e AS (INSERT INTO budget_entries (id, tenant_id, user_id, agent_id, kind, amount, \
+         d_allocated, d_spent, d_leased, d_grant, d_monthly, d_carved, d_retired, uncovered, \
+         lease_id, request_id, counterparty, note, period, at_ms) \
+         SELECT $8, tenant_id, user_id, $1, 'lease', last_op_amount, 0, 0, last_op_amount, \
+         0, 0, 0, 0, 0, $5, NULL, $6, NULL, period, $4 FROM a) \
+         SELECT last_op_amount FROM a",
+    )
+    .bind(agent_id)
+    .bind(amount)
+    .bind(min)
+    .bind(now)
+    .bind(&lease_id)
+    .bind(node_id)
+    .bind(expires_at_ms)
+    .bind(new_id("ben"))
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(row) = taken else {
+        let mut conn = db.pool().acquire().await?;
+        let available: Option<i64> = sqlx::query_scalar(
+            "SELECT allocated - spent - leased FROM budget_accounts WHERE agent_id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        return Err(match available {
+            Some(a) => BudgetError::Exhausted {
+                needed: to_u64(min),
+                available: to_u64(a),
+            },
+            None => BudgetError::NotFound("agent"),
+        });
+    };
+    let granted: i64 = row.try_get("last_op_amount")?;
+    Ok(Lease {
+        lease_id,
+        agent_id: agent_id.to_owned(),
+        granted: to_u64(granted),
+        expires_at_ms,
+    })
 }
 
-/// `n` rows of `cols` numbered placeholders from `$first`, each row's
-/// values around `row`'s `{}` (constants may sit beside them): the text
-/// and the next free number.
-fn rows(first: usize, n: usize, cols: usize, row: &str) -> (String, usize) {
-    let mut out = String::new();
-    let mut next = first;
-    for i in 0..n {
-        if i > 0 {
-            out.push_str(", ");
+/// A return on PostgreSQL: one statement (its own transaction) claims the
+/// lease (a conditional `UPDATE`, so a return is applied once), then updates
+/// its account (the lease's row locked before the account's, as everywhere)
+/// and inserts the entry. An unclaimed lease answers the stored result.
+pub(super) async fn return_pg(
+    db: &Db,
+    lease_id: &str,
+    spent: i64,
+    now: i64,
+) -> Result<LeaseReturn, BudgetError> {
+    let done = sqlx::query(
+        "WITH l AS (UPDATE budget_leases SET \
+         status = CASE WHEN status = 'active' THEN 'returned' ELSE status END, \
+         spent = $2, returned_at_ms = $3 \
+         WHERE id = $1 AND returned_at_ms IS NULL \
+         RETURNING tenant_id, user_id, agent_id, status, \
+         CASE WHEN status = 'returned' THEN granted ELSE 0 END AS held, \
+         CASE WHEN status = 'expired' THEN provisional_spent ELSE 0 END AS pc), \
+         a AS (UPDATE budget_accounts SET \
+         last_op_amount = CASE WHEN $2 >= l.pc \
+         THEN GREATEST(LEAST(allocated - spent - leased + l.held, $2 - l.pc), 0) \
+         ELSE -LEAST(l.pc - $2, GREATEST(spent, 0)) END, \
+         spent = spent + CASE WHEN $2 >= l.pc \
+         THEN GREATEST(LEAST(allocated - spent - leased + l.held, $2 - l.pc), 0) \
+         ELSE -LEAST(l.pc - $2, GREATEST(spent, 0)) END, \
+         leased = leased - l.held, updated_at_ms = $3 \
+         FROM l WHERE budget_accounts.agent_id = l.agent_id \
+         RETURNING budget_accounts.period, budget_accounts.last_op_amount), \
+         r AS (SELECT l.tenant_id, l.user_id, l.agent_id, l.status, l.held, l.pc, \
+         COALESCE(a.last_op_amount, 0) AS charged, COALESCE(a.period, $4) AS period \
+         FROM l LEFT JOIN a ON TRUE), \
+         e AS (INSERT INTO budget_entries (id, tenant_id, user_id, agent_id, kind, amount, \
+         d_allocated, d_spent, d_leased, d_grant, d_monthly, d_carved, d_retired, uncovered, \
+         lease_id, request_id, counterparty, note, period, at_ms) \
+         SELECT $5, tenant_id, user_id, agent_id, 'lease_return', \
+         CASE WHEN pc > 0 THEN GREATEST(-charged, 0) ELSE held - LEAST($2, held) END, \
+         0, charged, -held, 0, 0, 0, 0, \
+         CASE WHEN $2 >= pc THEN $2 - pc - charged ELSE 0 END, \
+         $1, NULL, NULL, $6, period, $3 FROM r) \
+         SELECT status, held, pc, charged FROM r",
+    )
+    .bind(lease_id)
+    .bind(spent)
+    .bind(now)
+    .bind(utc_month(now))
+    .bind(new_id("ben"))
+    .bind(format!("spent {spent}"))
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(row) = done else {
+        // Returned before (or unknown): answer what the first return did.
+        let mut conn = db.pool().acquire().await?;
+        return stored_return(&mut conn, lease_id)
+            .await?
+            .ok_or(BudgetError::NotFound("lease"));
+    };
+    // The statement charged `LEAST(available + held, spent)`
+    // (`rules::return_lease`), or corrected a provisional expiry
+    // (`rules::correct_provisional`: negative when credited back); the rest
+    // follows from it.
+    let pc: i64 = row.try_get("pc")?;
+    let charged: i64 = row.try_get("charged")?;
+    let done = if pc > 0 {
+        rules::LeaseReturned {
+            charged,
+            returned: charged.saturating_neg().max(0),
+            uncovered: if spent >= pc { spent - pc - charged } else { 0 },
         }
-        out.push_str(&row.replace("{}", &params(next, cols)));
-        next += cols;
-    }
-    (out, next)
+    } else {
+        rules::lease_returned(row.try_get("held")?, spent, charged)
+    };
+    Ok(LeaseReturn {
+        lease_id: lease_id.to_owned(),
+        charged: to_u64(done.charged),
+        returned: to_u64(done.returned),
+        uncovered: to_u64(done.uncovered),
+        status: row.try_get("status")?,
+    })
 }
 
-/// Apply `ops` in one transaction on `conn`. Refusals are answers; only a
-/// database failure (or a write that did not touch the rows it meant to) is
-/// an error, and then the transaction is rolled back and nothing of `ops`
-/// stands.
-pub(super) async fn write_group(
+/// The result of a lease's return, as recorded.
+pub(super) async fn stored_return(
     conn: &mut AnyConnection,
-    ops: &[&LeaseOp],
-) -> Result<Vec<Result<LeaseDone, BudgetError>>, sqlx::Error> {
-    let (lease_ids, agent_ids) = group_ids(ops);
-    let mut tx = conn.begin().await?;
-    let mut seen = Seen::default();
-    if !lease_ids.is_empty() {
-        let sql = format!(
-            "SELECT 'lease' AS tag, l.id AS id, l.tenant_id, l.user_id, l.agent_id, \
-             l.granted, l.status, l.returned_at_ms, l.provisional_spent AS provisional, \
-             e.amount AS r_returned, e.d_spent AS r_charged, e.uncovered AS r_uncovered \
-             FROM budget_leases l LEFT JOIN budget_entries e \
-             ON e.lease_id = l.id AND e.kind = 'lease_return' \
-             WHERE l.id IN ({}) ORDER BY l.id FOR UPDATE OF l",
-            params(1, lease_ids.len())
-        );
-        let mut read = sqlx::query(&sql);
-        for id in &lease_ids {
-            read = read.bind(*id);
-        }
-        seen.add_rows(read.fetch_all(&mut *tx).await?)?;
-    }
-    let mut wanted = Vec::new();
-    if !agent_ids.is_empty() {
-        wanted.push(format!("agent_id IN ({})", params(1, agent_ids.len())));
-    }
-    if !lease_ids.is_empty() {
-        wanted.push(format!(
-            "agent_id IN (SELECT agent_id FROM budget_leases WHERE id IN ({}))",
-            params(agent_ids.len() + 1, lease_ids.len())
-        ));
-    }
-    let sql = format!(
-        "SELECT 'account' AS tag, agent_id AS id, tenant_id, user_id, period, allocated, \
-         spent, leased FROM budget_accounts WHERE {} ORDER BY agent_id FOR UPDATE",
-        wanted.join(" OR ")
-    );
-    let mut read = sqlx::query(&sql);
-    for id in agent_ids.iter().chain(&lease_ids) {
-        read = read.bind(*id);
-    }
-    seen.add_rows(read.fetch_all(&mut *tx).await?)?;
-
-    let (results, changes) = apply(ops, seen);
-    write_changes(&mut tx, changes).await?;
-    tx.commit().await?;
-    Ok(results)
-}
-
-/// Write a group's changes with one statement and check each part wrote
-/// the rows it meant to.
-async fn write_changes(conn: &mut AnyConnection, changes: Changes) -> Result<(), sqlx::Error> {
-    let Changes {
-        claimed,
-        accounts,
-        new_leases,
-        entries,
-    } = changes;
-    let mut parts: Vec<(&str, String, usize)> = Vec::new();
-    let mut next = 1;
-    if !claimed.is_empty() {
-        let (values, n) = rows(next, claimed.len(), 4, "({})");
-        next = n;
-        parts.push((
-            "c",
-            format!(
-                "UPDATE budget_leases SET status = v.status, spent = v.spent, \
-                 returned_at_ms = v.at FROM (VALUES {values}) AS v (id, status, spent, at) \
-                 WHERE budget_leases.id = v.id AND budget_leases.returned_at_ms IS NULL \
-                 RETURNING 1"
-            ),
-            claimed.len(),
-        ));
-    }
-    if !accounts.is_empty() {
-        let (values, n) = rows(next, accounts.len(), 4, "({})");
-        next = n;
-        parts.push((
-            "a",
-            format!(
-                "UPDATE budget_accounts SET spent = budget_accounts.spent + v.d_spent, \
-                 leased = budget_accounts.leased + v.d_leased, updated_at_ms = v.at \
-                 FROM (VALUES {values}) AS v (agent_id, d_spent, d_leased, at) \
-                 WHERE budget_accounts.agent_id = v.agent_id RETURNING 1"
-            ),
-            accounts.len(),
-        ));
-    }
-    if !new_leases.is_empty() {
-        let (values, n) = rows(next, new_leases.len(), 8, "({}, NULL, 'active', NULL)");
-        next = n;
-        parts.push((
-            "l",
-            format!(
-                "INSERT INTO budget_leases (id, tenant_id, user_id, agent_id, node_id, granted, \
-                 created_at_ms, expires_at_ms, spent, status, returned_at_ms) \
-                 VALUES {values} RETURNING 1"
-            ),
-            new_leases.len(),
-        ));
-    }
-    if !entries.is_empty() {
-        let (values, _) = rows(next, entries.len(), 14, "({}, 0, 0, 0, 0, 0, NULL)");
-        parts.push((
-            "e",
-            format!(
-                "INSERT INTO budget_entries (id, tenant_id, user_id, agent_id, kind, amount, \
-                 d_spent, d_leased, uncovered, lease_id, counterparty, note, period, at_ms, \
-                 d_allocated, d_grant, d_monthly, d_carved, d_retired, request_id) \
-                 VALUES {values} RETURNING 1"
-            ),
-            entries.len(),
-        ));
-    }
-    if parts.is_empty() {
-        // Every operation was refused or answered from a record.
-        return Ok(());
-    }
-    let mut sql = String::from("WITH ");
-    for (i, (name, part, _)) in parts.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "{name} AS ({part})");
-    }
-    sql.push_str(" SELECT ");
-    for (i, (name, _, _)) in parts.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "(SELECT count(*) FROM {name}) AS {name}");
-    }
-    let mut q = sqlx::query(&sql);
-    for c in &claimed {
-        q = q.bind(&c.id).bind(&c.status).bind(c.spent).bind(c.at);
-    }
-    for (agent, d_spent, d_leased, at) in &accounts {
-        q = q.bind(agent).bind(d_spent).bind(d_leased).bind(at);
-    }
-    for l in &new_leases {
-        q = q
-            .bind(&l.id)
-            .bind(&l.tenant)
-            .bind(&l.user)
-            .bind(&l.agent)
-            .bind(&l.node)
-            .bind(l.granted)
-            .bind(l.at)
-            .bind(l.expires_at);
-    }
-    for e in &entries {
-        q = q
-            .bind(new_id("ben"))
-            .bind(&e.tenant)
-            .bind(&e.user)
-            .bind(&e.agent)
-            .bind(e.kind)
-            .bind(e.amount)
-            .bind(e.d_spent)
-            .bind(e.d_leased)
-            .bind(e.uncovered)
-            .bind(&e.lease_id)
-            .bind(e.counterparty.as_deref())
-            .bind(e.note.as_deref())
-            .bind(&e.period)
-            .bind(e.at);
-    }
-    let row = q.fetch_one(&mut *conn).await?;
-    for (name, _, expected) in &parts {
-        let written: i64 = row.try_get(*name)?;
-        if usize::try_from(written).ok() != Some(*expected) {
-            // The rows were locked, so this is a defect, not a race: the
-            // caller drops the transaction, which rolls it back.
-            return Err(sqlx::Error::Protocol(format!(
-                "a group of lease operations wrote {written} rows of `{name}`, not {expected}"
-            )));
-        }
-    }
-    Ok(())
+    lease_id: &str,
+) -> Result<Option<LeaseReturn>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT l.status, e.amount, e.d_spent, e.uncovered FROM budget_leases l \
+         JOIN budget_entries e ON e.lease_id = l.id AND e.kind = 'lease_return' \
+         WHERE l.id = $1",
+    )
+    .bind(lease_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(LeaseReturn {
+            lease_id: lease_id.to_owned(),
+            charged: to_u64(r.try_get("d_spent")?),
+            returned: to_u64(r.try_get("amount")?),
+            uncovered: to_u64(r.try_get("uncovered")?),
+            status: r.try_get("status")?,
+        })
+    })
+    .transpose()
 }

@@ -127,16 +127,27 @@ async fn workflow_survives_kill_9_of_its_control_plane(dialect: Dialect) {
     let mut kills = 0;
     for i in 0..STEPS {
         let step = format!("s{i}");
-        let seen = eventually(
-            &format!("{step} to start"),
-            Duration::from_secs(90),
-            || async {
-                let run = read(id.clone()).await;
-                let state = run["steps"][i]["status"].clone();
-                (state != "waiting" || run["status"] != "running").then_some(state)
-            },
-        )
-        .await;
+        // Polled by hand rather than with `eventually`, to report what the
+        // replica logged if the step never starts (seen once under CI's load).
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let seen = loop {
+            let run = read(id.clone()).await;
+            let state = run["steps"][i]["status"].clone();
+            if state != "waiting" || run["status"] != "running" {
+                break state;
+            }
+            if std::time::Instant::now() > deadline {
+                let log = replica.log();
+                let mut tail: Vec<&str> = log.lines().rev().take(40).collect();
+                tail.reverse();
+                panic!(
+                    "{step} did not start within 90 s, after {kills} kills: {run}\n\
+                     the replica's last 40 log lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         if seen == "running" {
             replica.kill();
             kills += 1;

@@ -696,19 +696,34 @@ impl Node {
                 slot.insert(Arc::clone(&live));
             }
         }
-        // A run answered only when finished (`wait`) is written once, when
-        // it finishes; an accepted one (202) must be durable now.
-        if !wait && let Err(e) = self.store.insert_run(&run).await {
-            self.lock_live().remove(&run.id);
-            return Err(e.into());
-        }
+        // From here on the run lives in a task of its own, spawned with no
+        // `await` since its live entry was made: if the caller goes away
+        // (the control plane's delivery cut short by its replica dying), the
+        // run is still recorded and executed. Awaiting the insert here
+        // instead left a live entry with no task when the request was
+        // dropped, and a repeated delivery was then answered "queued"
+        // forever.
+        let (accepted_tx, accepted_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let node = Arc::clone(self);
         let run_id = run.id.clone();
         self.tasks.spawn(async move {
+            // A run answered only when finished (`wait`) is written once,
+            // when it finishes; an accepted one (202) must be durable now.
+            if !wait && let Err(e) = node.store.insert_run(&run).await {
+                node.lock_live().remove(&run.id);
+                let _ = accepted_tx.send(Err(NodeError::from(e)));
+                return;
+            }
+            let _ = accepted_tx.send(Ok(()));
             let record = node.execute(run, !wait, deployment, ticket, live).await;
             let _ = done_tx.send(record);
         });
+        match accepted_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(NodeError::Internal("the run's task ended early".into())),
+        }
         if !wait {
             return Ok(Submitted::Queued(run_id));
         }

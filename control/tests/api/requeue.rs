@@ -587,3 +587,59 @@ async fn runs_move_through_redis_streams_and_survive_redis_loss_sqlite() {
 async fn runs_move_through_redis_streams_and_survive_redis_loss_postgres() {
     runs_move_through_redis_streams_and_survive_redis_loss(Dialect::Postgres).await;
 }
+
+both_with!(
+    a_delivery_whose_caller_went_away_still_runs,
+    fast(10),
+    |ctl: Control| async move {
+        // A replica that dies while delivering a run drops its request
+        // mid-way. The node must still record and run it: a repeated
+        // delivery of the same id is answered with that run, so a run
+        // accepted but never started would stay `queued` for good.
+        let a = start_node_in(&ctl, "node-a", "node-a", "").await;
+        let alice = ctl.register("alice").await;
+        let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
+        assert_eq!(status, StatusCode::CREATED, "{script}");
+        let echo = create_agent(
+            &ctl,
+            &alice,
+            "echo",
+            script["sha256"].as_str().expect("sha"),
+        )
+        .await;
+        let node = a.node();
+        for i in 0..5 {
+            let id = format!("run_dropped{i}");
+            let mut delivery = Box::pin(node.submit(&echo, "{}".into(), false, Some(id.clone())));
+            // Polled until the node knows the run, then dropped, as a
+            // request whose connection closed is.
+            let mut answered = false;
+            for _ in 0..10_000 {
+                let poll = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(delivery.as_mut().poll(cx).is_ready())
+                })
+                .await;
+                if poll {
+                    answered = true;
+                    break;
+                }
+                if node.get_run(&id).await.is_ok() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            drop(delivery);
+            let run = eventually(
+                &format!("{id}, whose delivery was dropped (answered: {answered}), to finish"),
+                Duration::from_secs(30),
+                || async {
+                    let run = node.get_run(&id).await.ok()?;
+                    (run.status == delta_node_api::RunStatus::Finished).then_some(run)
+                },
+            )
+            .await;
+            let outcome = serde_json::to_value(&run.outcome).expect("outcome");
+            assert_eq!(outcome["status"], "completed", "{outcome}");
+        }
+    }
+);

@@ -93,6 +93,13 @@ async fn run_in(ctl: &Control, who: &Session, id: &str, status: &str) -> Value {
     }
 }
 
+/// Upload [`RUN_ID_JS`] and create an agent of it named `echo`: its id.
+async fn echo_agent(ctl: &Control, who: &Session) -> String {
+    let (status, script) = upload_script(ctl, &who.access, RUN_ID_JS).await;
+    assert_eq!(status, StatusCode::CREATED, "{script}");
+    create_agent(ctl, who, "echo", script["sha256"].as_str().expect("sha")).await
+}
+
 /// Upload a component from a guest artifact: its sha256.
 async fn upload_wasm(ctl: &Control, who: &Session, path: &str) -> String {
     common::bounties::upload(ctl, who, &std::fs::read(path).expect("guest")).await
@@ -111,15 +118,7 @@ both_with!(
     |ctl: Control| async move {
         let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
         let alice = ctl.register("alice").await;
-        let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
-        assert_eq!(status, StatusCode::CREATED, "{script}");
-        let echo = create_agent(
-            &ctl,
-            &alice,
-            "echo",
-            script["sha256"].as_str().expect("sha"),
-        )
-        .await;
+        let echo = echo_agent(&ctl, &alice).await;
         let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
         let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
         assert_eq!(agent_node(&ctl, &alice, &echo).await, "node-a");
@@ -338,15 +337,7 @@ both_with!(
     |ctl: Control| async move {
         let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
         let alice = ctl.register("alice").await;
-        let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
-        assert_eq!(status, StatusCode::CREATED, "{script}");
-        let echo = create_agent(
-            &ctl,
-            &alice,
-            "echo",
-            script["sha256"].as_str().expect("sha"),
-        )
-        .await;
+        let echo = echo_agent(&ctl, &alice).await;
         let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
         let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
         let path = format!("/v1/agents/{slow}");
@@ -533,15 +524,7 @@ async fn runs_move_through_redis_streams_and_survive_redis_loss(dialect: Dialect
     .await;
     let a = start_node_in(&ctl, "node-a", "node-a", ONE_SLOT).await;
     let alice = ctl.register("alice").await;
-    let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
-    assert_eq!(status, StatusCode::CREATED, "{script}");
-    let echo = create_agent(
-        &ctl,
-        &alice,
-        "echo",
-        script["sha256"].as_str().expect("sha"),
-    )
-    .await;
+    let echo = echo_agent(&ctl, &alice).await;
     let slow_sha = upload_wasm(&ctl, &alice, guests::SLOW_LOGGER).await;
     let slow = create_agent(&ctl, &alice, "slow", &slow_sha).await;
     assert_eq!(agent_node(&ctl, &alice, &echo).await, "node-a");
@@ -598,15 +581,7 @@ both_with!(
         // accepted but never started would stay `queued` for good.
         let a = start_node_in(&ctl, "node-a", "node-a", "").await;
         let alice = ctl.register("alice").await;
-        let (status, script) = upload_script(&ctl, &alice.access, RUN_ID_JS).await;
-        assert_eq!(status, StatusCode::CREATED, "{script}");
-        let echo = create_agent(
-            &ctl,
-            &alice,
-            "echo",
-            script["sha256"].as_str().expect("sha"),
-        )
-        .await;
+        let echo = echo_agent(&ctl, &alice).await;
         let node = a.node();
         for i in 0..5 {
             let id = format!("run_dropped{i}");

@@ -703,35 +703,28 @@ impl Node {
         // instead left a live entry with no task when the request was
         // dropped, and a repeated delivery was then answered "queued"
         // forever.
-        let (accepted_tx, accepted_rx) = oneshot::channel();
-        let (done_tx, done_rx) = oneshot::channel();
+        let (answer_tx, answer) = oneshot::channel();
         let node = Arc::clone(self);
-        let run_id = run.id.clone();
         self.tasks.spawn(async move {
-            // A run answered only when finished (`wait`) is written once,
-            // when it finishes; an accepted one (202) must be durable now.
-            if !wait && let Err(e) = node.store.insert_run(&run).await {
-                node.lock_live().remove(&run.id);
-                let _ = accepted_tx.send(Err(NodeError::from(e)));
+            if wait {
+                // Written once, when it finishes, and answered then.
+                let finished = node.execute(run, false, deployment, ticket, live).await;
+                let _ = answer_tx.send(finished.map(|r| Submitted::Finished(Box::new(r))));
                 return;
             }
-            let _ = accepted_tx.send(Ok(()));
-            let record = node.execute(run, !wait, deployment, ticket, live).await;
-            let _ = done_tx.send(record);
+            // Accepted (202): durable before it is answered.
+            if let Err(e) = node.store.insert_run(&run).await {
+                node.lock_live().remove(&run.id);
+                let _ = answer_tx.send(Err(NodeError::from(e)));
+                return;
+            }
+            let _ = answer_tx.send(Ok(Submitted::Queued(run.id.clone())));
+            // Its outcome is read back by id; this task only runs it.
+            let _ = node.execute(run, true, deployment, ticket, live).await;
         });
-        match accepted_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(NodeError::Internal("the run's task ended early".into())),
-        }
-        if !wait {
-            return Ok(Submitted::Queued(run_id));
-        }
-        match done_rx.await {
-            Ok(Ok(record)) => Ok(Submitted::Finished(Box::new(record))),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(NodeError::Internal("the run's task ended early".into())),
-        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(NodeError::Internal("the run's task ended early".into())))
     }
 
     /// Wait for a slot, run, record. Never loses the run: every path ends

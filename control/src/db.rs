@@ -11,8 +11,21 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+
+mod pool;
+
+pub use pool::Pool;
+
+/// How each SQLite connection is set up when it opens.
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                            PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                            PRAGMA secure_delete = ON;";
+
+/// Connections each pool keeps on SQLite: one writer at a time is SQLite's
+/// model; a few readers in WAL mode, and busy_timeout for the writer queue.
+const SQLITE_CONNECTIONS: u32 = 8;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +101,7 @@ pub enum DbError {
 /// A pool plus its backend.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: AnyPool,
+    pool: Pool,
     backend: Backend,
 }
 
@@ -114,10 +127,8 @@ impl Db {
                 if let Some(dir) = sqlite_dir(url) {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                AnyPoolOptions::new()
-                    // One writer at a time is SQLite's model; a few readers
-                    // in WAL mode, and busy_timeout for the writer queue.
-                    .max_connections(8)
+                let any = AnyPoolOptions::new()
+                    .max_connections(SQLITE_CONNECTIONS)
                     // No ping before each use: a local file has no server
                     // that could have dropped the connection, and the ping
                     // was a round trip to the connection's worker thread
@@ -125,35 +136,30 @@ impl Db {
                     .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                                 PRAGMA secure_delete = ON;",
-                            )
-                            .await?;
+                            conn.execute(SQLITE_SETUP).await?;
                             Ok(())
                         })
                     })
-                    .connect_with(options)
-                    .await?
+                    .connect_with(options.clone())
+                    .await?;
+                SQLITE.run(&any).await?;
+                Pool::sqlite(any, options, SQLITE_SETUP, SQLITE_CONNECTIONS as usize)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let any = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
-                    .await?
+                    .await?;
+                POSTGRES.run(&any).await?;
+                Pool::shared(any)
             }
         };
-        match backend {
-            Backend::Sqlite => SQLITE.run(&pool).await?,
-            Backend::Postgres => POSTGRES.run(&pool).await?,
-        }
         Ok(Self { pool, backend })
     }
 
-    /// The pool.
-    pub fn pool(&self) -> &AnyPool {
+    /// The pool: single statements run on it as an executor.
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 

@@ -186,7 +186,7 @@ impl AppState {
             .context("setting up the leaderboard cache")?;
         let guard = Arc::new(crate::guard::AuthGuard::new(&config.auth_limits));
         let key_cache = crate::keycache::KeyCache::open(&db, &config.database_url());
-        let kv = delta_kv::KvStore::new(db.pool().clone(), config.kv);
+        let kv = delta_kv::KvStore::new(db.pool().any().clone(), config.kv);
         let vault = match &config.vault_key_file {
             Some(path) => Some(Arc::new(
                 crate::vault::Vault::load(path).context("vault_key_file")?,

@@ -16,7 +16,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 mod pool;
 
-pub use pool::Pool;
+pub use pool::{PING_AFTER_IDLE, Pool};
 
 /// How each SQLite connection is set up when it opens.
 const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -26,6 +26,9 @@ const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORM
 /// Connections each pool keeps on SQLite: one writer at a time is SQLite's
 /// model; a few readers in WAL mode, and busy_timeout for the writer queue.
 const SQLITE_CONNECTIONS: u32 = 8;
+
+/// Connections each pool keeps on PostgreSQL.
+const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,16 +146,20 @@ impl Db {
                     .connect_with(options.clone())
                     .await?;
                 SQLITE.run(&any).await?;
-                Pool::sqlite(any, options, SQLITE_SETUP, SQLITE_CONNECTIONS as usize)
+                let max = SQLITE_CONNECTIONS as usize;
+                Pool::new(any, options, Some(SQLITE_SETUP), max, None)
             }
             Backend::Postgres => {
+                // Transactions on this pool, single statements on as many
+                // connections of the pool's own (`pool.rs`).
                 let any = AnyPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(POSTGRES_CONNECTIONS)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?;
                 POSTGRES.run(&any).await?;
-                Pool::shared(any)
+                let max = POSTGRES_CONNECTIONS as usize;
+                Pool::new(any, options, None, max, Some(PING_AFTER_IDLE))
             }
         };
         Ok(Self { pool, backend })

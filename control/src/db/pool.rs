@@ -1,74 +1,88 @@
-//! The pool every single statement goes through ([`Pool`]), with SQLite's
-//! statements run on connections kept apart from sqlx's pool.
+//! The pool every single statement goes through ([`Pool`]): connections
+//! kept apart from sqlx's pool, handed back without a ping.
 //!
 //! Why: sqlx 0.8.6 pings every connection its pool takes back
-//! (`PoolConnection::return_to_pool`), whatever the pool's options say. On
-//! SQLite that ping is a spawned task plus a round trip to the connection's
-//! worker thread, about a tenth of an authenticated GET's CPU (issue 15,
+//! (`PoolConnection::return_to_pool`), whatever the pool's options say, and
+//! on PostgreSQL also before each use. On SQLite a ping is a spawned task
+//! plus a round trip to the connection's worker thread, about a tenth of an
+//! authenticated GET's CPU; on PostgreSQL each is a round trip to the
+//! server, so one statement held its connection for three (issue 15,
 //! benches/README.md). A single statement that ran to its end leaves
 //! nothing behind to flush, so here it hands its connection straight back.
 //! A statement whose future was dropped before it finished (its client went
-//! away) may have left the connection mid-command: that connection is
-//! closed, never reused.
+//! away) may have left the connection mid-command, and one that failed
+//! other than by the database's refusal may have lost it: such a connection
+//! is closed, never reused. On PostgreSQL a connection idle for more than
+//! [`PING_AFTER_IDLE`] is pinged before use, so that a restarted server
+//! costs no request; a busy connection was proven live by its last use.
 //!
-//! Transactions, [`Pool::acquire`] and everything on PostgreSQL stay on
-//! sqlx's pool: a transaction may be dropped with work to roll back, and on
-//! PostgreSQL the ping before each use is what notices a restarted server.
+//! Transactions and [`Pool::acquire`] stay on sqlx's pool: a transaction may
+//! be dropped with work to roll back, which its release ping flushes.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, TryStreamExt};
 use sqlx::any::{Any, AnyConnectOptions, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::pool::PoolConnection;
-use sqlx::{AnyConnection, AnyPool, ConnectOptions, Describe, Either, Error, Execute, Executor};
+use sqlx::{
+    AnyConnection, AnyPool, ConnectOptions, Connection, Describe, Either, Error, Execute, Executor,
+};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// How long a statement waits for a connection before it fails with
 /// [`Error::PoolTimedOut`] (sqlx's pool default).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// sqlx's pool plus, on SQLite, the connections single statements use.
+/// On PostgreSQL, a connection idle longer than this is pinged before use.
+/// A server restart takes longer, so every connection it broke is found
+/// before a statement is lost to it.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// A connection idle longer than this is closed when the pool is next used
+/// (sqlx's idle timeout), so that a burst's connections do not stay open.
+const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
+
+/// sqlx's pool plus the connections single statements use.
 #[derive(Clone)]
 pub struct Pool {
     any: AnyPool,
-    spare: Option<Arc<Spare>>,
+    spare: Arc<Spare>,
 }
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("any", &self.any)
-            .field("own_sqlite_connections", &self.spare.is_some())
+            .field("own_connections", &self.spare.max)
             .finish()
     }
 }
 
 impl Pool {
-    /// Every statement through `any`.
-    pub(super) fn shared(any: AnyPool) -> Self {
-        Self { any, spare: None }
-    }
-
-    /// Transactions through `any`; single statements on up to `max` SQLite
-    /// connections of `options`, each set up with `setup` when it opens.
-    pub(super) fn sqlite(
+    /// Transactions through `any`; single statements on up to `max`
+    /// connections of `options`, each set up with `setup` when it opens and,
+    /// with `ping_after`, pinged before use once idle that long.
+    pub(super) fn new(
         any: AnyPool,
         options: AnyConnectOptions,
-        setup: &'static str,
+        setup: Option<&'static str>,
         max: usize,
+        ping_after: Option<Duration>,
     ) -> Self {
         let spare = Spare {
             options,
             setup,
+            ping_after,
+            max,
             idle: Mutex::new(Vec::with_capacity(max)),
             permits: Semaphore::new(max),
         };
         Self {
             any,
-            spare: Some(Arc::new(spare)),
+            spare: Arc::new(spare),
         }
     }
 
@@ -100,27 +114,37 @@ impl Pool {
         self.any.connect_options()
     }
 
-    /// How many connections single statements hold open now, idle or in
-    /// use (`None` when they share sqlx's pool). For tests.
+    /// How many idle connections single statements keep. For tests.
     #[doc(hidden)]
-    pub fn own_connections(&self) -> Option<usize> {
-        self.spare.as_ref().map(|spare| spare.idle().len())
+    pub fn idle_connections(&self) -> usize {
+        self.spare.idle().len()
     }
 }
 
-/// SQLite connections for single statements.
+/// Connections for single statements.
 struct Spare {
     options: AnyConnectOptions,
-    setup: &'static str,
-    idle: Mutex<Vec<AnyConnection>>,
+    setup: Option<&'static str>,
+    ping_after: Option<Duration>,
+    max: usize,
+    /// Idle connections with when each was last handed back, oldest first.
+    idle: Mutex<Vec<(AnyConnection, Instant)>>,
     permits: Semaphore,
 }
 
 impl Spare {
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<AnyConnection>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(AnyConnection, Instant)>> {
         // A panic while the list was held cannot leave it half-changed
         // (push and pop only), so a poisoned lock is still a sound list.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn connect(&self) -> Result<AnyConnection, Error> {
+        let mut conn = self.options.connect().await?;
+        if let Some(setup) = self.setup {
+            conn.execute(setup).await?;
+        }
+        Ok(conn)
     }
 
     async fn lease(&self) -> Result<Lease<'_>, Error> {
@@ -128,14 +152,26 @@ impl Spare {
             .await
             .map_err(|_| Error::PoolTimedOut)?
             .map_err(|_| Error::PoolClosed)?;
-        let idle = self.idle().pop();
+        let (idle, stale) = {
+            let mut idle = self.idle();
+            let stale = match idle.first() {
+                Some((_, since)) if since.elapsed() > CLOSE_AFTER_IDLE => Some(idle.remove(0)),
+                _ => None,
+            };
+            (idle.pop(), stale)
+        };
+        // Closed outside the lock (dropping a connection shuts it).
+        drop(stale);
         let conn = match idle {
-            Some(conn) => conn,
-            None => {
-                let mut conn = self.options.connect().await?;
-                conn.execute(self.setup).await?;
-                conn
-            }
+            Some((mut conn, since)) => match self.ping_after {
+                Some(after) if since.elapsed() > after => match conn.ping().await {
+                    Ok(()) => conn,
+                    // Broken while idle (a restarted server): a new one.
+                    Err(_) => self.connect().await?,
+                },
+                _ => conn,
+            },
+            None => self.connect().await?,
         };
         Ok(Lease {
             spare: self,
@@ -165,9 +201,17 @@ impl Lease<'_> {
 
     /// The statement came back with `result`: an answer or the database's
     /// refusal leave the connection ready for the next statement; anything
-    /// else (I/O, a crashed worker) may not have.
+    /// else (I/O, a crashed worker), or PostgreSQL's refusals that end the
+    /// session (class 08, connection exceptions; 57P, the server shutting
+    /// the backend down), may not have.
     fn finished<T>(&mut self, result: &Result<T, Error>) {
-        self.reusable = matches!(result, Ok(_) | Err(Error::Database(_)));
+        self.reusable = match result {
+            Ok(_) => true,
+            Err(Error::Database(e)) => !e
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            Err(_) => false,
+        };
     }
 }
 
@@ -175,7 +219,7 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.reusable {
-                self.spare.idle().push(conn);
+                self.spare.idle().push((conn, Instant::now()));
             }
             // Otherwise dropping it closes it; its worker thread ends once
             // any command it was running is done.
@@ -194,9 +238,7 @@ impl<'p> Executor<'p> for &'p Pool {
         'p: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        let Some(spare) = &self.spare else {
-            return self.any.fetch_many(query);
-        };
+        let spare = &*self.spare;
         // The rows are collected before they are handed on: a stream that
         // owned its lease and also borrowed its connection would refer to
         // itself. The control plane reads no result set it would rather
@@ -219,9 +261,7 @@ impl<'p> Executor<'p> for &'p Pool {
         'p: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        let Some(spare) = &self.spare else {
-            return self.any.fetch_optional(query);
-        };
+        let spare = &*self.spare;
         Box::pin(async move {
             let mut lease = spare.lease().await?;
             let result = lease.conn().fetch_optional(query).await;
@@ -289,7 +329,7 @@ mod tests {
         assert_eq!(rows.len(), 20);
         assert_eq!(rows[0].get::<String, _>("id"), "t0");
         // One after another, all of that ran on one connection.
-        assert_eq!(db.pool().own_connections(), Some(1));
+        assert_eq!(db.pool().idle_connections(), 1);
     }
 
     #[tokio::test]
@@ -307,7 +347,7 @@ mod tests {
         for read in futures_util::future::join_all(reads).await {
             assert_eq!(read.expect("task").expect("read"), 0);
         }
-        let open = db.pool().own_connections().expect("own connections");
+        let open = db.pool().idle_connections();
         assert!(
             (1..=super::super::SQLITE_CONNECTIONS as usize).contains(&open),
             "{open}"
@@ -318,7 +358,7 @@ mod tests {
     async fn a_statement_dropped_midway_closes_its_connection() {
         let (_dir, db) = sqlite().await;
         insert("before").execute(db.pool()).await.expect("insert");
-        assert_eq!(db.pool().own_connections(), Some(1));
+        assert_eq!(db.pool().idle_connections(), 1);
         // A writer holds the lock, so the next insert waits in SQLite's busy
         // handler; its caller gives up on it there.
         let mut tx = db.begin().await.expect("begin");
@@ -336,8 +376,8 @@ mod tests {
             "the insert should still be waiting: {waited:?}"
         );
         assert_eq!(
-            db.pool().own_connections(),
-            Some(0),
+            db.pool().idle_connections(),
+            0,
             "a connection left mid-statement must not be reused"
         );
         tx.commit().await.expect("commit");
@@ -346,7 +386,7 @@ mod tests {
             .execute(db.pool())
             .await
             .expect("insert after");
-        assert_eq!(db.pool().own_connections(), Some(1));
+        assert_eq!(db.pool().idle_connections(), 1);
         let ids: Vec<String> = sqlx::query("SELECT id FROM tenants ORDER BY id")
             .fetch_all(db.pool())
             .await

@@ -1144,5 +1144,6 @@ both!(
 mod apps;
 mod history;
 mod keycache;
+mod pool;
 mod ratelimits;
 mod registration;

@@ -339,6 +339,12 @@ pub struct QuotaConfig {
     pub messages_per_day: u64,
     /// Agents (main and bots) a tenant may have at once (default 100).
     pub agents: u64,
+    /// Schedules one agent may have (default 100). The same for every
+    /// tenant: each schedule is work for the fire loop of every replica.
+    pub schedules_per_agent: u64,
+    /// Inbound webhooks one agent may have (default 100), the same for
+    /// every tenant.
+    pub webhooks_per_agent: u64,
     /// A component no agent or open bounty of its tenant uses is deleted
     /// (its row, and its file once no tenant has it) this long after it was
     /// uploaded (default 7 days), by the sweep.
@@ -351,6 +357,8 @@ impl Default for QuotaConfig {
             component_bytes: 1 << 30,
             messages_per_day: 1_000,
             agents: 100,
+            schedules_per_agent: 100,
+            webhooks_per_agent: 100,
             component_gc_grace_secs: 7 * 24 * 3600,
         }
     }

@@ -56,6 +56,7 @@ fn schedule_next(s: &mut StoredSchedule, timing: &Timing, now_ms: i64) {
     request_body = CreateSchedule,
     responses(
         (status = 201, description = "Created", body = Schedule),
+        (status = 403, description = "`quota_exceeded`: the agent has `[quotas] schedules_per_agent` already"),
         (status = 404, description = "No such agent in this tenant"),
         (status = 422, description = "`invalid_cron`, `invalid_time_zone` or `invalid`"),
     ),
@@ -92,7 +93,7 @@ async fn create_schedule(
         next_tick_ms: None,
     };
     schedule_next(&mut stored, &timing, now);
-    store::insert_schedule(&state.db, &stored).await?;
+    store::insert_schedule(&state.db, &stored, state.config.quotas.schedules_per_agent).await?;
     Ok((StatusCode::CREATED, Json(stored.schedule)))
 }
 

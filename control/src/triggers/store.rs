@@ -61,9 +61,12 @@ pub fn schedule_from_row(row: &AnyRow) -> Result<StoredSchedule, sqlx::Error> {
     })
 }
 
-/// Insert a new schedule (its next fire already computed).
-pub async fn insert_schedule(db: &Db, s: &StoredSchedule) -> Result<(), ApiError> {
+/// Insert a new schedule (its next fire already computed), unless its
+/// agent has `limit` schedules already (403 `quota_exceeded`).
+pub async fn insert_schedule(db: &Db, s: &StoredSchedule, limit: u64) -> Result<(), ApiError> {
     let c = &s.schedule;
+    let mut tx = db.begin().await.map_err(ApiError::internal)?;
+    within_limit(&mut tx, "schedules", &s.tenant_id, &c.agent_id, limit).await?;
     sqlx::query(&format!(
         "INSERT INTO schedules ({SCHEDULE_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -82,9 +85,59 @@ pub async fn insert_schedule(db: &Db, s: &StoredSchedule) -> Result<(), ApiError
     .bind(c.last_fire_at_ms)
     .bind(c.created_at_ms)
     .bind(c.updated_at_ms)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(())
+}
+
+/// 403 `quota_exceeded` when `agent` has `limit` rows in `table`
+/// (`schedules` or `webhooks`) already. Called in the inserting
+/// transaction: it writes the agent's row first, so that concurrent
+/// creations for one agent take turns and cannot both pass the count.
+async fn within_limit(
+    tx: &mut AnyConnection,
+    table: &'static str,
+    tenant: &str,
+    agent: &str,
+    limit: u64,
+) -> Result<(), ApiError> {
+    let locked = sqlx::query("UPDATE agents SET name = name WHERE id = $1 AND tenant_id = $2")
+        .bind(agent)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    if locked.rows_affected() == 0 {
+        // Deleted since the handler loaded it.
+        return Err(ApiError::not_found("agent"));
+    }
+    let used: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE agent_id = $1 AND tenant_id = $2"
+    ))
+    .bind(agent)
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    let used = u64::try_from(used).unwrap_or(0);
+    if used >= limit {
+        let quota = if table == "schedules" {
+            "schedules_per_agent"
+        } else {
+            "webhooks_per_agent"
+        };
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!(
+                "an agent may have {limit} {table} and this one has {used}; \
+                 delete one first (the limit is `[quotas] {quota}` of the control plane)"
+            ),
+        )
+        .details(serde_json::json!({ "quota": quota, "limit": limit, "used": used })));
+    }
     Ok(())
 }
 
@@ -303,8 +356,18 @@ pub fn webhook_from_row(row: &AnyRow) -> Result<StoredWebhook, sqlx::Error> {
     })
 }
 
-/// Insert a new webhook.
-pub async fn insert_webhook(db: &Db, w: &StoredWebhook) -> Result<(), ApiError> {
+/// Insert a new webhook, unless its agent has `limit` webhooks already
+/// (403 `quota_exceeded`).
+pub async fn insert_webhook(db: &Db, w: &StoredWebhook, limit: u64) -> Result<(), ApiError> {
+    let mut tx = db.begin().await.map_err(ApiError::internal)?;
+    within_limit(
+        &mut tx,
+        "webhooks",
+        &w.tenant_id,
+        &w.webhook.agent_id,
+        limit,
+    )
+    .await?;
     sqlx::query(&format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
     ))
@@ -314,9 +377,10 @@ pub async fn insert_webhook(db: &Db, w: &StoredWebhook) -> Result<(), ApiError> 
     .bind(&w.secret_sealed)
     .bind(w.webhook.created_at_ms)
     .bind(w.webhook.rotated_at_ms)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
     Ok(())
 }
 

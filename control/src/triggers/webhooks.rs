@@ -63,6 +63,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     params(("id" = String, Path, description = "Agent id")),
     responses(
         (status = 201, description = "Created, with its secret", body = WebhookWithSecret),
+        (status = 403, description = "`quota_exceeded`: the agent has `[quotas] webhooks_per_agent` already"),
         (status = 404, description = "No such agent in this tenant"),
     ),
     security(("bearer" = []))
@@ -90,7 +91,7 @@ async fn create_webhook(
         tenant_id: principal.tenant_id.clone(),
         secret_sealed: signature::seal(&state.keys, &id, &secret)?,
     };
-    store::insert_webhook(&state.db, &stored).await?;
+    store::insert_webhook(&state.db, &stored, state.config.quotas.webhooks_per_agent).await?;
     Ok((
         StatusCode::CREATED,
         Json(WebhookWithSecret {

@@ -23,6 +23,11 @@ async fn call(ctl: &Control, who: &Session, method: Method, path: &str) -> (Stat
     ctl.call(method, path, Some(&who.access), None).await
 }
 
+/// `POST /v1/runs/{run}/cancel` as `who`.
+async fn cancel(ctl: &Control, who: &Session, run: &str) -> (StatusCode, Value) {
+    call(ctl, who, Method::POST, &format!("/v1/runs/{run}/cancel")).await
+}
+
 both!(
     a_run_is_cancelled_on_its_node_or_in_the_queue,
     |ctl: Control| async move {
@@ -61,15 +66,9 @@ both!(
         })
         .await;
         // Another tenant cannot touch it.
-        let (status, _) = call(&ctl, &bob, Method::POST, &format!("/v1/runs/{run}/cancel")).await;
+        let (status, _) = cancel(&ctl, &bob, &run).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, stopping) = call(
-            &ctl,
-            &alice,
-            Method::POST,
-            &format!("/v1/runs/{run}/cancel"),
-        )
-        .await;
+        let (status, stopping) = cancel(&ctl, &alice, &run).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{stopping}");
         let ended = eventually("the cancelled end", Duration::from_secs(10), || async {
             let (_, now) = call(&ctl, &alice, Method::GET, &format!("/v1/runs/{run}")).await;
@@ -82,13 +81,7 @@ both!(
             ended["usage"]["fuel_used"].as_u64().is_some_and(|f| f > 0),
             "{ended}"
         );
-        let (status, again) = call(
-            &ctl,
-            &alice,
-            Method::POST,
-            &format!("/v1/runs/{run}/cancel"),
-        )
-        .await;
+        let (status, again) = cancel(&ctl, &alice, &run).await;
         assert_eq!(status, StatusCode::CONFLICT, "{again}");
         assert_eq!(again["code"], "not_running");
 
@@ -97,21 +90,9 @@ both!(
         let queued = "run_0000000000000000000000000000cafe";
         let later = now_ms() + 3_600_000;
         queue_run(&ctl, &alice, &agent, queued, "", "pending", later).await;
-        let (status, _) = call(
-            &ctl,
-            &bob,
-            Method::POST,
-            &format!("/v1/runs/{queued}/cancel"),
-        )
-        .await;
+        let (status, _) = cancel(&ctl, &bob, queued).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, cancelled) = call(
-            &ctl,
-            &alice,
-            Method::POST,
-            &format!("/v1/runs/{queued}/cancel"),
-        )
-        .await;
+        let (status, cancelled) = cancel(&ctl, &alice, queued).await;
         assert_eq!(status, StatusCode::OK, "{cancelled}");
         assert_eq!(cancelled["status"], "finished", "{cancelled}");
         assert_eq!(cancelled["outcome"]["status"], "cancelled", "{cancelled}");
@@ -134,13 +115,7 @@ both!(
             later,
         )
         .await;
-        let (status, body) = call(
-            &ctl,
-            &alice,
-            Method::POST,
-            &format!("/v1/runs/{handing}/cancel"),
-        )
-        .await;
+        let (status, body) = cancel(&ctl, &alice, handing).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(body["code"], "being_delivered", "{body}");
         // Out on a node that is up but does not answer: 503, nothing
@@ -165,13 +140,7 @@ both!(
             later,
         )
         .await;
-        let (status, body) = call(
-            &ctl,
-            &alice,
-            Method::POST,
-            &format!("/v1/runs/{stranded}/cancel"),
-        )
-        .await;
+        let (status, body) = cancel(&ctl, &alice, stranded).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["code"], "node_unavailable", "{body}");
         let (_, run) = call(&ctl, &alice, Method::GET, &format!("/v1/runs/{stranded}")).await;

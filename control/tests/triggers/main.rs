@@ -10,6 +10,7 @@
 mod common;
 
 mod agent_messages;
+mod limits;
 mod schedules;
 mod webhooks;
 mod workflows;

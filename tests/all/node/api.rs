@@ -73,7 +73,7 @@ async fn tls_auth_and_error_shapes() {
         result.map(|r| !r.status().is_success()).unwrap_or(true),
         "plain HTTP must not be served on the TLS port"
     );
-    let (status, body) = node.json(reqwest::Method::GET, "/v1/nope", None).await;
+    let (status, body) = node.get("/v1/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["code"], "not_found");
     let text = node.metrics().await;
@@ -129,9 +129,7 @@ async fn components_agents_and_runs() {
     assert_eq!(body["code"], "payload_too_large", "{body}");
 
     let hello = node.upload(guests::HELLO_AGENT).await;
-    let (status, list) = node
-        .json(reqwest::Method::GET, "/v1/components", None)
-        .await;
+    let (status, list) = node.get("/v1/components").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["items"][0]["sha256"], hello.as_str());
     assert_eq!(list["items"][0]["world"], "agent");
@@ -147,9 +145,7 @@ async fn components_agents_and_runs() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     node.deploy("hello", "t1", &hello, json!({ "fuel": 50_000_000 }))
         .await;
-    let (status, agent) = node
-        .json(reqwest::Method::GET, "/v1/agents/hello", None)
-        .await;
+    let (status, agent) = node.get("/v1/agents/hello").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(agent["tenant_id"], "t1");
     assert_eq!(agent["paused"], false);
@@ -165,9 +161,7 @@ async fn components_agents_and_runs() {
         StatusCode::CONFLICT,
         "an agent cannot change tenant: {body}"
     );
-    let (status, body) = node
-        .json(reqwest::Method::GET, "/v1/agents/nobody", None)
-        .await;
+    let (status, body) = node.get("/v1/agents/nobody").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["request_id"].is_string());
 
@@ -190,9 +184,7 @@ async fn components_agents_and_runs() {
             .expect("a run that ran has a start"),
     );
     assert!(started >= created, "{done}");
-    let (status, _) = node
-        .json(reqwest::Method::GET, "/v1/runs/run_nope", None)
-        .await;
+    let (status, _) = node.get("/v1/runs/run_nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = node.run("nobody", json!({}), true).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -223,25 +215,11 @@ async fn components_agents_and_runs() {
     assert_eq!(outcome(&run), "agent-error", "{run}");
 
     // A component in use cannot be deleted; after the agent goes, it can.
-    let (status, _) = node
-        .json(
-            reqwest::Method::DELETE,
-            &format!("/v1/components/{hello}"),
-            None,
-        )
-        .await;
+    let (status, _) = node.delete(&format!("/v1/components/{hello}")).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = node
-        .json(reqwest::Method::DELETE, "/v1/agents/hello", None)
-        .await;
+    let (status, _) = node.delete("/v1/agents/hello").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = node
-        .json(
-            reqwest::Method::DELETE,
-            &format!("/v1/components/{hello}"),
-            None,
-        )
-        .await;
+    let (status, _) = node.delete(&format!("/v1/components/{hello}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     let metrics = node.metrics().await;

@@ -41,8 +41,7 @@ async fn sigterm_drains_finishes_short_runs_and_cancels_long_ones() {
         tokio::spawn(async move { req.send().await })
     };
     // Would outlive the grace.
-    let (_, long) = node.run("loop", json!({}), false).await;
-    let long = long["id"].as_str().expect("id").to_owned();
+    let long = node.start_run("loop", json!({})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     node.signal(nix::sys::signal::Signal::SIGTERM);
     let resp = short
@@ -56,9 +55,7 @@ async fn sigterm_drains_finishes_short_runs_and_cancels_long_ones() {
     assert!(status.success(), "exit {status:?}\n{}", node.log());
     drop(node);
     let node = NodeProcess::restart(dir.path());
-    let (_, run) = node
-        .json(reqwest::Method::GET, &format!("/v1/runs/{long}"), None)
-        .await;
+    let (_, run) = node.get(&format!("/v1/runs/{long}")).await;
     assert_eq!(run["status"], "finished", "{run}");
     assert_eq!(outcome(&run), "cancelled", "{run}");
     assert!(
@@ -388,7 +385,7 @@ async fn sighup_reloads_the_token_and_limits() {
     node.signal(nix::sys::signal::Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _) = node.json(reqwest::Method::GET, "/v1/agents", None).await;
+        let (status, _) = node.get("/v1/agents").await;
         if status == StatusCode::UNAUTHORIZED {
             break;
         }

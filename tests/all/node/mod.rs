@@ -156,6 +156,26 @@ impl NodeProcess {
         (status, value)
     }
 
+    /// `POST`, `GET` and `DELETE` of `path` with no body.
+    async fn post(&self, path: &str) -> (StatusCode, Value) {
+        self.json(reqwest::Method::POST, path, None).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.json(reqwest::Method::GET, path, None).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.json(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Submit a run of `agent` without waiting: its id.
+    async fn start_run(&self, agent: &str, input: Value) -> String {
+        let (status, body) = self.run(agent, input, false).await;
+        assert!(status.is_success(), "run of {agent}: {status} {body}");
+        body["id"].as_str().expect("run id").to_owned()
+    }
+
     async fn upload(&self, wasm: &str) -> String {
         let bytes = std::fs::read(wasm).expect("guest");
         let sha = hex::encode(sha2::Sha256::digest(&bytes));

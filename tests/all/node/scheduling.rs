@@ -58,13 +58,9 @@ async fn pause_resume_and_delete() {
     node.deploy("hello", "t1", &node.hello, json!({})).await;
 
     // The loop holds the only slot; a hello run queues behind it.
-    let (_, busy) = node.run("loop", json!({}), false).await;
-    let busy = busy["id"].as_str().expect("id").to_owned();
-    let (_, waiting) = node.run("hello", json!({ "name": "Q" }), false).await;
-    let waiting = waiting["id"].as_str().expect("id").to_owned();
-    let (status, paused) = node
-        .json(reqwest::Method::POST, "/v1/agents/hello/pause", None)
-        .await;
+    let busy = node.start_run("loop", json!({})).await;
+    let waiting = node.start_run("hello", json!({ "name": "Q" })).await;
+    let (status, paused) = node.post("/v1/agents/hello/pause").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(paused["paused"], true);
     // Paused: no new runs.
@@ -72,27 +68,19 @@ async fn pause_resume_and_delete() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["code"], "agent_paused");
     // Deleting the loop agent cancels its running run.
-    let (status, _) = node
-        .json(reqwest::Method::DELETE, "/v1/agents/loop", None)
-        .await;
+    let (status, _) = node.delete("/v1/agents/loop").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let cancelled = node.wait_finished(&busy).await;
     assert_eq!(outcome(&cancelled), "cancelled", "{cancelled}");
     // The slot is free, but the paused agent's queued run waits.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, still) = node
-        .json(reqwest::Method::GET, &format!("/v1/runs/{waiting}"), None)
-        .await;
+    let (_, still) = node.get(&format!("/v1/runs/{waiting}")).await;
     assert_eq!(still["status"], "queued", "{still}");
-    let (status, _) = node
-        .json(reqwest::Method::POST, "/v1/agents/hello/resume", None)
-        .await;
+    let (status, _) = node.post("/v1/agents/hello/resume").await;
     assert_eq!(status, StatusCode::OK);
     let done = node.wait_finished(&waiting).await;
     assert_eq!(outcome(&done), "completed", "{done}");
-    let (status, _) = node
-        .json(reqwest::Method::POST, "/v1/agents/loop/pause", None)
-        .await;
+    let (status, _) = node.post("/v1/agents/loop/pause").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -104,33 +92,18 @@ async fn one_run_is_cancelled_running_or_queued_and_others_go_on() {
         .await;
     node.deploy("hello", "t1", &node.hello, json!({})).await;
     // The loop holds the only slot; two hello runs queue behind it.
-    let (_, busy) = node.run("loop", json!({}), false).await;
-    let busy = busy["id"].as_str().expect("id").to_owned();
-    let (_, first) = node.run("hello", json!({ "name": "A" }), false).await;
-    let first = first["id"].as_str().expect("id").to_owned();
-    let (_, second) = node.run("hello", json!({ "name": "B" }), false).await;
-    let second = second["id"].as_str().expect("id").to_owned();
+    let busy = node.start_run("loop", json!({})).await;
+    let first = node.start_run("hello", json!({ "name": "A" })).await;
+    let second = node.start_run("hello", json!({ "name": "B" })).await;
 
     // A queued run leaves the queue without running.
-    let (status, body) = node
-        .json(
-            reqwest::Method::POST,
-            &format!("/v1/runs/{first}/cancel"),
-            None,
-        )
-        .await;
+    let (status, body) = node.post(&format!("/v1/runs/{first}/cancel")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let cancelled = node.wait_finished(&first).await;
     assert_eq!(outcome(&cancelled), "cancelled", "{cancelled}");
     assert!(cancelled["started_at_ms"].is_null(), "{cancelled}");
     // The running loop is interrupted; the slot goes to the next run.
-    let (status, body) = node
-        .json(
-            reqwest::Method::POST,
-            &format!("/v1/runs/{busy}/cancel"),
-            None,
-        )
-        .await;
+    let (status, body) = node.post(&format!("/v1/runs/{busy}/cancel")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "running", "{body}");
     let stopped = node.wait_finished(&busy).await;
@@ -138,18 +111,10 @@ async fn one_run_is_cancelled_running_or_queued_and_others_go_on() {
     let done = node.wait_finished(&second).await;
     assert_eq!(outcome(&done), "completed", "{done}");
     // Cancelling a finished run changes nothing; an unknown one is 404.
-    let (status, again) = node
-        .json(
-            reqwest::Method::POST,
-            &format!("/v1/runs/{second}/cancel"),
-            None,
-        )
-        .await;
+    let (status, again) = node.post(&format!("/v1/runs/{second}/cancel")).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(outcome(&again), "completed", "{again}");
-    let (status, _) = node
-        .json(reqwest::Method::POST, "/v1/runs/run_nope/cancel", None)
-        .await;
+    let (status, _) = node.post("/v1/runs/run_nope/cancel").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -210,9 +175,7 @@ async fn a_flooding_tenant_does_not_starve_another_and_full_queues_answer_429() 
     eprintln!("DEBUG first A run: {first}");
     let mut unfinished = 0;
     for id in &a_runs {
-        let (_, r) = node
-            .json(reqwest::Method::GET, &format!("/v1/runs/{id}"), None)
-            .await;
+        let (_, r) = node.get(&format!("/v1/runs/{id}")).await;
         if r["status"] != "finished" {
             unfinished += 1;
         }

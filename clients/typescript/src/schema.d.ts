@@ -7851,7 +7851,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            /** @description `quota_exceeded`: the agent has `[quotas] schedules_per_agent` already */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8158,7 +8158,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The credential's role or scope does not allow this (`forbidden`), or X-App-ID names a tenant it may not act in (`app_not_allowed`) */
+            /** @description `quota_exceeded`: the agent has `[quotas] webhooks_per_agent` already */
             403: {
                 headers: {
                     [name: string]: unknown;

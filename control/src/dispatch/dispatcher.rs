@@ -52,8 +52,18 @@ pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::E
         .announce(&stranded.into_iter().map(|r| (r, now)).collect::<Vec<_>>())
         .await;
     let expired = crate::workflows::engine::expire(&state.db, now).await?;
-    if expired > 0 {
-        tracing::info!(expired, "workflow step attempts timed out");
+    if expired.attempts > 0 {
+        tracing::info!(
+            expired = expired.attempts,
+            "workflow step attempts timed out"
+        );
+    }
+    // Off the dispatch loop: each is a call to a node, which may not answer.
+    for (tenant, run) in expired.delivered {
+        let state = state.clone();
+        tokio::spawn(async move {
+            crate::workflows::stop_step_run(&state, &tenant, &run).await;
+        });
     }
     // Queued by the expiries just now, or by transactions since the last
     // pass.

@@ -10,7 +10,9 @@
 //! attempt that ends other than `completed` (or goes `dead`, or outlives the
 //! step's `timeout_ms`) is retried up to the step's `retries`, then fails
 //! the step and the workflow run. A run whose step is no longer waiting for
-//! it (timed out, cancelled, the workflow ended) is ignored when it ends.
+//! it (timed out, cancelled, the workflow ended) is ignored when it ends; a
+//! timed-out attempt a node has is also stopped there (the dispatcher asks
+//! its node, [`Expired::delivered`]).
 
 use std::collections::BTreeMap;
 
@@ -233,7 +235,7 @@ async fn abandon(
     run_id: &str,
     why: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let stopped = sqlx::query(
         "UPDATE run_queue SET state = 'dead', last_error = $1, updated_at_ms = $2 \
          WHERE run_id = $3 AND state = 'pending'",
@@ -253,7 +255,7 @@ async fn abandon(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(stopped.rows_affected() == 1)
 }
 
 /// Queue the result webhook of workflow run `wf`, which `conn` (the
@@ -502,10 +504,22 @@ pub async fn step_ended(
     }
 }
 
+/// What [`expire`] did.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Attempts timed out.
+    pub attempts: usize,
+    /// Their runs that had left the run queue (on a node, or being handed
+    /// to one), as (tenant, run id): the caller asks their nodes to stop
+    /// them, after the commits.
+    pub delivered: Vec<(String, String)>,
+}
+
 /// Fail the attempts that outlived their step's `timeout_ms` (each in its
-/// own transaction): retried or failing their workflow run. The number of
-/// attempts timed out.
-pub async fn expire(db: &Db, now: i64) -> Result<usize, sqlx::Error> {
+/// own transaction): retried or failing their workflow run. An attempt
+/// still in the run queue ends there; one a node has is reported in
+/// [`Expired::delivered`] for the caller to stop on its node.
+pub async fn expire(db: &Db, now: i64) -> Result<Expired, sqlx::Error> {
     let due = sqlx::query(
         "SELECT workflow_run_id, step_id, run_id FROM workflow_steps \
          WHERE status = 'running' AND deadline_ms < $1 LIMIT 100",
@@ -513,7 +527,7 @@ pub async fn expire(db: &Db, now: i64) -> Result<usize, sqlx::Error> {
     .bind(now)
     .fetch_all(db.pool())
     .await?;
-    let mut expired = 0;
+    let mut expired = Expired::default();
     for row in &due {
         let wf_id: String = row.try_get("workflow_run_id")?;
         let step_id: String = row.try_get("step_id")?;
@@ -534,14 +548,18 @@ pub async fn expire(db: &Db, now: i64) -> Result<usize, sqlx::Error> {
         let (Some(attempts), Some(wf)) = (attempts, lock_running(&mut tx, &wf_id).await?) else {
             continue;
         };
-        if let Some(run) = &run_id {
-            abandon(&mut tx, run, "workflow_step_timed_out", now).await?;
+        let mut delivered = None;
+        if let Some(run) = &run_id
+            && !abandon(&mut tx, run, "workflow_step_timed_out", now).await?
+        {
+            delivered = Some((wf.tenant_id.clone(), run.clone()));
         }
         attempt_failed(&mut tx, &wf, &step_id, attempts, "timeout", now).await?;
         tx.commit().await?;
-        expired += 1;
+        expired.attempts += 1;
+        expired.delivered.extend(delivered);
     }
-    if expired > 0 {
+    if expired.attempts > 0 {
         crate::dispatch::wake();
     }
     Ok(expired)

@@ -497,28 +497,9 @@ pub(super) async fn cancel_workflow_run(
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     for run_id in running.into_iter().flatten() {
-        stop_step_run(&state, &principal.tenant_id, &run_id).await;
+        super::stop_step_run(&state, &principal.tenant_id, &run_id).await;
     }
     load_run(&state, &principal.tenant_id, &id).await.map(Json)
-}
-
-/// Stop a cancelled workflow's step run on its node, if a node has it.
-/// Best effort: the workflow run is cancelled either way (the run's end
-/// is recorded and ignored), so a failure is only logged.
-async fn stop_step_run(state: &AppState, tenant: &str, run_id: &str) {
-    let run = match crate::runs::load_run(state, tenant, run_id).await {
-        Ok(run) => run,
-        Err(e) => {
-            tracing::warn!(run = run_id, error = %e.message, "reading a cancelled step's run");
-            return;
-        }
-    };
-    if crate::run_cancel::has_ended(&run) {
-        return;
-    }
-    if let Err(e) = crate::run_cancel::stop_on_node(state, &run).await {
-        tracing::warn!(run = run_id, error = %e.message, "stopping a cancelled step's run");
-    }
 }
 
 /// `?after=` of the event stream.

@@ -150,3 +150,23 @@ pub struct StepState {
     /// When it ended.
     pub finished_at_ms: Option<i64>,
 }
+
+/// Stop a step's run on its node, if a node has it: the workflow run was
+/// cancelled, or the attempt timed out. Best effort: the step has moved on
+/// either way (the run's end is recorded and ignored), so a failure is only
+/// logged.
+pub(crate) async fn stop_step_run(state: &AppState, tenant: &str, run_id: &str) {
+    let run = match crate::runs::load_run(state, tenant, run_id).await {
+        Ok(run) => run,
+        Err(e) => {
+            tracing::warn!(run = run_id, error = %e.message, "reading a cancelled step's run");
+            return;
+        }
+    };
+    if crate::run_cancel::has_ended(&run) {
+        return;
+    }
+    if let Err(e) = crate::run_cancel::stop_on_node(state, &run).await {
+        tracing::warn!(run = run_id, error = %e.message, "stopping a cancelled step's run");
+    }
+}

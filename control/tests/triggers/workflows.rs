@@ -644,6 +644,26 @@ max_retries = 0
             "{error}"
         );
         assert_eq!(step(&run, "slow")["attempts"], 2, "{run}");
+        // The timed-out attempt was stopped on its node, not left to run on
+        // until its LLM answered (8 s on, which would have completed it).
+        let last = s(&step(&run, "slow")["run_id"]);
+        let stopped = eventually(
+            "the timed-out attempt's end",
+            Duration::from_secs(30),
+            || async {
+                let (_, r) = ctl
+                    .call(
+                        Method::GET,
+                        &format!("/v1/runs/{last}"),
+                        Some(&alice.access),
+                        None,
+                    )
+                    .await;
+                (r["status"] == "finished").then_some(r)
+            },
+        )
+        .await;
+        assert_eq!(stopped["outcome"]["status"], "cancelled", "{stopped}");
 
         // Two result webhooks, workflow.failed, with the runs' errors.
         let hooks = ended_hooks(&hook_hits, 2).await;

@@ -58,10 +58,17 @@ pub async fn requeue_lost(db: &Db, now: i64) -> Result<Lost, sqlx::Error> {
             .await?;
         }
     }
+    // `fail` agents are left out here too, not only by the state the
+    // statement above left: on PostgreSQL each statement of a READ
+    // COMMITTED transaction reads anew, so a node marked down between the
+    // two (the monitor, concurrently) showed this one a run the first had
+    // not seen, and a `fail` agent's run was re-queued. Such a run is
+    // failed by the next pass instead.
     let requeued = sqlx::query_scalar(&format!(
         "UPDATE run_queue SET state = 'pending', not_before_ms = $1, updated_at_ms = $1, \
              last_error = 'node_lost' \
          WHERE state = 'dispatched' AND run_id IN ({LOST}) \
+         AND agent_id NOT IN (SELECT id FROM agents WHERE node_loss = 'fail') \
          RETURNING run_id"
     ))
     .bind(now)

@@ -618,3 +618,87 @@ both_with!(
         }
     }
 );
+
+/// On PostgreSQL each statement of `requeue_lost`'s transaction reads
+/// anew: a node marked down between its two statements (here by a trigger
+/// that fires after the first, as the monitor may concurrently) must not
+/// get a `fail` agent's run re-queued by the second. The next pass fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_mid_pass_never_requeues_a_fail_agent_s_run() {
+    use delta_control::dispatch::requeue::requeue_lost;
+    let ctl = Control::start(Dialect::Postgres).await;
+    let alice = ctl.register("alice").await;
+    let db = &ctl.state.db;
+    let now = delta_control::db::now_ms();
+    sqlx::query(
+        "INSERT INTO nodes (id, url, capacity, load, status, registered_at_ms, \
+         last_heartbeat_ms) VALUES ('race-node', 'http://127.0.0.1:9', 1, 0, 'up', $1, $1)",
+    )
+    .bind(now)
+    .execute(db.pool())
+    .await
+    .expect("node");
+    let agent = common::insert_agent(&ctl, &alice, "failing", Some("race-node")).await;
+    sqlx::query("UPDATE agents SET node_loss = 'fail' WHERE id = $1")
+        .bind(&agent)
+        .execute(db.pool())
+        .await
+        .expect("policy");
+    let run = "run_0000000000000000000000000000race";
+    sqlx::query(
+        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
+         trigger_kind, trigger_id) VALUES ($1, $2, $3, 'race-node', 'queued', $4, 'api', '')",
+    )
+    .bind(run)
+    .bind(&alice.tenant_id)
+    .bind(&agent)
+    .bind(now)
+    .execute(db.pool())
+    .await
+    .expect("run");
+    sqlx::query(
+        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+         not_before_ms, last_error, updated_at_ms) \
+         VALUES ($1, $2, $3, '{}', 1, 'dispatched', $4, NULL, $4)",
+    )
+    .bind(run)
+    .bind(&alice.tenant_id)
+    .bind(&agent)
+    .bind(now)
+    .execute(db.pool())
+    .await
+    .expect("queue row");
+    // After the pass's first statement (which changes no row: the node is
+    // still up for it), the node goes down.
+    for statement in [
+        "CREATE FUNCTION race_node_down() RETURNS trigger AS $$ BEGIN \
+         UPDATE nodes SET status = 'down' WHERE id = 'race-node'; RETURN NULL; END $$ \
+         LANGUAGE plpgsql",
+        "CREATE TRIGGER race_node_down AFTER UPDATE ON run_queue \
+         FOR EACH STATEMENT EXECUTE FUNCTION race_node_down()",
+    ] {
+        sqlx::query(statement)
+            .execute(db.pool())
+            .await
+            .expect("trigger");
+    }
+    let first = requeue_lost(db, now).await.expect("pass");
+    assert!(
+        first.requeued.is_empty() && first.failed.is_empty(),
+        "{first:?}"
+    );
+    sqlx::query("DROP TRIGGER race_node_down ON run_queue")
+        .execute(db.pool())
+        .await
+        .expect("drop trigger");
+    let state: String = sqlx::query_scalar("SELECT state FROM run_queue WHERE run_id = $1")
+        .bind(run)
+        .fetch_one(db.pool())
+        .await
+        .expect("state");
+    assert_eq!(state, "dispatched");
+    // The next pass sees the node down from its first statement.
+    let next = requeue_lost(db, now + 1).await.expect("pass");
+    assert_eq!(next.failed, vec![run.to_owned()], "{next:?}");
+    assert!(next.requeued.is_empty(), "{next:?}");
+}

@@ -217,12 +217,12 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.reusable {
-                self.spare.idle().push((conn, Instant::now()));
-            }
-            // Otherwise dropping it closes it; its worker thread ends once
-            // any command it was running is done.
+        // A connection not handed back is dropped here, which closes it; its
+        // worker thread ends once any command it was running is done.
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+        {
+            self.spare.idle().push((conn, Instant::now()));
         }
     }
 }

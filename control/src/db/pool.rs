@@ -41,6 +41,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// before a statement is lost to it.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
+/// How long that ping may take before the connection counts as broken.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection idle longer than this is closed when the pool is next used
 /// (sqlx's idle timeout), so that a burst's connections do not stay open.
 const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
@@ -164,11 +167,14 @@ impl Spare {
         drop(stale);
         let conn = match idle {
             Some((mut conn, since)) => match self.ping_after {
-                Some(after) if since.elapsed() > after => match conn.ping().await {
-                    Ok(()) => conn,
-                    // Broken while idle (a restarted server): a new one.
-                    Err(_) => self.connect().await?,
-                },
+                Some(after) if since.elapsed() > after => {
+                    match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
+                        Ok(Ok(())) => conn,
+                        // Broken while idle (a restarted server), or a server
+                        // that does not answer: a new connection.
+                        Ok(Err(_)) | Err(_) => self.connect().await?,
+                    }
+                }
                 _ => conn,
             },
             None => self.connect().await?,

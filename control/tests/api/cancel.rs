@@ -10,7 +10,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::bounties::{post_agent, upload};
-use common::{Control, Session, eventually, start_node_in_process};
+use common::{Control, Session, eventually, queue_run, start_node_in_process};
 use delta_control::db::now_ms;
 use delta_guest_artifacts as guests;
 use reqwest::{Method, StatusCode};
@@ -147,40 +147,3 @@ both!(
         assert_eq!(run["status"], "queued", "{run}");
     }
 );
-
-/// A run of `agent` stored as the queue would hold it: its row in `runs`
-/// (on `node`) and its queue row in `state`, due at `due_ms`.
-async fn queue_run(
-    ctl: &Control,
-    who: &Session,
-    agent: &str,
-    id: &str,
-    node: &str,
-    state: &str,
-    due_ms: i64,
-) {
-    sqlx::query(
-        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
-         trigger_kind, trigger_id) VALUES ($1, $2, $3, $4, 'queued', $5, 'api', '')",
-    )
-    .bind(id)
-    .bind(&who.tenant_id)
-    .bind(agent)
-    .bind(node)
-    .bind(due_ms)
-    .execute(ctl.state.db.pool())
-    .await
-    .expect("a run");
-    sqlx::query(
-        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
-         not_before_ms, last_error, updated_at_ms) VALUES ($1, $2, $3, '{}', 1, $4, $5, NULL, $5)",
-    )
-    .bind(id)
-    .bind(&who.tenant_id)
-    .bind(agent)
-    .bind(state)
-    .bind(due_ms)
-    .execute(ctl.state.db.pool())
-    .await
-    .expect("its queue row");
-}

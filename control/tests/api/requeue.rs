@@ -645,29 +645,7 @@ async fn a_node_lost_mid_pass_never_requeues_a_fail_agent_s_run() {
         .await
         .expect("policy");
     let run = "run_0000000000000000000000000000race";
-    sqlx::query(
-        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
-         trigger_kind, trigger_id) VALUES ($1, $2, $3, 'race-node', 'queued', $4, 'api', '')",
-    )
-    .bind(run)
-    .bind(&alice.tenant_id)
-    .bind(&agent)
-    .bind(now)
-    .execute(db.pool())
-    .await
-    .expect("run");
-    sqlx::query(
-        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
-         not_before_ms, last_error, updated_at_ms) \
-         VALUES ($1, $2, $3, '{}', 1, 'dispatched', $4, NULL, $4)",
-    )
-    .bind(run)
-    .bind(&alice.tenant_id)
-    .bind(&agent)
-    .bind(now)
-    .execute(db.pool())
-    .await
-    .expect("queue row");
+    common::queue_run(&ctl, &alice, &agent, run, "race-node", "dispatched", now).await;
     // After the pass's first statement (which changes no row: the node is
     // still up for it), the node goes down.
     for statement in [

@@ -589,6 +589,43 @@ pub async fn held_by(node: &delta_node::server::RunningNode, runs: &[&String]) {
     }
 }
 
+/// A run of `agent` stored as the queue would hold it: its row in `runs`
+/// (on `node`) and its queue row in `state`, due at `due_ms`.
+pub async fn queue_run(
+    ctl: &Control,
+    who: &Session,
+    agent: &str,
+    id: &str,
+    node: &str,
+    state: &str,
+    due_ms: i64,
+) {
+    sqlx::query(
+        "INSERT INTO runs (id, tenant_id, agent_id, node_id, status, created_at_ms, \
+         trigger_kind, trigger_id) VALUES ($1, $2, $3, $4, 'queued', $5, 'api', '')",
+    )
+    .bind(id)
+    .bind(&who.tenant_id)
+    .bind(agent)
+    .bind(node)
+    .bind(due_ms)
+    .execute(ctl.state.db.pool())
+    .await
+    .expect("a run");
+    sqlx::query(
+        "INSERT INTO run_queue (run_id, tenant_id, agent_id, input, deliveries, state, \
+         not_before_ms, last_error, updated_at_ms) VALUES ($1, $2, $3, '{}', 1, $4, $5, NULL, $5)",
+    )
+    .bind(id)
+    .bind(&who.tenant_id)
+    .bind(agent)
+    .bind(state)
+    .bind(due_ms)
+    .execute(ctl.state.db.pool())
+    .await
+    .expect("its queue row");
+}
+
 /// Upload `bytes` and create a main agent with `grants` (retrying while the
 /// node has not registered yet): the agent.
 pub async fn create_agent(

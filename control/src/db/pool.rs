@@ -32,9 +32,10 @@ use sqlx::{
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// How long a statement waits for a connection before it fails with
-/// [`Error::PoolTimedOut`] (sqlx's pool default).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a statement waits for a connection (a permit, the ping of an
+/// idle one, or opening a new one) before it fails with
+/// [`Error::PoolTimedOut`].
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// On PostgreSQL, a connection idle longer than this is pinged before use.
 /// A server restart takes longer, so every connection it broke is found
@@ -76,6 +77,7 @@ impl Pool {
         ping_after: Option<Duration>,
     ) -> Self {
         let spare = Spare {
+            drain_to_end: options.database_url.scheme() != "sqlite",
             options,
             setup,
             ping_after,
@@ -129,6 +131,10 @@ struct Spare {
     options: AnyConnectOptions,
     setup: Option<&'static str>,
     ping_after: Option<Duration>,
+    /// Read every result of a `fetch_optional` (PostgreSQL, see
+    /// [`first_row`]); SQLite's worker resets the statement after the first
+    /// row itself.
+    drain_to_end: bool,
     max: usize,
     /// Idle connections with when each was last handed back, oldest first.
     idle: Mutex<Vec<(AnyConnection, Instant)>>,
@@ -150,10 +156,20 @@ impl Spare {
         Ok(conn)
     }
 
+    /// A connection for one statement, within [`ACQUIRE_TIMEOUT`] in all:
+    /// waiting for a permit, pinging an idle connection and opening a new
+    /// one (a server that accepts but never answers must not hang it).
     async fn lease(&self) -> Result<Lease<'_>, Error> {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+        tokio::time::timeout(ACQUIRE_TIMEOUT, self.lease_within())
             .await
             .map_err(|_| Error::PoolTimedOut)?
+    }
+
+    async fn lease_within(&self) -> Result<Lease<'_>, Error> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
             .map_err(|_| Error::PoolClosed)?;
         let (idle, stale) = {
             let mut idle = self.idle();
@@ -208,14 +224,24 @@ impl Lease<'_> {
     /// The statement came back with `result`: an answer or the database's
     /// refusal leave the connection ready for the next statement; anything
     /// else (I/O, a crashed worker), or PostgreSQL's refusals that end the
-    /// session (class 08, connection exceptions; 57P, the server shutting
-    /// the backend down), may not have.
+    /// session (severity FATAL or PANIC; class 08, connection exceptions;
+    /// 57P, the server shutting the backend down), may not have.
     fn finished<T>(&mut self, result: &Result<T, Error>) {
         self.reusable = match result {
             Ok(_) => true,
-            Err(Error::Database(e)) => !e
-                .code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            Err(Error::Database(e)) => {
+                let fatal = e
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| {
+                        matches!(
+                            pg.severity(),
+                            sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                        )
+                    });
+                let code = e.code();
+                let code = code.as_deref().unwrap_or_default();
+                !(fatal || code.starts_with("08") || code.starts_with("57P"))
+            }
             Err(_) => false,
         };
     }
@@ -231,6 +257,24 @@ impl Drop for Lease<'_> {
             self.spare.idle().push((conn, Instant::now()));
         }
     }
+}
+
+/// The first row of a statement's results, reading them to the end: an
+/// error after the first row is the statement's. (On PostgreSQL the `Any`
+/// driver's `fetch_optional` stops at the first row and answers `Ok`, and
+/// the error would reach the connection's next statement instead.)
+async fn first_row(
+    mut results: BoxStream<'_, Result<Either<AnyQueryResult, AnyRow>, Error>>,
+) -> Result<Option<AnyRow>, Error> {
+    let mut first = None;
+    while let Some(item) = results.try_next().await? {
+        if let Either::Right(row) = item
+            && first.is_none()
+        {
+            first = Some(row);
+        }
+    }
+    Ok(first)
 }
 
 impl<'p> Executor<'p> for &'p Pool {
@@ -270,7 +314,11 @@ impl<'p> Executor<'p> for &'p Pool {
         let spare = &*self.spare;
         Box::pin(async move {
             let mut lease = spare.lease().await?;
-            let result = lease.conn().fetch_optional(query).await;
+            let result = if spare.drain_to_end {
+                first_row(lease.conn().fetch_many(query)).await
+            } else {
+                lease.conn().fetch_optional(query).await
+            };
             lease.finished(&result);
             result
         })

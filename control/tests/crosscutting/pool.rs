@@ -60,3 +60,27 @@ async fn postgres_connections_broken_idle_or_in_use_are_replaced() {
     assert_ne!(third, second);
     assert_eq!(db.pool().idle_connections(), 1);
 }
+
+/// A statement that sends a row and then fails answers its own error, and
+/// the connection's next statement answers its own result (PostgreSQL
+/// sends the error after the first row; a reader that stopped at that row
+/// left the error for whoever used the connection next).
+#[tokio::test]
+async fn postgres_an_error_after_the_first_row_is_the_statement_s_own() {
+    let pg = common::fresh_postgres_database().await;
+    let db = Db::connect(&pg.url).await.expect("connect");
+    let first = backend_pid(&db).await.expect("pid");
+    let failed: Result<Option<i32>, _> =
+        sqlx::query_scalar("SELECT 1 / (x - 2) FROM generate_series(1, 3) AS x")
+            .fetch_optional(db.pool())
+            .await;
+    match failed {
+        Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("22012"), "{e}"),
+        other => panic!("the division by zero was not this statement's answer: {other:?}"),
+    }
+    assert_eq!(
+        backend_pid(&db).await.expect("the next statement"),
+        first,
+        "the same connection, answering its own statement"
+    );
+}

@@ -444,8 +444,23 @@ pub async fn step_ended(
     };
     let wf_id: String = row.try_get("workflow_run_id")?;
     let step_id: String = row.try_get("step_id")?;
-    let attempts: i64 = row.try_get("attempts")?;
     let Some(mut wf) = lock_running(conn, &wf_id).await? else {
+        return Ok(());
+    };
+    // Read again under the workflow's lock: on PostgreSQL the read above
+    // may predate a commit that moved the step on meanwhile (its attempt
+    // timed out and the next one started, `expire`), and acting on it would
+    // complete the step with a stale attempt's output or start a third.
+    let Some(attempts) = sqlx::query_scalar::<_, i64>(
+        "SELECT attempts FROM workflow_steps WHERE workflow_run_id = $1 AND step_id = $2 \
+         AND run_id = $3 AND status = 'running'",
+    )
+    .bind(&wf_id)
+    .bind(&step_id)
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
         return Ok(());
     };
     let run = sqlx::query("SELECT outcome, usage FROM runs WHERE id = $1")
@@ -474,12 +489,14 @@ pub async fn step_ended(
         Ok(output) => {
             sqlx::query(
                 "UPDATE workflow_steps SET status = 'completed', output = $1, \
-                 finished_at_ms = $2 WHERE workflow_run_id = $3 AND step_id = $4",
+                 finished_at_ms = $2 WHERE workflow_run_id = $3 AND step_id = $4 \
+                 AND run_id = $5 AND status = 'running'",
             )
             .bind(output.to_string())
             .bind(now)
             .bind(&wf.id)
             .bind(&step_id)
+            .bind(run_id)
             .execute(&mut *conn)
             .await?;
             event(
@@ -533,6 +550,11 @@ pub async fn expire(db: &Db, now: i64) -> Result<Expired, sqlx::Error> {
         let step_id: String = row.try_get("step_id")?;
         let run_id: Option<String> = row.try_get("run_id")?;
         let mut tx = db.begin().await?;
+        // The workflow first, then its step, in the order `step_ended`
+        // locks them (the other order could deadlock on PostgreSQL).
+        let Some(wf) = lock_running(&mut tx, &wf_id).await? else {
+            continue;
+        };
         // Still that attempt, still late: another replica may have been first.
         let attempts: Option<i64> = sqlx::query_scalar(
             "UPDATE workflow_steps SET deadline_ms = NULL WHERE workflow_run_id = $1 \
@@ -545,7 +567,7 @@ pub async fn expire(db: &Db, now: i64) -> Result<Expired, sqlx::Error> {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let (Some(attempts), Some(wf)) = (attempts, lock_running(&mut tx, &wf_id).await?) else {
+        let Some(attempts) = attempts else {
             continue;
         };
         let mut delivered = None;

@@ -682,3 +682,74 @@ max_retries = 0
         assert_eq!(errors[1].1, run["error"]);
     }
 );
+
+/// On PostgreSQL `step_ended` first reads which step waits for the run,
+/// then locks the workflow: a commit in between that moved the step on
+/// (its attempt timed out and the next started; here a trigger on the
+/// lock's statement makes that change) must leave the step to its new
+/// attempt, not complete it with the stale attempt's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ending_after_its_step_moved_on_changes_nothing() {
+    use delta_control::webhooks::RunEnd;
+    use delta_control::workflows::engine::step_ended;
+    let ctl = Control::start(crate::common::Dialect::Postgres).await;
+    let db = &ctl.state.db;
+    let now = delta_control::db::now_ms();
+    for (sql, what) in [
+        (
+            "INSERT INTO workflow_runs (id, tenant_id, workflow_id, definition, input, status, \
+             created_at_ms) VALUES ('wfr_race', 'ten_race', 'wf_race', \
+             '{\"steps\":[{\"id\":\"s\",\"agent\":\"x\",\"retries\":1}]}', '{}', 'running', 1)",
+            "workflow run",
+        ),
+        (
+            "INSERT INTO workflow_steps (workflow_run_id, step_id, tenant_id, status, attempts, \
+             run_id, started_at_ms) VALUES ('wfr_race', 's', 'ten_race', 'running', 1, \
+             'run_first', 1)",
+            "step",
+        ),
+        (
+            "CREATE FUNCTION race_step_moved() RETURNS trigger AS $$ BEGIN \
+             UPDATE workflow_steps SET run_id = 'run_second', attempts = 2 \
+             WHERE workflow_run_id = 'wfr_race' AND run_id = 'run_first'; RETURN NULL; END $$ \
+             LANGUAGE plpgsql",
+            "function",
+        ),
+        (
+            "CREATE TRIGGER race_step_moved AFTER UPDATE ON workflow_runs \
+             FOR EACH STATEMENT EXECUTE FUNCTION race_step_moved()",
+            "trigger",
+        ),
+    ] {
+        sqlx::query(sql).execute(db.pool()).await.expect(what);
+    }
+    let outcome = json!({ "status": "completed", "output": "{\"stale\":true}" });
+    let mut tx = db.begin().await.expect("begin");
+    step_ended(
+        &mut tx,
+        "ten_race",
+        "run_first",
+        &RunEnd::Finished(Some(&outcome)),
+        now,
+    )
+    .await
+    .expect("step_ended");
+    tx.commit().await.expect("commit");
+    let (status, run_id, attempts, output): (String, String, i64, Option<String>) = sqlx::query_as(
+        "SELECT status, run_id, attempts, output FROM workflow_steps \
+             WHERE workflow_run_id = 'wfr_race' AND step_id = 's'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("step");
+    assert_eq!(
+        (status.as_str(), run_id.as_str(), attempts, output),
+        ("running", "run_second", 2, None),
+        "the step waits for its second attempt"
+    );
+    let wf: String = sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = 'wfr_race'")
+        .fetch_one(db.pool())
+        .await
+        .expect("workflow run");
+    assert_eq!(wf, "running");
+}

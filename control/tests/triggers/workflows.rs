@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{runs_of, s};
+use super::{finished_run, runs_of, s};
 use std::sync::{Arc, Mutex};
 
 use crate::common::bounties::post_agent;
@@ -517,22 +517,7 @@ both!(
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{cancelled}");
-        let ended = eventually(
-            "the step's run to stop",
-            Duration::from_secs(15),
-            || async {
-                let (_, run) = ctl
-                    .call(
-                        Method::GET,
-                        &format!("/v1/runs/{step_run}"),
-                        Some(&alice.access),
-                        None,
-                    )
-                    .await;
-                (run["status"] == "finished").then_some(run)
-            },
-        )
-        .await;
+        let ended = finished_run(&ctl, &alice, &step_run).await;
         assert_eq!(ended["outcome"]["status"], "cancelled", "{ended}");
     }
 );
@@ -647,22 +632,7 @@ max_retries = 0
         // The timed-out attempt was stopped on its node, not left to run on
         // until its LLM answered (8 s on, which would have completed it).
         let last = s(&step(&run, "slow")["run_id"]);
-        let stopped = eventually(
-            "the timed-out attempt's end",
-            Duration::from_secs(30),
-            || async {
-                let (_, r) = ctl
-                    .call(
-                        Method::GET,
-                        &format!("/v1/runs/{last}"),
-                        Some(&alice.access),
-                        None,
-                    )
-                    .await;
-                (r["status"] == "finished").then_some(r)
-            },
-        )
-        .await;
+        let stopped = finished_run(&ctl, &alice, &last).await;
         assert_eq!(stopped["outcome"]["status"], "cancelled", "{stopped}");
 
         // Two result webhooks, workflow.failed, with the runs' errors.

@@ -100,7 +100,11 @@ fn refuse_ended(run: &Run) -> Result<(), ApiError> {
 
 /// End run `run_id` of `tenant` as cancelled if it is still waiting in the
 /// run queue (no node has it); false if it is not (delivered, or ended).
-async fn cancel_queued(state: &AppState, tenant: &str, run_id: &str) -> Result<bool, ApiError> {
+pub(crate) async fn cancel_queued(
+    state: &AppState,
+    tenant: &str,
+    run_id: &str,
+) -> Result<bool, ApiError> {
     let now = now_ms();
     let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     // The queue row first, conditional on `pending`: a dispatcher that

@@ -62,7 +62,7 @@ pub async fn pass(state: &AppState, queue: &impl RunQueue) -> Result<(), sqlx::E
     for (tenant, run) in expired.delivered {
         let state = state.clone();
         tokio::spawn(async move {
-            crate::workflows::stop_step_run(&state, &tenant, &run).await;
+            crate::workflows::stop_step_run_patiently(&state, &tenant, &run).await;
         });
     }
     // Queued by the expiries just now, or by transactions since the last

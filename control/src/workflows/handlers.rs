@@ -497,7 +497,8 @@ pub(super) async fn cancel_workflow_run(
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     for run_id in running.into_iter().flatten() {
-        super::stop_step_run(&state, &principal.tenant_id, &run_id).await;
+        // Once: the workflow run answers now, whether the node had it or not.
+        let _ = super::stop_step_run(&state, &principal.tenant_id, &run_id).await;
     }
     load_run(&state, &principal.tenant_id, &id).await.map(Json)
 }

@@ -154,19 +154,51 @@ pub struct StepState {
 /// Stop a step's run on its node, if a node has it: the workflow run was
 /// cancelled, or the attempt timed out. Best effort: the step has moved on
 /// either way (the run's end is recorded and ignored), so a failure is only
-/// logged.
-pub(crate) async fn stop_step_run(state: &AppState, tenant: &str, run_id: &str) {
+/// logged. False when no node has the run yet: it is being handed to one
+/// this moment (see [`stop_step_run_patiently`]).
+pub(crate) async fn stop_step_run(state: &AppState, tenant: &str, run_id: &str) -> bool {
     let run = match crate::runs::load_run(state, tenant, run_id).await {
         Ok(run) => run,
         Err(e) => {
-            tracing::warn!(run = run_id, error = %e.message, "reading a cancelled step's run");
-            return;
+            tracing::warn!(run = run_id, error = %e.message, "reading a stopped step's run");
+            return true;
         }
     };
     if crate::run_cancel::has_ended(&run) {
-        return;
+        return true;
     }
-    if let Err(e) = crate::run_cancel::stop_on_node(state, &run).await {
-        tracing::warn!(run = run_id, error = %e.message, "stopping a cancelled step's run");
+    // Back in the run queue (a delivery failed): it ends there.
+    match crate::run_cancel::cancel_queued(state, tenant, run_id).await {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(run = run_id, error = %e.message, "ending a stopped step's queued run");
+            return true;
+        }
     }
+    match crate::run_cancel::stop_on_node(state, &run).await {
+        Ok(crate::run_cancel::Stop::Stopping) => true,
+        Ok(crate::run_cancel::Stop::NotThere) => false,
+        Err(e) => {
+            tracing::warn!(run = run_id, error = %e.message, "stopping a step's run");
+            true
+        }
+    }
+}
+
+/// [`stop_step_run`], asked again while the run is on its way to a node
+/// (a delivery takes at most the node call's timeout): for a timed-out
+/// attempt, which the dispatcher stops in a task of its own.
+pub(crate) async fn stop_step_run_patiently(state: &AppState, tenant: &str, run_id: &str) {
+    const TRIES: u32 = 30;
+    for _ in 0..TRIES {
+        if stop_step_run(state, tenant, run_id).await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    tracing::warn!(
+        run = run_id,
+        "a timed-out step's run never reached a node to be stopped"
+    );
 }

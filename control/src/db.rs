@@ -147,7 +147,7 @@ impl Db {
                     .await?;
                 SQLITE.run(&any).await?;
                 let max = SQLITE_CONNECTIONS as usize;
-                Pool::new(any, options, Some(SQLITE_SETUP), max, None)
+                Pool::new(any, options, backend, max)
             }
             Backend::Postgres => {
                 // Transactions on this pool, single statements on as many
@@ -159,7 +159,7 @@ impl Db {
                     .await?;
                 POSTGRES.run(&any).await?;
                 let max = POSTGRES_CONNECTIONS as usize;
-                Pool::new(any, options, None, max, Some(PING_AFTER_IDLE))
+                Pool::new(any, options, backend, max)
             }
         };
         Ok(Self { pool, backend })

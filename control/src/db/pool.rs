@@ -32,6 +32,8 @@ use sqlx::{
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::{Backend, SQLITE_SETUP};
+
 /// How long a statement waits for a connection (a permit, the ping of an
 /// idle one, or opening a new one) before it fails with
 /// [`Error::PoolTimedOut`].
@@ -60,28 +62,24 @@ impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("any", &self.any)
-            .field("own_connections", &self.spare.max)
+            .field("backend", &self.spare.backend)
             .finish()
     }
 }
 
 impl Pool {
     /// Transactions through `any`; single statements on up to `max`
-    /// connections of `options`, each set up with `setup` when it opens and,
-    /// with `ping_after`, pinged before use once idle that long.
+    /// connections of `options` to `backend`, which decides how they are
+    /// set up and checked ([`Spare`]).
     pub(super) fn new(
         any: AnyPool,
         options: AnyConnectOptions,
-        setup: Option<&'static str>,
+        backend: Backend,
         max: usize,
-        ping_after: Option<Duration>,
     ) -> Self {
         let spare = Spare {
-            drain_to_end: options.database_url.scheme() != "sqlite",
             options,
-            setup,
-            ping_after,
-            max,
+            backend,
             idle: Mutex::new(Vec::with_capacity(max)),
             permits: Semaphore::new(max),
         };
@@ -129,13 +127,11 @@ impl Pool {
 /// Connections for single statements.
 struct Spare {
     options: AnyConnectOptions,
-    setup: Option<&'static str>,
-    ping_after: Option<Duration>,
-    /// Read every result of a `fetch_optional` (PostgreSQL, see
-    /// [`first_row`]); SQLite's worker resets the statement after the first
-    /// row itself.
-    drain_to_end: bool,
-    max: usize,
+    /// SQLite: each connection opens with [`SQLITE_SETUP`]. PostgreSQL: a
+    /// connection idle over [`PING_AFTER_IDLE`] is pinged before use, and a
+    /// `fetch_optional` reads its results to the end ([`first_row`]);
+    /// SQLite's worker resets the statement after the first row itself.
+    backend: Backend,
     /// Idle connections with when each was last handed back, oldest first.
     idle: Mutex<Vec<(AnyConnection, Instant)>>,
     permits: Semaphore,
@@ -150,8 +146,8 @@ impl Spare {
 
     async fn connect(&self) -> Result<AnyConnection, Error> {
         let mut conn = self.options.connect().await?;
-        if let Some(setup) = self.setup {
-            conn.execute(setup).await?;
+        if self.backend == Backend::Sqlite {
+            conn.execute(SQLITE_SETUP).await?;
         }
         Ok(conn)
     }
@@ -182,8 +178,8 @@ impl Spare {
         // Closed outside the lock (dropping a connection shuts it).
         drop(stale);
         let conn = match idle {
-            Some((mut conn, since)) => match self.ping_after {
-                Some(after) if since.elapsed() > after => {
+            Some((mut conn, since)) => match self.backend {
+                Backend::Postgres if since.elapsed() > PING_AFTER_IDLE => {
                     match tokio::time::timeout(PING_TIMEOUT, conn.ping()).await {
                         Ok(Ok(())) => conn,
                         // Broken while idle (a restarted server), or a server
@@ -314,7 +310,7 @@ impl<'p> Executor<'p> for &'p Pool {
         let spare = &*self.spare;
         Box::pin(async move {
             let mut lease = spare.lease().await?;
-            let result = if spare.drain_to_end {
+            let result = if spare.backend == Backend::Postgres {
                 first_row(lease.conn().fetch_many(query)).await
             } else {
                 lease.conn().fetch_optional(query).await

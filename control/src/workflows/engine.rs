@@ -432,7 +432,7 @@ pub async fn step_ended(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let Some(row) = sqlx::query(
-        "SELECT workflow_run_id, step_id, attempts FROM workflow_steps \
+        "SELECT workflow_run_id, step_id FROM workflow_steps \
          WHERE run_id = $1 AND tenant_id = $2 AND status = 'running'",
     )
     .bind(run_id)
